@@ -1,0 +1,1 @@
+//! Event exporters (OTLP and other sinks). Empty until the exporter issue.
