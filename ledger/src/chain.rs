@@ -1,0 +1,231 @@
+//! The hash chain, the stored record format, and the bodies of the two kinds
+//! the ledger writes itself (genesis and key rotation).
+
+use ed25519_dalek::Signature;
+
+use crate::canonical::{Object, Value};
+use crate::event::{Event, EventKind, Hash, KeyId};
+use crate::keys;
+
+/// Domain tag of the event hash:
+/// `hash = BLAKE3(EVENT_DOMAIN ‖ prev hash ‖ canonical bytes)`.
+pub const EVENT_DOMAIN: &[u8] = b"sealgate.event.v1\0";
+
+/// Version byte that starts every stored record.
+pub const RECORD_VERSION: u8 = 1;
+const RECORD_HEADER: usize = 1 + 32 + 64;
+
+/// The hash of an event, given the hash of its predecessor.
+pub fn event_hash(prev: &Hash, canonical: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(EVENT_DOMAIN);
+    h.update(&prev.0);
+    h.update(canonical);
+    Hash(*h.finalize().as_bytes())
+}
+
+/// A stored record, split into its parts but not yet decoded or checked.
+#[derive(Clone, Copy, Debug)]
+pub struct RawRecord<'a> {
+    pub hash: Hash,
+    pub signature: [u8; 64],
+    pub canonical: &'a [u8],
+}
+
+impl<'a> RawRecord<'a> {
+    /// Splits `version ‖ hash ‖ signature ‖ canonical bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<RawRecord<'a>, String> {
+        if bytes.len() < RECORD_HEADER + 2 {
+            return Err(format!(
+                "record is {} bytes, shorter than the {RECORD_HEADER}-byte header plus an envelope",
+                bytes.len()
+            ));
+        }
+        if bytes[0] != RECORD_VERSION {
+            return Err(format!(
+                "unknown record version {} (this build reads {RECORD_VERSION})",
+                bytes[0]
+            ));
+        }
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes[1..33]);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&bytes[33..97]);
+        Ok(RawRecord {
+            hash: Hash(hash),
+            signature,
+            canonical: &bytes[RECORD_HEADER..],
+        })
+    }
+}
+
+/// A complete event as stored: envelope, hash and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedEvent {
+    pub event: Event,
+    pub hash: Hash,
+    pub signature: Signature,
+    /// The exact canonical bytes that were hashed and signed.
+    pub canonical: Vec<u8>,
+}
+
+impl SealedEvent {
+    /// Decodes a stored record. This checks the format only: hashes, links
+    /// and signatures are the verifier's job.
+    pub fn decode(bytes: &[u8]) -> Result<SealedEvent, String> {
+        let raw = RawRecord::parse(bytes)?;
+        let event = Event::decode(raw.canonical)?;
+        Ok(SealedEvent {
+            event,
+            hash: raw.hash,
+            signature: Signature::from_bytes(&raw.signature),
+            canonical: raw.canonical.to_vec(),
+        })
+    }
+
+    /// The stored form: `version ‖ hash ‖ signature ‖ canonical bytes`.
+    pub fn to_record(&self) -> Vec<u8> {
+        encode_record(&self.hash, &self.signature, &self.canonical)
+    }
+
+    /// The event and its seal as plain JSON: `{"seq", "hash", "signature",
+    /// "event": <envelope>}`. The envelope re-encoded canonically gives back
+    /// the signed bytes.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.event.seq,
+            "hash": self.hash.to_hex(),
+            "signature": hex::encode(self.signature.to_bytes()),
+            "event": self.event.to_json(),
+        })
+    }
+}
+
+pub(crate) fn encode_record(hash: &Hash, signature: &Signature, canonical: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(RECORD_HEADER + canonical.len());
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&hash.0);
+    out.extend_from_slice(&signature.to_bytes());
+    out.extend_from_slice(canonical);
+    out
+}
+
+/// The body of `ledger.genesis`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Genesis {
+    pub ledger_id: [u8; 16],
+    pub public_key: ed25519_dalek::VerifyingKey,
+}
+
+impl Genesis {
+    pub fn to_body(&self) -> Object {
+        let mut o = Object::new();
+        o.insert("format".into(), Value::Int(i128::from(RECORD_VERSION)));
+        o.insert("ledger_id".into(), hex::encode(self.ledger_id).into());
+        o.insert("public_key".into(), hex::encode(self.public_key.as_bytes()).into());
+        o
+    }
+
+    /// Reads and checks a genesis event: kind, sequence 0, zero previous
+    /// hash, and the envelope's key id matching the public key it carries.
+    pub fn from_event(e: &Event) -> Result<Genesis, String> {
+        if e.kind != EventKind::LedgerGenesis {
+            return Err(format!("the event at seq 0 is `{}`, not `ledger.genesis`", e.kind));
+        }
+        if e.prev != Hash::ZERO {
+            return Err("genesis event's prev is not all zeros".into());
+        }
+        let ledger_id = crate::event::parse_hex_array(body_str(&e.body, "ledger_id")?)
+            .map_err(|x| format!("genesis ledger_id {x}"))?;
+        let public_key =
+            keys::parse_public_key(body_str(&e.body, "public_key")?).map_err(|x| format!("genesis {x}"))?;
+        match e.body.get("format") {
+            Some(Value::Int(1)) => {}
+            other => return Err(format!("genesis format is {other:?}, expected 1")),
+        }
+        if e.body.len() != 3 {
+            return Err("genesis body has fields other than format, ledger_id, public_key".into());
+        }
+        if keys::key_id(&public_key) != e.key {
+            return Err(format!(
+                "genesis is signed as key {} but carries the public key of {}",
+                e.key,
+                keys::key_id(&public_key)
+            ));
+        }
+        Ok(Genesis { ledger_id, public_key })
+    }
+}
+
+/// The body of `key.rotated`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub new_key: KeyId,
+    pub new_public_key: ed25519_dalek::VerifyingKey,
+    /// Signature by the new key over the rotation message (see `docs/FORMAT.md`).
+    pub proof: Signature,
+    pub reason: Option<String>,
+}
+
+impl Rotation {
+    pub fn to_body(&self) -> Object {
+        let mut o = Object::new();
+        o.insert("new_key".into(), self.new_key.to_string().into());
+        o.insert(
+            "new_public_key".into(),
+            hex::encode(self.new_public_key.as_bytes()).into(),
+        );
+        o.insert("proof".into(), hex::encode(self.proof.to_bytes()).into());
+        if let Some(r) = &self.reason {
+            o.insert("reason".into(), r.as_str().into());
+        }
+        o
+    }
+
+    /// Reads a rotation event and checks its proof of possession.
+    pub fn from_event(e: &Event, ledger_id: &[u8; 16]) -> Result<Rotation, String> {
+        let new_public_key =
+            keys::parse_public_key(body_str(&e.body, "new_public_key")?).map_err(|x| format!("rotation {x}"))?;
+        let new_key: KeyId = body_str(&e.body, "new_key")?
+            .parse()
+            .map_err(|x| format!("rotation new_{x}"))?;
+        if keys::key_id(&new_public_key) != new_key {
+            return Err(format!(
+                "rotation names key {new_key} but carries the public key of {}",
+                keys::key_id(&new_public_key)
+            ));
+        }
+        if new_key == e.key {
+            return Err(format!("rotation from key {new_key} to itself"));
+        }
+        let proof_bytes: [u8; 64] =
+            crate::event::parse_hex_array(body_str(&e.body, "proof")?).map_err(|x| format!("rotation proof {x}"))?;
+        let proof = Signature::from_bytes(&proof_bytes);
+        if !keys::verify_rotation_proof(ledger_id, e.key, &new_public_key, &proof) {
+            return Err(format!(
+                "rotation proof does not verify: key {new_key} did not sign its introduction"
+            ));
+        }
+        let reason = match e.body.get("reason") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(format!("rotation reason is {}, expected a string", other.type_name())),
+        };
+        let expected_len = 3 + usize::from(reason.is_some());
+        if e.body.len() != expected_len {
+            return Err("rotation body has unknown fields".into());
+        }
+        Ok(Rotation {
+            new_key,
+            new_public_key,
+            proof,
+            reason,
+        })
+    }
+}
+
+fn body_str<'a>(body: &'a Object, key: &str) -> Result<&'a str, String> {
+    body.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("body field `{key}` missing or not a string"))
+}

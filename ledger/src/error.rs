@@ -1,0 +1,81 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the ledger.
+///
+/// Integrity problems found while *verifying* a log are not errors of this
+/// type: they are reported as a [`crate::Failure`] naming the first bad
+/// sequence number, because finding them is the verifier doing its job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The caller handed us an event (or part of one) that is not acceptable.
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+
+    /// Stored bytes that could not be decoded.
+    #[error("malformed record at seq {seq}: {reason}")]
+    Malformed { seq: u64, reason: String },
+
+    #[error("rocksdb error in {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: rocksdb::Error,
+    },
+
+    #[error("{context}: {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+
+    #[error("no ledger in {0}: run `sealgate init` first")]
+    NotInitialized(PathBuf),
+
+    #[error("a ledger already exists in {0}")]
+    AlreadyInitialized(PathBuf),
+
+    /// The log on disk is not in a state the writer can safely continue from.
+    #[error("refusing to open {path} for writing: {reason}; run `sealgate verify` to locate the damage")]
+    Recovery { path: PathBuf, reason: String },
+
+    /// A write or sync failed earlier; the writer refuses every later append
+    /// until the process restarts and recovery has run.
+    #[error("ledger writer is poisoned since an earlier write failed ({0}); nothing more is appended until restart")]
+    Poisoned(String),
+
+    /// The write or sync of the batch that held this append failed.
+    #[error("append failed, nothing acknowledged: {0}; the writer is now poisoned until restart")]
+    WriteFailed(String),
+
+    /// The writer thread is gone (the ledger was closed or the thread died).
+    #[error("ledger writer has shut down")]
+    Closed,
+
+    #[error("ledger is open read-only")]
+    ReadOnly,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn storage(path: &std::path::Path, source: rocksdb::Error) -> Self {
+        Error::Storage {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(context: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            context,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,753 @@
+//! The event envelope: one versioned shape for every event in the log.
+//!
+//! The envelope is protocol-agnostic. Kind names such as
+//! `tool_call.requested` exist here so that every writer and reader agrees on
+//! them, but the ledger does not interpret the body of any kind except its
+//! own (`ledger.genesis`, `key.rotated`); the gateway and governance code
+//! define and check the bodies they write.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::canonical::{Object, Value};
+use crate::timestamp::Timestamp;
+
+/// The envelope version written by this code, `"v"` in canonical bytes.
+pub const ENVELOPE_VERSION: i128 = 1;
+
+/// Maximum length of an identifier-like string (principal, server, ...).
+const MAX_NAME_LEN: usize = 1024;
+
+macro_rules! event_kinds {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal ),+ $(,)?) => {
+        /// What an event records. New kinds may be added in later versions; a
+        /// reader that does not know a kind keeps its name in
+        /// [`EventKind::Other`] and can still verify the event.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum EventKind {
+            $( $(#[$doc])* $variant, )+
+            /// A kind this version does not know (written by a newer version).
+            Other(String),
+        }
+
+        impl EventKind {
+            /// Every kind this version knows, in declaration order.
+            pub const KNOWN: &'static [EventKind] = &[$(EventKind::$variant),+];
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( EventKind::$variant => $name, )+
+                    EventKind::Other(name) => name,
+                }
+            }
+
+            /// Parses a kind name; unknown names become [`EventKind::Other`].
+            pub fn from_name(name: &str) -> EventKind {
+                match name {
+                    $( $name => EventKind::$variant, )+
+                    other => EventKind::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    /// Sequence 0: binds the ledger id and the first public key.
+    LedgerGenesis = "ledger.genesis",
+    /// Signed by the outgoing key; introduces the key valid from the next event.
+    KeyRotated = "key.rotated",
+    ToolCallRequested = "tool_call.requested",
+    /// ALLOW, DENY, REQUIRE_APPROVAL or ALLOW_WITH_CONSTRAINTS, with its reason.
+    PolicyDecision = "policy.decision",
+    ApprovalRequested = "approval.requested",
+    ApprovalGranted = "approval.granted",
+    ApprovalDenied = "approval.denied",
+    ApprovalExpired = "approval.expired",
+    ExecutionCompleted = "execution.completed",
+    ExecutionFailed = "execution.failed",
+    OutputRedacted = "output.redacted",
+    OutputQuarantined = "output.quarantined",
+    ServerRegistered = "server.registered",
+    ServerApproved = "server.approved",
+    ServerRevoked = "server.revoked",
+    ServerQuarantined = "server.quarantined",
+    ToolsPinned = "tools.pinned",
+    ToolsDrifted = "tools.drifted",
+    GrantIssued = "grant.issued",
+    GrantRevoked = "grant.revoked",
+    PolicyLoaded = "policy.loaded",
+}
+
+impl EventKind {
+    /// Kinds only the ledger itself writes (`init`, key rotation); `append`
+    /// refuses them.
+    pub fn is_reserved(&self) -> bool {
+        matches!(self, EventKind::LedgerGenesis | EventKind::KeyRotated)
+    }
+
+    pub fn is_known(&self) -> bool {
+        !matches!(self, EventKind::Other(_))
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A 32-byte BLAKE3 digest, written as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    pub const ZERO: Hash = Hash([0; 32]);
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 12 hex digits, for tables.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..6])
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+impl FromStr for Hash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_hex_array(s).map(Hash).map_err(|e| format!("hash {e}"))
+    }
+}
+
+/// Identifies a signing key: the first 16 bytes of a BLAKE3 key derivation
+/// over the Ed25519 public key (see `docs/FORMAT.md`), 32 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub [u8; 16]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_hex_array(s).map(KeyId).map_err(|e| format!("key id {e}"))
+    }
+}
+
+pub(crate) fn parse_hex_array<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    if s.len() != 2 * N || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("`{s}` is not {} lowercase hex digits", 2 * N));
+    }
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).map_err(|_| format!("`{s}` is not {} lowercase hex digits", 2 * N))?;
+    Ok(out)
+}
+
+/// Who acted: the authenticated principal, their teams, the agent or client
+/// software, and the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: Option<String>,
+    pub teams: Vec<String>,
+    pub agent: Option<String>,
+    pub session: Option<String>,
+}
+
+/// What was acted on: server, tool, resource or prompt, and the environment
+/// labels (`prod`, `staging`, ...) of the server at the time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub server: Option<String>,
+    pub tool: Option<String>,
+    pub resource: Option<String>,
+    pub prompt: Option<String>,
+    pub env: Vec<String>,
+}
+
+/// A JSON-RPC request id: an integer or a string, kept apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestId {
+    Int(i64),
+    Str(String),
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestId::Int(n) => write!(f, "{n}"),
+            RequestId::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// Ties an event to others: the protocol request, the distributed trace,
+/// and the earlier event this one answers (a decision answers a request, a
+/// completion answers a decision).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Correlation {
+    pub request_id: Option<RequestId>,
+    /// W3C trace id, 32 lowercase hex digits.
+    pub trace_id: Option<String>,
+    /// W3C span id, 16 lowercase hex digits.
+    pub span_id: Option<String>,
+    /// Sequence number of the event this one answers.
+    pub answers: Option<u64>,
+}
+
+/// The caller-supplied part of an event; the ledger adds sequence number,
+/// timestamp, previous hash, key id, hash and signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Draft {
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub subject: Subject,
+    pub correlation: Correlation,
+    pub body: Object,
+}
+
+impl Draft {
+    pub fn new(kind: EventKind) -> Draft {
+        Draft {
+            kind,
+            actor: Actor::default(),
+            subject: Subject::default(),
+            correlation: Correlation::default(),
+            body: Object::new(),
+        }
+    }
+
+    /// Parses one JSON object with the fields `kind`, `actor`, `subject`,
+    /// `correlation` and `body` (only `kind` is required). Errors name the
+    /// field, or give serde_json's line and column for syntax errors.
+    pub fn from_json(text: &str) -> Result<Draft, String> {
+        let value = Value::from_json_str(text).map_err(|e| {
+            // A draft is usually one line: name the column, and the line only
+            // when the text has several.
+            let msg = e.to_string();
+            let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m).to_owned();
+            if text.contains('\n') {
+                format!("line {} column {}: {msg}", e.line(), e.column())
+            } else {
+                format!("column {}: {msg}", e.column())
+            }
+        })?;
+        Draft::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<Draft, String> {
+        let mut f = Fields::new("", value)?;
+        let kind_name = f.req_str("kind")?;
+        let kind = EventKind::from_name(&kind_name);
+        if !kind.is_known() {
+            return Err(format!(
+                "kind: unknown event kind `{kind_name}` (known: {})",
+                EventKind::KNOWN
+                    .iter()
+                    .filter(|k| !k.is_reserved())
+                    .map(EventKind::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if kind.is_reserved() {
+            return Err(format!("kind: `{kind_name}` is written only by the ledger itself"));
+        }
+        let actor = f.opt_object("actor", actor_from)?.unwrap_or_default();
+        let subject = f.opt_object("subject", subject_from)?.unwrap_or_default();
+        let correlation = f.opt_object("correlation", correlation_from)?.unwrap_or_default();
+        let body = f.opt_object("body", |f| Ok(f.take_rest()))?.unwrap_or_default();
+        f.finish()?;
+        Ok(Draft {
+            kind,
+            actor,
+            subject,
+            correlation,
+            body,
+        })
+    }
+}
+
+/// A complete event: the draft plus what the ledger assigned. The canonical
+/// encoding of this struct is what gets hashed and signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub subject: Subject,
+    pub correlation: Correlation,
+    pub body: Object,
+    /// Hash of the event at `seq - 1`; all zeros for the genesis event.
+    pub prev: Hash,
+    /// The key that signs this event.
+    pub key: KeyId,
+}
+
+impl Event {
+    pub fn from_draft(draft: Draft, seq: u64, ts: Timestamp, prev: Hash, key: KeyId) -> Event {
+        Event {
+            seq,
+            ts,
+            kind: draft.kind,
+            actor: draft.actor,
+            subject: draft.subject,
+            correlation: draft.correlation,
+            body: draft.body,
+            prev,
+            key,
+        }
+    }
+
+    /// The canonical bytes of the envelope (see `docs/FORMAT.md`).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        crate::canonical::write_object(&self.to_object(), &mut out);
+        out
+    }
+
+    fn to_object(&self) -> Object {
+        let mut o = Object::new();
+        o.insert("actor".into(), actor_to(&self.actor));
+        o.insert("body".into(), Value::Object(self.body.clone()));
+        o.insert("correlation".into(), correlation_to(&self.correlation));
+        o.insert("key".into(), self.key.to_string().into());
+        o.insert("kind".into(), self.kind.as_str().into());
+        o.insert("prev".into(), self.prev.to_hex().into());
+        o.insert("seq".into(), self.seq.into());
+        o.insert("subject".into(), subject_to(&self.subject));
+        o.insert("ts".into(), self.ts.to_string().into());
+        o.insert("v".into(), Value::Int(ENVELOPE_VERSION));
+        o
+    }
+
+    /// Decodes canonical bytes. Fails if the bytes are not valid JSON, not
+    /// an envelope of a version this code reads, or not in canonical form.
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        let value = Value::from_json_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+        let event = Event::from_value(value)?;
+        if event.canonical_bytes() != bytes {
+            return Err("envelope is valid JSON but not in canonical form".into());
+        }
+        Ok(event)
+    }
+
+    fn from_value(value: Value) -> Result<Event, String> {
+        let mut f = Fields::new("", value)?;
+        match f.take("v") {
+            Some(Value::Int(ENVELOPE_VERSION)) => {}
+            Some(Value::Int(v)) => {
+                return Err(format!(
+                    "unsupported envelope version {v} (this build reads {ENVELOPE_VERSION})"
+                ));
+            }
+            Some(other) => return Err(format!("v: expected an integer, found {}", other.type_name())),
+            None => return Err("missing field `v` (envelope version)".into()),
+        }
+        let seq = f.req_u64("seq")?;
+        let ts = Timestamp::parse_canonical(&f.req_str("ts")?).map_err(|e| format!("ts: {e}"))?;
+        let kind = EventKind::from_name(&f.req_str("kind")?);
+        let prev = f.req_str("prev")?.parse::<Hash>().map_err(|e| format!("prev: {e}"))?;
+        let key = f.req_str("key")?.parse::<KeyId>().map_err(|e| format!("key: {e}"))?;
+        let actor = f.req_object("actor", actor_from)?;
+        let subject = f.req_object("subject", subject_from)?;
+        let correlation = f.req_object("correlation", correlation_from)?;
+        let body = f.req_object("body", |f| Ok(f.take_rest()))?;
+        f.finish()?;
+        Ok(Event {
+            seq,
+            ts,
+            kind,
+            actor,
+            subject,
+            correlation,
+            body,
+            prev,
+            key,
+        })
+    }
+
+    /// The envelope as plain JSON, for display and export.
+    pub fn to_json(&self) -> serde_json::Value {
+        Value::Object(self.to_object()).to_json()
+    }
+}
+
+fn actor_to(a: &Actor) -> Value {
+    let mut o = Object::new();
+    put_opt(&mut o, "principal", &a.principal);
+    put_list(&mut o, "teams", &a.teams);
+    put_opt(&mut o, "agent", &a.agent);
+    put_opt(&mut o, "session", &a.session);
+    Value::Object(o)
+}
+
+fn actor_from(f: &mut Fields) -> Result<Actor, String> {
+    Ok(Actor {
+        principal: f.opt_name("principal")?,
+        teams: f.name_list("teams")?,
+        agent: f.opt_name("agent")?,
+        session: f.opt_name("session")?,
+    })
+}
+
+fn subject_to(s: &Subject) -> Value {
+    let mut o = Object::new();
+    put_opt(&mut o, "server", &s.server);
+    put_opt(&mut o, "tool", &s.tool);
+    put_opt(&mut o, "resource", &s.resource);
+    put_opt(&mut o, "prompt", &s.prompt);
+    put_list(&mut o, "env", &s.env);
+    Value::Object(o)
+}
+
+fn subject_from(f: &mut Fields) -> Result<Subject, String> {
+    Ok(Subject {
+        server: f.opt_name("server")?,
+        tool: f.opt_name("tool")?,
+        resource: f.opt_str("resource")?,
+        prompt: f.opt_name("prompt")?,
+        env: f.name_list("env")?,
+    })
+}
+
+fn correlation_to(c: &Correlation) -> Value {
+    let mut o = Object::new();
+    match &c.request_id {
+        Some(RequestId::Int(n)) => {
+            o.insert("request_id".into(), (*n).into());
+        }
+        Some(RequestId::Str(s)) => {
+            o.insert("request_id".into(), s.as_str().into());
+        }
+        None => {}
+    }
+    put_opt(&mut o, "trace_id", &c.trace_id);
+    put_opt(&mut o, "span_id", &c.span_id);
+    if let Some(seq) = c.answers {
+        o.insert("answers".into(), seq.into());
+    }
+    Value::Object(o)
+}
+
+fn correlation_from(f: &mut Fields) -> Result<Correlation, String> {
+    let request_id = match f.take("request_id") {
+        None => None,
+        Some(Value::Int(n)) => {
+            Some(RequestId::Int(i64::try_from(n).map_err(|_| {
+                f.err("request_id", "integer out of the 64-bit signed range")
+            })?))
+        }
+        Some(Value::String(s)) => Some(RequestId::Str(s)),
+        Some(other) => {
+            return Err(f.err(
+                "request_id",
+                &format!("expected a string or an integer, found {}", other.type_name()),
+            ));
+        }
+    };
+    let trace_id = f.opt_hex_id("trace_id", 32)?;
+    let span_id = f.opt_hex_id("span_id", 16)?;
+    let answers = f.opt_u64("answers")?;
+    Ok(Correlation {
+        request_id,
+        trace_id,
+        span_id,
+        answers,
+    })
+}
+
+fn put_opt(o: &mut Object, key: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        o.insert(key.into(), v.as_str().into());
+    }
+}
+
+fn put_list(o: &mut Object, key: &str, v: &[String]) {
+    if !v.is_empty() {
+        o.insert(key.into(), Value::Array(v.iter().map(|s| s.as_str().into()).collect()));
+    }
+}
+
+/// Takes fields out of a JSON object one by one, so that whatever is left at
+/// the end can be reported as unknown. Error messages carry the field path.
+struct Fields {
+    path: String,
+    map: Object,
+}
+
+impl Fields {
+    fn new(path: &str, value: Value) -> Result<Fields, String> {
+        match value {
+            Value::Object(map) => Ok(Fields {
+                path: path.to_owned(),
+                map,
+            }),
+            other => Err(format!(
+                "{}expected an object, found {}",
+                if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                },
+                other.type_name()
+            )),
+        }
+    }
+
+    fn field_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    fn err(&self, key: &str, msg: &str) -> String {
+        format!("{}: {msg}", self.field_path(key))
+    }
+
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.map.remove(key)
+    }
+
+    fn opt_str(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Err(self.err(key, "must not be empty (omit the field instead)")),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.err(key, &format!("expected a string, found {}", other.type_name()))),
+        }
+    }
+
+    fn opt_name(&mut self, key: &str) -> Result<Option<String>, String> {
+        let v = self.opt_str(key)?;
+        if let Some(s) = &v
+            && s.len() > MAX_NAME_LEN
+        {
+            return Err(self.err(key, &format!("longer than {MAX_NAME_LEN} bytes")));
+        }
+        Ok(v)
+    }
+
+    fn req_str(&mut self, key: &str) -> Result<String, String> {
+        self.opt_str(key)?
+            .ok_or_else(|| format!("missing field `{}`", self.field_path(key)))
+    }
+
+    fn opt_u64(&mut self, key: &str) -> Result<Option<u64>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Int(n)) => u64::try_from(n)
+                .map(Some)
+                .map_err(|_| self.err(key, "expected a non-negative 64-bit integer")),
+            Some(other) => Err(self.err(key, &format!("expected an integer, found {}", other.type_name()))),
+        }
+    }
+
+    fn req_u64(&mut self, key: &str) -> Result<u64, String> {
+        self.opt_u64(key)?
+            .ok_or_else(|| format!("missing field `{}`", self.field_path(key)))
+    }
+
+    fn opt_hex_id(&mut self, key: &str, digits: usize) -> Result<Option<String>, String> {
+        let v = self.opt_str(key)?;
+        if let Some(s) = &v
+            && (s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        {
+            return Err(self.err(key, &format!("expected {digits} lowercase hex digits, found `{s}`")));
+        }
+        Ok(v)
+    }
+
+    fn name_list(&mut self, key: &str) -> Result<Vec<String>, String> {
+        match self.take(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) if !s.is_empty() && s.len() <= MAX_NAME_LEN => out.push(s),
+                        Value::String(_) => {
+                            return Err(self.err(&format!("{key}[{i}]"), &format!("must be 1 to {MAX_NAME_LEN} bytes")));
+                        }
+                        other => {
+                            return Err(self.err(
+                                &format!("{key}[{i}]"),
+                                &format!("expected a string, found {}", other.type_name()),
+                            ));
+                        }
+                    }
+                }
+                if out.is_empty() {
+                    return Err(self.err(key, "must not be empty (omit the field instead)"));
+                }
+                Ok(out)
+            }
+            Some(other) => Err(self.err(
+                key,
+                &format!("expected an array of strings, found {}", other.type_name()),
+            )),
+        }
+    }
+
+    fn opt_object<T>(
+        &mut self,
+        key: &str,
+        parse: impl FnOnce(&mut Fields) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(v) => {
+                let mut inner = Fields::new(&self.field_path(key), v)?;
+                let out = parse(&mut inner)?;
+                inner.finish()?;
+                Ok(Some(out))
+            }
+        }
+    }
+
+    fn req_object<T>(&mut self, key: &str, parse: impl FnOnce(&mut Fields) -> Result<T, String>) -> Result<T, String> {
+        self.opt_object(key, parse)?
+            .ok_or_else(|| format!("missing field `{}`", self.field_path(key)))
+    }
+
+    /// Everything not yet taken (for free-form bodies).
+    fn take_rest(&mut self) -> Object {
+        std::mem::take(&mut self.map)
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.map.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(format!("unknown field `{}`", self.field_path(k))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        let draft = Draft::from_json(
+            r#"{"kind":"tool_call.requested","actor":{"principal":"alice","teams":["sre"],"session":"s1"},
+                "subject":{"server":"fs","tool":"write_file","env":["prod"]},
+                "correlation":{"request_id":7,"trace_id":"0af7651916cd43dd8448eb211c80319c"},
+                "body":{"arguments":"{\"path\":\"/tmp/x\"}","n":3}}"#,
+        )
+        .expect("valid draft");
+        Event::from_draft(
+            draft,
+            5,
+            Timestamp::from_nanos(1_795_000_000_000_000_001),
+            Hash([7; 32]),
+            KeyId([9; 16]),
+        )
+    }
+
+    #[test]
+    fn canonical_bytes_are_stable() {
+        let e = sample();
+        let text = String::from_utf8(e.canonical_bytes()).expect("utf8");
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"actor":{"principal":"alice","session":"s1","teams":["sre"]},"#,
+                r#""body":{"arguments":"{\"path\":\"/tmp/x\"}","n":3},"#,
+                r#""correlation":{"request_id":7,"trace_id":"0af7651916cd43dd8448eb211c80319c"},"#,
+                r#""key":"09090909090909090909090909090909","kind":"tool_call.requested","#,
+                r#""prev":"0707070707070707070707070707070707070707070707070707070707070707","#,
+                r#""seq":5,"subject":{"env":["prod"],"server":"fs","tool":"write_file"},"#,
+                r#""ts":"2026-11-18T11:06:40.000000001Z","v":1}"#
+            )
+        );
+        assert_eq!(Event::decode(text.as_bytes()), Ok(e));
+    }
+
+    #[test]
+    fn decode_rejects_non_canonical_and_unknown_versions() {
+        let e = sample();
+        let text = String::from_utf8(e.canonical_bytes()).expect("utf8");
+        let spaced = text.replacen(",", ", ", 1);
+        assert!(
+            Event::decode(spaced.as_bytes())
+                .expect_err("spaced")
+                .contains("canonical")
+        );
+        let v2 = text.replace(r#""v":1"#, r#""v":2"#);
+        assert!(
+            Event::decode(v2.as_bytes())
+                .expect_err("v2")
+                .contains("unsupported envelope version 2")
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_still_decode() {
+        let mut e = sample();
+        e.kind = EventKind::Other("future.kind".into());
+        let bytes = e.canonical_bytes();
+        assert_eq!(
+            Event::decode(&bytes).expect("decodes").kind,
+            EventKind::Other("future.kind".into())
+        );
+    }
+
+    #[test]
+    fn draft_errors_name_the_field() {
+        let cases = [
+            (r#"{"actor":{}}"#, "missing field `kind`"),
+            (r#"{"kind":"nope"}"#, "unknown event kind `nope`"),
+            (r#"{"kind":"ledger.genesis"}"#, "written only by the ledger"),
+            (
+                r#"{"kind":"grant.issued","actor":{"principal":5}}"#,
+                "actor.principal: expected a string",
+            ),
+            (
+                r#"{"kind":"grant.issued","actor":{"name":"x"}}"#,
+                "unknown field `actor.name`",
+            ),
+            (r#"{"kind":"grant.issued","extra":1}"#, "unknown field `extra`"),
+            (
+                r#"{"kind":"grant.issued","subject":{"env":[1]}}"#,
+                "subject.env[0]: expected a string",
+            ),
+            (
+                r#"{"kind":"grant.issued","correlation":{"trace_id":"XYZ"}}"#,
+                "correlation.trace_id: expected 32",
+            ),
+            (r#"{"kind":"grant.issued","body":{"x":1.5}}"#, "no floats"),
+            (r#"{"kind":"grant.issued","body":[]}"#, "body: expected an object"),
+            (r#"{"kind": "grant.issued""#, "EOF while parsing"),
+        ];
+        for (input, want) in cases {
+            let err = Draft::from_json(input).expect_err(input);
+            assert!(err.contains(want), "{input}: got `{err}`, want `{want}`");
+        }
+    }
+}

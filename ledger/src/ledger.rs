@@ -1,0 +1,280 @@
+//! The public face of the log: create, open, append, read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand_core::{OsRng, RngCore};
+use rocksdb::WriteBatch;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{Genesis, SealedEvent, encode_record, event_hash};
+use crate::error::{Error, Result};
+use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
+use crate::keys::{KeyDir, SigningKey};
+use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, Store};
+use crate::timestamp::Timestamp;
+use crate::verify::KeySchedule;
+use crate::writer::{Command, QUEUE_DEPTH, Receipt, Writer};
+
+/// An open ledger. Opened with [`Ledger::open`] it owns the single writer
+/// thread; opened with [`Ledger::open_read_only`] it only reads.
+///
+/// Reads are blocking RocksDB calls: async callers should run them in
+/// `spawn_blocking`. Appends are queued to the writer thread and can be
+/// awaited ([`Ledger::append`]) or waited for ([`Ledger::append_blocking`]).
+pub struct Ledger {
+    store: Arc<Store>,
+    writer: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
+}
+
+/// An append that was queued; resolves once it is durable (or failed).
+#[must_use = "an append is acknowledged only when its Pending resolves"]
+pub struct Pending<T = Vec<Receipt>>(oneshot::Receiver<Result<T>>);
+
+impl<T> Pending<T> {
+    /// Blocks until the writer answers. Do not call from an async task.
+    pub fn wait(self) -> Result<T> {
+        self.0.blocking_recv().map_err(|_| Error::Closed)?
+    }
+
+    /// Waits asynchronously until the writer answers.
+    pub async fn recv(self) -> Result<T> {
+        self.0.await.map_err(|_| Error::Closed)?
+    }
+}
+
+impl Ledger {
+    /// Creates a new ledger in `path`: a fresh ledger id and a genesis event
+    /// signed by `key`, which is stored in `key_dir`.
+    pub fn create(path: &Path, key_dir: &KeyDir, key: SigningKey, actor: Actor) -> Result<Ledger> {
+        let db = Store::create_db(path)?;
+        let mut ledger_id = [0u8; 16];
+        OsRng.fill_bytes(&mut ledger_id);
+        if !key_dir.file_for(key.id()).exists() {
+            key_dir.store(&key)?;
+        }
+        let mut draft = Draft::new(EventKind::LedgerGenesis);
+        draft.actor = actor;
+        draft.body = Genesis {
+            ledger_id,
+            public_key: key.public(),
+        }
+        .to_body();
+        let ts = Timestamp::now();
+        let event = Event::from_draft(draft, 0, ts, Hash::ZERO, key.id());
+        let canonical = event.canonical_bytes();
+        let hash = event_hash(&Hash::ZERO, &canonical);
+        let signature = key.sign_hash(&hash);
+        let head = Head { seq: 0, hash, ts };
+
+        let cf = |name| {
+            db.cf_handle(name).ok_or_else(|| Error::Recovery {
+                path: path.to_path_buf(),
+                reason: format!("column family `{name}` missing"),
+            })
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            cf(CF_EVENTS)?,
+            store::seq_key(0),
+            encode_record(&hash, &signature, &canonical),
+        );
+        batch.put_cf(cf(CF_TIME)?, store::time_key(ts, 0), []);
+        let meta = cf(CF_META)?;
+        batch.put_cf(meta, store::META_FORMAT, [store::STORE_FORMAT]);
+        batch.put_cf(meta, store::META_LEDGER_ID, ledger_id);
+        batch.put_cf(meta, store::META_HEAD, head.encode());
+        batch.put_cf(meta, store::META_CURRENT_KEY, key.id().0);
+        let mut sync = rocksdb::WriteOptions::default();
+        sync.set_sync(true);
+        db.write_opt(batch, &sync).map_err(|e| Error::storage(path, e))?;
+        let store = Arc::new(Store::from_db(db, path)?);
+        Ok(Ledger::start_writer(store, key, key_dir.clone()))
+    }
+
+    /// Opens an existing ledger for appending. Recovers the head, checks that
+    /// the tail links and verifies, and loads the current signing key from
+    /// `key_dir`.
+    pub fn open(path: &Path, key_dir: &KeyDir) -> Result<Ledger> {
+        let store = Store::open(path, false)?;
+        let schedule = store.key_schedule()?;
+        store.check_tail(&schedule)?;
+        let current = store.current_key_id()?;
+        if schedule.current() != current {
+            return Err(Error::Recovery {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "meta names key {current} as current but the log's last rotation introduced {}",
+                    schedule.current()
+                ),
+            });
+        }
+        let key = key_dir.load(current)?;
+        let head = store.head();
+        tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
+        Ok(Ledger::start_writer(Arc::new(store), key, key_dir.clone()))
+    }
+
+    /// Opens a ledger for reading only; needs no key, writes nothing, and can
+    /// run beside a process that has it open for writing.
+    pub fn open_read_only(path: &Path) -> Result<Ledger> {
+        Ok(Ledger {
+            store: Arc::new(Store::open(path, true)?),
+            writer: None,
+        })
+    }
+
+    fn start_writer(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Ledger {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer::new(store.clone(), key, key_dir);
+        let handle = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(rx))
+            .unwrap_or_else(|e| panic!("cannot spawn the ledger writer thread: {e}"));
+        Ledger {
+            store,
+            writer: Some((tx, handle)),
+        }
+    }
+
+    fn sender(&self) -> Result<&mpsc::Sender<Command>> {
+        self.writer.as_ref().map(|(tx, _)| tx).ok_or(Error::ReadOnly)
+    }
+
+    /// Queues drafts as one atomic unit: all of them become durable in one
+    /// write, or none. Blocks while the queue is full; not for async tasks.
+    pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Command::Append { drafts, reply })
+            .map_err(|_| Error::Closed)?;
+        Ok(Pending(rx))
+    }
+
+    /// [`Ledger::submit`] for async callers.
+    pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .send(Command::Append { drafts, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(Pending(rx))
+    }
+
+    /// Appends one event and waits until it is durable.
+    pub fn append_blocking(&self, draft: Draft) -> Result<Receipt> {
+        one(self.submit(vec![draft])?.wait()?)
+    }
+
+    /// Appends one event; resolves once it is durable.
+    pub async fn append(&self, draft: Draft) -> Result<Receipt> {
+        one(self.submit_async(vec![draft]).await?.recv().await?)
+    }
+
+    /// Rotates the signing key: stores `new_key` in the key directory and
+    /// appends a `key.rotated` event signed by the current key. Events after
+    /// it are signed by `new_key`.
+    pub fn rotate_key(&self, new_key: SigningKey, actor: Actor, reason: Option<String>) -> Result<Receipt> {
+        let (reply, rx) = oneshot::channel();
+        self.sender()?
+            .blocking_send(Command::Rotate {
+                new_key: Box::new(new_key),
+                actor,
+                reason,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
+        Pending(rx).wait()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.store.path
+    }
+
+    pub fn ledger_id(&self) -> [u8; 16] {
+        self.store.ledger_id
+    }
+
+    /// The newest durable event.
+    pub fn head(&self) -> Head {
+        self.store.head()
+    }
+
+    /// The event at `seq`, decoded but not verified.
+    pub fn get(&self, seq: u64) -> Result<Option<SealedEvent>> {
+        self.store.sealed(seq)
+    }
+
+    /// Events `from..=to` in order, decoded but not verified.
+    pub fn events(&self, from: u64, to: u64) -> Result<impl Iterator<Item = Result<SealedEvent>> + '_> {
+        Ok(self
+            .store
+            .raw_iter(from)?
+            .take_while(move |r| !matches!(r, Ok((seq, _)) if *seq > to))
+            .map(|r| {
+                let (seq, bytes) = r?;
+                SealedEvent::decode(&bytes).map_err(|reason| Error::Malformed { seq, reason })
+            }))
+    }
+
+    /// Raw stored records from `from` on, with the key they are stored under.
+    pub fn raw_records(&self, from: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
+        self.store.raw_iter(from)
+    }
+
+    /// The first event at or after `ts`, by the time index.
+    pub fn first_seq_at_or_after(&self, ts: Timestamp) -> Result<Option<u64>> {
+        self.store.first_seq_at_or_after(ts)
+    }
+
+    /// The last event at or before `ts`, by the time index.
+    pub fn last_seq_at_or_before(&self, ts: Timestamp) -> Result<Option<u64>> {
+        let next = ts.as_nanos().checked_add(1).map(Timestamp::from_nanos);
+        match next {
+            None => Ok(Some(self.head().seq)),
+            Some(next) => match self.store.first_seq_at_or_after(next)? {
+                Some(0) => Ok(None),
+                Some(s) => Ok(Some(s - 1)),
+                None => Ok(Some(self.head().seq)),
+            },
+        }
+    }
+
+    /// The key schedule (genesis key and rotations) as recorded in the log.
+    pub fn key_schedule(&self) -> Result<KeySchedule> {
+        self.store.key_schedule()
+    }
+
+    /// The key that signs the next event.
+    pub fn current_key_id(&self) -> Result<KeyId> {
+        self.store.current_key_id()
+    }
+
+    /// The last stored sequence number, read from the events themselves.
+    pub fn last_stored_seq(&self) -> Result<Option<u64>> {
+        self.store.last_stored_seq()
+    }
+
+    /// Where key files live by default for a data directory.
+    pub fn default_key_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("keys")
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.writer.take() {
+            drop(tx);
+            // The writer drains what is queued, then exits.
+            let _ = handle.join();
+        }
+    }
+}
+
+fn one(mut receipts: Vec<Receipt>) -> Result<Receipt> {
+    match (receipts.pop(), receipts.is_empty()) {
+        (Some(r), true) => Ok(r),
+        _ => Err(Error::InvalidEvent("expected exactly one receipt".into())),
+    }
+}

@@ -1,0 +1,28 @@
+//! Sealgate's ledger: a signed, hash-chained, crash-safe event log.
+//!
+//! The ledger stores, proves and replays events. It speaks no protocol: no
+//! MCP, no HTTP, no OTLP. See `docs/ARCHITECTURE.md` for where it sits and
+//! `docs/FORMAT.md` for the exact bytes it writes.
+#![deny(unsafe_code, clippy::unwrap_used)]
+
+mod canonical;
+mod chain;
+mod error;
+mod event;
+mod keys;
+mod ledger;
+mod store;
+mod timestamp;
+mod verify;
+mod writer;
+
+pub use canonical::{Object, Value};
+pub use chain::{EVENT_DOMAIN, Genesis, RECORD_VERSION, RawRecord, Rotation, SealedEvent, event_hash};
+pub use error::{Error, Result};
+pub use event::{Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, RequestId, Subject};
+pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_proof};
+pub use ledger::{Ledger, Pending};
+pub use store::Head;
+pub use timestamp::Timestamp;
+pub use verify::{Anchor, Failure, FailureKind, KeyEntry, KeySchedule, Report, VerifyOptions};
+pub use writer::{MAX_EVENT_BYTES, Receipt};

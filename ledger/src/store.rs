@@ -1,0 +1,375 @@
+//! The RocksDB store: layout, opening and recovery, and reads.
+//!
+//! Column families:
+//! - `events`: sequence number (u64 big-endian) → record
+//!   (`version ‖ hash ‖ signature ‖ canonical bytes`, see [`crate::chain`]);
+//! - `time`: timestamp nanos (u64 BE) ‖ sequence number (u64 BE) → empty;
+//! - `meta`: `format`, `ledger_id`, `head` (seq ‖ hash ‖ ts), `key/current`,
+//!   and `rotation/<seq BE>` → new key id for every key rotation.
+//!
+//! Every append writes all three in one `WriteBatch` with a synced WAL, so
+//! the head in `meta` and the last event can never disagree after a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMode, Options};
+
+use crate::chain::{SealedEvent, event_hash};
+use crate::error::{Error, Result};
+use crate::event::{Hash, KeyId};
+use crate::timestamp::Timestamp;
+use crate::verify::KeySchedule;
+
+pub(crate) const CF_EVENTS: &str = "events";
+pub(crate) const CF_TIME: &str = "time";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_LEDGER_ID: &[u8] = b"ledger_id";
+pub(crate) const META_HEAD: &[u8] = b"head";
+pub(crate) const META_CURRENT_KEY: &[u8] = b"key/current";
+pub(crate) const META_ROTATION_PREFIX: &[u8] = b"rotation/";
+pub(crate) const STORE_FORMAT: u8 = 1;
+
+/// How many events at the end of the log are re-checked (hash, link,
+/// signature) before the writer continues from them.
+const TAIL_CHECK: u64 = 64;
+
+/// The newest event: what an auditor writes down to pin the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Hash,
+    pub ts: Timestamp,
+}
+
+impl Head {
+    pub(crate) fn encode(&self) -> [u8; 48] {
+        let mut out = [0u8; 48];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8..40].copy_from_slice(&self.hash.0);
+        out[40..].copy_from_slice(&self.ts.as_nanos().to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Head> {
+        if bytes.len() != 48 {
+            return None;
+        }
+        let seq = u64::from_be_bytes(bytes[..8].try_into().ok()?);
+        let hash = Hash(bytes[8..40].try_into().ok()?);
+        let ts = Timestamp::from_nanos(u64::from_be_bytes(bytes[40..].try_into().ok()?));
+        Some(Head { seq, hash, ts })
+    }
+}
+
+pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+pub(crate) fn time_key(ts: Timestamp, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ts.as_nanos().to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn rotation_key(seq: u64) -> Vec<u8> {
+    let mut k = META_ROTATION_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The open database and what every reader needs.
+pub(crate) struct Store {
+    pub(crate) db: DB,
+    pub(crate) path: PathBuf,
+    pub(crate) ledger_id: [u8; 16],
+    pub(crate) head: RwLock<Head>,
+}
+
+pub(crate) fn db_options(create: bool) -> Options {
+    let mut opts = Options::default();
+    opts.create_if_missing(create);
+    opts.create_missing_column_families(create);
+    // After a crash, recover every record up to the first torn one.
+    opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+    opts.set_atomic_flush(true);
+    opts.set_keep_log_file_num(4);
+    opts.set_max_total_wal_size(256 << 20);
+    opts.set_write_buffer_size(32 << 20);
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts.increase_parallelism(2);
+    opts
+}
+
+fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+    [CF_EVENTS, CF_TIME, CF_META]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
+        .collect()
+}
+
+pub(crate) fn db_exists(path: &Path) -> bool {
+    path.join("CURRENT").exists()
+}
+
+impl Store {
+    /// Creates an empty database (the caller writes genesis next).
+    pub(crate) fn create_db(path: &Path) -> Result<DB> {
+        if db_exists(path) {
+            return Err(Error::AlreadyInitialized(path.to_path_buf()));
+        }
+        crate::keys::create_private_dir(path)?;
+        DB::open_cf_descriptors(&db_options(true), path, cf_descriptors()).map_err(|e| Error::storage(path, e))
+    }
+
+    /// Opens an existing database. `read_only` opens never write and may run
+    /// beside a live writer (they see the log as of the moment they open).
+    pub(crate) fn open(path: &Path, read_only: bool) -> Result<Store> {
+        if !db_exists(path) {
+            return Err(Error::NotInitialized(path.to_path_buf()));
+        }
+        let opts = db_options(false);
+        let db = if read_only {
+            DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(), false)
+        } else {
+            DB::open_cf_descriptors(&opts, path, cf_descriptors())
+        }
+        .map_err(|e| Error::storage(path, e))?;
+        Store::from_db(db, path)
+    }
+
+    pub(crate) fn from_db(db: DB, path: &Path) -> Result<Store> {
+        let recovery = |reason: String| Error::Recovery {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let meta = db
+            .cf_handle(CF_META)
+            .ok_or_else(|| recovery("column family `meta` missing".into()))?;
+        let get = |key: &[u8]| db.get_cf(meta, key).map_err(|e| Error::storage(path, e));
+        match get(META_FORMAT)?.as_deref() {
+            Some([STORE_FORMAT]) => {}
+            Some(other) => {
+                return Err(recovery(format!(
+                    "unknown store format {other:?} (this build reads {STORE_FORMAT})"
+                )));
+            }
+            None => return Err(Error::NotInitialized(path.to_path_buf())),
+        }
+        let ledger_id: [u8; 16] = get(META_LEDGER_ID)?
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| recovery("ledger id missing or malformed in meta".into()))?;
+        let head = get(META_HEAD)?
+            .and_then(|v| Head::decode(&v))
+            .ok_or_else(|| recovery("head missing or malformed in meta".into()))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            ledger_id,
+            head: RwLock::new(head),
+        })
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).ok_or_else(|| Error::Recovery {
+            path: self.path.clone(),
+            reason: format!("column family `{name}` missing"),
+        })
+    }
+
+    pub(crate) fn head(&self) -> Head {
+        match self.head.read() {
+            Ok(h) => *h,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn set_head(&self, head: Head) {
+        match self.head.write() {
+            Ok(mut h) => *h = head,
+            Err(poisoned) => *poisoned.into_inner() = head,
+        }
+    }
+
+    pub(crate) fn current_key_id(&self) -> Result<KeyId> {
+        let meta = self.cf(CF_META)?;
+        self.db
+            .get_cf(meta, META_CURRENT_KEY)
+            .map_err(|e| Error::storage(&self.path, e))?
+            .and_then(|v| v.try_into().ok())
+            .map(KeyId)
+            .ok_or_else(|| Error::Recovery {
+                path: self.path.clone(),
+                reason: "current key id missing in meta".into(),
+            })
+    }
+
+    /// The raw record at `seq`.
+    pub(crate) fn raw(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_cf(self.cf(CF_EVENTS)?, seq_key(seq))
+            .map_err(|e| Error::storage(&self.path, e))
+    }
+
+    /// The sequence number of the last stored event, from the data itself
+    /// rather than from `meta`.
+    pub(crate) fn last_stored_seq(&self) -> Result<Option<u64>> {
+        let mut it = self.db.iterator_cf(self.cf(CF_EVENTS)?, IteratorMode::End);
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item.map_err(|e| Error::storage(&self.path, e))?;
+                decode_seq_key(&k).map(Some)
+            }
+        }
+    }
+
+    /// Raw records from `from` on, in key order, as `(key, record)`. The key
+    /// is returned as stored: a verifier must compare it with the seq inside.
+    pub(crate) fn raw_iter(&self, from: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
+        let cf = self.cf(CF_EVENTS)?;
+        let start = seq_key(from);
+        let path = &self.path;
+        Ok(self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+            .map(move |item| {
+                let (k, v) = item.map_err(|e| Error::storage(path, e))?;
+                Ok((decode_seq_key(&k)?, v))
+            }))
+    }
+
+    /// The first sequence number whose timestamp is at or after `ts`.
+    pub(crate) fn first_seq_at_or_after(&self, ts: Timestamp) -> Result<Option<u64>> {
+        let start = time_key(ts, 0);
+        let mut it = self
+            .db
+            .iterator_cf(self.cf(CF_TIME)?, IteratorMode::From(&start, Direction::Forward));
+        match it.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (k, _) = item.map_err(|e| Error::storage(&self.path, e))?;
+                if k.len() != 16 {
+                    return Err(Error::Malformed {
+                        seq: 0,
+                        reason: format!("time index key of {} bytes", k.len()),
+                    });
+                }
+                decode_seq_key(&k[8..]).map(Some)
+            }
+        }
+    }
+
+    /// The sequence numbers of all key rotations, from the index in `meta`.
+    pub(crate) fn rotation_seqs(&self) -> Result<Vec<u64>> {
+        let cf = self.cf(CF_META)?;
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(META_ROTATION_PREFIX, Direction::Forward))
+        {
+            let (k, _) = item.map_err(|e| Error::storage(&self.path, e))?;
+            let Some(rest) = k.strip_prefix(META_ROTATION_PREFIX) else {
+                break;
+            };
+            out.push(decode_seq_key(rest)?);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn sealed(&self, seq: u64) -> Result<Option<SealedEvent>> {
+        match self.raw(seq)? {
+            None => Ok(None),
+            Some(bytes) => SealedEvent::decode(&bytes)
+                .map(Some)
+                .map_err(|reason| Error::Malformed { seq, reason }),
+        }
+    }
+
+    /// The key schedule from genesis and the rotation index. Each rotation
+    /// event is checked (proof, and that it is signed by the key it
+    /// replaces), but not linked: verification does that.
+    pub(crate) fn key_schedule(&self) -> Result<KeySchedule> {
+        let genesis = self.sealed(0)?.ok_or_else(|| Error::Malformed {
+            seq: 0,
+            reason: "genesis event missing".into(),
+        })?;
+        let mut schedule =
+            KeySchedule::from_genesis(&genesis.event).map_err(|reason| Error::Malformed { seq: 0, reason })?;
+        for seq in self.rotation_seqs()? {
+            let e = self.sealed(seq)?.ok_or_else(|| Error::Malformed {
+                seq,
+                reason: "rotation index names a missing event".into(),
+            })?;
+            schedule
+                .apply_rotation(&e.event, &self.ledger_id)
+                .map_err(|f| Error::Malformed { seq, reason: f })?;
+        }
+        Ok(schedule)
+    }
+
+    /// Writer-side recovery: the head in `meta` must be the last stored
+    /// event, and the last [`TAIL_CHECK`] events must hash, link and verify.
+    pub(crate) fn check_tail(&self, schedule: &KeySchedule) -> Result<()> {
+        let recovery = |reason: String| Error::Recovery {
+            path: self.path.clone(),
+            reason,
+        };
+        let head = self.head();
+        match self.last_stored_seq()? {
+            Some(last) if last == head.seq => {}
+            Some(last) => {
+                return Err(recovery(format!(
+                    "meta says the head is seq {} but the last stored event is seq {last}",
+                    head.seq
+                )));
+            }
+            None => return Err(recovery("no events stored".into())),
+        }
+        let from = head.seq.saturating_sub(TAIL_CHECK - 1);
+        let mut prev: Option<Hash> = match from {
+            0 => Some(Hash::ZERO),
+            n => self.sealed(n - 1)?.map(|e| event_hash(&e.event.prev, &e.canonical)),
+        };
+        for item in self.raw_iter(from)? {
+            let (seq, bytes) = item?;
+            let e = SealedEvent::decode(&bytes).map_err(|r| recovery(format!("seq {seq}: {r}")))?;
+            if e.event.seq != seq {
+                return Err(recovery(format!("record at key {seq} holds seq {}", e.event.seq)));
+            }
+            if let Some(p) = prev
+                && e.event.prev != p
+            {
+                return Err(recovery(format!(
+                    "seq {seq} does not link to seq {}",
+                    seq.wrapping_sub(1)
+                )));
+            }
+            let h = event_hash(&e.event.prev, &e.canonical);
+            if h != e.hash {
+                return Err(recovery(format!("seq {seq}: stored hash does not match its content")));
+            }
+            schedule
+                .verify_one(seq, e.event.key, &h, &e.signature)
+                .map_err(|f| recovery(format!("seq {seq}: {f}")))?;
+            prev = Some(h);
+        }
+        if prev != Some(head.hash) {
+            return Err(recovery(format!(
+                "the last event's hash does not match the head in meta (seq {})",
+                head.seq
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn decode_seq_key(k: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = k.try_into().map_err(|_| Error::Malformed {
+        seq: 0,
+        reason: format!("event key of {} bytes, expected 8", k.len()),
+    })?;
+    Ok(u64::from_be_bytes(arr))
+}

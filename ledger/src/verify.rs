@@ -1,0 +1,686 @@
+//! Verification: every link, every signature, key validity per sequence
+//! number, no gaps, timestamps never going backwards.
+//!
+//! The pipeline works on windows of records: a reader thread reads the next
+//! window while this one is checked in three stages:
+//! 1. in parallel, each record is decoded and its hash recomputed;
+//! 2. in order, sequence numbers, links, keys, timestamps, genesis and key
+//!    rotations are checked (cheap, and inherently sequential);
+//! 3. in parallel, signatures are checked in batches; a batch that fails is
+//!    re-checked one signature at a time to find the first bad one.
+//!
+//! The failure reported is the one with the lowest sequence number.
+
+use std::fmt;
+use std::sync::mpsc;
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use rayon::prelude::*;
+
+use crate::chain::{Genesis, RawRecord, Rotation, event_hash};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind, Hash, KeyId};
+use crate::ledger::Ledger;
+use crate::timestamp::Timestamp;
+
+/// Records per window.
+const WINDOW: usize = 8192;
+/// Signatures per batch verification.
+const SIG_BATCH: usize = 64;
+
+/// What is wrong with the first bad event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The record cannot be decoded (framing, JSON, envelope, canonical form).
+    Malformed,
+    /// A sequence number is missing.
+    Gap,
+    /// The record stored under sequence number N holds another number.
+    SequenceMismatch,
+    /// The stored hash does not match the event's content.
+    HashMismatch,
+    /// `prev` is not the hash of the event before.
+    BadLink,
+    /// Signed by a key the log never introduced.
+    UnknownKey,
+    /// Signed by a key that was not the valid key at this position.
+    KeyNotValid,
+    BadSignature,
+    /// Timestamp earlier than its predecessor's (beyond the tolerance).
+    TimeWentBackwards,
+    BadGenesis,
+    BadRotation,
+    /// A pinned head's hash differs from the log's event at that position.
+    HeadMismatch,
+    /// The log ends before a pinned head (or before the head it records).
+    Truncated,
+    /// The head recorded in the store's metadata disagrees with the events.
+    MetaMismatch,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Malformed => "malformed",
+            FailureKind::Gap => "gap",
+            FailureKind::SequenceMismatch => "sequence_mismatch",
+            FailureKind::HashMismatch => "hash_mismatch",
+            FailureKind::BadLink => "bad_link",
+            FailureKind::UnknownKey => "unknown_key",
+            FailureKind::KeyNotValid => "key_not_valid",
+            FailureKind::BadSignature => "bad_signature",
+            FailureKind::TimeWentBackwards => "time_went_backwards",
+            FailureKind::BadGenesis => "bad_genesis",
+            FailureKind::BadRotation => "bad_rotation",
+            FailureKind::HeadMismatch => "head_mismatch",
+            FailureKind::Truncated => "truncated",
+            FailureKind::MetaMismatch => "meta_mismatch",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_str().replace('_', " "))
+    }
+}
+
+/// The first bad event found by verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub seq: u64,
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+impl Failure {
+    fn new(seq: u64, kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            seq,
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seq {}: {}: {}", self.seq, self.kind, self.detail)
+    }
+}
+
+/// Which key is valid at which sequence number.
+#[derive(Clone, Debug)]
+pub struct KeySchedule {
+    /// Sorted by `from`; each entry is valid from `from` until the next.
+    entries: Vec<KeyEntry>,
+}
+
+/// One signing key and the first sequence number it signs.
+#[derive(Clone, Debug)]
+pub struct KeyEntry {
+    pub from: u64,
+    pub id: KeyId,
+    pub key: VerifyingKey,
+}
+
+impl KeySchedule {
+    pub fn from_genesis(e: &Event) -> Result<KeySchedule, String> {
+        let g = Genesis::from_event(e)?;
+        Ok(KeySchedule {
+            entries: vec![KeyEntry {
+                from: 0,
+                id: e.key,
+                key: g.public_key,
+            }],
+        })
+    }
+
+    pub fn entries(&self) -> &[KeyEntry] {
+        &self.entries
+    }
+
+    /// The key that signs the next event.
+    pub fn current(&self) -> KeyId {
+        self.entries.last().map(|e| e.id).unwrap_or(KeyId([0; 16]))
+    }
+
+    fn entry_at(&self, seq: u64) -> Option<&KeyEntry> {
+        self.entries.iter().rev().find(|e| e.from <= seq)
+    }
+
+    /// Checks that `id` is the key valid at `seq` and returns it.
+    pub fn key_for(&self, seq: u64, id: KeyId) -> Result<&VerifyingKey, Failure> {
+        let valid = self
+            .entry_at(seq)
+            .ok_or_else(|| Failure::new(seq, FailureKind::UnknownKey, "no key is valid before genesis"))?;
+        if valid.id == id {
+            return Ok(&valid.key);
+        }
+        match self.entries.iter().find(|e| e.id == id) {
+            Some(other) => Err(Failure::new(
+                seq,
+                FailureKind::KeyNotValid,
+                format!(
+                    "signed by key {id}, valid from seq {}, but key {} is the valid key at seq {seq}",
+                    other.from, valid.id
+                ),
+            )),
+            None => Err(Failure::new(
+                seq,
+                FailureKind::UnknownKey,
+                format!(
+                    "signed by key {id}, which the log never introduced (valid key: {})",
+                    valid.id
+                ),
+            )),
+        }
+    }
+
+    /// Checks one signature against the key valid at `seq`.
+    pub fn verify_one(&self, seq: u64, id: KeyId, hash: &Hash, sig: &Signature) -> Result<(), Failure> {
+        let key = self.key_for(seq, id)?;
+        key.verify_strict(&hash.0, sig).map_err(|_| {
+            Failure::new(
+                seq,
+                FailureKind::BadSignature,
+                format!("signature does not verify under key {id}"),
+            )
+        })
+    }
+
+    /// Applies a `key.rotated` event (which must be signed by the key valid
+    /// at its position): its new key is valid from the next event.
+    pub fn apply_rotation(&mut self, e: &Event, ledger_id: &[u8; 16]) -> Result<(), String> {
+        self.key_for(e.seq, e.key).map_err(|f| f.detail)?;
+        let r = Rotation::from_event(e, ledger_id)?;
+        if self.entries.iter().any(|k| k.id == r.new_key) {
+            return Err(format!("rotation re-introduces key {}", r.new_key));
+        }
+        if self.entries.last().is_some_and(|k| k.from > e.seq) {
+            return Err("rotation out of order".into());
+        }
+        self.entries.push(KeyEntry {
+            from: e.seq + 1,
+            id: r.new_key,
+            key: r.new_public_key,
+        });
+        Ok(())
+    }
+
+    /// Keeps only the keys introduced before `seq` (for range verification,
+    /// which replays the rotations inside the range itself).
+    fn before(mut self, seq: u64) -> KeySchedule {
+        self.entries.retain(|e| e.from <= seq);
+        self
+    }
+}
+
+/// What to verify.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// First sequence number to verify fully (default 0).
+    pub from: Option<u64>,
+    /// Last sequence number to verify fully (default: the end of the log).
+    pub to: Option<u64>,
+    /// A head written down earlier (`seq`, `hash`) that must still be in the log.
+    pub pinned_head: Option<(u64, Hash)>,
+    /// How far a timestamp may be earlier than its predecessor's, in
+    /// nanoseconds. Sealgate's writer never goes backwards, so the default is 0.
+    pub time_tolerance_nanos: u64,
+}
+
+/// Where trust in a range comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: Hash,
+    /// `pinned` (given by the caller) or `store` (the head the store records).
+    pub source: &'static str,
+}
+
+/// The outcome of a verification run.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub ledger_id: [u8; 16],
+    /// First sequence number verified fully.
+    pub from: u64,
+    /// Last sequence number verified fully, if any.
+    pub to: Option<u64>,
+    /// Events whose hash, link, key and signature were checked.
+    pub verified: u64,
+    /// Events after the range whose hash and link only were checked, to tie
+    /// the range to the anchor.
+    pub linked: u64,
+    pub anchor: Option<Anchor>,
+    /// The last event seen and its recomputed hash.
+    pub last: Option<(u64, Hash)>,
+    pub failure: Option<Failure>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// The chain position a run starts from.
+struct Start {
+    seq: u64,
+    prev: Hash,
+    prev_ts: Timestamp,
+    schedule: Option<KeySchedule>,
+}
+
+struct Plan {
+    /// Keys the store says the log introduces (for diagnostics only: a key
+    /// used before its rotation is reported as not valid yet, not unknown).
+    declared_keys: Vec<KeyEntry>,
+    sig_until: u64,
+    read_until: Option<u64>,
+    anchor: Option<Anchor>,
+    tolerance: u64,
+    ledger_id: [u8; 16],
+}
+
+/// Stage 1 output for one record.
+struct Decoded {
+    key_seq: u64,
+    result: Result<DecodedOk, String>,
+}
+
+struct DecodedOk {
+    event: Event,
+    stored_hash: Hash,
+    hash: Hash,
+    signature: Signature,
+}
+
+impl Ledger {
+    /// Verifies the log (or a range of it) and reports the first bad event.
+    /// `progress` is called after each window with the events checked so far
+    /// and the total to check.
+    pub fn verify(&self, opts: &VerifyOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Report> {
+        let store_head = self.head();
+        let last_stored = self.last_stored_seq()?.unwrap_or(0);
+        let from = opts.from.unwrap_or(0);
+        let to = opts.to.unwrap_or(last_stored.max(store_head.seq));
+        if from > to {
+            return Err(Error::InvalidEvent(format!(
+                "empty range: --from {from} is after --to {to}"
+            )));
+        }
+        let full = from == 0 && opts.to.is_none();
+        let ledger_id = self.ledger_id();
+        let anchor = match opts.pinned_head {
+            Some((seq, hash)) => Anchor {
+                seq,
+                hash,
+                source: "pinned",
+            },
+            None => Anchor {
+                seq: store_head.seq,
+                hash: store_head.hash,
+                source: "store",
+            },
+        };
+        let start = if from == 0 {
+            Start {
+                seq: 0,
+                prev: Hash::ZERO,
+                prev_ts: Timestamp::EPOCH,
+                schedule: None,
+            }
+        } else {
+            let before = self
+                .get(from - 1)?
+                .ok_or_else(|| Error::InvalidEvent(format!("range start: no event at seq {}", from - 1)))?;
+            Start {
+                seq: from,
+                prev: event_hash(&before.event.prev, &before.canonical),
+                prev_ts: before.event.ts,
+                schedule: Some(self.key_schedule()?.before(from)),
+            }
+        };
+        let plan = Plan {
+            declared_keys: self.key_schedule().map(|s| s.entries).unwrap_or_default(),
+            sig_until: to,
+            // A full run reads to the physical end, so that anything stored
+            // past the recorded head is seen.
+            read_until: if full { None } else { Some(to.max(anchor.seq)) },
+            anchor: Some(anchor.clone()),
+            tolerance: opts.time_tolerance_nanos,
+            ledger_id,
+        };
+        let total = plan.read_until.unwrap_or(last_stored).saturating_sub(from) + 1;
+        let records = self.raw_records(from)?;
+        let mut report = run(records, start, &plan, &|done| progress(done, total));
+        report.from = from;
+        if report.failure.is_none() && full {
+            // The head recorded in meta must be the last event.
+            // (A log that ends before the recorded head was already reported
+            // as truncated against the store anchor.)
+            match report.last {
+                Some((seq, hash)) if seq == store_head.seq && hash == store_head.hash => {}
+                Some((seq, _)) if seq > store_head.seq => {
+                    report.failure = Some(Failure::new(
+                        store_head.seq + 1,
+                        FailureKind::MetaMismatch,
+                        format!(
+                            "the store records head seq {} but events continue to seq {seq}",
+                            store_head.seq
+                        ),
+                    ))
+                }
+                Some((seq, _)) => {
+                    report.failure = Some(Failure::new(
+                        seq,
+                        FailureKind::MetaMismatch,
+                        format!(
+                            "the store records head seq {} as {}, which is not the log's last event",
+                            store_head.seq,
+                            store_head.hash.short()
+                        ),
+                    ))
+                }
+                None => report.failure = Some(Failure::new(0, FailureKind::Truncated, "the log holds no events")),
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Runs the pipeline over records in key order.
+fn run<'a, I>(records: I, start: Start, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Report
+where
+    I: Iterator<Item = Result<(u64, Box<[u8]>)>> + Send + 'a,
+{
+    let mut state = SeqState {
+        expected: start.seq,
+        prev: start.prev,
+        prev_ts: start.prev_ts,
+        schedule: start.schedule,
+        ledger_id: plan.ledger_id,
+        verified: 0,
+        linked: 0,
+        last: None,
+    };
+    let mut failure: Option<Failure> = None;
+    let read_until = plan.read_until;
+
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, Box<[u8]>)>>>(2);
+        scope.spawn(move || {
+            let mut window = Vec::with_capacity(WINDOW);
+            for item in records {
+                match item {
+                    Ok((seq, _)) if read_until.is_some_and(|u| seq > u) => break,
+                    Ok(rec) => {
+                        window.push(rec);
+                        if window.len() == WINDOW
+                            && tx
+                                .send(Ok(std::mem::replace(&mut window, Vec::with_capacity(WINDOW))))
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            if !window.is_empty() {
+                let _ = tx.send(Ok(window));
+            }
+        });
+
+        for window in rx.iter() {
+            let window = match window {
+                Ok(w) => w,
+                Err(e) => {
+                    failure = Some(Failure::new(
+                        state.expected,
+                        FailureKind::Malformed,
+                        format!("cannot read: {e}"),
+                    ));
+                    break;
+                }
+            };
+            // Stage 1: decode and hash, in parallel.
+            let decoded: Vec<Decoded> = window.par_iter().map(|(k, bytes)| decode(*k, bytes)).collect();
+            drop(window);
+            // Stage 2: sequential checks; collect signatures for stage 3.
+            let mut sigs: Vec<(u64, VerifyingKey, Hash, Signature)> = Vec::with_capacity(decoded.len());
+            let seq_failure = state.check_window(decoded, plan, &mut sigs);
+            // Stage 3: signatures in parallel batches.
+            let sig_failure = verify_signatures(&sigs);
+            state.verified += sigs.len() as u64;
+            let first = match (seq_failure, sig_failure) {
+                (Some(a), Some(b)) => Some(if b.seq < a.seq { b } else { a }),
+                (a, b) => a.or(b),
+            };
+            progress(state.verified + state.linked);
+            if first.is_some() {
+                failure = first;
+                break;
+            }
+        }
+        // Dropping rx stops the reader.
+    });
+
+    if failure.is_none()
+        && let Some(anchor) = &plan.anchor
+    {
+        let last_seq = state.last.map(|(s, _)| s);
+        if last_seq.is_none_or(|s| s < anchor.seq) {
+            let next = last_seq.map_or(state.expected, |s| s + 1);
+            failure = Some(Failure::new(
+                next,
+                FailureKind::Truncated,
+                format!(
+                    "the log ends before the {} head at seq {} ({})",
+                    anchor.source,
+                    anchor.seq,
+                    anchor.hash.short()
+                ),
+            ));
+        }
+    }
+    Report {
+        ledger_id: plan.ledger_id,
+        from: start.seq,
+        to: state.last.map(|(s, _)| s.min(plan.sig_until)),
+        verified: state.verified,
+        linked: state.linked,
+        anchor: plan.anchor.clone(),
+        last: state.last,
+        failure,
+    }
+}
+
+fn decode(key_seq: u64, bytes: &[u8]) -> Decoded {
+    let result = RawRecord::parse(bytes).and_then(|raw| {
+        let event = Event::decode(raw.canonical)?;
+        let hash = event_hash(&event.prev, raw.canonical);
+        Ok(DecodedOk {
+            event,
+            stored_hash: raw.hash,
+            hash,
+            signature: Signature::from_bytes(&raw.signature),
+        })
+    });
+    Decoded { key_seq, result }
+}
+
+struct SeqState {
+    expected: u64,
+    prev: Hash,
+    prev_ts: Timestamp,
+    schedule: Option<KeySchedule>,
+    ledger_id: [u8; 16],
+    verified: u64,
+    linked: u64,
+    last: Option<(u64, Hash)>,
+}
+
+impl SeqState {
+    fn check_window(
+        &mut self,
+        decoded: Vec<Decoded>,
+        plan: &Plan,
+        sigs: &mut Vec<(u64, VerifyingKey, Hash, Signature)>,
+    ) -> Option<Failure> {
+        for d in decoded {
+            if let Err(f) = self.check_one(d, plan, sigs) {
+                return Some(f);
+            }
+        }
+        None
+    }
+
+    fn check_one(
+        &mut self,
+        d: Decoded,
+        plan: &Plan,
+        sigs: &mut Vec<(u64, VerifyingKey, Hash, Signature)>,
+    ) -> Result<(), Failure> {
+        let seq = self.expected;
+        if d.key_seq != seq {
+            return Err(Failure::new(
+                seq,
+                FailureKind::Gap,
+                format!("no event at seq {seq}; the next stored event is at seq {}", d.key_seq),
+            ));
+        }
+        let ok = d.result.map_err(|r| Failure::new(seq, FailureKind::Malformed, r))?;
+        let e = &ok.event;
+        if e.seq != seq {
+            return Err(Failure::new(
+                seq,
+                FailureKind::SequenceMismatch,
+                format!("the record stored at seq {seq} says it is seq {}", e.seq),
+            ));
+        }
+        if ok.hash != ok.stored_hash {
+            return Err(Failure::new(
+                seq,
+                FailureKind::HashMismatch,
+                format!(
+                    "stored hash {} but the content hashes to {}",
+                    ok.stored_hash.short(),
+                    ok.hash.short()
+                ),
+            ));
+        }
+        if e.prev != self.prev {
+            return Err(Failure::new(
+                seq,
+                FailureKind::BadLink,
+                format!(
+                    "prev is {} but the event at seq {} hashes to {}",
+                    e.prev.short(),
+                    seq.wrapping_sub(1),
+                    self.prev.short()
+                ),
+            ));
+        }
+        if e.ts.as_nanos().saturating_add(plan.tolerance) < self.prev_ts.as_nanos() {
+            return Err(Failure::new(
+                seq,
+                FailureKind::TimeWentBackwards,
+                format!("timestamp {} is before its predecessor's {}", e.ts, self.prev_ts),
+            ));
+        }
+        if seq == 0 {
+            let schedule = KeySchedule::from_genesis(e).map_err(|r| Failure::new(0, FailureKind::BadGenesis, r))?;
+            let g = Genesis::from_event(e).map_err(|r| Failure::new(0, FailureKind::BadGenesis, r))?;
+            if g.ledger_id != self.ledger_id {
+                return Err(Failure::new(
+                    0,
+                    FailureKind::BadGenesis,
+                    format!(
+                        "genesis names ledger {} but the store is ledger {}",
+                        hex::encode(g.ledger_id),
+                        hex::encode(self.ledger_id)
+                    ),
+                ));
+            }
+            self.schedule = Some(schedule);
+        } else if e.kind == EventKind::LedgerGenesis {
+            return Err(Failure::new(seq, FailureKind::BadGenesis, "a second genesis event"));
+        }
+        let schedule = self
+            .schedule
+            .as_mut()
+            .ok_or_else(|| Failure::new(seq, FailureKind::UnknownKey, "no key schedule"))?;
+        let key = *schedule.key_for(seq, e.key).map_err(|f| {
+            match plan.declared_keys.iter().find(|k| k.id == e.key && k.from > seq) {
+                Some(later) if f.kind == FailureKind::UnknownKey => Failure::new(
+                    seq,
+                    FailureKind::KeyNotValid,
+                    format!(
+                        "signed by key {}, which the log introduces only from seq {}",
+                        e.key, later.from
+                    ),
+                ),
+                _ => f,
+            }
+        })?;
+        if e.kind == EventKind::KeyRotated {
+            schedule
+                .apply_rotation(e, &self.ledger_id)
+                .map_err(|r| Failure::new(seq, FailureKind::BadRotation, r))?;
+        }
+        if let Some(anchor) = &plan.anchor
+            && anchor.seq == seq
+            && anchor.hash != ok.hash
+        {
+            return Err(Failure::new(
+                seq,
+                FailureKind::HeadMismatch,
+                format!(
+                    "the {} head says seq {seq} is {} but the log's event there hashes to {}",
+                    anchor.source,
+                    anchor.hash.short(),
+                    ok.hash.short()
+                ),
+            ));
+        }
+        if seq <= plan.sig_until {
+            sigs.push((seq, key, ok.hash, ok.signature));
+        } else {
+            self.linked += 1;
+        }
+        self.prev = ok.hash;
+        self.prev_ts = e.ts;
+        self.last = Some((seq, ok.hash));
+        self.expected = seq + 1;
+        Ok(())
+    }
+}
+
+/// Checks signatures in parallel batches and returns the first bad one.
+fn verify_signatures(sigs: &[(u64, VerifyingKey, Hash, Signature)]) -> Option<Failure> {
+    sigs.par_chunks(SIG_BATCH)
+        .filter_map(|chunk| {
+            let messages: Vec<&[u8]> = chunk.iter().map(|(_, _, h, _)| h.0.as_slice()).collect();
+            let signatures: Vec<Signature> = chunk.iter().map(|(_, _, _, s)| *s).collect();
+            let keys: Vec<VerifyingKey> = chunk.iter().map(|(_, k, _, _)| *k).collect();
+            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+                return None;
+            }
+            chunk.iter().find_map(|(seq, key, hash, sig)| {
+                key.verify_strict(&hash.0, sig).is_err().then(|| {
+                    Failure::new(
+                        *seq,
+                        FailureKind::BadSignature,
+                        "signature does not verify under the key valid at this position",
+                    )
+                })
+            })
+        })
+        .min_by_key(|f| f.seq)
+}
