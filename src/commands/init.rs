@@ -1,0 +1,30 @@
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ledger::{Actor, Ledger, SigningKey};
+
+use crate::config::Paths;
+
+pub fn run(paths: &Paths, key: Option<&Path>, principal: String) -> Result<ExitCode> {
+    let key = match key {
+        Some(path) => SigningKey::read(path)?,
+        None => SigningKey::generate(),
+    };
+    std::fs::create_dir_all(&paths.data_dir)
+        .with_context(|| format!("cannot create data dir {}", paths.data_dir.display()))?;
+    let actor = Actor {
+        principal: Some(principal),
+        ..Actor::default()
+    };
+    let ledger = Ledger::create(&paths.ledger_dir(), &paths.key_dir(), key, actor)
+        .with_context(|| format!("cannot initialize {}", paths.data_dir.display()))?;
+    let head = ledger.head();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "initialized {}", paths.data_dir.display())?;
+    writeln!(out, "ledger_id {}", hex::encode(ledger.ledger_id()))?;
+    writeln!(out, "key_id {} ({})", ledger.current_key_id()?, paths.key_dir.display())?;
+    writeln!(out, "head {}:{}", head.seq, head.hash)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,179 @@
+//! One module per subcommand.
+
+mod append;
+mod init;
+mod log;
+mod verify;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use ledger::{Actor, Ledger, SigningKey, Timestamp};
+
+use crate::cli::{Cli, Command, Range, ReportFormat};
+use crate::config::{self, Paths};
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let paths = config::resolve(&cli.global)?;
+    match cli.command {
+        Command::Init { key, principal } => init::run(&paths, key.as_deref(), principal),
+        Command::Keygen { out } => keygen(&out),
+        Command::RotateKey {
+            new_key,
+            reason,
+            principal,
+        } => rotate_key(&paths, new_key.as_deref(), reason, principal),
+        Command::Append { batch_size, output } => append::run(&paths, batch_size, output),
+        Command::Log {
+            range,
+            kind,
+            limit,
+            output,
+        } => log::run(&paths, &range, &kind, limit, output),
+        Command::Verify {
+            range,
+            head,
+            time_tolerance_ms,
+            progress,
+            output,
+        } => verify::run(&paths, &range, head.as_deref(), time_tolerance_ms, progress, output),
+        Command::Head { output } => head(&paths, output),
+    }
+}
+
+fn keygen(path: &std::path::Path) -> Result<ExitCode> {
+    let key = SigningKey::generate();
+    key.write_new(path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "key_id {}", key.id())?;
+    writeln!(out, "public_key {}", key.public_hex())?;
+    writeln!(out, "written to {} (mode 0600)", path.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate_key(
+    paths: &Paths,
+    new_key: Option<&std::path::Path>,
+    reason: Option<String>,
+    principal: String,
+) -> Result<ExitCode> {
+    let ledger = open_writable(paths)?;
+    let key = match new_key {
+        Some(path) => SigningKey::read(path)?,
+        None => SigningKey::generate(),
+    };
+    let new_id = key.id();
+    let old_id = ledger.current_key_id()?;
+    let actor = Actor {
+        principal: Some(principal),
+        ..Actor::default()
+    };
+    let receipt = ledger.rotate_key(key, actor, reason)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "rotated {old_id} -> {new_id} at seq {} ({})",
+        receipt.seq, receipt.hash
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn head(paths: &Paths, output: ReportFormat) -> Result<ExitCode> {
+    let ledger = open_read_only(paths)?;
+    let head = ledger.head();
+    let signed_by = ledger
+        .get(head.seq)?
+        .with_context(|| {
+            format!(
+                "head event seq {} is missing from {}",
+                head.seq,
+                ledger.path().display()
+            )
+        })?
+        .event
+        .key;
+    let current = ledger.current_key_id()?;
+    let mut out = std::io::stdout().lock();
+    match output {
+        ReportFormat::Text => {
+            writeln!(out, "seq {}", head.seq)?;
+            writeln!(out, "hash {}", head.hash)?;
+            writeln!(out, "key_id {signed_by}")?;
+            if current != signed_by {
+                writeln!(out, "next_key_id {current}")?;
+            }
+            writeln!(out, "ts {}", head.ts)?;
+            writeln!(out, "ledger_id {}", hex::encode(ledger.ledger_id()))?;
+            writeln!(out, "pin {}:{}", head.seq, head.hash)?;
+        }
+        ReportFormat::Json => {
+            let v = serde_json::json!({
+                "seq": head.seq,
+                "hash": head.hash.to_hex(),
+                "key_id": signed_by.to_string(),
+                "next_key_id": current.to_string(),
+                "ts": head.ts.to_string(),
+                "ledger_id": hex::encode(ledger.ledger_id()),
+                "pin": format!("{}:{}", head.seq, head.hash),
+            });
+            writeln!(out, "{v}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn open_writable(paths: &Paths) -> Result<Ledger> {
+    let dir = paths.ledger_dir();
+    Ledger::open(&dir, &paths.key_dir())
+        .with_context(|| format!("cannot open the ledger in {}", paths.data_dir.display()))
+}
+
+pub(crate) fn open_read_only(paths: &Paths) -> Result<Ledger> {
+    let dir = paths.ledger_dir();
+    Ledger::open_read_only(&dir).with_context(|| format!("cannot open the ledger in {}", paths.data_dir.display()))
+}
+
+/// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
+/// sequence numbers. A time resolves to the first event at or after it
+/// (`--from`) or the last event at or before it (`--to`).
+pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<(Option<u64>, Option<u64>)> {
+    let head = ledger.head().seq;
+    let pos = |spec: &str, flag: &str, end: bool| -> Result<Option<u64>> {
+        if spec.bytes().all(|b| b.is_ascii_digit()) {
+            let seq: u64 = spec
+                .parse()
+                .with_context(|| format!("{flag} {spec}: sequence number out of range"))?;
+            return Ok(Some(seq));
+        }
+        let ts = Timestamp::parse_rfc3339(spec).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+        let seq = if end {
+            ledger.last_seq_at_or_before(ts)?
+        } else {
+            ledger.first_seq_at_or_after(ts)?
+        };
+        match seq {
+            Some(s) => Ok(Some(s)),
+            None if end => bail!("{flag} {spec}: no event at or before that time"),
+            None => bail!("{flag} {spec}: no event at or after that time (the head is seq {head})"),
+        }
+    };
+    let from = range
+        .from
+        .as_deref()
+        .map(|s| pos(s, "--from", false))
+        .transpose()?
+        .flatten();
+    let to = range.to.as_deref().map(|s| pos(s, "--to", true)).transpose()?.flatten();
+    if let Some(f) = from
+        && f > head
+    {
+        bail!("--from {f} is past the head (seq {head})");
+    }
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        bail!("--from seq {f} is after --to seq {t}");
+    }
+    Ok((from, to.map(|t| t.min(head))))
+}
