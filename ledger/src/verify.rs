@@ -250,8 +250,8 @@ pub struct Report {
     pub to: Option<u64>,
     /// Events whose hash, link, key and signature were checked.
     pub verified: u64,
-    /// Events after the range whose hash and link only were checked, to tie
-    /// the range to the anchor.
+    /// Events outside the range whose hash and link only were checked, to tie
+    /// the range to the anchor (after it) or to a pinned head (before it).
     pub linked: u64,
     pub anchor: Option<Anchor>,
     /// The last event seen and its recomputed hash.
@@ -277,6 +277,10 @@ struct Plan {
     /// Keys the store says the log introduces (for diagnostics only: a key
     /// used before its rotation is reported as not valid yet, not unknown).
     declared_keys: Vec<KeyEntry>,
+    /// Signatures are checked for `sig_from..=sig_until`; events outside it
+    /// (between a pinned head and the range, or after the range up to the
+    /// anchor) get hash and link checks only.
+    sig_from: u64,
     sig_until: u64,
     read_until: Option<u64>,
     anchor: Option<Anchor>,
@@ -325,7 +329,10 @@ impl Ledger {
                 source: "store",
             },
         };
-        let start = if from == 0 {
+        // Reading starts at the pinned head when it lies before the range, so
+        // that the links from it into the range are checked too.
+        let read_from = opts.pinned_head.map_or(from, |(seq, _)| seq.min(from));
+        let start = if read_from == 0 {
             Start {
                 seq: 0,
                 prev: Hash::ZERO,
@@ -334,17 +341,18 @@ impl Ledger {
             }
         } else {
             let before = self
-                .get(from - 1)?
-                .ok_or_else(|| Error::InvalidEvent(format!("range start: no event at seq {}", from - 1)))?;
+                .get(read_from - 1)?
+                .ok_or_else(|| Error::InvalidEvent(format!("range start: no event at seq {}", read_from - 1)))?;
             Start {
-                seq: from,
+                seq: read_from,
                 prev: event_hash(&before.event.prev, &before.canonical),
                 prev_ts: before.event.ts,
-                schedule: Some(self.key_schedule()?.before(from)),
+                schedule: Some(self.key_schedule()?.before(read_from)),
             }
         };
         let plan = Plan {
             declared_keys: self.key_schedule().map(|s| s.entries).unwrap_or_default(),
+            sig_from: from,
             sig_until: to,
             // A full run reads to the physical end, so that anything stored
             // past the recorded head is seen.
@@ -353,8 +361,8 @@ impl Ledger {
             tolerance: opts.time_tolerance_nanos,
             ledger_id,
         };
-        let total = plan.read_until.unwrap_or(last_stored).saturating_sub(from) + 1;
-        let records = self.raw_records(from)?;
+        let total = plan.read_until.unwrap_or(last_stored).saturating_sub(read_from) + 1;
+        let records = self.raw_records(read_from)?;
         let mut report = run(records, start, &plan, &|done| progress(done, total));
         report.from = from;
         if report.failure.is_none() && full {
@@ -649,7 +657,7 @@ impl SeqState {
                 ),
             ));
         }
-        if seq <= plan.sig_until {
+        if (plan.sig_from..=plan.sig_until).contains(&seq) {
             sigs.push((seq, key, ok.hash, ok.signature));
         } else {
             self.linked += 1;

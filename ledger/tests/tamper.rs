@@ -258,3 +258,27 @@ fn writer_refuses_to_continue_from_a_damaged_tail() {
         "{msg}"
     );
 }
+
+#[test]
+fn a_pinned_head_before_the_range_is_checked() {
+    let f = fixture(30, Some(5));
+    let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+    let pinned = l.get(10).expect("get").expect("exists");
+    let opts = |hash| ledger::VerifyOptions {
+        from: Some(20),
+        pinned_head: Some((10, hash)),
+        ..Default::default()
+    };
+    // The right pin: events 10..=19 are linked (not signature-checked), the range verified.
+    let r = l.verify(&opts(pinned.hash), &|_, _| {}).expect("verify");
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!((r.verified, r.linked), (f.head - 19, 10));
+    // A pin the log no longer contains is a failure, though the range itself is intact.
+    let r = l.verify(&opts(ledger::Hash([7; 32])), &|_, _| {}).expect("verify");
+    let failure = r.failure.expect("detected");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (10, FailureKind::HeadMismatch),
+        "{failure}"
+    );
+}
