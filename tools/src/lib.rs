@@ -1,1 +1,4 @@
-pub fn placeholder() {}
+//! Torture and load tools for Sealgate, shared by the long-running binaries
+//! in `src/bin/` and the end-to-end tests in the root `tests/`.
+
+pub mod crash;

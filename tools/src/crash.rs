@@ -1,0 +1,232 @@
+//! The SIGKILL crash harness.
+//!
+//! Each round starts `sealgate append --batch-size 1 -o json` on an existing
+//! data directory, feeds it events as fast as it takes them (so hundreds of
+//! appends are in flight in the writer's group commit), records every
+//! acknowledgement it prints, and kills it with SIGKILL at a random moment:
+//! during start-up and recovery, mid-group, mid-sync. After every kill the
+//! log must open, verify, and hold every acknowledged event with the hash
+//! that was acknowledged.
+
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use ledger::{Ledger, RequestId, VerifyOptions};
+
+#[derive(Clone, Debug)]
+pub struct CrashOptions {
+    /// The `sealgate` binary to run as the child.
+    pub sealgate: PathBuf,
+    /// An initialized data directory (`sealgate init`).
+    pub data_dir: PathBuf,
+    pub rounds: u32,
+    pub seed: u64,
+    /// Kills land uniformly in `0..=max_delay` after the child starts.
+    pub max_delay: Duration,
+}
+
+/// What one round saw.
+#[derive(Clone, Debug)]
+pub struct RoundOutcome {
+    /// Events the child acknowledged before it was killed.
+    pub acked: usize,
+    /// The head after recovery.
+    pub head: u64,
+    pub delay: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub rounds: u32,
+    pub acked: u64,
+    /// Rounds in which the kill landed after at least one acknowledgement.
+    pub rounds_with_acks: u32,
+    pub head: u64,
+}
+
+/// A small deterministic generator (xorshift64*), so a failing seed can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// The request id that marks line `line` of round `round`.
+fn marker(round: u32, line: u64) -> String {
+    format!("crash-r{round}-l{line}")
+}
+
+/// Runs the rounds; calls `on_round` after each one has been checked.
+pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) -> Result<Summary> {
+    let mut rng = Rng::new(opts.seed);
+    let mut summary = Summary::default();
+    let ledger_dir = opts.data_dir.join("ledger");
+    // The head checked after the previous kill: each round verifies what is
+    // new since then, anchored to it (every tenth round, and the last, verify
+    // the whole log).
+    let mut pinned: Option<(u64, ledger::Hash)> = None;
+    for round in 0..opts.rounds {
+        let delay = Duration::from_micros(rng.below(opts.max_delay.as_micros() as u64 + 1));
+        let acks =
+            kill_one(opts, round, delay, &mut rng).with_context(|| format!("round {round} (seed {})", opts.seed))?;
+        let full = round % 10 == 0 || round + 1 == opts.rounds;
+        let (head, hash) = check(&ledger_dir, round, &acks, if full { None } else { pinned }).with_context(|| {
+            format!(
+                "round {round} (seed {}, kill after {delay:?}, {} acknowledged)",
+                opts.seed,
+                acks.len()
+            )
+        })?;
+        summary.rounds += 1;
+        summary.acked += acks.len() as u64;
+        summary.rounds_with_acks += u32::from(!acks.is_empty());
+        summary.head = head;
+        pinned = Some((head, hash));
+        on_round(
+            round,
+            &RoundOutcome {
+                acked: acks.len(),
+                head,
+                delay,
+            },
+        );
+    }
+    // The last kill must also leave a log the writer can continue.
+    let keys = ledger::KeyDir::new(opts.data_dir.join("keys"));
+    let ledger = Ledger::open(&ledger_dir, &keys).context("open for writing after the last kill")?;
+    drop(ledger);
+    Ok(summary)
+}
+
+/// An acknowledgement printed by the child.
+struct Ack {
+    line: u64,
+    seq: u64,
+    hash: String,
+}
+
+fn kill_one(opts: &CrashOptions, round: u32, delay: Duration, rng: &mut Rng) -> Result<Vec<Ack>> {
+    let mut child = Command::new(&opts.sealgate)
+        .arg("--data-dir")
+        .arg(&opts.data_dir)
+        .args(["append", "--batch-size", "1", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", opts.sealgate.display()))?;
+    let stdin = child.stdin.take().context("child stdin")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let mut stderr = child.stderr.take().context("child stderr")?;
+    let pad_seed = rng.next_u64();
+
+    let feeder = std::thread::spawn(move || {
+        let mut w = BufWriter::with_capacity(64 * 1024, stdin);
+        let mut pad = Rng::new(pad_seed);
+        for line in 1u64.. {
+            let pad_len = pad.below(600) as usize;
+            let text = format!(
+                r#"{{"kind":"tool_call.requested","actor":{{"principal":"crash-harness","session":"r{round}"}},"subject":{{"server":"crash","tool":"t{}"}},"correlation":{{"request_id":"{}"}},"body":{{"line":{line},"pad":"{}"}}}}"#,
+                line % 13,
+                marker(round, line),
+                "p".repeat(pad_len)
+            );
+            if writeln!(w, "{text}").is_err() || (line % 32 == 0 && w.flush().is_err()) {
+                return;
+            }
+        }
+    });
+    let reader = std::thread::spawn(move || -> Result<Vec<Ack>> {
+        let mut acks = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            // A kill can cut the last line short: it was never fully printed,
+            // so it was never an acknowledgement the caller could rely on.
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                break;
+            };
+            let field = |k: &str| v.get(k).with_context(|| format!("ack without `{k}`: {line}"));
+            acks.push(Ack {
+                line: field("line")?.as_u64().context("line")?,
+                seq: field("seq")?.as_u64().context("seq")?,
+                hash: field("hash")?.as_str().context("hash")?.to_owned(),
+            });
+        }
+        Ok(acks)
+    });
+
+    std::thread::sleep(delay);
+    let exited_early = child.try_wait()?.is_some();
+    let _ = child.kill();
+    let status = child.wait()?;
+    let acks = reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+    let _ = feeder.join();
+    if exited_early && !status.success() {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        bail!("the child failed on its own before the kill ({status}): {}", err.trim());
+    }
+    Ok(acks)
+}
+
+/// Opens the killed log read-only, verifies it (all of it, or what follows
+/// the head `pinned` after the previous round, anchored to that head), and
+/// finds every acknowledged event with its acknowledged hash and content.
+fn check(
+    ledger_dir: &Path,
+    round: u32,
+    acks: &[Ack],
+    pinned: Option<(u64, ledger::Hash)>,
+) -> Result<(u64, ledger::Hash)> {
+    let ledger = Ledger::open_read_only(ledger_dir).context("open after kill")?;
+    let opts = VerifyOptions {
+        from: pinned.map(|(seq, _)| seq),
+        pinned_head: pinned,
+        ..VerifyOptions::default()
+    };
+    let report = ledger.verify(&opts, &|_, _| {})?;
+    if let Some(f) = &report.failure {
+        bail!("verification failed after the kill: {f}");
+    }
+    for (i, ack) in acks.iter().enumerate() {
+        ensure!(
+            ack.line == i as u64 + 1,
+            "acks out of order: ack {i} is for line {}",
+            ack.line
+        );
+        let e = ledger
+            .get(ack.seq)?
+            .with_context(|| format!("acknowledged seq {} (line {}) is missing", ack.seq, ack.line))?;
+        ensure!(
+            e.hash.to_hex() == ack.hash,
+            "seq {}: stored hash differs from the acknowledged one",
+            ack.seq
+        );
+        let want = RequestId::Str(marker(round, ack.line));
+        ensure!(
+            e.event.correlation.request_id.as_ref() == Some(&want),
+            "seq {} holds {:?}, but line {} was acknowledged there",
+            ack.seq,
+            e.event.correlation.request_id,
+            ack.line
+        );
+    }
+    let head = ledger.head();
+    Ok((head.seq, head.hash))
+}
