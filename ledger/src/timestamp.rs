@@ -36,7 +36,7 @@ impl Timestamp {
         let dt = time::PrimitiveDateTime::parse(s, FORMAT)
             .map_err(|e| format!("timestamp `{s}` is not canonical RFC 3339 (YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ): {e}"))?
             .assume_utc();
-        Self::from_datetime(dt).ok_or_else(|| format!("timestamp `{s}` is before 1970"))
+        Self::from_datetime(dt, s)
     }
 
     /// Parses any RFC 3339 timestamp (any offset, any fraction), as typed by
@@ -44,11 +44,18 @@ impl Timestamp {
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
         let dt = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp such as 2026-07-14T00:00:00Z: {e}"))?;
-        Self::from_datetime(dt).ok_or_else(|| format!("timestamp `{s}` is before 1970"))
+        Self::from_datetime(dt, s)
     }
 
-    fn from_datetime(dt: OffsetDateTime) -> Option<Timestamp> {
-        u64::try_from(dt.unix_timestamp_nanos()).ok().map(Timestamp::from_nanos)
+    fn from_datetime(dt: OffsetDateTime, text: &str) -> Result<Timestamp, String> {
+        let nanos = dt.unix_timestamp_nanos();
+        match u64::try_from(nanos) {
+            Ok(n) => Ok(Timestamp(n)),
+            Err(_) if nanos < 0 => Err(format!("timestamp `{text}` is before 1970")),
+            Err(_) => Err(format!(
+                "timestamp `{text}` is after 2554, the last time a ledger timestamp can hold"
+            )),
+        }
     }
 }
 
@@ -92,5 +99,15 @@ mod tests {
         }
         assert!(Timestamp::parse_rfc3339("2026-07-14T00:00:00Z").is_ok());
         assert!(Timestamp::parse_rfc3339("2026-07-14T02:00:00+02:00").is_ok());
+        assert!(
+            Timestamp::parse_rfc3339("1969-12-31T23:59:59Z")
+                .expect_err("1969")
+                .contains("before 1970")
+        );
+        assert!(
+            Timestamp::parse_rfc3339("2999-01-01T00:00:00Z")
+                .expect_err("2999")
+                .contains("after 2554")
+        );
     }
 }

@@ -1,0 +1,377 @@
+//! End-to-end tests of the `sealgate` command line on real data directories.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+struct Run {
+    out: Output,
+}
+
+impl Run {
+    fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    fn ok(self) -> Run {
+        assert_eq!(self.code(), 0, "stdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        self
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout().trim()).unwrap_or_else(|e| panic!("{e}: {}", self.stdout()))
+    }
+}
+
+/// A data directory and a working directory to run in.
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn cwd(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("sealgate-data")
+    }
+
+    /// Runs `sealgate ARGS` in the env's directory with embedded defaults.
+    fn run(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .args(args)
+            .current_dir(self.cwd())
+            .env_remove("SEALGATE_DATA_DIR")
+            .env_remove("SEALGATE_CONFIG")
+            .env_remove("SEALGATE_KEY_DIR")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealgate");
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(stdin.as_bytes()).expect("write stdin");
+        drop(pipe);
+        Run {
+            out: child.wait_with_output().expect("wait"),
+        }
+    }
+
+    fn head(&self) -> serde_json::Value {
+        self.run(&["head", "-o", "json"], "").ok().json()
+    }
+}
+
+fn event(kind: &str, principal: &str) -> String {
+    format!(
+        r#"{{"kind":"{kind}","actor":{{"principal":"{principal}"}},"subject":{{"server":"fs","tool":"write_file"}},"body":{{"n":1}}}}"#
+    )
+}
+
+#[test]
+fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
+    let env = Env::new();
+    let r = env.run(&["init"], "").ok();
+    assert!(r.stdout().contains("ledger_id"), "{}", r.stdout());
+    assert!(env.data().join("ledger").join("CURRENT").exists());
+    let keys: Vec<_> = std::fs::read_dir(env.data().join("keys")).expect("keys dir").collect();
+    assert_eq!(keys.len(), 1);
+    let key = keys.into_iter().next().expect("one").expect("entry").path();
+    assert_eq!(
+        std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(env.head()["seq"], 0);
+
+    let again = env.run(&["init"], "");
+    assert_eq!(again.code(), 2);
+    assert!(again.stderr().contains("already exists"), "{}", again.stderr());
+    assert_eq!(env.head()["seq"], 0);
+}
+
+#[test]
+fn keygen_writes_0600_and_never_overwrites() {
+    let env = Env::new();
+    let path = env.cwd().join("k.key");
+    let p = path.to_str().expect("utf8");
+    env.run(&["keygen", "--out", p], "").ok();
+    let before = std::fs::read(&path).expect("read key");
+    assert_eq!(
+        std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let again = env.run(&["keygen", "--out", p], "");
+    assert_ne!(again.code(), 0);
+    assert!(again.stderr().contains("refusing to overwrite"), "{}", again.stderr());
+    assert_eq!(std::fs::read(&path).expect("read key"), before);
+    // init can use that key.
+    let r = env.run(&["init", "--key", p], "").ok();
+    let id = std::str::from_utf8(&before)
+        .ok()
+        .and_then(|t| t.split('"').nth(7))
+        .map(str::to_owned)
+        .expect("key id");
+    assert!(r.stdout().contains(&id), "{} does not name {id}", r.stdout());
+}
+
+#[test]
+fn append_prints_seq_and_hash_per_durable_event() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let input = format!(
+        "{}\n\n{}\n{}\n",
+        event("tool_call.requested", "a"),
+        event("policy.decision", "a"),
+        event("grant.issued", "b")
+    );
+    let r = env.run(&["append"], &input).ok();
+    let acks: Vec<(u64, String)> = r
+        .stdout()
+        .lines()
+        .map(|l| {
+            let (s, h) = l.split_once(' ').expect("SEQ HASH");
+            (s.parse().expect("seq"), h.to_owned())
+        })
+        .collect();
+    assert_eq!(acks.iter().map(|a| a.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // The acknowledged hashes are the stored ones.
+    let log = env.run(&["log", "-o", "json", "--from", "1"], "").ok();
+    let stored: Vec<serde_json::Value> = log
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    for ((seq, hash), e) in acks.iter().zip(&stored) {
+        assert_eq!(e["seq"], *seq);
+        assert_eq!(e["hash"], hash.as_str());
+    }
+    assert_eq!(stored[2]["event"]["actor"]["principal"], "b");
+
+    // JSON acks name the input line (blank lines count).
+    let r = env
+        .run(
+            &["append", "-o", "json"],
+            &format!("\n{}\n", event("grant.revoked", "c")),
+        )
+        .ok();
+    let ack = r.json();
+    assert_eq!((ack["line"].as_u64(), ack["seq"].as_u64()), (Some(2), Some(4)));
+}
+
+#[test]
+fn malformed_input_is_rejected_line_by_line_and_nothing_is_written() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let input = [
+        event("grant.issued", "ok"),
+        "{not json".to_owned(),
+        event("grant.issued", "ok"),
+        r#"{"kind":"grant.issued","body":{"ratio":0.5}}"#.to_owned(),
+        r#"{"kind":"grant.isued"}"#.to_owned(),
+        r#"{"kind":"grant.issued","actor":{"principal":"x","role":"admin"}}"#.to_owned(),
+        r#"{"kind":"ledger.genesis"}"#.to_owned(),
+    ]
+    .join("\n");
+    let r = env.run(&["append"], &input);
+    assert_eq!(r.code(), 1, "{}", r.stderr());
+    let err = r.stderr();
+    for want in [
+        "line 2: column 2:",
+        "line 4: column",
+        "no floats",
+        "line 5: kind: unknown event kind `grant.isued`",
+        "line 6: unknown field `actor.role`",
+        "line 7: kind: `ledger.genesis` is written only by the ledger",
+        "nothing from it was written",
+    ] {
+        assert!(err.contains(want), "stderr lacks `{want}`:\n{err}");
+    }
+    for ok_line in ["line 1:", "line 3:"] {
+        assert!(!err.contains(ok_line), "{err}");
+    }
+    assert_eq!(r.stdout(), "");
+    assert_eq!(env.head()["seq"], 0, "nothing from the rejected batch may be written");
+}
+
+#[test]
+fn batches_before_a_rejected_batch_are_written_and_acknowledged() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let input = [
+        event("grant.issued", "a"),
+        event("grant.issued", "b"),
+        event("grant.issued", "c"),
+        "[]".to_owned(),
+        event("grant.issued", "e"),
+    ]
+    .join("\n");
+    let r = env.run(&["append", "--batch-size", "2"], &input);
+    assert_eq!(r.code(), 1);
+    assert!(
+        r.stderr().contains("line 4: expected an object, found an array"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        r.stderr().contains("(2 event(s) from earlier batches were)"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        r.stdout().lines().count(),
+        2,
+        "lines 1-2 acknowledged, 3-4 rejected, 5 never read"
+    );
+    assert_eq!(env.head()["seq"], 2);
+}
+
+/// Flips one byte inside the stored record of `seq`, as an attacker would.
+fn tamper(data: &Path, seq: u64) {
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        data.join("ledger"),
+        ["events", "time", "meta"],
+    )
+    .expect("open raw");
+    let cf = db.cf_handle("events").expect("cf");
+    let mut rec = db.get_cf(cf, seq.to_be_bytes()).expect("get").expect("record");
+    let at = rec.len() - 5;
+    rec[at] ^= 0x20;
+    db.put_cf(cf, seq.to_be_bytes(), rec).expect("put");
+}
+
+#[test]
+fn verify_exit_codes_reports_and_pinned_heads() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let many: String = (0..50)
+        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
+        .collect();
+    env.run(&["append"], &many).ok();
+    let pin = env.head()["pin"].as_str().expect("pin").to_owned();
+
+    env.run(&["append"], &many).ok();
+    env.run(&["rotate-key", "--reason", "test"], "").ok();
+    env.run(&["append"], &many).ok();
+    let r = env.run(&["verify", "--head", &pin, "-o", "json"], "").ok();
+    let report = r.json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["verified"], 152);
+    assert_eq!(report["anchor"]["source"], "pinned");
+    let text = env.run(&["verify"], "").ok();
+    assert!(text.stdout().contains("OK"), "{}", text.stdout());
+
+    // Range verification by sequence number and by time.
+    let r = env
+        .run(&["verify", "--from", "60", "--to", "70", "-o", "json"], "")
+        .ok();
+    assert_eq!(
+        (r.json()["verified"].as_u64(), r.json()["linked"].as_u64()),
+        (Some(11), Some(81))
+    );
+    let r = env
+        .run(&["verify", "--from", "2000-01-01T00:00:00Z", "-o", "json"], "")
+        .ok();
+    assert_eq!(r.json()["verified"], 152);
+
+    // A pin that is not in the log.
+    let (seq, _) = pin.split_once(':').expect("pin");
+    let wrong = format!("{seq}:{}", "ab".repeat(32));
+    let r = env.run(&["verify", "--head", &wrong, "-o", "json"], "");
+    assert_eq!(r.code(), 1);
+    assert_eq!(r.json()["failure"]["kind"], "head_mismatch");
+    assert_eq!(r.json()["failure"]["seq"].as_u64(), seq.parse::<u64>().ok());
+    let r = env.run(&["verify", "--head", "12"], "");
+    assert_eq!(r.code(), 2);
+    assert!(r.stderr().contains("expected SEQ:HASH"), "{}", r.stderr());
+
+    // Tampering names the first bad sequence number.
+    tamper(&env.data(), 77);
+    let r = env.run(&["verify", "-o", "json"], "");
+    assert_eq!(r.code(), 1, "{}", r.stdout());
+    assert_eq!(r.json()["failure"]["seq"], 77);
+    let r = env.run(&["verify"], "");
+    assert!(r.stdout().contains("FAILED at seq 77"), "{}", r.stdout());
+    // A range before the damage is anchored to the head through the damaged
+    // event, so it cannot be vouched for either.
+    let r = env.run(&["verify", "--from", "1", "--to", "76"], "");
+    assert_eq!(
+        r.code(),
+        1,
+        "the range is anchored to the head, through the damaged event"
+    );
+}
+
+#[test]
+fn log_filters_by_kind_time_and_limit() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let input = [
+        event("tool_call.requested", "a"),
+        event("policy.decision", "a"),
+        event("tool_call.requested", "b"),
+    ]
+    .join("\n");
+    env.run(&["append"], &input).ok();
+    let r = env
+        .run(&["log", "--kind", "tool_call.requested", "-o", "json"], "")
+        .ok();
+    let seqs: Vec<u64> = r
+        .stdout()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 3]);
+    let r = env.run(&["log", "--limit", "2"], "").ok();
+    assert_eq!(r.stdout().lines().count(), 3, "header and two rows: {}", r.stdout());
+    assert!(r.stdout().contains("ledger.genesis"));
+    let r = env.run(&["log", "--from", "2500-01-01T00:00:00Z"], "");
+    assert_eq!(r.code(), 2);
+    assert!(r.stderr().contains("no event at or after"), "{}", r.stderr());
+    let r = env.run(&["log", "--kind", "nope"], "");
+    assert!(r.stderr().contains("--kind nope: unknown event kind"), "{}", r.stderr());
+}
+
+#[test]
+fn config_file_sets_the_data_dir_and_rejects_unknown_keys() {
+    let env = Env::new();
+    std::fs::write(env.cwd().join("sealgate.toml"), "data_dir = \"elsewhere\"\n").expect("write config");
+    env.run(&["init"], "").ok();
+    assert!(env.cwd().join("elsewhere/ledger/CURRENT").exists());
+    // --data-dir wins over the config.
+    env.run(&["--data-dir", "flagged", "init"], "").ok();
+    assert!(env.cwd().join("flagged/ledger/CURRENT").exists());
+
+    std::fs::write(env.cwd().join("sealgate.toml"), "data_dir = \"x\"\ndatadir = \"y\"\n").expect("write config");
+    let r = env.run(&["head"], "");
+    assert_eq!(r.code(), 2);
+    assert!(
+        r.stderr().contains("sealgate.toml") && r.stderr().contains("datadir") && r.stderr().contains("line 2"),
+        "{}",
+        r.stderr()
+    );
+}
+
+#[test]
+fn commands_on_a_missing_ledger_say_how_to_create_one() {
+    let env = Env::new();
+    let r = env.run(&["verify"], "");
+    assert_eq!(r.code(), 2);
+    assert!(r.stderr().contains("sealgate init"), "{}", r.stderr());
+}
