@@ -229,3 +229,101 @@ fn body_str<'a>(body: &'a Object, key: &str) -> Result<&'a str, String> {
         .and_then(Value::as_str)
         .ok_or_else(|| format!("body field `{key}` missing or not a string"))
 }
+
+#[cfg(test)]
+mod test_vectors {
+    //! The worked example in `docs/FORMAT.md`. If this test fails, the format
+    //! changed: old logs would no longer verify.
+
+    use super::*;
+    use crate::event::{Actor, Correlation, Draft, RequestId, Subject};
+    use crate::keys::SigningKey;
+    use crate::timestamp::Timestamp;
+
+    pub(crate) fn vectors() -> Vec<(Vec<u8>, Hash, String)> {
+        let key = SigningKey::from_seed([7; 32]);
+        let ledger_id = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+        ];
+        let mut genesis = Draft::new(EventKind::LedgerGenesis);
+        genesis.actor.principal = Some("sealgate:init".into());
+        genesis.body = Genesis {
+            ledger_id,
+            public_key: key.public(),
+        }
+        .to_body();
+        let e0 = Event::from_draft(
+            genesis,
+            0,
+            Timestamp::from_nanos(1_795_000_000_000_000_000),
+            Hash::ZERO,
+            key.id(),
+        );
+        let c0 = e0.canonical_bytes();
+        let h0 = event_hash(&Hash::ZERO, &c0);
+
+        let mut body = Object::new();
+        body.insert(
+            "arguments".into(),
+            "{\"path\":\"/srv/a \\\"b\\\".txt\",\"n\":1.5}".into(),
+        );
+        body.insert("note".into(), "tab\there, é, \u{1}".into());
+        body.insert("size".into(), Value::Int(-42));
+        let call = Draft {
+            kind: EventKind::ToolCallRequested,
+            actor: Actor {
+                principal: Some("alice@example.com".into()),
+                teams: vec!["sre".into(), "db".into()],
+                agent: Some("claude-code/2.1".into()),
+                session: Some("s-1".into()),
+            },
+            subject: Subject {
+                server: Some("fs".into()),
+                tool: Some("write_file".into()),
+                env: vec!["prod".into()],
+                ..Subject::default()
+            },
+            correlation: Correlation {
+                request_id: Some(RequestId::Int(7)),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+                ..Correlation::default()
+            },
+            body,
+        };
+        let e1 = Event::from_draft(call, 1, Timestamp::from_nanos(1_795_000_000_123_456_789), h0, key.id());
+        let c1 = e1.canonical_bytes();
+        let h1 = event_hash(&h0, &c1);
+        [(c0, h0), (c1, h1)]
+            .into_iter()
+            .map(|(c, h)| (c, h, hex::encode(key.sign_hash(&h).to_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn format_md_worked_example() {
+        let key = SigningKey::from_seed([7; 32]);
+        assert_eq!(key.id().to_string(), "ea539e327da5c57a04a906a2e324d3b5");
+        assert_eq!(
+            key.public_hex(),
+            "ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c"
+        );
+        let v = vectors();
+        let expected = [
+            (
+                include_str!("../tests/data/format-example-0.json").trim_end(),
+                "aff8b23c743e70f7e3b9bee29fde543adf5d386edda6dcbe88a79192a93c82ab",
+                "a6e98bf8071574b9f553e029d699409524e43097bb549578810c103987609a055237fea30a4b250f666212c9d18abe50f226adb63ccb4d6ae22319727dab870a",
+            ),
+            (
+                include_str!("../tests/data/format-example-1.json").trim_end(),
+                "41f78c1d2a51dba6841f16e5c5a61230ab6bb231cc6c4607a64fa8beaacdc0ac",
+                "a9fe9c92d12fdc51130f11952ec2cc4941e49300e7b76a51201e79a0e1670da1d2551719ba7fb69d79f610dd765fc22a2b44d167fb1a805554d8aba2f3ab850e",
+            ),
+        ];
+        for ((canonical, hash, sig), (want_c, want_h, want_s)) in v.iter().zip(expected) {
+            assert_eq!(std::str::from_utf8(canonical).expect("utf8"), want_c);
+            assert_eq!(hash.to_hex(), want_h);
+            assert_eq!(sig, want_s);
+        }
+    }
+}
