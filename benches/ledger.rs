@@ -1,0 +1,761 @@
+//! Ledger throughput benchmark: how close durable appends and full
+//! verification come to what the disk and the CPU allow on this machine.
+//!
+//! One run measures, in order:
+//!
+//! 1. **WAL sync latency** of the disk the ledgers live on: append 512 bytes
+//!    to a file and `sync_data()` it, repeatedly. Its p50 is called `sync`.
+//! 2. **Sign-only bound**: Ed25519 signatures per second over distinct
+//!    hashes with [`ledger::SigningKey::sign_hash`], on all cores (rayon) and
+//!    on one core.
+//! 3. **Batch-verify bound**: signatures verified per second with
+//!    `ed25519_dalek::verify_batch` in chunks of 64, on all cores and on one.
+//! 4. **Durable appends** with 1, 64 and 512 writer threads, each looping
+//!    [`ledger::Ledger::append_blocking`] on a fresh ledger for a fixed time:
+//!    appends per second, latency (mean, p50, p99), the mean group-commit
+//!    size (events per distinct receipt timestamp: a group shares one), and
+//!    how busy the CPU and the ledger's writer thread were (Linux `/proc`).
+//! 5. **Full verification** of a ledger of ~200k events (50k with
+//!    `--quick`), built with `submit` batches and reopened read-only:
+//!    events per second.
+//!
+//! As diagnostics it also prints the one-core cost per event of the work
+//! besides signatures: sealing (done serially on the writer thread) and
+//! decoding (stage 1 of verification).
+//!
+//! It then prints each figure against its bound and target:
+//!
+//! | figure          | bound                                | target |
+//! |-----------------|--------------------------------------|--------|
+//! | 1 writer        | 1 / sync                             | ≥ 80 % |
+//! | 64 writers      | min(64 / sync, sign-only all cores)  | ≥ 70 % |
+//! | 512 writers     | sign-only all cores                  | ≥ 60 % |
+//! | full verify     | batch-verify all cores               | ≥ 60 % |
+//!
+//! Missing a target is reported, not an error: the program exits 0 unless
+//! something fails (I/O, ledger errors, a verification that does not pass).
+//!
+//! Run it with
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=$HOME/.cache/sealgate/target
+//! cargo bench --bench ledger              # full run, ~1 minute
+//! cargo bench --bench ledger -- --quick   # ~15 s, fewer samples
+//! ```
+//!
+//! Ledgers and the sync probe live in temporary directories under
+//! `$SEALGATE_BENCH_DIR` (default: the system temp directory), so that all
+//! figures come from the same filesystem.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use ed25519_dalek::{Signature, VerifyingKey};
+use ledger::{
+    Actor, Correlation, Draft, Event, EventKind, Hash, KeyDir, Ledger, RequestId, SigningKey, Subject, Timestamp,
+    Value, VerifyOptions, event_hash,
+};
+use rayon::prelude::*;
+
+/// Signatures per `verify_batch` call (as the ledger's verifier uses).
+const SIG_BATCH: usize = 64;
+/// Drafts per `submit` when building the verification ledger.
+const BUILD_BATCH: usize = 1024;
+/// `submit` requests kept in flight when building the verification ledger.
+const BUILD_IN_FLIGHT: usize = 8;
+/// Stack of each writer thread (512 of them).
+const WRITER_STACK: usize = 256 << 10;
+
+/// How much work each part does.
+struct Plan {
+    quick: bool,
+    sync_warmup: usize,
+    sync_samples: usize,
+    sign_all: usize,
+    sign_one: usize,
+    verify_one: usize,
+    append_warmup: Duration,
+    append_window: Duration,
+    verify_events: usize,
+    cost_events: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                sync_warmup: 10,
+                sync_samples: 100,
+                sign_all: 50_000,
+                sign_one: 10_000,
+                verify_one: 10_240,
+                append_warmup: Duration::from_millis(200),
+                append_window: Duration::from_secs(1),
+                verify_events: 50_000,
+                cost_events: 5_000,
+            }
+        } else {
+            Plan {
+                quick,
+                sync_warmup: 30,
+                sync_samples: 300,
+                sign_all: 200_000,
+                sign_one: 40_000,
+                verify_one: 40_960,
+                append_warmup: Duration::from_millis(500),
+                append_window: Duration::from_secs(3),
+                verify_events: 200_000,
+                cost_events: 20_000,
+            }
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; anything but `--quick` is ignored.
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let plan = Plan::new(quick);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .context("cannot read the number of cores")?;
+    let base = match std::env::var_os("SEALGATE_BENCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::temp_dir(),
+    };
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot create the bench directory {}", base.display()))?;
+    let template = tool_call_draft(0);
+    let draft_bytes = canonical_len(&template);
+
+    println!(
+        "sealgate ledger benchmark ({} run)",
+        if plan.quick { "quick" } else { "full" }
+    );
+    println!("  cores (available_parallelism): {cores}");
+    println!("  rayon threads:                 {}", rayon::current_num_threads());
+    println!("  bench dir:                     {}", base.display());
+    println!("  draft:                         tool_call.requested, {draft_bytes} canonical bytes");
+    println!();
+
+    // 1. Disk.
+    let sync = wal_sync(&base, &plan)?;
+    println!("WAL sync (512 B append + sync_data, n = {})", plan.sync_samples);
+    println!(
+        "  mean {:>9.3} ms   p50 {:>9.3} ms   p99 {:>9.3} ms",
+        ms(sync.mean),
+        ms(sync.p50),
+        ms(sync.p99)
+    );
+    println!();
+
+    // 2 and 3. CPU bounds.
+    let key = SigningKey::from_seed([7; 32]);
+    let cpu = cpu_bounds(&key, &plan)?;
+    println!("CPU bounds");
+    println!("  {:<34} {:>12}", "", "per second");
+    println!(
+        "  {:<34} {:>12.0}",
+        format!("sign, all cores ({} sigs)", plan.sign_all),
+        cpu.sign_all
+    );
+    println!(
+        "  {:<34} {:>12.0}",
+        format!("sign, one core ({} sigs)", plan.sign_one),
+        cpu.sign_one
+    );
+    println!(
+        "  {:<34} {:>12.0}",
+        format!("batch verify x{SIG_BATCH}, all cores"),
+        cpu.verify_all
+    );
+    println!(
+        "  {:<34} {:>12.0}",
+        format!("batch verify x{SIG_BATCH}, one core"),
+        cpu.verify_one
+    );
+    println!();
+
+    // Serial per-event work beside the signatures, to explain the gaps.
+    let costs = per_event_costs(&template, plan.cost_events)?;
+    println!(
+        "Per-event CPU cost besides signatures, one core ({} events)",
+        plan.cost_events
+    );
+    println!(
+        "  seal (from_draft + canonical_bytes + event_hash, writer thread): {:>7.2} us  ({:>8.0} /s)",
+        costs.seal.as_secs_f64() * 1e6,
+        1.0 / costs.seal.as_secs_f64()
+    );
+    println!(
+        "  decode (Event::decode + event_hash, verify stage 1):             {:>7.2} us  ({:>8.0} /s)",
+        costs.decode.as_secs_f64() * 1e6,
+        1.0 / costs.decode.as_secs_f64()
+    );
+    println!();
+
+    // 4. Durable appends.
+    println!(
+        "Durable appends (append_blocking, {:.1} s window after {:.1} s warm-up, fresh ledger each)",
+        plan.append_window.as_secs_f64(),
+        plan.append_warmup.as_secs_f64()
+    );
+    println!(
+        "  {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>11}",
+        "writers", "appends", "appends/s", "mean ms", "p50 ms", "p99 ms", "mean group", "cpu", "writer thr"
+    );
+    let mut appends = Vec::new();
+    for writers in [1usize, 64, 512] {
+        let a = durable_appends(&base, writers, &plan)?;
+        println!(
+            "  {:>7} {:>11} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>11.1} {:>9} {:>11}",
+            writers,
+            a.count,
+            a.per_sec,
+            ms(a.mean),
+            ms(a.p50),
+            ms(a.p99),
+            a.mean_group,
+            busy(a.cpu, plan.append_window, cores),
+            busy(a.writer_cpu, plan.append_window, 1)
+        );
+        appends.push((writers, a));
+    }
+    println!(
+        "  (mean group = appends per group commit; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
+    );
+    println!();
+
+    // 5. Full verification.
+    let v = full_verification(&base, &plan)?;
+    println!("Full verification (read-only reopen, VerifyOptions::default())");
+    println!(
+        "  built {} events in {:.2} s ({:.0} events/s via submit x{BUILD_BATCH})",
+        v.events,
+        v.build.as_secs_f64(),
+        v.events as f64 / v.build.as_secs_f64()
+    );
+    println!(
+        "  verified {} events in {:.2} s: {:.0} events/s (cpu {} of all cores)",
+        v.events,
+        v.elapsed.as_secs_f64(),
+        v.per_sec,
+        busy(v.cpu, v.elapsed, cores)
+    );
+    println!();
+
+    // Targets.
+    let per_sec = |n: usize| {
+        appends
+            .iter()
+            .find(|(w, _)| *w == n)
+            .map(|(_, a)| a.per_sec)
+            .unwrap_or(0.0)
+    };
+    let inv_sync = 1.0 / sync.p50.as_secs_f64();
+    let rows = [
+        ("1 writer", per_sec(1), inv_sync, "1/sync".to_string(), 0.80),
+        (
+            "64 writers",
+            per_sec(64),
+            (64.0 * inv_sync).min(cpu.sign_all),
+            if 64.0 * inv_sync < cpu.sign_all {
+                "64/sync"
+            } else {
+                "sign, all cores"
+            }
+            .to_string(),
+            0.70,
+        ),
+        (
+            "512 writers",
+            per_sec(512),
+            cpu.sign_all,
+            "sign, all cores".to_string(),
+            0.60,
+        ),
+        (
+            "full verification",
+            v.per_sec,
+            cpu.verify_all,
+            "batch verify, all cores".to_string(),
+            0.60,
+        ),
+    ];
+    println!("Targets (ratio = measured / bound)");
+    println!(
+        "  {:<18} {:>12} {:>12}  {:<24} {:>7} {:>7}  result",
+        "figure", "measured/s", "bound/s", "bound is", "ratio", "target"
+    );
+    let mut missed = 0;
+    for (name, measured, bound, what, target) in rows {
+        let ratio = measured / bound;
+        let pass = ratio >= target;
+        if !pass {
+            missed += 1;
+        }
+        println!(
+            "  {:<18} {:>12.0} {:>12.0}  {:<24} {:>6.1}% {:>6.0}%  {}",
+            name,
+            measured,
+            bound,
+            what,
+            ratio * 100.0,
+            target * 100.0,
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
+    println!();
+    println!("{} of 4 targets met (sync p50 = {:.3} ms)", 4 - missed, ms(sync.p50));
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Mean and percentiles of a set of durations (sorted in place).
+struct Latency {
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn latency(samples: &mut [Duration]) -> Latency {
+    if samples.is_empty() {
+        return Latency {
+            mean: Duration::ZERO,
+            p50: Duration::ZERO,
+            p99: Duration::ZERO,
+        };
+    }
+    samples.sort_unstable();
+    let total: Duration = samples.iter().sum();
+    let pct = |p: f64| {
+        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+        samples[rank - 1]
+    };
+    Latency {
+        mean: total / samples.len() as u32,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+/// A realistic `tool_call.requested` draft (~550 canonical bytes).
+fn tool_call_draft(request_id: i64) -> Draft {
+    let arguments = serde_json::json!({
+        "path": "/srv/atlas/reports/2026/q4/summary.csv",
+        "mode": "overwrite",
+        "content": "region,quarter,revenue,units\nnorth,Q4,1284302,8812\nsouth,Q4,973211,6120\n",
+        "create_parents": true,
+    })
+    .to_string();
+    let mut draft = Draft::new(EventKind::ToolCallRequested);
+    draft.actor = Actor {
+        principal: Some("alice@example.com".into()),
+        teams: Vec::new(),
+        agent: None,
+        session: Some("sess-7f3a9c2e41b8".into()),
+    };
+    draft.subject = Subject {
+        server: Some("filesystem".into()),
+        tool: Some("write_file".into()),
+        resource: None,
+        prompt: None,
+        env: vec!["prod".into()],
+    };
+    draft.correlation = Correlation {
+        request_id: Some(RequestId::Int(request_id)),
+        ..Correlation::default()
+    };
+    draft.body.insert("arguments".into(), Value::String(arguments));
+    draft
+}
+
+fn canonical_len(draft: &Draft) -> usize {
+    let key = SigningKey::from_seed([1; 32]);
+    Event::from_draft(draft.clone(), 1_000_000, Timestamp::now(), Hash([0xab; 32]), key.id())
+        .canonical_bytes()
+        .len()
+}
+
+// ---------------------------------------------------------------------------
+// CPU accounting (Linux /proc; figures show as `-` where it is unavailable)
+
+/// CPU time used by the whole process so far, threads that exited included
+/// (`utime + stime` of `/proc/self/stat`, in USER_HZ = 100 ticks).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)`, which may hold spaces: state is field 3,
+    // utime field 14 and stime field 15.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// On-CPU time of the live thread named `name` (`/proc/self/task/*/schedstat`).
+fn thread_cpu(name: &str) -> Option<Duration> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let sched = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let nanos = sched.split_whitespace().next()?.parse::<u64>().ok()?;
+            return Some(Duration::from_nanos(nanos));
+        }
+    }
+    None
+}
+
+/// `used / (wall * cores)` as a percentage, or `-`.
+fn busy(used: Option<Duration>, wall: Duration, cores: usize) -> String {
+    match used {
+        Some(u) => format!("{:.0}%", 100.0 * u.as_secs_f64() / (wall.as_secs_f64() * cores as f64)),
+        None => "-".into(),
+    }
+}
+
+fn delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    b?.checked_sub(a?)
+}
+
+// ---------------------------------------------------------------------------
+// 1. WAL sync latency
+
+fn wal_sync(base: &Path, plan: &Plan) -> Result<Latency> {
+    let dir = tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
+    let path = dir.path().join("wal-probe");
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let record = [0x5au8; 512];
+    let mut samples = Vec::with_capacity(plan.sync_samples);
+    for i in 0..plan.sync_warmup + plan.sync_samples {
+        let t = Instant::now();
+        file.write_all(&record)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        file.sync_data()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
+        if i >= plan.sync_warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok(latency(&mut samples))
+}
+
+// ---------------------------------------------------------------------------
+// 2 and 3. Sign-only and batch-verify bounds
+
+struct CpuBounds {
+    sign_all: f64,
+    sign_one: f64,
+    verify_all: f64,
+    verify_one: f64,
+}
+
+/// A distinct hash for each index (signing cost does not depend on content).
+fn hash_of(i: usize) -> Hash {
+    let mut h = [0x3cu8; 32];
+    h[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    Hash(h)
+}
+
+fn cpu_bounds(key: &SigningKey, plan: &Plan) -> Result<CpuBounds> {
+    // Warm up the rayon pool and the CPU clocks.
+    let warm: Vec<Signature> = (0..2_000).into_par_iter().map(|i| key.sign_hash(&hash_of(i))).collect();
+    std::hint::black_box(&warm);
+
+    let hashes: Vec<Hash> = (0..plan.sign_all).map(hash_of).collect();
+    let t = Instant::now();
+    let sigs: Vec<Signature> = hashes.par_iter().map(|h| key.sign_hash(h)).collect();
+    let sign_all = plan.sign_all as f64 / t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for h in &hashes[..plan.sign_one] {
+        std::hint::black_box(key.sign_hash(std::hint::black_box(h)));
+    }
+    let sign_one = plan.sign_one as f64 / t.elapsed().as_secs_f64();
+
+    let public = key.public();
+    let items: Vec<(Hash, Signature)> = hashes.into_iter().zip(sigs).collect();
+
+    let t = Instant::now();
+    let bad = items
+        .par_chunks(SIG_BATCH)
+        .filter(|chunk| !verify_chunk(chunk, &public))
+        .count();
+    let verify_all = items.len() as f64 / t.elapsed().as_secs_f64();
+    ensure!(bad == 0, "batch verification rejected {bad} chunks of valid signatures");
+
+    let one = &items[..plan.verify_one.min(items.len())];
+    let t = Instant::now();
+    let bad = one
+        .chunks(SIG_BATCH)
+        .filter(|chunk| !verify_chunk(chunk, &public))
+        .count();
+    let verify_one = one.len() as f64 / t.elapsed().as_secs_f64();
+    ensure!(bad == 0, "batch verification rejected {bad} chunks of valid signatures");
+
+    Ok(CpuBounds {
+        sign_all,
+        sign_one,
+        verify_all,
+        verify_one,
+    })
+}
+
+/// One `verify_batch` call, built the way the ledger's verifier builds it.
+fn verify_chunk(chunk: &[(Hash, Signature)], public: &VerifyingKey) -> bool {
+    let messages: Vec<&[u8]> = chunk.iter().map(|(h, _)| h.0.as_slice()).collect();
+    let signatures: Vec<Signature> = chunk.iter().map(|(_, s)| *s).collect();
+    let keys: Vec<VerifyingKey> = vec![*public; chunk.len()];
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
+
+/// Mean one-core cost per event of sealing and of decoding.
+struct Costs {
+    seal: Duration,
+    decode: Duration,
+}
+
+fn per_event_costs(template: &Draft, n: usize) -> Result<Costs> {
+    let key = SigningKey::from_seed([2; 32]);
+    let drafts: Vec<Draft> = (0..n)
+        .map(|i| {
+            let mut d = template.clone();
+            d.correlation.request_id = Some(RequestId::Int(i as i64));
+            d
+        })
+        .collect();
+    let ts = Timestamp::now();
+    let mut prev = Hash::ZERO;
+    let mut canonicals = Vec::with_capacity(n);
+    let t = Instant::now();
+    for (seq, d) in (1u64..).zip(drafts) {
+        let canonical = Event::from_draft(d, seq, ts, prev, key.id()).canonical_bytes();
+        prev = event_hash(&prev, &canonical);
+        canonicals.push(canonical);
+    }
+    let seal = t.elapsed() / n.max(1) as u32;
+    let t = Instant::now();
+    for c in &canonicals {
+        let e = Event::decode(c).map_err(|e| anyhow::anyhow!("cannot decode a canonical event: {e}"))?;
+        std::hint::black_box(event_hash(&e.prev, c));
+    }
+    let decode = t.elapsed() / n.max(1) as u32;
+    Ok(Costs { seal, decode })
+}
+
+// ---------------------------------------------------------------------------
+// 4. Durable appends
+
+struct Appends {
+    count: usize,
+    per_sec: f64,
+    mean: Duration,
+    p50: Duration,
+    p99: Duration,
+    mean_group: f64,
+    /// CPU used by the process in the window.
+    cpu: Option<Duration>,
+    /// CPU used by the ledger's writer thread in the window.
+    writer_cpu: Option<Duration>,
+}
+
+/// What one writer thread saw inside the measurement window.
+#[derive(Default)]
+struct WriterLog {
+    latencies: Vec<Duration>,
+    /// Receipt timestamps: every event of a group carries the group's.
+    group_ts: Vec<u64>,
+}
+
+fn new_ledger(base: &Path) -> Result<(tempfile::TempDir, Ledger)> {
+    let dir = tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
+    let path = dir.path().join("ledger");
+    let keys = KeyDir::new(dir.path().join("keys"));
+    let ledger = Ledger::create(&path, &keys, SigningKey::generate(), Actor::default())
+        .with_context(|| format!("cannot create a ledger in {}", path.display()))?;
+    Ok((dir, ledger))
+}
+
+fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> {
+    let (_dir, ledger) = new_ledger(base)?;
+    let ledger = &ledger;
+    // Writers wait for `go` (0: wait, 1: go, 2: abort), then read `start`.
+    let go = &AtomicU8::new(0);
+    let start = &OnceLock::new();
+    let mut cpu_used = (None, None);
+    let cpu = &mut cpu_used;
+    let (warmup, window) = (plan.append_warmup, plan.append_window);
+    let logs: Result<Vec<Result<WriterLog>>> = std::thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(writers);
+        for w in 0..writers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("bench-writer-{w}"))
+                .stack_size(WRITER_STACK)
+                .spawn_scoped(scope, move || -> Result<WriterLog> {
+                    let template = tool_call_draft(0);
+                    let mut log = WriterLog::default();
+                    let start: Instant = loop {
+                        match go.load(Ordering::Acquire) {
+                            0 => std::thread::sleep(Duration::from_millis(1)),
+                            1 => break *start.get().context("start time not set")?,
+                            _ => return Ok(log),
+                        }
+                    };
+                    let (measure_from, stop_at) = (start + warmup, start + warmup + window);
+                    let mut n: i64 = 0;
+                    loop {
+                        let t0 = Instant::now();
+                        if t0 >= stop_at {
+                            break;
+                        }
+                        let mut draft = template.clone();
+                        draft.correlation.request_id = Some(RequestId::Int(((w as i64) << 32) | n));
+                        n += 1;
+                        let receipt = ledger
+                            .append_blocking(draft)
+                            .with_context(|| format!("writer {w}: append failed"))?;
+                        let t1 = Instant::now();
+                        if t0 >= measure_from && t1 <= stop_at {
+                            log.latencies.push(t1 - t0);
+                            log.group_ts.push(receipt.ts.as_nanos());
+                        }
+                    }
+                    Ok(log)
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    go.store(2, Ordering::Release);
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(anyhow::anyhow!("cannot spawn writer thread {w} of {writers}: {e}"));
+                }
+            }
+        }
+        let t0 = Instant::now();
+        let _ = start.set(t0);
+        go.store(1, Ordering::Release);
+        std::thread::sleep((t0 + warmup).saturating_duration_since(Instant::now()));
+        let before = (process_cpu(), thread_cpu("ledger-writer"));
+        std::thread::sleep((t0 + warmup + window).saturating_duration_since(Instant::now()));
+        let after = (process_cpu(), thread_cpu("ledger-writer"));
+        *cpu = (delta(before.0, after.0), delta(before.1, after.1));
+        Ok(handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a writer thread panicked")))
+            })
+            .collect())
+    });
+    let mut latencies = Vec::new();
+    let mut group_ts = Vec::new();
+    for log in logs? {
+        let log = log?;
+        latencies.extend(log.latencies);
+        group_ts.extend(log.group_ts);
+    }
+    ensure!(
+        !latencies.is_empty(),
+        "{writers} writers: no append completed inside the measurement window"
+    );
+    group_ts.sort_unstable();
+    group_ts.dedup();
+    let count = latencies.len();
+    let lat = latency(&mut latencies);
+    Ok(Appends {
+        count,
+        per_sec: count as f64 / window.as_secs_f64(),
+        mean: lat.mean,
+        p50: lat.p50,
+        p99: lat.p99,
+        mean_group: count as f64 / group_ts.len() as f64,
+        cpu: cpu_used.0,
+        writer_cpu: cpu_used.1,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 5. Full verification
+
+struct Verification {
+    events: u64,
+    /// CPU used by the process while verifying.
+    cpu: Option<Duration>,
+    build: Duration,
+    elapsed: Duration,
+    per_sec: f64,
+}
+
+fn full_verification(base: &Path, plan: &Plan) -> Result<Verification> {
+    let (dir, ledger) = new_ledger(base)?;
+    let path = ledger.path().to_path_buf();
+    let template = tool_call_draft(0);
+    let requests = plan.verify_events.div_ceil(BUILD_BATCH);
+    let t = Instant::now();
+    let mut in_flight = VecDeque::with_capacity(BUILD_IN_FLIGHT);
+    let mut next_id: i64 = 0;
+    for _ in 0..requests {
+        let drafts: Vec<Draft> = (0..BUILD_BATCH)
+            .map(|_| {
+                let mut d = template.clone();
+                d.correlation.request_id = Some(RequestId::Int(next_id));
+                next_id += 1;
+                d
+            })
+            .collect();
+        in_flight.push_back(ledger.submit(drafts).context("cannot submit drafts")?);
+        if in_flight.len() >= BUILD_IN_FLIGHT
+            && let Some(p) = in_flight.pop_front()
+        {
+            p.wait().context("a batch append failed while building the ledger")?;
+        }
+    }
+    for p in in_flight {
+        p.wait().context("a batch append failed while building the ledger")?;
+    }
+    let build = t.elapsed();
+    let head = ledger.head();
+    drop(ledger);
+
+    let ledger =
+        Ledger::open_read_only(&path).with_context(|| format!("cannot reopen {} read-only", path.display()))?;
+    let cpu_before = process_cpu();
+    let t = Instant::now();
+    let report = ledger
+        .verify(&VerifyOptions::default(), &|_, _| {})
+        .context("verification errored")?;
+    let elapsed = t.elapsed();
+    let cpu = delta(cpu_before, process_cpu());
+    if let Some(f) = &report.failure {
+        anyhow::bail!("verification failed: {f}");
+    }
+    ensure!(report.ok(), "verification did not pass");
+    ensure!(
+        report.verified == head.seq + 1,
+        "verification checked {} events, the ledger holds {}",
+        report.verified,
+        head.seq + 1
+    );
+    drop(ledger);
+    drop(dir);
+    Ok(Verification {
+        events: report.verified,
+        cpu,
+        build,
+        elapsed,
+        per_sec: report.verified as f64 / elapsed.as_secs_f64(),
+    })
+}
