@@ -186,7 +186,7 @@ pub(crate) fn write_object(map: &Object, out: &mut Vec<u8>) {
 /// RFC 8785 string escaping: `"` and `\` escaped, the control characters
 /// U+0000..U+001F written as `\b \t \n \f \r` where those exist and as
 /// `\u00xx` (lowercase hex) otherwise; every other character as its UTF-8.
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub(crate) fn write_string(s: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();

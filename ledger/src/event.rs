@@ -324,9 +324,60 @@ impl Event {
     }
 
     /// The canonical bytes of the envelope (see `docs/FORMAT.md`).
+    ///
+    /// Written field by field in canonical order (this is the writer's hot
+    /// path); `canonical_bytes_match_the_generic_encoder` checks it against
+    /// the generic encoder of [`Value`].
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
-        crate::canonical::write_object(&self.to_object(), &mut out);
+        use crate::canonical::{write_object, write_string};
+        let mut out = Vec::with_capacity(384 + 64 * self.body.len());
+        let a = &self.actor;
+        out.extend_from_slice(b"{\"actor\":{");
+        let mut sep = Sep::default();
+        opt_field(&mut out, &mut sep, "agent", a.agent.as_deref());
+        opt_field(&mut out, &mut sep, "principal", a.principal.as_deref());
+        opt_field(&mut out, &mut sep, "session", a.session.as_deref());
+        list_field(&mut out, &mut sep, "teams", &a.teams);
+        out.extend_from_slice(b"},\"body\":");
+        write_object(&self.body, &mut out);
+        out.extend_from_slice(b",\"correlation\":{");
+        let c = &self.correlation;
+        let mut sep = Sep::default();
+        if let Some(n) = c.answers {
+            sep.key(&mut out, "answers");
+            push_int(&mut out, n);
+        }
+        match &c.request_id {
+            Some(RequestId::Int(n)) => {
+                sep.key(&mut out, "request_id");
+                push_int(&mut out, *n);
+            }
+            Some(RequestId::Str(s)) => opt_field(&mut out, &mut sep, "request_id", Some(s)),
+            None => {}
+        }
+        opt_field(&mut out, &mut sep, "span_id", c.span_id.as_deref());
+        opt_field(&mut out, &mut sep, "trace_id", c.trace_id.as_deref());
+        out.extend_from_slice(b"},\"key\":\"");
+        push_hex(&mut out, &self.key.0);
+        out.extend_from_slice(b"\",\"kind\":");
+        write_string(self.kind.as_str(), &mut out);
+        out.extend_from_slice(b",\"prev\":\"");
+        push_hex(&mut out, &self.prev.0);
+        out.extend_from_slice(b"\",\"seq\":");
+        push_int(&mut out, self.seq);
+        out.extend_from_slice(b",\"subject\":{");
+        let s = &self.subject;
+        let mut sep = Sep::default();
+        list_field(&mut out, &mut sep, "env", &s.env);
+        opt_field(&mut out, &mut sep, "prompt", s.prompt.as_deref());
+        opt_field(&mut out, &mut sep, "resource", s.resource.as_deref());
+        opt_field(&mut out, &mut sep, "server", s.server.as_deref());
+        opt_field(&mut out, &mut sep, "tool", s.tool.as_deref());
+        out.extend_from_slice(b"},\"ts\":\"");
+        self.ts.write_canonical(&mut out);
+        out.extend_from_slice(b"\",\"v\":");
+        push_int(&mut out, ENVELOPE_VERSION as i64);
+        out.push(b'}');
         out
     }
 
@@ -394,6 +445,86 @@ impl Event {
     /// The envelope as plain JSON, for display and export.
     pub fn to_json(&self) -> serde_json::Value {
         Value::Object(self.to_object()).to_json()
+    }
+}
+
+/// Writes `,` between object members.
+#[derive(Default)]
+struct Sep(bool);
+
+impl Sep {
+    fn key(&mut self, out: &mut Vec<u8>, key: &str) {
+        if std::mem::replace(&mut self.0, true) {
+            out.push(b',');
+        }
+        crate::canonical::write_string(key, out);
+        out.push(b':');
+    }
+}
+
+fn opt_field(out: &mut Vec<u8>, sep: &mut Sep, key: &str, v: Option<&str>) {
+    if let Some(v) = v {
+        sep.key(out, key);
+        crate::canonical::write_string(v, out);
+    }
+}
+
+fn list_field(out: &mut Vec<u8>, sep: &mut Sep, key: &str, v: &[String]) {
+    if !v.is_empty() {
+        sep.key(out, key);
+        out.push(b'[');
+        for (i, s) in v.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            crate::canonical::write_string(s, out);
+        }
+        out.push(b']');
+    }
+}
+
+fn push_int(out: &mut Vec<u8>, n: impl itoa_like::Int) {
+    n.push(out);
+}
+
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
+mod itoa_like {
+    /// Decimal formatting of integers without going through `fmt`.
+    pub trait Int {
+        fn push(self, out: &mut Vec<u8>);
+    }
+
+    impl Int for u64 {
+        fn push(self, out: &mut Vec<u8>) {
+            let mut buf = [0u8; 20];
+            let mut i = buf.len();
+            let mut n = self;
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.extend_from_slice(&buf[i..]);
+        }
+    }
+
+    impl Int for i64 {
+        fn push(self, out: &mut Vec<u8>) {
+            if self < 0 {
+                out.push(b'-');
+            }
+            self.unsigned_abs().push(out);
+        }
     }
 }
 
@@ -687,6 +818,37 @@ mod tests {
             )
         );
         assert_eq!(Event::decode(text.as_bytes()), Ok(e));
+    }
+
+    #[test]
+    fn canonical_bytes_match_the_generic_encoder() {
+        let mut e = sample();
+        let generic = |e: &Event| Value::Object(e.to_object()).to_canonical();
+        assert_eq!(e.canonical_bytes(), generic(&e));
+        e.actor = Actor {
+            principal: None,
+            teams: vec![],
+            agent: Some("a\"b".into()),
+            session: None,
+        };
+        e.subject = Subject {
+            resource: Some("file:///x".into()),
+            prompt: Some("p".into()),
+            ..Subject::default()
+        };
+        e.correlation = Correlation {
+            request_id: Some(RequestId::Int(-9)),
+            span_id: Some("00f067aa0ba902b7".into()),
+            answers: Some(u64::MAX),
+            trace_id: None,
+        };
+        e.seq = 0;
+        assert_eq!(e.canonical_bytes(), generic(&e));
+        e.correlation.request_id = Some(RequestId::Str("x\u{1}".into()));
+        e.actor = Actor::default();
+        e.subject = Subject::default();
+        e.body = Object::new();
+        assert_eq!(e.canonical_bytes(), generic(&e));
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Ledger {
         sync.set_sync(true);
         db.write_opt(batch, &sync).map_err(|e| Error::storage(path, e))?;
         let store = Arc::new(Store::from_db(db, path)?);
-        Ok(Ledger::start_writer(store, key, key_dir.clone()))
+        Ledger::start_writer(store, key, key_dir.clone())
     }
 
     /// Opens an existing ledger for appending. Recovers the head, checks that
@@ -113,7 +113,7 @@ impl Ledger {
         let key = key_dir.load(current)?;
         let head = store.head();
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
-        Ok(Ledger::start_writer(Arc::new(store), key, key_dir.clone()))
+        Ledger::start_writer(Arc::new(store), key, key_dir.clone())
     }
 
     /// Opens a ledger for reading only; needs no key, writes nothing, and can
@@ -125,17 +125,17 @@ impl Ledger {
         })
     }
 
-    fn start_writer(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Ledger {
+    fn start_writer(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Ledger> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(store.clone(), key, key_dir);
+        let writer = Writer::new(store.clone(), key, key_dir)?;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
             .unwrap_or_else(|e| panic!("cannot spawn the ledger writer thread: {e}"));
-        Ledger {
+        Ok(Ledger {
             store,
             writer: Some((tx, handle)),
-        }
+        })
     }
 
     fn sender(&self) -> Result<&mpsc::Sender<Command>> {
@@ -244,6 +244,12 @@ impl Ledger {
     /// The key schedule (genesis key and rotations) as recorded in the log.
     pub fn key_schedule(&self) -> Result<KeySchedule> {
         self.store.key_schedule()
+    }
+
+    /// The keys the log declares and the first sequence number of each,
+    /// read without checking anything: for diagnostics only.
+    pub(crate) fn declared_keys(&self) -> Vec<(u64, KeyId)> {
+        self.store.declared_keys()
     }
 
     /// The key that signs the next event.

@@ -59,11 +59,53 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Appends the canonical form (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`).
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        let secs = self.0 / 1_000_000_000;
+        let frac = self.0 % 1_000_000_000;
+        let (y, m, d) = civil_from_days(secs / 86_400);
+        let sod = secs % 86_400;
+        let mut buf = *b"0000-00-00T00:00:00.000000000Z";
+        digits(&mut buf[0..4], y);
+        digits(&mut buf[5..7], m);
+        digits(&mut buf[8..10], d);
+        digits(&mut buf[11..13], sod / 3600);
+        digits(&mut buf[14..16], sod / 60 % 60);
+        digits(&mut buf[17..19], sod % 60);
+        digits(&mut buf[20..29], frac);
+        out.extend_from_slice(&buf);
+    }
+}
+
+/// Writes `n` as zero-padded decimal filling `buf`.
+fn digits(buf: &mut [u8], mut n: u64) {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (H. Hinnant's algorithm, for non-negative days).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0)).map_err(|_| fmt::Error)?;
-        let s = dt.format(FORMAT).map_err(|_| fmt::Error)?;
-        f.write_str(&s)
+        let mut buf = Vec::with_capacity(30);
+        self.write_canonical(&mut buf);
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -86,6 +128,28 @@ mod tests {
             assert_eq!(Timestamp::parse_canonical(&text), Ok(ts), "{text}");
         }
         assert_eq!(Timestamp(1).to_string(), "1970-01-01T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn fast_formatting_matches_the_time_crate() {
+        let mut n: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..100_000u64 {
+            n ^= n << 13;
+            n ^= n >> 7;
+            n ^= n << 17;
+            let nanos = if i % 2 == 0 { n } else { n % 4_000_000_000_000_000_000 };
+            let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).expect("in range");
+            let want = dt.format(FORMAT).expect("format");
+            assert_eq!(Timestamp(nanos).to_string(), want, "{nanos}");
+        }
+        for nanos in [
+            0,
+            951_782_400_000_000_000,   /* 2000-02-29 */
+            4_107_542_400_000_000_000, /* 2100-03-01 */
+        ] {
+            let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos)).expect("in range");
+            assert_eq!(Timestamp(nanos).to_string(), dt.format(FORMAT).expect("format"));
+        }
     }
 
     #[test]

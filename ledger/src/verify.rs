@@ -276,7 +276,7 @@ struct Start {
 struct Plan {
     /// Keys the store says the log introduces (for diagnostics only: a key
     /// used before its rotation is reported as not valid yet, not unknown).
-    declared_keys: Vec<KeyEntry>,
+    declared_keys: Vec<(u64, KeyId)>,
     /// Signatures are checked for `sig_from..=sig_until`; events outside it
     /// (between a pinned head and the range, or after the range up to the
     /// anchor) get hash and link checks only.
@@ -351,7 +351,7 @@ impl Ledger {
             }
         };
         let plan = Plan {
-            declared_keys: self.key_schedule().map(|s| s.entries).unwrap_or_default(),
+            declared_keys: self.declared_keys(),
             sig_from: from,
             sig_until: to,
             // A full run reads to the physical end, so that anything stored
@@ -625,13 +625,13 @@ impl SeqState {
             .as_mut()
             .ok_or_else(|| Failure::new(seq, FailureKind::UnknownKey, "no key schedule"))?;
         let key = *schedule.key_for(seq, e.key).map_err(|f| {
-            match plan.declared_keys.iter().find(|k| k.id == e.key && k.from > seq) {
+            match plan.declared_keys.iter().find(|(from, id)| *id == e.key && *from > seq) {
                 Some(later) if f.kind == FailureKind::UnknownKey => Failure::new(
                     seq,
                     FailureKind::KeyNotValid,
                     format!(
                         "signed by key {}, which the log introduces only from seq {}",
-                        e.key, later.from
+                        e.key, later.0
                     ),
                 ),
                 _ => f,
