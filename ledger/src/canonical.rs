@@ -260,8 +260,14 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Value, E> {
+        // serde_json hands integers beyond 64 bits over as floats too.
+        let what = if n.fract() == 0.0 && n.abs() >= 9.2e18 {
+            "an integer beyond the 64-bit range".to_owned()
+        } else {
+            format!("the number {n}")
+        };
         Err(E::custom(format!(
-            "number {n} is not an integer in the 64-bit range: signed data holds no floats (write it as a string)"
+            "{what} cannot be signed: signed data holds no floats and integers fit in 64 bits (write it as a string)"
         )))
     }
 

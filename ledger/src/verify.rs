@@ -82,7 +82,7 @@ impl FailureKind {
 
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.as_str().replace('_', " "))
+        f.write_str(self.as_str())
     }
 }
 
@@ -663,7 +663,9 @@ impl SeqState {
             self.linked += 1;
         }
         self.prev = ok.hash;
-        self.prev_ts = e.ts;
+        // Against the latest time seen, so steps back within the tolerance
+        // cannot add up.
+        self.prev_ts = self.prev_ts.max(e.ts);
         self.last = Some((seq, ok.hash));
         self.expected = seq + 1;
         Ok(())

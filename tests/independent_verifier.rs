@@ -1,0 +1,187 @@
+//! `tools/verify_export.py`, written from `docs/FORMAT.md` alone with only a
+//! BLAKE3 and an Ed25519 library, agrees with the ledger's own verifier: it
+//! accepts what `sealgate` writes (rotations, escapes, unicode, big integers)
+//! and finds tampering at the same sequence number. If it disagrees, either
+//! the document or the code is wrong.
+//!
+//! Needs `SEALGATE_VERIFY_PYTHON` (set by `tools/test.sh` from `tools/setup.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("SEALGATE_VERIFY_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("SEALGATE_VERIFY_PYTHON must be set in CI (tools/test.sh sets it)")
+        }
+        None => {
+            eprintln!("skipped: SEALGATE_VERIFY_PYTHON is not set; run through tools/test.sh");
+            None
+        }
+    }
+}
+
+fn sealgate(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sealgate");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(s) = stdin {
+        pipe.write_all(s.as_bytes()).expect("stdin");
+    }
+    drop(pipe);
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "sealgate {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_export.py")
+}
+
+/// Runs the Python verifier on an export; returns (exit code, JSON report).
+fn verify_export(py: &Path, export: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(py)
+        .arg(script())
+        .arg(export)
+        .arg("--json")
+        .args(extra)
+        .output()
+        .expect("run python");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+const EVENTS: &str = r#"{"kind":"tool_call.requested","actor":{"principal":"alice","teams":["sre","db"],"agent":"claude","session":"s1"},"subject":{"server":"fs","tool":"write_file","env":["prod"]},"correlation":{"request_id":"req-\"7\"","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"},"body":{"arguments":"{\"path\":\"/tmp/x\",\"ratio\":0.5}","big":18446744073709551615,"neg":-9223372036854775808}}
+{"kind":"policy.decision","actor":{"principal":"ünïcødé 😀"},"correlation":{"request_id":-3,"answers":1},"body":{"decision":"ALLOW","ctl":"\u0000\u001f\b\f\n\r\t\"\\/","nested":{"z":[1,[2,{"a":null}]],"A":true,"é":false,"":""}}}
+{"kind":"execution.completed","subject":{"resource":"file:///srv/a%20b"},"body":{}}
+"#;
+
+#[test]
+fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
+    let Some(py) = python() else { return };
+    let self_test = Command::new(&py)
+        .arg(script())
+        .arg("--self-test")
+        .output()
+        .expect("self-test");
+    assert!(
+        self_test.status.success(),
+        "self-test: {}{}",
+        String::from_utf8_lossy(&self_test.stdout),
+        String::from_utf8_lossy(&self_test.stderr)
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    sealgate(&data, &["init"], None);
+    sealgate(&data, &["append"], Some(EVENTS));
+    sealgate(&data, &["rotate-key", "--reason", "quarterly"], None);
+    sealgate(&data, &["append"], Some(EVENTS));
+    sealgate(&data, &["rotate-key"], None);
+    sealgate(&data, &["append"], Some(EVENTS));
+    let export = sealgate(&data, &["log", "-o", "json"], None).stdout;
+    let path = dir.path().join("export.jsonl");
+    std::fs::write(&path, &export).expect("write export");
+    let lines: Vec<String> = String::from_utf8(export)
+        .expect("utf8")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 12);
+
+    let (code, report) = verify_export(&py, &path, &[]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["events"], 12);
+    let head: serde_json::Value =
+        serde_json::from_slice(&sealgate(&data, &["head", "-o", "json"], None).stdout).expect("head");
+    assert_eq!(report["last"]["hash"], head["hash"]);
+    let pin = head["pin"].as_str().expect("pin");
+    assert_eq!(verify_export(&py, &path, &["--head", pin]).0, 0);
+
+    // Tampered exports: each must fail at the same seq our verifier names.
+    let edit = |seq: usize, f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&lines[seq]).expect("line");
+        f(&mut v);
+        let mut out = lines.clone();
+        out[seq] = v.to_string();
+        out
+    };
+    let cases: Vec<(&str, Vec<String>, u64, &str)> = vec![
+        (
+            "changed principal",
+            edit(5, &|v| v["event"]["actor"]["principal"] = "mallory".into()),
+            5,
+            "hash_mismatch",
+        ),
+        (
+            "changed signature",
+            edit(2, &|v| {
+                let mut sig = v["signature"].as_str().expect("sig").to_owned();
+                let flipped = if sig.as_bytes()[10] == b'0' { "1" } else { "0" };
+                sig.replace_range(10..11, flipped);
+                v["signature"] = sig.into();
+            }),
+            2,
+            "bad_signature",
+        ),
+        (
+            "dropped line",
+            {
+                let mut l = lines.clone();
+                l.remove(7);
+                l
+            },
+            7,
+            "gap",
+        ),
+        // In an export a line's `seq` moves with its event, so a swap shows as
+        // a gap where a store (whose keys stay put) shows a sequence mismatch.
+        (
+            "swapped lines",
+            {
+                let mut l = lines.clone();
+                l.swap(3, 9);
+                l
+            },
+            3,
+            "gap|sequence_mismatch",
+        ),
+    ];
+    for (what, tampered, seq, kind) in cases {
+        let p = dir.path().join("tampered.jsonl");
+        std::fs::write(&p, tampered.join("\n") + "\n").expect("write");
+        let (code, report) = verify_export(&py, &p, &[]);
+        assert_eq!(code, 1, "{what}: {report}");
+        assert_eq!(report["failure"]["seq"], seq, "{what}: {report}");
+        let got = report["failure"]["kind"].as_str().unwrap_or("");
+        assert!(kind.split('|').any(|k| k == got), "{what}: expected {kind}: {report}");
+    }
+    // A truncated export against a pinned head.
+    let p = dir.path().join("truncated.jsonl");
+    std::fs::write(&p, lines[..10].join("\n") + "\n").expect("write");
+    let (code, report) = verify_export(&py, &p, &["--head", pin]);
+    assert_eq!(
+        (code, report["failure"]["kind"].as_str()),
+        (1, Some("truncated")),
+        "{report}"
+    );
+}
