@@ -45,6 +45,8 @@ const PARALLEL_SIGN_MIN: usize = 16;
 /// caller that appends again right after its acknowledgement is then picked
 /// up without a wake-up.
 const SPIN: Duration = Duration::from_micros(50);
+/// Groups with at least this many callers are acknowledged by the ack thread.
+const ACK_OFFLOAD_MIN: usize = 8;
 /// Requests that may wait for the writer before senders are held back.
 pub(crate) const QUEUE_DEPTH: usize = 16 * 1024;
 
@@ -149,6 +151,8 @@ pub(crate) struct Writer {
     poisoned: Option<String>,
     sync: WriteOptions,
     pool: rayon::ThreadPool,
+    /// The thread that acknowledges large written groups.
+    acker: Option<(std::sync::mpsc::Sender<Group>, std::thread::JoinHandle<()>)>,
     /// Commands taken from the queue that belong to the next group.
     carried: VecDeque<Command>,
 }
@@ -164,7 +168,13 @@ impl Writer {
             .thread_name(|i| format!("ledger-sign-{i}"))
             .build()
             .map_err(|e| Error::InvalidEvent(format!("cannot start the signing pool: {e}")))?;
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Group>();
+        let acker = std::thread::Builder::new()
+            .name("ledger-ack".into())
+            .spawn(move || ack_rx.into_iter().for_each(acknowledge))
+            .map_err(|e| Error::InvalidEvent(format!("cannot start the ack thread: {e}")))?;
         Ok(Writer {
+            acker: Some((ack_tx, acker)),
             store,
             key: Arc::new(key),
             key_dir,
@@ -431,22 +441,18 @@ impl Writer {
                 if let (Some(new), Some(s)) = (group.rotation, group.sealed.first()) {
                     tracing::info!(new = %new, seq = s.seq, "signing key rotated");
                 }
-                let receipt = |s: &Sealed| Receipt {
-                    seq: s.seq,
-                    hash: s.hash,
-                    ts: s.ts,
+                // Waking many callers costs the writer more than the write
+                // itself: a large group is acknowledged by the ack thread
+                // while the writer goes on; a small one right here, so a
+                // lone caller pays no extra hand-off.
+                let group = match (&self.acker, group.waiters.len() >= ACK_OFFLOAD_MIN) {
+                    (Some((tx, _)), true) => match tx.send(group) {
+                        Ok(()) => return,
+                        Err(std::sync::mpsc::SendError(group)) => group,
+                    },
+                    _ => group,
                 };
-                for w in group.waiters {
-                    match w {
-                        Waiter::Append(reply, range) => {
-                            let _ = reply.send(Ok(group.sealed[range].iter().map(receipt).collect()));
-                        }
-                        Waiter::Rotate(reply) => {
-                            let r = group.sealed.first().map(receipt).ok_or(Error::Closed);
-                            let _ = reply.send(r);
-                        }
-                    }
-                }
+                acknowledge(group);
             }
             Err(reason) => {
                 self.poison(reason.clone());
@@ -519,6 +525,36 @@ impl Writer {
         ));
         store.set_head(head);
         Ok(())
+    }
+}
+
+/// Tells every caller of a written group its receipts.
+fn acknowledge(group: Group) {
+    let receipt = |s: &Sealed| Receipt {
+        seq: s.seq,
+        hash: s.hash,
+        ts: s.ts,
+    };
+    for w in group.waiters {
+        match w {
+            Waiter::Append(reply, range) => {
+                let _ = reply.send(Ok(group.sealed[range].iter().map(receipt).collect()));
+            }
+            Waiter::Rotate(reply) => {
+                let _ = reply.send(group.sealed.first().map(receipt).ok_or(Error::Closed));
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Every acknowledgement handed to the ack thread is sent before the
+        // writer is gone.
+        if let Some((tx, handle)) = self.acker.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
     }
 }
 
