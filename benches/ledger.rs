@@ -683,16 +683,26 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
             })
             .collect())
     });
+    summarize(logs?, &format!("{writers} writers"), window, cpu_used)
+}
+
+/// Merges what the writers saw into the figures of one case.
+fn summarize(
+    logs: Vec<Result<WriterLog>>,
+    what: &str,
+    window: Duration,
+    (cpu, writer_cpu): (Option<Duration>, Option<Duration>),
+) -> Result<Appends> {
     let mut latencies = Vec::new();
     let mut group_ts = Vec::new();
-    for log in logs? {
+    for log in logs {
         let log = log?;
         latencies.extend(log.latencies);
         group_ts.extend(log.group_ts);
     }
     ensure!(
         !latencies.is_empty(),
-        "{writers} writers: no append completed inside the measurement window"
+        "{what}: no append completed inside the measurement window"
     );
     group_ts.sort_unstable();
     group_ts.dedup();
@@ -705,8 +715,8 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
         p50: lat.p50,
         p99: lat.p99,
         mean_group: count as f64 / group_ts.len() as f64,
-        cpu: cpu_used.0,
-        writer_cpu: cpu_used.1,
+        cpu,
+        writer_cpu,
     })
 }
 
@@ -770,31 +780,12 @@ fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize)
     });
     drop(runtime);
     drop(ledger);
-    let mut latencies = Vec::new();
-    let mut group_ts = Vec::new();
-    for log in logs {
-        let log = log?;
-        latencies.extend(log.latencies);
-        group_ts.extend(log.group_ts);
-    }
-    ensure!(
-        !latencies.is_empty(),
-        "{writers} tasks: no append completed inside the measurement window"
-    );
-    group_ts.sort_unstable();
-    group_ts.dedup();
-    let count = latencies.len();
-    let lat = latency(&mut latencies);
-    Ok(Appends {
-        count,
-        per_sec: count as f64 / window.as_secs_f64(),
-        mean: lat.mean,
-        p50: lat.p50,
-        p99: lat.p99,
-        mean_group: count as f64 / group_ts.len() as f64,
-        cpu: delta(before.0, after.0),
-        writer_cpu: delta(before.1, after.1),
-    })
+    summarize(
+        logs,
+        &format!("{writers} tasks"),
+        window,
+        (delta(before.0, after.0), delta(before.1, after.1)),
+    )
 }
 
 // ---------------------------------------------------------------------------

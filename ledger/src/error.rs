@@ -12,6 +12,19 @@ pub enum Error {
     #[error("invalid event: {0}")]
     InvalidEvent(String),
 
+    /// A request that cannot be answered as asked (an empty range, a range
+    /// starting past the log).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+
+    /// A thread the ledger needs could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Stored bytes that could not be decoded.
     #[error("malformed record at seq {seq}: {reason}")]
     Malformed { seq: u64, reason: String },

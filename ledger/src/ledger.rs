@@ -131,7 +131,10 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
-            .unwrap_or_else(|e| panic!("cannot spawn the ledger writer thread: {e}"));
+            .map_err(|source| Error::Thread {
+                what: "ledger writer",
+                source,
+            })?;
         Ok(Ledger {
             store,
             writer: Some((tx, handle)),
@@ -281,6 +284,9 @@ impl Drop for Ledger {
 fn one(mut receipts: Vec<Receipt>) -> Result<Receipt> {
     match (receipts.pop(), receipts.is_empty()) {
         (Some(r), true) => Ok(r),
-        _ => Err(Error::InvalidEvent("expected exactly one receipt".into())),
+        (r, _) => Err(Error::InvalidRequest(format!(
+            "one event was appended but {} receipts came back",
+            receipts.len() + usize::from(r.is_some())
+        ))),
     }
 }

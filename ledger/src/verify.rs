@@ -311,7 +311,7 @@ impl Ledger {
         let from = opts.from.unwrap_or(0);
         let to = opts.to.unwrap_or(last_stored.max(store_head.seq));
         if from > to {
-            return Err(Error::InvalidEvent(format!(
+            return Err(Error::InvalidRequest(format!(
                 "empty range: --from {from} is after --to {to}"
             )));
         }
@@ -342,7 +342,7 @@ impl Ledger {
         } else {
             let before = self
                 .get(read_from - 1)?
-                .ok_or_else(|| Error::InvalidEvent(format!("range start: no event at seq {}", read_from - 1)))?;
+                .ok_or_else(|| Error::InvalidRequest(format!("range start: no event at seq {}", read_from - 1)))?;
             Start {
                 seq: read_from,
                 prev: event_hash(&before.event.prev, &before.canonical),

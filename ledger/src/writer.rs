@@ -167,12 +167,18 @@ impl Writer {
             .num_threads(threads)
             .thread_name(|i| format!("ledger-sign-{i}"))
             .build()
-            .map_err(|e| Error::InvalidEvent(format!("cannot start the signing pool: {e}")))?;
+            .map_err(|e| Error::Thread {
+                what: "signing pool",
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let (ack_tx, ack_rx) = std::sync::mpsc::channel::<Group>();
         let acker = std::thread::Builder::new()
             .name("ledger-ack".into())
             .spawn(move || ack_rx.into_iter().for_each(acknowledge))
-            .map_err(|e| Error::InvalidEvent(format!("cannot start the ack thread: {e}")))?;
+            .map_err(|source| Error::Thread {
+                what: "ledger ack",
+                source,
+            })?;
         Ok(Writer {
             acker: Some((ack_tx, acker)),
             store,

@@ -54,9 +54,9 @@ pub fn run(paths: &Paths, batch_size: usize, output: AckFormat) -> Result<ExitCo
         if !errors.is_empty() {
             break;
         }
-        for chunk in std::mem::take(&mut batch).chunks(CHUNK) {
-            let line_nos = chunk.iter().map(|(n, _)| *n).collect();
-            let drafts = chunk.iter().map(|(_, d)| d.clone()).collect();
+        let mut rest = std::mem::take(&mut batch).into_iter().peekable();
+        while rest.peek().is_some() {
+            let (line_nos, drafts): (Vec<usize>, Vec<Draft>) = rest.by_ref().take(CHUNK).unzip();
             match ledger.submit(drafts) {
                 Ok(pending) => {
                     if tx.send((line_nos, pending)).is_err() {
