@@ -12,9 +12,9 @@ use crate::chain::{Genesis, SealedEvent, encode_record, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
 use crate::keys::{KeyDir, SigningKey};
+use crate::schedule::KeySchedule;
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, Store};
 use crate::timestamp::Timestamp;
-use crate::verify::KeySchedule;
 use crate::writer::{Command, QUEUE_DEPTH, Receipt, Writer};
 
 /// An open ledger. Opened with [`Ledger::open`] it owns the single writer

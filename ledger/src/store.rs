@@ -18,8 +18,8 @@ use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMod
 use crate::chain::{SealedEvent, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Hash, KeyId};
+use crate::schedule::KeySchedule;
 use crate::timestamp::Timestamp;
-use crate::verify::KeySchedule;
 
 pub(crate) const CF_EVENTS: &str = "events";
 pub(crate) const CF_TIME: &str = "time";

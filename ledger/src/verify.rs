@@ -11,211 +11,23 @@
 //!
 //! The failure reported is the one with the lowest sequence number.
 
-use std::fmt;
 use std::sync::mpsc;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use rayon::prelude::*;
 
-use crate::chain::{Genesis, RawRecord, Rotation, event_hash};
+use crate::chain::{Genesis, RawRecord, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Hash, KeyId};
+use crate::failure::{Failure, FailureKind};
 use crate::ledger::Ledger;
+use crate::schedule::KeySchedule;
 use crate::timestamp::Timestamp;
 
 /// Records per window.
 const WINDOW: usize = 8192;
 /// Signatures per batch verification.
 const SIG_BATCH: usize = 64;
-
-/// What is wrong with the first bad event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The record cannot be decoded (framing, JSON, envelope, canonical form).
-    Malformed,
-    /// A sequence number is missing.
-    Gap,
-    /// The record stored under sequence number N holds another number.
-    SequenceMismatch,
-    /// The stored hash does not match the event's content.
-    HashMismatch,
-    /// `prev` is not the hash of the event before.
-    BadLink,
-    /// Signed by a key the log never introduced.
-    UnknownKey,
-    /// Signed by a key that was not the valid key at this position.
-    KeyNotValid,
-    BadSignature,
-    /// Timestamp earlier than its predecessor's (beyond the tolerance).
-    TimeWentBackwards,
-    BadGenesis,
-    BadRotation,
-    /// A pinned head's hash differs from the log's event at that position.
-    HeadMismatch,
-    /// The log ends before a pinned head (or before the head it records).
-    Truncated,
-    /// The head recorded in the store's metadata disagrees with the events.
-    MetaMismatch,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Malformed => "malformed",
-            FailureKind::Gap => "gap",
-            FailureKind::SequenceMismatch => "sequence_mismatch",
-            FailureKind::HashMismatch => "hash_mismatch",
-            FailureKind::BadLink => "bad_link",
-            FailureKind::UnknownKey => "unknown_key",
-            FailureKind::KeyNotValid => "key_not_valid",
-            FailureKind::BadSignature => "bad_signature",
-            FailureKind::TimeWentBackwards => "time_went_backwards",
-            FailureKind::BadGenesis => "bad_genesis",
-            FailureKind::BadRotation => "bad_rotation",
-            FailureKind::HeadMismatch => "head_mismatch",
-            FailureKind::Truncated => "truncated",
-            FailureKind::MetaMismatch => "meta_mismatch",
-        }
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The first bad event found by verification.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub seq: u64,
-    pub kind: FailureKind,
-    pub detail: String,
-}
-
-impl Failure {
-    fn new(seq: u64, kind: FailureKind, detail: impl Into<String>) -> Failure {
-        Failure {
-            seq,
-            kind,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "seq {}: {}: {}", self.seq, self.kind, self.detail)
-    }
-}
-
-/// Which key is valid at which sequence number.
-#[derive(Clone, Debug)]
-pub struct KeySchedule {
-    /// Sorted by `from`; each entry is valid from `from` until the next.
-    entries: Vec<KeyEntry>,
-}
-
-/// One signing key and the first sequence number it signs.
-#[derive(Clone, Debug)]
-pub struct KeyEntry {
-    pub from: u64,
-    pub id: KeyId,
-    pub key: VerifyingKey,
-}
-
-impl KeySchedule {
-    pub fn from_genesis(e: &Event) -> Result<KeySchedule, String> {
-        let g = Genesis::from_event(e)?;
-        Ok(KeySchedule {
-            entries: vec![KeyEntry {
-                from: 0,
-                id: e.key,
-                key: g.public_key,
-            }],
-        })
-    }
-
-    pub fn entries(&self) -> &[KeyEntry] {
-        &self.entries
-    }
-
-    /// The key that signs the next event.
-    pub fn current(&self) -> KeyId {
-        self.entries.last().map(|e| e.id).unwrap_or(KeyId([0; 16]))
-    }
-
-    fn entry_at(&self, seq: u64) -> Option<&KeyEntry> {
-        self.entries.iter().rev().find(|e| e.from <= seq)
-    }
-
-    /// Checks that `id` is the key valid at `seq` and returns it.
-    pub fn key_for(&self, seq: u64, id: KeyId) -> Result<&VerifyingKey, Failure> {
-        let valid = self
-            .entry_at(seq)
-            .ok_or_else(|| Failure::new(seq, FailureKind::UnknownKey, "no key is valid before genesis"))?;
-        if valid.id == id {
-            return Ok(&valid.key);
-        }
-        match self.entries.iter().find(|e| e.id == id) {
-            Some(other) => Err(Failure::new(
-                seq,
-                FailureKind::KeyNotValid,
-                format!(
-                    "signed by key {id}, valid from seq {}, but key {} is the valid key at seq {seq}",
-                    other.from, valid.id
-                ),
-            )),
-            None => Err(Failure::new(
-                seq,
-                FailureKind::UnknownKey,
-                format!(
-                    "signed by key {id}, which the log never introduced (valid key: {})",
-                    valid.id
-                ),
-            )),
-        }
-    }
-
-    /// Checks one signature against the key valid at `seq`.
-    pub fn verify_one(&self, seq: u64, id: KeyId, hash: &Hash, sig: &Signature) -> Result<(), Failure> {
-        let key = self.key_for(seq, id)?;
-        key.verify_strict(&hash.0, sig).map_err(|_| {
-            Failure::new(
-                seq,
-                FailureKind::BadSignature,
-                format!("signature does not verify under key {id}"),
-            )
-        })
-    }
-
-    /// Applies a `key.rotated` event (which must be signed by the key valid
-    /// at its position): its new key is valid from the next event.
-    pub fn apply_rotation(&mut self, e: &Event, ledger_id: &[u8; 16]) -> Result<(), String> {
-        self.key_for(e.seq, e.key).map_err(|f| f.detail)?;
-        let r = Rotation::from_event(e, ledger_id)?;
-        if self.entries.iter().any(|k| k.id == r.new_key) {
-            return Err(format!("rotation re-introduces key {}", r.new_key));
-        }
-        if self.entries.last().is_some_and(|k| k.from > e.seq) {
-            return Err("rotation out of order".into());
-        }
-        self.entries.push(KeyEntry {
-            from: e.seq + 1,
-            id: r.new_key,
-            key: r.new_public_key,
-        });
-        Ok(())
-    }
-
-    /// Keeps only the keys introduced before `seq` (for range verification,
-    /// which replays the rotations inside the range itself).
-    fn before(mut self, seq: u64) -> KeySchedule {
-        self.entries.retain(|e| e.from <= seq);
-        self
-    }
-}
 
 /// What to verify.
 #[derive(Clone, Debug, Default)]
