@@ -101,6 +101,9 @@ impl SealedEvent {
     }
 }
 
+/// Bytes before the canonical envelope in a record.
+pub(crate) const RECORD_HEADER_LEN: usize = RECORD_HEADER;
+
 pub(crate) fn encode_record(hash: &Hash, signature: &Signature, canonical: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECORD_HEADER + canonical.len());
     out.push(RECORD_VERSION);

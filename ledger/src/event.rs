@@ -329,56 +329,61 @@ impl Event {
     /// path); `canonical_bytes_match_the_generic_encoder` checks it against
     /// the generic encoder of [`Value`].
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        use crate::canonical::{write_object, write_string};
         let mut out = Vec::with_capacity(384 + 64 * self.body.len());
+        self.write_canonical(&mut out);
+        out
+    }
+
+    /// Appends the canonical bytes of the envelope to `out`.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        use crate::canonical::{write_object, write_string};
         let a = &self.actor;
         out.extend_from_slice(b"{\"actor\":{");
         let mut sep = Sep::default();
-        opt_field(&mut out, &mut sep, "agent", a.agent.as_deref());
-        opt_field(&mut out, &mut sep, "principal", a.principal.as_deref());
-        opt_field(&mut out, &mut sep, "session", a.session.as_deref());
-        list_field(&mut out, &mut sep, "teams", &a.teams);
+        opt_field(out, &mut sep, "agent", a.agent.as_deref());
+        opt_field(out, &mut sep, "principal", a.principal.as_deref());
+        opt_field(out, &mut sep, "session", a.session.as_deref());
+        list_field(out, &mut sep, "teams", &a.teams);
         out.extend_from_slice(b"},\"body\":");
-        write_object(&self.body, &mut out);
+        write_object(&self.body, out);
         out.extend_from_slice(b",\"correlation\":{");
         let c = &self.correlation;
         let mut sep = Sep::default();
         if let Some(n) = c.answers {
-            sep.key(&mut out, "answers");
-            push_int(&mut out, n);
+            sep.key(out, "answers");
+            push_int(out, n);
         }
         match &c.request_id {
             Some(RequestId::Int(n)) => {
-                sep.key(&mut out, "request_id");
-                push_int(&mut out, *n);
+                sep.key(out, "request_id");
+                push_int(out, *n);
             }
-            Some(RequestId::Str(s)) => opt_field(&mut out, &mut sep, "request_id", Some(s)),
+            Some(RequestId::Str(s)) => opt_field(out, &mut sep, "request_id", Some(s)),
             None => {}
         }
-        opt_field(&mut out, &mut sep, "span_id", c.span_id.as_deref());
-        opt_field(&mut out, &mut sep, "trace_id", c.trace_id.as_deref());
+        opt_field(out, &mut sep, "span_id", c.span_id.as_deref());
+        opt_field(out, &mut sep, "trace_id", c.trace_id.as_deref());
         out.extend_from_slice(b"},\"key\":\"");
-        push_hex(&mut out, &self.key.0);
+        push_hex(out, &self.key.0);
         out.extend_from_slice(b"\",\"kind\":");
-        write_string(self.kind.as_str(), &mut out);
+        write_string(self.kind.as_str(), out);
         out.extend_from_slice(b",\"prev\":\"");
-        push_hex(&mut out, &self.prev.0);
+        push_hex(out, &self.prev.0);
         out.extend_from_slice(b"\",\"seq\":");
-        push_int(&mut out, self.seq);
+        push_int(out, self.seq);
         out.extend_from_slice(b",\"subject\":{");
         let s = &self.subject;
         let mut sep = Sep::default();
-        list_field(&mut out, &mut sep, "env", &s.env);
-        opt_field(&mut out, &mut sep, "prompt", s.prompt.as_deref());
-        opt_field(&mut out, &mut sep, "resource", s.resource.as_deref());
-        opt_field(&mut out, &mut sep, "server", s.server.as_deref());
-        opt_field(&mut out, &mut sep, "tool", s.tool.as_deref());
+        list_field(out, &mut sep, "env", &s.env);
+        opt_field(out, &mut sep, "prompt", s.prompt.as_deref());
+        opt_field(out, &mut sep, "resource", s.resource.as_deref());
+        opt_field(out, &mut sep, "server", s.server.as_deref());
+        opt_field(out, &mut sep, "tool", s.tool.as_deref());
         out.extend_from_slice(b"},\"ts\":\"");
-        self.ts.write_canonical(&mut out);
+        self.ts.write_canonical(out);
         out.extend_from_slice(b"\",\"v\":");
-        push_int(&mut out, ENVELOPE_VERSION as i64);
+        push_int(out, ENVELOPE_VERSION as i64);
         out.push(b'}');
-        out
     }
 
     fn to_object(&self) -> Object {

@@ -3,7 +3,8 @@
 //! Column families:
 //! - `events`: sequence number (u64 big-endian) → record
 //!   (`version ‖ hash ‖ signature ‖ canonical bytes`, see [`crate::chain`]);
-//! - `time`: timestamp nanos (u64 BE) ‖ sequence number (u64 BE) → empty;
+//! - `time`: timestamp nanos (u64 BE) ‖ sequence number (u64 BE) → empty,
+//!   for the first event of each run of equal timestamps (one per group);
 //! - `meta`: `format`, `ledger_id`, `head` (seq ‖ hash ‖ ts), `key/current`,
 //!   and `rotation/<seq BE>` → new key id for every key rotation.
 //!

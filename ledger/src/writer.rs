@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{Rotation, encode_record, event_hash};
+use crate::chain::{RECORD_HEADER_LEN, RECORD_VERSION, Rotation, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
 use crate::keys::{KeyDir, SigningKey};
@@ -89,13 +89,26 @@ struct Tip {
     last_ts: Timestamp,
 }
 
-/// One sealed event of a group; signed before the group is written.
+/// One sealed event of a group, already laid out as its stored record
+/// (`version ‖ hash ‖ signature ‖ canonical`); the signature bytes are
+/// filled in when it is signed, before the group is written.
 struct Sealed {
     seq: u64,
     ts: Timestamp,
     hash: Hash,
-    canonical: Vec<u8>,
-    signature: Option<Signature>,
+    record: Vec<u8>,
+    signed: bool,
+}
+
+impl Sealed {
+    fn canonical_len(&self) -> usize {
+        self.record.len() - RECORD_HEADER_LEN
+    }
+
+    fn set_signature(&mut self, sig: &Signature) {
+        self.record[33..RECORD_HEADER_LEN].copy_from_slice(&sig.to_bytes());
+        self.signed = true;
+    }
 }
 
 /// Who waits for which events of a group.
@@ -340,13 +353,13 @@ impl Writer {
                 )));
             }
             let s = self.seal(draft, now);
-            if s.canonical.len() > MAX_EVENT_BYTES {
+            if s.canonical_len() > MAX_EVENT_BYTES {
                 return Err(Error::InvalidEvent(format!(
                     "event {i} of the request is {} bytes, more than the limit of {MAX_EVENT_BYTES}",
-                    s.canonical.len()
+                    s.canonical_len()
                 )));
             }
-            bytes += s.canonical.len();
+            bytes += s.record.len();
             out.push(s);
         }
         Ok(bytes)
@@ -358,8 +371,12 @@ impl Writer {
     fn seal(&mut self, draft: Draft, now: Timestamp) -> Sealed {
         let ts = now.max(self.tip.last_ts);
         let event = Event::from_draft(draft, self.tip.next_seq, ts, self.tip.prev, self.key.id());
-        let canonical = event.canonical_bytes();
-        let hash = event_hash(&self.tip.prev, &canonical);
+        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + 512);
+        record.push(RECORD_VERSION);
+        record.resize(RECORD_HEADER_LEN, 0);
+        event.write_canonical(&mut record);
+        let hash = event_hash(&self.tip.prev, &record[RECORD_HEADER_LEN..]);
+        record[1..33].copy_from_slice(&hash.0);
         self.tip = Tip {
             next_seq: self.tip.next_seq + 1,
             prev: hash,
@@ -369,8 +386,8 @@ impl Writer {
             seq: event.seq,
             ts,
             hash,
-            canonical,
-            signature: None,
+            record,
+            signed: false,
         }
     }
 
@@ -406,7 +423,8 @@ impl Writer {
         }
         .to_body();
         let mut sealed = self.seal(draft, Timestamp::now());
-        sealed.signature = Some(self.key.sign_hash(&sealed.hash));
+        let sig = self.key.sign_hash(&sealed.hash);
+        sealed.set_signature(&sig);
         self.key = Arc::new(new_key);
         Some(Group {
             sealed: vec![sealed],
@@ -420,8 +438,9 @@ impl Writer {
     fn sign(&self, mut group: Group) -> Prepared {
         let key = self.key.clone();
         let sign = move |s: &mut Sealed| {
-            if s.signature.is_none() {
-                s.signature = Some(key.sign_hash(&s.hash));
+            if !s.signed {
+                let sig = key.sign_hash(&s.hash);
+                s.set_signature(&sig);
             }
         };
         if group.sealed.len() < PARALLEL_SIGN_MIN {
@@ -493,14 +512,18 @@ impl Writer {
             _ => return Err("internal error: empty group".into()),
         };
         let mut batch = WriteBatch::default();
+        // The time index gets one entry per run of equal timestamps (a group
+        // shares one): lookups seek to the first event at or after a time.
+        let mut last_ts = None;
         for s in sealed {
-            let sig = s.signature.ok_or("internal error: unsigned event in a group")?;
-            batch.put_cf(
-                events,
-                store::seq_key(s.seq),
-                encode_record(&s.hash, &sig, &s.canonical),
-            );
-            batch.put_cf(time, store::time_key(s.ts, s.seq), []);
+            if !s.signed {
+                return Err("internal error: unsigned event in a group".into());
+            }
+            batch.put_cf(events, store::seq_key(s.seq), &s.record);
+            if last_ts != Some(s.ts) {
+                batch.put_cf(time, store::time_key(s.ts, s.seq), []);
+                last_ts = Some(s.ts);
+            }
         }
         let head = Head {
             seq: last.seq,
