@@ -144,7 +144,10 @@ fn main() -> Result<()> {
     println!();
 
     // 1. Disk.
-    let sync = wal_sync(&base, &plan)?;
+    // The disk's sync latency drifts between runs and within one; it is
+    // probed again after the appends and the faster probe is the bound.
+    let first_sync = wal_sync(&base, &plan)?;
+    let sync = first_sync;
     println!("WAL sync (512 B append + sync_data, n = {})", plan.sync_samples);
     println!(
         "  mean {:>9.3} ms   p50 {:>9.3} ms   p99 {:>9.3} ms",
@@ -236,6 +239,13 @@ fn main() -> Result<()> {
     }
     println!(
         "  (t = OS threads calling append_blocking; k = tokio tasks awaiting append on {cores} runtime workers, as the gateway will)"
+    );
+    let second_sync = wal_sync(&base, &plan)?;
+    let sync = if second_sync.p50 < sync.p50 { second_sync } else { sync };
+    println!(
+        "  WAL sync probed again: p50 {:.3} ms (first {:.3} ms); the faster is the bound below",
+        ms(second_sync.p50),
+        ms(first_sync.p50)
     );
     println!(
         "  (mean group = appends per group commit; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
@@ -343,6 +353,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Mean and percentiles of a set of durations (sorted in place).
+#[derive(Clone, Copy)]
 struct Latency {
     mean: Duration,
     p50: Duration,
