@@ -13,7 +13,10 @@ pub const EVENT_DOMAIN: &[u8] = b"sealgate.event.v1\0";
 
 /// Version byte that starts every stored record.
 pub const RECORD_VERSION: u8 = 1;
-const RECORD_HEADER: usize = 1 + 32 + 64;
+/// Where the parts of a record lie: `version ‖ hash ‖ signature ‖ canonical`.
+pub(crate) const RECORD_HASH: std::ops::Range<usize> = 1..33;
+pub(crate) const RECORD_SIGNATURE: std::ops::Range<usize> = 33..97;
+pub(crate) const RECORD_HEADER_LEN: usize = RECORD_SIGNATURE.end;
 
 /// The hash of an event, given the hash of its predecessor.
 pub fn event_hash(prev: &Hash, canonical: &[u8]) -> Hash {
@@ -35,9 +38,9 @@ pub struct RawRecord<'a> {
 impl<'a> RawRecord<'a> {
     /// Splits `version ‖ hash ‖ signature ‖ canonical bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<RawRecord<'a>, String> {
-        if bytes.len() < RECORD_HEADER + 2 {
+        if bytes.len() < RECORD_HEADER_LEN + 2 {
             return Err(format!(
-                "record is {} bytes, shorter than the {RECORD_HEADER}-byte header plus an envelope",
+                "record is {} bytes, shorter than the {RECORD_HEADER_LEN}-byte header plus an envelope",
                 bytes.len()
             ));
         }
@@ -48,13 +51,13 @@ impl<'a> RawRecord<'a> {
             ));
         }
         let mut hash = [0u8; 32];
-        hash.copy_from_slice(&bytes[1..33]);
+        hash.copy_from_slice(&bytes[RECORD_HASH]);
         let mut signature = [0u8; 64];
-        signature.copy_from_slice(&bytes[33..97]);
+        signature.copy_from_slice(&bytes[RECORD_SIGNATURE]);
         Ok(RawRecord {
             hash: Hash(hash),
             signature,
-            canonical: &bytes[RECORD_HEADER..],
+            canonical: &bytes[RECORD_HEADER_LEN..],
         })
     }
 }
@@ -101,11 +104,8 @@ impl SealedEvent {
     }
 }
 
-/// Bytes before the canonical envelope in a record.
-pub(crate) const RECORD_HEADER_LEN: usize = RECORD_HEADER;
-
 pub(crate) fn encode_record(hash: &Hash, signature: &Signature, canonical: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(RECORD_HEADER + canonical.len());
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + canonical.len());
     out.push(RECORD_VERSION);
     out.extend_from_slice(&hash.0);
     out.extend_from_slice(&signature.to_bytes());

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use rocksdb::{WriteBatch, WriteOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::chain::{RECORD_HEADER_LEN, RECORD_VERSION, Rotation, event_hash};
+use crate::chain::{RECORD_HASH, RECORD_HEADER_LEN, RECORD_SIGNATURE, RECORD_VERSION, Rotation, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
 use crate::keys::{KeyDir, SigningKey};
@@ -106,7 +106,7 @@ impl Sealed {
     }
 
     fn set_signature(&mut self, sig: &Signature) {
-        self.record[33..RECORD_HEADER_LEN].copy_from_slice(&sig.to_bytes());
+        self.record[RECORD_SIGNATURE].copy_from_slice(&sig.to_bytes());
         self.signed = true;
     }
 }
@@ -376,7 +376,7 @@ impl Writer {
         record.resize(RECORD_HEADER_LEN, 0);
         event.write_canonical(&mut record);
         let hash = event_hash(&self.tip.prev, &record[RECORD_HEADER_LEN..]);
-        record[1..33].copy_from_slice(&hash.0);
+        record[RECORD_HASH].copy_from_slice(&hash.0);
         self.tip = Tip {
             next_seq: self.tip.next_seq + 1,
             prev: hash,
