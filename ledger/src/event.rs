@@ -78,6 +78,16 @@ event_kinds! {
     GrantIssued = "grant.issued",
     GrantRevoked = "grant.revoked",
     PolicyLoaded = "policy.loaded",
+    /// A data-moving MCP request other than `tools/call` (`resources/read`,
+    /// `prompts/get`, and server-to-client `sampling/createMessage`,
+    /// `elicitation/create`, `roots/list`); the body names the method.
+    McpRequested = "mcp.requested",
+    /// A client session through the gateway began: negotiated protocol
+    /// version, client and server identity.
+    SessionOpened = "session.opened",
+    /// What an upstream listed (tools, prompts, resources, templates): the
+    /// digest of the set it returned.
+    ListingObserved = "listing.observed",
 }
 
 impl EventKind {
