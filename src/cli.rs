@@ -102,6 +102,36 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
     },
+    /// Run the gateway over HTTP: `/mcp/{server}` for every configured server.
+    Serve,
+    /// Run one gateway session on stdin/stdout, relayed to a configured server
+    /// (the form a desktop MCP client puts in its config).
+    Stdio {
+        /// The configured server to relay to.
+        #[arg(long)]
+        server: String,
+        /// Principal recorded on every event. Default: the config's `gateway.stdio_principal`.
+        #[arg(long)]
+        principal: Option<String>,
+    },
+    /// Manage static bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Generate a token: prints it once on stdout; the tokens file keeps only its SHA-256.
+    Create {
+        #[arg(long)]
+        principal: String,
+        /// A team of the principal (repeatable).
+        #[arg(long)]
+        team: Vec<String>,
+        /// Append the entry to this tokens file (else print it on stderr).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 /// A range of the log by sequence number or RFC 3339 time.

@@ -1,15 +1,21 @@
 //! The TOML config file. Every key is documented in `docs/CONFIG.md`;
-//! unknown keys are rejected by name.
+//! unknown keys are rejected by name, in the file and in environment
+//! overrides alike.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 use crate::cli::Global;
 
 pub const DEFAULT_CONFIG: &str = "sealgate.toml";
 pub const DEFAULT_DATA_DIR: &str = "sealgate-data";
+/// Prefix of environment overrides: `SEALGATE_GATEWAY__LISTEN=...` sets
+/// `gateway.listen`; `__` separates the levels of the key path.
+const ENV_PREFIX: &str = "SEALGATE_";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +24,138 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Where signing keys live. Default `<data_dir>/keys`.
     pub key_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Upstream MCP servers by name; the name is the URL path segment
+    /// (`/mcp/{name}`) and the `--server` of `sealgate stdio`.
+    #[serde(default)]
+    pub servers: BTreeMap<String, ServerConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address the HTTP gateway listens on.
+    pub listen: SocketAddr,
+    /// The gateway's external base URL, used in the OAuth protected-resource
+    /// metadata and `WWW-Authenticate`. Default `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Largest accepted HTTP request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long an upstream may take to answer one request (and to start a
+    /// session) before the call fails with a timeout.
+    pub upstream_timeout_sec: u64,
+    /// `Host` header values accepted (DNS-rebinding protection). Empty: any.
+    pub allowed_hosts: Vec<String>,
+    /// Arguments up to this size are stored whole in the ledger; larger ones
+    /// as an excerpt plus the digest and size of the whole.
+    pub max_argument_bytes: usize,
+    /// Size of the result excerpt stored with an execution event.
+    pub result_excerpt_bytes: usize,
+    /// Principal of `sealgate stdio` callers (a local user).
+    pub stdio_principal: String,
+    /// Accept unauthenticated HTTP requests as this principal. For test
+    /// rigs (e.g. the MCP conformance suite, which cannot send headers);
+    /// leave unset in production.
+    pub anonymous_principal: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            max_body_bytes: 4 << 20,
+            upstream_timeout_sec: 120,
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            max_argument_bytes: 64 << 10,
+            result_excerpt_bytes: 4 << 10,
+            stdio_principal: "local".into(),
+            anonymous_principal: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Static bearer tokens: a TOML file of `[[token]]` entries holding only
+    /// SHA-256 hashes (see `sealgate token create`).
+    pub tokens_file: Option<PathBuf>,
+    /// JWT issuers whose tokens are accepted.
+    pub jwt: Vec<JwtIssuerConfig>,
+    /// Authorization servers named in the protected-resource metadata
+    /// (RFC 9728). Default: the JWT issuers.
+    pub authorization_servers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Accepted `aud` values (at least one must match).
+    pub audience: Vec<String>,
+    /// JWKS as a local file.
+    pub jwks_file: Option<PathBuf>,
+    /// JWKS fetched over HTTP; only loopback addresses are accepted.
+    pub jwks_url: Option<String>,
+    /// Claim holding the principal. Default `sub`.
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// Claim holding the teams (a string or an array of strings). Default `groups`.
+    #[serde(default = "default_teams_claim")]
+    pub teams_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds. Default 30.
+    #[serde(default = "default_leeway")]
+    pub leeway_sec: u64,
+}
+
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+fn default_teams_claim() -> String {
+    "groups".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `stdio` (a child process per session) or `http` (streamable HTTP).
+    pub transport: TransportKind,
+    /// stdio: the program to run.
+    pub command: Option<String>,
+    /// stdio: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: extra environment variables for the child.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// stdio: working directory of the child.
+    pub cwd: Option<PathBuf>,
+    /// http: the endpoint URL.
+    pub url: Option<String>,
+    /// http: extra headers sent upstream (e.g. its own credentials).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Environment labels (`prod`, `staging`, ...) recorded on every event.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Per-server override of `gateway.upstream_timeout_sec`.
+    pub timeout_sec: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Stdio,
+    Http,
 }
 
 /// Paths after flags, environment, config file and defaults are applied
@@ -38,33 +176,170 @@ impl Paths {
     }
 }
 
-pub fn load(path: &Path) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+/// Reads the config file (if any), applies `SEALGATE_SECTION__KEY`
+/// environment overrides and checks every key.
+pub fn load(global: &Global) -> Result<Config> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    load_with_env(global, &env)
 }
 
-pub fn resolve(global: &Global) -> Result<Paths> {
-    let config = match &global.config {
-        Some(path) => load(path)?,
-        None if Path::new(DEFAULT_CONFIG).exists() => load(Path::new(DEFAULT_CONFIG))?,
-        None => Config::default(),
+fn load_with_env(global: &Global, env: &[(String, String)]) -> Result<Config> {
+    let (mut table, origin) = match &global.config {
+        Some(path) => (read_table(path)?, path.display().to_string()),
+        None if Path::new(DEFAULT_CONFIG).exists() => (read_table(Path::new(DEFAULT_CONFIG))?, DEFAULT_CONFIG.into()),
+        None => (toml::Table::new(), "built-in defaults".into()),
     };
+    let overridden = apply_env_overrides(&mut table, env)?;
+    // Errors in the file itself were reported with line and column by
+    // `read_table`; what fails here comes from an override.
+    let config: Config = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("config {origin} with overrides {}: {e}", overridden.join(", ")))?;
+    config.check()?;
+    Ok(config)
+}
+
+fn read_table(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    // Parse straight into `Config` first so errors carry line and column.
+    toml::from_str::<Config>(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+}
+
+/// `SEALGATE_GATEWAY__LISTEN=127.0.0.1:9000` sets `gateway.listen`. Values
+/// are read as TOML (numbers, booleans, arrays) and otherwise as strings.
+/// Only variables with a `__` are overrides; `SEALGATE_DATA_DIR` and the
+/// like are flags' environment names.
+fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<Vec<String>> {
+    let mut applied = Vec::new();
+    for (name, value) in env {
+        let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if !path.contains("__") {
+            continue;
+        }
+        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            bail!("environment override {name}: empty key segment");
+        }
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut node = &mut *table;
+        for key in &keys[..keys.len() - 1] {
+            let entry = node
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            node = match entry {
+                toml::Value::Table(t) => t,
+                _ => bail!("environment override {name}: `{key}` is not a table"),
+            };
+        }
+        if let Some(last) = keys.last() {
+            node.insert(last.clone(), parsed);
+        }
+        applied.push(name.clone());
+    }
+    applied.sort();
+    Ok(applied)
+}
+
+impl Config {
+    fn check(&self) -> Result<()> {
+        for (name, server) in &self.servers {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                bail!("config: server name {name:?} must be non-empty ASCII letters, digits, '-', '_' or '.'");
+            }
+            let stdio_keys = server.command.is_some()
+                || !server.args.is_empty()
+                || !server.environment.is_empty()
+                || server.cwd.is_some();
+            let http_keys = server.url.is_some() || !server.headers.is_empty();
+            match server.transport {
+                TransportKind::Stdio => {
+                    if server.command.is_none() {
+                        bail!("config: servers.{name} has transport \"stdio\" but no command");
+                    }
+                    if http_keys {
+                        bail!("config: servers.{name} has transport \"stdio\"; url and headers are for \"http\"");
+                    }
+                }
+                TransportKind::Http => {
+                    let Some(url) = &server.url else {
+                        bail!("config: servers.{name} has transport \"http\" but no url");
+                    };
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        bail!("config: servers.{name}.url {url:?} is not an http(s) URL");
+                    }
+                    if stdio_keys {
+                        bail!(
+                            "config: servers.{name} has transport \"http\"; command, args, environment and cwd are for \"stdio\""
+                        );
+                    }
+                }
+            }
+        }
+        for (i, jwt) in self.auth.jwt.iter().enumerate() {
+            if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
+                bail!(
+                    "config: auth.jwt[{i}] (issuer {:?}) needs exactly one of jwks_file and jwks_url",
+                    jwt.issuer
+                );
+            }
+            if jwt.audience.is_empty() {
+                bail!(
+                    "config: auth.jwt[{i}] (issuer {:?}) needs at least one audience",
+                    jwt.issuer
+                );
+            }
+        }
+        if self.gateway.max_body_bytes == 0 {
+            bail!("config: gateway.max_body_bytes must be positive");
+        }
+        Ok(())
+    }
+}
+
+pub fn paths(global: &Global, config: &Config) -> Paths {
     let data_dir = global
         .data_dir
         .clone()
-        .or(config.data_dir)
+        .or_else(|| config.data_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let key_dir = global
         .key_dir
         .clone()
-        .or(config.key_dir)
+        .or_else(|| config.key_dir.clone())
         .unwrap_or_else(|| ledger::Ledger::default_key_dir(&data_dir));
-    Ok(Paths { data_dir, key_dir })
+    Paths { data_dir, key_dir }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn global(config: Option<PathBuf>) -> Global {
+        Global {
+            config,
+            data_dir: None,
+            key_dir: None,
+        }
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sealgate.toml");
+        std::fs::write(&path, text).expect("write config");
+        (dir, path)
+    }
 
     #[test]
     fn unknown_keys_are_named() {
@@ -72,5 +347,60 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("data_dri"), "{msg}");
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_server_keys_are_named_with_their_line() {
+        let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\nargz = []\n");
+        let msg = format!(
+            "{:#}",
+            load_with_env(&global(Some(path)), &[]).expect_err("unknown key")
+        );
+        assert!(msg.contains("argz") && msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn servers_parse_both_transports() {
+        let (_d, path) = write(
+            "[servers.local]\ntransport = \"stdio\"\ncommand = \"node\"\nargs = [\"x.js\", \"stdio\"]\nenv = [\"dev\"]\n\
+             [servers.remote]\ntransport = \"http\"\nurl = \"http://127.0.0.1:3001/mcp\"\ntimeout_sec = 5\n",
+        );
+        let config = load_with_env(&global(Some(path)), &[]).expect("config");
+        assert_eq!(config.servers["local"].transport, TransportKind::Stdio);
+        assert_eq!(config.servers["local"].args.len(), 2);
+        assert_eq!(config.servers["local"].env, vec!["dev".to_string()]);
+        assert_eq!(config.servers["remote"].timeout_sec, Some(5));
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_unknown_ones_are_named() {
+        let env = vec![
+            ("SEALGATE_GATEWAY__LISTEN".to_string(), "127.0.0.1:9999".to_string()),
+            ("SEALGATE_GATEWAY__UPSTREAM_TIMEOUT_SEC".to_string(), "7".to_string()),
+            ("SEALGATE_DATA_DIR".to_string(), "ignored-here".to_string()),
+        ];
+        let config = load_with_env(&global(None), &env).expect("config");
+        assert_eq!(config.gateway.listen.port(), 9999);
+        assert_eq!(config.gateway.upstream_timeout_sec, 7);
+
+        let env = vec![("SEALGATE_GATEWAY__LISTN".to_string(), "x".to_string())];
+        let msg = format!("{:#}", load_with_env(&global(None), &env).expect_err("unknown"));
+        assert!(
+            msg.contains("listn") && msg.contains("SEALGATE_GATEWAY__LISTN"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_server_names_and_urls_are_rejected() {
+        let (_d, path) = write("[servers.\"a/b\"]\ntransport = \"http\"\nurl = \"http://x\"\n");
+        let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("bad name"));
+        assert!(msg.contains("a/b"), "{msg}");
+        let (_d, path) = write("[servers.a]\ntransport = \"http\"\nurl = \"ftp://x\"\n");
+        let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("bad url"));
+        assert!(msg.contains("servers.a.url"), "{msg}");
+        let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\nurl = \"http://x\"\n");
+        let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("no command"));
+        assert!(msg.contains("servers.a") && msg.contains("no command"), "{msg}");
     }
 }

@@ -3,6 +3,7 @@
 mod append;
 mod init;
 mod log;
+mod serve;
 mod verify;
 
 use std::io::Write;
@@ -11,11 +12,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use ledger::{Actor, Ledger, SigningKey, Timestamp};
 
-use crate::cli::{Cli, Command, Range, ReportFormat};
+use crate::cli::{Cli, Command, Range, ReportFormat, TokenCommand};
 use crate::config::{self, Paths};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let paths = config::resolve(&cli.global)?;
+    let config = config::load(&cli.global)?;
+    let paths = config::paths(&cli.global, &config);
     match cli.command {
         Command::Init { key, principal } => init::run(&paths, key.as_deref(), principal),
         Command::Keygen { out } => keygen(&out),
@@ -39,6 +41,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
         } => verify::run(&paths, &range, head.as_deref(), time_tolerance_ms, progress, output),
         Command::Head { output } => head(&paths, output),
+        Command::Serve => serve::serve(&paths, &config),
+        Command::Stdio { server, principal } => serve::stdio(&paths, &config, &server, principal),
+        Command::Token(TokenCommand::Create { principal, team, file }) => {
+            serve::token_create(&principal, &team, file.as_deref())
+        }
     }
 }
 

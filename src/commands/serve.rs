@@ -1,0 +1,121 @@
+//! `sealgate serve` (HTTP) and `sealgate stdio` (one session on stdin and
+//! stdout): the gateway on the configured servers.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use ledger::{Actor, Ledger, SigningKey};
+
+use crate::config::{Config, Paths};
+use crate::gateway::{AuthMethod, Authenticator, ConfiguredServers, Gateway, Principal};
+
+/// Opens the ledger for writing, creating it (with a generated key) on
+/// first use so the gateway runs on embedded defaults.
+fn open_or_create(paths: &Paths) -> Result<Ledger> {
+    let dir = paths.ledger_dir();
+    if dir.join("CURRENT").exists() {
+        return Ledger::open(&dir, &paths.key_dir()).with_context(|| format!("cannot open ledger {}", dir.display()));
+    }
+    std::fs::create_dir_all(&paths.data_dir)
+        .with_context(|| format!("cannot create data dir {}", paths.data_dir.display()))?;
+    let actor = Actor {
+        principal: Some("sealgate:serve".into()),
+        ..Actor::default()
+    };
+    let ledger = Ledger::create(&dir, &paths.key_dir(), SigningKey::generate(), actor)
+        .with_context(|| format!("cannot initialize {}", paths.data_dir.display()))?;
+    tracing::warn!(
+        data_dir = %paths.data_dir.display(),
+        key_dir = %paths.key_dir.display(),
+        "created a new ledger with a generated signing key"
+    );
+    Ok(ledger)
+}
+
+fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
+    if config.servers.is_empty() {
+        bail!("no servers configured: add a [servers.NAME] table to the config (see docs/CONFIG.md)");
+    }
+    let ledger = Arc::new(open_or_create(paths)?);
+    let decider = Arc::new(ConfiguredServers::new(config.servers.keys().cloned()));
+    Ok(Gateway::new(ledger, config, decider))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // rustls needs one process-wide crypto provider for https upstreams
+    // and JWKS URLs; ring builds without a C toolchain beyond cc.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
+    let gateway = gateway(paths, config)?;
+    runtime()?.block_on(async {
+        let anonymous = config.gateway.anonymous_principal.clone();
+        if let Some(name) = &anonymous {
+            tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
+        }
+        let auth = Arc::new(Authenticator::load(&config.auth, anonymous).await?);
+        let authorization_servers = if config.auth.authorization_servers.is_empty() {
+            config.auth.jwt.iter().map(|j| j.issuer.clone()).collect()
+        } else {
+            config.auth.authorization_servers.clone()
+        };
+        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers);
+        let listener = tokio::net::TcpListener::bind(config.gateway.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
+        let addr = listener.local_addr()?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{addr}")?;
+            for name in gateway.server_names() {
+                writeln!(out, "  /mcp/{name}")?;
+            }
+            out.flush()?;
+        }
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("http server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn stdio(paths: &Paths, config: &Config, server: &str, principal: Option<String>) -> Result<ExitCode> {
+    let gateway = gateway(paths, config)?;
+    let principal = Principal {
+        name: principal.unwrap_or_else(|| config.gateway.stdio_principal.clone()),
+        teams: Vec::new(),
+        method: AuthMethod::Stdio,
+    };
+    runtime()?.block_on(gateway.serve_stdio(server, principal))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn token_create(principal: &str, teams: &[String], file: Option<&std::path::Path>) -> Result<ExitCode> {
+    let (token, entry) = crate::gateway::new_token(principal, teams);
+    if let Some(path) = file {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open tokens file {}", path.display()))?;
+        writeln!(f, "\n{entry}").with_context(|| format!("cannot write tokens file {}", path.display()))?;
+        eprintln!(
+            "added a token for {principal:?} to {} (only its hash is stored)",
+            path.display()
+        );
+    } else {
+        eprintln!("add this entry to the tokens file (only the hash is stored):\n{entry}");
+    }
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

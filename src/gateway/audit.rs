@@ -1,0 +1,350 @@
+//! The events the gateway writes, and the one place it writes them.
+//!
+//! Body keys follow the OpenTelemetry MCP semantic conventions where they
+//! exist (`mcp.method.name`, `mcp.session.id`, `mcp.protocol.version`,
+//! `jsonrpc.request.id`, `gen_ai.tool.name`, `gen_ai.prompt.name`,
+//! `mcp.resource.uri`, `error.type`), so an exporter maps them one to one.
+//! `docs/GATEWAY.md` lists every body.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
+
+use super::decision::{Decision, Principal};
+
+/// Where the gateway's events go. Every append waits until the event is
+/// durable; an error means the event is not in the log and the caller must
+/// not go ahead.
+#[derive(Clone)]
+pub struct Audit {
+    ledger: Arc<Ledger>,
+    limits: Limits,
+}
+
+/// How much of arguments and results is stored in events.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_argument_bytes: usize,
+    pub result_excerpt_bytes: usize,
+}
+
+/// Who and where, shared by every event of one call.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub principal: Principal,
+    pub agent: Option<String>,
+    pub session_id: String,
+    pub server: String,
+    pub env: Vec<String>,
+    pub protocol_version: Option<String>,
+}
+
+/// One audited request: what was asked, of what.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    pub method: String,
+    pub request_id: rmcp::model::RequestId,
+    pub tool: Option<String>,
+    pub prompt: Option<String>,
+    pub resource: Option<String>,
+    /// Arguments (or params) as sent, as JSON.
+    pub arguments: Option<serde_json::Value>,
+    /// `server_to_client` for sampling, elicitation and roots.
+    pub direction: Direction,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// How a forwarded request ended.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// The peer answered with a result (which may still be a tool error).
+    Result {
+        json: &'a serde_json::Value,
+        is_error: Option<bool>,
+    },
+    /// The peer answered with a JSON-RPC error.
+    Error { code: i32, message: &'a str },
+    /// No answer in time; the request was cancelled upstream.
+    Timeout { after: Duration },
+    /// The caller cancelled.
+    Cancelled,
+    /// The peer went away (crashed, closed, unreachable).
+    Unavailable { message: &'a str },
+}
+
+impl Audit {
+    pub fn new(ledger: Arc<Ledger>, limits: Limits) -> Audit {
+        Audit { ledger, limits }
+    }
+
+    pub async fn append(&self, draft: Draft) -> ledger::Result<Receipt> {
+        self.ledger.append(draft).await
+    }
+
+    pub fn session_opened(&self, scope: &Scope, body: Object) -> Draft {
+        let mut draft = base(EventKind::SessionOpened, scope, None);
+        draft.body.extend(body);
+        draft
+    }
+
+    pub fn requested(&self, scope: &Scope, call: &CallInfo) -> Draft {
+        let kind = if call.method == "tools/call" {
+            EventKind::ToolCallRequested
+        } else {
+            EventKind::McpRequested
+        };
+        let mut draft = base(kind, scope, Some(call));
+        if let Some(args) = &call.arguments {
+            draft
+                .body
+                .insert("arguments".into(), blob(args, self.limits.max_argument_bytes));
+        }
+        if call.direction == Direction::ServerToClient {
+            draft.body.insert("direction".into(), "server_to_client".into());
+        }
+        draft
+    }
+
+    pub fn decision(&self, scope: &Scope, call: &CallInfo, requested: &Receipt, decision: &Decision) -> Draft {
+        let mut draft = base(EventKind::PolicyDecision, scope, Some(call));
+        draft.correlation.answers = Some(requested.seq);
+        let body = &mut draft.body;
+        body.insert("decision".into(), decision.verdict.to_string().into());
+        body.insert("reason".into(), decision.reason.clone().into());
+        body.insert("rule".into(), opt(decision.rule.clone()));
+        body.insert("policy_hash".into(), opt(decision.policy_hash.clone()));
+        draft
+    }
+
+    pub fn outcome(
+        &self,
+        scope: &Scope,
+        call: &CallInfo,
+        requested: &Receipt,
+        elapsed: Duration,
+        outcome: &Outcome<'_>,
+    ) -> Draft {
+        let ok = matches!(outcome, Outcome::Result { .. });
+        let kind = if ok {
+            EventKind::ExecutionCompleted
+        } else {
+            EventKind::ExecutionFailed
+        };
+        let mut draft = base(kind, scope, Some(call));
+        draft.correlation.answers = Some(requested.seq);
+        let body = &mut draft.body;
+        body.insert(
+            "duration_ns".into(),
+            Value::Int(elapsed.as_nanos().min(i128::MAX as u128) as i128),
+        );
+        match outcome {
+            Outcome::Result { json, is_error } => {
+                let tool_error = is_error.unwrap_or(false);
+                body.insert("outcome".into(), if tool_error { "tool_error" } else { "ok" }.into());
+                if let Some(flag) = is_error {
+                    body.insert("is_error".into(), (*flag).into());
+                }
+                body.insert("result".into(), blob(json, self.limits.result_excerpt_bytes));
+            }
+            Outcome::Error { code, message } => {
+                body.insert("outcome".into(), "error".into());
+                body.insert("error.type".into(), "jsonrpc_error".into());
+                body.insert("error".into(), error_obj(Some(*code), message));
+            }
+            Outcome::Timeout { after } => {
+                body.insert("outcome".into(), "timeout".into());
+                body.insert("error.type".into(), "timeout".into());
+                let message = format!("no answer within {} ms; request cancelled", after.as_millis());
+                body.insert("error".into(), error_obj(None, &message));
+            }
+            Outcome::Cancelled => {
+                body.insert("outcome".into(), "cancelled".into());
+                body.insert("error.type".into(), "cancelled".into());
+            }
+            Outcome::Unavailable { message } => {
+                body.insert("outcome".into(), "unavailable".into());
+                body.insert("error.type".into(), "upstream_unavailable".into());
+                body.insert("error".into(), error_obj(None, message));
+            }
+        }
+        draft
+    }
+
+    /// A listing's result: the digest of the set (in the order listed), its
+    /// size, and the names.
+    pub fn listing(&self, scope: &Scope, method: &str, request_id: &rmcp::model::RequestId, items: Listing) -> Draft {
+        let call = CallInfo {
+            method: method.to_string(),
+            request_id: request_id.clone(),
+            tool: None,
+            prompt: None,
+            resource: None,
+            arguments: None,
+            direction: Direction::ClientToServer,
+        };
+        let mut draft = base(EventKind::ListingObserved, scope, Some(&call));
+        let body = &mut draft.body;
+        let bytes = serde_json::to_vec(&items.items).unwrap_or_default();
+        body.insert("digest".into(), digest(&bytes).into());
+        body.insert("count".into(), Value::Int(items.names.len() as i128));
+        body.insert(
+            "names".into(),
+            Value::Array(items.names.into_iter().map(Value::String).collect()),
+        );
+        if let Some(cursor) = items.cursor {
+            body.insert("cursor".into(), cursor.into());
+        }
+        if let Some(next) = items.next_cursor {
+            body.insert("next_cursor".into(), next.into());
+        }
+        draft
+    }
+}
+
+/// A page of a listing, as the upstream returned it.
+pub struct Listing {
+    pub items: serde_json::Value,
+    pub names: Vec<String>,
+    pub cursor: Option<String>,
+    pub next_cursor: Option<String>,
+}
+
+fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
+    let mut draft = Draft::new(kind);
+    draft.actor = Actor {
+        principal: Some(scope.principal.name.clone()),
+        teams: scope.principal.teams.clone(),
+        agent: scope.agent.clone(),
+        session: Some(scope.session_id.clone()),
+    };
+    draft.subject = Subject {
+        server: Some(scope.server.clone()),
+        tool: call.and_then(|c| c.tool.clone()),
+        resource: call.and_then(|c| c.resource.clone()),
+        prompt: call.and_then(|c| c.prompt.clone()),
+        env: scope.env.clone(),
+    };
+    let body = &mut draft.body;
+    body.insert("mcp.session.id".into(), scope.session_id.clone().into());
+    body.insert("auth.method".into(), scope.principal.method.as_str().into());
+    if let Some(v) = &scope.protocol_version {
+        body.insert("mcp.protocol.version".into(), v.clone().into());
+    }
+    if let Some(call) = call {
+        draft.correlation = Correlation {
+            request_id: Some(request_id(&call.request_id)),
+            ..Correlation::default()
+        };
+        body.insert("mcp.method.name".into(), call.method.clone().into());
+        body.insert("jsonrpc.request.id".into(), call.request_id.to_string().into());
+        if let Some(tool) = &call.tool {
+            body.insert("gen_ai.tool.name".into(), tool.clone().into());
+            body.insert("gen_ai.operation.name".into(), "execute_tool".into());
+        }
+        if let Some(prompt) = &call.prompt {
+            body.insert("gen_ai.prompt.name".into(), prompt.clone().into());
+        }
+        if let Some(uri) = &call.resource {
+            body.insert("mcp.resource.uri".into(), uri.clone().into());
+        }
+    }
+    draft
+}
+
+fn request_id(id: &rmcp::model::RequestId) -> ledger::RequestId {
+    match id {
+        rmcp::model::NumberOrString::Number(n) => ledger::RequestId::Int(*n),
+        rmcp::model::NumberOrString::String(s) => ledger::RequestId::Str(s.to_string()),
+    }
+}
+
+/// `blake3:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
+}
+
+/// A JSON value stored as its exact JSON text (so numbers, including
+/// floats, keep their written form), with size and digest of the whole and
+/// at most `limit` bytes of text.
+fn blob(json: &serde_json::Value, limit: usize) -> Value {
+    let text = serde_json::to_string(json).unwrap_or_default();
+    let mut obj = Object::new();
+    obj.insert("bytes".into(), Value::Int(text.len() as i128));
+    obj.insert("digest".into(), digest(text.as_bytes()).into());
+    let truncated = text.len() > limit;
+    let mut cut = limit.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    obj.insert("json".into(), text[..cut].to_string().into());
+    obj.insert("truncated".into(), truncated.into());
+    Value::Object(obj)
+}
+
+fn error_obj(code: Option<i32>, message: &str) -> Value {
+    let mut obj = Object::new();
+    if let Some(code) = code {
+        obj.insert("code".into(), Value::Int(code.into()));
+    }
+    obj.insert("message".into(), message.to_string().into());
+    Value::Object(obj)
+}
+
+fn opt(v: Option<String>) -> Value {
+    v.map(Value::String).unwrap_or(Value::Null)
+}
+
+/// A JSON value for an event body; floats (not allowed in signed data)
+/// become their decimal text.
+pub fn to_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i.into()),
+            (_, Some(u)) => Value::Int(u.into()),
+            _ => Value::String(n.to_string()),
+        },
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(to_value).collect()),
+        serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_keep_whole_digest_and_cut_on_char_boundaries() {
+        let json = serde_json::json!({"text": "ééééé", "n": 1.5});
+        let text = serde_json::to_string(&json).expect("json");
+        let Value::Object(obj) = blob(&json, 12) else {
+            panic!("object")
+        };
+        assert_eq!(obj["bytes"], Value::Int(text.len() as i128));
+        assert_eq!(obj["digest"], Value::String(digest(text.as_bytes())));
+        assert_eq!(obj["truncated"], Value::Bool(true));
+        let Value::String(cut) = &obj["json"] else {
+            panic!("string")
+        };
+        assert!(cut.len() <= 12 && text.starts_with(cut.as_str()));
+        let Value::Object(whole) = blob(&json, 1 << 20) else {
+            panic!("object")
+        };
+        assert_eq!(whole["json"], Value::String(text));
+        assert_eq!(whole["truncated"], Value::Bool(false));
+    }
+
+    #[test]
+    fn floats_become_text() {
+        assert_eq!(to_value(&serde_json::json!(1.5)), Value::String("1.5".into()));
+        assert_eq!(to_value(&serde_json::json!(-3)), Value::Int(-3));
+    }
+}
