@@ -88,7 +88,7 @@ struct Session {
     conn: Mutex<Option<Arc<Conn>>>,
     /// Upstream-hop progress token → the client's token, for calls the
     /// client asked progress of.
-    progress_up: Mutex<HashMap<ProgressToken, ProgressToken>>,
+    progress_up: Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>,
     /// Client-hop token of a server-to-client request → the upstream's token.
     progress_down: Mutex<HashMap<ProgressToken, ProgressToken>>,
     /// Client requests being forwarded, oldest first: a server-to-client
@@ -136,6 +136,9 @@ fn audit_withheld(server: &str, e: &ledger::Error) -> ErrorData {
     )
 }
 
+/// How long a progress token stays mapped after its request was answered.
+const PROGRESS_GRACE: Duration = Duration::from_secs(2);
+
 /// Protocol versions with an `initialize` handshake: the relay opens the
 /// upstream session during the client's `initialize`.
 const HANDSHAKE_VERSIONS: [ProtocolVersion; 4] = [
@@ -161,7 +164,7 @@ impl Relay {
                 downstream,
                 fixed_principal,
                 conn: Mutex::new(None),
-                progress_up: Mutex::new(HashMap::new()),
+                progress_up: Arc::new(Mutex::new(HashMap::new())),
                 progress_down: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(Vec::new()),
             }),
@@ -344,6 +347,7 @@ impl Session {
         };
         let upstream_id = handle.id.clone();
         let upstream_token = handle.progress_token.clone();
+        let client_token_set = client_token.is_some();
         if let Some(token) = client_token {
             lock(&self.progress_up).insert(upstream_token.clone(), token);
         }
@@ -360,8 +364,20 @@ impl Session {
                 Forwarded::Cancelled
             }
         };
-        lock(&self.progress_up).remove(&upstream_token);
         lock(&self.inflight).retain(|id| id != &ctx.id);
+        if client_token_set {
+            // rmcp hands each notification to its own task, so progress sent
+            // just before the result may still be on its way: let queued
+            // tasks run before answering, and keep the token mapped a while.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            let map = Arc::clone(&self.progress_up);
+            tokio::spawn(async move {
+                tokio::time::sleep(PROGRESS_GRACE).await;
+                lock(&map).remove(&upstream_token);
+            });
+        }
         answer
     }
 

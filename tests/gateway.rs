@@ -1,0 +1,226 @@
+//! End to end: a real MCP client (the Python SDK, `tools/mcp_scenario.py`)
+//! through the gateway to the official `server-everything`, over every pair
+//! of transports. Each run covers tools, prompts, resources, completion,
+//! logging, progress, sampling, elicitation and roots; afterwards the
+//! ledger must hold the expected events in order and verify.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// What every scenario run must leave in the ledger.
+fn check_ledger(site: &Site, principal: &str, downstream: &str, upstream: &str) {
+    site.verify();
+    let events = site.events();
+    let calls = audited_calls(&events);
+
+    let opened: Vec<&Value> = events.iter().filter(|e| kind(e) == "session.opened").collect();
+    assert_eq!(opened.len(), 1, "one session, one session.opened");
+    let opened = opened[0];
+    assert_eq!(body(opened, "outcome"), "ok");
+    assert_eq!(body(opened, "mcp.protocol.version"), "2025-11-25");
+    assert_eq!(body(opened, "downstream.transport"), downstream);
+    assert_eq!(body(opened, "upstream.transport"), upstream);
+    assert_eq!(opened["actor"]["principal"], principal);
+    let session = body(opened, "mcp.session.id").clone();
+
+    for e in events.iter().filter(|e| kind(e) != "ledger.genesis") {
+        assert_eq!(e["actor"]["principal"], principal, "event {}", seq(e));
+        assert_eq!(body(e, "mcp.session.id"), &session, "event {}", seq(e));
+        assert_eq!(e["subject"]["server"], "everything", "event {}", seq(e));
+    }
+
+    // A plain tool call: requested, ALLOW, completed, with arguments and a
+    // digest of the result.
+    let (req, decision, done) = find_call(&calls, "tools/call", Some("echo"));
+    assert_eq!(kind(req), "tool_call.requested");
+    assert_eq!(body(req, "gen_ai.tool.name"), "echo");
+    assert!(
+        body(req, "arguments")["json"]
+            .as_str()
+            .is_some_and(|a| a.contains("message")),
+        "{req}"
+    );
+    assert_eq!(body(decision, "decision"), "ALLOW");
+    assert_eq!(kind(done), "execution.completed");
+    assert_eq!(body(done, "outcome"), "ok");
+    assert_eq!(body(done, "is_error"), false);
+    assert!(
+        body(done, "result")["digest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("blake3:"))
+    );
+    assert!(
+        body(done, "result")["json"]
+            .as_str()
+            .is_some_and(|r| r.contains("Echo: "))
+    );
+    assert!(body(done, "duration_ns").as_u64().is_some());
+    let id = body(req, "jsonrpc.request.id")
+        .as_str()
+        .and_then(|s| s.parse::<i64>().ok());
+    assert_eq!(req["correlation"]["request_id"].as_i64(), id);
+
+    find_call(&calls, "tools/call", Some("get-sum"));
+    find_call(&calls, "tools/call", Some("trigger-long-running-operation"));
+    find_call(&calls, "prompts/get", Some("simple-prompt"));
+    find_call(&calls, "prompts/get", Some("args-prompt"));
+    let (read, _, read_done) = find_call(&calls, "resources/read", None);
+    assert_eq!(kind(read), "mcp.requested");
+    assert!(
+        read["subject"]["resource"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("demo://"))
+    );
+    assert_eq!(body(read_done, "outcome"), "ok");
+
+    // Server-to-client requests are audited inside the tool call that
+    // caused them: the sampling request and its answer come between the
+    // tool's request and its completion.
+    for (tool, method) in [
+        ("trigger-sampling-request", "sampling/createMessage"),
+        ("trigger-elicitation-request", "elicitation/create"),
+    ] {
+        let (outer, _, outer_done) = find_call(&calls, "tools/call", Some(tool));
+        let (inner, inner_decision, inner_done) = find_call(&calls, method, None);
+        assert_eq!(kind(inner), "mcp.requested");
+        assert_eq!(body(inner, "direction"), "server_to_client");
+        assert_eq!(body(inner_decision, "decision"), "ALLOW");
+        assert_eq!(body(inner_done, "outcome"), "ok");
+        assert!(
+            seq(outer) < seq(inner) && seq(inner_done) < seq(outer_done),
+            "{method} ({}..{}) must fall inside {tool} ({}..{})",
+            seq(inner),
+            seq(inner_done),
+            seq(outer),
+            seq(outer_done)
+        );
+    }
+    let (_, _, sampled) = find_call(&calls, "sampling/createMessage", None);
+    assert!(
+        body(sampled, "result")["json"]
+            .as_str()
+            .is_some_and(|r| r.contains("sampled by scenario"))
+    );
+    find_call(&calls, "roots/list", None);
+
+    // Listings record what the upstream offered.
+    let tools = events
+        .iter()
+        .find(|e| kind(e) == "listing.observed" && body(e, "mcp.method.name") == "tools/list")
+        .expect("a tools/list listing");
+    let names: Vec<&str> = body(tools, "names")
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(names.contains(&"echo") && names.contains(&"get-sum"), "{names:?}");
+    assert_eq!(body(tools, "count").as_u64(), Some(names.len() as u64));
+    assert!(body(tools, "digest").as_str().is_some_and(|d| d.starts_with("blake3:")));
+    for method in ["prompts/list", "resources/list", "resources/templates/list"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| kind(e) == "listing.observed" && body(e, "mcp.method.name") == method),
+            "no listing.observed for {method}"
+        );
+    }
+}
+
+/// What the client saw: progress, logging and list-changed notifications
+/// and the server-to-client requests came through.
+fn check_report(report: &Value) {
+    assert_all_ok(report);
+    assert_eq!(
+        report["steps"]["initialize"]["protocolVersion"], "2025-11-25",
+        "{report:#}"
+    );
+    let steps = &report["steps"];
+    assert!(
+        steps["progress"]["count"].as_u64().is_some_and(|n| n >= 2),
+        "{report:#}"
+    );
+    let methods: Vec<&str> = report["serverRequests"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["method"].as_str()).collect())
+        .unwrap_or_default();
+    for m in ["sampling/createMessage", "elicitation/create", "roots/list"] {
+        assert!(methods.contains(&m), "client never saw {m}: {methods:?}");
+    }
+    assert!(
+        report["notifications"]["notifications/message"]
+            .as_u64()
+            .is_some_and(|n| n >= 1)
+    );
+}
+
+#[test]
+fn http_client_to_stdio_upstream() {
+    let Some(peers) = peers() else { return };
+    let site = Site::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n{}",
+        stdio_server("everything", "node", &[&peers.everything, "stdio"])
+    ));
+    let token = create_token(&site, "alice", &[]);
+    let gw = site.serve();
+    let auth = format!("Authorization: Bearer {token}");
+    let report = scenario(&peers, &[&gw.url("everything"), "--header", &auth]);
+    gw.stop();
+    check_report(&report);
+    check_ledger(&site, "alice", "http", "stdio");
+}
+
+#[test]
+fn stdio_client_to_http_upstream() {
+    let Some(peers) = peers() else { return };
+    let upstream = everything_http(&peers);
+    let site = Site::new(&http_server("everything", &upstream.url));
+    let config = site.config.to_string_lossy().to_string();
+    let report = scenario(
+        &peers,
+        &[
+            "--",
+            SEALGATE,
+            "--config",
+            &config,
+            "stdio",
+            "--server",
+            "everything",
+            "--principal",
+            "desktop-user",
+        ],
+    );
+    check_report(&report);
+    check_ledger(&site, "desktop-user", "stdio", "http");
+}
+
+#[test]
+fn http_client_to_http_upstream() {
+    let Some(peers) = peers() else { return };
+    let upstream = everything_http(&peers);
+    let site = Site::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n{}",
+        http_server("everything", &upstream.url)
+    ));
+    let token = create_token(&site, "bob", &[]);
+    let gw = site.serve();
+    let auth = format!("Authorization: Bearer {token}");
+    let report = scenario(&peers, &[&gw.url("everything"), "--header", &auth]);
+    gw.stop();
+    check_report(&report);
+    check_ledger(&site, "bob", "http", "http");
+}
+
+#[test]
+fn stdio_client_to_stdio_upstream() {
+    let Some(peers) = peers() else { return };
+    let site = Site::new(&stdio_server("everything", "node", &[&peers.everything, "stdio"]));
+    let config = site.config.to_string_lossy().to_string();
+    let report = scenario(
+        &peers,
+        &["--", SEALGATE, "--config", &config, "stdio", "--server", "everything"],
+    );
+    check_report(&report);
+    // The principal of stdio sessions defaults to gateway.stdio_principal.
+    check_ledger(&site, "local", "stdio", "stdio");
+}
