@@ -224,3 +224,73 @@ fn stdio_client_to_stdio_upstream() {
     // The principal of stdio sessions defaults to gateway.stdio_principal.
     check_ledger(&site, "local", "stdio", "stdio");
 }
+
+/// A gateway killed (SIGKILL) while a call is upstream leaves that call in
+/// the ledger with its request and decision but no outcome: visibly
+/// unfinished, never silently lost; the log still verifies.
+#[test]
+fn a_crash_mid_call_leaves_the_call_visibly_without_outcome() {
+    let Some(peers) = peers() else { return };
+    let site = Site::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n{}",
+        stdio_server("everything", "node", &[&peers.everything, "stdio"])
+    ));
+    let gw = site.serve();
+    let mut client = std::process::Command::new(&peers.python)
+        .arg(repo().join("tools/mcp_scenario.py"))
+        .args([
+            "--call",
+            "trigger-long-running-operation",
+            "--args",
+            r#"{"duration": 60, "steps": 2}"#,
+            &gw.url("everything"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the client");
+    wait_until("the call's decision event", std::time::Duration::from_secs(30), || {
+        site.events().iter().any(|e| kind(e) == "policy.decision")
+    });
+    gw.stop();
+    let _ = client.kill();
+    let _ = client.wait();
+
+    site.verify();
+    let events = site.events();
+    let requested: Vec<&Value> = events.iter().filter(|e| kind(e) == "tool_call.requested").collect();
+    assert_eq!(requested.len(), 1);
+    let answers = |k: &str| {
+        events
+            .iter()
+            .filter(|e| kind(e) == k && e["correlation"]["answers"].as_u64() == Some(seq(requested[0])))
+            .count()
+    };
+    assert_eq!(answers("policy.decision"), 1);
+    assert_eq!(answers("execution.completed") + answers("execution.failed"), 0);
+}
+
+/// An upstream that cannot be started: the client's initialize fails with
+/// -32052 naming the server, and the attempt is recorded.
+#[test]
+fn an_upstream_that_cannot_start_is_reported_and_recorded() {
+    let Some(peers) = peers() else { return };
+    let site = Site::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n{}",
+        stdio_server("broken", "/nonexistent/mcp-server", &[])
+    ));
+    let gw = site.serve();
+    let report = scenario(&peers, &["--call", "echo", &gw.url("broken")]);
+    gw.stop();
+    assert_eq!(report["ok"], false, "{report:#}");
+    let error = report["error"].to_string();
+    assert!(error.contains("-32052") && error.contains("broken"), "{report:#}");
+    site.verify();
+    let events = site.events();
+    let opened = events
+        .iter()
+        .find(|e| kind(e) == "session.opened")
+        .expect("the attempt is recorded");
+    assert_eq!(body(opened, "outcome"), "unavailable");
+    assert!(body(opened, "error").as_str().is_some_and(|m| m.contains("/nonexistent/mcp-server")));
+}
