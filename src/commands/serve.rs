@@ -66,11 +66,11 @@ pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
         } else {
             config.auth.authorization_servers.clone()
         };
-        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers);
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
         let addr = listener.local_addr()?;
+        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers, addr);
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on http://{addr}")?;

@@ -251,18 +251,19 @@ async fn fetch_jwks(config: &JwtIssuerConfig) -> Result<JwkSet> {
     serde_json::from_str(&text).with_context(|| format!("issuer {}: jwks is not a valid JWK set", config.issuer))
 }
 
-/// JWKS over plain HTTP is only trusted from this machine.
+/// JWKS over plain HTTP is only trusted from this machine. The host is
+/// the one the URL parser (and so the fetch) connects to, not a prefix of
+/// the authority: `http://localhost:80@example.com/` is example.com.
 fn check_loopback(url: &str) -> Result<()> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .context("not an http(s) URL")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        authority.split(':').next().unwrap_or("")
-    };
+    let parsed = reqwest::Url::parse(url).context("not a URL")?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("not an http(s) URL");
+    }
+    let host = parsed
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !loopback {
         bail!("host {host:?} is not a loopback address");
@@ -302,6 +303,10 @@ mod tests {
         assert!(check_loopback("http://[::1]:9/jwks").is_ok());
         assert!(check_loopback("http://10.0.0.1/jwks").is_err());
         assert!(check_loopback("http://example.com/jwks").is_err());
+        assert!(check_loopback("http://localhost:80@example.com/jwks").is_err());
+        assert!(check_loopback("http://127.0.0.1@10.0.0.1/jwks").is_err());
+        assert!(check_loopback("http://127.0.0.1.nip.io/jwks").is_err());
+        assert!(check_loopback("ftp://127.0.0.1/jwks").is_err());
     }
 
     #[tokio::test]

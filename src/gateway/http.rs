@@ -3,6 +3,7 @@
 //! parse errors in front of rmcp, and the OAuth protected-resource
 //! metadata (RFC 9728) the MCP authorization spec asks of servers.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -28,17 +29,19 @@ struct Front {
     authorization_servers: Vec<String>,
 }
 
-/// The gateway's HTTP application.
+/// The gateway's HTTP application, listening on `local_addr` (the address
+/// actually bound: `gateway.listen` may name port 0).
 pub fn router(
     gateway: &Gateway,
     auth: Arc<Authenticator>,
     config: &GatewayConfig,
     authorization_servers: Vec<String>,
+    local_addr: SocketAddr,
 ) -> Router {
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", config.listen))
+        .unwrap_or_else(|| format!("http://{local_addr}"))
         .trim_end_matches('/')
         .to_string();
     let front = Front {

@@ -236,6 +236,12 @@ impl Session {
         params: InitializeRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
+        if lock(&self.conn).is_some() {
+            return Err(ErrorData::invalid_request(
+                format!("session {} is already initialized", self.id),
+                None,
+            ));
+        }
         let principal = self.principal_of(&ctx.extensions)?;
         let agent = Some(format!("{}/{}", params.client_info.name, params.client_info.version));
         let client = UpstreamClient {
