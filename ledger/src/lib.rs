@@ -12,6 +12,7 @@ mod event;
 mod failure;
 mod keys;
 mod ledger;
+mod projection;
 mod schedule;
 mod store;
 mod timestamp;
@@ -25,6 +26,7 @@ pub use event::{Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, H
 pub use failure::{Failure, FailureKind};
 pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_proof};
 pub use ledger::{Ledger, Pending};
+pub use projection::{Folded, Projection, Snapshots, fold_to};
 pub use schedule::{KeyEntry, KeySchedule};
 pub use store::Head;
 pub use timestamp::Timestamp;

@@ -1,0 +1,314 @@
+//! Projections: state folded from the log, as of any point of it.
+//!
+//! A [`Projection`] is a pure fold, `state' = apply(state, event)`: no
+//! clock, no I/O, no randomness, so the same log always gives the same
+//! state. [`Folded`] is a projection's state together with the position of
+//! the log it reflects (sequence number and event hash), advanced by reading
+//! the log in order. Replay checks every record's hash and link as it goes,
+//! so a state always corresponds to the exact chain prefix it names; it does
+//! not check signatures (that is `verify`'s job).
+//!
+//! [`Snapshots`] store folded states in files, stamped with the sequence
+//! number and hash they cover; a snapshot is used only if the log still has
+//! that hash at that sequence number. [`fold_to`] answers "the state as of
+//! sequence N": the newest usable snapshot at or before N, then the events
+//! after it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use crate::chain::{SealedEvent, event_hash};
+use crate::error::{Error, Result};
+use crate::event::{Event, Hash};
+use crate::ledger::Ledger;
+
+/// A deterministic fold over events.
+pub trait Projection: Default + Send {
+    /// Stable name; snapshots are filed under it.
+    const NAME: &'static str;
+    /// Bump whenever `apply` or the encoding changes: snapshots of other
+    /// versions are then ignored and the state is rebuilt from the log.
+    const VERSION: u32;
+
+    /// Applies one event. Events of kinds the projection does not care
+    /// about, and events it cannot make sense of, must leave it unchanged
+    /// or change it deterministically: this runs on every replay.
+    fn apply(&mut self, event: &Event);
+
+    /// Snapshot encoding.
+    fn encode(&self) -> Vec<u8>;
+    fn decode(bytes: &[u8]) -> std::result::Result<Self, String>;
+}
+
+/// Records decoded per parallel batch during replay.
+const REPLAY_BATCH: usize = 2048;
+
+/// A projection's state and the last event folded into it.
+#[derive(Debug, Clone)]
+pub struct Folded<P> {
+    state: P,
+    /// Last applied sequence number; `None` before the genesis event.
+    seq: Option<u64>,
+    /// Hash of that event (zero before genesis).
+    hash: Hash,
+}
+
+impl<P: Projection> Default for Folded<P> {
+    fn default() -> Self {
+        Folded {
+            state: P::default(),
+            seq: None,
+            hash: Hash::ZERO,
+        }
+    }
+}
+
+impl<P: Projection> Folded<P> {
+    pub fn state(&self) -> &P {
+        &self.state
+    }
+
+    pub fn into_state(self) -> P {
+        self.state
+    }
+
+    /// The last sequence number folded in (`None`: nothing yet).
+    pub fn seq(&self) -> Option<u64> {
+        self.seq
+    }
+
+    /// The hash of the last event folded in.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.map_or(0, |s| s + 1)
+    }
+
+    /// Folds in the events after the current position up to `to`
+    /// (inclusive), or to the head when `to` is past it. Returns how many
+    /// were applied. Fails, leaving the state at the last good event, if a
+    /// record is missing, malformed, or does not hash and link.
+    pub fn advance(&mut self, ledger: &Ledger, to: u64) -> Result<u64> {
+        let to = to.min(ledger.head().seq);
+        let mut applied = 0;
+        let mut records = ledger.raw_records(self.next_seq())?;
+        let mut batch: Vec<(u64, Box<[u8]>)> = Vec::with_capacity(REPLAY_BATCH);
+        loop {
+            batch.clear();
+            while batch.len() < REPLAY_BATCH && self.next_seq() + (batch.len() as u64) <= to {
+                match records.next() {
+                    Some(record) => batch.push(record?),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let decoded: Vec<Result<SealedEvent>> = batch
+                .par_iter()
+                .map(|(seq, bytes)| SealedEvent::decode(bytes).map_err(|reason| Error::Malformed { seq: *seq, reason }))
+                .collect();
+            for ((key, _), sealed) in batch.iter().zip(decoded) {
+                let sealed = sealed?;
+                self.check(*key, &sealed)?;
+                self.state.apply(&sealed.event);
+                self.seq = Some(sealed.event.seq);
+                self.hash = sealed.hash;
+                applied += 1;
+            }
+        }
+        match self.seq {
+            Some(seq) if seq >= to => Ok(applied),
+            _ => Err(Error::Malformed {
+                seq: self.next_seq(),
+                reason: format!("missing from the log while replaying up to seq {to}"),
+            }),
+        }
+    }
+
+    /// The record under key `key` must be the next event of the chain.
+    fn check(&self, key: u64, sealed: &SealedEvent) -> Result<()> {
+        let want = self.next_seq();
+        let broken = |reason: String| Err(Error::Malformed { seq: want, reason });
+        if key != want || sealed.event.seq != want {
+            return broken(format!(
+                "expected seq {want}, found key {key} holding seq {}",
+                sealed.event.seq
+            ));
+        }
+        if sealed.event.prev != self.hash {
+            return broken("does not link to the previous event".into());
+        }
+        if event_hash(&sealed.event.prev, &sealed.canonical) != sealed.hash {
+            return broken("stored hash does not match its contents".into());
+        }
+        Ok(())
+    }
+}
+
+/// The state of `P` as of `seq` (inclusive; past the head: as of the head),
+/// from the newest usable snapshot at or before it and the events after.
+pub fn fold_to<P: Projection>(ledger: &Ledger, snapshots: Option<&Snapshots>, seq: u64) -> Result<Folded<P>> {
+    let mut folded = match snapshots {
+        Some(s) => s.newest_at_or_before::<P>(ledger, seq)?.unwrap_or_default(),
+        None => Folded::default(),
+    };
+    if folded.seq.is_none_or(|s| s < seq) {
+        folded.advance(ledger, seq)?;
+    }
+    Ok(folded)
+}
+
+/// Snapshot files: `DIR/NAME/vVERSION/SEQ.snap` (SEQ zero-padded), each a
+/// header line of JSON then the encoded state.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    dir: PathBuf,
+}
+
+const SNAPSHOT_MAGIC: &str = "sealgate-snapshot-v1";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Header {
+    magic: String,
+    projection: String,
+    version: u32,
+    ledger_id: String,
+    seq: u64,
+    hash: String,
+    state_bytes: u64,
+    state_digest: String,
+}
+
+impl Snapshots {
+    pub fn new(dir: impl Into<PathBuf>) -> Snapshots {
+        Snapshots { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn folder<P: Projection>(&self) -> PathBuf {
+        self.dir.join(P::NAME).join(format!("v{}", P::VERSION))
+    }
+
+    /// Writes a snapshot of `folded` atomically (temporary file, fsync,
+    /// rename, directory fsync). Returns its path.
+    pub fn save<P: Projection>(&self, ledger: &Ledger, folded: &Folded<P>) -> Result<PathBuf> {
+        let Some(seq) = folded.seq else {
+            return Err(Error::InvalidRequest(
+                "nothing to snapshot before the genesis event".into(),
+            ));
+        };
+        let folder = self.folder::<P>();
+        fs::create_dir_all(&folder).map_err(|e| Error::io("cannot create snapshot dir", &folder, e))?;
+        let state = folded.state.encode();
+        let header = Header {
+            magic: SNAPSHOT_MAGIC.into(),
+            projection: P::NAME.into(),
+            version: P::VERSION,
+            ledger_id: hex::encode(ledger.ledger_id()),
+            seq,
+            hash: folded.hash.to_hex(),
+            state_bytes: state.len() as u64,
+            state_digest: blake3::hash(&state).to_hex().to_string(),
+        };
+        let mut bytes = serde_json::to_vec(&header).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&state);
+        let path = folder.join(format!("{seq:020}.snap"));
+        let tmp = folder.join(format!(".{seq:020}.snap.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&folder)?.sync_all()
+        };
+        write().map_err(|e| Error::io("cannot write snapshot", &path, e))?;
+        Ok(path)
+    }
+
+    /// Sequence numbers of the stored snapshots of `P`, ascending.
+    pub fn list<P: Projection>(&self) -> Result<Vec<u64>> {
+        let folder = self.folder::<P>();
+        let entries = match fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("cannot list snapshots", &folder, e)),
+        };
+        let mut seqs: Vec<u64> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".snap"))
+                    .and_then(|n| n.parse().ok())
+            })
+            .collect();
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    /// The newest snapshot of `P` at or before `seq` that belongs to this
+    /// ledger, is intact, and whose hash the log still has at its sequence
+    /// number. Unusable snapshots are skipped with a warning, never trusted.
+    pub fn newest_at_or_before<P: Projection>(&self, ledger: &Ledger, seq: u64) -> Result<Option<Folded<P>>> {
+        for at in self.list::<P>()?.into_iter().rev().filter(|s| *s <= seq) {
+            let path = self.folder::<P>().join(format!("{at:020}.snap"));
+            match self.load::<P>(ledger, &path, at) {
+                Ok(folded) => return Ok(Some(folded)),
+                Err(reason) => tracing::warn!(path = %path.display(), "snapshot not used: {reason}"),
+            }
+        }
+        Ok(None)
+    }
+
+    fn load<P: Projection>(&self, ledger: &Ledger, path: &Path, at: u64) -> std::result::Result<Folded<P>, String> {
+        let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+        let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
+        let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("bad header: {e}"))?;
+        let state = &bytes[split + 1..];
+        if header.magic != SNAPSHOT_MAGIC || header.projection != P::NAME || header.version != P::VERSION {
+            return Err(format!(
+                "it is {} {} v{}, not {SNAPSHOT_MAGIC} {} v{}",
+                header.magic,
+                header.projection,
+                header.version,
+                P::NAME,
+                P::VERSION
+            ));
+        }
+        if header.seq != at {
+            return Err(format!("it says seq {} but is filed as {at}", header.seq));
+        }
+        if header.ledger_id != hex::encode(ledger.ledger_id()) {
+            return Err(format!("it belongs to ledger {}", header.ledger_id));
+        }
+        if header.state_bytes != state.len() as u64 || header.state_digest != blake3::hash(state).to_hex().as_str() {
+            return Err("state does not match its digest".into());
+        }
+        let event = ledger
+            .get(at)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("the log has no event at seq {at}"))?;
+        if event.hash.to_hex() != header.hash {
+            return Err(format!(
+                "the log's event at seq {at} has hash {}, the snapshot covers {}",
+                event.hash, header.hash
+            ));
+        }
+        let state = P::decode(state).map_err(|e| format!("cannot decode state: {e}"))?;
+        Ok(Folded {
+            state,
+            seq: Some(at),
+            hash: event.hash,
+        })
+    }
+}
