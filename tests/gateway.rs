@@ -292,5 +292,9 @@ fn an_upstream_that_cannot_start_is_reported_and_recorded() {
         .find(|e| kind(e) == "session.opened")
         .expect("the attempt is recorded");
     assert_eq!(body(opened, "outcome"), "unavailable");
-    assert!(body(opened, "error").as_str().is_some_and(|m| m.contains("/nonexistent/mcp-server")));
+    assert!(
+        body(opened, "error")
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent/mcp-server"))
+    );
 }

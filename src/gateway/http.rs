@@ -3,8 +3,10 @@
 //! parse errors in front of rmcp, and the OAuth protected-resource
 //! metadata (RFC 9728) the MCP authorization spec asks of servers.
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -18,7 +20,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use super::Gateway;
 use super::auth::{AuthError, Authenticator};
-use super::relay::Downstream;
+use super::relay::{Downstream, codes};
 use crate::config::GatewayConfig;
 
 #[derive(Clone)]
@@ -27,7 +29,85 @@ struct Front {
     public_url: String,
     max_body_bytes: usize,
     authorization_servers: Vec<String>,
+    owners: Owners,
 }
+
+/// The principal that opened each HTTP session. rmcp answers GET (the
+/// session's event stream) and DELETE (its end) itself, so the relay's
+/// check that a request comes from the session's principal never sees them.
+#[derive(Clone)]
+struct Owners {
+    map: Arc<Mutex<OwnerMap>>,
+    /// rmcp's sessions, to forget the owners of sessions it has closed
+    /// (idle, or ended by their upstream).
+    managers: Arc<Vec<Arc<LocalSessionManager>>>,
+}
+
+struct OwnerMap {
+    /// Session id → (principal, when recorded).
+    owners: HashMap<String, (String, Instant)>,
+    /// Size at which closed sessions are next pruned.
+    prune_at: usize,
+}
+
+const PRUNE_AT_LEAST: usize = 1024;
+
+impl Owners {
+    fn new(managers: Vec<Arc<LocalSessionManager>>) -> Owners {
+        Owners {
+            map: Arc::new(Mutex::new(OwnerMap {
+                owners: HashMap::new(),
+                prune_at: PRUNE_AT_LEAST,
+            })),
+            managers: Arc::new(managers),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OwnerMap> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unknown sessions are left to rmcp, which answers 404.
+    fn allows(&self, session: &str, principal: &str) -> bool {
+        self.lock()
+            .owners
+            .get(session)
+            .is_none_or(|(owner, _)| owner == principal)
+    }
+
+    async fn record(&self, session: &str, principal: &str) {
+        let full = {
+            let mut map = self.lock();
+            map.owners
+                .insert(session.to_string(), (principal.to_string(), Instant::now()));
+            map.owners.len() >= map.prune_at
+        };
+        if full {
+            self.prune().await;
+        }
+    }
+
+    fn forget(&self, session: &str) {
+        self.lock().owners.remove(session);
+    }
+
+    /// Forgets sessions rmcp no longer has. Sessions recorded after the
+    /// snapshot of rmcp's sessions began are kept: they may be missing
+    /// from it.
+    async fn prune(&self) {
+        let began = Instant::now();
+        let mut live = HashSet::new();
+        for manager in self.managers.iter() {
+            live.extend(manager.sessions.read().await.keys().map(|id| id.to_string()));
+        }
+        let mut map = self.lock();
+        map.owners
+            .retain(|id, (_, recorded)| *recorded >= began || live.contains(id));
+        map.prune_at = (map.owners.len() * 2).max(PRUNE_AT_LEAST);
+    }
+}
+
+const SESSION_ID: &str = "mcp-session-id";
 
 /// The gateway's HTTP application, listening on `local_addr` (the address
 /// actually bound: `gateway.listen` may name port 0).
@@ -44,12 +124,6 @@ pub fn router(
         .unwrap_or_else(|| format!("http://{local_addr}"))
         .trim_end_matches('/')
         .to_string();
-    let front = Front {
-        auth,
-        public_url,
-        max_body_bytes: config.max_body_bytes,
-        authorization_servers,
-    };
     let mut rmcp_config = StreamableHttpServerConfig::default().with_max_request_body_bytes(config.max_body_bytes);
     rmcp_config = if config.allowed_hosts.is_empty() {
         rmcp_config.disable_allowed_hosts()
@@ -58,19 +132,29 @@ pub fn router(
     };
 
     let mut mcp = Router::new();
+    let mut managers = Vec::new();
     for name in gateway.server_names() {
         let gw = gateway.clone();
         let server = name.to_string();
+        let sessions = Arc::new(LocalSessionManager::default());
+        managers.push(sessions.clone());
         let service = StreamableHttpService::new(
             move || {
                 gw.relay(&server, Downstream::Http, None)
                     .ok_or_else(|| std::io::Error::other(format!("no server named {server:?}")))
             },
-            Arc::new(LocalSessionManager::default()),
+            sessions,
             rmcp_config.clone(),
         );
         mcp = mcp.nest_service(&format!("/mcp/{name}"), service);
     }
+    let front = Front {
+        auth,
+        public_url,
+        max_body_bytes: config.max_body_bytes,
+        authorization_servers,
+        owners: Owners::new(managers),
+    };
     let mcp = mcp.layer(middleware::from_fn_with_state(front.clone(), guard));
     Router::new()
         .merge(mcp)
@@ -84,8 +168,8 @@ pub fn router(
         .with_state(front)
 }
 
-/// Authentication, then (for POST) the body limit and JSON-RPC parsing,
-/// before rmcp sees the request.
+/// Authentication and the session's principal, then (for POST) the body
+/// limit and JSON-RPC parsing, before rmcp sees the request.
 async fn guard(State(front): State<Front>, mut request: Request, next: Next) -> Response {
     let server = request
         .uri()
@@ -99,14 +183,33 @@ async fn guard(State(front): State<Front>, mut request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    match front.auth.authenticate(authorization).await {
+    let principal = match front.auth.authenticate(authorization).await {
         Ok(principal) => {
+            let name = principal.name.clone();
             request.extensions_mut().insert(principal);
+            name
         }
         Err(e) => return unauthorized(&front, &server, e),
-    }
+    };
+    let session = request
+        .headers()
+        .get(SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if request.method() != Method::POST {
-        return next.run(request).await;
+        if let Some(id) = &session
+            && !front.owners.allows(id, &principal)
+        {
+            return wrong_principal(id);
+        }
+        let delete = request.method() == Method::DELETE;
+        let response = next.run(request).await;
+        if let Some(id) = &session
+            && (response.status() == StatusCode::NOT_FOUND || (delete && response.status().is_success()))
+        {
+            front.owners.forget(id);
+        }
+        return response;
     }
     let limit = front.max_body_bytes;
     let declared = request
@@ -125,7 +228,30 @@ async fn guard(State(front): State<Front>, mut request: Request, next: Next) -> 
     if let Err(response) = check_jsonrpc(&bytes) {
         return *response;
     }
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    match (
+        &session,
+        response.headers().get(SESSION_ID).and_then(|v| v.to_str().ok()),
+    ) {
+        // An initialize that opened a session.
+        (None, Some(opened)) => front.owners.record(opened, &principal).await,
+        (Some(id), _) if response.status() == StatusCode::NOT_FOUND => front.owners.forget(id),
+        _ => {}
+    }
+    response
+}
+
+/// A GET or DELETE on a session another principal opened.
+fn wrong_principal(session: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {
+            "code": codes::WRONG_PRINCIPAL,
+            "message": format!("session {session} belongs to another principal"),
+        },
+    });
+    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
 }
 
 /// A body that is not JSON gets a JSON-RPC parse error (-32700); JSON that
@@ -236,5 +362,26 @@ mod tests {
         assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
         let ok = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
         assert!(check_jsonrpc(&Bytes::from_static(ok)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn sessions_keep_their_owner_until_rmcp_closes_them() {
+        use rmcp::transport::streamable_http_server::session::SessionManager;
+        let manager = Arc::new(LocalSessionManager::default());
+        let (live, _transport) = manager.create_session().await.expect("session");
+        let owners = Owners::new(vec![manager.clone()]);
+        owners.record(&live, "alice").await;
+        owners.record("closed-session", "bob").await;
+        assert!(owners.allows(&live, "alice"));
+        assert!(!owners.allows(&live, "bob"));
+        assert!(!owners.allows("closed-session", "alice"));
+        assert!(
+            owners.allows("never-opened", "bob"),
+            "unknown sessions are rmcp's to refuse"
+        );
+        owners.prune().await;
+        assert!(!owners.allows(&live, "bob"), "a live session keeps its owner");
+        assert!(!owners.lock().owners.contains_key("closed-session"));
+        assert_eq!(owners.lock().prune_at, PRUNE_AT_LEAST);
     }
 }
