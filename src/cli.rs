@@ -117,6 +117,26 @@ pub enum Command {
     /// Manage static bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The governance state (registry, grants, policy, approvals), now or as of a time or seq.
+    State {
+        #[arg(value_enum)]
+        part: StatePart,
+        /// An RFC 3339 time (2026-07-14T00:00:00Z) or a sequence number.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Approvals, through the running gateway's admin API.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// The server registry, through the running gateway's admin API.
+    #[command(subcommand)]
+    Registry(RegistryCommand),
+    /// Grants, through the running gateway's admin API.
+    #[command(subcommand)]
+    Grants(GrantsCommand),
+    /// Check a policy file, or try a call against it without running it.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,10 +148,189 @@ pub enum TokenCommand {
         /// A team of the principal (repeatable).
         #[arg(long)]
         team: Vec<String>,
+        /// An admin API role: admin, approver or auditor (repeatable).
+        #[arg(long, value_parser = ["admin", "approver", "auditor"])]
+        role: Vec<String>,
         /// Append the entry to this tokens file (else print it on stderr).
         #[arg(long)]
         file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Validate a policy file; print its hash and rule count (exit 1 if invalid).
+    Check {
+        /// The policy (YAML).
+        file: PathBuf,
+        #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
+    /// Evaluate a described call against a policy without running it.
+    Test {
+        /// The policy (YAML).
+        file: PathBuf,
+        /// The configured server the call goes to.
+        #[arg(long)]
+        server: String,
+        /// The MCP method (tools/call, resources/read, prompts/get, sampling/createMessage, ...).
+        #[arg(long, default_value = "tools/call")]
+        method: String,
+        /// The tool name, prompt name or resource URI.
+        #[arg(long)]
+        tool: Option<String>,
+        /// The caller.
+        #[arg(long, default_value = "local")]
+        principal: String,
+        /// A team of the caller (repeatable).
+        #[arg(long)]
+        team: Vec<String>,
+        /// An environment label of the server (repeatable).
+        #[arg(long)]
+        env: Vec<String>,
+        /// A risk tag of the server (repeatable).
+        #[arg(long)]
+        risk: Vec<String>,
+        /// What the tool does (default: unknown, which no `action:` condition matches).
+        #[arg(long, value_enum)]
+        action: Option<ActionArg>,
+        #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
+    /// Load a policy into the running gateway (admin API): an event with its full text and hash.
+    Load {
+        /// The policy (YAML).
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// How to reach the running gateway's admin API.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// Base URL of the gateway. Default: http:// and the config's `gateway.listen`.
+    #[arg(long, env = "SEALGATE_API")]
+    pub api: Option<String>,
+    /// A bearer token with an admin API role.
+    #[arg(long, env = "SEALGATE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatePart {
+    Registry,
+    Grants,
+    Policy,
+    Approvals,
+    All,
+}
+
+impl StatePart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatePart::Registry => "registry",
+            StatePart::Grants => "grants",
+            StatePart::Policy => "policy",
+            StatePart::Approvals => "approvals",
+            StatePart::All => "all",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalsCommand {
+    /// The approval queue, with waiting times.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Approve a held call (you must be one of its approvers, not its requester).
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deny a held call.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Register a configured server (one declared with `register = false`).
+    Register(ServerAction),
+    /// Approve a server and pin the tools it lists now.
+    Approve(ServerAction),
+    /// Re-approve drifted tools at their new definitions (all drifted tools unless --tool).
+    ApproveTools {
+        #[command(flatten)]
+        server: ServerAction,
+        #[arg(long)]
+        tool: Vec<String>,
+    },
+    /// Quarantine a server: its calls are refused until it is approved again.
+    Quarantine(ServerAction),
+    /// Revoke a server.
+    Revoke(ServerAction),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerAction {
+    pub name: String,
+    /// Why (recorded in the event).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantsCommand {
+    /// Issue a grant: a principal or team may use matching tools of a server.
+    Issue {
+        #[arg(long, conflicts_with = "team", required_unless_present = "team")]
+        principal: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        server: String,
+        /// Tool name, prompt name or resource URI (glob).
+        #[arg(long, default_value = "*")]
+        tool: String,
+        /// Only on servers with this environment label.
+        #[arg(long)]
+        env: Option<String>,
+        /// RFC 3339 time after which the grant no longer applies.
+        #[arg(long)]
+        expires_at: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Revoke a grant; open sessions lose it at their next call.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionArg {
+    Read,
+    Write,
+    Destructive,
 }
 
 /// A range of the log by sequence number or RFC 3339 time.

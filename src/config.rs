@@ -32,6 +32,55 @@ pub struct Config {
     /// (`/mcp/{name}`) and the `--server` of `sealgate stdio`.
     #[serde(default)]
     pub servers: BTreeMap<String, ServerConfig>,
+    #[serde(default)]
+    pub governance: GovernanceConfig,
+    /// Grants declared in the config: issued at start (by
+    /// `sealgate:config`), and revoked at start once removed from here.
+    #[serde(default)]
+    pub grants: Vec<GrantConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// A policy file loaded at start when it differs from the policy in
+    /// force (a `policy.loaded` event by `sealgate:config`).
+    pub policy_file: Option<PathBuf>,
+    /// Snapshot the governance state every this many events.
+    pub snapshot_every: u64,
+    /// While a call waits for approval, send a progress notification this
+    /// often (if the client asked for progress).
+    pub approval_progress_sec: u64,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            policy_file: None,
+            snapshot_every: 10_000,
+            approval_progress_sec: 5,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GrantConfig {
+    /// A principal (glob: `*` is any authenticated caller), or
+    pub principal: Option<String>,
+    /// a team.
+    pub team: Option<String>,
+    /// Server name (glob).
+    pub server: String,
+    /// Tool name, prompt name or resource URI (glob). Default `*`.
+    #[serde(default = "star")]
+    pub tool: String,
+    /// Only on servers with this environment label.
+    pub env: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +157,9 @@ pub struct JwtIssuerConfig {
     /// Claim holding the teams (a string or an array of strings). Default `groups`.
     #[serde(default = "default_teams_claim")]
     pub teams_claim: String,
+    /// Claim holding admin API roles. Default `roles`.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
     /// Clock skew tolerated on `exp` and `nbf`, seconds. Default 30.
     #[serde(default = "default_leeway")]
     pub leeway_sec: u64,
@@ -118,6 +170,9 @@ fn default_principal_claim() -> String {
 }
 fn default_teams_claim() -> String {
     "groups".into()
+}
+fn default_roles_claim() -> String {
+    "roles".into()
 }
 fn default_leeway() -> u64 {
     30
@@ -149,6 +204,27 @@ pub struct ServerConfig {
     pub env: Vec<String>,
     /// Per-server override of `gateway.upstream_timeout_sec`.
     pub timeout_sec: Option<u64>,
+    /// Who owns the server (recorded in the registry).
+    pub owner: Option<String>,
+    /// Risk tags (`pii`, `payments`, ...) policies can match on.
+    #[serde(default)]
+    pub risk: Vec<String>,
+    /// Action labels of tools (`read`, `write`, `destructive`), taking
+    /// precedence over the tools' own annotations.
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+    /// Register the server at start (default). `false` declares a route
+    /// only: calls are denied as shadow MCP until it is registered.
+    #[serde(default = "yes")]
+    pub register: bool,
+    /// Approve the server at start (as `sealgate:config`), pinning the
+    /// tools it lists then. Default: approval is an operator's step.
+    #[serde(default)]
+    pub approve: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +375,16 @@ impl Config {
                     "config: auth.jwt[{i}] (issuer {:?}) needs at least one audience",
                     jwt.issuer
                 );
+            }
+        }
+        for (i, g) in self.grants.iter().enumerate() {
+            if g.principal.is_some() == g.team.is_some() {
+                bail!("config: grants[{i}] needs exactly one of principal and team");
+            }
+        }
+        for (name, server) in &self.servers {
+            if server.approve && !server.register {
+                bail!("config: servers.{name} has approve = true but register = false");
             }
         }
         if self.gateway.max_body_bytes == 0 {

@@ -1,10 +1,12 @@
 //! `sealgate`: the MCP governance gateway and its audit ledger.
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+mod api;
 mod cli;
 mod commands;
 mod config;
 mod gateway;
+mod governance;
 
 use std::process::ExitCode;
 

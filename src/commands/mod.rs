@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
+mod admin;
 mod append;
 mod init;
 mod log;
+mod policy;
 mod serve;
+mod state;
 mod verify;
 
 use std::io::Write;
@@ -12,7 +15,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use ledger::{Actor, Ledger, SigningKey, Timestamp};
 
-use crate::cli::{Cli, Command, Range, ReportFormat, TokenCommand};
+use crate::cli::{
+    ApprovalsCommand, Cli, Command, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat, TokenCommand,
+};
 use crate::config::{self, Paths};
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -41,11 +46,93 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
         } => verify::run(&paths, &range, head.as_deref(), time_tolerance_ms, progress, output),
         Command::Head { output } => head(&paths, output),
-        Command::Serve => serve::serve(&paths, &config),
-        Command::Stdio { server, principal } => serve::stdio(&paths, &config, &server, principal),
-        Command::Token(TokenCommand::Create { principal, team, file }) => {
-            serve::token_create(&principal, &team, file.as_deref())
+        Command::Serve => serve::serve(&cli.global, &paths, &config),
+        Command::Stdio { server, principal } => serve::stdio(&cli.global, &paths, &config, &server, principal),
+        Command::Token(TokenCommand::Create {
+            principal,
+            team,
+            role,
+            file,
+        }) => serve::token_create(&principal, &team, &role, file.as_deref()),
+        Command::Policy(PolicyCommand::Load { file, api }) => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let body = admin::Body::Text(text, file.display().to_string());
+            admin::Client::new(&config, api.api, api.token)?.call(reqwest::Method::PUT, "/admin/policy", Some(body))
         }
+        Command::Policy(command) => policy::run(command),
+        Command::State { part, as_of } => state::run(&paths, part.as_str(), as_of.as_deref()),
+        Command::Approvals(command) => approvals(&config, command),
+        Command::Registry(command) => registry(&config, command),
+        Command::Grants(command) => grants(&config, command),
+    }
+}
+
+fn reason_body(reason: Option<String>) -> Option<admin::Body> {
+    Some(admin::Body::Json(serde_json::json!({ "reason": reason })))
+}
+
+fn approvals(config: &config::Config, command: ApprovalsCommand) -> Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        ApprovalsCommand::List { api } => {
+            admin::Client::new(config, api.api, api.token)?.call(Method::GET, "/admin/approvals", None)
+        }
+        ApprovalsCommand::Approve { id, reason, api } => admin::Client::new(config, api.api, api.token)?.call(
+            Method::POST,
+            &format!("/admin/approvals/{id}/approve"),
+            reason_body(reason),
+        ),
+        ApprovalsCommand::Deny { id, reason, api } => admin::Client::new(config, api.api, api.token)?.call(
+            Method::POST,
+            &format!("/admin/approvals/{id}/deny"),
+            reason_body(reason),
+        ),
+    }
+}
+
+fn registry(config: &config::Config, command: RegistryCommand) -> Result<ExitCode> {
+    let (action, server, tools) = match command {
+        RegistryCommand::Register(s) => ("register", s, Vec::new()),
+        RegistryCommand::Approve(s) => ("approve", s, Vec::new()),
+        RegistryCommand::ApproveTools { server, tool } => ("approve-tools", server, tool),
+        RegistryCommand::Quarantine(s) => ("quarantine", s, Vec::new()),
+        RegistryCommand::Revoke(s) => ("revoke", s, Vec::new()),
+    };
+    let body = admin::Body::Json(serde_json::json!({"reason": server.reason, "tools": tools}));
+    admin::Client::new(config, server.api.api, server.api.token)?.call(
+        reqwest::Method::POST,
+        &format!("/admin/registry/{}/{action}", server.name),
+        Some(body),
+    )
+}
+
+fn grants(config: &config::Config, command: GrantsCommand) -> Result<ExitCode> {
+    match command {
+        GrantsCommand::Issue {
+            principal,
+            team,
+            server,
+            tool,
+            env,
+            expires_at,
+            reason,
+            api,
+        } => {
+            let body = serde_json::json!({
+                "principal": principal, "team": team, "server": server, "tool": tool,
+                "env": env, "expires_at": expires_at, "reason": reason,
+            });
+            admin::Client::new(config, api.api, api.token)?.call(
+                reqwest::Method::POST,
+                "/admin/grants",
+                Some(admin::Body::Json(body)),
+            )
+        }
+        GrantsCommand::Revoke { id, reason, api } => admin::Client::new(config, api.api, api.token)?.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/grants/{id}"),
+            reason_body(reason),
+        ),
     }
 }
 

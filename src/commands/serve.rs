@@ -8,8 +8,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use ledger::{Actor, Ledger, SigningKey};
 
+use crate::cli::Global;
 use crate::config::{Config, Paths};
-use crate::gateway::{AuthMethod, Authenticator, ConfiguredServers, Gateway, Principal};
+use crate::gateway::{AuthMethod, Authenticator, Gateway, Principal};
+use crate::governance::Governance;
 
 /// Opens the ledger for writing, creating it (with a generated key) on
 /// first use so the gateway runs on embedded defaults.
@@ -34,13 +36,33 @@ fn open_or_create(paths: &Paths) -> Result<Ledger> {
     Ok(ledger)
 }
 
+/// The gateway on its ledger, with the governance state loaded (from the
+/// newest snapshot and the log after it). Blocking.
 fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
     if config.servers.is_empty() {
         bail!("no servers configured: add a [servers.NAME] table to the config (see docs/CONFIG.md)");
     }
     let ledger = Arc::new(open_or_create(paths)?);
-    let decider = Arc::new(ConfiguredServers::new(config.servers.keys().cloned()));
-    Ok(Gateway::new(ledger, config, decider))
+    let gov = Arc::new(
+        Governance::open(
+            ledger.clone(),
+            ledger::Snapshots::new(paths.data_dir.join("snapshots")),
+            config.governance.snapshot_every,
+        )
+        .context("cannot load the governance state")?,
+    );
+    Ok(Gateway::new(ledger, config, gov, &paths.data_dir))
+}
+
+/// Makes what the config declares into events (see `governance::bootstrap`).
+async fn bootstrap(gateway: &Gateway, config: &Config, global: &Global) -> Result<()> {
+    let origin = global.config.as_ref().map_or_else(
+        || crate::config::DEFAULT_CONFIG.to_string(),
+        |p| p.display().to_string(),
+    );
+    crate::governance::bootstrap(gateway.governance(), gateway, config, &origin)
+        .await
+        .context("cannot apply the config's governance declarations")
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -53,7 +75,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
+pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
     let gateway = gateway(paths, config)?;
     runtime()?.block_on(async {
         let anonymous = config.gateway.anonymous_principal.clone();
@@ -61,6 +83,7 @@ pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
             tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
         }
         let auth = Arc::new(Authenticator::load(&config.auth, anonymous).await?);
+        bootstrap(&gateway, config, global).await?;
         let authorization_servers = if config.auth.authorization_servers.is_empty() {
             config.auth.jwt.iter().map(|j| j.issuer.clone()).collect()
         } else {
@@ -70,7 +93,8 @@ pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
         let addr = listener.local_addr()?;
-        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers, addr);
+        let admin = crate::api::router(gateway.clone(), auth.clone());
+        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers, addr).merge(admin);
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on http://{addr}")?;
@@ -89,19 +113,34 @@ pub fn serve(paths: &Paths, config: &Config) -> Result<ExitCode> {
     })
 }
 
-pub fn stdio(paths: &Paths, config: &Config, server: &str, principal: Option<String>) -> Result<ExitCode> {
+pub fn stdio(
+    global: &Global,
+    paths: &Paths,
+    config: &Config,
+    server: &str,
+    principal: Option<String>,
+) -> Result<ExitCode> {
     let gateway = gateway(paths, config)?;
     let principal = Principal {
         name: principal.unwrap_or_else(|| config.gateway.stdio_principal.clone()),
         teams: Vec::new(),
         method: AuthMethod::Stdio,
+        roles: Vec::new(),
     };
-    runtime()?.block_on(gateway.serve_stdio(server, principal))?;
+    runtime()?.block_on(async {
+        bootstrap(&gateway, config, global).await?;
+        gateway.serve_stdio(server, principal).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn token_create(principal: &str, teams: &[String], file: Option<&std::path::Path>) -> Result<ExitCode> {
-    let (token, entry) = crate::gateway::new_token(principal, teams);
+pub fn token_create(
+    principal: &str,
+    teams: &[String],
+    roles: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let (token, entry) = crate::gateway::new_token(principal, teams, roles);
     if let Some(path) = file {
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
 
-use super::decision::{Decision, Principal};
+use super::decision::Principal;
+use super::safety::Report;
+use crate::governance::Ruling;
 
 /// Where the gateway's events go. Every append waits until the event is
 /// durable; an error means the event is not in the log and the caller must
@@ -63,11 +65,19 @@ pub enum Direction {
 /// How a forwarded request ended.
 #[derive(Debug)]
 pub enum Outcome<'a> {
-    /// The peer answered with a result (which may still be a tool error).
+    /// The peer answered with a result (which may still be a tool error):
+    /// `json` as the ledger may keep it (redacted per policy), the size of
+    /// the original, and whether the client got it truncated.
     Result {
         json: &'a serde_json::Value,
         is_error: Option<bool>,
+        original_bytes: usize,
+        truncated: bool,
     },
+    /// The result was withheld and kept for review under `id`.
+    Quarantined { id: &'a str },
+    /// The result was refused for its size.
+    Oversize { bytes: u64, limit: u64 },
     /// The peer answered with a JSON-RPC error.
     Error { code: i32, message: &'a str },
     /// No answer in time; the request was cancelled upstream.
@@ -93,7 +103,10 @@ impl Audit {
         draft
     }
 
-    pub fn requested(&self, scope: &Scope, call: &CallInfo) -> Draft {
+    /// The request; `stored` is the arguments as the ledger may keep them
+    /// (redacted per policy), while size and digest are of the arguments
+    /// as sent.
+    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: Option<&serde_json::Value>) -> Draft {
         let kind = if call.method == "tools/call" {
             EventKind::ToolCallRequested
         } else {
@@ -101,9 +114,16 @@ impl Audit {
         };
         let mut draft = base(kind, scope, Some(call));
         if let Some(args) = &call.arguments {
-            draft
-                .body
-                .insert("arguments".into(), blob(args, self.limits.max_argument_bytes));
+            let mut b = blob(stored.unwrap_or(args), self.limits.max_argument_bytes);
+            if let Value::Object(obj) = &mut b {
+                let text = serde_json::to_string(args).unwrap_or_default();
+                obj.insert("bytes".into(), Value::Int(text.len() as i128));
+                obj.insert("digest".into(), digest(text.as_bytes()).into());
+                if stored.is_some_and(|s| s != args) {
+                    obj.insert("redacted".into(), true.into());
+                }
+            }
+            draft.body.insert("arguments".into(), b);
         }
         if call.direction == Direction::ServerToClient {
             draft.body.insert("direction".into(), "server_to_client".into());
@@ -111,14 +131,63 @@ impl Audit {
         draft
     }
 
-    pub fn decision(&self, scope: &Scope, call: &CallInfo, requested: &Receipt, decision: &Decision) -> Draft {
+    pub fn decision(&self, scope: &Scope, call: &CallInfo, requested: &Receipt, ruling: &Ruling) -> Draft {
         let mut draft = base(EventKind::PolicyDecision, scope, Some(call));
         draft.correlation.answers = Some(requested.seq);
+        let evaluation = ruling.evaluation.as_ref();
         let body = &mut draft.body;
-        body.insert("decision".into(), decision.verdict.to_string().into());
-        body.insert("reason".into(), decision.reason.clone().into());
-        body.insert("rule".into(), opt(decision.rule.clone()));
-        body.insert("policy_hash".into(), opt(decision.policy_hash.clone()));
+        body.insert("decision".into(), ruling.verdict.to_string().into());
+        body.insert("reason".into(), ruling.reason.clone().into());
+        body.insert("gate".into(), ruling.gate.as_str().into());
+        body.insert("rule".into(), opt(evaluation.and_then(|e| e.rule.clone())));
+        body.insert("policy_hash".into(), opt(ruling.policy_hash.clone()));
+        body.insert("grant_id".into(), opt(ruling.grant.clone()));
+        body.insert("action".into(), opt(ruling.action.map(|a| a.as_str().to_string())));
+        if let Some(e) = evaluation {
+            if let Some(a) = &e.approval {
+                body.insert(
+                    "approval".into(),
+                    to_value(&serde_json::to_value(a).unwrap_or_default()),
+                );
+            }
+            if let Some(c) = &e.constraints {
+                body.insert(
+                    "constraints".into(),
+                    to_value(&serde_json::to_value(c).unwrap_or_default()),
+                );
+            }
+            body.insert(
+                "output".into(),
+                to_value(&serde_json::to_value(e.output).unwrap_or_default()),
+            );
+        }
+        draft
+    }
+
+    /// What output safety found in a result (never the data itself), and
+    /// whether the result was redacted or quarantined.
+    pub fn output(
+        &self,
+        scope: &Scope,
+        call: &CallInfo,
+        requested: &Receipt,
+        report: &Report,
+        quarantine_id: Option<&str>,
+    ) -> Draft {
+        let kind = if quarantine_id.is_some() {
+            EventKind::OutputQuarantined
+        } else {
+            EventKind::OutputRedacted
+        };
+        let mut draft = base(kind, scope, Some(call));
+        draft.correlation.answers = Some(requested.seq);
+        draft.body.insert(
+            "findings".into(),
+            to_value(&serde_json::to_value(report).unwrap_or_default()),
+        );
+        if let Some(id) = quarantine_id {
+            draft.body.insert("quarantine_id".into(), id.to_string().into());
+        }
         draft
     }
 
@@ -129,8 +198,9 @@ impl Audit {
         requested: &Receipt,
         elapsed: Duration,
         outcome: &Outcome<'_>,
+        ruling: Option<&Ruling>,
     ) -> Draft {
-        let ok = matches!(outcome, Outcome::Result { .. });
+        let ok = matches!(outcome, Outcome::Result { .. } | Outcome::Quarantined { .. });
         let kind = if ok {
             EventKind::ExecutionCompleted
         } else {
@@ -144,13 +214,41 @@ impl Audit {
             Value::Int(elapsed.as_nanos().min(i128::MAX as u128) as i128),
         );
         match outcome {
-            Outcome::Result { json, is_error } => {
+            Outcome::Result {
+                json,
+                is_error,
+                original_bytes,
+                truncated,
+            } => {
                 let tool_error = is_error.unwrap_or(false);
                 body.insert("outcome".into(), if tool_error { "tool_error" } else { "ok" }.into());
                 if let Some(flag) = is_error {
                     body.insert("is_error".into(), (*flag).into());
                 }
-                body.insert("result".into(), blob(json, self.limits.result_excerpt_bytes));
+                let mut result = blob(json, self.limits.result_excerpt_bytes);
+                if let Value::Object(obj) = &mut result {
+                    obj.insert("original_bytes".into(), Value::Int(*original_bytes as i128));
+                    if *truncated {
+                        obj.insert("delivered_truncated".into(), true.into());
+                    }
+                }
+                body.insert("result".into(), result);
+                if let Some(c) = ruling.and_then(|r| r.evaluation.as_ref()).and_then(|e| e.constraints) {
+                    body.insert(
+                        "constraints".into(),
+                        to_value(&serde_json::to_value(c).unwrap_or_default()),
+                    );
+                }
+            }
+            Outcome::Quarantined { id } => {
+                body.insert("outcome".into(), "quarantined".into());
+                body.insert("quarantine_id".into(), id.to_string().into());
+            }
+            Outcome::Oversize { bytes, limit } => {
+                body.insert("outcome".into(), "refused_oversize".into());
+                body.insert("error.type".into(), "max_result_bytes".into());
+                let message = format!("result of {bytes} bytes exceeds max_result_bytes {limit}");
+                body.insert("error".into(), error_obj(None, &message));
             }
             Outcome::Error { code, message } => {
                 body.insert("outcome".into(), "error".into());
@@ -178,7 +276,7 @@ impl Audit {
 
     /// A listing's result: the digest of the set (in the order listed), its
     /// size, and the names.
-    pub fn listing(&self, scope: &Scope, method: &str, request_id: &rmcp::model::RequestId, items: Listing) -> Draft {
+    pub fn listing(&self, scope: &Scope, method: &str, request_id: &rmcp::model::RequestId, items: &Listing) -> Draft {
         let call = CallInfo {
             method: method.to_string(),
             request_id: request_id.clone(),
@@ -195,13 +293,17 @@ impl Audit {
         body.insert("count".into(), Value::Int(items.names.len() as i128));
         body.insert(
             "names".into(),
-            Value::Array(items.names.into_iter().map(Value::String).collect()),
+            Value::Array(items.names.iter().cloned().map(Value::String).collect()),
         );
-        if let Some(cursor) = items.cursor {
-            body.insert("cursor".into(), cursor.into());
+        body.insert(
+            "hidden".into(),
+            Value::Array(items.hidden.iter().cloned().map(Value::String).collect()),
+        );
+        if let Some(cursor) = &items.cursor {
+            body.insert("cursor".into(), cursor.clone().into());
         }
-        if let Some(next) = items.next_cursor {
-            body.insert("next_cursor".into(), next.into());
+        if let Some(next) = &items.next_cursor {
+            body.insert("next_cursor".into(), next.clone().into());
         }
         draft
     }
@@ -213,6 +315,8 @@ pub struct Listing {
     pub names: Vec<String>,
     pub cursor: Option<String>,
     pub next_cursor: Option<String>,
+    /// Names not passed to the client (drifted, unpinned, or not granted).
+    pub hidden: Vec<String>,
 }
 
 fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {

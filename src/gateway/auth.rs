@@ -48,6 +48,9 @@ struct TokenEntry {
     principal: String,
     #[serde(default)]
     teams: Vec<String>,
+    /// Admin API roles (`admin`, `approver`, `auditor`).
+    #[serde(default)]
+    roles: Vec<String>,
     /// Hex SHA-256 of the token.
     sha256: String,
 }
@@ -103,6 +106,7 @@ impl Authenticator {
                     name: name.clone(),
                     teams: Vec::new(),
                     method: AuthMethod::Anonymous,
+                    roles: Vec::new(),
                 }),
                 None => Err(AuthError::Missing),
             };
@@ -119,6 +123,7 @@ impl Authenticator {
                 name: entry.principal.clone(),
                 teams: entry.teams.clone(),
                 method: AuthMethod::Token,
+                roles: entry.roles.clone(),
             });
         }
         if token.split('.').count() != 3 || self.issuers.is_empty() {
@@ -179,10 +184,16 @@ impl Issuer {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
+        let roles = match claims.get(&self.config.roles_claim) {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        };
         Ok(Principal {
             name: name.to_string(),
             teams,
             method: AuthMethod::Jwt,
+            roles,
         })
     }
 
@@ -272,7 +283,7 @@ fn check_loopback(url: &str) -> Result<()> {
 }
 
 /// A new random token and the tokens-file entry that accepts it.
-pub fn new_token(principal: &str, teams: &[String]) -> (String, String) {
+pub fn new_token(principal: &str, teams: &[String], roles: &[String]) -> (String, String) {
     let mut raw = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut raw);
     let token = format!("sg_{}", hex::encode(raw));
@@ -284,6 +295,10 @@ pub fn new_token(principal: &str, teams: &[String]) -> (String, String) {
             (
                 "teams".to_string(),
                 toml::Value::Array(teams.iter().cloned().map(toml::Value::String).collect()),
+            ),
+            (
+                "roles".to_string(),
+                toml::Value::Array(roles.iter().cloned().map(toml::Value::String).collect()),
             ),
             ("sha256".to_string(), toml::Value::String(hash)),
         ]))]),
@@ -312,7 +327,7 @@ mod tests {
     #[tokio::test]
     async fn static_tokens_match_by_hash_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (token, entry) = new_token("alice", &["security".to_string()]);
+        let (token, entry) = new_token("alice", &["security".to_string()], &[]);
         let path = dir.path().join("tokens.toml");
         std::fs::write(&path, &entry).expect("write");
         assert!(!entry.contains(&token), "the file must not hold the token");

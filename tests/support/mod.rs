@@ -63,20 +63,29 @@ fn toml_str(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// A `[servers.NAME]` table for a stdio upstream.
+/// A `[servers.NAME]` table for a stdio upstream, approved at start.
 pub fn stdio_server(name: &str, command: &str, args: &[&str]) -> String {
     let args: Vec<String> = args.iter().map(|a| toml_str(a)).collect();
     format!(
-        "[servers.{name}]\ntransport = \"stdio\"\ncommand = {}\nargs = [{}]\n",
+        "[servers.{name}]\ntransport = \"stdio\"\ncommand = {}\nargs = [{}]\napprove = true\n",
         toml_str(command),
         args.join(", ")
     )
 }
 
-/// A `[servers.NAME]` table for a streamable-HTTP upstream.
+/// A `[servers.NAME]` table for a streamable-HTTP upstream, approved at start.
 pub fn http_server(name: &str, url: &str) -> String {
-    format!("[servers.{name}]\ntransport = \"http\"\nurl = {}\n", toml_str(url))
+    format!(
+        "[servers.{name}]\ntransport = \"http\"\nurl = {}\napprove = true\n",
+        toml_str(url)
+    )
 }
+
+/// Governance that lets every authenticated caller do anything and leaves
+/// results as they are: for tests of the relay itself. `Site::new` adds it
+/// to configs that declare no `[governance]` of their own.
+pub const ALLOW_ALL_POLICY: &str =
+    "version: v1\noutput: { secrets: allow, pii: allow }\nrules:\n  - id: allow-all\n    decision: ALLOW\n";
 
 /// A data dir and a config file for one gateway.
 pub struct Site {
@@ -97,7 +106,13 @@ impl Site {
         let config = dir.path().join("sealgate.toml");
         let data = dir.path().join("data");
         let dir_text = dir.path().to_string_lossy().replace('\\', "\\\\").replace('"', "\\\"");
-        let body = body.replace("{dir}", &dir_text);
+        let mut body = body.replace("{dir}", &dir_text);
+        if !body.contains("[governance]") {
+            std::fs::write(dir.path().join("allow-all.yaml"), ALLOW_ALL_POLICY).expect("write policy");
+            body.push_str(&format!(
+                "\n[governance]\npolicy_file = \"{dir_text}/allow-all.yaml\"\n\n[[grants]]\nprincipal = \"*\"\nserver = \"*\"\n"
+            ));
+        }
         std::fs::write(
             &config,
             format!("data_dir = {}\n{body}", toml_str(&data.to_string_lossy())),

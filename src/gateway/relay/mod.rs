@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rmcp::ServerHandler;
 use rmcp::model::{
@@ -31,9 +31,10 @@ use rmcp::service::{
     RunningService, Service, ServiceError,
 };
 
-use super::audit::{Audit, CallInfo, Direction, Listing, Outcome, Scope};
-use super::decision::{CallRequest, Decider, Principal, Verdict};
+use super::audit::{Audit, CallInfo, Direction, Listing, Scope};
+use super::decision::Principal;
 use super::upstream::Upstream;
+use crate::governance::Governance;
 
 /// JSON-RPC error codes the gateway itself answers with (the
 /// implementation-defined server error range). Documented in
@@ -50,12 +51,22 @@ pub mod codes {
     pub const UPSTREAM_TIMEOUT: i32 = -32053;
     /// The request was not made by the principal that opened the session.
     pub const WRONG_PRINCIPAL: i32 = -32054;
+    /// The result holds data the policy quarantines; it is held for review.
+    pub const QUARANTINED: i32 = -32055;
+    /// The result is larger than the policy's `max_result_bytes` allows.
+    pub const OVERSIZE: i32 = -32056;
 }
+
+mod admission;
 
 /// What all sessions share.
 pub struct Core {
     pub audit: Audit,
-    pub decider: Arc<dyn Decider>,
+    pub gov: Arc<Governance>,
+    /// Where quarantined results are kept for review.
+    pub quarantine_dir: std::path::PathBuf,
+    /// How often a call held for approval tells the client it still waits.
+    pub approval_progress: Duration,
 }
 
 /// A configured upstream server.
@@ -94,6 +105,10 @@ struct Session {
     /// Client requests being forwarded, oldest first: a server-to-client
     /// request arriving meanwhile belongs to one of them.
     inflight: Mutex<Vec<RequestId>>,
+    /// The upstream's tool definitions as last listed in this session.
+    tools: Mutex<HashMap<String, serde_json::Value>>,
+    /// Attempts per (target, arguments digest), for `max_retries`.
+    attempts: Mutex<HashMap<String, u32>>,
 }
 
 struct Conn {
@@ -167,6 +182,8 @@ impl Relay {
                 progress_up: Arc::new(Mutex::new(HashMap::new())),
                 progress_down: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(Vec::new()),
+                tools: Mutex::new(HashMap::new()),
+                attempts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -338,6 +355,7 @@ impl Session {
         conn: &Conn,
         mut request: ClientRequest,
         ctx: &RequestContext<RoleServer>,
+        timeout: Duration,
     ) -> Forwarded<ServerResult> {
         let mut meta = ctx.meta.clone();
         let client_token = meta.get_progress_token();
@@ -345,7 +363,7 @@ impl Session {
         *request.get_meta_mut() = meta;
         let peer = conn.upstream.peer();
         let handle = match peer
-            .send_request_with_option(request, PeerRequestOptions::with_timeout(self.server.timeout))
+            .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
             .await
         {
             Ok(handle) => handle,
@@ -393,6 +411,7 @@ impl Session {
         downstream: &Peer<RoleServer>,
         mut request: ServerRequest,
         ctx: &RequestContext<RoleClient>,
+        timeout: Duration,
     ) -> Forwarded<ClientResult> {
         let mut meta = ctx.meta.clone();
         let upstream_token = meta.get_progress_token();
@@ -406,7 +425,6 @@ impl Session {
             request.extensions_mut().insert(OriginatingRequestId(only.clone()));
         }
         let peer = downstream.clone();
-        let timeout = self.server.timeout;
         // Spawned: the handler's task-local originating id names an
         // upstream-hop request and must not be attached to this one.
         let sent = tokio::spawn(async move {
@@ -440,83 +458,6 @@ impl Session {
         answer
     }
 
-    /// Writes the request and decision events; `Err` refuses the call.
-    async fn admit(&self, scope: &Scope, call: &CallInfo) -> Result<ledger::Receipt, ErrorData> {
-        let audit = &self.core.audit;
-        let requested = audit
-            .append(audit.requested(scope, call))
-            .await
-            .map_err(|e| audit_refused(&self.server.name, &e))?;
-        let target = call
-            .tool
-            .as_deref()
-            .or(call.prompt.as_deref())
-            .or(call.resource.as_deref());
-        let decision = self.core.decider.decide(&CallRequest {
-            server: &self.server.name,
-            env: &self.server.env,
-            principal: &scope.principal,
-            method: &call.method,
-            target,
-            arguments: call.arguments.as_ref(),
-        });
-        audit
-            .append(audit.decision(scope, call, &requested, &decision))
-            .await
-            .map_err(|e| audit_refused(&self.server.name, &e))?;
-        match decision.verdict {
-            Verdict::Allow => Ok(requested),
-            // Approvals and constraints arrive with governance; until then
-            // anything but ALLOW is a refusal.
-            verdict => Err(ErrorData::new(
-                ErrorCode(codes::DENIED),
-                format!("sealgate: {verdict}: {}", decision.reason),
-                Some(serde_json::json!({
-                    "decision": verdict.to_string(),
-                    "reason": decision.reason,
-                    "rule": decision.rule,
-                    "requested_seq": requested.seq,
-                })),
-            )),
-        }
-    }
-
-    /// Writes the outcome event; the answer is passed on only once it is durable.
-    async fn settle<T: serde::Serialize>(
-        &self,
-        scope: &Scope,
-        call: &CallInfo,
-        requested: &ledger::Receipt,
-        started: Instant,
-        forwarded: Forwarded<T>,
-        is_error: impl Fn(&T) -> Option<bool>,
-    ) -> Result<T, ErrorData> {
-        let elapsed = started.elapsed();
-        let json = match &forwarded {
-            Forwarded::Answer(answer) => serde_json::to_value(answer).unwrap_or_default(),
-            _ => serde_json::Value::Null,
-        };
-        let outcome = match &forwarded {
-            Forwarded::Answer(answer) => Outcome::Result {
-                json: &json,
-                is_error: is_error(answer),
-            },
-            Forwarded::PeerError(e) => Outcome::Error {
-                code: e.code.0,
-                message: &e.message,
-            },
-            Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
-            Forwarded::Cancelled => Outcome::Cancelled,
-            Forwarded::Unavailable(message) => Outcome::Unavailable { message },
-        };
-        let audit = &self.core.audit;
-        audit
-            .append(audit.outcome(scope, call, requested, elapsed, &outcome))
-            .await
-            .map_err(|e| audit_withheld(&self.server.name, &e))?;
-        self.answer(forwarded)
-    }
-
     fn answer<T>(&self, forwarded: Forwarded<T>) -> Result<T, ErrorData> {
         match forwarded {
             Forwarded::Answer(answer) => Ok(answer),
@@ -532,44 +473,6 @@ impl Session {
             Forwarded::Cancelled => Err(error(codes::UPSTREAM_UNAVAILABLE, "request cancelled".into())),
             Forwarded::Unavailable(message) => Err(error(codes::UPSTREAM_UNAVAILABLE, message)),
         }
-    }
-
-    async fn audited_up(
-        &self,
-        conn: &Conn,
-        call: CallInfo,
-        request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Result<ServerResult, ErrorData> {
-        let scope = self.conn_scope(conn);
-        let requested = self.admit(&scope, &call).await?;
-        let started = Instant::now();
-        let forwarded = self.forward_up(conn, request, ctx).await;
-        self.settle(&scope, &call, &requested, started, forwarded, |result| match result {
-            ServerResult::CallToolResult(r) => Some(r.is_error.unwrap_or(false)),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn listed(
-        &self,
-        conn: &Conn,
-        method: &str,
-        request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Result<ServerResult, ErrorData> {
-        let cursor = serde_json::to_value(&request)
-            .ok()
-            .and_then(|v| v.pointer("/params/cursor").and_then(|c| c.as_str()).map(str::to_string));
-        let result = self.answer(self.forward_up(conn, request, ctx).await)?;
-        let listing = listing_of(method, &result, cursor);
-        let audit = &self.core.audit;
-        audit
-            .append(audit.listing(&self.conn_scope(conn), method, &ctx.id, listing))
-            .await
-            .map_err(|e| audit_withheld(&self.server.name, &e))?;
-        Ok(result)
     }
 }
 
@@ -616,14 +519,24 @@ fn server_method(request: &ServerRequest) -> String {
     }
 }
 
+/// The member of a listing result that holds its items.
+fn listing_key(method: &str) -> &'static str {
+    match method {
+        "tools/list" => "tools",
+        "prompts/list" => "prompts",
+        "resources/list" => "resources",
+        _ => "resourceTemplates",
+    }
+}
+
 /// The items of a listing result, with the name each is known by.
 fn listing_of(method: &str, result: &ServerResult, cursor: Option<String>) -> Listing {
     let json = serde_json::to_value(result).unwrap_or_default();
-    let (key, name_field) = match method {
-        "tools/list" => ("tools", "name"),
-        "prompts/list" => ("prompts", "name"),
-        "resources/list" => ("resources", "uri"),
-        _ => ("resourceTemplates", "uriTemplate"),
+    let key = listing_key(method);
+    let name_field = match method {
+        "tools/list" | "prompts/list" => "name",
+        "resources/list" => "uri",
+        _ => "uriTemplate",
     };
     let items = json.get(key).cloned().unwrap_or(serde_json::Value::Array(Vec::new()));
     let names = items
@@ -640,6 +553,7 @@ fn listing_of(method: &str, result: &ServerResult, cursor: Option<String>) -> Li
         names,
         cursor,
         next_cursor,
+        hidden: Vec::new(),
     }
 }
 
@@ -692,7 +606,7 @@ impl Relay {
             "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
                 session.listed(&conn, &method, request, &ctx).await
             }
-            _ => session.answer(session.forward_up(&conn, request, &ctx).await),
+            _ => session.answer(session.forward_up(&conn, request, &ctx, session.server.timeout).await),
         }
     }
 
@@ -966,7 +880,9 @@ impl Service<RoleClient> for UpstreamClient {
                 | ServerRequest::ListRootsRequest(_)
         );
         if !audited {
-            let forwarded = session.forward_down(&self.downstream, request, &ctx).await;
+            let forwarded = session
+                .forward_down(&self.downstream, request, &ctx, session.server.timeout)
+                .await;
             return session.answer(forwarded);
         }
         let conn = session.conn()?;
@@ -982,13 +898,7 @@ impl Service<RoleClient> for UpstreamClient {
             arguments: params,
             direction: Direction::ServerToClient,
         };
-        let scope = session.conn_scope(&conn);
-        let requested = session.admit(&scope, &call).await?;
-        let started = Instant::now();
-        let forwarded = session.forward_down(&self.downstream, request, &ctx).await;
-        session
-            .settle(&scope, &call, &requested, started, forwarded, |_| None)
-            .await
+        session.audited_down(&conn, call, request, &ctx, &self.downstream).await
     }
 
     async fn handle_notification(
@@ -1002,6 +912,14 @@ impl Service<RoleClient> for UpstreamClient {
         let mut notification = match notification {
             // rmcp has already cancelled the handler of the request it names.
             ServerNotification::CancelledNotification(_) => return Ok(()),
+            // The tool set changed: compare it with the pins (recording any
+            // drift) before the client hears of it and lists again.
+            ServerNotification::ToolListChangedNotification(n) => {
+                if let Ok(conn) = session.conn() {
+                    session.refresh_tools(&conn).await;
+                }
+                ServerNotification::ToolListChangedNotification(n)
+            }
             ServerNotification::ProgressNotification(mut progress) => {
                 let Some(token) = lock(&session.progress_up).get(&progress.params.progress_token).cloned() else {
                     // The client did not ask for progress of this request.

@@ -1,0 +1,359 @@
+//! The admin API (axum, under `/admin`): registry, grants, policy,
+//! approvals, and the governance state as of any time. Every mutation goes
+//! through [`Governance`], which checks it against the current state and
+//! appends it as an event; the API writes nothing else.
+//!
+//! Callers authenticate with the gateway's bearer tokens; roles decide
+//! what they may do: `auditor` reads, `approver` also decides approvals,
+//! `admin` does everything.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::gateway::{Authenticator, Gateway, Principal};
+use crate::governance::{GovError, GovState, Governance, GrantSpec, Status};
+
+#[derive(Clone)]
+struct Api {
+    gateway: Gateway,
+    auth: Arc<Authenticator>,
+}
+
+impl Api {
+    fn gov(&self) -> &Arc<Governance> {
+        self.gateway.governance()
+    }
+}
+
+/// An error answer: status and `{"error": message}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<GovError> for ApiError {
+    fn from(e: GovError) -> ApiError {
+        let status = match &e {
+            GovError::Invalid(_) => StatusCode::BAD_REQUEST,
+            GovError::NotFound(_) => StatusCode::NOT_FOUND,
+            GovError::Conflict(_) => StatusCode::CONFLICT,
+            GovError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GovError::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(value: Value) -> ApiResult {
+    Ok(axum::Json(value).into_response())
+}
+
+fn receipt(r: &ledger::Receipt) -> Value {
+    json!({"seq": r.seq, "hash": r.hash.to_hex(), "ts": r.ts.to_string()})
+}
+
+/// The admin routes, to merge into the gateway's HTTP application.
+pub fn router(gateway: Gateway, auth: Arc<Authenticator>) -> Router {
+    let api = Api { gateway, auth };
+    Router::new()
+        .route("/admin/state/{part}", get(state))
+        .route("/admin/registry", get(registry))
+        .route("/admin/registry/{name}/{action}", post(registry_action))
+        .route("/admin/grants", get(grants).post(issue_grant))
+        .route("/admin/grants/{id}", delete(revoke_grant))
+        .route("/admin/policy", get(policy).put(load_policy))
+        .route("/admin/approvals", get(approvals))
+        .route("/admin/approvals/{id}/{action}", post(decide_approval))
+        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
+        .with_state(api)
+}
+
+async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match api.auth.authenticate(header).await {
+        Ok(p) if !p.roles.is_empty() => {
+            request.extensions_mut().insert(p);
+            next.run(request).await
+        }
+        Ok(p) => ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{:?} has no admin API role (admin, approver or auditor)", p.name),
+        )
+        .into_response(),
+        Err(_) => {
+            let mut r = ApiError(StatusCode::UNAUTHORIZED, "missing or invalid bearer token".into()).into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            r
+        }
+    }
+}
+
+fn require(p: &Principal, role: &str) -> Result<(), ApiError> {
+    if p.has_role(role) {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{:?} lacks the {role} role (has {:?})", p.name, p.roles),
+        ))
+    }
+}
+
+fn reader(p: &Principal) -> Result<(), ApiError> {
+    if p.has_role("auditor") || p.has_role("approver") {
+        Ok(())
+    } else {
+        require(p, "auditor")
+    }
+}
+
+#[derive(Deserialize)]
+struct AsOf {
+    /// RFC 3339 time or a sequence number.
+    as_of: Option<String>,
+}
+
+/// The governance state as of `as_of` (default: now).
+async fn state_at(api: &Api, as_of: Option<&str>) -> Result<(GovState, Option<u64>), ApiError> {
+    let gov = api.gov().clone();
+    match as_of {
+        None => {
+            let view = gov.view().await?;
+            Ok((view.state.clone(), view.seq))
+        }
+        Some(at) => {
+            let at = at.to_string();
+            tokio::task::spawn_blocking(move || gov.state_as_of(&at))
+                .await
+                .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(ApiError::from)
+        }
+    }
+}
+
+async fn state(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(part): Path<String>,
+    Query(q): Query<AsOf>,
+) -> ApiResult {
+    reader(&p)?;
+    let (state, seq) = state_at(&api, q.as_of.as_deref()).await?;
+    ok(
+        json!({"as_of_seq": seq, part.clone(): crate::governance::render(&state, &part).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?}),
+    )
+}
+
+async fn registry(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let view = api.gov().view().await?;
+    ok(json!({"as_of_seq": view.seq, "registry": view.state.registry}))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: Option<String>,
+    /// For `tools/approve`: which drifted tools (default all).
+    #[serde(default)]
+    tools: Vec<String>,
+}
+
+async fn registry_action(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path((name, action)): Path<(String, String)>,
+    body: Option<axum::Json<Reason>>,
+) -> ApiResult {
+    require(&p, "admin")?;
+    let Reason { reason, tools } = body.map(|b| b.0).unwrap_or_default();
+    let gov = api.gov();
+    match action.as_str() {
+        "approve" => {
+            // Pin what the server lists now.
+            let listed = api.gateway.pin_upstream_tools(&name).await.map_err(|e| {
+                ApiError(
+                    StatusCode::BAD_GATEWAY,
+                    format!("cannot list the tools of {name}: {e:#}"),
+                )
+            })?;
+            let receipts = gov.approve_server(&p, &name, reason, &listed).await?;
+            ok(json!({"approved": name, "pinned": listed, "events": receipts.iter().map(receipt).collect::<Vec<_>>()}))
+        }
+        "quarantine" | "revoke" => {
+            let to = if action == "revoke" {
+                Status::Revoked
+            } else {
+                Status::Quarantined
+            };
+            let r = gov.set_status(&p, &name, to, reason).await?;
+            ok(json!({"server": name, "status": to.as_str(), "event": receipt(&r)}))
+        }
+        "register" => {
+            let spec = api
+                .gateway
+                .server_spec(&name)
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no server named {name:?} in the config")))?;
+            let r = gov.register(&p, &spec, reason, "api").await?;
+            ok(json!({"server": name, "event": r.as_ref().map(receipt)}))
+        }
+        "tools" => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "use /admin/registry/{name}/approve-tools".into(),
+        )),
+        "approve-tools" => {
+            let r = gov.approve_tools(&p, &name, &tools, reason).await?;
+            ok(json!({"server": name, "event": receipt(&r)}))
+        }
+        other => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown registry action {other:?} (register, approve, approve-tools, quarantine, revoke)"),
+        )),
+    }
+}
+
+async fn grants(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let view = api.gov().view().await?;
+    ok(json!({"as_of_seq": view.seq, "grants": view.state.grants}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGrant {
+    principal: Option<String>,
+    team: Option<String>,
+    server: String,
+    #[serde(default = "star")]
+    tool: String,
+    env: Option<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+    reason: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+
+async fn issue_grant(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    axum::Json(g): axum::Json<NewGrant>,
+) -> ApiResult {
+    require(&p, "admin")?;
+    let expires_at = match &g.expires_at {
+        None => None,
+        Some(t) => Some(
+            ledger::Timestamp::parse_rfc3339(t)
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("expires_at {t:?}: {e}")))?,
+        ),
+    };
+    let spec = GrantSpec {
+        principal: g.principal,
+        team: g.team,
+        server: g.server,
+        tool: g.tool,
+        env: g.env,
+        expires_at,
+        reason: g.reason,
+    };
+    let (id, r) = api.gov().issue_grant(&p, &spec).await?;
+    ok(json!({"grant_id": id, "event": receipt(&r)}))
+}
+
+async fn revoke_grant(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(id): Path<String>,
+    body: Option<axum::Json<Reason>>,
+) -> ApiResult {
+    require(&p, "admin")?;
+    let reason = body.and_then(|b| b.0.reason);
+    let r = api.gov().revoke_grant(&p, &id, reason).await?;
+    ok(json!({"revoked": id, "event": receipt(&r)}))
+}
+
+async fn policy(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let view = api.gov().view().await?;
+    ok(json!({"as_of_seq": view.seq, "policy": view.state.policy}))
+}
+
+async fn load_policy(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    headers: axum::http::HeaderMap,
+    text: String,
+) -> ApiResult {
+    require(&p, "admin")?;
+    let origin = headers
+        .get("x-sealgate-origin")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("admin API")
+        .to_string();
+    let r = api.gov().load_policy(&p, &text, &origin).await?;
+    let view = api.gov().view().await?;
+    ok(json!({
+        "hash": view.state.policy.as_ref().map(|p| p.hash.clone()),
+        "event": r.as_ref().map(receipt),
+        "changed": r.is_some(),
+    }))
+}
+
+async fn approvals(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let view = api.gov().view().await?;
+    let now = ledger::Timestamp::now().as_nanos();
+    let items: Vec<Value> = view
+        .state
+        .approvals
+        .items
+        .values()
+        .map(|a| {
+            let mut v = serde_json::to_value(a).unwrap_or_default();
+            v["waiting_sec"] = json!(now.saturating_sub(a.requested_at) / 1_000_000_000);
+            v
+        })
+        .collect();
+    ok(json!({"as_of_seq": view.seq, "approvals": items}))
+}
+
+async fn decide_approval(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path((id, action)): Path<(String, String)>,
+    body: Option<axum::Json<Reason>>,
+) -> ApiResult {
+    require(&p, "approver")?;
+    let grant = match action.as_str() {
+        "approve" => true,
+        "deny" => false,
+        other => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("unknown approval action {other:?} (approve, deny)"),
+            ));
+        }
+    };
+    let reason = body.and_then(|b| b.0.reason);
+    let r = api.gov().decide_approval(&p, &id, grant, reason).await?;
+    ok(json!({"approval_id": id, "decision": action, "event": receipt(&r)}))
+}

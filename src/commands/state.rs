@@ -1,0 +1,35 @@
+//! `sealgate state`: the governance state as of any time, read from the
+//! ledger (and its snapshots) without a running gateway.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use ledger::Snapshots;
+
+use crate::config::Paths;
+use crate::governance::{GovState, render, resolve_as_of};
+
+pub fn run(paths: &Paths, part: &str, as_of: Option<&str>) -> Result<ExitCode> {
+    let ledger = super::open_read_only(paths)?;
+    let head = ledger.head().seq;
+    let at = match as_of {
+        Some(at) => resolve_as_of(&ledger, at)?,
+        None => Some(head),
+    };
+    let (state, seq) = match at {
+        None => (GovState::default(), None),
+        Some(seq) => {
+            let snapshots = Snapshots::new(paths.data_dir.join("snapshots"));
+            let folded = ledger::fold_to::<GovState>(&ledger, Some(&snapshots), seq)
+                .with_context(|| format!("cannot replay the governance state to seq {seq}"))?;
+            let seq = folded.seq();
+            (folded.into_state(), seq)
+        }
+    };
+    let value = render(&state, part).map_err(anyhow::Error::msg)?;
+    let out = serde_json::json!({"as_of": as_of, "as_of_seq": seq, "head_seq": head, part: value});
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! The decision for one call, from the governance state alone: a pure
+//! function, so the same state and call always give the same decision.
+//!
+//! Four gates, in order; the first that refuses decides:
+//! 1. registry: the server is registered and approved (else shadow MCP);
+//! 2. pins: a tool is called only as it was approved (no drift);
+//! 3. grants: the caller holds a grant for the tool (client requests);
+//! 4. policy: the rules in force, first match wins, no match = DENY.
+
+use ledger::Timestamp;
+
+use super::policy::{Action, Evaluation, Facts, OutputPolicy, Policy};
+use super::registry::{Server, Status};
+use super::state::GovState;
+use crate::gateway::{CallRequest, Verdict};
+
+/// What the relay knows of the tool being called, from the upstream's
+/// listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolFacts {
+    /// Hash of its definition as listed now.
+    pub hash: String,
+    /// `annotations.readOnlyHint` / `destructiveHint`, as the server claims.
+    pub read_only: Option<bool>,
+    pub destructive: Option<bool>,
+}
+
+/// Which gate decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Registry,
+    Pin,
+    Grant,
+    Policy,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gate::Registry => "registry",
+            Gate::Pin => "pin",
+            Gate::Grant => "grant",
+            Gate::Policy => "policy",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ruling {
+    pub gate: Gate,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub grant: Option<String>,
+    pub action: Option<Action>,
+    /// The policy's evaluation, when the call got that far.
+    pub evaluation: Option<Evaluation>,
+    pub policy_hash: Option<String>,
+}
+
+impl Ruling {
+    fn deny(gate: Gate, reason: String) -> Ruling {
+        Ruling {
+            gate,
+            verdict: Verdict::Deny,
+            reason,
+            grant: None,
+            action: None,
+            evaluation: None,
+            policy_hash: None,
+        }
+    }
+
+    pub fn output(&self) -> OutputPolicy {
+        self.evaluation.as_ref().map(|e| e.output).unwrap_or_default()
+    }
+}
+
+/// The action label of `tool`: the registry's, else the tool's own
+/// annotations (a claim by the server, not a fact), else unknown. Per the
+/// MCP spec a tool that says nothing is not read-only and may be
+/// destructive.
+pub fn action_of(server: &Server, tool: Option<&str>, facts: Option<&ToolFacts>) -> Option<Action> {
+    if let Some(label) = tool.and_then(|t| server.actions.get(t)) {
+        return Action::parse(label);
+    }
+    let facts = facts?;
+    Some(match (facts.read_only, facts.destructive) {
+        (Some(true), _) => Action::Read,
+        (_, Some(false)) => Action::Write,
+        _ => Action::Destructive,
+    })
+}
+
+/// Decides `call`. `tool` is what the relay knows of the called tool;
+/// `server_to_client` requests skip the grant gate (they are the server's
+/// requests, not the caller's).
+pub fn decide(
+    state: &GovState,
+    policy: Option<&Policy>,
+    call: &CallRequest<'_>,
+    tool: Option<&ToolFacts>,
+    server_to_client: bool,
+    now: Timestamp,
+) -> Ruling {
+    let name = call.server;
+    let Some(server) = state.registry.get(name) else {
+        return Ruling::deny(
+            Gate::Registry,
+            format!("server {name:?} is not registered: shadow MCP server"),
+        );
+    };
+    match server.status {
+        Status::Approved => {}
+        Status::Registered => {
+            return Ruling::deny(
+                Gate::Registry,
+                format!("server {name:?} is registered but not approved"),
+            );
+        }
+        status => return Ruling::deny(Gate::Registry, format!("server {name:?} is {}", status.as_str())),
+    }
+
+    if call.method == "tools/call"
+        && let Some(t) = call.target
+    {
+        if let Some(drift) = server.drift.get(t) {
+            return Ruling::deny(
+                Gate::Pin,
+                format!(
+                    "tool {t:?} on {name:?} is {} since its approval (drift at seq {}): it must be re-approved",
+                    drift.change, drift.seq
+                ),
+            );
+        }
+        match (server.pins.get(t), tool) {
+            (None, _) => {
+                return Ruling::deny(
+                    Gate::Pin,
+                    format!("tool {t:?} on {name:?} was not approved (not pinned)"),
+                );
+            }
+            (Some(pin), Some(live)) if *pin != live.hash => {
+                return Ruling::deny(
+                    Gate::Pin,
+                    format!("tool {t:?} on {name:?} changed since its approval: it must be re-approved"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    let mut grant = None;
+    if !server_to_client {
+        let target = call.target.unwrap_or("");
+        match state.grants.find(
+            &call.principal.name,
+            &call.principal.teams,
+            name,
+            &server.env,
+            target,
+            now,
+        ) {
+            Some(g) => grant = Some(g.id.clone()),
+            None => {
+                return Ruling::deny(
+                    Gate::Grant,
+                    format!(
+                        "no grant lets {:?} (teams {:?}) use {target:?} on {name:?}",
+                        call.principal.name, call.principal.teams
+                    ),
+                );
+            }
+        }
+    }
+
+    let action = action_of(server, call.target, tool);
+    let Some(policy) = policy else {
+        let mut r = Ruling::deny(Gate::Policy, "no policy is loaded: default DENY".into());
+        r.grant = grant;
+        r.action = action;
+        return r;
+    };
+    let evaluation = policy.evaluate(&Facts {
+        server: name,
+        method: call.method,
+        target: call.target,
+        principal: &call.principal.name,
+        teams: &call.principal.teams,
+        env: &server.env,
+        risk: &server.risk,
+        action,
+    });
+    Ruling {
+        gate: Gate::Policy,
+        verdict: evaluation.verdict,
+        reason: evaluation.reason.clone(),
+        grant,
+        action,
+        policy_hash: Some(policy.hash().to_string()),
+        evaluation: Some(evaluation),
+    }
+}
+
+/// The fields of a tool definition that are pinned at approval: what the
+/// model is told the tool is and does.
+const PINNED_FIELDS: [&str; 6] = [
+    "name",
+    "title",
+    "description",
+    "inputSchema",
+    "outputSchema",
+    "annotations",
+];
+
+/// `blake3:<hex>` of a tool's pinned fields, in canonical form (sorted
+/// keys, no whitespace; numbers as written).
+pub fn tool_hash(tool: &serde_json::Value) -> String {
+    let mut pinned = serde_json::Map::new();
+    for field in PINNED_FIELDS {
+        if let Some(v) = tool.get(field) {
+            pinned.insert(field.to_string(), v.clone());
+        }
+    }
+    let canonical = crate::gateway::canonical_value(&serde_json::Value::Object(pinned)).to_canonical();
+    format!("blake3:{}", blake3::hash(&canonical).to_hex())
+}
+
+/// What the relay needs to know of a listed tool.
+pub fn tool_facts(tool: &serde_json::Value) -> ToolFacts {
+    let hint = |name: &str| {
+        tool.pointer(&format!("/annotations/{name}"))
+            .and_then(serde_json::Value::as_bool)
+    };
+    ToolFacts {
+        hash: tool_hash(tool),
+        read_only: hint("readOnlyHint"),
+        destructive: hint("destructiveHint"),
+    }
+}

@@ -1,0 +1,27 @@
+//! Governance: the registry, grants, the policy in force and approvals,
+//! as projections replayed from the ledger, and the decision they make for
+//! each call.
+//!
+//! - `state`: the projection (`GovState`), one fold of the parts below.
+//! - `registry`, `grants`, `approvals`: each part's fold.
+//! - `policy`: the policy language (parse, evaluate).
+//! - `decide`: the decision for one call, a pure function of the state.
+//! - `service`: the live state of a running gateway and the mutations
+//!   (checked, then appended as events).
+//! - `bootstrap`: what the config declares, made into events at start.
+
+pub mod approvals;
+mod body;
+mod bootstrap;
+mod decide;
+pub mod grants;
+pub mod policy;
+pub mod registry;
+mod service;
+pub mod state;
+
+pub use bootstrap::bootstrap;
+pub use decide::{Ruling, ToolFacts, decide, tool_facts};
+pub use registry::Status;
+pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, ServerSpec, resolve_as_of};
+pub use state::{GovState, render};

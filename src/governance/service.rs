@@ -1,0 +1,673 @@
+//! The live governance state of a running gateway, and the only way to
+//! change it: by appending events.
+//!
+//! The state is the [`GovState`] projection folded from the ledger. Before
+//! every decision it is brought up to the ledger's head, so anything made
+//! durable before a call started (a revocation, a quarantine, an approval)
+//! applies to that call. Mutations are checked against the current state
+//! and then appended; a refused mutation writes nothing. Mutations are
+//! serialized, so two conflicting ones cannot both pass their checks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use ledger::{Actor, Draft, EventKind, Folded, Ledger, Object, Receipt, Snapshots, Timestamp, Value};
+
+use super::approvals::State as ApprovalState;
+use super::policy::Policy;
+use super::registry::{Status, allowed};
+use super::state::GovState;
+use crate::gateway::Principal;
+
+/// Why a mutation was refused, or could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum GovError {
+    /// The request itself is malformed (a bad policy, a bad time).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// It conflicts with the current state (approve a revoked server,
+    /// revoke twice).
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The ledger could not record it; nothing changed.
+    #[error("the audit ledger cannot record it: {0}")]
+    Ledger(#[from] ledger::Error),
+}
+
+pub type Result<T, E = GovError> = std::result::Result<T, E>;
+
+/// What decisions read: the state as of `seq`, and its policy compiled.
+#[derive(Debug)]
+pub struct View {
+    pub state: GovState,
+    pub policy: Option<Arc<Policy>>,
+    pub seq: Option<u64>,
+}
+
+struct Live {
+    folded: Folded<GovState>,
+    view: Arc<View>,
+    last_snapshot: u64,
+}
+
+pub struct Governance {
+    ledger: Arc<Ledger>,
+    snapshots: Snapshots,
+    snapshot_every: u64,
+    live: Mutex<Live>,
+    writes: tokio::sync::Mutex<()>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// How an upstream server runs and how it is labelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub transport: String,
+    pub address: String,
+    pub owner: Option<String>,
+    pub env: Vec<String>,
+    pub risk: Vec<String>,
+    pub actions: BTreeMap<String, String>,
+}
+
+/// A grant to issue.
+#[derive(Clone, Debug)]
+pub struct GrantSpec {
+    pub principal: Option<String>,
+    pub team: Option<String>,
+    pub server: String,
+    pub tool: String,
+    pub env: Option<String>,
+    pub expires_at: Option<Timestamp>,
+    pub reason: Option<String>,
+}
+
+/// An approval to open for a held call.
+#[derive(Clone, Debug)]
+pub struct ApprovalSpec {
+    pub request_seq: u64,
+    pub principal: Principal,
+    pub server: String,
+    pub tool: Option<String>,
+    pub method: String,
+    pub args_digest: String,
+    pub policy_hash: String,
+    pub rule: Option<String>,
+    pub approver_teams: Vec<String>,
+    pub approver_principals: Vec<String>,
+    pub expires_at: Timestamp,
+}
+
+fn actor(by: &Principal) -> Actor {
+    Actor {
+        principal: Some(by.name.clone()),
+        teams: by.teams.clone(),
+        ..Actor::default()
+    }
+}
+
+fn draft(kind: EventKind, by: &Principal, server: Option<&str>) -> Draft {
+    let mut d = Draft::new(kind);
+    d.actor = actor(by);
+    d.subject.server = server.map(str::to_string);
+    d
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().cloned().map(Value::String).collect())
+}
+
+fn opt_insert(body: &mut Object, key: &str, value: Option<String>) {
+    if let Some(v) = value {
+        body.insert(key.into(), v.into());
+    }
+}
+
+/// A new identifier for a grant or an approval: `PREFIX-` and 12 hex digits.
+fn new_id(prefix: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &id[..12])
+}
+
+impl Governance {
+    /// Loads the state: the newest usable snapshot, then the log after it.
+    /// Blocking (RocksDB reads); call before serving or on a blocking thread.
+    pub fn open(ledger: Arc<Ledger>, snapshots: Snapshots, snapshot_every: u64) -> Result<Governance> {
+        let head = ledger.head().seq;
+        let folded = ledger::fold_to::<GovState>(&ledger, Some(&snapshots), head)?;
+        let last_snapshot = folded.seq().unwrap_or(0);
+        let view = Arc::new(make_view(&folded, None));
+        let (changed, _) = tokio::sync::watch::channel(head);
+        let gov = Governance {
+            ledger,
+            snapshots,
+            snapshot_every: snapshot_every.max(1),
+            live: Mutex::new(Live {
+                folded,
+                view,
+                last_snapshot,
+            }),
+            writes: tokio::sync::Mutex::new(()),
+            changed,
+        };
+        gov.maybe_snapshot(&mut gov.lock());
+        Ok(gov)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds in whatever the ledger holds beyond the current state.
+    /// Blocking.
+    pub fn catch_up_blocking(&self) -> Result<Arc<View>> {
+        let head = self.ledger.head().seq;
+        let mut live = self.lock();
+        if live.folded.seq().is_some_and(|s| s >= head) {
+            return Ok(live.view.clone());
+        }
+        live.folded.advance(&self.ledger, head)?;
+        live.view = Arc::new(make_view(&live.folded, Some(&live.view)));
+        self.maybe_snapshot(&mut live);
+        let seq = live.folded.seq().unwrap_or(0);
+        drop(live);
+        self.changed.send_replace(seq);
+        Ok(self.lock().view.clone())
+    }
+
+    /// The state as of the ledger's head now.
+    pub async fn view(self: &Arc<Self>) -> Result<Arc<View>> {
+        {
+            let live = self.lock();
+            if live.folded.seq().is_some_and(|s| s >= self.ledger.head().seq) {
+                return Ok(live.view.clone());
+            }
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || me.catch_up_blocking())
+            .await
+            .map_err(|e| GovError::Invalid(format!("state refresh task failed: {e}")))?
+    }
+
+    /// The state as of `at`: an RFC 3339 time (the last event at or before
+    /// it) or a sequence number, from the newest usable snapshot and the log
+    /// after it. Blocking.
+    pub fn state_as_of(&self, at: &str) -> Result<(GovState, Option<u64>)> {
+        let seq = resolve_as_of(&self.ledger, at)?;
+        let Some(seq) = seq else {
+            return Ok((GovState::default(), None));
+        };
+        let folded = ledger::fold_to::<GovState>(&self.ledger, Some(&self.snapshots), seq)?;
+        let seq = folded.seq();
+        Ok((folded.into_state(), seq))
+    }
+
+    /// Notified with the applied sequence number whenever the state moves.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn maybe_snapshot(&self, live: &mut Live) {
+        let Some(seq) = live.folded.seq() else { return };
+        if seq >= live.last_snapshot + self.snapshot_every {
+            match self.snapshots.save(&self.ledger, &live.folded) {
+                Ok(_) => live.last_snapshot = seq,
+                // A missing snapshot costs replay time, not correctness.
+                Err(e) => tracing::warn!(seq, "governance snapshot not written: {e}"),
+            }
+        }
+    }
+
+    /// Appends `drafts` as one atomic unit and folds them in.
+    async fn commit(self: &Arc<Self>, drafts: Vec<Draft>) -> Result<Vec<Receipt>> {
+        let receipts = self.ledger.submit_async(drafts).await?.recv().await?;
+        self.view().await?;
+        Ok(receipts)
+    }
+
+    async fn commit_one(self: &Arc<Self>, d: Draft) -> Result<Receipt> {
+        let mut receipts = self.commit(vec![d]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| GovError::Invalid("the ledger acknowledged no event".into()))
+    }
+
+    // ---- registry ----------------------------------------------------
+
+    /// Registers a server, or updates its labels. Re-registering a server
+    /// at another transport or address (or a revoked one) starts it over as
+    /// registered. Writes nothing when nothing changed.
+    pub async fn register(
+        self: &Arc<Self>,
+        by: &Principal,
+        spec: &ServerSpec,
+        reason: Option<String>,
+        source: &str,
+    ) -> Result<Option<Receipt>> {
+        if spec.name.is_empty() {
+            return Err(GovError::Invalid("server name is empty".into()));
+        }
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        if let Some(s) = view.state.registry.get(&spec.name)
+            && s.status != Status::Revoked
+            && s.transport == spec.transport
+            && s.address == spec.address
+            && s.owner == spec.owner
+            && s.env == spec.env
+            && s.risk == spec.risk
+            && s.actions == spec.actions
+        {
+            return Ok(None);
+        }
+        for (tool, action) in &spec.actions {
+            if super::policy::Action::parse(action).is_none() {
+                return Err(GovError::Invalid(format!(
+                    "server {}: action {action:?} of tool {tool:?} is not read, write or destructive",
+                    spec.name
+                )));
+            }
+        }
+        let mut d = draft(EventKind::ServerRegistered, by, Some(&spec.name));
+        d.subject.env = spec.env.clone();
+        let b = &mut d.body;
+        b.insert("transport".into(), spec.transport.clone().into());
+        b.insert("address".into(), spec.address.clone().into());
+        opt_insert(b, "owner", spec.owner.clone());
+        b.insert("risk".into(), strings(&spec.risk));
+        b.insert(
+            "actions".into(),
+            Value::Object(
+                spec.actions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone().into()))
+                    .collect(),
+            ),
+        );
+        b.insert("source".into(), source.to_string().into());
+        opt_insert(b, "reason", reason);
+        Ok(Some(self.commit_one(d).await?))
+    }
+
+    /// Approves a server and pins its tools (`tools`: name → definition
+    /// hash, as listed now), in one atomic write.
+    pub async fn approve_server(
+        self: &Arc<Self>,
+        by: &Principal,
+        name: &str,
+        reason: Option<String>,
+        tools: &BTreeMap<String, String>,
+    ) -> Result<Vec<Receipt>> {
+        let _w = self.writes.lock().await;
+        self.check_transition(name, Status::Approved).await?;
+        let mut approve = draft(EventKind::ServerApproved, by, Some(name));
+        opt_insert(&mut approve.body, "reason", reason.clone());
+        let pins = pin_draft(
+            by,
+            name,
+            tools.iter().map(|(k, v)| (k.clone(), Some(v.clone()))),
+            true,
+            reason,
+        );
+        self.commit(vec![approve, pins]).await
+    }
+
+    /// Quarantines or revokes a server.
+    pub async fn set_status(
+        self: &Arc<Self>,
+        by: &Principal,
+        name: &str,
+        to: Status,
+        reason: Option<String>,
+    ) -> Result<Receipt> {
+        let kind = match to {
+            Status::Quarantined => EventKind::ServerQuarantined,
+            Status::Revoked => EventKind::ServerRevoked,
+            other => {
+                return Err(GovError::Invalid(format!(
+                    "servers become {} by registration or approval",
+                    other.as_str()
+                )));
+            }
+        };
+        let _w = self.writes.lock().await;
+        self.check_transition(name, to).await?;
+        let mut d = draft(kind, by, Some(name));
+        opt_insert(&mut d.body, "reason", reason);
+        self.commit_one(d).await
+    }
+
+    async fn check_transition(self: &Arc<Self>, name: &str, to: Status) -> Result<()> {
+        let view = self.view().await?;
+        let server = view
+            .state
+            .registry
+            .get(name)
+            .ok_or_else(|| GovError::NotFound(format!("server {name:?} is not registered")))?;
+        allowed(server.status, to)
+            .map_err(|why| GovError::Conflict(format!("server {name:?} cannot become {}: {why}", to.as_str())))
+    }
+
+    /// Re-approves drifted tools: pins each at the definition the drift
+    /// recorded (a removed tool loses its pin). `tools` empty: all drifted.
+    pub async fn approve_tools(
+        self: &Arc<Self>,
+        by: &Principal,
+        name: &str,
+        tools: &[String],
+        reason: Option<String>,
+    ) -> Result<Receipt> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let server = view
+            .state
+            .registry
+            .get(name)
+            .ok_or_else(|| GovError::NotFound(format!("server {name:?} is not registered")))?;
+        if server.status != Status::Approved {
+            return Err(GovError::Conflict(format!(
+                "server {name:?} is {}: approve the server, not its tools",
+                server.status.as_str()
+            )));
+        }
+        let wanted: Vec<String> = if tools.is_empty() {
+            server.drift.keys().cloned().collect()
+        } else {
+            tools.to_vec()
+        };
+        if wanted.is_empty() {
+            return Err(GovError::Conflict(format!(
+                "server {name:?} has no drifted tools to approve"
+            )));
+        }
+        let mut pins = Vec::new();
+        for tool in wanted {
+            let drift = server
+                .drift
+                .get(&tool)
+                .ok_or_else(|| GovError::Conflict(format!("tool {tool:?} on {name:?} has not drifted")))?;
+            pins.push((tool, drift.hash.clone()));
+        }
+        self.commit_one(pin_draft(by, name, pins, false, reason)).await
+    }
+
+    /// Records what an upstream listing shows that differs from the pins,
+    /// unless already recorded. Returns the receipt if anything was new.
+    pub async fn observe_tools(
+        self: &Arc<Self>,
+        name: &str,
+        listed: &BTreeMap<String, String>,
+    ) -> Result<Option<Receipt>> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let Some(server) = view.state.registry.get(name).filter(|s| s.status == Status::Approved) else {
+            return Ok(None);
+        };
+        let known = |tool: &str, change: &str, hash: Option<&String>| {
+            server
+                .drift
+                .get(tool)
+                .is_some_and(|d| d.change == change && d.hash.as_ref() == hash)
+        };
+        let mut changed = Object::new();
+        let mut added = Object::new();
+        for (tool, hash) in listed {
+            match server.pins.get(tool) {
+                Some(pin) if pin == hash => {}
+                Some(_) if !known(tool, "changed", Some(hash)) => {
+                    changed.insert(tool.clone(), hash.clone().into());
+                }
+                None if !known(tool, "added", Some(hash)) => {
+                    added.insert(tool.clone(), hash.clone().into());
+                }
+                _ => {}
+            }
+        }
+        let removed: Vec<String> = server
+            .pins
+            .keys()
+            .filter(|t| !listed.contains_key(*t) && !known(t, "removed", None))
+            .cloned()
+            .collect();
+        if changed.is_empty() && added.is_empty() && removed.is_empty() {
+            return Ok(None);
+        }
+        let system = Principal::system("sealgate:gateway");
+        let mut d = draft(EventKind::ToolsDrifted, &system, Some(name));
+        d.body.insert("changed".into(), Value::Object(changed));
+        d.body.insert("added".into(), Value::Object(added));
+        d.body.insert("removed".into(), strings(&removed));
+        Ok(Some(self.commit_one(d).await?))
+    }
+
+    // ---- grants ------------------------------------------------------
+
+    pub async fn issue_grant(self: &Arc<Self>, by: &Principal, spec: &GrantSpec) -> Result<(String, Receipt)> {
+        let grantee = match (&spec.principal, &spec.team) {
+            (Some(p), None) if !p.is_empty() => ("principal", p.clone()),
+            (None, Some(t)) if !t.is_empty() => ("team", t.clone()),
+            _ => {
+                return Err(GovError::Invalid(
+                    "a grant names exactly one of principal and team".into(),
+                ));
+            }
+        };
+        if spec.server.is_empty() || spec.tool.is_empty() {
+            return Err(GovError::Invalid("a grant names a server and a tool pattern".into()));
+        }
+        if let Some(exp) = spec.expires_at
+            && exp <= Timestamp::now()
+        {
+            return Err(GovError::Invalid(format!("expires_at {exp} is in the past")));
+        }
+        let _w = self.writes.lock().await;
+        let id = new_id("g");
+        let mut d = draft(EventKind::GrantIssued, by, Some(&spec.server));
+        d.subject.tool = Some(spec.tool.clone());
+        let b = &mut d.body;
+        b.insert("grant_id".into(), id.clone().into());
+        b.insert(grantee.0.into(), grantee.1.into());
+        b.insert("tool".into(), spec.tool.clone().into());
+        opt_insert(b, "env", spec.env.clone());
+        opt_insert(b, "expires_at", spec.expires_at.map(|t| t.to_string()));
+        opt_insert(b, "reason", spec.reason.clone());
+        Ok((id, self.commit_one(d).await?))
+    }
+
+    pub async fn revoke_grant(self: &Arc<Self>, by: &Principal, id: &str, reason: Option<String>) -> Result<Receipt> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let grant = view
+            .state
+            .grants
+            .grants
+            .get(id)
+            .ok_or_else(|| GovError::NotFound(format!("no grant {id:?} is in force (never issued, or revoked)")))?;
+        let mut d = draft(EventKind::GrantRevoked, by, Some(&grant.server));
+        d.body.insert("grant_id".into(), id.to_string().into());
+        opt_insert(&mut d.body, "reason", reason);
+        self.commit_one(d).await
+    }
+
+    // ---- policy ------------------------------------------------------
+
+    /// Loads a policy: it must parse (errors name line and column); the
+    /// policy in force stays otherwise. Writes nothing if it is the one in
+    /// force already.
+    pub async fn load_policy(self: &Arc<Self>, by: &Principal, text: &str, origin: &str) -> Result<Option<Receipt>> {
+        let policy = Policy::parse(text, origin).map_err(|e| GovError::Invalid(e.to_string()))?;
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        if view.state.policy.as_ref().is_some_and(|p| p.hash == policy.hash()) {
+            return Ok(None);
+        }
+        let mut d = draft(EventKind::PolicyLoaded, by, None);
+        d.body.insert("text".into(), text.to_string().into());
+        d.body.insert("hash".into(), policy.hash().to_string().into());
+        d.body.insert("origin".into(), origin.to_string().into());
+        d.body.insert("rules".into(), Value::Int(policy.rules().len() as i128));
+        Ok(Some(self.commit_one(d).await?))
+    }
+
+    // ---- approvals ---------------------------------------------------
+
+    pub async fn request_approval(self: &Arc<Self>, spec: &ApprovalSpec) -> Result<(String, Receipt)> {
+        let _w = self.writes.lock().await;
+        let id = new_id("a");
+        let mut d = draft(EventKind::ApprovalRequested, &spec.principal, Some(&spec.server));
+        d.subject.tool = spec.tool.clone();
+        d.correlation.answers = Some(spec.request_seq);
+        let b = &mut d.body;
+        b.insert("approval_id".into(), id.clone().into());
+        b.insert("mcp.method.name".into(), spec.method.clone().into());
+        b.insert("args_digest".into(), spec.args_digest.clone().into());
+        b.insert("policy_hash".into(), spec.policy_hash.clone().into());
+        opt_insert(b, "rule", spec.rule.clone());
+        b.insert("approver_teams".into(), strings(&spec.approver_teams));
+        b.insert("approver_principals".into(), strings(&spec.approver_principals));
+        b.insert("expires_at".into(), spec.expires_at.to_string().into());
+        Ok((id, self.commit_one(d).await?))
+    }
+
+    /// Grants or denies a pending approval, as `by`.
+    pub async fn decide_approval(
+        self: &Arc<Self>,
+        by: &Principal,
+        id: &str,
+        grant: bool,
+        reason: Option<String>,
+    ) -> Result<Receipt> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let item = view
+            .state
+            .approvals
+            .items
+            .get(id)
+            .ok_or_else(|| GovError::NotFound(format!("no approval {id:?}")))?;
+        if item.state != ApprovalState::Pending {
+            return Err(GovError::Conflict(format!(
+                "approval {id:?} is no longer pending: {:?}",
+                item.state
+            )));
+        }
+        if Timestamp::now().as_nanos() >= item.expires_at {
+            return Err(GovError::Conflict(format!("approval {id:?} has expired")));
+        }
+        if let Some(why) = item.refuse_approver(&by.name, &by.teams) {
+            return Err(GovError::Forbidden(why));
+        }
+        let kind = if grant {
+            EventKind::ApprovalGranted
+        } else {
+            EventKind::ApprovalDenied
+        };
+        let mut d = draft(kind, by, Some(&item.server));
+        d.subject.tool = item.tool.clone();
+        d.correlation.answers = Some(item.requested_seq);
+        d.body.insert("approval_id".into(), id.to_string().into());
+        opt_insert(&mut d.body, "reason", reason);
+        self.commit_one(d).await
+    }
+
+    /// Marks a pending approval expired (its deadline passed). Writes
+    /// nothing if it was decided meanwhile.
+    pub async fn expire_approval(self: &Arc<Self>, id: &str) -> Result<Option<Receipt>> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let Some(item) = view
+            .state
+            .approvals
+            .items
+            .get(id)
+            .filter(|a| a.state == ApprovalState::Pending)
+        else {
+            return Ok(None);
+        };
+        let system = Principal::system("sealgate:gateway");
+        let mut d = draft(EventKind::ApprovalExpired, &system, Some(&item.server));
+        d.subject.tool = item.tool.clone();
+        d.correlation.answers = Some(item.requested_seq);
+        d.body.insert("approval_id".into(), id.to_string().into());
+        Ok(Some(self.commit_one(d).await?))
+    }
+}
+
+/// `at` as a sequence number: itself, or the last event at or before an
+/// RFC 3339 time (`None`: before the log began).
+pub fn resolve_as_of(ledger: &Ledger, at: &str) -> Result<Option<u64>> {
+    if let Ok(seq) = at.parse::<u64>() {
+        let head = ledger.head().seq;
+        if seq > head {
+            return Err(GovError::Invalid(format!(
+                "as of seq {seq}: the log ends at seq {head}"
+            )));
+        }
+        return Ok(Some(seq));
+    }
+    let ts = Timestamp::parse_rfc3339(at)
+        .map_err(|e| GovError::Invalid(format!("as of {at:?}: not a sequence number or an RFC 3339 time: {e}")))?;
+    Ok(ledger.last_seq_at_or_before(ts)?)
+}
+
+fn pin_draft(
+    by: &Principal,
+    name: &str,
+    tools: impl IntoIterator<Item = (String, Option<String>)>,
+    replace: bool,
+    reason: Option<String>,
+) -> Draft {
+    let mut d = draft(EventKind::ToolsPinned, by, Some(name));
+    d.body.insert(
+        "tools".into(),
+        Value::Object(
+            tools
+                .into_iter()
+                .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
+                .collect(),
+        ),
+    );
+    d.body.insert("replace".into(), replace.into());
+    opt_insert(&mut d.body, "reason", reason);
+    d
+}
+
+/// The view of `folded`, reusing `previous`'s compiled policy when the
+/// policy did not change.
+fn make_view(folded: &Folded<GovState>, previous: Option<&View>) -> View {
+    let state = folded.state().clone();
+    let reuse = previous
+        .and_then(|v| v.policy.clone())
+        .filter(|p| state.policy.as_ref().is_some_and(|record| record.hash == p.hash()));
+    if reuse.is_some() {
+        return View {
+            state,
+            policy: reuse,
+            seq: folded.seq(),
+        };
+    }
+    let policy = state
+        .policy
+        .as_ref()
+        .and_then(|p| match Policy::parse(&p.text, "policy in force") {
+            Ok(policy) => Some(Arc::new(policy)),
+            Err(e) => {
+                tracing::error!(
+                    seq = p.seq,
+                    "the logged policy does not parse, every call is denied: {e}"
+                );
+                None
+            }
+        });
+    View {
+        state,
+        policy,
+        seq: folded.seq(),
+    }
+}
