@@ -1,0 +1,304 @@
+//! Governance end to end, with the official `server-filesystem` and
+//! `server-everything` behind the gateway, a real MCP client, and the
+//! admin API driven through the `sealgate` CLI:
+//! - a server that is not registered is denied (shadow MCP);
+//! - a prod write needs approval, is approved by a second principal and
+//!   executes once; the requester cannot approve their own call;
+//! - the same approval does not authorize different arguments, and an
+//!   approval that times out writes an expiry event and the call fails;
+//! - a revoked grant stops the next call of an open session;
+//! - the state as of a time between the steps answers who could do what.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rmcp::ServiceExt;
+use rmcp::model::CallToolRequestParams;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use serde_json::Value;
+use support::*;
+
+const POLICY: &str = "version: v1
+rules:
+  - id: allow-read
+    match: { action: read }
+    decision: ALLOW
+  - id: approve-prod-writes
+    match: { action: [write, destructive], env: prod }
+    decision: REQUIRE_APPROVAL
+    approval: { timeout_sec: 6, approvers: { team: security } }
+  - id: allow-dev
+    match: { env: dev }
+    decision: ALLOW
+";
+
+struct World {
+    site: Site,
+    gw: Served,
+    peers: Peers,
+    alice: String,
+    bob: String,
+    admin: String,
+    files: std::path::PathBuf,
+}
+
+fn world() -> Option<World> {
+    let peers = peers()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).expect("files");
+    std::fs::write(dir.path().join("policy.yaml"), POLICY).expect("policy");
+    let files_arg = files.to_string_lossy().to_string();
+    let fs = stdio_server("fs", "node", &[&peers.filesystem, &files_arg]);
+    let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"]);
+    let shadow =
+        stdio_server("shadow", "node", &[&peers.everything, "stdio"]).replace("approve = true\n", "register = false\n");
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n\
+         [governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n\
+         {fs}env = [\"prod\"]\n{everything}env = [\"dev\"]\n{shadow}\n\
+         [[grants]]\nprincipal = \"alice\"\nserver = \"*\"\n"
+    );
+    let site = Site::in_dir(dir, &config);
+    // alice may approve, and is in the approvers' team: only being the
+    // requester stops her approving her own call.
+    let alice = create_token_with(&site, "alice", &["security"], &["approver"]);
+    let bob = create_token_with(&site, "bob", &["security"], &["approver"]);
+    let admin = create_token_with(&site, "root", &[], &["admin"]);
+    let gw = site.serve();
+    Some(World {
+        site,
+        gw,
+        peers,
+        alice,
+        bob,
+        admin,
+        files,
+    })
+}
+
+fn create_token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> String {
+    let mut cmd = site.sealgate();
+    cmd.args(["token", "create", "--principal", principal, "--file"])
+        .arg(site.path("tokens.toml"));
+    for t in teams {
+        cmd.args(["--team", t]);
+    }
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().expect("token create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl World {
+    /// `sealgate ARGS --api BASE --token TOKEN`: (success, stdout JSON or stderr).
+    fn cli(&self, token: &str, args: &[&str]) -> (bool, String) {
+        let out = self
+            .site
+            .sealgate()
+            .args(args)
+            .args(["--api", &self.gw.base, "--token", token])
+            .output()
+            .expect("run sealgate");
+        let text = if out.status.success() { out.stdout } else { out.stderr };
+        (out.status.success(), String::from_utf8_lossy(&text).to_string())
+    }
+
+    fn call(&self, server: &str, tool: &str, args: &str, token: &str) -> Value {
+        scenario(
+            &self.peers,
+            &[
+                "--call",
+                tool,
+                "--args",
+                args,
+                "--timeout",
+                "60",
+                "--header",
+                &format!("Authorization: Bearer {token}"),
+                &self.gw.url(server),
+            ],
+        )
+    }
+
+    fn call_in_background(&self, server: &str, tool: &str, args: &str, token: &str) -> Child {
+        Command::new(&self.peers.python)
+            .arg(repo().join("tools/mcp_scenario.py"))
+            .args(["--call", tool, "--args", args, "--timeout", "60", "--header"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(self.gw.url(server))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the client")
+    }
+
+    /// The pending approval's id, once there is one for `tool`.
+    fn pending(&self, tool: &str) -> String {
+        let mut id = String::new();
+        wait_until("a pending approval", Duration::from_secs(30), || {
+            let (ok, out) = self.cli(&self.bob, &["approvals", "list"]);
+            assert!(ok, "{out}");
+            let v: Value = serde_json::from_str(&out).expect("json");
+            if let Some(a) = v["approvals"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|a| a["state"]["state"] == "pending" && a["tool"] == tool)
+            }) {
+                id = a["id"].as_str().unwrap_or_default().to_string();
+                assert!(a["waiting_sec"].is_u64(), "{a}");
+                true
+            } else {
+                false
+            }
+        });
+        id
+    }
+}
+
+fn finish(child: Child) -> Value {
+    let out = child.wait_with_output().expect("client");
+    serde_json::from_slice(&out.stdout).expect("client JSON")
+}
+
+fn text_of(report: &Value) -> String {
+    report["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn registry_approvals_grants_and_as_of_end_to_end() {
+    let Some(w) = world() else { return };
+
+    // An unregistered server: denied, and recorded as such.
+    let report = w.call("shadow", "echo", r#"{"message": "hi"}"#, &w.alice);
+    assert_eq!(report["result"]["isError"], true, "{report:#}");
+    assert!(text_of(&report).contains("shadow MCP"), "{report:#}");
+
+    // A read on prod needs nothing more than a grant and the read rule.
+    let a_txt = w.files.join("a.txt");
+    std::fs::write(&a_txt, "zero").expect("write");
+    let read_args = format!(r#"{{"path": "{}"}}"#, a_txt.display());
+    let report = w.call("fs", "read_text_file", &read_args, &w.alice);
+    assert_eq!(report["ok"], true, "{report:#}");
+
+    // A prod write waits for approval.
+    let args_one = format!(r#"{{"path": "{}", "content": "one"}}"#, a_txt.display());
+    let held = w.call_in_background("fs", "write_file", &args_one, &w.alice);
+    let id = w.pending("write_file");
+    assert_eq!(
+        std::fs::read_to_string(&a_txt).expect("read"),
+        "zero",
+        "written before approval"
+    );
+    // The requester cannot approve their own call.
+    let (ok, out) = w.cli(&w.alice, &["approvals", "approve", &id]);
+    assert!(!ok && out.contains("requested this call"), "{out}");
+    // A second principal can.
+    let (ok, out) = w.cli(&w.bob, &["approvals", "approve", &id, "--reason", "change ticket 42"]);
+    assert!(ok, "{out}");
+    let report = finish(held);
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(std::fs::read_to_string(&a_txt).expect("read"), "one");
+    let after_first_write = ledger_now(&w.site);
+
+    // The approval does not cover other arguments: a new one is needed,
+    // and left alone it expires and the call fails.
+    let b_txt = w.files.join("b.txt");
+    let args_two = format!(r#"{{"path": "{}", "content": "two"}}"#, b_txt.display());
+    let report = w.call("fs", "write_file", &args_two, &w.alice);
+    assert_eq!(report["result"]["isError"], true, "{report:#}");
+    assert!(text_of(&report).contains("expired"), "{report:#}");
+    assert!(!b_txt.exists(), "an expired approval let the write through");
+
+    // A revoked grant stops the next call of an open session.
+    let (ok, out) = state_cli(&w.site, "grants", None);
+    assert!(ok, "{out}");
+    let grants: Value = serde_json::from_str(&out).expect("json");
+    let grant_id = grants["grants"]["grants"]
+        .as_object()
+        .and_then(|g| g.keys().next().cloned())
+        .expect("alice's grant");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (before, after) = rt.block_on(async {
+        let config = StreamableHttpClientTransportConfig::with_uri(w.gw.url("everything")).auth_header(w.alice.clone());
+        let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.expect("session");
+        let echo = || {
+            CallToolRequestParams::new("echo").with_arguments(
+                serde_json::json!({"message": "still there?"})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            )
+        };
+        let before = client.call_tool(echo()).await.expect("first call");
+        let (ok, out) = w.cli(&w.admin, &["grants", "revoke", &grant_id, "--reason", "offboarding"]);
+        assert!(ok, "{out}");
+        let after = client.call_tool(echo()).await.expect("second call");
+        let _ = client.cancel().await;
+        (before, after)
+    });
+    assert_ne!(before.is_error, Some(true), "{before:?}");
+    assert_eq!(after.is_error, Some(true), "{after:?}");
+
+    w.gw.stop();
+    w.site.verify();
+    let events = w.site.events();
+    let kinds: Vec<&str> = events.iter().map(kind).collect();
+    for k in [
+        "approval.requested",
+        "approval.granted",
+        "approval.expired",
+        "grant.revoked",
+        "policy.loaded",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    // The approved write executed exactly once.
+    let writes: Vec<&Value> = events
+        .iter()
+        .filter(|e| kind(e) == "execution.completed" && e["subject"]["tool"] == "write_file")
+        .collect();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let shadow = events
+        .iter()
+        .find(|e| kind(e) == "policy.decision" && e["subject"]["server"] == "shadow")
+        .expect("shadow decision");
+    assert_eq!(body(shadow, "decision"), "DENY");
+    assert_eq!(body(shadow, "gate"), "registry");
+
+    // As of just after the first write, alice still held her grant; now
+    // she holds none.
+    let (ok, out) = state_cli(&w.site, "grants", Some(&after_first_write));
+    assert!(ok, "{out}");
+    assert!(out.contains("\"alice\""), "{out}");
+    let (ok, out) = state_cli(&w.site, "grants", None);
+    assert!(ok, "{out}");
+    assert!(!out.contains("\"alice\""), "{out}");
+}
+
+/// The time of the ledger's head, for as-of queries between steps.
+fn ledger_now(site: &Site) -> String {
+    let out = site.sealgate().args(["head", "-o", "json"]).output().expect("head");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    v["ts"].as_str().unwrap_or_default().to_string()
+}
+
+fn state_cli(site: &Site, part: &str, as_of: Option<&str>) -> (bool, String) {
+    let mut cmd = site.sealgate();
+    cmd.args(["state", part]);
+    if let Some(t) = as_of {
+        cmd.args(["--as-of", t]);
+    }
+    let out = cmd.output().expect("state");
+    let text = if out.status.success() { out.stdout } else { out.stderr };
+    (out.status.success(), String::from_utf8_lossy(&text).to_string())
+}
