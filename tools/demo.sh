@@ -2,10 +2,11 @@
 # Sets up and runs Sealgate on embedded defaults: builds the binary, installs
 # the official MCP `server-everything` and the Python MCP SDK (tools/peers.sh),
 # starts the gateway in front of server-everything with a ledger in
-# ./sealgate-data (created with a generated signing key on first run), makes
-# an MCP tool call through it with a real MCP client, then shows the events
-# that call left in the ledger, verifies the whole log and prints the head an
-# auditor would pin.
+# ./sealgate-data (created with a generated signing key on first run), the
+# server registered and approved, a policy (docs/examples/policy.yaml) and a
+# grant, all as events; makes an MCP tool call through it with a real MCP
+# client, then shows the events in the ledger, the registry replayed from it,
+# verifies the whole log and prints the head an auditor would pin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,11 +31,20 @@ listen = "$listen"
 [auth]
 tokens_file = "$data/tokens.toml"
 
+[governance]
+policy_file = "$PWD/docs/examples/policy.yaml"
+
 [servers.everything]
 transport = "stdio"
 command = "node"
 args = ["$EVERYTHING", "stdio"]
 env = ["demo"]
+owner = "platform-team"
+approve = true        # approved (and its tools pinned) at start, as sealgate:config
+
+[[grants]]
+team = "demo"
+server = "everything"
 EOF
 
 if [ ! -s "$data/demo-token" ]; then
@@ -67,8 +77,10 @@ kill $gateway
 wait $gateway 2>/dev/null || true
 trap - EXIT
 
-echo "== the ledger: what that session and call left (last 8 events)"
-"$sealgate" --config "$config" log | tail -n 8
+echo "== the ledger: governance declared by the config, then the session and its call"
+"$sealgate" --config "$config" log | tail -n 12
+echo "== the registry as the ledger tells it (sealgate state registry)"
+"$sealgate" --config "$config" state registry | head -n 20
 echo "== verify"
 "$sealgate" --config "$config" verify
 echo "== head (write this down to pin the log: sealgate verify --head SEQ:HASH)"
