@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::chain::{SealedEvent, event_hash};
+use crate::chain::{RawRecord, SealedEvent, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Event, Hash};
 use crate::ledger::Ledger;
@@ -37,6 +37,14 @@ pub trait Projection: Default + Send {
     /// about, and events it cannot make sense of, must leave it unchanged
     /// or change it deterministically: this runs on every replay.
     fn apply(&mut self, event: &Event);
+
+    /// Whether events of this kind can change the state. Replay decodes
+    /// only those (every record's hash and link are checked regardless);
+    /// `apply` is never called with the others.
+    fn wants(kind: &str) -> bool {
+        let _ = kind;
+        true
+    }
 
     /// Snapshot encoding.
     fn encode(&self) -> Vec<u8>;
@@ -109,16 +117,35 @@ impl<P: Projection> Folded<P> {
             if batch.is_empty() {
                 break;
             }
-            let decoded: Vec<Result<SealedEvent>> = batch
-                .par_iter()
-                .map(|(seq, bytes)| SealedEvent::decode(bytes).map_err(|reason| Error::Malformed { seq: *seq, reason }))
+            // Each record must hash, with the previous record's hash, to the
+            // hash it stores: that checks its contents and its link. Only
+            // records the projection wants are decoded further.
+            let prevs: Vec<Hash> = std::iter::once(self.hash)
+                .chain(
+                    batch
+                        .iter()
+                        .map(|(_, bytes)| RawRecord::parse(bytes).map_or(Hash::ZERO, |r| r.hash)),
+                )
                 .collect();
-            for ((key, _), sealed) in batch.iter().zip(decoded) {
-                let sealed = sealed?;
-                self.check(*key, &sealed)?;
-                self.state.apply(&sealed.event);
-                self.seq = Some(sealed.event.seq);
-                self.hash = sealed.hash;
+            let first = self.next_seq();
+            let checked: Vec<Result<Option<SealedEvent>>> = batch
+                .par_iter()
+                .enumerate()
+                .map(|(i, (key, bytes))| check_record::<P>(first + i as u64, *key, bytes, &prevs[i]))
+                .collect();
+            for ((_, bytes), outcome) in batch.iter().zip(checked) {
+                let seq = self.next_seq();
+                if let Some(sealed) = outcome? {
+                    if sealed.event.seq != seq {
+                        return Err(Error::Malformed {
+                            seq,
+                            reason: format!("holds seq {}", sealed.event.seq),
+                        });
+                    }
+                    self.state.apply(&sealed.event);
+                }
+                self.hash = RawRecord::parse(bytes).map_or(Hash::ZERO, |r| r.hash);
+                self.seq = Some(seq);
                 applied += 1;
             }
         }
@@ -130,25 +157,37 @@ impl<P: Projection> Folded<P> {
             }),
         }
     }
+}
 
-    /// The record under key `key` must be the next event of the chain.
-    fn check(&self, key: u64, sealed: &SealedEvent) -> Result<()> {
-        let want = self.next_seq();
-        let broken = |reason: String| Err(Error::Malformed { seq: want, reason });
-        if key != want || sealed.event.seq != want {
-            return broken(format!(
-                "expected seq {want}, found key {key} holding seq {}",
-                sealed.event.seq
-            ));
-        }
-        if sealed.event.prev != self.hash {
-            return broken("does not link to the previous event".into());
-        }
-        if event_hash(&sealed.event.prev, &sealed.canonical) != sealed.hash {
-            return broken("stored hash does not match its contents".into());
-        }
-        Ok(())
+/// Checks that the record under `key` is event `want`, hashing with `prev`
+/// to its stored hash; decodes it if `P` wants its kind.
+fn check_record<P: Projection>(want: u64, key: u64, bytes: &[u8], prev: &Hash) -> Result<Option<SealedEvent>> {
+    let broken = |reason: String| Error::Malformed { seq: want, reason };
+    if key != want {
+        return Err(broken(format!("missing: the next stored record is seq {key}")));
     }
+    let raw = RawRecord::parse(bytes).map_err(broken)?;
+    if event_hash(prev, raw.canonical) != raw.hash {
+        return Err(broken(
+            "does not hash to its stored hash with the previous event's hash (changed, or not linked)".into(),
+        ));
+    }
+    match kind_of(raw.canonical) {
+        Some(kind) if !P::wants(kind) => Ok(None),
+        _ => SealedEvent::decode(bytes).map(Some).map_err(broken),
+    }
+}
+
+/// The top-level `kind` of canonical event bytes, without decoding them.
+/// Keys are sorted, so `kind` follows `actor`, `body`, `correlation` and
+/// `key` and precedes `prev`, `seq`, `subject`, `ts` and `v`, none of which
+/// can hold a `"kind":` member: the last occurrence is the top-level one. A
+/// quote inside a string is escaped, so the pattern cannot start inside one.
+fn kind_of(canonical: &[u8]) -> Option<&str> {
+    const PATTERN: &[u8] = b"\"kind\":\"";
+    let start = canonical.windows(PATTERN.len()).rposition(|w| w == PATTERN)? + PATTERN.len();
+    let len = canonical[start..].iter().position(|b| *b == b'"')?;
+    std::str::from_utf8(&canonical[start..start + len]).ok()
 }
 
 /// The state of `P` as of `seq` (inclusive; past the head: as of the head),

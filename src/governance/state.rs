@@ -62,6 +62,12 @@ impl Projection for GovState {
         }
     }
 
+    fn wants(kind: &str) -> bool {
+        ["server.", "tools.", "grant.", "approval.", "policy.loaded"]
+            .iter()
+            .any(|p| kind.starts_with(p))
+    }
+
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
