@@ -79,15 +79,27 @@ fn hash(text: &str) -> String {
 fn check_prints_the_hash_and_rule_count_of_a_valid_policy() {
     let dir = dir_with(&[("policy.yaml", EXAMPLE)]);
     let run = sealgate(dir.path(), &["policy", "check", "policy.yaml"]).code_is(0);
-    assert_eq!(
-        run.stdout(),
-        format!("ok policy.yaml\nrules 3\nhash {}\n", hash(EXAMPLE))
+    let out = run.stdout();
+    assert!(
+        out.starts_with(&format!(
+            "ok policy.yaml\nrules 3\nhash {}\nbytes {}\n",
+            hash(EXAMPLE),
+            EXAMPLE.len()
+        )),
+        "{out}"
+    );
+    // One line per rule: its line in the file, decision and id.
+    assert!(
+        out.contains("line    6  REQUIRE_APPROVAL        approve-prod-writes"),
+        "{out}"
     );
     let run = sealgate(dir.path(), &["policy", "check", "policy.yaml", "-o", "json"]).code_is(0);
     let v = run.json();
     assert_eq!(v["ok"], true);
     assert_eq!(v["rules"], 3);
     assert_eq!(v["hash"], hash(EXAMPLE));
+    assert_eq!(v["rule_list"][1]["id"], "approve-prod-writes");
+    assert_eq!(v["rule_list"][1]["line"], 6);
 }
 
 #[test]

@@ -98,7 +98,22 @@ impl Upstream {
                         // The child's stderr is its log; keep it in ours.
                         tokio::spawn(async move {
                             let mut lines = tokio::io::BufReader::new(stderr).lines();
+                            let mut in_key = false;
                             while let Ok(Some(line)) = lines.next_line().await {
+                                // Servers print what they handle; the log
+                                // must not keep secrets the results may not.
+                                // A private key printed over several lines is
+                                // no finding line by line: its lines are
+                                // withheld from its header to its end.
+                                let line = if in_key {
+                                    in_key = !line.contains("-----END ");
+                                    "[REDACTED:private_key_block]".to_string()
+                                } else {
+                                    in_key = line.contains("-----BEGIN ")
+                                        && line.contains("PRIVATE KEY")
+                                        && !line.contains("-----END ");
+                                    super::safety::redact_text_for_log(&line)
+                                };
                                 tracing::info!(server = %name, "upstream stderr: {line}");
                             }
                         });

@@ -399,10 +399,13 @@ impl Governance {
 
     /// Records what an upstream listing shows that differs from the pins,
     /// unless already recorded. Returns the receipt if anything was new.
+    /// Only a `complete` listing (every page, not one of several) can show
+    /// that a pinned tool was removed.
     pub async fn observe_tools(
         self: &Arc<Self>,
         name: &str,
         listed: &BTreeMap<String, String>,
+        complete: bool,
     ) -> Result<Option<Receipt>> {
         let _w = self.writes.lock().await;
         let view = self.view().await?;
@@ -432,7 +435,7 @@ impl Governance {
         let removed: Vec<String> = server
             .pins
             .keys()
-            .filter(|t| !listed.contains_key(*t) && !known(t, "removed", None))
+            .filter(|t| complete && !listed.contains_key(*t) && !known(t, "removed", None))
             .cloned()
             .collect();
         if changed.is_empty() && added.is_empty() && removed.is_empty() {

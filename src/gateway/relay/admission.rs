@@ -109,14 +109,15 @@ impl Session {
             Ok(tools) => {
                 let listed: Vec<serde_json::Value> =
                     tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
-                self.remember_tools(&listed).await;
+                self.remember_tools(&listed, true).await;
             }
             Err(e) => tracing::warn!(server = %self.server.name, "cannot list the upstream's tools: {e}"),
         }
     }
 
-    /// Remembers listed tool definitions and records drift from the pins.
-    async fn remember_tools(&self, listed: &[serde_json::Value]) -> BTreeMap<String, String> {
+    /// Remembers listed tool definitions and records drift from the pins
+    /// (`complete`: `listed` is every tool, not one page of a listing).
+    async fn remember_tools(&self, listed: &[serde_json::Value], complete: bool) -> BTreeMap<String, String> {
         let mut hashes = BTreeMap::new();
         {
             let mut tools = super::lock(&self.tools);
@@ -127,7 +128,7 @@ impl Session {
                 }
             }
         }
-        if let Err(e) = self.core.gov.observe_tools(&self.server.name, &hashes).await {
+        if let Err(e) = self.core.gov.observe_tools(&self.server.name, &hashes, complete).await {
             tracing::error!(server = %self.server.name, "drift not recorded: {e}");
         }
         hashes
@@ -351,11 +352,26 @@ impl Session {
         let elapsed = started.elapsed();
         let requested = &admitted.requested;
         let Forwarded::Answer(answer) = forwarded else {
+            // A peer's JSON-RPC error is output as much as a result is: what
+            // the policy redacts in results is redacted from its message and
+            // data, in the ledger and, from an upstream, for the client.
+            let mut forwarded = forwarded;
+            let mut recorded = None;
+            if let Forwarded::PeerError(e) = &mut forwarded {
+                let redacted = redact_error(e, &admitted.output);
+                if call.direction == Direction::ClientToServer {
+                    *e = redacted.clone();
+                }
+                recorded = Some(redacted);
+            }
             let outcome = match &forwarded {
-                Forwarded::PeerError(e) => Outcome::Error {
-                    code: e.code.0,
-                    message: &e.message,
-                },
+                Forwarded::PeerError(e) => {
+                    let e = recorded.as_ref().unwrap_or(e);
+                    Outcome::Error {
+                        code: e.code.0,
+                        message: &e.message,
+                    }
+                }
                 Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
                 Forwarded::Cancelled => Outcome::Cancelled,
                 Forwarded::Unavailable(message) => Outcome::Unavailable { message },
@@ -535,7 +551,9 @@ impl Session {
         let mut listing = listing_of(method, &result, cursor);
         let items: Vec<serde_json::Value> = listing.items.as_array().cloned().unwrap_or_default();
         let hashes = if method == "tools/list" {
-            self.remember_tools(&items).await
+            // One page of several does not show which tools were removed.
+            let complete = listing.cursor.is_none() && listing.next_cursor.is_none();
+            self.remember_tools(&items, complete).await
         } else {
             BTreeMap::new()
         };
@@ -593,6 +611,20 @@ impl Session {
         }
         serde_json::from_value(json).map_err(|e| error(codes::AUDIT_UNAVAILABLE, e.to_string()))
     }
+}
+
+/// `e` with the findings `output` does not allow redacted from its message
+/// and data.
+fn redact_error(e: &ErrorData, output: &ScanPolicy) -> ErrorData {
+    let withheld = || ErrorData::new(e.code, "[REDACTED: the error could not be scanned]", None);
+    let Ok(json) = serde_json::to_value(e) else {
+        return withheld();
+    };
+    let scan = safety::scan_json(&json, output);
+    if scan.report.is_empty() {
+        return e.clone();
+    }
+    serde_json::from_value(scan.redacted).unwrap_or_else(|_| withheld())
 }
 
 /// Digest of a call's arguments as sent: what an approval is bound to.

@@ -20,7 +20,10 @@ mod parse;
 
 use std::fmt;
 
-#[allow(unused_imports, reason = "grants use it; the policy bench includes this module without them")]
+#[allow(
+    unused_imports,
+    reason = "grants use it; the policy bench includes this module without them"
+)]
 pub use glob::glob_matches;
 #[allow(
     unused_imports,
