@@ -302,3 +302,59 @@ fn state_cli(site: &Site, part: &str, as_of: Option<&str>) -> (bool, String) {
     let text = if out.status.success() { out.stdout } else { out.stderr };
     (out.status.success(), String::from_utf8_lossy(&text).to_string())
 }
+
+/// A caller that cancels a call held for approval withdraws it: the
+/// approval is closed as expired (with the reason), a later approval is
+/// refused, and the write never runs.
+#[test]
+fn a_cancelled_held_call_is_withdrawn_and_never_runs() {
+    let Some(w) = world() else { return };
+    let target = w.files.join("never.txt");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let id = rt.block_on(async {
+        let config = StreamableHttpClientTransportConfig::with_uri(w.gw.url("fs")).auth_header(w.alice.clone());
+        let client = ().serve(StreamableHttpClientTransport::from_config(config)).await.expect("session");
+        let args = serde_json::json!({"path": target.to_string_lossy(), "content": "no"});
+        let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(
+            CallToolRequestParams::new("write_file").with_arguments(args.as_object().cloned().unwrap_or_default()),
+        ));
+        let handle = client
+            .peer()
+            .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+            .await
+            .expect("send");
+        // Blocks this worker while it polls the CLI; the client's tasks run
+        // on the runtime's other workers.
+        let pending = w.pending("write_file");
+        handle.cancel(Some("the user gave up".into())).await.expect("cancel");
+        let _ = client.cancel().await;
+        pending
+    });
+    // The approval is closed, and approving it now is refused.
+    wait_until("the withdrawal", Duration::from_secs(20), || {
+        let (ok, out) = w.cli(&w.bob, &["approvals", "list"]);
+        ok && out.contains("\"expired\"")
+    });
+    let (ok, out) = w.cli(&w.bob, &["approvals", "approve", &id]);
+    assert!(!ok && out.contains("no longer pending"), "{out}");
+    assert!(!target.exists(), "a withdrawn call ran");
+    w.gw.stop();
+    let events = w.site.events();
+    let expired = events
+        .iter()
+        .find(|e| kind(e) == "approval.expired")
+        .expect("approval.expired");
+    assert!(
+        body(expired, "reason")
+            .as_str()
+            .is_some_and(|r| r.contains("cancelled")),
+        "{expired}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| kind(e).starts_with("execution.") && e["subject"]["tool"] == "write_file"),
+        "a withdrawn call has no execution"
+    );
+}

@@ -579,9 +579,9 @@ impl Governance {
         self.commit_one(d).await
     }
 
-    /// Marks a pending approval expired (its deadline passed). Writes
-    /// nothing if it was decided meanwhile.
-    pub async fn expire_approval(self: &Arc<Self>, id: &str) -> Result<Option<Receipt>> {
+    /// Marks a pending approval expired (its deadline passed, or the held
+    /// call went away). Writes nothing if it was decided meanwhile.
+    pub async fn expire_approval(self: &Arc<Self>, id: &str, reason: &str) -> Result<Option<Receipt>> {
         let _w = self.writes.lock().await;
         let view = self.view().await?;
         let Some(item) = view
@@ -598,6 +598,7 @@ impl Governance {
         d.subject.tool = item.tool.clone();
         d.correlation.answers = Some(item.requested_seq);
         d.body.insert("approval_id".into(), id.to_string().into());
+        d.body.insert("reason".into(), reason.to_string().into());
         Ok(Some(self.commit_one(d).await?))
     }
 }

@@ -142,6 +142,7 @@ impl Session {
         scope: &Scope,
         call: &CallInfo,
         progress: Option<ProgressSink>,
+        cancelled: &tokio_util::sync::CancellationToken,
     ) -> Result<Admitted, ErrorData> {
         let gov = &self.core.gov;
         let name = &self.server.name;
@@ -230,7 +231,8 @@ impl Session {
                 ruling.gate.as_str(),
             )),
             Verdict::RequireApproval => {
-                self.await_approval(scope, call, &requested, &ruling, progress).await?;
+                self.await_approval(scope, call, &requested, &ruling, progress, cancelled)
+                    .await?;
                 Ok(Admitted {
                     requested,
                     ruling,
@@ -250,6 +252,7 @@ impl Session {
         requested: &Receipt,
         ruling: &Ruling,
         progress: Option<ProgressSink>,
+        cancelled: &tokio_util::sync::CancellationToken,
     ) -> Result<(), ErrorData> {
         let gov = &self.core.gov;
         let name = &self.server.name;
@@ -313,11 +316,20 @@ impl Session {
             }
             let now = Timestamp::now().as_nanos();
             if now >= deadline {
-                gov.expire_approval(&id).await.map_err(|e| gov_refused(name, &e))?;
+                gov.expire_approval(&id, "no decision before the deadline")
+                    .await
+                    .map_err(|e| gov_refused(name, &e))?;
                 continue;
             }
             let left = Duration::from_nanos(deadline - now);
             tokio::select! {
+                // The caller gave up: the call must not run if approved later.
+                _ = cancelled.cancelled() => {
+                    gov.expire_approval(&id, "the held call was cancelled by its caller")
+                        .await
+                        .map_err(|e| gov_refused(name, &e))?;
+                    return Err(refuse(format!("approval {id} withdrawn: the call was cancelled")));
+                }
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(left) => {}
                 _ = tick.tick() => {
@@ -493,7 +505,7 @@ impl Session {
             peer: ctx.peer.clone(),
             token,
         });
-        let admitted = match self.admit(conn, &scope, &call, progress).await {
+        let admitted = match self.admit(conn, &scope, &call, progress, &ctx.ct).await {
             Ok(admitted) => admitted,
             // A refused tool call is answered as a tool error, so the agent
             // (and its model) reads why; the decision is in `_meta`. Other
@@ -528,7 +540,7 @@ impl Session {
         downstream: &Peer<RoleServer>,
     ) -> Result<ClientResult, ErrorData> {
         let scope = self.conn_scope(conn);
-        let admitted = self.admit(conn, &scope, &call, None).await?;
+        let admitted = self.admit(conn, &scope, &call, None, &ctx.ct).await?;
         let started = Instant::now();
         let forwarded = self.forward_down(downstream, request, ctx, admitted.timeout).await;
         self.settle(&scope, &call, &admitted, started, forwarded, |_| None)
@@ -569,9 +581,6 @@ impl Session {
             .iter()
             .map(|n| {
                 let usable = approved
-                    && server.is_some_and(|s| {
-                        s.env.is_empty() || !s.env.is_empty() // labels do not hide; grants may name one
-                    })
                     && view
                         .state
                         .grants

@@ -362,6 +362,11 @@ impl Session {
         meta.0.0.remove("progressToken");
         *request.get_meta_mut() = meta;
         let peer = conn.upstream.peer();
+        // Cancelled while it was being admitted (e.g. held for approval):
+        // it must not reach the upstream at all.
+        if ctx.ct.is_cancelled() {
+            return Forwarded::Cancelled;
+        }
         let handle = match peer
             .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
             .await
