@@ -28,19 +28,19 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-#[path = "../src/gateway/decision.rs"]
+#[path = "../src/governance/call.rs"]
 #[allow(dead_code, reason = "only Verdict is used here")]
-mod decision;
+mod call;
 
-mod gateway {
-    pub use crate::decision::Verdict;
+mod governance {
+    pub use crate::call::Verdict;
 }
 
 #[path = "../src/governance/policy/mod.rs"]
 #[allow(dead_code, reason = "the benchmark uses part of the policy API")]
 mod policy;
 
-use gateway::Verdict;
+use governance::Verdict;
 use policy::{Action, Evaluation, Facts, Policy};
 
 const RULES: usize = 1_000;

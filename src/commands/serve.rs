@@ -60,7 +60,7 @@ async fn bootstrap(gateway: &Gateway, config: &Config, global: &Global) -> Resul
         || crate::config::DEFAULT_CONFIG.to_string(),
         |p| p.display().to_string(),
     );
-    crate::governance::bootstrap(gateway.governance(), gateway, config, &origin)
+    crate::gateway::bootstrap(gateway.governance(), gateway, config, &origin)
         .await
         .context("cannot apply the config's governance declarations")
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
 
-use super::decision::Principal;
 use super::safety::Report;
 use crate::governance::Ruling;
+use crate::governance::{Principal, to_ledger_value as to_value};
 
 /// Where the gateway's events go. Every append waits until the event is
 /// durable; an error means the event is not in the log and the caller must
@@ -402,23 +402,6 @@ fn error_obj(code: Option<i32>, message: &str) -> Value {
 
 fn opt(v: Option<String>) -> Value {
     v.map(Value::String).unwrap_or(Value::Null)
-}
-
-/// A JSON value for an event body; floats (not allowed in signed data)
-/// become their decimal text.
-pub fn to_value(json: &serde_json::Value) -> Value {
-    match json {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Value::Int(i.into()),
-            (_, Some(u)) => Value::Int(u.into()),
-            _ => Value::String(n.to_string()),
-        },
-        serde_json::Value::String(s) => Value::String(s.clone()),
-        serde_json::Value::Array(a) => Value::Array(a.iter().map(to_value).collect()),
-        serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()),
-    }
 }
 
 #[cfg(test)]

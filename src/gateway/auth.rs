@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::decision::{AuthMethod, Principal};
 use crate::config::{AuthConfig, JwtIssuerConfig};
+use crate::governance::{AuthMethod, Principal};
 
 /// Why a request was not authenticated; both become 401.
 #[derive(Debug, PartialEq, Eq)]

@@ -7,14 +7,15 @@
 //!   each data-moving request.
 //! - `upstream`: the transports upstream servers are reached by.
 //! - `audit`: the events the gateway writes.
-//! - `decision`: principals and what a call asks for.
+//! - `bootstrap`: the config's governance declarations made into events at
+//!   start (it lists upstream tools to pin them, so it lives here).
 //! - `safety`: secrets and personal data in results.
 //! - `auth`: bearer tokens and JWTs.
 //! - `http`: the axum front (streamable HTTP, auth, limits, metadata).
 
 mod audit;
 mod auth;
-mod decision;
+mod bootstrap;
 mod http;
 mod relay;
 mod safety;
@@ -28,9 +29,9 @@ use anyhow::{Context, Result};
 use ledger::Ledger;
 use rmcp::ServiceExt;
 
-pub use audit::to_value as canonical_value;
+pub use crate::governance::{AuthMethod, Principal};
 pub use auth::{Authenticator, new_token};
-pub use decision::{AuthMethod, CallRequest, Principal, Verdict};
+pub use bootstrap::bootstrap;
 pub use http::router;
 
 use crate::config::Config;

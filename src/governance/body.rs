@@ -29,3 +29,20 @@ pub fn str_map(body: &Object, key: &str) -> BTreeMap<String, String> {
         })
         .unwrap_or_default()
 }
+
+/// A JSON value for an event body; floats (not allowed in signed data)
+/// become their decimal text.
+pub fn to_ledger_value(json: &serde_json::Value) -> Value {
+    match json {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i.into()),
+            (_, Some(u)) => Value::Int(u.into()),
+            _ => Value::String(n.to_string()),
+        },
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(to_ledger_value).collect()),
+        serde_json::Value::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), to_ledger_value(v))).collect()),
+    }
+}

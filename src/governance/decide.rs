@@ -9,10 +9,10 @@
 
 use ledger::Timestamp;
 
+use super::call::{CallRequest, Verdict};
 use super::policy::{Action, Evaluation, Facts, OutputPolicy, Policy};
 use super::registry::{Server, Status};
 use super::state::GovState;
-use crate::gateway::{CallRequest, Verdict};
 
 /// What the relay knows of the tool being called, from the upstream's
 /// listing.
@@ -221,7 +221,7 @@ pub fn tool_hash(tool: &serde_json::Value) -> String {
             pinned.insert(field.to_string(), v.clone());
         }
     }
-    let canonical = crate::gateway::canonical_value(&serde_json::Value::Object(pinned)).to_canonical();
+    let canonical = super::body::to_ledger_value(&serde_json::Value::Object(pinned)).to_canonical();
     format!("blake3:{}", blake3::hash(&canonical).to_hex())
 }
 

@@ -8,11 +8,11 @@
 //! - `decide`: the decision for one call, a pure function of the state.
 //! - `service`: the live state of a running gateway and the mutations
 //!   (checked, then appended as events).
-//! - `bootstrap`: what the config declares, made into events at start.
+//! - `call`: who is calling and what they ask for.
 
 pub mod approvals;
 mod body;
-mod bootstrap;
+mod call;
 mod decide;
 pub mod grants;
 pub mod policy;
@@ -20,7 +20,8 @@ pub mod registry;
 mod service;
 pub mod state;
 
-pub use bootstrap::bootstrap;
+pub use body::to_ledger_value;
+pub use call::{AuthMethod, CallRequest, Principal, Verdict};
 pub use decide::{Ruling, ToolFacts, decide, tool_facts};
 pub use registry::Status;
 pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, ServerSpec, resolve_as_of};

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use ledger::{Actor, Draft, EventKind, Folded, Ledger, Object, Receipt, Snapshots, Timestamp, Value};
 
 use super::approvals::State as ApprovalState;
+use super::call::Principal;
 use super::policy::Policy;
 use super::registry::{Status, allowed};
 use super::state::GovState;
-use crate::gateway::Principal;
 
 /// Why a mutation was refused, or could not be written.
 #[derive(Debug, thiserror::Error)]

@@ -27,11 +27,11 @@ use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
 
 use super::{Conn, Forwarded, Session, audit_refused, audit_withheld, codes, error, listing_of};
 use crate::gateway::audit::{CallInfo, Direction, Outcome, Scope, digest};
-use crate::gateway::decision::{CallRequest, Verdict};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
 use crate::governance::policy::{Constraints, OnOversize, OutputAction, OutputPolicy};
 use crate::governance::{ApprovalSpec, Ruling, ToolFacts, decide, tool_facts};
+use crate::governance::{CallRequest, Verdict};
 
 /// A call that may go ahead, and on what terms.
 pub(super) struct Admitted {

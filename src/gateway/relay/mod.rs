@@ -32,9 +32,9 @@ use rmcp::service::{
 };
 
 use super::audit::{Audit, CallInfo, Direction, Listing, Scope};
-use super::decision::Principal;
 use super::upstream::Upstream;
 use crate::governance::Governance;
+use crate::governance::Principal;
 
 /// JSON-RPC error codes the gateway itself answers with (the
 /// implementation-defined server error range). Documented in
@@ -300,18 +300,18 @@ impl Session {
         );
         body.insert(
             "client".into(),
-            super::audit::to_value(&serde_json::to_value(&params.client_info).unwrap_or_default()),
+            crate::governance::to_ledger_value(&serde_json::to_value(&params.client_info).unwrap_or_default()),
         );
         body.insert(
             "client.capabilities".into(),
-            super::audit::to_value(&serde_json::to_value(&params.capabilities).unwrap_or_default()),
+            crate::governance::to_ledger_value(&serde_json::to_value(&params.capabilities).unwrap_or_default()),
         );
         match (&init, &connected) {
             (Some(init), _) => {
                 body.insert("outcome".into(), "ok".into());
                 body.insert(
                     "server".into(),
-                    super::audit::to_value(&serde_json::to_value(&init.server_info).unwrap_or_default()),
+                    crate::governance::to_ledger_value(&serde_json::to_value(&init.server_info).unwrap_or_default()),
                 );
             }
             (None, Err(message)) => {

@@ -35,7 +35,7 @@ pub use model::{
 };
 pub use parse::PolicyError;
 
-use crate::gateway::Verdict;
+use crate::governance::Verdict;
 use eval::Index;
 
 /// A parsed, checked and indexed policy, with the text it came from.

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::glob::Glob;
-use crate::gateway::Verdict;
+use crate::governance::Verdict;
 
 /// What a call does, as the registry classifies the tool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -19,7 +19,7 @@ use super::glob::Glob;
 use super::model::{
     Action, Approval, Approvers, Conditions, Constraints, METHODS, OnOversize, OutputAction, OutputPolicy, Rule,
 };
-use crate::gateway::Verdict;
+use crate::governance::Verdict;
 
 /// Why a policy was rejected, and where: `ORIGIN:LINE:COLUMN: rule "ID": MESSAGE`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::registry::Status;
-use super::service::{Governance, GrantSpec};
+use super::Gateway;
 use crate::config::{Config, GrantConfig};
-use crate::gateway::{Gateway, Principal};
+use crate::governance::grants::Grantee;
+use crate::governance::{Governance, GrantSpec, Principal, Status};
 
 pub const CONFIG_PRINCIPAL: &str = "sealgate:config";
 
@@ -79,8 +79,8 @@ async fn reconcile_grants(gov: &Arc<Governance>, by: &Principal, wanted: &[Grant
             continue;
         }
         let (p, t) = match &grant.grantee {
-            super::grants::Grantee::Principal(p) => (Some(p.clone()), None),
-            super::grants::Grantee::Team(t) => (None, Some(t.clone())),
+            Grantee::Principal(p) => (Some(p.clone()), None),
+            Grantee::Team(t) => (None, Some(t.clone())),
         };
         let k = key(&p, &t, &grant.server, &grant.tool, &grant.env);
         if wanted_keys.contains(&k) && grant.expires_at.is_none() {

@@ -1,5 +1,5 @@
 //! Who is calling and what they ask for: what governance decides on
-//! (`crate::governance::decide`).
+//! (`decide`). The gateway authenticates callers into a [`Principal`].
 
 use std::fmt;
 
