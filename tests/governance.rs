@@ -358,3 +358,58 @@ fn a_cancelled_held_call_is_withdrawn_and_never_runs() {
         "a withdrawn call has no execution"
     );
 }
+
+/// A call held for approval tells a client that asked for progress that it
+/// is still waiting (every `governance.approval_progress_sec`, 5 s by
+/// default), until its approval expires (6 s here).
+#[test]
+fn a_held_call_sends_progress_while_it_waits() {
+    let Some(w) = world() else { return };
+    let script = r#"import asyncio, json, sys
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+async def main():
+    url, token, path = sys.argv[1], sys.argv[2], sys.argv[3]
+    seen = []
+    async def progress(p, total, message):
+        seen.append(message)
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as hc:
+        async with streamable_http_client(url, http_client=hc) as (r, wr, *_):
+            async with ClientSession(r, wr) as s:
+                await s.initialize()
+                await s.list_tools()
+                res = await s.call_tool("write_file", {"path": path, "content": "x"}, progress_callback=progress)
+                await asyncio.sleep(0.3)
+                text = res.content[0].text if res.content else ""
+                print(json.dumps({"is_error": bool(res.is_error), "text": text, "progress": seen}))
+
+asyncio.run(main())
+"#;
+    let path = w.site.path("progress.py");
+    std::fs::write(&path, script).expect("script");
+    let target = w.files.join("waited.txt");
+    let out = Command::new(&w.peers.python)
+        .arg(&path)
+        .arg(w.gw.url("fs"))
+        .arg(&w.alice)
+        .arg(&target)
+        .output()
+        .expect("client");
+    let report: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["is_error"], true, "{report}");
+    assert!(
+        report["text"].as_str().is_some_and(|t| t.contains("expired")),
+        "{report}"
+    );
+    let progress = report["progress"].as_array().cloned().unwrap_or_default();
+    assert!(
+        progress
+            .iter()
+            .any(|m| m.as_str().is_some_and(|m| m.contains("waiting for approval"))),
+        "no progress while waiting: {report}"
+    );
+    assert!(!target.exists());
+}
