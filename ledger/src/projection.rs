@@ -133,7 +133,8 @@ impl<P: Projection> Folded<P> {
                 .enumerate()
                 .map(|(i, (key, bytes))| check_record::<P>(first + i as u64, *key, bytes, &prevs[i]))
                 .collect();
-            for ((_, bytes), outcome) in batch.iter().zip(checked) {
+            // `prevs[i + 1]` is record i's stored hash (checked above).
+            for (i, outcome) in checked.into_iter().enumerate() {
                 let seq = self.next_seq();
                 if let Some(sealed) = outcome? {
                     if sealed.event.seq != seq {
@@ -144,7 +145,7 @@ impl<P: Projection> Folded<P> {
                     }
                     self.state.apply(&sealed.event);
                 }
-                self.hash = RawRecord::parse(bytes).map_or(Hash::ZERO, |r| r.hash);
+                self.hash = prevs[i + 1];
                 self.seq = Some(seq);
                 applied += 1;
             }

@@ -345,11 +345,7 @@ impl Governance {
 
     async fn check_transition(self: &Arc<Self>, name: &str, to: Status) -> Result<()> {
         let view = self.view().await?;
-        let server = view
-            .state
-            .registry
-            .get(name)
-            .ok_or_else(|| GovError::NotFound(format!("server {name:?} is not registered")))?;
+        let server = registered(&view, name)?;
         allowed(server.status, to)
             .map_err(|why| GovError::Conflict(format!("server {name:?} cannot become {}: {why}", to.as_str())))
     }
@@ -365,11 +361,7 @@ impl Governance {
     ) -> Result<Receipt> {
         let _w = self.writes.lock().await;
         let view = self.view().await?;
-        let server = view
-            .state
-            .registry
-            .get(name)
-            .ok_or_else(|| GovError::NotFound(format!("server {name:?} is not registered")))?;
+        let server = registered(&view, name)?;
         if server.status != Status::Approved {
             return Err(GovError::Conflict(format!(
                 "server {name:?} is {}: approve the server, not its tools",
@@ -601,6 +593,14 @@ impl Governance {
         d.body.insert("reason".into(), reason.to_string().into());
         Ok(Some(self.commit_one(d).await?))
     }
+}
+
+/// The registered server `name`, or why not.
+fn registered<'a>(view: &'a View, name: &str) -> Result<&'a super::registry::Server> {
+    view.state
+        .registry
+        .get(name)
+        .ok_or_else(|| GovError::NotFound(format!("server {name:?} is not registered")))
 }
 
 /// `at` as a sequence number: itself, or the last event at or before an
