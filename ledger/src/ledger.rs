@@ -192,23 +192,37 @@ impl Ledger {
         self.writer.as_ref().map(|(tx, _)| tx).ok_or(Error::ReadOnly)
     }
 
+    /// Queues a command for the writer and wakes it if it is parked.
+    fn send_blocking(&self, command: Command) -> Result<()> {
+        self.sender()?.blocking_send(command).map_err(|_| Error::Closed)?;
+        self.wake_writer();
+        Ok(())
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.sender()?.send(command).await.map_err(|_| Error::Closed)?;
+        self.wake_writer();
+        Ok(())
+    }
+
+    fn wake_writer(&self) {
+        if let Some((_, handle)) = &self.writer {
+            handle.thread().unpark();
+        }
+    }
+
     /// Queues drafts as one atomic unit: all of them become durable in one
     /// write, or none. Blocks while the queue is full; not for async tasks.
     pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
         let (reply, rx) = oneshot::channel();
-        self.sender()?
-            .blocking_send(Command::Append { drafts, reply })
-            .map_err(|_| Error::Closed)?;
+        self.send_blocking(Command::Append { drafts, reply })?;
         Ok(self.pending(rx))
     }
 
     /// [`Ledger::submit`] for async callers.
     pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
         let (reply, rx) = oneshot::channel();
-        self.sender()?
-            .send(Command::Append { drafts, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.send(Command::Append { drafts, reply }).await?;
         Ok(self.pending(rx))
     }
 
@@ -227,14 +241,12 @@ impl Ledger {
     /// it are signed by `new_key`.
     pub fn rotate_key(&self, new_key: SigningKey, actor: Actor, reason: Option<String>) -> Result<Receipt> {
         let (reply, rx) = oneshot::channel();
-        self.sender()?
-            .blocking_send(Command::Rotate {
-                new_key: Box::new(new_key),
-                actor,
-                reason,
-                reply,
-            })
-            .map_err(|_| Error::Closed)?;
+        self.send_blocking(Command::Rotate {
+            new_key: Box::new(new_key),
+            actor,
+            reason,
+            reply,
+        })?;
         self.pending(rx).wait()
     }
 
@@ -322,6 +334,7 @@ impl Drop for Ledger {
     fn drop(&mut self) {
         if let Some((tx, handle)) = self.writer.take() {
             drop(tx);
+            handle.thread().unpark();
             // The writer drains what is queued, then exits.
             let _ = handle.join();
         }

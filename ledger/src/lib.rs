@@ -14,6 +14,7 @@ mod keys;
 mod ledger;
 mod projection;
 mod schedule;
+mod signer;
 mod store;
 mod timestamp;
 mod verify;

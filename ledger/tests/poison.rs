@@ -20,17 +20,38 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, ledger::KeyDir, Vec<Receip
     (dir, path, keys, acked)
 }
 
-/// Appends from 8 threads at once while the fail point is armed.
+/// Appends from 8 threads at once while the fail point is armed, each
+/// queueing 8 appends before it waits: groups of up to 64 callers, so both
+/// commit paths are taken (a small group synced on the writer thread, a
+/// large one written unsynced and synced by the sync thread).
 fn concurrent_appends(ledger: &Ledger) -> Vec<ledger::Result<Receipt>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
-            .map(|i| s.spawn(move || ledger.append_blocking(draft(100 + i))))
+            .map(|t| {
+                s.spawn(move || {
+                    let pending: Vec<_> = (0..8).map(|i| ledger.submit(vec![draft(100 + t * 8 + i)])).collect();
+                    pending
+                        .into_iter()
+                        .map(|p| {
+                            let mut receipts = p?.wait()?;
+                            receipts.pop().ok_or(Error::Closed)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
     })
 }
 
-fn assert_poisoned(results: &[ledger::Result<Receipt>], ledger: &Ledger) {
+fn assert_poisoned(results: &[ledger::Result<Receipt>], ledger: &Ledger, acked: &[Receipt]) {
+    // Nothing of a failed group is published: readers stop at the last
+    // acknowledged event, even if the failed group's bytes reached the WAL.
+    assert_eq!(
+        ledger.head().seq,
+        acked.last().expect("acked").seq,
+        "the head must not move past the last acknowledged event"
+    );
     assert!(
         results.iter().all(|r| r.is_err()),
         "no append may succeed while writes fail: {results:?}"
@@ -78,7 +99,7 @@ fn a_failed_sync_poisons_the_writer_and_loses_nothing_acknowledged() {
     let ledger = Ledger::open(&path, &keys).expect("open");
     fail::cfg("ledger::after_write", "return(injected sync failure: EIO)").expect("arm fail point");
     let results = concurrent_appends(&ledger);
-    assert_poisoned(&results, &ledger);
+    assert_poisoned(&results, &ledger, &acked);
     drop(ledger);
     scenario.teardown();
     // The failed group's bytes reached the WAL before the "sync" failed, so
@@ -95,7 +116,7 @@ fn a_failed_write_poisons_the_writer_and_writes_nothing() {
     let ledger = Ledger::open(&path, &keys).expect("open");
     fail::cfg("ledger::before_write", "return(injected write failure: ENOSPC)").expect("arm fail point");
     let results = concurrent_appends(&ledger);
-    assert_poisoned(&results, &ledger);
+    assert_poisoned(&results, &ledger, &acked);
     drop(ledger);
     scenario.teardown();
     let head = assert_recovers(&path, &keys, &acked);

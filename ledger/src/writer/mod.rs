@@ -1,0 +1,655 @@
+//! The single writer: a dedicated thread that seals (sequence number,
+//! timestamp, hash chain), has signed, and commits appends.
+//!
+//! Group commit, pipelined, in three stages that run at once:
+//!
+//! 1. **Seal.** The writer thread takes every request that is waiting and
+//!    seals them in order into a *group*, handing the sealed events to the
+//!    signing pool in chunks as it goes (`signer.rs`). It does not wait for
+//!    the signatures: while earlier groups are being signed it goes on
+//!    sealing whatever arrives.
+//! 2. **Write.** As soon as the oldest groups are fully signed, the writer
+//!    writes them (events, a time-index entry, the new head) in one RocksDB
+//!    `WriteBatch` *without* waiting for the WAL sync, and hands them to the
+//!    sync thread.
+//! 3. **Sync.** The sync thread (`sync.rs`) syncs the WAL, covering every
+//!    group written before the sync began, and only then publishes the new
+//!    head and tells those groups' callers their receipts.
+//!
+//! When none of that has anything to do, the writer signs a queued chunk
+//! itself, or parks; senders and signers unpark it. Groups are written
+//! strictly in chain order, and a caller hears of its sequence number only
+//! after a sync that began after its group was written. A lone caller's
+//! group, when nothing else is in flight, is signed, written with a synced
+//! write and acknowledged on the writer thread itself: no hand-off.
+//!
+//! If a write or sync fails the writer is poisoned: the group's callers get
+//! an error, and so does every later append (including a group already
+//! sealed on top of the failed one) until the process restarts and recovery
+//! has checked the tail.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::Signature;
+use rocksdb::{WriteBatch, WriteOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::chain::{RECORD_HASH, RECORD_HEADER_LEN, RECORD_SIGNATURE, RECORD_VERSION, Rotation, event_hash};
+use crate::error::{Error, Result};
+use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
+use crate::keys::{KeyDir, SigningKey};
+use crate::signer::{self, SignPool, Signable};
+use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, META_CURRENT_KEY, META_HEAD, Store};
+use crate::timestamp::Timestamp;
+
+mod sync;
+use sync::{Poison, Syncer};
+
+/// Largest canonical envelope accepted, in bytes.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// Most events sealed into one group.
+const MAX_GROUP_EVENTS: usize = 4096;
+/// Bytes reserved for an event's canonical form when it is sealed: most
+/// gateway events fit, so the record is not reallocated while it is laid out.
+const RECORD_CAPACITY: usize = 1024;
+/// Most bytes sealed into one group.
+const MAX_GROUP_BYTES: usize = 32 << 20;
+/// Events handed to the signing pool at a time. A group of at most this
+/// many, when no other group is in flight, is signed on the writer thread.
+const SIGN_CHUNK: usize = 8;
+/// How long the idle writer polls for the next request before it parks: a
+/// caller that appends again right after its acknowledgement is then picked
+/// up without a wake-up.
+const SPIN: Duration = Duration::from_micros(50);
+/// Groups with at least this many callers are always synced and
+/// acknowledged by the sync thread.
+const SYNC_OFFLOAD_MIN: usize = 8;
+/// Requests that may wait for the writer before senders are held back.
+pub(crate) const QUEUE_DEPTH: usize = 16 * 1024;
+
+/// What an acknowledged append returns: the event is durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub hash: Hash,
+    pub ts: Timestamp,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
+
+pub(crate) enum Command {
+    Append {
+        drafts: Vec<Draft>,
+        reply: Reply<Vec<Receipt>>,
+    },
+    Rotate {
+        new_key: Box<SigningKey>,
+        actor: Actor,
+        reason: Option<String>,
+        reply: Reply<Receipt>,
+    },
+}
+
+impl Command {
+    fn events(&self) -> usize {
+        match self {
+            Command::Append { drafts, .. } => drafts.len(),
+            Command::Rotate { .. } => 1,
+        }
+    }
+}
+
+/// The chain position the next event continues from.
+struct Tip {
+    next_seq: u64,
+    prev: Hash,
+    last_ts: Timestamp,
+}
+
+/// One sealed event of a group, already laid out as its stored record
+/// (`version ‖ hash ‖ signature ‖ canonical`); the signature bytes are
+/// filled in when it is signed, before the group is written.
+struct Sealed {
+    seq: u64,
+    ts: Timestamp,
+    hash: Hash,
+    record: Vec<u8>,
+    signed: bool,
+}
+
+impl Signable for Sealed {
+    fn sign_with(&mut self, key: &SigningKey) {
+        if !self.signed {
+            let sig = key.sign_hash(&self.hash);
+            self.set_signature(&sig);
+        }
+    }
+}
+
+impl Sealed {
+    fn canonical_len(&self) -> usize {
+        self.record.len() - RECORD_HEADER_LEN
+    }
+
+    fn set_signature(&mut self, sig: &Signature) {
+        self.record[RECORD_SIGNATURE].copy_from_slice(&sig.to_bytes());
+        self.signed = true;
+    }
+}
+
+/// Who waits for which events of a group.
+enum Waiter {
+    Append(Reply<Vec<Receipt>>, Range<usize>),
+    Rotate(Reply<Receipt>),
+}
+
+impl Waiter {
+    fn fail(self, err: impl Fn() -> Error) {
+        match self {
+            Waiter::Append(reply, _) => {
+                let _ = reply.send(Err(err()));
+            }
+            Waiter::Rotate(reply) => {
+                let _ = reply.send(Err(err()));
+            }
+        }
+    }
+}
+
+/// Sealed events in chain order and who waits for them.
+struct Group {
+    sealed: Vec<Sealed>,
+    waiters: Vec<Waiter>,
+    /// Set when the group is one key rotation: the key it introduces.
+    rotation: Option<KeyId>,
+}
+
+pub(crate) struct Writer {
+    store: Arc<Store>,
+    key: Arc<SigningKey>,
+    key_dir: KeyDir,
+    tip: Tip,
+    /// Set by whichever thread sees a write or sync fail.
+    poison: Arc<Poison>,
+    pool: SignPool<Sealed>,
+    /// The thread that syncs written groups and acknowledges them.
+    syncer: Syncer,
+    /// Commands taken from the queue that belong to the next group.
+    carried: VecDeque<Command>,
+}
+
+impl Writer {
+    pub(crate) fn new(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Writer> {
+        let head = store.head();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = SignPool::new(threads)?;
+        let poison = Arc::new(Poison::default());
+        let syncer = Syncer::start(store.clone(), poison.clone())?;
+        Ok(Writer {
+            store,
+            key: Arc::new(key),
+            key_dir,
+            tip: Tip {
+                next_seq: head.seq + 1,
+                prev: head.hash,
+                last_ts: head.ts,
+            },
+            poison,
+            pool,
+            syncer,
+            carried: VecDeque::new(),
+        })
+    }
+
+    /// The thread's loop: runs until every sender is dropped and everything
+    /// queued has been committed. It never blocks on one stage: each round
+    /// it seals what is queued, writes the oldest groups whose signatures
+    /// are all made, and only when neither had anything to do does it sign
+    /// a chunk itself or park (senders and signers unpark it).
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        // Sealed groups in chain order, signed or being signed.
+        let mut inflight: VecDeque<Prepared> = VecDeque::new();
+        let mut open = true;
+        // Whether the last group written was a lone caller's.
+        let mut lone = false;
+        loop {
+            let mut progress = false;
+            if open {
+                match self.take_commands(&mut rx) {
+                    Taken::Commands(commands) => {
+                        progress = true;
+                        inflight.extend(self.prepare(commands, !inflight.is_empty()));
+                    }
+                    Taken::Nothing => {}
+                    Taken::Closed => open = false,
+                }
+            }
+            let mut ready = Vec::new();
+            while inflight.front().is_some_and(|p| p.signed(&self.pool)) {
+                match inflight.pop_front().map(|p| p.finish(&self.pool)) {
+                    Some(Ok(group)) => ready.push(group),
+                    Some(Err((group, reason))) => {
+                        self.poison.set(&self.store, &reason);
+                        fail(group, &reason);
+                    }
+                    None => break,
+                }
+            }
+            if !ready.is_empty() {
+                progress = true;
+                lone = ready.len() == 1 && ready.iter().all(|g| g.waiters.len() == 1);
+                self.commit(ready);
+            }
+            if progress || self.pool.help() {
+                continue;
+            }
+            if inflight.is_empty() {
+                if !open {
+                    return;
+                }
+                // A lone caller usually appends again right after its
+                // acknowledgement: poll for it a moment before parking.
+                if lone {
+                    spin_for_command(&rx);
+                    lone = false;
+                }
+                if rx.is_empty() && !rx.is_closed() {
+                    std::thread::park();
+                }
+            } else {
+                std::thread::park();
+            }
+        }
+    }
+
+    /// Takes the next group's commands: one rotation on its own, or appends
+    /// up to the group limit.
+    fn take_commands(&mut self, rx: &mut mpsc::Receiver<Command>) -> Taken {
+        let first = match self.carried.pop_front() {
+            Some(c) => c,
+            None => match rx.try_recv() {
+                Ok(c) => c,
+                Err(mpsc::error::TryRecvError::Disconnected) => return Taken::Closed,
+                Err(mpsc::error::TryRecvError::Empty) => return Taken::Nothing,
+            },
+        };
+        if matches!(first, Command::Rotate { .. }) {
+            return Taken::Commands(vec![first]);
+        }
+        let mut events = first.events();
+        let mut commands = vec![first];
+        while events < MAX_GROUP_EVENTS {
+            let next = match self.carried.pop_front() {
+                Some(c) => c,
+                None => match rx.try_recv() {
+                    Ok(c) => c,
+                    Err(_) => break,
+                },
+            };
+            if matches!(next, Command::Rotate { .. }) {
+                self.carried.push_front(next);
+                break;
+            }
+            events += next.events();
+            commands.push(next);
+        }
+        Taken::Commands(commands)
+    }
+
+    /// Seals commands into the next group and starts signing it. `busy`
+    /// says other groups are in flight, so even a small one goes to the
+    /// signing pool rather than being signed here.
+    fn prepare(&mut self, mut commands: Vec<Command>, busy: bool) -> Option<Prepared> {
+        if let Some(reason) = self.poison.get() {
+            for c in commands {
+                waiter_of(c).fail(|| Error::Poisoned(reason.clone()));
+            }
+            return None;
+        }
+        match commands.pop() {
+            None => None,
+            Some(Command::Rotate {
+                new_key,
+                actor,
+                reason,
+                reply,
+            }) => self.seal_rotation(*new_key, actor, reason, reply).map(Prepared::Signed),
+            Some(last) => {
+                commands.push(last);
+                self.seal_appends(commands, busy)
+            }
+        }
+    }
+
+    /// Seals append requests in order. A request that is rejected (an event
+    /// too large, a reserved kind) is answered at once and consumes no
+    /// sequence numbers; the others form the group. A group larger than one
+    /// chunk goes to the signing pool a chunk at a time while it is sealed;
+    /// a smaller one is signed here.
+    fn seal_appends(&mut self, commands: Vec<Command>, busy: bool) -> Option<Prepared> {
+        let now = Timestamp::now();
+        let events: usize = commands.iter().map(Command::events).sum();
+        let signing = (busy || events > SIGN_CHUNK).then(|| self.pool.start(self.key.clone()));
+        let mut group = Group {
+            sealed: Vec::new(),
+            waiters: Vec::with_capacity(commands.len()),
+            rotation: None,
+        };
+        // Events already handed to the pool; `group.sealed` holds the rest.
+        let mut dispatched = 0usize;
+        let mut bytes = 0usize;
+        let mut commands = commands.into_iter();
+        for c in commands.by_ref() {
+            let Command::Append { drafts, reply } = c else {
+                continue;
+            };
+            let start = group.sealed.len();
+            let saved = (self.tip.next_seq, self.tip.prev, self.tip.last_ts);
+            match self.seal_request(drafts, now, &mut group.sealed) {
+                Ok(n) => {
+                    bytes += n;
+                    let range = dispatched + start..dispatched + group.sealed.len();
+                    group.waiters.push(Waiter::Append(reply, range));
+                }
+                Err(e) => {
+                    group.sealed.truncate(start);
+                    (self.tip.next_seq, self.tip.prev, self.tip.last_ts) = saved;
+                    let _ = reply.send(Err(e));
+                }
+            }
+            if let Some(signing) = &signing
+                && group.sealed.len() >= SIGN_CHUNK
+            {
+                dispatched += group.sealed.len();
+                self.pool.dispatch(signing, std::mem::take(&mut group.sealed));
+            }
+            if bytes > MAX_GROUP_BYTES {
+                break;
+            }
+        }
+        // What did not fit goes first into the next group.
+        for (i, c) in commands.enumerate() {
+            self.carried.insert(i, c);
+        }
+        match signing {
+            Some(signing) => {
+                self.pool.dispatch(&signing, std::mem::take(&mut group.sealed));
+                // A group whose every request was rejected dispatched
+                // nothing: it is dropped here.
+                Some(Prepared::Signing(group, signing)).filter(|p| p.has_waiters())
+            }
+            None => {
+                let key = self.key.clone();
+                group.sealed.iter_mut().for_each(|s| s.sign_with(&key));
+                (!group.waiters.is_empty()).then_some(Prepared::Signed(group))
+            }
+        }
+    }
+
+    /// Seals the drafts of one request after the current tip. Returns the
+    /// bytes added.
+    fn seal_request(&mut self, drafts: Vec<Draft>, now: Timestamp, out: &mut Vec<Sealed>) -> Result<usize> {
+        let mut bytes = 0;
+        for (i, draft) in drafts.into_iter().enumerate() {
+            if draft.kind.is_reserved() || !draft.kind.is_known() {
+                return Err(Error::InvalidEvent(format!(
+                    "event {i} of the request: kind `{}` cannot be appended",
+                    draft.kind
+                )));
+            }
+            let s = self.seal(draft, now);
+            if s.canonical_len() > MAX_EVENT_BYTES {
+                return Err(Error::InvalidEvent(format!(
+                    "event {i} of the request is {} bytes, more than the limit of {MAX_EVENT_BYTES}",
+                    s.canonical_len()
+                )));
+            }
+            bytes += s.record.len();
+            out.push(s);
+        }
+        Ok(bytes)
+    }
+
+    /// Assigns sequence number and timestamp and extends the hash chain.
+    /// Timestamps never go backwards: if the clock stepped back, the event
+    /// keeps its predecessor's timestamp.
+    fn seal(&mut self, draft: Draft, now: Timestamp) -> Sealed {
+        let ts = now.max(self.tip.last_ts);
+        let event = Event::from_draft(draft, self.tip.next_seq, ts, self.tip.prev, self.key.id());
+        let mut record = Vec::with_capacity(RECORD_HEADER_LEN + RECORD_CAPACITY);
+        record.push(RECORD_VERSION);
+        record.resize(RECORD_HEADER_LEN, 0);
+        event.write_canonical(&mut record);
+        let hash = event_hash(&self.tip.prev, &record[RECORD_HEADER_LEN..]);
+        record[RECORD_HASH].copy_from_slice(&hash.0);
+        self.tip = Tip {
+            next_seq: self.tip.next_seq + 1,
+            prev: hash,
+            last_ts: ts,
+        };
+        Sealed {
+            seq: event.seq,
+            ts,
+            hash,
+            record,
+            signed: false,
+        }
+    }
+
+    /// Seals a `key.rotated` event, signed by the current key, after storing
+    /// the new key in the key directory; events sealed after it are signed by
+    /// the new key.
+    fn seal_rotation(
+        &mut self,
+        new_key: SigningKey,
+        actor: Actor,
+        reason: Option<String>,
+        reply: Reply<Receipt>,
+    ) -> Option<Group> {
+        let new_id = new_key.id();
+        if new_id == self.key.id() {
+            let _ = reply.send(Err(Error::InvalidEvent(format!(
+                "key {new_id} is already the current key"
+            ))));
+            return None;
+        }
+        // The key must be on disk before the event that makes it current.
+        if let Err(e) = self.key_dir.store(&new_key) {
+            let _ = reply.send(Err(e));
+            return None;
+        }
+        let mut draft = Draft::new(EventKind::KeyRotated);
+        draft.actor = actor;
+        draft.body = Rotation {
+            new_key: new_id,
+            new_public_key: new_key.public(),
+            proof: new_key.rotation_proof(&self.store.ledger_id, self.key.id()),
+            reason,
+        }
+        .to_body();
+        let mut sealed = self.seal(draft, Timestamp::now());
+        let sig = self.key.sign_hash(&sealed.hash);
+        sealed.set_signature(&sig);
+        self.key = Arc::new(new_key);
+        Some(Group {
+            sealed: vec![sealed],
+            waiters: vec![Waiter::Rotate(reply)],
+            rotation: Some(new_id),
+        })
+    }
+
+    /// Writes signed groups, in chain order, in one batch. A small write,
+    /// when the sync thread is idle, is synced and acknowledged here; any
+    /// other is written without waiting for the sync and handed to the sync
+    /// thread.
+    fn commit(&mut self, groups: Vec<Group>) {
+        if let Some(reason) = self.poison.get() {
+            return groups.into_iter().for_each(|g| fail(g, &reason));
+        }
+        let callers: usize = groups.iter().map(|g| g.waiters.len()).sum();
+        let here = callers < SYNC_OFFLOAD_MIN && self.syncer.idle();
+        match write(&self.store, &groups, here) {
+            Ok(head) if here => {
+                self.store.set_head(head);
+                groups.into_iter().for_each(durable);
+            }
+            Ok(head) => self.syncer.push(groups, head),
+            Err(reason) => {
+                self.poison.set(&self.store, &reason);
+                for w in groups.into_iter().flat_map(|g| g.waiters) {
+                    w.fail(|| Error::WriteFailed(reason.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Writes signed groups (and, for a rotation, the key switch) in one
+/// batch; with `sync`, waits for the WAL sync. Returns the head they
+/// make, which the caller publishes once they are durable.
+fn write(store: &Store, groups: &[Group], sync: bool) -> Result<Head, String> {
+    let cf = |name| store.cf(name).map_err(|e| e.to_string());
+    let (events, time, meta) = (cf(CF_EVENTS)?, cf(CF_TIME)?, cf(CF_META)?);
+    let mut sealed = groups.iter().flat_map(|g| &g.sealed);
+    let (first, last) = match (sealed.next(), groups.iter().flat_map(|g| &g.sealed).next_back()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => return Err("internal error: empty group".into()),
+    };
+    let bytes: usize = groups.iter().flat_map(|g| &g.sealed).map(|s| s.record.len() + 32).sum();
+    let mut batch = WriteBatch::with_capacity_bytes(bytes + 256);
+    // The time index gets one entry per run of equal timestamps (a group
+    // shares one): lookups seek to the first event at or after a time.
+    let mut last_ts = None;
+    for s in groups.iter().flat_map(|g| &g.sealed) {
+        if !s.signed {
+            return Err(format!("internal error: seq {} is unsigned", s.seq));
+        }
+        batch.put_cf(events, store::seq_key(s.seq), &s.record);
+        if last_ts != Some(s.ts) {
+            batch.put_cf(time, store::time_key(s.ts, s.seq), []);
+            last_ts = Some(s.ts);
+        }
+    }
+    let head = Head {
+        seq: last.seq,
+        hash: last.hash,
+        ts: last.ts,
+    };
+    batch.put_cf(meta, META_HEAD, head.encode());
+    for group in groups {
+        if let (Some(new_key), Some(s)) = (group.rotation, group.sealed.first()) {
+            batch.put_cf(meta, META_CURRENT_KEY, new_key.0);
+            batch.put_cf(meta, store::rotation_key(s.seq), new_key.0);
+        }
+    }
+    fail::fail_point!("ledger::before_write", |msg| Err(
+        msg.unwrap_or_else(|| "injected write failure".into())
+    ));
+    let mut options = WriteOptions::default();
+    options.set_sync(sync);
+    store.db.write_opt(batch, &options).map_err(|e| {
+        format!(
+            "write{} of seq {}..={} to {}: {e}",
+            if sync { " and sync" } else { "" },
+            first.seq,
+            last.seq,
+            store.path.display()
+        )
+    })?;
+    if sync {
+        sync::after_sync()?;
+    }
+    Ok(head)
+}
+
+/// A group is durable: log a key switch and tell every caller its receipts.
+fn durable(group: Group) {
+    if let (Some(new), Some(s)) = (group.rotation, group.sealed.first()) {
+        tracing::info!(new = %new, seq = s.seq, "signing key rotated");
+    }
+    let receipt = |s: &Sealed| Receipt {
+        seq: s.seq,
+        hash: s.hash,
+        ts: s.ts,
+    };
+    for w in group.waiters {
+        match w {
+            Waiter::Append(reply, range) => {
+                let _ = reply.send(Ok(group.sealed[range].iter().map(receipt).collect()));
+            }
+            Waiter::Rotate(reply) => {
+                let _ = reply.send(group.sealed.first().map(receipt).ok_or(Error::Closed));
+            }
+        }
+    }
+}
+
+/// Answers every caller of a group that will not be written.
+fn fail(group: Group, reason: &str) {
+    for w in group.waiters {
+        w.fail(|| Error::Poisoned(reason.to_string()));
+    }
+}
+
+/// A group ready to be written, or still being signed.
+enum Prepared {
+    Signed(Group),
+    Signing(Group, signer::Group<Sealed>),
+}
+
+impl Prepared {
+    /// Whether every signature of the group is made.
+    fn signed(&self, pool: &SignPool<Sealed>) -> bool {
+        match self {
+            Prepared::Signed(_) => true,
+            Prepared::Signing(_, signing) => pool.done(signing),
+        }
+    }
+
+    fn has_waiters(&self) -> bool {
+        match self {
+            Prepared::Signed(g) | Prepared::Signing(g, _) => !g.waiters.is_empty(),
+        }
+    }
+
+    /// The signed group; call it once [`Prepared::signed`] says so.
+    fn finish(self, pool: &SignPool<Sealed>) -> Result<Group, (Group, String)> {
+        match self {
+            Prepared::Signed(group) => Ok(group),
+            Prepared::Signing(mut group, signing) => match pool.finish(signing) {
+                Ok(sealed) => {
+                    group.sealed = sealed;
+                    Ok(group)
+                }
+                Err(reason) => Err((group, reason)),
+            },
+        }
+    }
+}
+
+fn waiter_of(c: Command) -> Waiter {
+    match c {
+        Command::Append { reply, .. } => Waiter::Append(reply, 0..0),
+        Command::Rotate { reply, .. } => Waiter::Rotate(reply),
+    }
+}
+
+/// What [`Writer::take_commands`] found.
+enum Taken {
+    Commands(Vec<Command>),
+    Nothing,
+    Closed,
+}
+
+/// Polls the queue for up to [`SPIN`], until a command is there.
+fn spin_for_command(rx: &mpsc::Receiver<Command>) {
+    let start = Instant::now();
+    while rx.is_empty() && !rx.is_closed() && start.elapsed() < SPIN {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+    }
+}
