@@ -12,8 +12,8 @@
 //!    `ed25519_dalek::verify_batch` in chunks of 64, on all cores and on one.
 //! 4. **Durable appends** with 1, 64 and 512 writer threads, each looping
 //!    [`ledger::Ledger::append_blocking`] on a fresh ledger for a fixed time:
-//!    appends per second, latency (mean, p50, p99), the mean group-commit
-//!    size (events per distinct receipt timestamp: a group shares one), and
+//!    appends per second, latency (mean, p50, p99), the mean group size
+//!    (events per distinct receipt timestamp: a sealed group shares one), and
 //!    how busy the CPU and the ledger's writer thread were (Linux `/proc`).
 //! 5. **Full verification** of a ledger of ~200k events (50k with
 //!    `--quick`), built with `submit` batches and reopened read-only:
@@ -41,6 +41,7 @@
 //! export CARGO_TARGET_DIR=$HOME/.cache/sealgate/target
 //! cargo bench --bench ledger              # full run, ~1 minute
 //! cargo bench --bench ledger -- --quick   # ~15 s, fewer samples
+//! cargo bench --bench ledger -- --quick --only 64k,512t   # just those append cases
 //! ```
 //!
 //! Ledgers and the sync probe live in temporary directories under
@@ -121,6 +122,12 @@ impl Plan {
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; anything but `--quick` is ignored.
     let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    // `--only 64k,512t` runs just those append cases (k = tasks, t =
+    // threads), for profiling; the targets table then shows only them.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .map(|list| list.split(',').map(str::to_string).collect());
     let plan = Plan::new(quick);
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -218,6 +225,10 @@ fn main() -> Result<()> {
         .map(|w| ("threads", w))
         .chain([1usize, 64, 512].into_iter().map(|w| ("tasks", w)))
     {
+        let tag = format!("{writers}{}", if kind == "threads" { "t" } else { "k" });
+        if only.as_ref().is_some_and(|o| !o.contains(&tag)) {
+            continue;
+        }
         let a = if kind == "threads" {
             durable_appends(&base, writers, &plan)?
         } else {
@@ -248,7 +259,7 @@ fn main() -> Result<()> {
         ms(first_sync.p50)
     );
     println!(
-        "  (mean group = appends per group commit; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
+        "  (mean group = appends per sealed group, which share a timestamp; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
     );
     println!();
 
