@@ -101,6 +101,58 @@ fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
     assert_eq!(env.head()["seq"], 0);
 }
 
+/// `sealgate init` killed with SIGKILL at moments spread over its whole run
+/// never leaves a data dir that a second `init` cannot finish: afterwards
+/// the ledger exists, verifies and holds only its genesis.
+#[test]
+fn init_killed_at_any_moment_can_be_run_again() {
+    let spawn_init = |env: &Env| {
+        Command::new(env!("CARGO_BIN_EXE_sealgate"))
+            .arg("init")
+            .current_dir(env.cwd())
+            .env_remove("SEALGATE_DATA_DIR")
+            .env_remove("SEALGATE_CONFIG")
+            .env_remove("SEALGATE_KEY_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sealgate init")
+    };
+    // How long a whole init takes here, to spread the kills over it.
+    let timing = Env::new();
+    let started = std::time::Instant::now();
+    let status = spawn_init(&timing).wait().expect("wait");
+    assert!(status.success());
+    let whole = started.elapsed();
+    const ROUNDS: u32 = 30;
+    let mut finished_before_kill = 0;
+    for round in 0..ROUNDS {
+        let env = Env::new();
+        let mut child = spawn_init(&env);
+        std::thread::sleep(whole * round * 3 / (ROUNDS * 2));
+        let _ = child.kill();
+        let status = child.wait().expect("wait");
+        if status.success() {
+            finished_before_kill += 1;
+        }
+        let again = env.run(&["init"], "");
+        match again.code() {
+            0 => {}
+            2 if again.stderr().contains("already exists") => {}
+            code => panic!("round {round}: init after a kill exited {code}: {}", again.stderr()),
+        }
+        env.run(&["verify"], "").ok();
+        assert_eq!(env.head()["seq"], 0, "round {round}");
+        assert!(
+            !env.data().join("ledger.partial").exists(),
+            "round {round}: a half-made ledger was left beside the data"
+        );
+    }
+    eprintln!("{finished_before_kill} of {ROUNDS} inits finished before their kill (one init takes {whole:?})");
+    assert!(finished_before_kill < ROUNDS, "no kill landed while init was running");
+}
+
 #[test]
 fn keygen_writes_0600_and_never_overwrites() {
     let env = Env::new();

@@ -145,8 +145,21 @@ fn spin_alone<T>(rx: &mut oneshot::Receiver<Result<T>>, waiting: &AtomicUsize) -
 impl Ledger {
     /// Creates a new ledger in `path`: a fresh ledger id and a genesis event
     /// signed by `key`, which is stored in `key_dir`.
+    ///
+    /// The ledger is built beside `path` (`NAME.partial`), its genesis
+    /// written with a synced write, and only then renamed into place, so a
+    /// create that is interrupted (a crash, a full disk) leaves no
+    /// half-made ledger at `path` and can simply be run again; what it left
+    /// in `NAME.partial` was never a ledger anyone used and is removed by
+    /// the next create.
     pub fn create(path: &Path, key_dir: &KeyDir, key: SigningKey, actor: Actor) -> Result<Ledger> {
-        let db = Store::create_db(path)?;
+        let partial = store::partial_path(path)?;
+        let _lock = store::CreateLock::take(path)?;
+        if store::db_exists(path) {
+            return Err(Error::AlreadyInitialized(path.to_path_buf()));
+        }
+        store::remove_partial(&partial)?;
+        let db = Store::create_db(&partial)?;
         let mut ledger_id = [0u8; 16];
         OsRng.fill_bytes(&mut ledger_id);
         if !key_dir.file_for(key.id()).exists() {
@@ -168,7 +181,7 @@ impl Ledger {
 
         let cf = |name| {
             db.cf_handle(name).ok_or_else(|| Error::Recovery {
-                path: path.to_path_buf(),
+                path: partial.clone(),
                 reason: format!("column family `{name}` missing"),
             })
         };
@@ -186,9 +199,15 @@ impl Ledger {
         batch.put_cf(meta, store::META_CURRENT_KEY, key.id().0);
         let mut sync = rocksdb::WriteOptions::default();
         sync.set_sync(true);
-        db.write_opt(batch, &sync).map_err(|e| Error::storage(path, e))?;
-        let store = Arc::new(Store::from_db(db, path)?);
-        Ledger::start_writer(store, key, key_dir.clone())
+        db.write_opt(batch, &sync).map_err(|e| Error::storage(&partial, e))?;
+        drop(db);
+        fail::fail_point!("ledger::create_before_rename", |msg| Err(Error::io(
+            "injected failure before renaming",
+            &partial,
+            std::io::Error::other(msg.unwrap_or_default()),
+        )));
+        store::move_into_place(&partial, path)?;
+        Ledger::open(path, key_dir)
     }
 
     /// Opens an existing ledger for appending. Recovers the head, checks that

@@ -11,6 +11,7 @@
 //! Every append writes all three in one `WriteBatch` with a synced WAL, so
 //! the head in `meta` and the last event can never disagree after a crash.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -109,6 +110,68 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
         .collect()
+}
+
+/// Where [`crate::Ledger::create`] builds a ledger for `path` before it
+/// renames it into place: `NAME.partial` beside it.
+pub(crate) fn partial_path(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "the ledger path {} does not end in a directory name",
+            path.display()
+        ))
+    })?;
+    let mut partial = name.to_os_string();
+    partial.push(".partial");
+    Ok(path.with_file_name(partial))
+}
+
+/// Holds the directory a ledger is being created in, so that two creates of
+/// the same ledger never run at once. The lock (`flock` on the directory)
+/// goes with the process, however it ends: a killed create leaves none.
+pub(crate) struct CreateLock {
+    _dir: fs::File,
+}
+
+impl CreateLock {
+    pub(crate) fn take(path: &Path) -> Result<CreateLock> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(parent).map_err(|e| Error::io("cannot create directory", parent, e))?;
+        let dir = fs::File::open(parent).map_err(|e| Error::io("cannot open directory", parent, e))?;
+        match rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(CreateLock { _dir: dir }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::InvalidRequest(format!(
+                "a ledger is already being created in {}",
+                parent.display()
+            ))),
+            Err(e) => Err(Error::io("cannot lock directory", parent, e.into())),
+        }
+    }
+}
+
+/// Removes what an interrupted create left at `partial`. It never became a
+/// ledger: nothing in it was acknowledged to anyone, and the caller holds
+/// the [`CreateLock`], so no other create is using it.
+pub(crate) fn remove_partial(partial: &Path) -> Result<()> {
+    match fs::symlink_metadata(partial) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot inspect", partial, e)),
+        Ok(_) => {
+            tracing::warn!(path = %partial.display(), "removing a ledger left half-made by an interrupted create");
+            fs::remove_dir_all(partial).map_err(|e| Error::io("cannot remove the half-made ledger", partial, e))
+        }
+    }
+}
+
+/// Renames the finished ledger at `partial` to `path` (which may be an
+/// empty directory, never anything else) and syncs the parent directory so
+/// that the rename is durable.
+pub(crate) fn move_into_place(partial: &Path, path: &Path) -> Result<()> {
+    fs::rename(partial, path).map_err(|e| Error::io("cannot move the new ledger into", path, e))?;
+    crate::keys::sync_dir(path.parent().unwrap_or(Path::new("")))
 }
 
 pub(crate) fn db_exists(path: &Path) -> bool {
