@@ -48,14 +48,22 @@ impl Env {
         self.dir.path().join("sealgate-data")
     }
 
-    /// Runs `sealgate ARGS` in the env's directory with embedded defaults.
-    fn run(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+    /// `sealgate ARGS` in the env's directory with embedded defaults.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        command
             .args(args)
             .current_dir(self.cwd())
             .env_remove("SEALGATE_DATA_DIR")
             .env_remove("SEALGATE_CONFIG")
-            .env_remove("SEALGATE_KEY_DIR")
+            .env_remove("SEALGATE_KEY_DIR");
+        command
+    }
+
+    /// Runs `sealgate ARGS` with `stdin` as its input.
+    fn run(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self
+            .command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -107,12 +115,7 @@ fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
 #[test]
 fn init_killed_at_any_moment_can_be_run_again() {
     let spawn_init = |env: &Env| {
-        Command::new(env!("CARGO_BIN_EXE_sealgate"))
-            .arg("init")
-            .current_dir(env.cwd())
-            .env_remove("SEALGATE_DATA_DIR")
-            .env_remove("SEALGATE_CONFIG")
-            .env_remove("SEALGATE_KEY_DIR")
+        env.command(&["init"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
