@@ -387,6 +387,12 @@ impl Ledger {
         self.store.key_schedule()
     }
 
+    /// [`Ledger::key_schedule`], with a bad genesis or rotation event
+    /// reported as a verification failure.
+    pub(crate) fn checked_key_schedule(&self) -> Result<std::result::Result<KeySchedule, crate::Failure>> {
+        self.store.checked_key_schedule()
+    }
+
     /// The keys the log declares and the first sequence number of each,
     /// read without checking anything: for diagnostics only.
     pub(crate) fn declared_keys(&self) -> Vec<(u64, KeyId)> {

@@ -20,6 +20,7 @@ use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMod
 use crate::chain::{SealedEvent, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Hash, KeyId};
+use crate::failure::{Failure, FailureKind};
 use crate::schedule::KeySchedule;
 use crate::timestamp::Timestamp;
 
@@ -80,6 +81,23 @@ pub(crate) fn rotation_key(seq: u64) -> Vec<u8> {
     let mut k = META_ROTATION_PREFIX.to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The stored hash of an event read on its own matches its content.
+fn check_hash(seq: u64, e: &SealedEvent) -> std::result::Result<(), Failure> {
+    let hash = event_hash(&e.event.prev, &e.canonical);
+    if hash == e.hash {
+        return Ok(());
+    }
+    Err(Failure::new(
+        seq,
+        FailureKind::HashMismatch,
+        format!(
+            "stored hash {} but the content hashes to {}",
+            e.hash.short(),
+            hash.short()
+        ),
+    ))
 }
 
 /// The open database and what every reader needs.
@@ -352,26 +370,52 @@ impl Store {
         }
     }
 
-    /// The key schedule from genesis and the rotation index. Each rotation
-    /// event is checked (proof, and that it is signed by the key it
-    /// replaces), but not linked: verification does that.
+    /// The key schedule from genesis and the rotation index. Each of those
+    /// events is checked on its own (its content hashes to its stored hash,
+    /// its signature verifies under the key valid at its position, and a
+    /// rotation's proof holds), but not linked: verification does that.
+    /// Checking the signatures matters: range verification trusts this
+    /// schedule for the keys of events before its range, and a rotation
+    /// nobody holding the current key signed must not introduce a key.
     pub(crate) fn key_schedule(&self) -> Result<KeySchedule> {
-        let genesis = self.sealed(0)?.ok_or_else(|| Error::Malformed {
-            seq: 0,
-            reason: "genesis event missing".into(),
-        })?;
-        let mut schedule =
-            KeySchedule::from_genesis(&genesis.event).map_err(|reason| Error::Malformed { seq: 0, reason })?;
-        for seq in self.rotation_seqs()? {
-            let e = self.sealed(seq)?.ok_or_else(|| Error::Malformed {
+        self.checked_key_schedule()?.map_err(|f| Error::Malformed {
+            seq: f.seq,
+            reason: f.detail,
+        })
+    }
+
+    /// [`Store::key_schedule`], with a bad event reported as the
+    /// verification failure it is; the outer error is a read failure.
+    pub(crate) fn checked_key_schedule(&self) -> Result<std::result::Result<KeySchedule, Failure>> {
+        let read = |seq: u64, missing: &str| {
+            self.sealed(seq)?.ok_or_else(|| Error::Malformed {
                 seq,
-                reason: "rotation index names a missing event".into(),
-            })?;
-            schedule
-                .apply_rotation(&e.event, &self.ledger_id)
-                .map_err(|f| Error::Malformed { seq, reason: f })?;
+                reason: missing.into(),
+            })
+        };
+        let genesis = read(0, "genesis event missing")?;
+        if let Err(f) = check_hash(0, &genesis) {
+            return Ok(Err(f));
         }
-        Ok(schedule)
+        let mut schedule = match KeySchedule::from_genesis(&genesis.event) {
+            Ok(s) => s,
+            Err(reason) => return Ok(Err(Failure::new(0, FailureKind::BadGenesis, reason))),
+        };
+        if let Err(f) = schedule.verify_one(0, genesis.event.key, &genesis.hash, &genesis.signature) {
+            return Ok(Err(f));
+        }
+        for seq in self.rotation_seqs()? {
+            let e = read(seq, "rotation index names a missing event")?;
+            if let Err(f) = check_hash(seq, &e).and_then(|()| {
+                schedule.verify_one(seq, e.event.key, &e.hash, &e.signature)?;
+                schedule
+                    .apply_rotation(&e.event, &self.ledger_id)
+                    .map_err(|r| Failure::new(seq, FailureKind::BadRotation, r))
+            }) {
+                return Ok(Err(f));
+            }
+        }
+        Ok(Ok(schedule))
     }
 
     /// The genesis key and every key a rotation introduces, with the first

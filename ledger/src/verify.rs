@@ -155,11 +155,29 @@ impl Ledger {
             let before = self
                 .get(read_from - 1)?
                 .ok_or_else(|| Error::InvalidRequest(format!("range start: no event at seq {}", read_from - 1)))?;
+            // The keys of the events before the range come from the
+            // rotation index, each rotation checked on its own; one that
+            // does not hold fails the range, whose keys depend on it.
+            let schedule = match self.checked_key_schedule()? {
+                Ok(schedule) => schedule.before(read_from),
+                Err(failure) => {
+                    return Ok(Report {
+                        ledger_id,
+                        from,
+                        to: None,
+                        verified: 0,
+                        linked: 0,
+                        anchor: Some(anchor),
+                        last: None,
+                        failure: Some(failure),
+                    });
+                }
+            };
             Start {
                 seq: read_from,
                 prev: event_hash(&before.event.prev, &before.canonical),
                 prev_ts: before.event.ts,
-                schedule: Some(self.key_schedule()?.before(read_from)),
+                schedule: Some(schedule),
             }
         };
         let plan = Plan {
@@ -469,7 +487,10 @@ impl SeqState {
                 ),
             ));
         }
-        if (plan.sig_from..=plan.sig_until).contains(&seq) {
+        // A rotation between a pinned head and the range gets its signature
+        // checked too: the keys that sign the range depend on it.
+        let before_range = seq < plan.sig_from && e.kind == EventKind::KeyRotated;
+        if (plan.sig_from..=plan.sig_until).contains(&seq) || before_range {
             sigs.push((seq, key, ok.hash, ok.signature));
         } else {
             self.linked += 1;

@@ -282,3 +282,117 @@ fn a_pinned_head_before_the_range_is_checked() {
         "{failure}"
     );
 }
+
+/// What someone with write access to the disk but without the current key
+/// can try: turn the event at `at` into a `key.rotated` that claims the
+/// current key `old` and introduces their own key `attacker` (with a
+/// genuine proof of possession), sign it and every later event with
+/// `attacker`, re-chain the links, and record the rotation and the new head
+/// in `meta` as the writer would.
+fn forge_rotation(path: &std::path::Path, at: u64, old: &SigningKey, attacker: &SigningKey) {
+    let ledger_id = ledger::Ledger::open_read_only(path).expect("open").ledger_id();
+    let db = raw_db(path);
+    let head = {
+        let cf = db.cf_handle("events").expect("events cf");
+        db.iterator_cf(cf, rocksdb::IteratorMode::End)
+            .next()
+            .map(|r| u64::from_be_bytes(r.expect("read").0[..8].try_into().expect("seq key")))
+            .expect("events")
+    };
+    let mut prev = ledger::SealedEvent::decode(&get_record(&db, at - 1))
+        .expect("decode")
+        .hash;
+    let mut last = None;
+    for seq in at..=head {
+        let mut event = ledger::SealedEvent::decode(&get_record(&db, seq))
+            .expect("decode")
+            .event;
+        event.prev = prev;
+        if seq == at {
+            event.kind = ledger::EventKind::KeyRotated;
+            event.key = old.id();
+            event.body = ledger::Rotation {
+                new_key: attacker.id(),
+                new_public_key: attacker.public(),
+                proof: attacker.rotation_proof(&ledger_id, old.id()),
+                reason: None,
+            }
+            .to_body();
+        } else {
+            event.key = attacker.id();
+        }
+        let canonical = event.canonical_bytes();
+        let hash = ledger::event_hash(&prev, &canonical);
+        let mut rec = vec![ledger::RECORD_VERSION];
+        rec.extend_from_slice(&hash.0);
+        rec.extend_from_slice(&attacker.sign_hash(&hash).to_bytes());
+        rec.extend_from_slice(&canonical);
+        put_record(&db, seq, &rec);
+        prev = hash;
+        last = Some((seq, hash, event.ts.as_nanos()));
+    }
+    let meta = db.cf_handle("meta").expect("meta cf");
+    let mut index = b"rotation/".to_vec();
+    index.extend_from_slice(&at.to_be_bytes());
+    db.put_cf(meta, index, attacker.id().0).expect("put rotation index");
+    db.put_cf(meta, b"current_key", attacker.id().0)
+        .expect("put current key");
+    let (seq, hash, ts) = last.expect("rewrote events");
+    set_meta_head(&db, seq, hash, ts);
+}
+
+/// A rotation forged by someone without the current key cannot vouch for
+/// the events signed by the key it introduces: range verification fails at
+/// the forged rotation, whether the walk reaches it from a pinned head
+/// before the range or the range's keys come from the rotation index.
+#[test]
+fn a_rotation_not_signed_by_the_current_key_fails_range_verification() {
+    let f = fixture(30, None);
+    let pinned = ledger::Ledger::open_read_only(&f.path)
+        .expect("open")
+        .get(10)
+        .expect("get")
+        .expect("exists")
+        .hash;
+    let forged_at = 15;
+    forge_rotation(
+        &f.path,
+        forged_at,
+        &SigningKey::from_seed(KEY_A),
+        &SigningKey::from_seed(KEY_C),
+    );
+    let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+    let range = |pinned_head| ledger::VerifyOptions {
+        from: Some(20),
+        pinned_head,
+        ..Default::default()
+    };
+    for (what, opts) in [
+        ("pinned head before the range", range(Some((10, pinned)))),
+        ("keys from the rotation index", range(None)),
+    ] {
+        let r = l.verify(&opts, &|_, _| {}).expect("verify runs");
+        let failure = r
+            .failure
+            .unwrap_or_else(|| panic!("{what}: a forged rotation must not pass"));
+        assert_eq!(
+            (failure.seq, failure.kind),
+            (forged_at, FailureKind::BadSignature),
+            "{what}: {failure}"
+        );
+    }
+    // Full verification finds it at the same place, and the writer refuses
+    // to continue a log whose key schedule does not hold.
+    let r = verify(&f.path, None);
+    let failure = r.failure.expect("full verification detects it");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (forged_at, FailureKind::BadSignature),
+        "{failure}"
+    );
+    drop(l);
+    let err = ledger::Ledger::open(&f.path, &f.keys)
+        .map(|_| ())
+        .expect_err("must refuse");
+    assert!(err.to_string().contains(&format!("seq {forged_at}")), "{err}");
+}
