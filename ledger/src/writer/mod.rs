@@ -179,6 +179,8 @@ pub(crate) struct Writer {
     syncer: Syncer,
     /// Commands taken from the queue that belong to the next group.
     carried: VecDeque<Command>,
+    /// The clock was behind the last timestamp at the last group.
+    clock_behind: bool,
 }
 
 impl Writer {
@@ -201,6 +203,7 @@ impl Writer {
             pool,
             syncer,
             carried: VecDeque::new(),
+            clock_behind: false,
         })
     }
 
@@ -330,7 +333,7 @@ impl Writer {
     /// chunk goes to the signing pool a chunk at a time while it is sealed;
     /// a smaller one is signed here.
     fn seal_appends(&mut self, commands: Vec<Command>, busy: bool) -> Option<Prepared> {
-        let now = Timestamp::now();
+        let now = self.clock();
         let events: usize = commands.iter().map(Command::events).sum();
         let signing = (busy || events > SIGN_CHUNK).then(|| self.pool.start(self.key.clone()));
         let mut group = Group {
@@ -413,6 +416,36 @@ impl Writer {
         Ok(bytes)
     }
 
+    /// The time for the next group. If the system clock is behind the last
+    /// event's timestamp (it stepped back), events keep that timestamp until
+    /// the clock catches up (see [`Writer::seal`]); the step is logged once
+    /// when it is noticed and once when it is over, since for that while
+    /// the log's timestamps say less than usual about when events happened.
+    fn clock(&mut self) -> Timestamp {
+        let now = Timestamp::now();
+        let last = self.tip.last_ts;
+        match (now < last, self.clock_behind) {
+            (true, false) => {
+                self.clock_behind = true;
+                tracing::warn!(
+                    behind_ms = (last.as_nanos() - now.as_nanos()) / 1_000_000,
+                    seq = self.tip.next_seq,
+                    last = %last,
+                    "system clock is behind the last event's timestamp; events keep that timestamp until it catches up"
+                );
+            }
+            (false, true) => {
+                self.clock_behind = false;
+                tracing::info!(
+                    seq = self.tip.next_seq,
+                    "system clock caught up with the log's timestamps"
+                );
+            }
+            _ => {}
+        }
+        now
+    }
+
     /// Assigns sequence number and timestamp and extends the hash chain.
     /// Timestamps never go backwards: if the clock stepped back, the event
     /// keeps its predecessor's timestamp.
@@ -470,7 +503,8 @@ impl Writer {
             reason,
         }
         .to_body();
-        let mut sealed = self.seal(draft, Timestamp::now());
+        let now = self.clock();
+        let mut sealed = self.seal(draft, now);
         let sig = self.key.sign_hash(&sealed.hash);
         sealed.set_signature(&sig);
         self.key = Arc::new(new_key);

@@ -1,0 +1,46 @@
+//! A system clock behind the log's last timestamp (it stepped back, or the
+//! log came from a machine whose clock ran ahead) never makes timestamps go
+//! backwards: events keep the last timestamp until the clock catches up,
+//! and the log verifies with the default tolerance of zero.
+
+mod common;
+
+use common::*;
+use ledger::{Ledger, SigningKey, Timestamp};
+
+#[test]
+fn appends_while_the_clock_is_behind_keep_the_last_timestamp() {
+    let f = build(drafts(3), false, Vec::new());
+    let key = SigningKey::from_seed(KEY_A);
+    // The last event says it happened an hour from now, as if written while
+    // the clock ran an hour ahead; it is signed by the log's key.
+    let ahead = Timestamp::from_nanos(Timestamp::now().as_nanos() + 3_600 * 1_000_000_000);
+    {
+        let db = raw_db(&f.path);
+        let head = ledger::SealedEvent::decode(&get_record(&db, f.head)).expect("decode");
+        let mut event = head.event;
+        event.ts = ahead;
+        let canonical = event.canonical_bytes();
+        let hash = ledger::event_hash(&event.prev, &canonical);
+        let mut rec = vec![ledger::RECORD_VERSION];
+        rec.extend_from_slice(&hash.0);
+        rec.extend_from_slice(&key.sign_hash(&hash).to_bytes());
+        rec.extend_from_slice(&canonical);
+        put_record(&db, f.head, &rec);
+        set_meta_head(&db, f.head, hash, ahead.as_nanos());
+    }
+    let ledger = Ledger::open(&f.path, &f.keys).expect("open");
+    let receipts = ledger
+        .submit(drafts(2))
+        .expect("submit")
+        .wait()
+        .expect("append in one group");
+    let single = ledger.append_blocking(draft(9)).expect("append in a group of its own");
+    for r in receipts.iter().chain([&single]) {
+        assert_eq!(r.ts, ahead, "seq {} keeps the last timestamp", r.seq);
+    }
+    drop(ledger);
+    let report = verify(&f.path, None);
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(report.verified, f.head + 4);
+}
