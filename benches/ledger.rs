@@ -16,9 +16,10 @@
 //!    `ed25519_dalek::verify_batch` in chunks of 64, on all cores and on one.
 //! 4. **Durable appends** with 1, 64 and 512 writer threads, each looping
 //!    [`ledger::Ledger::append_blocking`] on a fresh ledger for a fixed time:
-//!    appends per second, latency (mean, p50, p99), the mean group size
-//!    (events per distinct receipt timestamp: a sealed group shares one), and
-//!    how busy the CPU and the ledger's writer thread were (Linux `/proc`).
+//!    appends per second, latency (mean, p50, p99), the mean commit group
+//!    (events per WAL sync) and how long a sync took
+//!    ([`ledger::Ledger::commit_stats`]), and how busy the CPU and the
+//!    ledger's writer thread were (Linux `/proc`).
 //! 5. **Full verification** of a ledger of ~200k events (50k with
 //!    `--quick`), built with `submit` batches and reopened read-only:
 //!    events per second.
@@ -63,8 +64,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use ed25519_dalek::{Signature, VerifyingKey};
 use ledger::{
-    Actor, Correlation, Draft, Event, EventKind, Hash, KeyDir, Ledger, RequestId, SigningKey, Subject, Timestamp,
-    Value, VerifyOptions, event_hash,
+    Actor, CommitStats, Correlation, Draft, Event, EventKind, Hash, KeyDir, Ledger, RequestId, SigningKey, Subject,
+    Timestamp, Value, VerifyOptions, event_hash,
 };
 use rayon::prelude::*;
 
@@ -230,8 +231,8 @@ fn main() -> Result<()> {
         plan.append_warmup.as_secs_f64()
     );
     println!(
-        "  {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9} {:>11}",
-        "writers", "appends", "appends/s", "mean ms", "p50 ms", "p99 ms", "mean group", "cpu", "writer thr"
+        "  {:>7} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>11}",
+        "writers", "appends", "appends/s", "mean ms", "p50 ms", "p99 ms", "per sync", "sync ms", "cpu", "writer thr"
     );
     let mut appends = Vec::new();
     for (kind, writers) in [1usize, 64, 512]
@@ -249,14 +250,15 @@ fn main() -> Result<()> {
             durable_appends_async(&base, writers, &plan, cores)?
         };
         println!(
-            "  {:>7} {:>11} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>11.1} {:>9} {:>11}",
+            "  {:>7} {:>11} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>10.1} {:>10.3} {:>9} {:>11}",
             format!("{writers} {}", if kind == "threads" { "t" } else { "k" }),
             a.count,
             a.per_sec,
             ms(a.mean),
             ms(a.p50),
             ms(a.p99),
-            a.mean_group,
+            a.per_sync,
+            a.sync_ms,
             busy(a.cpu, plan.append_window, cores),
             busy(a.writer_cpu, plan.append_window, 1)
         );
@@ -277,7 +279,7 @@ fn main() -> Result<()> {
         sync.sustained
     };
     println!(
-        "  (mean group = appends per sealed group, which share a timestamp; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
+        "  (per sync = events per WAL sync, a commit group; sync ms = mean time of one; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
     );
     println!();
 
@@ -661,7 +663,10 @@ struct Appends {
     mean: Duration,
     p50: Duration,
     p99: Duration,
-    mean_group: f64,
+    /// Events per WAL sync (commit group) in the window.
+    per_sync: f64,
+    /// Mean time of one of those syncs, in milliseconds.
+    sync_ms: f64,
     /// CPU used by the process in the window.
     cpu: Option<Duration>,
     /// CPU used by the ledger's writer thread in the window.
@@ -672,8 +677,38 @@ struct Appends {
 #[derive(Default)]
 struct WriterLog {
     latencies: Vec<Duration>,
-    /// Receipt timestamps: every event of a group carries the group's.
-    group_ts: Vec<u64>,
+}
+
+/// What the process and the ledger's writer had used at one moment, or
+/// (from [`Usage::since`]) in the measurement window.
+struct Usage {
+    /// CPU used by the process.
+    cpu: Option<Duration>,
+    /// CPU used by the ledger's writer thread.
+    writer_cpu: Option<Duration>,
+    commits: CommitStats,
+}
+
+impl Usage {
+    fn read(ledger: &Ledger) -> Usage {
+        Usage {
+            cpu: process_cpu(),
+            writer_cpu: thread_cpu("ledger-writer"),
+            commits: ledger.commit_stats(),
+        }
+    }
+
+    fn since(self, before: Usage) -> Usage {
+        Usage {
+            cpu: delta(before.cpu, self.cpu),
+            writer_cpu: delta(before.writer_cpu, self.writer_cpu),
+            commits: CommitStats {
+                syncs: self.commits.syncs.saturating_sub(before.commits.syncs),
+                events: self.commits.events.saturating_sub(before.commits.events),
+                sync_nanos: self.commits.sync_nanos.saturating_sub(before.commits.sync_nanos),
+            },
+        }
+    }
 }
 
 fn new_ledger(base: &Path) -> Result<(tempfile::TempDir, Ledger)> {
@@ -691,8 +726,8 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
     // Writers wait for `go` (0: wait, 1: go, 2: abort), then read `start`.
     let go = &AtomicU8::new(0);
     let start = &OnceLock::new();
-    let mut cpu_used = (None, None);
-    let cpu = &mut cpu_used;
+    let mut measured = None;
+    let window_out = &mut measured;
     let (warmup, window) = (plan.append_warmup, plan.append_window);
     let logs: Result<Vec<Result<WriterLog>>> = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(writers);
@@ -720,13 +755,12 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
                         let mut draft = template.clone();
                         draft.correlation.request_id = Some(RequestId::Int(((w as i64) << 32) | n));
                         n += 1;
-                        let receipt = ledger
+                        ledger
                             .append_blocking(draft)
                             .with_context(|| format!("writer {w}: append failed"))?;
                         let t1 = Instant::now();
                         if t0 >= measure_from && t1 <= stop_at {
                             log.latencies.push(t1 - t0);
-                            log.group_ts.push(receipt.ts.as_nanos());
                         }
                     }
                     Ok(log)
@@ -746,10 +780,9 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
         let _ = start.set(t0);
         go.store(1, Ordering::Release);
         std::thread::sleep((t0 + warmup).saturating_duration_since(Instant::now()));
-        let before = (process_cpu(), thread_cpu("ledger-writer"));
+        let before = Usage::read(ledger);
         std::thread::sleep((t0 + warmup + window).saturating_duration_since(Instant::now()));
-        let after = (process_cpu(), thread_cpu("ledger-writer"));
-        *cpu = (delta(before.0, after.0), delta(before.1, after.1));
+        *window_out = Some(Usage::read(ledger).since(before));
         Ok(handles
             .into_iter()
             .map(|h| {
@@ -758,29 +791,22 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
             })
             .collect())
     });
-    summarize(logs?, &format!("{writers} writers"), window, cpu_used)
+    let measured = measured.context("the measurement window was not read")?;
+    summarize(logs?, &format!("{writers} writers"), window, measured)
 }
 
 /// Merges what the writers saw into the figures of one case.
-fn summarize(
-    logs: Vec<Result<WriterLog>>,
-    what: &str,
-    window: Duration,
-    (cpu, writer_cpu): (Option<Duration>, Option<Duration>),
-) -> Result<Appends> {
+fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measured: Usage) -> Result<Appends> {
     let mut latencies = Vec::new();
-    let mut group_ts = Vec::new();
     for log in logs {
-        let log = log?;
-        latencies.extend(log.latencies);
-        group_ts.extend(log.group_ts);
+        latencies.extend(log?.latencies);
     }
     ensure!(
         !latencies.is_empty(),
         "{what}: no append completed inside the measurement window"
     );
-    group_ts.sort_unstable();
-    group_ts.dedup();
+    let c = measured.commits;
+    let syncs = c.syncs.max(1) as f64;
     let count = latencies.len();
     let lat = latency(&mut latencies);
     Ok(Appends {
@@ -789,9 +815,10 @@ fn summarize(
         mean: lat.mean,
         p50: lat.p50,
         p99: lat.p99,
-        mean_group: count as f64 / group_ts.len() as f64,
-        cpu,
-        writer_cpu,
+        per_sync: c.events as f64 / syncs,
+        sync_ms: c.sync_nanos as f64 / syncs / 1e6,
+        cpu: measured.cpu,
+        writer_cpu: measured.writer_cpu,
     })
 }
 
@@ -826,23 +853,22 @@ fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize)
                 let mut draft = template.clone();
                 draft.correlation.request_id = Some(RequestId::Int(((w as i64) << 32) | n));
                 n += 1;
-                let receipt = ledger
+                ledger
                     .append(draft)
                     .await
                     .with_context(|| format!("task {w}: append failed"))?;
                 let t1 = Instant::now();
                 if t0 >= measure_from && t1 <= stop_at {
                     log.latencies.push(t1 - t0);
-                    log.group_ts.push(receipt.ts.as_nanos());
                 }
             }
             anyhow::Ok(log)
         }));
     }
     std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-    let before = (process_cpu(), thread_cpu("ledger-writer"));
+    let before = Usage::read(&ledger);
     std::thread::sleep(stop_at.saturating_duration_since(Instant::now()));
-    let after = (process_cpu(), thread_cpu("ledger-writer"));
+    let measured = Usage::read(&ledger).since(before);
     let logs: Vec<Result<WriterLog>> = runtime.block_on(async {
         let mut out = Vec::with_capacity(tasks.len());
         for t in tasks {
@@ -855,12 +881,7 @@ fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize)
     });
     drop(runtime);
     drop(ledger);
-    summarize(
-        logs,
-        &format!("{writers} tasks"),
-        window,
-        (delta(before.0, after.0), delta(before.1, after.1)),
-    )
+    summarize(logs, &format!("{writers} tasks"), window, measured)
 }
 
 // ---------------------------------------------------------------------------

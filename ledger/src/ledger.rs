@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
 use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
-use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, Store};
+use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store};
 use crate::timestamp::Timestamp;
 use crate::writer::{Command, QUEUE_DEPTH, Receipt, Writer};
 
@@ -327,6 +327,12 @@ impl Ledger {
             reply,
         })?;
         self.pending(rx).wait()
+    }
+
+    /// What the writer has made durable since this ledger was opened (all
+    /// zero when read-only): how well appends are grouped into WAL syncs.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.store.commits.stats()
     }
 
     pub fn path(&self) -> &Path {

@@ -14,6 +14,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMode, Options};
 
@@ -106,6 +108,48 @@ pub(crate) struct Store {
     pub(crate) path: PathBuf,
     pub(crate) ledger_id: [u8; 16],
     pub(crate) head: RwLock<Head>,
+    /// What the writer has made durable since the store was opened.
+    pub(crate) commits: Commits,
+}
+
+/// What the writer has made durable since the ledger was opened: how well
+/// appends are grouped into WAL syncs, for diagnostics and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// WAL syncs that made events durable (each one commit group).
+    pub syncs: u64,
+    /// Events they made durable.
+    pub events: u64,
+    /// Time spent in those syncs (for a group synced by its write, the
+    /// write and sync together), in nanoseconds.
+    pub sync_nanos: u64,
+}
+
+/// The counters behind [`CommitStats`], updated by the writer and the sync
+/// thread.
+#[derive(Default)]
+pub(crate) struct Commits {
+    syncs: AtomicU64,
+    events: AtomicU64,
+    sync_nanos: AtomicU64,
+}
+
+impl Commits {
+    /// Counts one sync that made `events` durable and took `took`.
+    pub(crate) fn record(&self, events: usize, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> CommitStats {
+        CommitStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            sync_nanos: self.sync_nanos.load(Ordering::Relaxed),
+        }
+    }
 }
 
 pub(crate) fn db_options(create: bool) -> Options {
@@ -251,6 +295,7 @@ impl Store {
             path: path.to_path_buf(),
             ledger_id,
             head: RwLock::new(head),
+            commits: Commits::default(),
         })
     }
 

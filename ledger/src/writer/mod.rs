@@ -525,8 +525,11 @@ impl Writer {
         }
         let callers: usize = groups.iter().map(|g| g.waiters.len()).sum();
         let here = callers < SYNC_OFFLOAD_MIN && self.syncer.idle();
+        let started = Instant::now();
         match write(&self.store, &groups, here) {
             Ok(head) if here => {
+                let events = groups.iter().map(|g| g.sealed.len()).sum();
+                self.store.commits.record(events, started.elapsed());
                 self.store.set_head(head);
                 groups.into_iter().for_each(durable);
             }

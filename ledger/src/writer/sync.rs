@@ -14,6 +14,7 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use super::{Group, durable, fail};
 use crate::error::{Error, Result};
@@ -154,6 +155,7 @@ fn run(shared: &Shared, store: &Store, poison: &Poison) {
             .first()
             .and_then(|g| g.sealed.first())
             .map_or(last.seq, |s| s.seq);
+        let started = Instant::now();
         let synced = store
             .db
             .flush_wal(true)
@@ -161,6 +163,8 @@ fn run(shared: &Shared, store: &Store, poison: &Poison) {
             .and_then(|()| after_sync());
         match synced {
             Ok(()) => {
+                let events = groups.iter().map(|g| g.sealed.len()).sum();
+                store.commits.record(events, started.elapsed());
                 store.set_head(last);
                 groups.into_iter().for_each(durable);
             }
