@@ -340,6 +340,19 @@ fn verify_exit_codes_reports_and_pinned_heads() {
         .run(&["verify", "--from", "2000-01-01T00:00:00Z", "-o", "json"], "")
         .ok();
     assert_eq!(r.json()["verified"], 152);
+    // A range ending at a time also verifies the event after it, whose time
+    // shows the range really ends there: seq 60 was appended with 51..=100,
+    // so the range is 1..=100 and the rotation at 101 is checked too.
+    let at_60 = env.run(&["log", "--from", "60", "--to", "60", "-o", "json"], "").ok();
+    let ts = serde_json::from_str::<serde_json::Value>(at_60.stdout().trim()).expect("json")["event"]["ts"]
+        .as_str()
+        .expect("ts")
+        .to_owned();
+    let r = env.run(&["verify", "--from", "1", "--to", &ts, "-o", "json"], "").ok();
+    assert_eq!(
+        (r.json()["to"].as_u64(), r.json()["verified"].as_u64()),
+        (Some(100), Some(101))
+    );
 
     // A pin that is not in the log.
     let (seq, _) = pin.split_once(':').expect("pin");

@@ -31,6 +31,9 @@ pub enum FailureKind {
     Truncated,
     /// The head recorded in the store's metadata disagrees with the events.
     MetaMismatch,
+    /// A range asked for by time does not hold exactly the events of that
+    /// span: the (unsigned) time index disagrees with the events.
+    RangeMismatch,
 }
 
 impl FailureKind {
@@ -50,6 +53,7 @@ impl FailureKind {
             FailureKind::HeadMismatch => "head_mismatch",
             FailureKind::Truncated => "truncated",
             FailureKind::MetaMismatch => "meta_mismatch",
+            FailureKind::RangeMismatch => "range_mismatch",
         }
     }
 }

@@ -41,6 +41,16 @@ pub struct VerifyOptions {
     /// How far a timestamp may be earlier than its predecessor's, in
     /// nanoseconds. Sealgate's writer never goes backwards, so the default is 0.
     pub time_tolerance_nanos: u64,
+    /// The time `from` was resolved from, when the range was asked for by
+    /// time. The time index is not signed, so verification then checks that
+    /// the range starts exactly there: the event at `from` is at or after
+    /// this time and the one before it is earlier (its content is bound by
+    /// the link from `from`).
+    pub from_time: Option<Timestamp>,
+    /// The time `to` was resolved from, likewise: the event at `to` is at or
+    /// before it and the one after is later; that one's signature is
+    /// checked too, since its time bounds the range.
+    pub to_time: Option<Timestamp>,
 }
 
 /// Where trust in a range comes from.
@@ -128,6 +138,13 @@ impl Ledger {
             )));
         }
         let full = from == 0 && opts.to.is_none();
+        let bounds = self.check_time_bounds(opts, from, to, last_stored);
+        // The event after a range that ends at a time is verified too.
+        let sig_until = if opts.to_time.is_some() && to < last_stored {
+            to + 1
+        } else {
+            to
+        };
         let ledger_id = self.ledger_id();
         let anchor = match opts.pinned_head {
             Some((seq, hash)) => Anchor {
@@ -152,26 +169,38 @@ impl Ledger {
                 schedule: None,
             }
         } else {
-            let before = self
-                .get(read_from - 1)?
-                .ok_or_else(|| Error::InvalidRequest(format!("range start: no event at seq {}", read_from - 1)))?;
+            let failed = |failure| Report {
+                ledger_id,
+                from,
+                to: None,
+                verified: 0,
+                linked: 0,
+                anchor: Some(anchor.clone()),
+                last: None,
+                failure: Some(failure),
+            };
+            // The range continues the chain from the event before it: one
+            // that cannot be read is the range's failure.
+            let before = match self.get(read_from - 1) {
+                Ok(Some(before)) => before,
+                Ok(None) => {
+                    return Ok(failed(Failure::new(
+                        read_from - 1,
+                        FailureKind::Gap,
+                        format!("no event at seq {}, before the range", read_from - 1),
+                    )));
+                }
+                Err(Error::Malformed { seq, reason }) => {
+                    return Ok(failed(Failure::new(seq, FailureKind::Malformed, reason)));
+                }
+                Err(e) => return Err(e),
+            };
             // The keys of the events before the range come from the
             // rotation index, each rotation checked on its own; one that
             // does not hold fails the range, whose keys depend on it.
             let schedule = match self.checked_key_schedule()? {
                 Ok(schedule) => schedule.before(read_from),
-                Err(failure) => {
-                    return Ok(Report {
-                        ledger_id,
-                        from,
-                        to: None,
-                        verified: 0,
-                        linked: 0,
-                        anchor: Some(anchor),
-                        last: None,
-                        failure: Some(failure),
-                    });
-                }
+                Err(failure) => return Ok(failed(failure)),
             };
             Start {
                 seq: read_from,
@@ -183,10 +212,10 @@ impl Ledger {
         let plan = Plan {
             declared_keys: self.declared_keys(),
             sig_from: from,
-            sig_until: to,
+            sig_until,
             // A full run reads to the physical end, so that anything stored
             // past the recorded head is seen.
-            read_until: if full { None } else { Some(to.max(anchor.seq)) },
+            read_until: if full { None } else { Some(sig_until.max(anchor.seq)) },
             anchor: Some(anchor.clone()),
             tolerance: opts.time_tolerance_nanos,
             ledger_id,
@@ -195,6 +224,12 @@ impl Ledger {
         let records = self.raw_records(read_from)?;
         let mut report = run(records, start, &plan, &|done| progress(done, total));
         report.from = from;
+        report.to = report.to.map(|t| t.min(to));
+        if let Some(b) = bounds
+            && report.failure.as_ref().is_none_or(|f| b.seq < f.seq)
+        {
+            report.failure = Some(b);
+        }
         if report.failure.is_none() && full {
             // The head recorded in meta must be the last event.
             // (A log that ends before the recorded head was already reported
@@ -226,6 +261,64 @@ impl Ledger {
             }
         }
         Ok(report)
+    }
+}
+
+impl Ledger {
+    /// For a range asked for by time, the first event (lowest seq) that
+    /// shows the range is not exactly that span. Events are read as stored;
+    /// the run then authenticates them (the one before the range through the
+    /// link from its first event, the one after it by its signature), and a
+    /// record that cannot be read is left for the run to report.
+    fn check_time_bounds(&self, opts: &VerifyOptions, from: u64, to: u64, last_stored: u64) -> Option<Failure> {
+        let ts_at = |seq: u64| self.get(seq).ok().flatten().map(|e| e.event.ts);
+        let mismatch = |seq: u64, detail: String| Some(Failure::new(seq, FailureKind::RangeMismatch, detail));
+        let index = "the time index does not match the log";
+        if let Some(t) = opts.from_time {
+            if from > 0
+                && let Some(ts) = ts_at(from - 1)
+                && ts >= t
+            {
+                return mismatch(
+                    from - 1,
+                    format!(
+                        "the range from {t} starts at seq {from}, but seq {} is at {ts}, not before {t}: {index}",
+                        from - 1
+                    ),
+                );
+            }
+            if let Some(ts) = ts_at(from)
+                && ts < t
+            {
+                return mismatch(
+                    from,
+                    format!("seq {from} is at {ts}, before {t}, where the range starts: {index}"),
+                );
+            }
+        }
+        if let Some(t) = opts.to_time {
+            if let Some(ts) = ts_at(to)
+                && ts > t
+            {
+                return mismatch(
+                    to,
+                    format!("seq {to} is at {ts}, after {t}, where the range ends: {index}"),
+                );
+            }
+            if to < last_stored
+                && let Some(ts) = ts_at(to + 1)
+                && ts <= t
+            {
+                return mismatch(
+                    to + 1,
+                    format!(
+                        "the range to {t} ends at seq {to}, but seq {} is at {ts}, not after {t}: {index}",
+                        to + 1
+                    ),
+                );
+            }
+        }
+        None
     }
 }
 

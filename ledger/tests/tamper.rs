@@ -396,3 +396,123 @@ fn a_rotation_not_signed_by_the_current_key_fails_range_verification() {
         .expect_err("must refuse");
     assert!(err.to_string().contains(&format!("seq {forged_at}")), "{err}");
 }
+
+/// The time index is not signed. A range asked for by time is resolved
+/// through it, so verification checks the resolved range against the
+/// events themselves: someone who alters an event inside the span and
+/// edits the index so that the span seems to start (or end) past it is
+/// caught at the event that gives the index away.
+#[test]
+fn a_range_by_time_is_checked_against_the_events_not_only_the_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger");
+    let keys = ledger::KeyDir::new(dir.path().join("keys"));
+    let l = ledger::Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    // One append at a time: each event has a time of its own (seq i + 1).
+    let receipts: Vec<_> = (0..12).map(|i| l.append_blocking(draft(i)).expect("append")).collect();
+    drop(l);
+    let ts = |seq: u64| receipts[seq as usize - 1].ts;
+    let (start, end) = (ts(6), ts(9));
+    let by_time = |from: u64, to: u64| ledger::VerifyOptions {
+        from: Some(from),
+        to: Some(to),
+        from_time: Some(start),
+        to_time: Some(end),
+        ..Default::default()
+    };
+    let resolve = |l: &ledger::Ledger| {
+        let from = l.first_seq_at_or_after(start).expect("index").expect("from");
+        let to = l.last_seq_at_or_before(end).expect("index").expect("to");
+        (from, to)
+    };
+    let l = ledger::Ledger::open_read_only(&path).expect("open");
+    assert_eq!(resolve(&l), (6, 9));
+    let r = l.verify(&by_time(6, 9), &|_, _| {}).expect("verify");
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!((r.from, r.to), (6, Some(9)));
+    drop(l);
+
+    // The end: an index entry that makes the span seem to end at 8.
+    let forged = {
+        let mut k = (end.as_nanos() + 1).to_be_bytes().to_vec();
+        k.extend_from_slice(&9u64.to_be_bytes());
+        k
+    };
+    {
+        let db = raw_db(&path);
+        let time = db.cf_handle("time").expect("time cf");
+        db.put_cf(time, &forged, []).expect("put index entry");
+    }
+    let l = ledger::Ledger::open_read_only(&path).expect("open");
+    assert_eq!(resolve(&l), (6, 8), "the forged entry moves the end");
+    let r = l.verify(&by_time(6, 8), &|_, _| {}).expect("verify");
+    let failure = r.failure.expect("the event after the range gives it away");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (9, FailureKind::RangeMismatch),
+        "{failure}"
+    );
+    drop(l);
+    {
+        let db = raw_db(&path);
+        let time = db.cf_handle("time").expect("time cf");
+        db.delete_cf(time, &forged).expect("delete index entry");
+    }
+
+    // Alter seq 6, then hide it: drop the index entries of seqs 6 and 7 so
+    // that the span seems to start at 8 (seq 7 is left intact, so the link
+    // from 7 into the range holds).
+    {
+        let db = raw_db(&path);
+        let mut rec = get_record(&db, 6);
+        let at = rec.windows(4).position(|w| w == b"\"p5\"").expect("principal of seq 6") + 1;
+        rec[at] = b'q';
+        put_record(&db, 6, &rec);
+        let time = db.cf_handle("time").expect("time cf");
+        for seq in [6u64, 7] {
+            let mut k = ts(seq).as_nanos().to_be_bytes().to_vec();
+            k.extend_from_slice(&seq.to_be_bytes());
+            db.delete_cf(time, k).expect("delete index entry");
+        }
+    }
+    let l = ledger::Ledger::open_read_only(&path).expect("open");
+    let (from, to) = resolve(&l);
+    assert_eq!((from, to), (8, 9), "the edited index moves the start");
+    let plain = ledger::VerifyOptions {
+        from: Some(from),
+        to: Some(to),
+        ..Default::default()
+    };
+    let r = l.verify(&plain, &|_, _| {}).expect("verify");
+    assert!(r.ok(), "by sequence number, 8..=9 is intact: {:?}", r.failure);
+    let r = l.verify(&by_time(from, to), &|_, _| {}).expect("verify");
+    let failure = r.failure.expect("by time, the edited index is caught");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (7, FailureKind::RangeMismatch),
+        "{failure}"
+    );
+}
+
+/// A range continues the chain from the event before it; if that event
+/// cannot even be decoded, the range is reported as failing there (exit 1
+/// from `sealgate verify`), not as an error running verification.
+#[test]
+fn an_undecodable_event_just_before_a_range_is_its_failure() {
+    let f = fixture(20, None);
+    {
+        let db = raw_db(&f.path);
+        let mut rec = get_record(&db, 9);
+        let last = rec.len() - 1;
+        rec[last] = b'{';
+        put_record(&db, 9, &rec);
+    }
+    let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+    let opts = ledger::VerifyOptions {
+        from: Some(10),
+        ..Default::default()
+    };
+    let r = l.verify(&opts, &|_, _| {}).expect("verification runs and reports");
+    let failure = r.failure.expect("detected");
+    assert_eq!((failure.seq, failure.kind), (9, FailureKind::Malformed), "{failure}");
+}

@@ -228,6 +228,15 @@ pub(crate) fn open_read_only(paths: &Paths) -> Result<Ledger> {
     Ledger::open_read_only(&dir).with_context(|| format!("cannot open the ledger in {}", paths.data_dir.display()))
 }
 
+/// The time a `--from`/`--to` value names, if it is a time rather than a
+/// sequence number (an unparsable one is reported by [`resolve_range`]).
+pub(crate) fn as_time(spec: &str) -> Option<Timestamp> {
+    if spec.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Timestamp::parse_rfc3339(spec).ok()
+}
+
 /// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
 /// sequence numbers. A time resolves to the first event at or after it
 /// (`--from`) or the last event at or before it (`--to`).

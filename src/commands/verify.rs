@@ -25,6 +25,8 @@ pub fn run(
         to,
         pinned_head,
         time_tolerance_nanos: tolerance_ms.saturating_mul(1_000_000),
+        from_time: range.from.as_deref().and_then(super::as_time),
+        to_time: range.to.as_deref().and_then(super::as_time),
     };
 
     let bar = ProgressBar::with_draw_target(
