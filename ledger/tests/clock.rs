@@ -20,12 +20,7 @@ fn appends_while_the_clock_is_behind_keep_the_last_timestamp() {
         let head = ledger::SealedEvent::decode(&get_record(&db, f.head)).expect("decode");
         let mut event = head.event;
         event.ts = ahead;
-        let canonical = event.canonical_bytes();
-        let hash = ledger::event_hash(&event.prev, &canonical);
-        let mut rec = vec![ledger::RECORD_VERSION];
-        rec.extend_from_slice(&hash.0);
-        rec.extend_from_slice(&key.sign_hash(&hash).to_bytes());
-        rec.extend_from_slice(&canonical);
+        let (hash, rec) = signed_record(&event, &key);
         put_record(&db, f.head, &rec);
         set_meta_head(&db, f.head, hash, ahead.as_nanos());
     }

@@ -194,13 +194,7 @@ fn pinned_head_that_was_rewritten_is_detected() {
         let sealed = ledger::SealedEvent::decode(&get_record(&db, pin.0)).expect("decode");
         let mut event = sealed.event;
         event.actor.principal = Some("mallory".into());
-        let key = SigningKey::from_seed(KEY_B);
-        let canonical = event.canonical_bytes();
-        let hash = ledger::event_hash(&event.prev, &canonical);
-        let mut rec = vec![ledger::RECORD_VERSION];
-        rec.extend_from_slice(&hash.0);
-        rec.extend_from_slice(&key.sign_hash(&hash).to_bytes());
-        rec.extend_from_slice(&canonical);
+        let (hash, rec) = signed_record(&event, &SigningKey::from_seed(KEY_B));
         put_record(&db, pin.0, &rec);
         set_meta_head(&db, pin.0, hash, event.ts.as_nanos());
     }
@@ -321,12 +315,7 @@ fn forge_rotation(path: &std::path::Path, at: u64, old: &SigningKey, attacker: &
         } else {
             event.key = attacker.id();
         }
-        let canonical = event.canonical_bytes();
-        let hash = ledger::event_hash(&prev, &canonical);
-        let mut rec = vec![ledger::RECORD_VERSION];
-        rec.extend_from_slice(&hash.0);
-        rec.extend_from_slice(&attacker.sign_hash(&hash).to_bytes());
-        rec.extend_from_slice(&canonical);
+        let (hash, rec) = signed_record(&event, attacker);
         put_record(&db, seq, &rec);
         prev = hash;
         last = Some((seq, hash, event.ts.as_nanos()));

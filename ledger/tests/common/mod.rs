@@ -119,14 +119,20 @@ pub fn resign(db: &rocksdb::DB, seq: u64, key: &SigningKey) {
     let sealed = ledger::SealedEvent::decode(&get_record(db, seq)).expect("decode");
     let mut event = sealed.event;
     event.key = key.id();
+    let (_, rec) = signed_record(&event, key);
+    put_record(db, seq, &rec);
+}
+
+/// The stored record of `event` as `key` would sign it, and its hash: what
+/// someone holding that key can write in place of any event.
+pub fn signed_record(event: &ledger::Event, key: &SigningKey) -> (ledger::Hash, Vec<u8>) {
     let canonical = event.canonical_bytes();
     let hash = ledger::event_hash(&event.prev, &canonical);
-    let sig = key.sign_hash(&hash);
     let mut rec = vec![ledger::RECORD_VERSION];
     rec.extend_from_slice(&hash.0);
-    rec.extend_from_slice(&sig.to_bytes());
+    rec.extend_from_slice(&key.sign_hash(&hash).to_bytes());
     rec.extend_from_slice(&canonical);
-    put_record(db, seq, &rec);
+    (hash, rec)
 }
 
 fn name() -> impl Strategy<Value = String> {
