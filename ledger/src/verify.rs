@@ -269,15 +269,20 @@ impl Ledger {
     /// shows the range is not exactly that span. Events are read as stored;
     /// the run then authenticates them (the one before the range through the
     /// link from its first event, the one after it by its signature), and a
-    /// record that cannot be read is left for the run to report.
+    /// record that cannot be read is left for the run to report. Times are
+    /// compared with the run's tolerance: in a log whose timestamps may step
+    /// back that far, the index can honestly resolve a time to an event whose
+    /// predecessor is a little later.
     fn check_time_bounds(&self, opts: &VerifyOptions, from: u64, to: u64, last_stored: u64) -> Option<Failure> {
+        // `a` + tolerance, in nanoseconds.
+        let slack = |a: Timestamp| a.as_nanos().saturating_add(opts.time_tolerance_nanos);
         let ts_at = |seq: u64| self.get(seq).ok().flatten().map(|e| e.event.ts);
         let mismatch = |seq: u64, detail: String| Some(Failure::new(seq, FailureKind::RangeMismatch, detail));
         let index = "the time index does not match the log";
         if let Some(t) = opts.from_time {
             if from > 0
                 && let Some(ts) = ts_at(from - 1)
-                && ts >= t
+                && ts.as_nanos() >= slack(t)
             {
                 return mismatch(
                     from - 1,
@@ -288,7 +293,7 @@ impl Ledger {
                 );
             }
             if let Some(ts) = ts_at(from)
-                && ts < t
+                && slack(ts) < t.as_nanos()
             {
                 return mismatch(
                     from,
@@ -298,7 +303,7 @@ impl Ledger {
         }
         if let Some(t) = opts.to_time {
             if let Some(ts) = ts_at(to)
-                && ts > t
+                && ts.as_nanos() > slack(t)
             {
                 return mismatch(
                     to,
@@ -307,7 +312,7 @@ impl Ledger {
             }
             if to < last_stored
                 && let Some(ts) = ts_at(to + 1)
-                && ts <= t
+                && slack(ts) <= t.as_nanos()
             {
                 return mismatch(
                     to + 1,
