@@ -80,6 +80,19 @@ impl Failure {
             detail: detail.into(),
         }
     }
+
+    /// The event at `seq` is stored with hash `stored` but hashes to `computed`.
+    pub(crate) fn hash_mismatch(seq: u64, stored: crate::event::Hash, computed: crate::event::Hash) -> Failure {
+        Failure::new(
+            seq,
+            FailureKind::HashMismatch,
+            format!(
+                "stored hash {} but the content hashes to {}",
+                stored.short(),
+                computed.short()
+            ),
+        )
+    }
 }
 
 impl fmt::Display for Failure {

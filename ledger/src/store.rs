@@ -85,21 +85,33 @@ pub(crate) fn rotation_key(seq: u64) -> Vec<u8> {
     k
 }
 
-/// The stored hash of an event read on its own matches its content.
-fn check_hash(seq: u64, e: &SealedEvent) -> std::result::Result<(), Failure> {
-    let hash = event_hash(&e.event.prev, &e.canonical);
-    if hash == e.hash {
-        return Ok(());
+/// The key schedule from the genesis event and the rotation events, each
+/// checked on its own (see [`Store::key_schedule`]).
+fn schedule_from(
+    genesis: &SealedEvent,
+    rotations: &[(u64, SealedEvent)],
+    ledger_id: &[u8; 16],
+) -> std::result::Result<KeySchedule, Failure> {
+    let check_hash = |seq: u64, e: &SealedEvent| {
+        let hash = event_hash(&e.event.prev, &e.canonical);
+        if hash == e.hash {
+            Ok(())
+        } else {
+            Err(Failure::hash_mismatch(seq, e.hash, hash))
+        }
+    };
+    check_hash(0, genesis)?;
+    let mut schedule =
+        KeySchedule::from_genesis(&genesis.event).map_err(|r| Failure::new(0, FailureKind::BadGenesis, r))?;
+    schedule.verify_one(0, genesis.event.key, &genesis.hash, &genesis.signature)?;
+    for (seq, e) in rotations {
+        check_hash(*seq, e)?;
+        schedule.verify_one(*seq, e.event.key, &e.hash, &e.signature)?;
+        schedule
+            .apply_rotation(&e.event, ledger_id)
+            .map_err(|r| Failure::new(*seq, FailureKind::BadRotation, r))?;
     }
-    Err(Failure::new(
-        seq,
-        FailureKind::HashMismatch,
-        format!(
-            "stored hash {} but the content hashes to {}",
-            e.hash.short(),
-            hash.short()
-        ),
-    ))
+    Ok(schedule)
 }
 
 /// The open database and what every reader needs.
@@ -439,28 +451,12 @@ impl Store {
             })
         };
         let genesis = read(0, "genesis event missing")?;
-        if let Err(f) = check_hash(0, &genesis) {
-            return Ok(Err(f));
-        }
-        let mut schedule = match KeySchedule::from_genesis(&genesis.event) {
-            Ok(s) => s,
-            Err(reason) => return Ok(Err(Failure::new(0, FailureKind::BadGenesis, reason))),
-        };
-        if let Err(f) = schedule.verify_one(0, genesis.event.key, &genesis.hash, &genesis.signature) {
-            return Ok(Err(f));
-        }
-        for seq in self.rotation_seqs()? {
-            let e = read(seq, "rotation index names a missing event")?;
-            if let Err(f) = check_hash(seq, &e).and_then(|()| {
-                schedule.verify_one(seq, e.event.key, &e.hash, &e.signature)?;
-                schedule
-                    .apply_rotation(&e.event, &self.ledger_id)
-                    .map_err(|r| Failure::new(seq, FailureKind::BadRotation, r))
-            }) {
-                return Ok(Err(f));
-            }
-        }
-        Ok(Ok(schedule))
+        let rotations = self
+            .rotation_seqs()?
+            .into_iter()
+            .map(|seq| Ok((seq, read(seq, "rotation index names a missing event")?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(schedule_from(&genesis, &rotations, &self.ledger_id))
     }
 
     /// The genesis key and every key a rotation introduces, with the first

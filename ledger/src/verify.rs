@@ -501,15 +501,7 @@ impl SeqState {
             ));
         }
         if ok.hash != ok.stored_hash {
-            return Err(Failure::new(
-                seq,
-                FailureKind::HashMismatch,
-                format!(
-                    "stored hash {} but the content hashes to {}",
-                    ok.stored_hash.short(),
-                    ok.hash.short()
-                ),
-            ));
+            return Err(Failure::hash_mismatch(seq, ok.stored_hash, ok.hash));
         }
         if e.prev != self.prev {
             return Err(Failure::new(
