@@ -186,8 +186,12 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Writer> {
         let head = store.head();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let pool = SignPool::new(threads)?;
+        // The writer signs too (a lone caller's group, and any queued chunk
+        // when it has nothing else to do): with one signer less than there
+        // are cores, the signing threads match the cores instead of
+        // outnumbering them and preempting each other.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = SignPool::new(cores.saturating_sub(1).max(1))?;
         let poison = Arc::new(Poison::default());
         let syncer = Syncer::start(store.clone(), poison.clone())?;
         Ok(Writer {
