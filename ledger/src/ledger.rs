@@ -17,7 +17,7 @@ use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store};
 use crate::timestamp::Timestamp;
-use crate::writer::{Command, QUEUE_DEPTH, Receipt, Writer};
+use crate::writer::{Acks, Command, QUEUE_DEPTH, Receipt, Route, Writer};
 
 /// An open ledger. Opened with [`Ledger::open`] it owns the single writer
 /// thread; opened with [`Ledger::open_read_only`] it only reads.
@@ -30,6 +30,8 @@ pub struct Ledger {
     /// Callers blocked in [`Pending::wait`].
     waiting: Arc<AtomicUsize>,
     writer: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
+    /// Hands async callers' acknowledgements to their runtime.
+    acks: Arc<Acks>,
 }
 
 /// An append that was queued; resolves once it is durable (or failed).
@@ -37,6 +39,8 @@ pub struct Ledger {
 pub struct Pending<T = Vec<Receipt>> {
     rx: oneshot::Receiver<Result<T>>,
     waiting: Arc<AtomicUsize>,
+    route: Route,
+    acks: Arc<Acks>,
 }
 
 /// How long a lone blocking waiter polls for its answer before it parks.
@@ -72,7 +76,14 @@ impl<T> Pending<T> {
     /// tasks and its I/O still run. It saves the runtime's wake-up of a
     /// parked worker (50–100 µs on a virtual machine) when a lone session
     /// appends; with other callers waiting it sleeps at once.
+    ///
+    /// Inside a tokio runtime the answer, when it comes with others, is
+    /// delivered by one task on the runtime rather than by the ledger's
+    /// threads waking each caller's task.
     pub async fn recv(mut self) -> Result<T> {
+        if self.acks.ensure_pump() {
+            self.route.set_via_pump();
+        }
         let waiting = Waiting::enter(&self.waiting);
         let mut polled = None;
         if waiting.alone {
@@ -240,12 +251,14 @@ impl Ledger {
             store: Arc::new(Store::open(path, true)?),
             waiting: Arc::default(),
             writer: None,
+            acks: Arc::default(),
         })
     }
 
     fn start_writer(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Ledger> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer::new(store.clone(), key, key_dir)?;
+        let acks = Arc::new(Acks::default());
+        let writer = Writer::new(store.clone(), key, key_dir, acks.clone())?;
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
@@ -257,13 +270,16 @@ impl Ledger {
             store,
             waiting: Arc::default(),
             writer: Some((tx, handle)),
+            acks,
         })
     }
 
-    fn pending<T>(&self, rx: oneshot::Receiver<Result<T>>) -> Pending<T> {
+    fn pending<T>(&self, rx: oneshot::Receiver<Result<T>>, route: Route) -> Pending<T> {
         Pending {
             rx,
             waiting: self.waiting.clone(),
+            route,
+            acks: self.acks.clone(),
         }
     }
 
@@ -294,15 +310,26 @@ impl Ledger {
     /// write, or none. Blocks while the queue is full; not for async tasks.
     pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
         let (reply, rx) = oneshot::channel();
-        self.send_blocking(Command::Append { drafts, reply })?;
-        Ok(self.pending(rx))
+        let route = Route::default();
+        self.send_blocking(Command::Append {
+            drafts,
+            reply,
+            route: route.clone(),
+        })?;
+        Ok(self.pending(rx, route))
     }
 
     /// [`Ledger::submit`] for async callers.
     pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { drafts, reply }).await?;
-        Ok(self.pending(rx))
+        let route = Route::default();
+        self.send(Command::Append {
+            drafts,
+            reply,
+            route: route.clone(),
+        })
+        .await?;
+        Ok(self.pending(rx, route))
     }
 
     /// Appends one event and waits until it is durable.
@@ -326,7 +353,7 @@ impl Ledger {
             reason,
             reply,
         })?;
-        self.pending(rx).wait()
+        self.pending(rx, Route::default()).wait()
     }
 
     /// What the writer has made durable since this ledger was opened (all
@@ -429,6 +456,7 @@ impl Drop for Ledger {
             // The writer drains what is queued, then exits.
             let _ = handle.join();
         }
+        self.acks.close();
     }
 }
 

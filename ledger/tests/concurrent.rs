@@ -77,3 +77,88 @@ async fn concurrent_async_appends_are_dense_and_verify() {
     let report = verify(&path, None);
     assert!(report.ok(), "{:?}", report.failure);
 }
+
+/// Async callers' acknowledgements go through a task on their runtime when
+/// several come at once. One ledger outliving the runtimes that used it:
+/// every runtime's appends are answered, a runtime that comes later gets
+/// its own, and blocking callers in between are answered directly.
+#[test]
+fn appends_from_runtimes_that_come_and_go_are_all_answered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger");
+    let keys = ledger::KeyDir::new(dir.path().join("keys"));
+    let ledger = Arc::new(Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create"));
+    let burst = |rt: &tokio::runtime::Runtime, tasks: usize| -> Vec<u64> {
+        rt.block_on(async {
+            let handles: Vec<_> = (0..tasks)
+                .map(|t| {
+                    let ledger = ledger.clone();
+                    tokio::spawn(async move {
+                        let mut seqs = Vec::new();
+                        for i in 0..5 {
+                            seqs.push(ledger.append(draft(t * 100 + i)).await.expect("append").seq);
+                        }
+                        seqs
+                    })
+                })
+                .collect();
+            let mut seqs = Vec::new();
+            for h in handles {
+                seqs.extend(h.await.expect("task"));
+            }
+            seqs
+        })
+    };
+    let mut seqs = BTreeSet::new();
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    seqs.extend(burst(&multi, 48));
+    drop(multi);
+    seqs.extend((0..20).map(|i| ledger.append_blocking(draft(9000 + i)).expect("append").seq));
+    let current = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    seqs.extend(burst(&current, 32));
+    drop(current);
+    let total = 48 * 5 + 20 + 32 * 5;
+    assert_eq!(
+        seqs.iter().copied().collect::<Vec<_>>(),
+        (1..=total as u64).collect::<Vec<u64>>()
+    );
+    drop(ledger);
+    let report = verify(&path, None);
+    assert!(report.ok(), "{:?}", report.failure);
+}
+
+/// An append submitted from a runtime but waited for elsewhere is answered
+/// directly, so it arrives even while that runtime's only thread is blocked.
+#[test]
+fn a_submission_waited_for_off_its_runtime_is_answered_while_the_runtime_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ledger");
+    let keys = ledger::KeyDir::new(dir.path().join("keys"));
+    let ledger = Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let seqs = rt.block_on(async {
+        // An async append first, so that this runtime has a pump.
+        ledger.append(draft(0)).await.expect("append");
+        let mut pending = Vec::new();
+        for i in 1..=16 {
+            pending.push(ledger.submit_async(vec![draft(i)]).await.expect("submit"));
+        }
+        // Blocks the runtime's only thread until every answer is in (or,
+        // if they were held for this runtime, for a minute, then fails).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let seqs: Vec<u64> = pending
+                .into_iter()
+                .flat_map(|p| p.wait().expect("append"))
+                .map(|r| r.seq)
+                .collect();
+            let _ = tx.send(seqs);
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the answers did not arrive while the runtime was blocked")
+    });
+    assert_eq!(seqs, (2..=17).collect::<Vec<u64>>());
+}

@@ -14,7 +14,8 @@
 //!    sync thread.
 //! 3. **Sync.** The sync thread (`sync.rs`) syncs the WAL, covering every
 //!    group written before the sync began, and only then publishes the new
-//!    head and tells those groups' callers their receipts.
+//!    head and tells those groups' callers their receipts (async callers in
+//!    one hand-off to a task on their runtime, `acks.rs`).
 //!
 //! When none of that has anything to do, the writer signs a queued chunk
 //! itself, or parks; senders and signers unpark it. Groups are written
@@ -45,7 +46,10 @@ use crate::signer::{self, SignPool, Signable};
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, META_CURRENT_KEY, META_HEAD, Store};
 use crate::timestamp::Timestamp;
 
+mod acks;
 mod sync;
+use acks::Ack;
+pub(crate) use acks::{Acks, Route};
 use sync::{Poison, Syncer};
 
 /// Largest canonical envelope accepted, in bytes.
@@ -84,6 +88,7 @@ pub(crate) enum Command {
     Append {
         drafts: Vec<Draft>,
         reply: Reply<Vec<Receipt>>,
+        route: Route,
     },
     Rotate {
         new_key: Box<SigningKey>,
@@ -142,14 +147,14 @@ impl Sealed {
 
 /// Who waits for which events of a group.
 enum Waiter {
-    Append(Reply<Vec<Receipt>>, Range<usize>),
+    Append(Reply<Vec<Receipt>>, Range<usize>, Route),
     Rotate(Reply<Receipt>),
 }
 
 impl Waiter {
     fn fail(self, err: impl Fn() -> Error) {
         match self {
-            Waiter::Append(reply, _) => {
+            Waiter::Append(reply, ..) => {
                 let _ = reply.send(Err(err()));
             }
             Waiter::Rotate(reply) => {
@@ -181,10 +186,12 @@ pub(crate) struct Writer {
     carried: VecDeque<Command>,
     /// The clock was behind the last timestamp at the last group.
     clock_behind: bool,
+    /// Where async callers' answers are handed to their runtime.
+    acks: Arc<Acks>,
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Writer> {
+    pub(crate) fn new(store: Arc<Store>, key: SigningKey, key_dir: KeyDir, acks: Arc<Acks>) -> Result<Writer> {
         let head = store.head();
         // The writer signs too (a lone caller's group, and any queued chunk
         // when it has nothing else to do): with one signer less than there
@@ -193,7 +200,7 @@ impl Writer {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = SignPool::new(cores.saturating_sub(1).max(1))?;
         let poison = Arc::new(Poison::default());
-        let syncer = Syncer::start(store.clone(), poison.clone())?;
+        let syncer = Syncer::start(store.clone(), poison.clone(), acks.clone())?;
         Ok(Writer {
             store,
             key: Arc::new(key),
@@ -208,6 +215,7 @@ impl Writer {
             syncer,
             carried: VecDeque::new(),
             clock_behind: false,
+            acks,
         })
     }
 
@@ -350,7 +358,7 @@ impl Writer {
         let mut bytes = 0usize;
         let mut commands = commands.into_iter();
         for c in commands.by_ref() {
-            let Command::Append { drafts, reply } = c else {
+            let Command::Append { drafts, reply, route } = c else {
                 continue;
             };
             let start = group.sealed.len();
@@ -359,7 +367,7 @@ impl Writer {
                 Ok(n) => {
                     bytes += n;
                     let range = dispatched + start..dispatched + group.sealed.len();
-                    group.waiters.push(Waiter::Append(reply, range));
+                    group.waiters.push(Waiter::Append(reply, range, route));
                 }
                 Err(e) => {
                     group.sealed.truncate(start);
@@ -535,7 +543,7 @@ impl Writer {
                 let events = groups.iter().map(|g| g.sealed.len()).sum();
                 self.store.commits.record(events, started.elapsed());
                 self.store.set_head(head);
-                groups.into_iter().for_each(durable);
+                durable(groups, &self.acks);
             }
             Ok(head) => self.syncer.push(groups, head),
             Err(reason) => {
@@ -606,26 +614,33 @@ fn write(store: &Store, groups: &[Group], sync: bool) -> Result<Head, String> {
     Ok(head)
 }
 
-/// A group is durable: log a key switch and tell every caller its receipts.
-fn durable(group: Group) {
-    if let (Some(new), Some(s)) = (group.rotation, group.sealed.first()) {
-        tracing::info!(new = %new, seq = s.seq, "signing key rotated");
-    }
+/// Groups are durable: log a key switch and tell every caller its
+/// receipts, the async ones in one hand-off (see `acks.rs`).
+fn durable(groups: Vec<Group>, acks: &Acks) {
     let receipt = |s: &Sealed| Receipt {
         seq: s.seq,
         hash: s.hash,
         ts: s.ts,
     };
-    for w in group.waiters {
-        match w {
-            Waiter::Append(reply, range) => {
-                let _ = reply.send(Ok(group.sealed[range].iter().map(receipt).collect()));
-            }
-            Waiter::Rotate(reply) => {
-                let _ = reply.send(group.sealed.first().map(receipt).ok_or(Error::Closed));
+    let mut answers = Vec::with_capacity(groups.iter().map(|g| g.waiters.len()).sum());
+    for group in groups {
+        if let (Some(new), Some(s)) = (group.rotation, group.sealed.first()) {
+            tracing::info!(new = %new, seq = s.seq, "signing key rotated");
+        }
+        for w in group.waiters {
+            match w {
+                Waiter::Append(reply, range, route) => answers.push(Ack {
+                    reply,
+                    receipts: group.sealed[range].iter().map(receipt).collect(),
+                    route,
+                }),
+                Waiter::Rotate(reply) => {
+                    let _ = reply.send(group.sealed.first().map(receipt).ok_or(Error::Closed));
+                }
             }
         }
     }
+    acks.deliver(answers);
 }
 
 /// Answers every caller of a group that will not be written.
@@ -673,7 +688,7 @@ impl Prepared {
 
 fn waiter_of(c: Command) -> Waiter {
     match c {
-        Command::Append { reply, .. } => Waiter::Append(reply, 0..0),
+        Command::Append { reply, route, .. } => Waiter::Append(reply, 0..0, route),
         Command::Rotate { reply, .. } => Waiter::Rotate(reply),
     }
 }

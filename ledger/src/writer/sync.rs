@@ -16,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::{Group, durable, fail};
+use super::{Acks, Group, durable, fail};
 use crate::error::{Error, Result};
 use crate::store::{Head, Store};
 
@@ -72,7 +72,7 @@ pub(super) struct Syncer {
 }
 
 impl Syncer {
-    pub(super) fn start(store: Arc<Store>, poison: Arc<Poison>) -> Result<Syncer> {
+    pub(super) fn start(store: Arc<Store>, poison: Arc<Poison>, acks: Arc<Acks>) -> Result<Syncer> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 written: Vec::new(),
@@ -85,7 +85,7 @@ impl Syncer {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("ledger-sync".into())
-                .spawn(move || run(&shared, &store, &poison))
+                .spawn(move || run(&shared, &store, &poison, &acks))
                 .map_err(|source| Error::Thread {
                     what: "ledger sync",
                     source,
@@ -126,7 +126,7 @@ impl Drop for Syncer {
     }
 }
 
-fn run(shared: &Shared, store: &Store, poison: &Poison) {
+fn run(shared: &Shared, store: &Store, poison: &Poison, acks: &Acks) {
     loop {
         let mut writes = {
             let mut state = shared.lock();
@@ -166,7 +166,7 @@ fn run(shared: &Shared, store: &Store, poison: &Poison) {
                 let events = groups.iter().map(|g| g.sealed.len()).sum();
                 store.commits.record(events, started.elapsed());
                 store.set_head(last);
-                groups.into_iter().for_each(durable);
+                durable(groups, acks);
             }
             Err(reason) => {
                 poison.set(store, &reason);
