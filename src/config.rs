@@ -34,6 +34,8 @@ pub struct Config {
     pub servers: BTreeMap<String, ServerConfig>,
     #[serde(default)]
     pub governance: GovernanceConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
     /// Grants declared in the config: issued at start (by
     /// `sealgate:config`), and revoked at start once removed from here.
     #[serde(default)]
@@ -59,6 +61,23 @@ impl Default for GovernanceConfig {
             policy_file: None,
             snapshot_every: 10_000,
             approval_progress_sec: 5,
+        }
+    }
+}
+
+/// How the ledger's RocksDB store is tuned.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// MiB of new writes buffered in memory before RocksDB flushes them and
+    /// starts a new WAL file.
+    pub memtable_mb: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            memtable_mb: (ledger::StoreOptions::default().memtable_bytes >> 20) as u64,
         }
     }
 }
@@ -240,6 +259,8 @@ pub enum TransportKind {
 pub struct Paths {
     pub data_dir: PathBuf,
     pub key_dir: PathBuf,
+    /// How the ledger's store is opened for writing.
+    pub store: ledger::StoreOptions,
 }
 
 impl Paths {
@@ -390,6 +411,12 @@ impl Config {
         if self.gateway.max_body_bytes == 0 {
             bail!("config: gateway.max_body_bytes must be positive");
         }
+        if !(1..=65_536).contains(&self.ledger.memtable_mb) {
+            bail!(
+                "config: ledger.memtable_mb must be between 1 and 65536, not {}",
+                self.ledger.memtable_mb
+            );
+        }
         Ok(())
     }
 }
@@ -405,7 +432,16 @@ pub fn paths(global: &Global, config: &Config) -> Paths {
         .clone()
         .or_else(|| config.key_dir.clone())
         .unwrap_or_else(|| ledger::Ledger::default_key_dir(&data_dir));
-    Paths { data_dir, key_dir }
+    let store = ledger::StoreOptions {
+        memtable_bytes: usize::try_from(config.ledger.memtable_mb)
+            .unwrap_or(usize::MAX >> 20)
+            .saturating_mul(1 << 20),
+    };
+    Paths {
+        data_dir,
+        key_dir,
+        store,
+    }
 }
 
 #[cfg(test)]
@@ -425,6 +461,18 @@ mod tests {
         let path = dir.path().join("sealgate.toml");
         std::fs::write(&path, text).expect("write config");
         (dir, path)
+    }
+
+    #[test]
+    fn the_ledger_memtable_comes_from_the_config_and_is_checked() {
+        let config = load_with_env(&global(None), &[]).expect("config");
+        assert_eq!(paths(&global(None), &config).store, ledger::StoreOptions::default());
+        let env = vec![("SEALGATE_LEDGER__MEMTABLE_MB".to_string(), "8".to_string())];
+        let config = load_with_env(&global(None), &env).expect("config");
+        assert_eq!(paths(&global(None), &config).store.memtable_bytes, 8 << 20);
+        let (_d, path) = write("[ledger]\nmemtable_mb = 0\n");
+        let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("zero"));
+        assert!(msg.contains("ledger.memtable_mb"), "{msg}");
     }
 
     #[test]

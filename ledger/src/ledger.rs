@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
 use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
-use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store};
+use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store, StoreOptions};
 use crate::timestamp::Timestamp;
 use crate::writer::{Acks, Command, QUEUE_DEPTH, Receipt, Route, Writer};
 
@@ -225,7 +225,12 @@ impl Ledger {
     /// the tail links and verifies, and loads the current signing key from
     /// `key_dir`.
     pub fn open(path: &Path, key_dir: &KeyDir) -> Result<Ledger> {
-        let store = Store::open(path, false)?;
+        Ledger::open_with(path, key_dir, &StoreOptions::default())
+    }
+
+    /// [`Ledger::open`] with the store tuned by `tuning`.
+    pub fn open_with(path: &Path, key_dir: &KeyDir, tuning: &StoreOptions) -> Result<Ledger> {
+        let store = Store::open(path, false, tuning)?;
         let schedule = store.key_schedule()?;
         store.check_tail(&schedule)?;
         let current = store.current_key_id()?;
@@ -248,7 +253,7 @@ impl Ledger {
     /// run beside a process that has it open for writing.
     pub fn open_read_only(path: &Path) -> Result<Ledger> {
         Ok(Ledger {
-            store: Arc::new(Store::open(path, true)?),
+            store: Arc::new(Store::open(path, true, &StoreOptions::default())?),
             waiting: Arc::default(),
             writer: None,
             acks: Arc::default(),

@@ -29,7 +29,7 @@ pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_pro
 pub use ledger::{Ledger, Pending};
 pub use projection::{Folded, Projection, Snapshots, fold_to};
 pub use schedule::{KeyEntry, KeySchedule};
-pub use store::{CommitStats, Head};
+pub use store::{CommitStats, Head, StoreOptions};
 pub use timestamp::Timestamp;
 pub use verify::{Anchor, Report, VerifyOptions};
 pub use writer::{MAX_EVENT_BYTES, Receipt};

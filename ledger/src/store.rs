@@ -164,8 +164,30 @@ impl Commits {
     }
 }
 
-pub(crate) fn db_options(create: bool) -> Options {
-    let mut opts = Options::default();
+/// How a ledger's store is tuned. The defaults suit a gateway; tests use a
+/// small memtable to make RocksDB switch WAL files often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Bytes of new writes each column family buffers in memory before
+    /// they are flushed to a table file and the WAL moves on to a new file.
+    /// It bounds the WAL replayed when the ledger opens after a crash, and
+    /// sets how often WAL files are reused. Default 64 MiB; at least 1 MiB.
+    pub memtable_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            memtable_bytes: 64 << 20,
+        }
+    }
+}
+
+/// WAL files kept for reuse once their contents are flushed.
+const RECYCLED_WALS: usize = 4;
+
+pub(crate) fn db_options(create: bool, tuning: &StoreOptions) -> Options {
+    let mut opts = cf_options(tuning);
     opts.create_if_missing(create);
     opts.create_missing_column_families(create);
     // After a crash, recover every record up to the first torn one.
@@ -173,16 +195,29 @@ pub(crate) fn db_options(create: bool) -> Options {
     opts.set_atomic_flush(true);
     opts.set_keep_log_file_num(4);
     opts.set_max_total_wal_size(256 << 20);
-    opts.set_write_buffer_size(32 << 20);
-    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // A flushed WAL file is reused for a later WAL instead of deleted: its
+    // blocks are allocated and its size is set, so a sync writes data over
+    // it and commits no new file size (on ext4, no journal commit). Each
+    // record carries its WAL's number, so recovery stops at the first
+    // record left over from the file's previous use (RocksDB's recyclable
+    // record format, supported with point-in-time recovery).
+    opts.set_recycle_log_file_num(RECYCLED_WALS);
     opts.increase_parallelism(2);
     opts
 }
 
-fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
+/// What every column family is opened with.
+fn cf_options(tuning: &StoreOptions) -> Options {
+    let mut opts = Options::default();
+    opts.set_write_buffer_size(tuning.memtable_bytes.max(1 << 20));
+    opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    opts
+}
+
+fn cf_descriptors(tuning: &StoreOptions) -> Vec<ColumnFamilyDescriptor> {
     [CF_EVENTS, CF_TIME, CF_META]
         .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()))
+        .map(|name| ColumnFamilyDescriptor::new(name, cf_options(tuning)))
         .collect()
 }
 
@@ -259,20 +294,22 @@ impl Store {
             return Err(Error::AlreadyInitialized(path.to_path_buf()));
         }
         crate::keys::create_private_dir(path)?;
-        DB::open_cf_descriptors(&db_options(true), path, cf_descriptors()).map_err(|e| Error::storage(path, e))
+        let tuning = StoreOptions::default();
+        DB::open_cf_descriptors(&db_options(true, &tuning), path, cf_descriptors(&tuning))
+            .map_err(|e| Error::storage(path, e))
     }
 
     /// Opens an existing database. `read_only` opens never write and may run
     /// beside a live writer (they see the log as of the moment they open).
-    pub(crate) fn open(path: &Path, read_only: bool) -> Result<Store> {
+    pub(crate) fn open(path: &Path, read_only: bool, tuning: &StoreOptions) -> Result<Store> {
         if !db_exists(path) {
             return Err(Error::NotInitialized(path.to_path_buf()));
         }
-        let opts = db_options(false);
+        let opts = db_options(false, tuning);
         let db = if read_only {
-            DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(), false)
+            DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
         } else {
-            DB::open_cf_descriptors(&opts, path, cf_descriptors())
+            DB::open_cf_descriptors(&opts, path, cf_descriptors(tuning))
         }
         .map_err(|e| Error::storage(path, e))?;
         Store::from_db(db, path)

@@ -219,7 +219,7 @@ fn head(paths: &Paths, output: ReportFormat) -> Result<ExitCode> {
 
 pub(crate) fn open_writable(paths: &Paths) -> Result<Ledger> {
     let dir = paths.ledger_dir();
-    Ledger::open(&dir, &paths.key_dir())
+    Ledger::open_with(&dir, &paths.key_dir(), &paths.store)
         .with_context(|| format!("cannot open the ledger in {}", paths.data_dir.display()))
 }
 

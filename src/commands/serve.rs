@@ -18,7 +18,8 @@ use crate::governance::Governance;
 fn open_or_create(paths: &Paths) -> Result<Ledger> {
     let dir = paths.ledger_dir();
     if dir.join("CURRENT").exists() {
-        return Ledger::open(&dir, &paths.key_dir()).with_context(|| format!("cannot open ledger {}", dir.display()));
+        return Ledger::open_with(&dir, &paths.key_dir(), &paths.store)
+            .with_context(|| format!("cannot open ledger {}", dir.display()));
     }
     std::fs::create_dir_all(&paths.data_dir)
         .with_context(|| format!("cannot create data dir {}", paths.data_dir.display()))?;
@@ -26,14 +27,20 @@ fn open_or_create(paths: &Paths) -> Result<Ledger> {
         principal: Some("sealgate:serve".into()),
         ..Actor::default()
     };
-    let ledger = Ledger::create(&dir, &paths.key_dir(), SigningKey::generate(), actor)
+    let created = Ledger::create(&dir, &paths.key_dir(), SigningKey::generate(), actor)
         .with_context(|| format!("cannot initialize {}", paths.data_dir.display()))?;
     tracing::warn!(
         data_dir = %paths.data_dir.display(),
         key_dir = %paths.key_dir.display(),
         "created a new ledger with a generated signing key"
     );
-    Ok(ledger)
+    if paths.store == ledger::StoreOptions::default() {
+        return Ok(created);
+    }
+    // Opened again with the configured tuning.
+    drop(created);
+    Ledger::open_with(&dir, &paths.key_dir(), &paths.store)
+        .with_context(|| format!("cannot open ledger {}", dir.display()))
 }
 
 /// The gateway on its ledger, with the governance state loaded (from the

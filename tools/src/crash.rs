@@ -8,6 +8,7 @@
 //! log must open, verify, and hold every acknowledged event with the hash
 //! that was acknowledged.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,6 +27,10 @@ pub struct CrashOptions {
     pub seed: u64,
     /// Kills land uniformly in `0..=max_delay` after the child starts.
     pub max_delay: Duration,
+    /// The child's `ledger.memtable_mb`, if set: a small one makes RocksDB
+    /// flush and move to a new WAL file every few thousand events, so that
+    /// kills land while the child writes into reused (recycled) WAL files.
+    pub memtable_mb: Option<u64>,
 }
 
 /// What one round saw.
@@ -36,6 +41,9 @@ pub struct RoundOutcome {
     /// The head after recovery.
     pub head: u64,
     pub delay: Duration,
+    /// The child was killed while it wrote into a reused (recycled) WAL
+    /// file, so recovery met that file's earlier records after its new ones.
+    pub in_recycled_wal: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -44,6 +52,9 @@ pub struct Summary {
     pub acked: u64,
     /// Rounds in which the kill landed after at least one acknowledgement.
     pub rounds_with_acks: u32,
+    /// Rounds in which the child was killed while writing into a reused
+    /// WAL file.
+    pub rounds_in_recycled_wal: u32,
     pub head: u64,
 }
 
@@ -81,10 +92,12 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
     // new since then, anchored to it (every tenth round, and the last, verify
     // the whole log).
     let mut pinned: Option<(u64, ledger::Hash)> = None;
+    let mut wals = Wals::default();
     for round in 0..opts.rounds {
         let delay = Duration::from_micros(rng.below(opts.max_delay.as_micros() as u64 + 1));
         let acks =
             kill_one(opts, round, delay, &mut rng).with_context(|| format!("round {round} (seed {})", opts.seed))?;
+        let in_recycled_wal = wals.child_wrote_a_reused_one(&ledger_dir)?;
         let full = round % 10 == 0 || round + 1 == opts.rounds;
         let (head, hash) = check(&ledger_dir, round, &acks, if full { None } else { pinned }).with_context(|| {
             format!(
@@ -96,6 +109,7 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
         summary.rounds += 1;
         summary.acked += acks.len() as u64;
         summary.rounds_with_acks += u32::from(!acks.is_empty());
+        summary.rounds_in_recycled_wal += u32::from(in_recycled_wal);
         summary.head = head;
         pinned = Some((head, hash));
         on_round(
@@ -104,6 +118,7 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
                 acked: acks.len(),
                 head,
                 delay,
+                in_recycled_wal,
             },
         );
     }
@@ -112,6 +127,42 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
     let ledger = Ledger::open(&ledger_dir, &keys).context("open for writing after the last kill")?;
     drop(ledger);
     Ok(summary)
+}
+
+/// The WAL files (`NNNNNN.log`) of the ledger between rounds.
+#[derive(Default)]
+struct Wals {
+    /// The newest WAL name after the previous kill.
+    newest_before: Option<OsString>,
+}
+
+impl Wals {
+    /// Whether the child just killed was writing into a reused WAL file:
+    /// the newest WAL is one the child made (a number greater than any
+    /// before it ran) and is older than a WAL with a smaller number.
+    /// RocksDB reuses a flushed WAL file by renaming it to the next WAL's
+    /// number, so the file keeps its creation time. False where the
+    /// filesystem keeps no creation time.
+    fn child_wrote_a_reused_one(&mut self, dir: &Path) -> Result<bool> {
+        let mut wals = Vec::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".log") {
+                let born = entry.metadata().ok().and_then(|m| m.created().ok());
+                wals.push((name, born));
+            }
+        }
+        // WAL names are zero-padded numbers: they sort as the numbers do.
+        wals.sort();
+        let Some((newest, born)) = wals.last().cloned() else {
+            return Ok(false);
+        };
+        let made_by_child = self.newest_before.as_ref().is_none_or(|before| newest > *before);
+        let reused = born.is_some_and(|born| wals.iter().any(|(_, b)| b.is_some_and(|b| b > born)));
+        self.newest_before = Some(newest);
+        Ok(made_by_child && reused)
+    }
 }
 
 /// An acknowledgement printed by the child.
@@ -126,6 +177,10 @@ fn kill_one(opts: &CrashOptions, round: u32, delay: Duration, rng: &mut Rng) -> 
         .arg("--data-dir")
         .arg(&opts.data_dir)
         .args(["append", "--batch-size", "1", "-o", "json"])
+        .envs(
+            opts.memtable_mb
+                .map(|mb| ("SEALGATE_LEDGER__MEMTABLE_MB", mb.to_string())),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -28,6 +28,10 @@ struct Args {
     /// Kills land uniformly between 0 and this many milliseconds after start.
     #[arg(long, default_value_t = 500)]
     max_delay_ms: u64,
+    /// The child's `ledger.memtable_mb`: 1 makes RocksDB switch (and reuse)
+    /// WAL files every ~1,300 events, so kills land in reused WAL files.
+    #[arg(long)]
+    memtable_mb: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -65,6 +69,7 @@ fn main() -> Result<()> {
         rounds: args.rounds,
         seed,
         max_delay: Duration::from_millis(args.max_delay_ms),
+        memtable_mb: args.memtable_mb,
     };
     let summary = crash::run(&opts, |round, o| {
         println!(
@@ -76,8 +81,8 @@ fn main() -> Result<()> {
     })
     .with_context(|| format!("replay with --seed {seed}"))?;
     println!(
-        "crash-loop: {} rounds, {} with acknowledged appends, {} events acknowledged, all present; head {}",
-        summary.rounds, summary.rounds_with_acks, summary.acked, summary.head
+        "crash-loop: {} rounds, {} with acknowledged appends, {} killed in a reused WAL, {} events acknowledged, all present; head {}",
+        summary.rounds, summary.rounds_with_acks, summary.rounds_in_recycled_wal, summary.acked, summary.head
     );
     Ok(())
 }
