@@ -16,8 +16,8 @@
 //! Only a caller that awaits its answer ([`crate::Pending::recv`]) inside a
 //! tokio runtime is routed this way; one that blocks in
 //! [`crate::Pending::wait`] is always answered directly, so a blocked
-//! runtime cannot hold back its own acknowledgement. A group with a single
-//! routed caller is answered directly too: there is nothing to batch.
+//! runtime cannot hold back its own acknowledgement. A sync with a single
+//! routed caller answers it directly too: there is nothing to batch.
 //!
 //! The pump lives on the runtime of the first routed caller. If that runtime
 //! shuts down, the pump's drop answers what it still held and the next
@@ -81,7 +81,7 @@ impl Acks {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends a group's answers: those of routed callers through the pump
+    /// Sends a sync's answers: those of routed callers through the pump
     /// when there are at least two of them and a pump runs, all others
     /// directly.
     pub(crate) fn deliver(&self, acks: Vec<Ack>) {
