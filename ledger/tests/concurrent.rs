@@ -7,14 +7,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::*;
-use ledger::{Ledger, SigningKey};
+use ledger::Ledger;
 
 #[test]
 fn concurrent_blocking_appends_are_dense_and_verify() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let ledger = Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    let Fresh {
+        dir: _dir,
+        path,
+        ledger,
+        ..
+    } = fresh();
     let seqs: Vec<u64> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..32)
             .map(|t| {
@@ -49,10 +51,13 @@ fn concurrent_blocking_appends_are_dense_and_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_async_appends_are_dense_and_verify() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let ledger = Arc::new(Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create"));
+    let Fresh {
+        dir: _dir,
+        path,
+        ledger,
+        ..
+    } = fresh();
+    let ledger = Arc::new(ledger);
     let mut tasks = Vec::new();
     for t in 0..64 {
         let ledger = ledger.clone();
@@ -84,10 +89,13 @@ async fn concurrent_async_appends_are_dense_and_verify() {
 /// its own, and blocking callers in between are answered directly.
 #[test]
 fn appends_from_runtimes_that_come_and_go_are_all_answered() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let ledger = Arc::new(Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create"));
+    let Fresh {
+        dir: _dir,
+        path,
+        ledger,
+        ..
+    } = fresh();
+    let ledger = Arc::new(ledger);
     let burst = |rt: &tokio::runtime::Runtime, tasks: usize| -> Vec<u64> {
         rt.block_on(async {
             let handles: Vec<_> = (0..tasks)
@@ -134,10 +142,7 @@ fn appends_from_runtimes_that_come_and_go_are_all_answered() {
 /// directly, so it arrives even while that runtime's only thread is blocked.
 #[test]
 fn a_submission_waited_for_off_its_runtime_is_answered_while_the_runtime_blocks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let ledger = Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    let Fresh { dir: _dir, ledger, .. } = fresh();
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let seqs = rt.block_on(async {
         // An async append first, so that this runtime has a pump.

@@ -6,13 +6,15 @@
 mod common;
 
 use common::*;
-use ledger::{Error, Ledger, Receipt, SigningKey};
+use ledger::{Error, Ledger, Receipt};
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf, ledger::KeyDir, Vec<Receipt>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let ledger = Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    let Fresh {
+        dir,
+        path,
+        keys,
+        ledger,
+    } = fresh();
     let acked = (0..20)
         .map(|i| ledger.append_blocking(draft(i)).expect("append before failure"))
         .collect();

@@ -393,10 +393,12 @@ fn a_rotation_not_signed_by_the_current_key_fails_range_verification() {
 /// caught at the event that gives the index away.
 #[test]
 fn a_range_by_time_is_checked_against_the_events_not_only_the_index() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger");
-    let keys = ledger::KeyDir::new(dir.path().join("keys"));
-    let l = ledger::Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    let Fresh {
+        dir: _dir,
+        path,
+        ledger: l,
+        ..
+    } = fresh();
     // One append at a time: each event has a time of its own (seq i + 1).
     let receipts: Vec<_> = (0..12).map(|i| l.append_blocking(draft(i)).expect("append")).collect();
     drop(l);

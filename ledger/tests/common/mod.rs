@@ -21,13 +21,37 @@ pub struct Fixture {
     pub head: u64,
 }
 
-/// Creates a ledger signed by key A, appends `before` drafts, optionally
-/// rotates to key B and appends `after` drafts.
-pub fn build(before: Vec<Draft>, rotate: bool, after: Vec<Draft>) -> Fixture {
+/// A new ledger signed by key A in a temp dir, open for writing.
+pub struct Fresh {
+    /// Keep it alive: dropping it removes the ledger.
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub keys: KeyDir,
+    pub ledger: Ledger,
+}
+
+pub fn fresh() -> Fresh {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ledger");
     let keys = KeyDir::new(dir.path().join("keys"));
     let ledger = Ledger::create(&path, &keys, SigningKey::from_seed(KEY_A), actor("init")).expect("create");
+    Fresh {
+        dir,
+        path,
+        keys,
+        ledger,
+    }
+}
+
+/// Creates a ledger signed by key A, appends `before` drafts, optionally
+/// rotates to key B and appends `after` drafts.
+pub fn build(before: Vec<Draft>, rotate: bool, after: Vec<Draft>) -> Fixture {
+    let Fresh {
+        dir,
+        path,
+        keys,
+        ledger,
+    } = fresh();
     if !before.is_empty() {
         ledger.submit(before).expect("submit").wait().expect("append before");
     }
