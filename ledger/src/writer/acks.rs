@@ -85,8 +85,10 @@ impl Acks {
     /// when there are at least two of them and a pump runs, all others
     /// directly.
     pub(crate) fn deliver(&self, acks: Vec<Ack>) {
-        let (routed, direct): (Vec<Ack>, Vec<Ack>) = acks.into_iter().partition(|a| a.route.via_pump());
-        direct.into_iter().for_each(Ack::send);
+        let mut routed = Vec::with_capacity(acks.len());
+        for a in acks {
+            if a.route.via_pump() { routed.push(a) } else { a.send() }
+        }
         if routed.len() < 2 {
             return routed.into_iter().for_each(Ack::send);
         }
@@ -203,6 +205,14 @@ mod tests {
         (Ack { reply, receipts, route }, rx)
     }
 
+    /// Delivers two routed answers, `seq` and `seq + 1`, in one hand-off.
+    fn deliver_two(acks: &Acks, seq: u64) -> (Rx, Rx) {
+        let (a, rx_a) = ack(seq, true);
+        let (b, rx_b) = ack(seq + 1, true);
+        acks.deliver(vec![a, b]);
+        (rx_a, rx_b)
+    }
+
     fn answered(rx: &mut Rx) -> Option<u64> {
         match rx.try_recv() {
             Ok(Ok(receipts)) => receipts.first().map(|r| r.seq),
@@ -251,23 +261,17 @@ mod tests {
     fn a_runtime_that_shuts_down_answers_what_its_pump_held() {
         let acks = Arc::new(Acks::default());
         let rt = pumped(&acks);
-        let (a, mut rx_a) = ack(1, true);
-        let (b, mut rx_b) = ack(2, true);
-        acks.deliver(vec![a, b]);
+        let (mut rx_a, mut rx_b) = deliver_two(&acks, 1);
         assert_eq!(answered(&mut rx_a), None);
         drop(rt);
         assert_eq!(answered(&mut rx_a), Some(1));
         assert_eq!(answered(&mut rx_b), Some(2));
         // With no pump, routed answers go directly ...
-        let (c, mut rx_c) = ack(3, true);
-        let (d, mut rx_d) = ack(4, true);
-        acks.deliver(vec![c, d]);
+        let (mut rx_c, mut rx_d) = deliver_two(&acks, 3);
         assert_eq!((answered(&mut rx_c), answered(&mut rx_d)), (Some(3), Some(4)));
         // ... until a caller on another runtime starts a new one.
         let rt = pumped(&acks);
-        let (e, mut rx_e) = ack(5, true);
-        let (f, mut rx_f) = ack(6, true);
-        acks.deliver(vec![e, f]);
+        let (mut rx_e, mut rx_f) = deliver_two(&acks, 5);
         assert_eq!(answered(&mut rx_e), None);
         rt.block_on(tokio::task::yield_now());
         assert_eq!((answered(&mut rx_e), answered(&mut rx_f)), (Some(5), Some(6)));
@@ -282,9 +286,7 @@ mod tests {
         // Spawning on a shut-down runtime drops the task unpolled.
         let _guard = handle.enter();
         acks.ensure_pump();
-        let (a, mut rx_a) = ack(1, true);
-        let (b, mut rx_b) = ack(2, true);
-        acks.deliver(vec![a, b]);
+        let (mut rx_a, mut rx_b) = deliver_two(&acks, 1);
         assert_eq!((answered(&mut rx_a), answered(&mut rx_b)), (Some(1), Some(2)));
     }
 
@@ -292,9 +294,7 @@ mod tests {
     fn closing_ends_the_pump_and_no_new_one_starts() {
         let acks = Arc::new(Acks::default());
         let rt = pumped(&acks);
-        let (a, mut rx_a) = ack(1, true);
-        let (b, mut rx_b) = ack(2, true);
-        acks.deliver(vec![a, b]);
+        let (mut rx_a, mut rx_b) = deliver_two(&acks, 1);
         acks.close();
         rt.block_on(tokio::task::yield_now());
         assert_eq!((answered(&mut rx_a), answered(&mut rx_b)), (Some(1), Some(2)));
