@@ -164,13 +164,24 @@ impl Ledger {
     /// in `NAME.partial` was never a ledger anyone used and is removed by
     /// the next create.
     pub fn create(path: &Path, key_dir: &KeyDir, key: SigningKey, actor: Actor) -> Result<Ledger> {
+        Ledger::create_with(path, key_dir, key, actor, &StoreOptions::default())
+    }
+
+    /// [`Ledger::create`] with the store tuned by `tuning`.
+    pub fn create_with(
+        path: &Path,
+        key_dir: &KeyDir,
+        key: SigningKey,
+        actor: Actor,
+        tuning: &StoreOptions,
+    ) -> Result<Ledger> {
         let partial = store::partial_path(path)?;
         let _lock = store::CreateLock::take(path)?;
         if store::db_exists(path) {
             return Err(Error::AlreadyInitialized(path.to_path_buf()));
         }
         store::remove_partial(&partial)?;
-        let db = Store::create_db(&partial)?;
+        let db = Store::create_db(&partial, tuning)?;
         let mut ledger_id = [0u8; 16];
         OsRng.fill_bytes(&mut ledger_id);
         if !key_dir.file_for(key.id()).exists() {
@@ -218,7 +229,7 @@ impl Ledger {
             std::io::Error::other(msg.unwrap_or_default()),
         )));
         store::move_into_place(&partial, path)?;
-        Ledger::open(path, key_dir)
+        Ledger::open_with(path, key_dir, tuning)
     }
 
     /// Opens an existing ledger for appending. Recovers the head, checks that

@@ -289,13 +289,12 @@ pub(crate) fn db_exists(path: &Path) -> bool {
 
 impl Store {
     /// Creates an empty database (the caller writes genesis next).
-    pub(crate) fn create_db(path: &Path) -> Result<DB> {
+    pub(crate) fn create_db(path: &Path, tuning: &StoreOptions) -> Result<DB> {
         if db_exists(path) {
             return Err(Error::AlreadyInitialized(path.to_path_buf()));
         }
         crate::keys::create_private_dir(path)?;
-        let tuning = StoreOptions::default();
-        DB::open_cf_descriptors(&db_options(true, &tuning), path, cf_descriptors(&tuning))
+        DB::open_cf_descriptors(&db_options(true, tuning), path, cf_descriptors(tuning))
             .map_err(|e| Error::storage(path, e))
     }
 

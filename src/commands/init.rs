@@ -18,7 +18,7 @@ pub fn run(paths: &Paths, key: Option<&Path>, principal: String) -> Result<ExitC
         principal: Some(principal),
         ..Actor::default()
     };
-    let ledger = Ledger::create(&paths.ledger_dir(), &paths.key_dir(), key, actor)
+    let ledger = Ledger::create_with(&paths.ledger_dir(), &paths.key_dir(), key, actor, &paths.store)
         .with_context(|| format!("cannot initialize {}", paths.data_dir.display()))?;
     let head = ledger.head();
     let mut out = std::io::stdout().lock();

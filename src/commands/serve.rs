@@ -27,20 +27,14 @@ fn open_or_create(paths: &Paths) -> Result<Ledger> {
         principal: Some("sealgate:serve".into()),
         ..Actor::default()
     };
-    let created = Ledger::create(&dir, &paths.key_dir(), SigningKey::generate(), actor)
+    let ledger = Ledger::create_with(&dir, &paths.key_dir(), SigningKey::generate(), actor, &paths.store)
         .with_context(|| format!("cannot initialize {}", paths.data_dir.display()))?;
     tracing::warn!(
         data_dir = %paths.data_dir.display(),
         key_dir = %paths.key_dir.display(),
         "created a new ledger with a generated signing key"
     );
-    if paths.store == ledger::StoreOptions::default() {
-        return Ok(created);
-    }
-    // Opened again with the configured tuning.
-    drop(created);
-    Ledger::open_with(&dir, &paths.key_dir(), &paths.store)
-        .with_context(|| format!("cannot open ledger {}", dir.display()))
+    Ok(ledger)
 }
 
 /// The gateway on its ledger, with the governance state loaded (from the
