@@ -23,7 +23,11 @@
 //!    appends per second, latency (mean, p50, p99), the mean commit group
 //!    (events per WAL sync) and how long a sync took
 //!    ([`ledger::Ledger::commit_stats`]), and how busy the CPU and the
-//!    ledger's writer thread were (Linux `/proc`).
+//!    ledger's writer thread were (Linux `/proc`). Then, per case, the core
+//!    time per append by kind of thread (writer, signers, sync, RocksDB's
+//!    own threads, callers) and the idle time, beside what the targets
+//!    allow: the per-stage model that says which costs stand between a
+//!    figure and its target.
 //! 5. **Full verification** of a ledger of ~200k events (50k with
 //!    `--quick`), built with `submit` batches and reopened read-only:
 //!    events per second.
@@ -57,7 +61,7 @@
 //! `$SEALGATE_BENCH_DIR` (default: the system temp directory), so that all
 //! figures come from the same filesystem.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -93,6 +97,9 @@ const SYNC_BURST: usize = 300;
 /// each sync also commits its new size; afterwards the WAL is a recycled
 /// file (`store.rs`) that syncs write over.
 const SERVICE_FILL: usize = 200_000;
+/// How long the writers go on appending after the measurement window, so
+/// that they are all still running when the window's CPU use is read.
+const WINDOW_TAIL: Duration = Duration::from_millis(50);
 /// Stack of each writer thread (512 of them).
 const WRITER_STACK: usize = 256 << 10;
 
@@ -278,7 +285,7 @@ fn main() -> Result<()> {
             a.per_sync,
             a.sync_ms,
             busy(a.cpu, plan.append_window, cores),
-            busy(a.writer_cpu, plan.append_window, 1)
+            busy(a.stage(Stage::Writer), plan.append_window, 1)
         );
         appends.push((kind, writers, a));
     }
@@ -302,6 +309,7 @@ fn main() -> Result<()> {
         "  (per sync = events per WAL sync, a commit group; sync ms = mean time of one; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
     );
     println!();
+    print_stage_costs(&appends, &cpu, &costs, sync.p50, &plan, cores);
 
     // 5. Full verification.
     let v = full_verification(&base, &plan)?;
@@ -489,6 +497,70 @@ fn canonical_len(draft: &Draft) -> usize {
         .len()
 }
 
+/// The per-stage model of the append cases: where each append's share of
+/// the cores' time went, against what the targets allow.
+fn print_stage_costs(
+    appends: &[(&str, usize, Appends)],
+    cpu: &CpuBounds,
+    costs: &Costs,
+    sync: Duration,
+    plan: &Plan,
+    cores: usize,
+) {
+    println!("Core time per append, by thread (us; /proc/self/task/*/schedstat over the window)");
+    println!(
+        "  {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "writers", "writer", "signers", "sync", "store", "callers", "other", "idle", "= all"
+    );
+    let us = |d: Duration, n: usize| 1e6 * d.as_secs_f64() / n.max(1) as f64;
+    for (kind, writers, a) in appends {
+        let Some(stages) = &a.stages else { continue };
+        let all = plan.append_window * cores as u32;
+        let used: Duration = stages.values().sum();
+        let mut line = format!(
+            "  {:>7}",
+            format!("{writers} {}", if *kind == "threads" { "t" } else { "k" })
+        );
+        for stage in STAGES {
+            line += &format!(" {:>8.2}", us(stages.get(&stage).copied().unwrap_or_default(), a.count));
+        }
+        line += &format!(
+            " {:>8.2} {:>8.2}",
+            us(all.saturating_sub(used), a.count),
+            us(all, a.count)
+        );
+        println!("{line}");
+    }
+    // What the targets leave: for 64 and 512 writers, the core time per
+    // append at the target's share of the sign bound; for one writer, the
+    // latency of an append that only signs, seals and syncs.
+    let budget = |target: f64| 1e6 * cores as f64 / (target * cpu.sign_all);
+    let one_sign = Duration::from_secs_f64(1.0 / cpu.sign_one);
+    let floor = sync + one_sign + costs.seal;
+    println!(
+        "  (idle = core time no thread used; store = RocksDB's flush and compaction threads; callers include the ledger's pump)"
+    );
+    println!(
+        "  a signature costs {:.2} us of core time with all cores signing ({:.2} us on one core alone)",
+        1e6 * cores as f64 / cpu.sign_all,
+        1e6 * one_sign.as_secs_f64()
+    );
+    println!(
+        "  at their targets, 64 writers may use {:.2} us and 512 writers {:.2} us of core time per append, signature included",
+        budget(0.70),
+        budget(0.60)
+    );
+    println!(
+        "  1 writer, serially: sync {:.3} + one signature {:.3} + seal {:.3} = {:.3} ms per append at best, {:.1} % of 1/sync",
+        ms(sync),
+        ms(one_sign),
+        ms(costs.seal),
+        ms(floor),
+        100.0 * sync.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!();
+}
+
 // ---------------------------------------------------------------------------
 // CPU accounting (Linux /proc; figures show as `-` where it is unavailable)
 
@@ -504,17 +576,81 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// On-CPU time of the live thread named `name` (`/proc/self/task/*/schedstat`).
-fn thread_cpu(name: &str) -> Option<Duration> {
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            let sched = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            let nanos = sched.split_whitespace().next()?.parse::<u64>().ok()?;
-            return Some(Duration::from_nanos(nanos));
+/// Which part of the work a thread does, by its name: the columns of the
+/// core-time-per-append table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Stage {
+    /// `ledger-writer`: sealing, writing, and signing when it has nothing else to do.
+    Writer,
+    /// `ledger-sign-N`: the signing pool.
+    Signers,
+    /// `ledger-sync`: WAL syncs and acknowledgements.
+    Sync,
+    /// `rocksdb:*`: memtable flushes and compactions.
+    Store,
+    /// `bench-*`: the appending threads, or the runtime's workers running the
+    /// appending tasks (and the ledger's pump).
+    Callers,
+    Other,
+}
+
+const STAGES: [Stage; 6] = [
+    Stage::Writer,
+    Stage::Signers,
+    Stage::Sync,
+    Stage::Store,
+    Stage::Callers,
+    Stage::Other,
+];
+
+impl Stage {
+    fn of(comm: &str) -> Stage {
+        match comm {
+            "ledger-writer" => Stage::Writer,
+            "ledger-sync" => Stage::Sync,
+            c if c.starts_with("ledger-sign") => Stage::Signers,
+            c if c.starts_with("rocksdb:") => Stage::Store,
+            c if c.starts_with("bench-") => Stage::Callers,
+            _ => Stage::Other,
         }
     }
-    None
+}
+
+/// On-CPU time of every live thread by thread id, with its stage
+/// (`/proc/self/task/*/schedstat`, nanoseconds).
+fn threads_cpu() -> Option<HashMap<u64, (Stage, Duration)>> {
+    let mut out = HashMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
+            continue;
+        };
+        // A thread may exit between the listing and these reads.
+        let (Ok(comm), Ok(sched)) = (
+            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        if let Some(nanos) = sched.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
+            out.insert(tid, (Stage::of(comm.trim_end()), Duration::from_nanos(nanos)));
+        }
+    }
+    Some(out)
+}
+
+/// CPU used per stage between two [`threads_cpu`] snapshots. A thread
+/// started in between counts from zero; one that exited is missing.
+fn stage_cpu(
+    before: &Option<HashMap<u64, (Stage, Duration)>>,
+    after: &Option<HashMap<u64, (Stage, Duration)>>,
+) -> Option<HashMap<Stage, Duration>> {
+    let (before, after) = (before.as_ref()?, after.as_ref()?);
+    let mut out = HashMap::new();
+    for (tid, (stage, used)) in after {
+        let from = before.get(tid).map_or(Duration::ZERO, |(_, d)| *d);
+        *out.entry(*stage).or_insert(Duration::ZERO) += used.saturating_sub(from);
+    }
+    Some(out)
 }
 
 /// `used / (wall * cores)` as a percentage, or `-`.
@@ -716,8 +852,14 @@ struct Appends {
     sync_ms: f64,
     /// CPU used by the process in the window.
     cpu: Option<Duration>,
-    /// CPU used by the ledger's writer thread in the window.
-    writer_cpu: Option<Duration>,
+    /// CPU used in the window by each stage's threads.
+    stages: Option<HashMap<Stage, Duration>>,
+}
+
+impl Appends {
+    fn stage(&self, stage: Stage) -> Option<Duration> {
+        self.stages.as_ref().map(|s| s.get(&stage).copied().unwrap_or_default())
+    }
 }
 
 /// What one writer thread saw inside the measurement window.
@@ -726,13 +868,18 @@ struct WriterLog {
     latencies: Vec<Duration>,
 }
 
-/// What the process and the ledger's writer had used at one moment, or
-/// (from [`Usage::since`]) in the measurement window.
+/// What the process and its threads had used at one moment.
 struct Usage {
     /// CPU used by the process.
     cpu: Option<Duration>,
-    /// CPU used by the ledger's writer thread.
-    writer_cpu: Option<Duration>,
+    threads: Option<HashMap<u64, (Stage, Duration)>>,
+    commits: CommitStats,
+}
+
+/// What was used in the measurement window ([`Usage::since`]).
+struct WindowUsage {
+    cpu: Option<Duration>,
+    stages: Option<HashMap<Stage, Duration>>,
     commits: CommitStats,
 }
 
@@ -740,15 +887,15 @@ impl Usage {
     fn read(ledger: &Ledger) -> Usage {
         Usage {
             cpu: process_cpu(),
-            writer_cpu: thread_cpu("ledger-writer"),
+            threads: threads_cpu(),
             commits: ledger.commit_stats(),
         }
     }
 
-    fn since(self, before: Usage) -> Usage {
-        Usage {
+    fn since(self, before: Usage) -> WindowUsage {
+        WindowUsage {
             cpu: delta(before.cpu, self.cpu),
-            writer_cpu: delta(before.writer_cpu, self.writer_cpu),
+            stages: stage_cpu(&before.threads, &self.threads),
             commits: CommitStats {
                 syncs: self.commits.syncs.saturating_sub(before.commits.syncs),
                 events: self.commits.events.saturating_sub(before.commits.events),
@@ -831,7 +978,7 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
                     let mut n: i64 = 0;
                     loop {
                         let t0 = Instant::now();
-                        if t0 >= stop_at {
+                        if t0 >= stop_at + WINDOW_TAIL {
                             break;
                         }
                         let mut draft = template.clone();
@@ -878,7 +1025,7 @@ fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> 
 }
 
 /// Merges what the writers saw into the figures of one case.
-fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measured: Usage) -> Result<Appends> {
+fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measured: WindowUsage) -> Result<Appends> {
     let mut latencies = Vec::new();
     for log in logs {
         latencies.extend(log?.latencies);
@@ -900,7 +1047,7 @@ fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measure
         per_sync: c.events as f64 / syncs,
         sync_ms: c.sync_nanos as f64 / syncs / 1e6,
         cpu: measured.cpu,
-        writer_cpu: measured.writer_cpu,
+        stages: measured.stages,
     })
 }
 
@@ -929,7 +1076,7 @@ fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize)
             let mut n: i64 = 0;
             loop {
                 let t0 = Instant::now();
-                if t0 >= stop_at {
+                if t0 >= stop_at + WINDOW_TAIL {
                     break;
                 }
                 let mut draft = template.clone();
