@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::chain::{Genesis, SealedEvent, encode_record, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
+use crate::failure::Failure;
 use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store, StoreOptions};
@@ -438,7 +439,7 @@ impl Ledger {
 
     /// [`Ledger::key_schedule`], with a bad genesis or rotation event
     /// reported as a verification failure.
-    pub(crate) fn checked_key_schedule(&self) -> Result<std::result::Result<KeySchedule, crate::Failure>> {
+    pub(crate) fn checked_key_schedule(&self) -> Result<std::result::Result<KeySchedule, Failure>> {
         self.store.checked_key_schedule()
     }
 

@@ -188,7 +188,7 @@ mod tests {
     use crate::event::Hash;
     use crate::timestamp::Timestamp;
 
-    type Rx = oneshot::Receiver<crate::Result<Vec<Receipt>>>;
+    type Rx = oneshot::Receiver<crate::error::Result<Vec<Receipt>>>;
 
     /// An answer for seq `seq`, routed through the pump or not.
     fn ack(seq: u64, via_pump: bool) -> (Ack, Rx) {
