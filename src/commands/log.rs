@@ -13,9 +13,9 @@ pub fn run(paths: &Paths, range: &Range, kinds: &[String], limit: Option<u64>, o
     if let Some(unknown) = kinds.iter().find(|k| !k.is_known()) {
         bail!("--kind {unknown}: unknown event kind");
     }
-    let (from, to) = super::resolve_range(&ledger, range)?;
-    let from = from.unwrap_or(0);
-    let to = to.unwrap_or(ledger.head().seq);
+    let range = super::resolve_range(&ledger, range)?;
+    let from = range.from.unwrap_or(0);
+    let to = range.to.unwrap_or(ledger.head().seq);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if output == LogFormat::Table {

@@ -228,26 +228,26 @@ pub(crate) fn open_read_only(paths: &Paths) -> Result<Ledger> {
     Ledger::open_read_only(&dir).with_context(|| format!("cannot open the ledger in {}", paths.data_dir.display()))
 }
 
-/// The time a `--from`/`--to` value names, if it is a time rather than a
-/// sequence number (an unparsable one is reported by [`resolve_range`]).
-pub(crate) fn as_time(spec: &str) -> Option<Timestamp> {
-    if spec.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Timestamp::parse_rfc3339(spec).ok()
+/// `--from`/`--to` resolved against the log: sequence numbers, and the
+/// times they were resolved from when given as times.
+pub(crate) struct Resolved {
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub from_time: Option<Timestamp>,
+    pub to_time: Option<Timestamp>,
 }
 
 /// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
 /// sequence numbers. A time resolves to the first event at or after it
 /// (`--from`) or the last event at or before it (`--to`).
-pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<(Option<u64>, Option<u64>)> {
+pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<Resolved> {
     let head = ledger.head().seq;
-    let pos = |spec: &str, flag: &str, end: bool| -> Result<Option<u64>> {
+    let pos = |spec: &str, flag: &str, end: bool| -> Result<(Option<u64>, Option<Timestamp>)> {
         if spec.bytes().all(|b| b.is_ascii_digit()) {
             let seq: u64 = spec
                 .parse()
                 .with_context(|| format!("{flag} {spec}: sequence number out of range"))?;
-            return Ok(Some(seq));
+            return Ok((Some(seq), None));
         }
         let ts = Timestamp::parse_rfc3339(spec).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
         let seq = if end {
@@ -256,18 +256,23 @@ pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<(Option<u6
             ledger.first_seq_at_or_after(ts)?
         };
         match seq {
-            Some(s) => Ok(Some(s)),
+            Some(s) => Ok((Some(s), Some(ts))),
             None if end => bail!("{flag} {spec}: no event at or before that time"),
             None => bail!("{flag} {spec}: no event at or after that time (the head is seq {head})"),
         }
     };
-    let from = range
+    let (from, from_time) = range
         .from
         .as_deref()
         .map(|s| pos(s, "--from", false))
         .transpose()?
-        .flatten();
-    let to = range.to.as_deref().map(|s| pos(s, "--to", true)).transpose()?.flatten();
+        .unwrap_or_default();
+    let (to, to_time) = range
+        .to
+        .as_deref()
+        .map(|s| pos(s, "--to", true))
+        .transpose()?
+        .unwrap_or_default();
     if let Some(f) = from
         && f > head
     {
@@ -278,5 +283,10 @@ pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<(Option<u6
     {
         bail!("--from seq {f} is after --to seq {t}");
     }
-    Ok((from, to.map(|t| t.min(head))))
+    Ok(Resolved {
+        from,
+        to: to.map(|t| t.min(head)),
+        from_time,
+        to_time,
+    })
 }

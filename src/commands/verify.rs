@@ -19,14 +19,14 @@ pub fn run(
 ) -> Result<ExitCode> {
     let pinned_head = head.map(parse_pin).transpose()?;
     let ledger = super::open_read_only(paths)?;
-    let (from, to) = super::resolve_range(&ledger, range)?;
+    let range = super::resolve_range(&ledger, range)?;
     let opts = VerifyOptions {
-        from,
-        to,
+        from: range.from,
+        to: range.to,
         pinned_head,
         time_tolerance_nanos: tolerance_ms.saturating_mul(1_000_000),
-        from_time: range.from.as_deref().and_then(super::as_time),
-        to_time: range.to.as_deref().and_then(super::as_time),
+        from_time: range.from_time,
+        to_time: range.to_time,
     };
 
     let bar = ProgressBar::with_draw_target(
