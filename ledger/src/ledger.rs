@@ -326,27 +326,28 @@ impl Ledger {
     /// Queues drafts as one atomic unit: all of them become durable in one
     /// write, or none. Blocks while the queue is full; not for async tasks.
     pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
-        let (reply, rx) = oneshot::channel();
-        let route = Route::default();
-        self.send_blocking(Command::Append {
-            drafts,
-            reply,
-            route: route.clone(),
-        })?;
-        Ok(self.pending(rx, route))
+        let (command, pending) = self.append_command(drafts);
+        self.send_blocking(command)?;
+        Ok(pending)
     }
 
     /// [`Ledger::submit`] for async callers.
     pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
+        let (command, pending) = self.append_command(drafts);
+        self.send(command).await?;
+        Ok(pending)
+    }
+
+    /// The writer's command for an append, and what its caller waits on.
+    fn append_command(&self, drafts: Vec<Draft>) -> (Command, Pending) {
         let (reply, rx) = oneshot::channel();
         let route = Route::default();
-        self.send(Command::Append {
+        let command = Command::Append {
             drafts,
             reply,
             route: route.clone(),
-        })
-        .await?;
-        Ok(self.pending(rx, route))
+        };
+        (command, self.pending(rx, route))
     }
 
     /// Appends one event and waits until it is durable.
