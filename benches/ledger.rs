@@ -265,7 +265,7 @@ fn main() -> Result<()> {
         .map(|w| ("threads", w))
         .chain([1usize, 64, 512].into_iter().map(|w| ("tasks", w)))
     {
-        let tag = format!("{writers}{}", if kind == "threads" { "t" } else { "k" });
+        let tag = case_label(kind, writers).replace(' ', "");
         if only.as_ref().is_some_and(|o| !o.contains(&tag)) {
             continue;
         }
@@ -276,7 +276,7 @@ fn main() -> Result<()> {
         };
         println!(
             "  {:>7} {:>11} {:>10.0} {:>10.3} {:>10.3} {:>10.3} {:>10.1} {:>10.3} {:>9} {:>11}",
-            format!("{writers} {}", if kind == "threads" { "t" } else { "k" }),
+            case_label(kind, writers),
             a.count,
             a.per_sec,
             ms(a.mean),
@@ -497,6 +497,12 @@ fn canonical_len(draft: &Draft) -> usize {
         .len()
 }
 
+/// How an append case is named in the tables: `64 t` (OS threads) or
+/// `64 k` (tokio tasks).
+fn case_label(kind: &str, writers: usize) -> String {
+    format!("{writers} {}", if kind == "threads" { "t" } else { "k" })
+}
+
 /// The per-stage model of the append cases: where each append's share of
 /// the cores' time went, against what the targets allow.
 fn print_stage_costs(
@@ -517,10 +523,7 @@ fn print_stage_costs(
         let Some(stages) = &a.stages else { continue };
         let all = plan.append_window * cores as u32;
         let used: Duration = stages.values().sum();
-        let mut line = format!(
-            "  {:>7}",
-            format!("{writers} {}", if *kind == "threads" { "t" } else { "k" })
-        );
+        let mut line = format!("  {:>7}", case_label(kind, *writers));
         for stage in STAGES {
             line += &format!(" {:>8.2}", us(stages.get(&stage).copied().unwrap_or_default(), a.count));
         }
