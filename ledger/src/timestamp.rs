@@ -5,11 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use time::OffsetDateTime;
-use time::format_description::FormatItem;
-use time::macros::format_description;
-
-const FORMAT: &[FormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
 /// Nanoseconds since the Unix epoch, UTC: 1970 to 2554 (what fits a u64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -31,12 +26,53 @@ impl Timestamp {
         self.0
     }
 
-    /// Parses the canonical form only (nine fractional digits, `Z`).
+    /// Parses the canonical form only (`YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`,
+    /// nine fractional digits, `Z`, no leap second): the exact inverse of
+    /// [`Timestamp::write_canonical`]. Hand-written rather than the `time`
+    /// crate's parser, because it reads signed bytes that may have been
+    /// tampered with: every byte is checked for its place before any
+    /// arithmetic, and the arithmetic is checked. (time 0.3.55 panics in a
+    /// debug build on a non-digit among nine fractional digits.)
     pub fn parse_canonical(s: &str) -> Result<Timestamp, String> {
-        let dt = time::PrimitiveDateTime::parse(s, FORMAT)
-            .map_err(|e| format!("timestamp `{s}` is not canonical RFC 3339 (YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ): {e}"))?
-            .assume_utc();
-        Self::from_datetime(dt, s)
+        const SHAPE: &[u8; 30] = b"dddd-dd-ddTdd:dd:dd.dddddddddZ";
+        let b = s.as_bytes();
+        let shaped = b.len() == SHAPE.len()
+            && b.iter().zip(SHAPE).all(|(c, want)| match want {
+                b'd' => c.is_ascii_digit(),
+                _ => c == want,
+            });
+        if !shaped {
+            return Err(format!(
+                "timestamp `{s}` is not canonical RFC 3339 (YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ)"
+            ));
+        }
+        let num = |from: usize, to: usize| b[from..to].iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let (year, month, day) = (num(0, 4), num(5, 7), num(8, 10));
+        let (hour, minute, second, frac) = (num(11, 13), num(14, 16), num(17, 19), num(20, 29));
+        let out_of_range = |what: &str| format!("timestamp `{s}` has {what} out of range");
+        if !(1..=12).contains(&month) {
+            return Err(out_of_range("the month"));
+        }
+        if day == 0 || day > days_in_month(year, month) {
+            return Err(out_of_range("the day"));
+        }
+        if hour > 23 {
+            return Err(out_of_range("the hour"));
+        }
+        if minute > 59 {
+            return Err(out_of_range("the minute"));
+        }
+        if second > 59 {
+            return Err(out_of_range("the second (leap seconds are not written)"));
+        }
+        if year < 1970 {
+            return Err(format!("timestamp `{s}` is before 1970"));
+        }
+        let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+        secs.checked_mul(1_000_000_000)
+            .and_then(|n| n.checked_add(frac))
+            .map(Timestamp)
+            .ok_or_else(|| format!("timestamp `{s}` is after 2554, the last time a ledger timestamp can hold"))
     }
 
     /// Parses any RFC 3339 timestamp (any offset, any fraction), as typed by
@@ -86,6 +122,29 @@ fn digits(buf: &mut [u8], mut n: u64) {
     }
 }
 
+/// Days in `month` (1-12) of `year`, proleptic Gregorian.
+fn days_in_month(year: u64, month: u64) -> u64 {
+    match month {
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// (year >= 1970, month, day) to days since 1970-01-01: the inverse of
+/// [`civil_from_days`] (H. Hinnant's algorithm). Years are at most 9999, so
+/// nothing here overflows.
+fn days_from_civil(year: u64, month: u64, day: u64) -> u64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
 /// calendar (H. Hinnant's algorithm, for non-negative days).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -119,6 +178,11 @@ impl FromStr for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::format_description::FormatItem;
+    use time::macros::format_description;
+
+    const FORMAT: &[FormatItem<'static>] =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
 
     #[test]
     fn canonical_round_trip() {
@@ -172,6 +236,64 @@ mod tests {
             Timestamp::parse_rfc3339("2999-01-01T00:00:00Z")
                 .expect_err("2999")
                 .contains("after 2554")
+        );
+    }
+
+    /// The `time` crate's reading of `s` as canonical: RFC 3339 that formats
+    /// back to exactly `s`, within the u64 range.
+    fn oracle(s: &str) -> Option<Timestamp> {
+        let dt = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+        if dt.format(FORMAT).ok()? != s {
+            return None;
+        }
+        u64::try_from(dt.unix_timestamp_nanos()).ok().map(Timestamp)
+    }
+
+    #[test]
+    fn every_one_character_change_parses_as_the_time_crate_reads_it() {
+        // Tampered records reach this parser: no change may panic, and each
+        // is accepted exactly when it is still some timestamp's canonical form.
+        let bases = [
+            "1970-01-01T00:00:00.000000000Z",
+            "2000-02-29T23:59:59.999999999Z",
+            "2026-12-02T00:33:38.123456789Z",
+            "2554-07-21T23:34:33.709551615Z",
+        ];
+        let replacements = (0u8..128).map(char::from).chain(['é', '€', '𝄞']);
+        let replacements: Vec<char> = replacements.collect();
+        for base in bases {
+            assert!(oracle(base).is_some(), "{base}");
+            assert_eq!(Timestamp::parse_canonical(base).ok(), oracle(base), "{base}");
+            for at in 0..base.len() {
+                for &c in &replacements {
+                    let mut text = String::from(&base[..at]);
+                    text.push(c);
+                    text.push_str(&base[at + 1..]);
+                    let ours = Timestamp::parse_canonical(&text);
+                    assert_eq!(ours.clone().ok(), oracle(&text), "{text}: {ours:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn calendar_and_range_errors_name_what_is_wrong() {
+        let err = |s: &str| Timestamp::parse_canonical(s).expect_err(s);
+        assert!(err("2026-02-29T00:00:00.000000000Z").contains("the day"));
+        assert!(err("2100-02-29T00:00:00.000000000Z").contains("the day"));
+        assert!(Timestamp::parse_canonical("2000-02-29T00:00:00.000000000Z").is_ok());
+        assert!(err("2026-13-01T00:00:00.000000000Z").contains("the month"));
+        assert!(err("2026-00-01T00:00:00.000000000Z").contains("the month"));
+        assert!(err("2026-12-31T24:00:00.000000000Z").contains("the hour"));
+        assert!(err("2026-12-31T23:60:00.000000000Z").contains("the minute"));
+        assert!(err("2026-12-31T23:59:60.000000000Z").contains("leap second"));
+        assert!(err("1969-12-31T23:59:59.999999999Z").contains("before 1970"));
+        assert!(err("2554-07-21T23:34:33.709551616Z").contains("after 2554"));
+        assert!(err("9999-12-31T23:59:59.999999999Z").contains("after 2554"));
+        assert!(err("2026-12-31T23:59:59.99999999Z").contains("not canonical"));
+        assert_eq!(
+            Timestamp::parse_canonical("2554-07-21T23:34:33.709551615Z"),
+            Ok(Timestamp(u64::MAX))
         );
     }
 }
