@@ -57,7 +57,7 @@ fn naive(ledger: &Ledger, n: u64) -> Digest {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn live_replay_snapshot_and_as_of_agree(

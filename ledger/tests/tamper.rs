@@ -8,14 +8,6 @@ use common::*;
 use ledger::{FailureKind, SigningKey};
 use proptest::prelude::*;
 
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        max_shrink_iters: 64,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Splits `n` events around an optional rotation.
 fn fixture(n: usize, rotate_at: Option<usize>) -> Fixture {
     match rotate_at {
@@ -25,7 +17,7 @@ fn fixture(n: usize, rotate_at: Option<usize>) -> Fixture {
 }
 
 proptest! {
-    #![proptest_config(config(24))]
+    #![proptest_config(proptest_config(24))]
 
     #[test]
     fn any_sequence_of_appends_verifies(

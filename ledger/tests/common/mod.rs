@@ -159,6 +159,22 @@ pub fn signed_record(event: &ledger::Event, key: &SigningKey) -> (ledger::Hash, 
     (hash, rec)
 }
 
+/// Proptest settings with `cases` cases, or as many as `PROPTEST_CASES`
+/// asks for: these tests build a real RocksDB ledger per case, so CI runs a
+/// few dozen and a soak run (`PROPTEST_CASES=2000 cargo test -p
+/// sealgate-ledger --test tamper`) many more.
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
+    ProptestConfig {
+        cases,
+        max_shrink_iters: 64,
+        ..ProptestConfig::default()
+    }
+}
+
 fn name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_.-]{0,11}"
 }
