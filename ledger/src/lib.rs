@@ -13,6 +13,7 @@ mod failure;
 mod keys;
 mod ledger;
 mod projection;
+mod reader;
 mod schedule;
 mod signer;
 mod store;
