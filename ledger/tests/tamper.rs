@@ -316,7 +316,7 @@ fn forge_rotation(path: &std::path::Path, at: u64, old: &SigningKey, attacker: &
     let mut index = b"rotation/".to_vec();
     index.extend_from_slice(&at.to_be_bytes());
     db.put_cf(meta, index, attacker.id().0).expect("put rotation index");
-    db.put_cf(meta, b"current_key", attacker.id().0)
+    db.put_cf(meta, b"key/current", attacker.id().0)
         .expect("put current key");
     let (seq, hash, ts) = last.expect("rewrote events");
     set_meta_head(&db, seq, hash, ts);
@@ -372,6 +372,15 @@ fn a_rotation_not_signed_by_the_current_key_fails_range_verification() {
         "{failure}"
     );
     drop(l);
+    let err = ledger::Ledger::open(&f.path, &f.keys)
+        .map(|_| ())
+        .expect_err("must refuse");
+    assert!(err.to_string().contains(&format!("seq {forged_at}")), "{err}");
+    // Also with the attacker's key file among the ledger's keys, where the
+    // forged `key/current` points.
+    f.keys
+        .store(&SigningKey::from_seed(KEY_C))
+        .expect("store the attacker's key");
     let err = ledger::Ledger::open(&f.path, &f.keys)
         .map(|_| ())
         .expect_err("must refuse");
