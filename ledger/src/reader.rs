@@ -8,8 +8,9 @@
 //! `MAX_NAME_LEN` bytes, lowercase hex ids, non-empty lists, version 1, ...).
 //! `Event::decode` re-encodes what this returns and compares it with the
 //! input, so this reader need only parse JSON correctly: canonical form is
-//! still proved by that comparison, not here. Every answer of this reader is
-//! checked against the general path in this module's tests.
+//! still proved by that comparison, not here. This module's tests hold its
+//! answers to the general path's over every one-byte change, insertion and
+//! deletion of an envelope, each field rule and generated events.
 
 use crate::canonical::{Object, Value};
 use crate::event::{
