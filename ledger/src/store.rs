@@ -542,9 +542,11 @@ impl Store {
             0 => Some(Hash::ZERO),
             n => self.sealed(n - 1)?.map(|e| event_hash(&e.event.prev, &e.canonical)),
         };
+        let mut last_ts = None;
         for item in self.raw_iter(from)? {
             let (seq, bytes) = item?;
             let e = SealedEvent::decode(&bytes).map_err(|r| recovery(format!("seq {seq}: {r}")))?;
+            last_ts = Some(e.event.ts);
             if e.event.seq != seq {
                 return Err(recovery(format!("record at key {seq} holds seq {}", e.event.seq)));
             }
@@ -569,6 +571,16 @@ impl Store {
             return Err(recovery(format!(
                 "the last event's hash does not match the head in meta (seq {})",
                 head.seq
+            )));
+        }
+        // The writer stamps no event earlier than the head's time, so an
+        // altered time in meta would carry into every later event.
+        if let Some(ts) = last_ts
+            && ts != head.ts
+        {
+            return Err(recovery(format!(
+                "the last event's time {ts} does not match the head's {} in meta (seq {})",
+                head.ts, head.seq
             )));
         }
         Ok(())

@@ -590,3 +590,86 @@ fn every_single_byte_change_to_each_kind_of_record_is_rejected_without_panicking
     });
     assert!(tried > 4 * 255 * 200, "only {tried} changes tried");
 }
+
+/// `meta` (store format, ledger id, head, current key, rotation index) is
+/// not signed: someone with the disk can edit it. For every entry, deleted
+/// or with any one of its bytes changed, the writer either refuses to open
+/// the ledger or carries on from the truth (the last event's sequence
+/// number, hash and time; the genesis ledger id; the log's current key),
+/// and nothing panics. Each change is undone before the next.
+#[test]
+fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
+    let f = build(drafts(5), true, drafts(3));
+    let (truth, ledger_id, key) = {
+        let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+        let last = l.get(f.head).expect("get").expect("last event");
+        let truth = ledger::Head {
+            seq: f.head,
+            hash: last.hash,
+            ts: last.event.ts,
+        };
+        (truth, l.ledger_id(), l.key_schedule().expect("schedule").current())
+    };
+    let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+        let db = raw_db(&f.path);
+        let meta = db.cf_handle("meta").expect("meta cf");
+        db.iterator_cf(meta, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read meta"))
+            .collect()
+    };
+    assert!(entries.len() >= 5, "{} meta entries", entries.len());
+    let mut changes = Vec::new();
+    for (k, v) in &entries {
+        changes.push((k.clone(), None));
+        for at in 0..v.len() {
+            for flip in [0x01u8, 0x80] {
+                let mut changed = v.clone();
+                changed[at] ^= flip;
+                changes.push((k.clone(), Some(changed)));
+            }
+        }
+    }
+    let (mut refused, mut overruled) = (0, 0);
+    for (k, change) in changes {
+        let what = format!(
+            "meta `{}` {}",
+            String::from_utf8_lossy(&k),
+            if change.is_some() { "changed" } else { "deleted" }
+        );
+        let original = entries
+            .iter()
+            .find(|(ek, _)| *ek == k)
+            .map(|(_, v)| v.clone())
+            .expect("entry");
+        {
+            let db = raw_db(&f.path);
+            let meta = db.cf_handle("meta").expect("meta cf");
+            match &change {
+                Some(v) => db.put_cf(meta, &k, v).expect("put"),
+                None => db.delete_cf(meta, &k).expect("delete"),
+            }
+        }
+        match ledger::Ledger::open(&f.path, &f.keys) {
+            Err(e) => {
+                assert!(!e.to_string().is_empty(), "{what}: empty error");
+                refused += 1;
+            }
+            Ok(l) => {
+                assert_eq!(l.head(), truth, "{what}: the writer carried on from an altered head");
+                assert_eq!(l.ledger_id(), ledger_id, "{what}: the writer took an altered ledger id");
+                assert_eq!(
+                    l.current_key_id().expect("current key"),
+                    key,
+                    "{what}: the writer took an altered key"
+                );
+                overruled += 1;
+            }
+        }
+        let db = raw_db(&f.path);
+        let meta = db.cf_handle("meta").expect("meta cf");
+        db.put_cf(meta, &k, &original).expect("restore");
+    }
+    assert!(refused > 0, "refused {refused}, overruled {overruled}");
+    // Restored, the ledger is what it was.
+    assert!(verify(&f.path, None).ok());
+}
