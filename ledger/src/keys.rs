@@ -213,6 +213,9 @@ impl KeyDir {
         Ok(path)
     }
 
+    /// The key `id`, from its file `<id>.key`, which must hold that key:
+    /// a file put in another key's place would otherwise sign the ledger's
+    /// next events with a key its schedule does not know.
     pub fn load(&self, id: KeyId) -> Result<SigningKey> {
         let path = self.file_for(id);
         if !path.exists() {
@@ -221,7 +224,14 @@ impl KeyDir {
                 reason: format!("signing key {id} is not in {}", self.path.display()),
             });
         }
-        SigningKey::read(&path)
+        let key = SigningKey::read(&path)?;
+        if key.id() != id {
+            return Err(Error::KeyFile {
+                path,
+                reason: format!("holds key {}, not key {id} its name says", key.id()),
+            });
+        }
+        Ok(key)
     }
 }
 
@@ -262,6 +272,22 @@ mod tests {
             .to_string();
         assert!(err.contains("refusing to overwrite"), "{err}");
         assert_eq!(SigningKey::read(&path).expect("still there").id(), key.id());
+    }
+
+    #[test]
+    fn a_key_file_in_another_keys_place_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = KeyDir::new(tmp.path().join("keys"));
+        let (mine, theirs) = (SigningKey::generate(), SigningKey::generate());
+        dir.store(&mine).expect("store");
+        dir.store(&theirs).expect("store");
+        fs::rename(dir.file_for(theirs.id()), dir.file_for(mine.id())).expect("swap in");
+        let err = dir.load(mine.id()).expect_err("another key's file").to_string();
+        assert!(
+            err.contains(&format!("holds key {}, not key {}", theirs.id(), mine.id())),
+            "{err}"
+        );
+        assert!(err.contains(&dir.file_for(mine.id()).display().to_string()), "{err}");
     }
 
     #[test]

@@ -673,3 +673,24 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
     // Restored, the ledger is what it was.
     assert!(verify(&f.path, None).ok());
 }
+
+/// A key file moved into the current key's place (a consistent file of
+/// another key, under the current key's name) is refused when the writer
+/// opens the ledger: it would sign the next events with a key the log's
+/// schedule does not know, and they would never verify.
+#[test]
+fn a_key_file_in_the_current_keys_place_is_refused() {
+    let f = fixture(3, None);
+    let (current, other) = (SigningKey::from_seed(KEY_A), SigningKey::from_seed(KEY_C));
+    f.keys.store(&other).expect("store another key");
+    std::fs::rename(f.keys.file_for(other.id()), f.keys.file_for(current.id())).expect("move it in");
+    let err = ledger::Ledger::open(&f.path, &f.keys)
+        .map(|_| ())
+        .expect_err("must refuse")
+        .to_string();
+    assert!(
+        err.contains(&format!("holds key {}, not key {}", other.id(), current.id())),
+        "{err}"
+    );
+    assert!(verify(&f.path, None).ok(), "nothing was written");
+}
