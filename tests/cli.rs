@@ -307,6 +307,42 @@ fn tamper(data: &Path, seq: u64) {
     db.put_cf(cf, seq.to_be_bytes(), rec).expect("put");
 }
 
+/// `meta`'s head is not signed: `sealgate head`, what an auditor pins,
+/// prints the log's own head and refuses when meta disagrees with it.
+#[test]
+fn head_refuses_a_meta_head_the_log_disagrees_with() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let three: String = (0..3)
+        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
+        .collect();
+    env.run(&["append"], &three).ok();
+    let before = env.head();
+    assert_eq!(before["seq"], 3);
+    {
+        // Move meta's head back one event, as someone hiding the last
+        // event from the next pin might (only the sequence number).
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            env.data().join("ledger"),
+            ["events", "time", "meta"],
+        )
+        .expect("open raw");
+        let meta = db.cf_handle("meta").expect("cf");
+        let mut head = db.get_cf(meta, b"head").expect("get").expect("head");
+        head[..8].copy_from_slice(&2u64.to_be_bytes());
+        db.put_cf(meta, b"head", head).expect("put");
+    }
+    let r = env.run(&["head"], "");
+    assert_eq!(r.code(), 2, "an error, not a verification result: {}", r.stdout());
+    assert!(r.stdout().is_empty(), "nothing to pin: {}", r.stdout());
+    assert!(
+        r.stderr().contains("meta says the head is seq 2") && r.stderr().contains("the log's last event is seq 3"),
+        "{}",
+        r.stderr()
+    );
+}
+
 #[test]
 fn verify_exit_codes_reports_and_pinned_heads() {
     let env = Env::new();

@@ -53,6 +53,12 @@ pub enum Error {
     #[error("a ledger already exists in {0}")]
     AlreadyInitialized(PathBuf),
 
+    /// The store disagrees with itself or lacks what every ledger has (its
+    /// head, ledger id or current key in `meta`, a column family), however
+    /// it was opened.
+    #[error("the store in {path} is damaged: {reason}; run `sealgate verify` to locate the damage")]
+    Damaged { path: PathBuf, reason: String },
+
     /// The log on disk is not in a state the writer can safely continue from.
     #[error("refusing to open {path} for writing: {reason}; run `sealgate verify` to locate the damage")]
     Recovery { path: PathBuf, reason: String },

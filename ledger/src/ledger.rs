@@ -203,7 +203,7 @@ impl Ledger {
         let head = Head { seq: 0, hash, ts };
 
         let cf = |name| {
-            db.cf_handle(name).ok_or_else(|| Error::Recovery {
+            db.cf_handle(name).ok_or_else(|| Error::Damaged {
                 path: partial.clone(),
                 reason: format!("column family `{name}` missing"),
             })
@@ -388,9 +388,53 @@ impl Ledger {
         self.store.ledger_id
     }
 
-    /// The newest durable event.
+    /// The newest durable event, as recorded in `meta`.
     pub fn head(&self) -> Head {
         self.store.head()
+    }
+
+    /// The head as the log itself has it: the last stored event's sequence
+    /// number, hash and time, that event's content checked against its
+    /// hash, and all three checked against the head in `meta`, which is not
+    /// signed. This is what an auditor pins (`sealgate head`); an error
+    /// names the disagreement, since one means the store was altered.
+    pub fn head_checked(&self) -> Result<Head> {
+        let path = self.store.path.clone();
+        let last = self.store.last_stored_seq()?.ok_or_else(|| Error::Damaged {
+            path: path.clone(),
+            reason: "no events stored".into(),
+        })?;
+        let e = self.store.sealed(last)?.ok_or_else(|| Error::Malformed {
+            seq: last,
+            reason: "the last stored event went missing while being read".into(),
+        })?;
+        if event_hash(&e.event.prev, &e.canonical) != e.hash {
+            return Err(Error::Malformed {
+                seq: last,
+                reason: "stored hash does not match its content".into(),
+            });
+        }
+        let log = Head {
+            seq: last,
+            hash: e.hash,
+            ts: e.event.ts,
+        };
+        let meta = self.store.head();
+        if log != meta {
+            return Err(Error::Damaged {
+                path,
+                reason: format!(
+                    "meta says the head is seq {} ({}, {}) but the log's last event is seq {} ({}, {})",
+                    meta.seq,
+                    meta.hash.short(),
+                    meta.ts,
+                    log.seq,
+                    log.hash.short(),
+                    log.ts
+                ),
+            });
+        }
+        Ok(log)
     }
 
     /// The event at `seq`, decoded but not verified.

@@ -315,7 +315,7 @@ impl Store {
     }
 
     pub(crate) fn from_db(db: DB, path: &Path) -> Result<Store> {
-        let recovery = |reason: String| Error::Recovery {
+        let recovery = |reason: String| Error::Damaged {
             path: path.to_path_buf(),
             reason,
         };
@@ -348,7 +348,7 @@ impl Store {
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
-        self.db.cf_handle(name).ok_or_else(|| Error::Recovery {
+        self.db.cf_handle(name).ok_or_else(|| Error::Damaged {
             path: self.path.clone(),
             reason: format!("column family `{name}` missing"),
         })
@@ -375,9 +375,9 @@ impl Store {
             .map_err(|e| Error::storage(&self.path, e))?
             .and_then(|v| v.try_into().ok())
             .map(KeyId)
-            .ok_or_else(|| Error::Recovery {
+            .ok_or_else(|| Error::Damaged {
                 path: self.path.clone(),
-                reason: "current key id missing in meta".into(),
+                reason: "current key id missing or malformed in meta".into(),
             })
     }
 

@@ -649,6 +649,15 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
                 None => db.delete_cf(meta, &k).expect("delete"),
             }
         }
+        // What `sealgate head` prints for an auditor to pin: the truth, or
+        // an error; for any changed byte of the head, the error says so.
+        match ledger::Ledger::open_read_only(&f.path).and_then(|l| l.head_checked()) {
+            Ok(head) => assert_eq!(head, truth, "{what}: head_checked gave an altered head"),
+            Err(e) if k == b"head" && change.is_some() => {
+                assert!(e.to_string().contains("meta says the head is seq"), "{what}: {e}");
+            }
+            Err(_) => {}
+        }
         match ledger::Ledger::open(&f.path, &f.keys) {
             Err(e) => {
                 assert!(!e.to_string().is_empty(), "{what}: empty error");

@@ -175,7 +175,8 @@ fn rotate_key(
 
 fn head(paths: &Paths, output: ReportFormat) -> Result<ExitCode> {
     let ledger = open_read_only(paths)?;
-    let head = ledger.head();
+    // What an auditor writes down: the log's own head, not meta's unchecked.
+    let head = ledger.head_checked()?;
     let signed_by = ledger
         .get(head.seq)?
         .with_context(|| {
