@@ -235,7 +235,21 @@ impl Ledger {
             // (A log that ends before the recorded head was already reported
             // as truncated against the store anchor.)
             match report.last {
-                Some((seq, hash)) if seq == store_head.seq && hash == store_head.hash => {}
+                Some((seq, hash)) if seq == store_head.seq && hash == store_head.hash => {
+                    // And its time: the writer stamps no event before it.
+                    if let Some(e) = self.get(seq)?
+                        && e.event.ts != store_head.ts
+                    {
+                        report.failure = Some(Failure::new(
+                            seq,
+                            FailureKind::MetaMismatch,
+                            format!(
+                                "the store records the head's time as {} but the event's is {}",
+                                store_head.ts, e.event.ts
+                            ),
+                        ));
+                    }
+                }
                 Some((seq, _)) if seq > store_head.seq => {
                     report.failure = Some(Failure::new(
                         store_head.seq + 1,

@@ -649,6 +649,11 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
                 None => db.delete_cf(meta, &k).expect("delete"),
             }
         }
+        // Full verification reports any change to the head.
+        if k == b"head" && change.is_some() {
+            let report = verify(&f.path, None);
+            assert!(!report.ok(), "{what}: verification passed");
+        }
         // What `sealgate head` prints for an auditor to pin: the truth, or
         // an error; for any changed byte of the head, the error says so.
         match ledger::Ledger::open_read_only(&f.path).and_then(|l| l.head_checked()) {
