@@ -287,6 +287,26 @@ impl Ledger {
     /// compared with the run's tolerance: in a log whose timestamps may step
     /// back that far, the index can honestly resolve a time to an event whose
     /// predecessor is a little later.
+    /// For readers that show a range asked for by time (`sealgate log`):
+    /// whether the events at its edges agree with the time index, which is
+    /// not signed (the checks of [`VerifyOptions::from_time`] and
+    /// [`VerifyOptions::to_time`], with no tolerance). `None` when they do.
+    pub fn check_time_range(
+        &self,
+        from: u64,
+        to: u64,
+        from_time: Option<Timestamp>,
+        to_time: Option<Timestamp>,
+    ) -> Result<Option<Failure>> {
+        let last_stored = self.last_stored_seq()?.unwrap_or(0);
+        let opts = VerifyOptions {
+            from_time,
+            to_time,
+            ..VerifyOptions::default()
+        };
+        Ok(self.check_time_bounds(&opts, from, to, last_stored))
+    }
+
     fn check_time_bounds(&self, opts: &VerifyOptions, from: u64, to: u64, last_stored: u64) -> Option<Failure> {
         // `a` + tolerance, in nanoseconds.
         let slack = |a: Timestamp| a.as_nanos().saturating_add(opts.time_tolerance_nanos);

@@ -241,8 +241,14 @@ pub(crate) struct Resolved {
 /// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
 /// sequence numbers. A time resolves to the first event at or after it
 /// (`--from`) or the last event at or before it (`--to`).
+/// The last event: meta's head or the last stored event, whichever is
+/// later, so that an altered head in meta (not signed) hides nothing.
+pub(crate) fn last_seq(ledger: &Ledger) -> Result<u64> {
+    Ok(ledger.last_stored_seq()?.unwrap_or(0).max(ledger.head().seq))
+}
+
 pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<Resolved> {
-    let head = ledger.head().seq;
+    let head = last_seq(ledger)?;
     let pos = |spec: &str, flag: &str, end: bool| -> Result<(Option<u64>, Option<Timestamp>)> {
         if spec.bytes().all(|b| b.is_ascii_digit()) {
             let seq: u64 = spec
