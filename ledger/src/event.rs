@@ -411,21 +411,9 @@ impl Event {
         o
     }
 
-    /// Decodes canonical bytes. Fails if the bytes are not valid JSON, not
-    /// an envelope of a version this code reads, or not in canonical form.
-    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
-        // The fast path reads the envelope without a JSON tree; whatever it
-        // does not take, the general path decodes or explains.
-        if let Some(event) = crate::reader::read_event(bytes)
-            && event.canonical_bytes() == bytes
-        {
-            return Ok(event);
-        }
-        Self::decode_general(bytes)
-    }
-
-    /// [`Event::decode`] through `serde_json` and a [`Value`] tree: slower,
-    /// and the one that names what is wrong.
+    /// [`Event::decode`] (in `reader.rs`, which tries its fast reader first)
+    /// through `serde_json` and a [`Value`] tree: slower, and the one that
+    /// names what is wrong.
     pub(crate) fn decode_general(bytes: &[u8]) -> Result<Event, String> {
         let value = Value::from_json_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
         let event = Event::from_value(value)?;

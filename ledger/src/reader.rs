@@ -1,5 +1,5 @@
-//! The fast path of [`Event::decode`]: reads envelope bytes straight into
-//! an [`Event`], without building a JSON tree of the envelope first.
+//! [`Event::decode`], and its fast path: reading envelope bytes straight
+//! into an [`Event`], without building a JSON tree of the envelope first.
 //!
 //! It returns `None` on anything it does not expect, and leaves the general
 //! path (`serde_json` → [`Value`] → `Event::from_value`) to say what is
@@ -23,8 +23,23 @@ use crate::timestamp::Timestamp;
 /// than the general path's 64, so that anything deeper is its to judge.
 const MAX_FAST_DEPTH: usize = 48;
 
+impl Event {
+    /// Decodes canonical bytes. Fails if the bytes are not valid JSON, not
+    /// an envelope of a version this code reads, or not in canonical form.
+    pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        // The fast path reads the envelope without a JSON tree; whatever it
+        // does not take, the general path decodes or explains.
+        if let Some(event) = read_event(bytes)
+            && event.canonical_bytes() == bytes
+        {
+            return Ok(event);
+        }
+        Self::decode_general(bytes)
+    }
+}
+
 /// Reads a whole envelope, or `None` to leave it to the general path.
-pub(crate) fn read_event(bytes: &[u8]) -> Option<Event> {
+fn read_event(bytes: &[u8]) -> Option<Event> {
     let mut r = Reader { b: bytes, at: 0 };
     let mut actor = None;
     let mut body = None;
