@@ -499,6 +499,12 @@ impl Ledger {
         self.store.current_key_id()
     }
 
+    /// The store's rotation index: each rotation's sequence number and the
+    /// key it introduced (`None` where the entry is malformed).
+    pub(crate) fn rotation_index(&self) -> Result<Vec<(u64, Option<KeyId>)>> {
+        self.store.rotation_index()
+    }
+
     /// The last stored sequence number, read from the events themselves.
     pub fn last_stored_seq(&self) -> Result<Option<u64>> {
         self.store.last_stored_seq()

@@ -439,17 +439,23 @@ impl Store {
 
     /// The sequence numbers of all key rotations, from the index in `meta`.
     pub(crate) fn rotation_seqs(&self) -> Result<Vec<u64>> {
+        Ok(self.rotation_index()?.into_iter().map(|(seq, _)| seq).collect())
+    }
+
+    /// The index in `meta`: each rotation's sequence number and the key it
+    /// introduced (`None` where the stored key id is malformed).
+    pub(crate) fn rotation_index(&self) -> Result<Vec<(u64, Option<KeyId>)>> {
         let cf = self.cf(CF_META)?;
         let mut out = Vec::new();
         for item in self
             .db
             .iterator_cf(cf, IteratorMode::From(META_ROTATION_PREFIX, Direction::Forward))
         {
-            let (k, _) = item.map_err(|e| Error::storage(&self.path, e))?;
+            let (k, v) = item.map_err(|e| Error::storage(&self.path, e))?;
             let Some(rest) = k.strip_prefix(META_ROTATION_PREFIX) else {
                 break;
             };
-            out.push(decode_seq_key(rest)?);
+            out.push((decode_seq_key(rest)?, <[u8; 16]>::try_from(&v[..]).ok().map(KeyId)));
         }
         Ok(out)
     }
@@ -564,7 +570,7 @@ impl Store {
             }
             schedule
                 .verify_one(seq, e.event.key, &h, &e.signature)
-                .map_err(|f| recovery(format!("seq {seq}: {f}")))?;
+                .map_err(|f| recovery(f.to_string()))?;
             prev = Some(h);
         }
         if prev != Some(head.hash) {

@@ -108,6 +108,9 @@ struct Plan {
     anchor: Option<Anchor>,
     tolerance: u64,
     ledger_id: [u8; 16],
+    /// The keys valid before the first event read came from the store's
+    /// rotation index, not from the log (a run that starts after genesis).
+    keys_from_index: bool,
 }
 
 /// Stage 1 output for one record.
@@ -219,10 +222,11 @@ impl Ledger {
             anchor: Some(anchor.clone()),
             tolerance: opts.time_tolerance_nanos,
             ledger_id,
+            keys_from_index: read_from > 0,
         };
         let total = plan.read_until.unwrap_or(last_stored).saturating_sub(read_from) + 1;
         let records = self.raw_records(read_from)?;
-        let mut report = run(records, start, &plan, &|done| progress(done, total));
+        let (mut report, schedule) = run(records, start, &plan, &|done| progress(done, total));
         report.from = from;
         report.to = report.to.map(|t| t.min(to));
         if let Some(b) = bounds
@@ -274,6 +278,12 @@ impl Ledger {
                 None => report.failure = Some(Failure::new(0, FailureKind::Truncated, "the log holds no events")),
             }
         }
+        if report.failure.is_none()
+            && full
+            && let Some(schedule) = &schedule
+        {
+            report.failure = self.check_key_meta(schedule)?;
+        }
         Ok(report)
     }
 }
@@ -287,6 +297,35 @@ impl Ledger {
     /// compared with the run's tolerance: in a log whose timestamps may step
     /// back that far, the index can honestly resolve a time to an event whose
     /// predecessor is a little later.
+    /// After a full run: the rotation index and the current key in `meta`
+    /// (not signed) must be what the log says, since the writer and range
+    /// verification take the keys from them. `schedule` is the one the run
+    /// built from the log's own rotations.
+    fn check_key_meta(&self, schedule: &KeySchedule) -> Result<Option<Failure>> {
+        let logged: Vec<(u64, KeyId)> = schedule.entries().iter().skip(1).map(|k| (k.from - 1, k.id)).collect();
+        if let Some(failure) = rotation_index_mismatch(&logged, &self.rotation_index()?) {
+            return Ok(Some(failure));
+        }
+        let current = match self.current_key_id() {
+            Ok(current) => current,
+            Err(Error::Damaged { reason, .. }) => {
+                return Ok(Some(Failure::new(self.head().seq, FailureKind::MetaMismatch, reason)));
+            }
+            Err(e) => return Err(e),
+        };
+        if current != schedule.current() {
+            return Ok(Some(Failure::new(
+                self.head().seq,
+                FailureKind::MetaMismatch,
+                format!(
+                    "the store names key {current} as current, but the log's last rotation introduced {}",
+                    schedule.current()
+                ),
+            )));
+        }
+        Ok(None)
+    }
+
     /// For readers that show a range asked for by time (`sealgate log`):
     /// whether the events at its edges agree with the time index, which is
     /// not signed (the checks of [`VerifyOptions::from_time`] and
@@ -361,8 +400,47 @@ impl Ledger {
     }
 }
 
+/// The first place where the store's rotation index (sequence number, key
+/// id) differs from the rotations in the log; both are sorted.
+fn rotation_index_mismatch(logged: &[(u64, KeyId)], indexed: &[(u64, Option<KeyId>)]) -> Option<Failure> {
+    let (mut l, mut i) = (0, 0);
+    loop {
+        let fail = |seq, detail: String| Some(Failure::new(seq, FailureKind::MetaMismatch, detail));
+        match (logged.get(l), indexed.get(i)) {
+            (None, None) => return None,
+            (Some(&(ls, id)), Some(&(is, named))) if ls == is => {
+                if named != Some(id) {
+                    let named = named.map_or("a malformed key id".to_owned(), |k| format!("key {k}"));
+                    return fail(
+                        ls,
+                        format!(
+                            "the store's rotation index names {named} for the rotation at seq {ls}, which introduced key {id}"
+                        ),
+                    );
+                }
+                (l, i) = (l + 1, i + 1);
+            }
+            (Some(&(ls, id)), next) if next.is_none_or(|&(is, _)| ls < is) => {
+                return fail(
+                    ls,
+                    format!("the store's rotation index lacks the rotation at seq {ls} (to key {id})"),
+                );
+            }
+            (_, next) => {
+                let is = next.map_or(0, |&(is, _)| is);
+                return fail(
+                    is,
+                    format!("the store's rotation index lists seq {is}, which is not a rotation in the log"),
+                );
+            }
+        }
+    }
+}
+
 /// Runs the pipeline over records in key order.
-fn run<'a, I>(records: I, start: Start, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Report
+/// Also returns the key schedule as the run left it: every rotation it
+/// passed, for a full run all of the log's.
+fn run<'a, I>(records: I, start: Start, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> (Report, Option<KeySchedule>)
 where
     I: Iterator<Item = Result<(u64, Box<[u8]>)>> + Send + 'a,
 {
@@ -459,7 +537,7 @@ where
             ));
         }
     }
-    Report {
+    let report = Report {
         ledger_id: plan.ledger_id,
         from: start.seq,
         to: state.last.map(|(s, _)| s.min(plan.sig_until)),
@@ -468,7 +546,8 @@ where
         anchor: plan.anchor.clone(),
         last: state.last,
         failure,
-    }
+    };
+    (report, state.schedule)
 }
 
 fn decode(key_seq: u64, bytes: &[u8]) -> Decoded {
@@ -586,6 +665,14 @@ impl SeqState {
                     format!(
                         "signed by key {}, which the log introduces only from seq {}",
                         e.key, later.0
+                    ),
+                ),
+                _ if f.kind == FailureKind::UnknownKey && plan.keys_from_index => Failure::new(
+                    seq,
+                    f.kind,
+                    format!(
+                        "{}; the keys before this range come from the store's rotation index, which a full verification checks against the log",
+                        f.detail
                     ),
                 ),
                 _ => f,

@@ -593,10 +593,11 @@ fn every_single_byte_change_to_each_kind_of_record_is_rejected_without_panicking
 
 /// `meta` (store format, ledger id, head, current key, rotation index) is
 /// not signed: someone with the disk can edit it. For every entry, deleted
-/// or with any one of its bytes changed, the writer either refuses to open
-/// the ledger or carries on from the truth (the last event's sequence
-/// number, hash and time; the genesis ledger id; the log's current key),
-/// and nothing panics. Each change is undone before the next.
+/// or with any one of its bytes changed: full verification fails (or the
+/// store does not open); `head_checked` refuses a changed head; the writer
+/// either refuses to open the ledger or carries on from the truth (the last
+/// event's sequence number, hash and time; the genesis ledger id; the log's
+/// current key); and nothing panics. Each change is undone before the next.
 #[test]
 fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
     let f = build(drafts(5), true, drafts(3));
@@ -649,9 +650,11 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
                 None => db.delete_cf(meta, &k).expect("delete"),
             }
         }
-        // Full verification reports any change to the head.
-        if k == b"head" && change.is_some() {
-            let report = verify(&f.path, None);
+        // Full verification reports every change, or cannot open the store.
+        if let Ok(l) = ledger::Ledger::open_read_only(&f.path) {
+            let report = l
+                .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+                .expect("verify runs");
             assert!(!report.ok(), "{what}: verification passed");
         }
         // What `sealgate head` prints for an auditor to pin: the truth, or
@@ -707,4 +710,61 @@ fn a_key_file_in_the_current_keys_place_is_refused() {
         "{err}"
     );
     assert!(verify(&f.path, None).ok(), "nothing was written");
+}
+
+/// A rotation missing from the store's rotation index: full verification
+/// names the index, not an event; range verification, whose keys before
+/// the range come from the index, says so beside the event it cannot
+/// check; the writer refuses to continue.
+#[test]
+fn a_rotation_missing_from_the_index_is_named_as_such() {
+    let f = build(drafts(5), true, drafts(3));
+    let rotation = f.rotation.expect("rotated");
+    {
+        let db = raw_db(&f.path);
+        let meta = db.cf_handle("meta").expect("meta cf");
+        let mut k = b"rotation/".to_vec();
+        k.extend_from_slice(&rotation.to_be_bytes());
+        db.delete_cf(meta, k).expect("delete the index entry");
+    }
+    let failure = verify(&f.path, None).failure.expect("full verification fails");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (rotation, FailureKind::MetaMismatch),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .detail
+            .contains(&format!("lacks the rotation at seq {rotation}")),
+        "{failure}"
+    );
+
+    let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+    let opts = ledger::VerifyOptions {
+        from: Some(rotation + 2),
+        ..Default::default()
+    };
+    let failure = l
+        .verify(&opts, &|_, _| {})
+        .expect("verify runs")
+        .failure
+        .expect("range fails");
+    assert_eq!(failure.kind, FailureKind::UnknownKey, "{failure}");
+    assert!(
+        failure.detail.contains("come from the store's rotation index"),
+        "{failure}"
+    );
+    drop(l);
+
+    let err = ledger::Ledger::open(&f.path, &f.keys)
+        .map(|_| ())
+        .expect_err("must refuse")
+        .to_string();
+    assert!(err.contains("unknown_key"), "{err}");
+    assert_eq!(
+        err.matches(&format!("seq {}", rotation + 1)).count(),
+        1,
+        "said once: {err}"
+    );
 }
