@@ -242,7 +242,19 @@ impl Ledger {
 
     /// [`Ledger::open`] with the store tuned by `tuning`.
     pub fn open_with(path: &Path, key_dir: &KeyDir, tuning: &StoreOptions) -> Result<Ledger> {
-        let store = Store::open(path, false, tuning)?;
+        // Acknowledged events the store lost would be overwritten by the
+        // next appends: refuse, rather than carry on without them. Checked
+        // on a read-only open first, because a read-write open runs
+        // RocksDB's recovery, which keeps what it replayed and drops the
+        // rest of a damaged WAL for good; a read-only open changes nothing,
+        // so the damaged file is still there to be restored.
+        if let Some((_, _, reason)) = Store::open(path, true, tuning)?.acked_disagreement()? {
+            return Err(Error::Recovery {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        let mut store = Store::open(path, false, tuning)?;
         let schedule = store.key_schedule()?;
         store.check_tail(&schedule)?;
         let current = store.current_key_id()?;
@@ -255,8 +267,14 @@ impl Ledger {
                 ),
             });
         }
+        if let Some(Err(reason)) = &store.acked {
+            tracing::warn!(path = %path.display(), reason = %reason, "acknowledged mark unusable; writing a new one");
+        }
         let key = key_dir.load(current)?;
         let head = store.head();
+        let mark = crate::acked::Mark::open(path, &head)
+            .map_err(|e| Error::io("cannot write the acknowledged mark", &crate::acked::path(path), e))?;
+        store.mark = Some(mark);
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
         Ledger::start_writer(Arc::new(store), key, key_dir.clone())
     }
@@ -419,6 +437,9 @@ impl Ledger {
             hash: e.hash,
             ts: e.event.ts,
         };
+        if let Some((_, _, reason)) = self.store.acked_disagreement()? {
+            return Err(Error::Damaged { path, reason });
+        }
         let meta = self.store.head();
         if log != meta {
             return Err(Error::Damaged {
@@ -497,6 +518,12 @@ impl Ledger {
     /// The key that signs the next event.
     pub fn current_key_id(&self) -> Result<KeyId> {
         self.store.current_key_id()
+    }
+
+    /// Where the acknowledged mark (read when the store was opened) and the
+    /// log disagree, if they do.
+    pub(crate) fn acked_disagreement(&self) -> Result<Option<(u64, crate::FailureKind, String)>> {
+        self.store.acked_disagreement()
     }
 
     /// The store's rotation index: each rotation's sequence number and the

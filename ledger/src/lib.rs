@@ -5,6 +5,7 @@
 //! `docs/FORMAT.md` for the exact bytes it writes.
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+mod acked;
 mod canonical;
 mod chain;
 mod error;

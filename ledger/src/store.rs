@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRecoveryMode, Direction, IteratorMode, Options};
 
+use crate::acked;
 use crate::chain::{SealedEvent, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Hash, KeyId};
@@ -57,7 +58,7 @@ impl Head {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Head> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Head> {
         if bytes.len() != 48 {
             return None;
         }
@@ -122,6 +123,12 @@ pub(crate) struct Store {
     pub(crate) head: RwLock<Head>,
     /// What the writer has made durable since the store was opened.
     pub(crate) commits: Commits,
+    /// The acknowledged mark as read just before the database was opened
+    /// (so that a live writer can only have moved it to events this open
+    /// sees), see [`crate::acked`].
+    pub(crate) acked: Option<std::result::Result<Head, String>>,
+    /// The writer's handle on the mark, which `set_head` updates.
+    pub(crate) mark: Option<acked::Mark>,
 }
 
 /// What the writer has made durable since the ledger was opened: how well
@@ -304,6 +311,7 @@ impl Store {
         if !db_exists(path) {
             return Err(Error::NotInitialized(path.to_path_buf()));
         }
+        let acked = acked::read(path);
         let opts = db_options(false, tuning);
         let db = if read_only {
             DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
@@ -311,10 +319,10 @@ impl Store {
             DB::open_cf_descriptors(&opts, path, cf_descriptors(tuning))
         }
         .map_err(|e| Error::storage(path, e))?;
-        Store::from_db(db, path)
+        Store::from_db(db, path, acked)
     }
 
-    pub(crate) fn from_db(db: DB, path: &Path) -> Result<Store> {
+    pub(crate) fn from_db(db: DB, path: &Path, acked: Option<std::result::Result<Head, String>>) -> Result<Store> {
         let recovery = |reason: String| Error::Damaged {
             path: path.to_path_buf(),
             reason,
@@ -344,6 +352,8 @@ impl Store {
             ledger_id,
             head: RwLock::new(head),
             commits: Commits::default(),
+            acked,
+            mark: None,
         })
     }
 
@@ -361,11 +371,26 @@ impl Store {
         }
     }
 
+    /// Publishes a durable, acknowledged head (and records it in the mark).
     pub(crate) fn set_head(&self, head: Head) {
         match self.head.write() {
             Ok(mut h) => *h = head,
             Err(poisoned) => *poisoned.into_inner() = head,
         }
+        if let Some(mark) = &self.mark {
+            mark.record(&head);
+        }
+    }
+
+    /// Where the acknowledged mark read at open and the log disagree: the
+    /// first sequence number concerned, the kind of failure, and what is
+    /// wrong. `None` when they agree, or when there is no usable mark.
+    pub(crate) fn acked_disagreement(&self) -> Result<Option<(u64, FailureKind, String)>> {
+        let Some(Ok(mark)) = &self.acked else {
+            return Ok(None);
+        };
+        let hash_at_mark = self.sealed(mark.seq)?.map(|e| event_hash(&e.event.prev, &e.canonical));
+        Ok(acked::disagreement(mark, self.last_stored_seq()?, hash_at_mark))
     }
 
     pub(crate) fn current_key_id(&self) -> Result<KeyId> {

@@ -284,6 +284,12 @@ impl Ledger {
         {
             report.failure = self.check_key_meta(schedule)?;
         }
+        if report.failure.is_none()
+            && full
+            && let Some((seq, kind, detail)) = self.acked_disagreement()?
+        {
+            report.failure = Some(Failure::new(seq, kind, detail));
+        }
         Ok(report)
     }
 }

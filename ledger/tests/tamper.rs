@@ -130,6 +130,7 @@ proptest! {
             }
             set_meta_head(&db, keep.0 - 1, keep.1.hash, keep.1.event.ts.as_nanos());
         }
+        remove_acked_mark(&f.path);
         // Without the pin, the shortened log is self-consistent ...
         prop_assert!(verify(&f.path, None).ok());
         // ... with it, the truncation is found at the first missing event.
@@ -190,6 +191,15 @@ fn pinned_head_that_was_rewritten_is_detected() {
         put_record(&db, pin.0, &rec);
         set_meta_head(&db, pin.0, hash, event.ts.as_nanos());
     }
+    // The writer's acknowledged mark still names the replaced event ...
+    let failure = verify(&f.path, None).failure.expect("the mark gives it away");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (pin.0, FailureKind::HeadMismatch),
+        "{failure}"
+    );
+    // ... until the attacker deletes it too.
+    remove_acked_mark(&f.path);
     assert!(verify(&f.path, None).ok());
     let failure = verify(&f.path, Some(pin)).failure.expect("detected");
     assert_eq!(
@@ -320,6 +330,7 @@ fn forge_rotation(path: &std::path::Path, at: u64, old: &SigningKey, attacker: &
         .expect("put current key");
     let (seq, hash, ts) = last.expect("rewrote events");
     set_meta_head(&db, seq, hash, ts);
+    remove_acked_mark(path);
 }
 
 /// A rotation forged by someone without the current key cannot vouch for
@@ -767,4 +778,64 @@ fn a_rotation_missing_from_the_index_is_named_as_such() {
         1,
         "said once: {err}"
     );
+}
+
+/// RocksDB replays a WAL up to its first damaged record and drops the
+/// rest without a word. One flipped bit in the middle of the WAL loses
+/// acknowledged events; the acknowledged mark is what tells: full
+/// verification reports them missing, `head_checked` refuses, and the
+/// writer refuses to append over them. Put back, the log is whole again.
+#[test]
+fn acknowledged_events_a_damaged_wal_drops_are_reported_missing() {
+    let f = build(drafts(400), false, Vec::new());
+    let wal = std::fs::read_dir(&f.path)
+        .expect("ledger dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max_by_key(|p| std::fs::metadata(p).expect("meta").len())
+        .expect("a WAL file");
+    let original = std::fs::read(&wal).expect("read WAL");
+    let mut damaged = original.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x01;
+    std::fs::write(&wal, &damaged).expect("damage the WAL");
+
+    let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+    let last = l.last_stored_seq().expect("last").expect("some events");
+    assert!(
+        last < f.head,
+        "RocksDB kept everything ({last}): the test did not damage the WAL"
+    );
+    let failure = l
+        .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+        .expect("verify runs")
+        .failure
+        .expect("missing events are reported");
+    assert_eq!(
+        (failure.seq, failure.kind),
+        (last + 1, FailureKind::Truncated),
+        "{failure}"
+    );
+    assert!(
+        failure
+            .detail
+            .contains(&format!("acknowledged events up to seq {}", f.head)),
+        "{failure}"
+    );
+    let err = l.head_checked().expect_err("no head to pin").to_string();
+    assert!(err.contains("acknowledged events are missing"), "{err}");
+    drop(l);
+    let err = ledger::Ledger::open(&f.path, &f.keys)
+        .map(|_| ())
+        .expect_err("must refuse")
+        .to_string();
+    assert!(
+        err.contains(&format!("acknowledged events up to seq {}", f.head)),
+        "{err}"
+    );
+
+    std::fs::write(&wal, &original).expect("put the WAL back");
+    assert!(verify(&f.path, None).ok(), "the log is whole again");
+    let l = ledger::Ledger::open(&f.path, &f.keys).expect("the writer opens it again");
+    assert_eq!(l.head().seq, f.head);
 }

@@ -137,6 +137,13 @@ pub fn set_meta_head(db: &rocksdb::DB, seq: u64, hash: ledger::Hash, ts_nanos: u
     db.put_cf(cf, b"head", v).expect("put head");
 }
 
+/// Deletes the writer's acknowledged mark (`SEALGATE-ACKED`), as an attacker
+/// who rewrites or cuts the log's tail would, since the mark names the last
+/// acknowledged event; it is not signed, so only a pinned head stops them.
+pub fn remove_acked_mark(path: &Path) {
+    std::fs::remove_file(path.join("SEALGATE-ACKED")).expect("remove the acknowledged mark");
+}
+
 /// Re-signs the event at `seq` with `key`, as someone holding that key
 /// would: the key id in the envelope, the hash and the signature all change.
 pub fn resign(db: &rocksdb::DB, seq: u64, key: &SigningKey) {
