@@ -6,9 +6,10 @@
 //! need): one flipped bit in the middle of a WAL would make a log that ends
 //! early but verifies, and a writer would go on appending over the events
 //! it lost. The mark is what tells. The writer rewrites it in place after
-//! every sync, with no sync of its own (a crash of the process keeps it;
-//! power loss can only leave an older one), so a mark ahead of the log, or
-//! naming a different event, means acknowledged events are gone.
+//! every sync, once the callers have their answers, with no sync of its own
+//! (a crash of the process keeps it; power loss can only leave an older
+//! one), so it is never ahead of what is durable, and a mark ahead of the
+//! log, or naming a different event, means acknowledged events are gone.
 //!
 //! It is not signed, and someone who can edit the disk can delete it; it
 //! guards against damage and silent truncation, not against that. A pinned

@@ -371,12 +371,18 @@ impl Store {
         }
     }
 
-    /// Publishes a durable, acknowledged head (and records it in the mark).
+    /// Publishes a durable head.
     pub(crate) fn set_head(&self, head: Head) {
         match self.head.write() {
             Ok(mut h) => *h = head,
             Err(poisoned) => *poisoned.into_inner() = head,
         }
+    }
+
+    /// Records an acknowledged head in the mark (writers only), after the
+    /// callers have their answers: a mark behind by one sync is harmless,
+    /// a syscall before every answer is not.
+    pub(crate) fn record_acked(&self, head: Head) {
         if let Some(mark) = &self.mark {
             mark.record(&head);
         }

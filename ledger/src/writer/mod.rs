@@ -544,6 +544,7 @@ impl Writer {
                 self.store.commits.record(events, started.elapsed());
                 self.store.set_head(head);
                 durable(groups, &self.acks);
+                self.store.record_acked(head);
             }
             Ok(head) => self.syncer.push(groups, head),
             Err(reason) => {

@@ -167,6 +167,7 @@ fn run(shared: &Shared, store: &Store, poison: &Poison, acks: &Acks) {
                 store.commits.record(events, started.elapsed());
                 store.set_head(last);
                 durable(groups, acks);
+                store.record_acked(last);
             }
             Err(reason) => {
                 poison.set(store, &reason);
