@@ -292,14 +292,19 @@ fn batches_before_a_rejected_batch_are_written_and_acknowledged() {
     assert_eq!(env.head()["seq"], 2);
 }
 
-/// Flips one byte inside the stored record of `seq`, as an attacker would.
-fn tamper(data: &Path, seq: u64) {
-    let db = rocksdb::DB::open_cf(
+/// The ledger's RocksDB opened directly, as an attacker with the disk would.
+fn raw_db(data: &Path) -> rocksdb::DB {
+    rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         data.join("ledger"),
         ["events", "time", "meta"],
     )
-    .expect("open raw");
+    .expect("open raw")
+}
+
+/// Flips one byte inside the stored record of `seq`, as an attacker would.
+fn tamper(data: &Path, seq: u64) {
+    let db = raw_db(data);
     let cf = db.cf_handle("events").expect("cf");
     let mut rec = db.get_cf(cf, seq.to_be_bytes()).expect("get").expect("record");
     let at = rec.len() - 5;
@@ -322,12 +327,7 @@ fn head_refuses_a_meta_head_the_log_disagrees_with() {
     {
         // Move meta's head back one event, as someone hiding the last
         // event from the next pin might (only the sequence number).
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            env.data().join("ledger"),
-            ["events", "time", "meta"],
-        )
-        .expect("open raw");
+        let db = raw_db(&env.data());
         let meta = db.cf_handle("meta").expect("cf");
         let mut head = db.get_cf(meta, b"head").expect("get").expect("head");
         head[..8].copy_from_slice(&2u64.to_be_bytes());
@@ -480,12 +480,7 @@ fn log_by_time_refuses_an_index_that_leaves_events_out() {
         2
     );
     {
-        let db = rocksdb::DB::open_cf(
-            &rocksdb::Options::default(),
-            env.data().join("ledger"),
-            ["events", "time", "meta"],
-        )
-        .expect("open raw");
+        let db = raw_db(&env.data());
         let time = db.cf_handle("time").expect("cf");
         let keys: Vec<Box<[u8]>> = db
             .iterator_cf(time, rocksdb::IteratorMode::Start)
