@@ -87,6 +87,7 @@ impl Mark {
             .truncate(false)
             .write(true)
             .open(&path)?;
+        file.set_len(LEN as u64)?;
         let mark = Mark { file, path };
         mark.file.write_all_at(&encode(head), 0)?;
         Ok(mark)

@@ -127,7 +127,7 @@ pub(crate) struct Store {
     /// (so that a live writer can only have moved it to events this open
     /// sees), see [`crate::acked`].
     pub(crate) acked: Option<std::result::Result<Head, String>>,
-    /// The writer's handle on the mark, which `set_head` updates.
+    /// The writer's handle on the mark, which `record_acked` updates.
     pub(crate) mark: Option<acked::Mark>,
 }
 

@@ -295,14 +295,6 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// For a range asked for by time, the first event (lowest seq) that
-    /// shows the range is not exactly that span. Events are read as stored;
-    /// the run then authenticates them (the one before the range through the
-    /// link from its first event, the one after it by its signature), and a
-    /// record that cannot be read is left for the run to report. Times are
-    /// compared with the run's tolerance: in a log whose timestamps may step
-    /// back that far, the index can honestly resolve a time to an event whose
-    /// predecessor is a little later.
     /// After a full run: the rotation index and the current key in `meta`
     /// (not signed) must be what the log says, since the writer and range
     /// verification take the keys from them. `schedule` is the one the run
@@ -352,6 +344,14 @@ impl Ledger {
         Ok(self.check_time_bounds(&opts, from, to, last_stored))
     }
 
+    /// For a range asked for by time, the first event (lowest seq) that
+    /// shows the range is not exactly that span. Events are read as stored;
+    /// the run then authenticates them (the one before the range through the
+    /// link from its first event, the one after it by its signature), and a
+    /// record that cannot be read is left for the run to report. Times are
+    /// compared with the run's tolerance: in a log whose timestamps may step
+    /// back that far, the index can honestly resolve a time to an event whose
+    /// predecessor is a little later.
     fn check_time_bounds(&self, opts: &VerifyOptions, from: u64, to: u64, last_stored: u64) -> Option<Failure> {
         // `a` + tolerance, in nanoseconds.
         let slack = |a: Timestamp| a.as_nanos().saturating_add(opts.time_tolerance_nanos);

@@ -839,3 +839,25 @@ fn acknowledged_events_a_damaged_wal_drops_are_reported_missing() {
     let l = ledger::Ledger::open(&f.path, &f.keys).expect("the writer opens it again");
     assert_eq!(l.head().seq, f.head);
 }
+
+/// An acknowledged mark that cannot be read back (a torn write after power
+/// loss, or an edit) checks nothing and blocks nothing: verification passes
+/// on the log alone, and the writer writes a good mark in its place.
+#[test]
+fn an_unreadable_acknowledged_mark_is_replaced() {
+    let f = build(drafts(3), false, Vec::new());
+    let mark = f.path.join("SEALGATE-ACKED");
+    let good = std::fs::read(&mark).expect("the writer left a mark");
+    assert_eq!(good.len(), 56);
+    let mut torn = good.clone();
+    torn[20] ^= 0xff;
+    torn.extend_from_slice(b"trailing");
+    std::fs::write(&mark, &torn).expect("damage the mark");
+    assert!(verify(&f.path, None).ok());
+    drop(ledger::Ledger::open(&f.path, &f.keys).expect("the writer opens"));
+    assert_eq!(
+        std::fs::read(&mark).expect("mark"),
+        good,
+        "the same head, recorded again"
+    );
+}
