@@ -21,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 use crate::event::Hash;
 use crate::failure::FailureKind;
-use crate::store::Head;
+
+/// The head as the store encodes it (`seq ‖ hash ‖ ts`, big-endian), which
+/// is what the mark holds; the store turns it into its `Head`.
+pub(crate) type HeadBytes = [u8; 48];
 
 pub(crate) const FILE_NAME: &str = "SEALGATE-ACKED";
 
@@ -37,16 +40,15 @@ fn check(head: &[u8; 48]) -> [u8; 8] {
     out
 }
 
-fn encode(head: &Head) -> [u8; LEN] {
-    let body = head.encode();
+fn encode(head: &HeadBytes) -> [u8; LEN] {
     let mut out = [0u8; LEN];
-    out[..48].copy_from_slice(&body);
-    out[48..].copy_from_slice(&check(&body));
+    out[..48].copy_from_slice(head);
+    out[48..].copy_from_slice(&check(head));
     out
 }
 
-fn decode(bytes: &[u8]) -> Result<Head, String> {
-    let body: [u8; 48] = bytes
+fn decode(bytes: &[u8]) -> Result<HeadBytes, String> {
+    let body: HeadBytes = bytes
         .get(..48)
         .and_then(|b| b.try_into().ok())
         .filter(|_| bytes.len() == LEN)
@@ -54,7 +56,7 @@ fn decode(bytes: &[u8]) -> Result<Head, String> {
     if bytes[48..] != check(&body) {
         return Err("its checksum does not match".into());
     }
-    Head::decode(&body).ok_or_else(|| "malformed head".into())
+    Ok(body)
 }
 
 pub(crate) fn path(dir: &Path) -> PathBuf {
@@ -64,7 +66,7 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 /// The mark as it is on disk: `None` when there is none (a ledger no
 /// writer has opened since marks were introduced), `Some(Err)` when it
 /// cannot be read back (a torn write after power loss, or an edit).
-pub(crate) fn read(dir: &Path) -> Option<Result<Head, String>> {
+pub(crate) fn read(dir: &Path) -> Option<Result<HeadBytes, String>> {
     match std::fs::read(path(dir)) {
         Ok(bytes) => Some(decode(&bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -80,7 +82,7 @@ pub(crate) struct Mark {
 
 impl Mark {
     /// Opens (or makes) the mark and records `head` in it.
-    pub(crate) fn open(dir: &Path, head: &Head) -> std::io::Result<Mark> {
+    pub(crate) fn open(dir: &Path, head: &HeadBytes) -> std::io::Result<Mark> {
         let path = path(dir);
         let file = OpenOptions::new()
             .create(true)
@@ -96,48 +98,43 @@ impl Mark {
     /// Records a head that is durable and acknowledged. A failure is
     /// logged, not returned: the mark is a check on the log, and the event
     /// it would name is already durable.
-    pub(crate) fn record(&self, head: &Head) {
+    pub(crate) fn record(&self, head: &HeadBytes) {
         if let Err(e) = self.file.write_all_at(&encode(head), 0) {
-            tracing::warn!(path = %self.path.display(), seq = head.seq, error = %e, "cannot update the acknowledged mark");
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot update the acknowledged mark");
         }
     }
 }
 
-/// How the mark compares with the log, whose last stored event is
-/// `last` (sequence number) and whose event at the mark's sequence number,
-/// if stored, hashes to `hash_at_mark`. `None` when they agree.
+/// How the mark, naming event `seq` with `hash`, compares with the log,
+/// whose last stored event is `last` and whose event at `seq`, if stored,
+/// hashes to `hash_at_mark`. `None` when they agree.
 pub(crate) fn disagreement(
-    mark: &Head,
+    (seq, hash): (u64, Hash),
     last: Option<u64>,
     hash_at_mark: Option<Hash>,
 ) -> Option<(u64, FailureKind, String)> {
     match (last, hash_at_mark) {
-        (Some(last), _) if mark.seq > last => Some((
+        (Some(last), _) if seq > last => Some((
             last + 1,
             FailureKind::Truncated,
             format!(
-                "the writer acknowledged events up to seq {} ({}, recorded in {FILE_NAME}), but the log ends at seq {last}: \
+                "the writer acknowledged events up to seq {seq} ({}, recorded in {FILE_NAME}), but the log ends at seq {last}: \
                  acknowledged events are missing (RocksDB drops the rest of a WAL after a damaged record)",
-                mark.seq,
-                mark.hash.short()
+                hash.short()
             ),
         )),
         (None, _) => Some((
             0,
             FailureKind::Truncated,
-            format!(
-                "the writer acknowledged events up to seq {} but the log holds none",
-                mark.seq
-            ),
+            format!("the writer acknowledged events up to seq {seq} but the log holds none"),
         )),
-        (Some(_), Some(hash)) if hash != mark.hash => Some((
-            mark.seq,
+        (Some(_), Some(found)) if found != hash => Some((
+            seq,
             FailureKind::HeadMismatch,
             format!(
-                "{FILE_NAME} says the acknowledged event at seq {} is {}, but the log's event there hashes to {}",
-                mark.seq,
-                mark.hash.short(),
-                hash.short()
+                "{FILE_NAME} says the acknowledged event at seq {seq} is {}, but the log's event there hashes to {}",
+                hash.short(),
+                found.short()
             ),
         )),
         _ => None,
@@ -147,15 +144,10 @@ pub(crate) fn disagreement(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timestamp::Timestamp;
 
     #[test]
     fn round_trip_and_damage() {
-        let head = Head {
-            seq: 9,
-            hash: Hash([3; 32]),
-            ts: Timestamp::from_nanos(5),
-        };
+        let head: HeadBytes = std::array::from_fn(|i| i as u8);
         let bytes = encode(&head);
         assert_eq!(decode(&bytes), Ok(head));
         for at in 0..LEN {

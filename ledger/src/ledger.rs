@@ -272,7 +272,7 @@ impl Ledger {
         }
         let key = key_dir.load(current)?;
         let head = store.head();
-        let mark = crate::acked::Mark::open(path, &head)
+        let mark = crate::acked::Mark::open(path, &head.encode())
             .map_err(|e| Error::io("cannot write the acknowledged mark", &crate::acked::path(path), e))?;
         store.mark = Some(mark);
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
@@ -522,7 +522,7 @@ impl Ledger {
 
     /// Where the acknowledged mark (read when the store was opened) and the
     /// log disagree, if they do.
-    pub(crate) fn acked_disagreement(&self) -> Result<Option<(u64, crate::FailureKind, String)>> {
+    pub(crate) fn acked_disagreement(&self) -> Result<Option<(u64, crate::failure::FailureKind, String)>> {
         self.store.acked_disagreement()
     }
 

@@ -311,7 +311,8 @@ impl Store {
         if !db_exists(path) {
             return Err(Error::NotInitialized(path.to_path_buf()));
         }
-        let acked = acked::read(path);
+        let acked = acked::read(path)
+            .map(|r| r.and_then(|bytes| Head::decode(&bytes).ok_or_else(|| "malformed head".to_owned())));
         let opts = db_options(false, tuning);
         let db = if read_only {
             DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
@@ -384,7 +385,7 @@ impl Store {
     /// a syscall before every answer is not.
     pub(crate) fn record_acked(&self, head: Head) {
         if let Some(mark) = &self.mark {
-            mark.record(&head);
+            mark.record(&head.encode());
         }
     }
 
@@ -396,7 +397,11 @@ impl Store {
             return Ok(None);
         };
         let hash_at_mark = self.sealed(mark.seq)?.map(|e| event_hash(&e.event.prev, &e.canonical));
-        Ok(acked::disagreement(mark, self.last_stored_seq()?, hash_at_mark))
+        Ok(acked::disagreement(
+            (mark.seq, mark.hash),
+            self.last_stored_seq()?,
+            hash_at_mark,
+        ))
     }
 
     pub(crate) fn current_key_id(&self) -> Result<KeyId> {
