@@ -26,7 +26,7 @@ fn appends_while_the_clock_is_behind_keep_the_last_timestamp() {
     }
     // The rewrite stands for a log that came from that machine, so this
     // writer's acknowledged mark (which names the event replaced) goes.
-    std::fs::remove_file(f.path.join("SEALGATE-ACKED")).expect("remove the acknowledged mark");
+    remove_acked_mark(&f.path);
     let ledger = Ledger::open(&f.path, &f.keys).expect("open");
     let receipts = ledger
         .submit(drafts(2))
