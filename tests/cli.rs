@@ -454,10 +454,11 @@ fn log_filters_by_kind_time_and_limit() {
 
 /// The time index is not signed. With one of its entries deleted, a
 /// range asked for by time would start an append later than asked and
-/// leave events out: `sealgate log` refuses it instead, and a range by
-/// sequence number still shows everything.
+/// leave events out: `sealgate log` finds the range from the events
+/// instead, shows all of it and warns, naming the event the index hid;
+/// `sealgate verify` by time reports the damage and fails.
 #[test]
-fn log_by_time_refuses_an_index_that_leaves_events_out() {
+fn log_by_time_does_not_let_an_edited_index_leave_events_out() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     for p in ["a", "b", "c"] {
@@ -490,20 +491,88 @@ fn log_by_time_refuses_an_index_that_leaves_events_out() {
         assert_eq!(keys.len(), 1, "one index entry for seq 2");
         db.delete_cf(time, &keys[0]).expect("delete");
     }
-    let r = env.run(&["log", "--from", &ts2], "");
-    assert_eq!(r.code(), 2, "{}", r.stdout());
+    let r = env.run(&["log", "--from", &ts2, "-o", "json"], "").ok();
+    let seqs: Vec<u64> = r
+        .stdout()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["event"]["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, vec![2, 3], "the range starts where the events say");
     assert!(
-        r.stderr().contains("seq 2") && r.stderr().contains("the time index does not match the log"),
+        r.stderr().contains("warning: --from")
+            && r.stderr().contains("seq 2")
+            && r.stderr().contains("the time index does not match the log"),
         "{}",
         r.stderr()
     );
-    assert_eq!(
-        env.run(&["log", "--from", "2", "-o", "json"], "")
-            .ok()
-            .stdout()
-            .lines()
-            .count(),
-        2
+    let r = env.run(&["verify", "--from", &ts2], "");
+    assert_eq!(r.code(), 1, "verify by time fails on the edited index: {}", r.stdout());
+    assert!(r.stdout().contains("range_mismatch"), "{}", r.stdout());
+}
+
+/// The governance state as of a time is resolved the same way: with the
+/// index entry of a later event deleted, the index alone would answer
+/// "as of seq 2's time" with seq 3, and show a server that was registered
+/// only afterwards.
+#[test]
+fn state_as_of_a_time_is_not_moved_by_an_edited_index() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    for p in ["a", "b"] {
+        env.run(&["append"], &event("tool_call.requested", p)).ok();
+    }
+    env.run(
+        &["append"],
+        r#"{"kind":"server.registered","actor":{"principal":"root"},"subject":{"server":"late"},"body":{"transport":"stdio","address":"late-server"}}"#,
+    )
+    .ok();
+    let r = env.run(&["log", "--from", "2", "--to", "2", "-o", "json"], "").ok();
+    let ts2 = serde_json::from_str::<serde_json::Value>(r.stdout().trim()).expect("json")["event"]["ts"]
+        .as_str()
+        .expect("ts")
+        .to_owned();
+    let as_of = |env: &Env| {
+        let r = env.run(&["state", "registry", "--as-of", &ts2], "").ok();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
+        (
+            v["as_of_seq"].as_u64(),
+            v["registry"]["servers"].get("late").is_some(),
+            r.stderr(),
+        )
+    };
+    let (seq, late, stderr) = as_of(&env);
+    assert_eq!((seq, late), (Some(2), false), "{stderr}");
+    assert!(!stderr.contains("time index"), "{stderr}");
+    let (seq, late, _) = {
+        let r = env.run(&["state", "registry"], "").ok();
+        let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
+        (
+            v["as_of_seq"].as_u64(),
+            v["registry"]["servers"].get("late").is_some(),
+            (),
+        )
+    };
+    assert_eq!((seq, late), (Some(3), true), "the server is registered at seq 3");
+    {
+        let db = raw_db(&env.data());
+        let time = db.cf_handle("time").expect("cf");
+        let keys: Vec<Box<[u8]>> = db
+            .iterator_cf(time, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.expect("read").0)
+            .filter(|k| k[8..] == 3u64.to_be_bytes())
+            .collect();
+        assert_eq!(keys.len(), 1, "one index entry for seq 3");
+        db.delete_cf(time, &keys[0]).expect("delete");
+    }
+    let (seq, late, stderr) = as_of(&env);
+    assert_eq!((seq, late), (Some(2), false), "{stderr}");
+    assert!(
+        stderr.contains("seq 3") && stderr.contains("the time index does not match the log"),
+        "{stderr}"
     );
 }
 

@@ -480,12 +480,17 @@ impl Ledger {
         self.store.raw_iter(from)
     }
 
-    /// The first event at or after `ts`, by the time index.
+    /// The first event at or after `ts`, by the time index alone. The index
+    /// is not signed: readers use [`Ledger::locate_at_or_after`], which
+    /// checks the answer against the events; this is for verification by
+    /// time, which checks the edges itself and reports a disagreement.
     pub fn first_seq_at_or_after(&self, ts: Timestamp) -> Result<Option<u64>> {
         self.store.first_seq_at_or_after(ts)
     }
 
-    /// The last event at or before `ts`, by the time index.
+    /// The last event at or before `ts`, by the time index alone (see
+    /// [`Ledger::first_seq_at_or_after`]; readers use
+    /// [`Ledger::locate_at_or_before`]).
     pub fn last_seq_at_or_before(&self, ts: Timestamp) -> Result<Option<u64>> {
         let next = ts.as_nanos().checked_add(1).map(Timestamp::from_nanos);
         match next {

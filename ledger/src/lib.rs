@@ -13,6 +13,7 @@ mod event;
 mod failure;
 mod keys;
 mod ledger;
+mod locate;
 mod projection;
 mod reader;
 mod schedule;
@@ -29,6 +30,7 @@ pub use event::{Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, H
 pub use failure::{Failure, FailureKind};
 pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_proof};
 pub use ledger::{Ledger, Pending};
+pub use locate::Located;
 pub use projection::{Folded, Projection, Snapshots, fold_to};
 pub use schedule::{KeyEntry, KeySchedule};
 pub use store::{CommitStats, Head, StoreOptions};

@@ -324,26 +324,6 @@ impl Ledger {
         Ok(None)
     }
 
-    /// For readers that show a range asked for by time (`sealgate log`):
-    /// whether the events at its edges agree with the time index, which is
-    /// not signed (the checks of [`VerifyOptions::from_time`] and
-    /// [`VerifyOptions::to_time`], with no tolerance). `None` when they do.
-    pub fn check_time_range(
-        &self,
-        from: u64,
-        to: u64,
-        from_time: Option<Timestamp>,
-        to_time: Option<Timestamp>,
-    ) -> Result<Option<Failure>> {
-        let last_stored = self.last_stored_seq()?.unwrap_or(0);
-        let opts = VerifyOptions {
-            from_time,
-            to_time,
-            ..VerifyOptions::default()
-        };
-        Ok(self.check_time_bounds(&opts, from, to, last_stored))
-    }
-
     /// For a range asked for by time, the first event (lowest seq) that
     /// shows the range is not exactly that span. Events are read as stored;
     /// the run then authenticates them (the one before the range through the

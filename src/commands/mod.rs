@@ -238,16 +238,28 @@ pub(crate) struct Resolved {
     pub to_time: Option<Timestamp>,
 }
 
-/// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
-/// sequence numbers. A time resolves to the first event at or after it
-/// (`--from`) or the last event at or before it (`--to`).
 /// The last event: meta's head or the last stored event, whichever is
 /// later, so that an altered head in meta (not signed) hides nothing.
 pub(crate) fn last_seq(ledger: &Ledger) -> Result<u64> {
     Ok(ledger.last_stored_seq()?.unwrap_or(0).max(ledger.head().seq))
 }
 
-pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<Resolved> {
+/// How `--from`/`--to` times are turned into sequence numbers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// Through the time index alone: for `verify`, which checks the range's
+    /// edges against the events and reports a disagreement as a failure.
+    Index,
+    /// Checked against the events, which are searched instead when the
+    /// index (not signed) disagrees with them, with a warning: for readers
+    /// that show what happened in a span of time.
+    Checked,
+}
+
+/// Resolves `--from`/`--to` (a sequence number or an RFC 3339 time) to
+/// sequence numbers. A time resolves to the first event at or after it
+/// (`--from`) or the last event at or before it (`--to`).
+pub(crate) fn resolve_range(ledger: &Ledger, range: &Range, lookup: Lookup) -> Result<Resolved> {
     let head = last_seq(ledger)?;
     let pos = |spec: &str, flag: &str, end: bool| -> Result<(Option<u64>, Option<Timestamp>)> {
         if spec.bytes().all(|b| b.is_ascii_digit()) {
@@ -257,10 +269,22 @@ pub(crate) fn resolve_range(ledger: &Ledger, range: &Range) -> Result<Resolved> 
             return Ok((Some(seq), None));
         }
         let ts = Timestamp::parse_rfc3339(spec).map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
-        let seq = if end {
-            ledger.last_seq_at_or_before(ts)?
-        } else {
-            ledger.first_seq_at_or_after(ts)?
+        let seq = match (lookup, end) {
+            (Lookup::Index, true) => ledger.last_seq_at_or_before(ts)?,
+            (Lookup::Index, false) => ledger.first_seq_at_or_after(ts)?,
+            (Lookup::Checked, end) => {
+                let located = if end {
+                    ledger.locate_at_or_before(ts)?
+                } else {
+                    ledger.locate_at_or_after(ts)?
+                };
+                if let Some(damage) = located.index_damage {
+                    eprintln!(
+                        "warning: {flag} {spec}: {damage}; the range was found from the events' own timestamps instead; run `sealgate verify`"
+                    );
+                }
+                located.seq
+            }
         };
         match seq {
             Some(s) => Ok((Some(s), Some(ts))),

@@ -19,7 +19,7 @@ pub fn run(
 ) -> Result<ExitCode> {
     let pinned_head = head.map(parse_pin).transpose()?;
     let ledger = super::open_read_only(paths)?;
-    let range = super::resolve_range(&ledger, range)?;
+    let range = super::resolve_range(&ledger, range, super::Lookup::Index)?;
     let opts = VerifyOptions {
         from: range.from,
         to: range.to,

@@ -617,7 +617,17 @@ pub fn resolve_as_of(ledger: &Ledger, at: &str) -> Result<Option<u64>> {
     }
     let ts = Timestamp::parse_rfc3339(at)
         .map_err(|e| GovError::Invalid(format!("as of {at:?}: not a sequence number or an RFC 3339 time: {e}")))?;
-    Ok(ledger.last_seq_at_or_before(ts)?)
+    // Checked against the events: the time index is not signed, and an
+    // edited one must not answer for another moment's state.
+    let located = ledger.locate_at_or_before(ts)?;
+    if let Some(damage) = &located.index_damage {
+        tracing::warn!(
+            as_of = at,
+            seq = ?located.seq,
+            "{damage}; the state was found from the events' own timestamps instead; run `sealgate verify`"
+        );
+    }
+    Ok(located.seq)
 }
 
 fn pin_draft(
