@@ -17,8 +17,8 @@ from stdin, and checks it as FORMAT.md §9 describes:
 * sequence numbers are dense from 0, timestamps never go backwards (beyond an
   optional tolerance), and an optional pinned head ``SEQ:HASH`` must match.
 
-The store-specific checks of §9 (``meta_mismatch``, the ledger id against the
-store's) do not apply to an export. An export must start at seq 0.
+The store-specific checks of §9 (``meta_mismatch``, ``time_index_mismatch``,
+the ledger id against the store's) do not apply to an export. An export must start at seq 0.
 
 Usage::
 
@@ -83,7 +83,7 @@ KIND_GENESIS = "ledger.genesis"
 KIND_ROTATED = "key.rotated"
 
 #: The failure kinds of §9 that can occur for an export (the store-only
-#: `meta_mismatch` cannot).
+#: `meta_mismatch` and `time_index_mismatch` cannot).
 FAILURE_KINDS = (
     "gap",
     "malformed",

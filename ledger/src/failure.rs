@@ -34,6 +34,9 @@ pub enum FailureKind {
     /// A range asked for by time does not hold exactly the events of that
     /// span: the (unsigned) time index disagrees with the events.
     RangeMismatch,
+    /// A full verification found the (unsigned) time index out of step with
+    /// the events: an entry missing, or one naming no event at its time.
+    TimeIndexMismatch,
 }
 
 impl FailureKind {
@@ -54,6 +57,7 @@ impl FailureKind {
             FailureKind::Truncated => "truncated",
             FailureKind::MetaMismatch => "meta_mismatch",
             FailureKind::RangeMismatch => "range_mismatch",
+            FailureKind::TimeIndexMismatch => "time_index_mismatch",
         }
     }
 }

@@ -475,6 +475,12 @@ impl Ledger {
             }))
     }
 
+    /// Every entry of the time index, as `(ts nanos, seq)` (see
+    /// [`Store::time_entries`]).
+    pub(crate) fn time_entries(&self) -> Result<impl Iterator<Item = std::result::Result<(u64, u64), String>> + '_> {
+        self.store.time_entries()
+    }
+
     /// Raw stored records from `from` on, with the key they are stored under.
     pub fn raw_records(&self, from: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
         self.store.raw_iter(from)

@@ -473,6 +473,23 @@ impl Store {
         }
     }
 
+    /// Every entry of the time index in key order, as `(ts nanos, seq)`; an
+    /// entry that cannot be read, or whose key is not 16 bytes, as a reason.
+    pub(crate) fn time_entries(&self) -> Result<impl Iterator<Item = std::result::Result<(u64, u64), String>> + '_> {
+        let path = &self.path;
+        Ok(self
+            .db
+            .iterator_cf(self.cf(CF_TIME)?, IteratorMode::Start)
+            .map(move |item| {
+                let (k, _) = item.map_err(|e| Error::storage(path, e).to_string())?;
+                let key = <[u8; 16]>::try_from(&*k)
+                    .map_err(|_| format!("a time index key of {} bytes ({})", k.len(), hex::encode(&k)))?;
+                // `ts` (8 bytes BE) ‖ `seq` (8 bytes BE).
+                let both = u128::from_be_bytes(key);
+                Ok(((both >> 64) as u64, both as u64))
+            }))
+    }
+
     /// The sequence numbers of all key rotations, from the index in `meta`.
     pub(crate) fn rotation_seqs(&self) -> Result<Vec<u64>> {
         Ok(self.rotation_index()?.into_iter().map(|(seq, _)| seq).collect())

@@ -226,7 +226,13 @@ impl Ledger {
         };
         let total = plan.read_until.unwrap_or(last_stored).saturating_sub(read_from) + 1;
         let records = self.raw_records(read_from)?;
-        let (mut report, schedule) = run(records, start, &plan, &|done| progress(done, total));
+        // A full run also walks the time index beside the events.
+        let index = if full {
+            Some(IndexWalk::new(Box::new(self.time_entries()?)))
+        } else {
+            None
+        };
+        let (mut report, schedule, index_failure) = run(records, start, &plan, index, &|done| progress(done, total));
         report.from = from;
         report.to = report.to.map(|t| t.min(to));
         if let Some(b) = bounds
@@ -289,6 +295,9 @@ impl Ledger {
             && let Some((seq, kind, detail)) = self.acked_disagreement()?
         {
             report.failure = Some(Failure::new(seq, kind, detail));
+        }
+        if report.failure.is_none() {
+            report.failure = index_failure;
         }
         Ok(report)
     }
@@ -426,11 +435,20 @@ fn rotation_index_mismatch(logged: &[(u64, KeyId)], indexed: &[(u64, Option<KeyI
 /// Runs the pipeline over records in key order.
 /// Also returns the key schedule as the run left it: every rotation it
 /// passed, for a full run all of the log's.
-fn run<'a, I>(records: I, start: Start, plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> (Report, Option<KeySchedule>)
+/// With `index`, also walks the time index beside the events, and returns
+/// what it found wrong there, if anything, separately.
+fn run<'a, I>(
+    records: I,
+    start: Start,
+    plan: &Plan,
+    index: Option<IndexWalk<'a>>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> (Report, Option<KeySchedule>, Option<Failure>)
 where
     I: Iterator<Item = Result<(u64, Box<[u8]>)>> + Send + 'a,
 {
     let mut state = SeqState {
+        index,
         expected: start.seq,
         prev: start.prev,
         prev_ts: start.prev_ts,
@@ -533,7 +551,106 @@ where
         last: state.last,
         failure,
     };
-    (report, state.schedule)
+    let index_failure = match state.index {
+        Some(walk) if report.failure.is_none() => walk.finish(state.last.map(|(seq, _)| seq)),
+        _ => None,
+    };
+    (report, state.schedule, index_failure)
+}
+
+/// The time index's entries as `(ts nanos, seq)`, or why one cannot be read.
+type TimeEntries<'a> = Box<dyn Iterator<Item = std::result::Result<(u64, u64), String>> + 'a>;
+
+/// A full run's walk over the time index beside the events (FORMAT.md §10):
+/// every event whose time differs from its predecessor's has the entry
+/// `ts ‖ seq`, and every entry names an event at its time. A missing entry
+/// is reported at its event, a wrong one at the seq it names. The index is in
+/// the events' order because their timestamps never decrease; a log whose
+/// time steps back (allowed by a tolerance) is walked only up to the step.
+struct IndexWalk<'a> {
+    entries: std::iter::Peekable<TimeEntries<'a>>,
+    last_ts: Option<Timestamp>,
+    stopped: bool,
+    failure: Option<Failure>,
+}
+
+impl<'a> IndexWalk<'a> {
+    fn new(entries: TimeEntries<'a>) -> IndexWalk<'a> {
+        IndexWalk {
+            entries: entries.peekable(),
+            last_ts: None,
+            stopped: false,
+            failure: None,
+        }
+    }
+
+    /// The next event of the log, already checked.
+    fn observe(&mut self, seq: u64, ts: Timestamp) {
+        if self.stopped || self.failure.is_some() {
+            return;
+        }
+        if self.last_ts.is_some_and(|last| ts < last) {
+            self.stopped = true;
+            return;
+        }
+        let first_at_ts = self.last_ts != Some(ts);
+        self.last_ts = Some(ts);
+        let here = (ts.as_nanos(), seq);
+        let fail = |at: u64, detail: String| Some(Failure::new(at, FailureKind::TimeIndexMismatch, detail));
+        match self.entries.peek() {
+            Some(Ok(entry)) if *entry == here => {
+                self.entries.next();
+            }
+            Some(&Ok((t, s))) if (t, s) < here => {
+                self.failure = fail(
+                    s,
+                    format!(
+                        "the time index lists seq {s} at {}, which is not the log's (seq {seq} is at {ts})",
+                        Timestamp::from_nanos(t)
+                    ),
+                );
+            }
+            Some(Err(reason)) => {
+                self.failure = fail(seq, format!("{reason} in the time index, before seq {seq}'s entry"));
+            }
+            _ if first_at_ts => {
+                self.failure = fail(
+                    seq,
+                    format!("the time index has no entry for seq {seq}, the first event at {ts}"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// After the last event (`last`): any entry left over names no event.
+    fn finish(mut self, last: Option<u64>) -> Option<Failure> {
+        if self.stopped || self.failure.is_some() {
+            return self.failure;
+        }
+        let last = last?;
+        let fail = |at: u64, detail: String| Some(Failure::new(at, FailureKind::TimeIndexMismatch, detail));
+        match self.entries.next()? {
+            Ok((t, s)) if s > last => fail(
+                s,
+                format!(
+                    "the time index lists seq {s} at {}, past the log's last event (seq {last})",
+                    Timestamp::from_nanos(t)
+                ),
+            ),
+            Ok((t, s)) => fail(
+                s,
+                format!(
+                    "the time index lists seq {s} at {}, which is not the log's",
+                    Timestamp::from_nanos(t)
+                ),
+            ),
+            Err(reason) => fail(
+                last,
+                format!("{reason} in the time index, after the last event's entry"),
+            ),
+        }
+    }
 }
 
 fn decode(key_seq: u64, bytes: &[u8]) -> Decoded {
@@ -550,7 +667,9 @@ fn decode(key_seq: u64, bytes: &[u8]) -> Decoded {
     Decoded { key_seq, result }
 }
 
-struct SeqState {
+struct SeqState<'a> {
+    /// A full run's walk over the time index.
+    index: Option<IndexWalk<'a>>,
     expected: u64,
     prev: Hash,
     prev_ts: Timestamp,
@@ -561,7 +680,7 @@ struct SeqState {
     last: Option<(u64, Hash)>,
 }
 
-impl SeqState {
+impl SeqState<'_> {
     fn check_window(
         &mut self,
         decoded: Vec<Decoded>,
@@ -691,6 +810,9 @@ impl SeqState {
             sigs.push((seq, key, ok.hash, ok.signature));
         } else {
             self.linked += 1;
+        }
+        if let Some(walk) = &mut self.index {
+            walk.observe(seq, e.ts);
         }
         self.prev = ok.hash;
         // Against the latest time seen, so steps back within the tolerance

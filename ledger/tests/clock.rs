@@ -23,6 +23,12 @@ fn appends_while_the_clock_is_behind_keep_the_last_timestamp() {
         let (hash, rec) = signed_record(&event, &key);
         put_record(&db, f.head, &rec);
         set_meta_head(&db, f.head, hash, ahead.as_nanos());
+        // Its time differs from its group's now: it starts a run of its own
+        // in the time index, as that machine's writer would have recorded.
+        let time = db.cf_handle("time").expect("time cf");
+        let mut k = ahead.as_nanos().to_be_bytes().to_vec();
+        k.extend_from_slice(&f.head.to_be_bytes());
+        db.put_cf(time, k, []).expect("index entry");
     }
     // The rewrite stands for a log that came from that machine, so this
     // writer's acknowledged mark (which names the event replaced) goes.

@@ -123,12 +123,22 @@ proptest! {
             ((head.seq, head.hash), (keep, new_head))
         };
         {
-            // The attacker also rewrites the head in meta so the store looks consistent.
+            // The attacker also rewrites the head in meta and drops the cut
+            // events' time-index entries, so the store looks consistent.
             let db = raw_db(&f.path);
             for seq in keep.0..=pin.0 {
                 delete_record(&db, seq);
             }
             set_meta_head(&db, keep.0 - 1, keep.1.hash, keep.1.event.ts.as_nanos());
+            let time = db.cf_handle("time").expect("time cf");
+            let cut: Vec<Box<[u8]>> = db
+                .iterator_cf(time, rocksdb::IteratorMode::Start)
+                .map(|kv| kv.expect("read index").0)
+                .filter(|k| k[8..] >= keep.0.to_be_bytes()[..])
+                .collect();
+            for k in cut {
+                db.delete_cf(time, k).expect("delete index entry");
+            }
         }
         remove_acked_mark(&f.path);
         // Without the pin, the shortened log is self-consistent ...
