@@ -225,10 +225,13 @@ impl Ledger {
             keys_from_index: read_from > 0,
         };
         let total = plan.read_until.unwrap_or(last_stored).saturating_sub(read_from) + 1;
-        let records = self.raw_records(read_from)?;
+        // The events and the time index as of one moment, so that appends
+        // by a writer in this process cannot put them out of step.
+        let view = self.view();
+        let records = view.raw_iter(read_from)?;
         // A full run also walks the time index beside the events.
         let index = if full {
-            Some(IndexWalk::new(Box::new(self.time_entries()?)))
+            Some(IndexWalk::new(Box::new(view.time_entries()?)))
         } else {
             None
         };
