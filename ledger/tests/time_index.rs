@@ -32,6 +32,14 @@ fn timeline(requests: &[usize]) -> (Fresh, Vec<(u64, Timestamp)>) {
     (f, events)
 }
 
+/// [`timeline`], with the ledger closed so that its files can be edited.
+fn closed_timeline(requests: &[usize]) -> (tempfile::TempDir, std::path::PathBuf, Vec<(u64, Timestamp)>) {
+    let (f, events) = timeline(requests);
+    let Fresh { dir, path, ledger, .. } = f;
+    drop(ledger);
+    (dir, path, events)
+}
+
 /// The answers, from the events alone.
 fn naive_after(events: &[(u64, Timestamp)], t: Timestamp) -> Option<u64> {
     events.iter().find(|(_, ts)| *ts >= t).map(|(seq, _)| *seq)
@@ -205,9 +213,7 @@ proptest! {
         requests in prop::collection::vec(1usize..4, 1..8),
         edits in prop::collection::vec(edit(), 1..5),
     ) {
-        let (f, events) = timeline(&requests);
-        let Fresh { dir: _dir, path, ledger, .. } = f;
-        drop(ledger);
+        let (_dir, path, events) = closed_timeline(&requests);
         apply(&path, &edits, &probes(&events));
         let l = Ledger::open_read_only(&path).expect("open");
         check_all(&l, &events)?;
@@ -221,9 +227,7 @@ proptest! {
         requests in prop::collection::vec(1usize..4, 1..8),
         edits in prop::collection::vec(edit(), 1..5),
     ) {
-        let (f, events) = timeline(&requests);
-        let Fresh { dir: _dir, path, ledger, .. } = f;
-        drop(ledger);
+        let (_dir, path, events) = closed_timeline(&requests);
         apply(&path, &edits, &probes(&events));
         let in_step = index_in_step(&index_keys(&raw_db(&path)), &events);
         let report = verify(&path, None);
@@ -238,18 +242,13 @@ proptest! {
 /// missing entry at its event, a wrong one at the seq it names.
 #[test]
 fn full_verification_names_the_event_of_each_index_edit() {
-    let (f, events) = timeline(&[1, 2, 1, 3, 1]);
-    let Fresh {
-        dir: _dir,
-        path,
-        ledger,
-        ..
-    } = f;
-    drop(ledger);
+    let (_dir, path, events) = closed_timeline(&[1, 2, 1, 3, 1]);
     assert!(verify(&path, None).ok(), "intact");
     let ts = |seq: u64| events[seq as usize].1.as_nanos();
     assert_eq!(ts(2), ts(3), "seqs 2 and 3 were one write batch");
-    let cases: Vec<(&str, Vec<Vec<u8>>, Vec<Vec<u8>>, u64)> = vec![
+    // (what, entries deleted, entries put, the seq it must be found at)
+    type Case = (&'static str, Vec<Vec<u8>>, Vec<Vec<u8>>, u64);
+    let cases: Vec<Case> = vec![
         ("a deleted entry", vec![time_key(ts(4), 4)], vec![], 4),
         (
             "an entry for an event at another time",
@@ -298,19 +297,12 @@ fn full_verification_names_the_event_of_each_index_edit() {
     assert!(verify(&path, None).ok(), "an extra entry at seq 3's own time");
 }
 
-/// The edit the last round's `log` test makes, seen through the lookups: a
-/// deleted entry would start the range late, and is reported at the event
-/// that shows it.
+/// The edit of `sealgate log`'s test (`tests/cli.rs`), seen through the
+/// lookups: a deleted entry would start the range late, and is reported at
+/// the event that shows it.
 #[test]
 fn a_deleted_entry_is_reported_at_the_event_it_hid() {
-    let (f, events) = timeline(&[1, 1, 1, 1, 1]);
-    let Fresh {
-        dir: _dir,
-        path,
-        ledger,
-        ..
-    } = f;
-    drop(ledger);
+    let (_dir, path, events) = closed_timeline(&[1, 1, 1, 1, 1]);
     let (seq, ts) = events[2];
     {
         let db = raw_db(&path);
