@@ -130,6 +130,13 @@ impl Ledger {
     /// Verifies the log (or a range of it) and reports the first bad event.
     /// `progress` is called after each window with the events checked so far
     /// and the total to check.
+    ///
+    /// Run it on a read-only open ([`Ledger::open_read_only`], in this
+    /// process or another), which sees the store as of its open. On a ledger
+    /// this process is appending to, the head, `meta` and the acknowledged
+    /// mark are read at different moments from the events, so an append in
+    /// flight during the run can be reported as `meta_mismatch` or
+    /// `truncated`.
     pub fn verify(&self, opts: &VerifyOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Report> {
         let store_head = self.head();
         let last_stored = self.last_stored_seq()?.unwrap_or(0);
