@@ -30,7 +30,10 @@
 //!    figure and its target.
 //! 5. **Full verification** of a ledger of ~200k events (50k with
 //!    `--quick`), built with `submit` batches and reopened read-only:
-//!    events per second.
+//!    events per second; again with a time-index entry at every event (the
+//!    worst case of the index walk); and how long a ledger whose 60,000
+//!    events are all still in the WAL takes to reopen, read-only and for
+//!    writing.
 //!
 //! As diagnostics it also prints the one-core cost per event of the work
 //! besides signatures: sealing (done serially on the writer thread) and
@@ -326,6 +329,18 @@ fn main() -> Result<()> {
         v.elapsed.as_secs_f64(),
         v.per_sec,
         busy(v.cpu, v.elapsed, cores)
+    );
+    println!(
+        "  with a time-index entry at every event (the index walk's worst case): {:.0} events/s",
+        v.per_sec_every_entry
+    );
+    let r = &v.reopen;
+    println!(
+        "  reopen of a new ledger whose {} events ({:.1} MiB of WAL) are all still in the WAL: read-only {:.0} ms, then for writing {:.0} ms (mark probe + read-write open)",
+        r.events,
+        r.wal_bytes as f64 / (1 << 20) as f64,
+        ms(r.read_only),
+        ms(r.for_writing)
     );
     println!();
 
@@ -1126,6 +1141,11 @@ struct Verification {
     build: Duration,
     elapsed: Duration,
     per_sec: f64,
+    reopen: Reopen,
+    /// Verification again with a time-index entry at every event (the
+    /// index walk's worst case: a log in which every event has a time of
+    /// its own), events per second.
+    per_sec_every_entry: f64,
 }
 
 fn full_verification(base: &Path, plan: &Plan) -> Result<Verification> {
@@ -1137,8 +1157,59 @@ fn full_verification(base: &Path, plan: &Plan) -> Result<Verification> {
     let head = ledger.head();
     drop(ledger);
 
-    let ledger =
-        Ledger::open_read_only(&path).with_context(|| format!("cannot reopen {} read-only", path.display()))?;
+    let reopen = reopen_times(base)?;
+    let (report, cpu, elapsed) = verify_read_only(&path)?;
+    ensure!(
+        report.verified == head.seq + 1,
+        "verification checked {} events, the ledger holds {}",
+        report.verified,
+        head.seq + 1
+    );
+    // An entry at every event is allowed by the index's rule (FORMAT.md §10).
+    let times: Vec<(u64, u64)> = {
+        let ledger = Ledger::open_read_only(&path).context("cannot reopen read-only")?;
+        ledger
+            .events(0, u64::MAX)?
+            .map(|e| e.map(|e| (e.event.ts.as_nanos(), e.event.seq)))
+            .collect::<ledger::Result<_>>()?
+    };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, ["events", "time", "meta"])
+            .with_context(|| format!("cannot open {} to add index entries", path.display()))?;
+        let cf = db.cf_handle("time").context("no time column family")?;
+        for chunk in times.chunks(10_000) {
+            let mut batch = rocksdb::WriteBatch::default();
+            for (ts, seq) in chunk {
+                let mut key = ts.to_be_bytes().to_vec();
+                key.extend_from_slice(&seq.to_be_bytes());
+                batch.put_cf(cf, key, []);
+            }
+            db.write(batch).context("cannot add index entries")?;
+        }
+        db.flush_cf(cf).context("cannot flush the index")?;
+    }
+    let (every, _, every_elapsed) = verify_read_only(&path)?;
+    ensure!(
+        every.verified == report.verified,
+        "the second verification checked another count"
+    );
+    drop(dir);
+    Ok(Verification {
+        events: report.verified,
+        cpu,
+        build,
+        elapsed,
+        per_sec: report.verified as f64 / elapsed.as_secs_f64(),
+        reopen,
+        per_sec_every_entry: every.verified as f64 / every_elapsed.as_secs_f64(),
+    })
+}
+
+/// A full verification of the ledger at `path` from a read-only open: the
+/// report, the process CPU it used and how long it took. A failure is an
+/// error.
+fn verify_read_only(path: &Path) -> Result<(ledger::Report, Option<Duration>, Duration)> {
+    let ledger = Ledger::open_read_only(path).with_context(|| format!("cannot reopen {} read-only", path.display()))?;
     let cpu_before = process_cpu();
     let t = Instant::now();
     let report = ledger
@@ -1150,19 +1221,57 @@ fn full_verification(base: &Path, plan: &Plan) -> Result<Verification> {
         anyhow::bail!("verification failed: {f}");
     }
     ensure!(report.ok(), "verification did not pass");
-    ensure!(
-        report.verified == head.seq + 1,
-        "verification checked {} events, the ledger holds {}",
-        report.verified,
-        head.seq + 1
-    );
+    Ok((report, cpu, elapsed))
+}
+
+/// Events a new ledger takes before it is reopened: about two thirds of
+/// the default 64 MiB memtable, so that none of it is flushed and all of it
+/// is replayed from the WAL.
+const REOPEN_EVENTS: usize = 60_000;
+
+/// How long a ledger whose events are all still in the WAL takes to open.
+struct Reopen {
+    events: usize,
+    wal_bytes: u64,
+    /// A read-only open (one WAL replay).
+    read_only: Duration,
+    /// Then an open for writing: the acknowledged mark's read-only probe,
+    /// then the read-write open with its recovery checks.
+    for_writing: Duration,
+}
+
+fn reopen_times(base: &Path) -> Result<Reopen> {
+    let (dir, ledger) = new_ledger(base)?;
+    let path = ledger.path().to_path_buf();
+    fill(&ledger, REOPEN_EVENTS)?;
     drop(ledger);
-    drop(dir);
-    Ok(Verification {
-        events: report.verified,
-        cpu,
-        build,
-        elapsed,
-        per_sec: report.verified as f64 / elapsed.as_secs_f64(),
+    let wal_bytes = wal_bytes(&path)?;
+    let t = Instant::now();
+    let ledger =
+        Ledger::open_read_only(&path).with_context(|| format!("cannot reopen {} read-only", path.display()))?;
+    let read_only = t.elapsed();
+    drop(ledger);
+    let t = Instant::now();
+    let ledger = Ledger::open(&path, &KeyDir::new(dir.path().join("keys")))
+        .with_context(|| format!("cannot reopen {} for writing", path.display()))?;
+    let for_writing = t.elapsed();
+    drop(ledger);
+    Ok(Reopen {
+        events: REOPEN_EVENTS,
+        wal_bytes,
+        read_only,
+        for_writing,
     })
+}
+
+/// Bytes in the ledger's WAL files.
+fn wal_bytes(path: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).with_context(|| format!("cannot list {}", path.display()))? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }
