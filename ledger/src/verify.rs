@@ -237,8 +237,8 @@ impl Ledger {
         let view = self.view();
         let records = view.raw_iter(read_from)?;
         // A full run also walks the time index beside the events.
-        let index = if full {
-            Some(IndexWalk::new(Box::new(view.time_entries()?)))
+        let index: Option<TimeEntries> = if full {
+            Some(Box::new(view.time_entries()?))
         } else {
             None
         };
@@ -451,14 +451,14 @@ fn run<'a, I>(
     records: I,
     start: Start,
     plan: &Plan,
-    index: Option<IndexWalk<'a>>,
+    index: Option<TimeEntries<'a>>,
     progress: &(dyn Fn(u64) + Sync),
 ) -> (Report, Option<KeySchedule>, Option<Failure>)
 where
     I: Iterator<Item = Result<(u64, Box<[u8]>)>> + Send + 'a,
 {
     let mut state = SeqState {
-        index,
+        index: None,
         expected: start.seq,
         prev: start.prev,
         prev_ts: start.prev_ts,
@@ -469,9 +469,32 @@ where
         last: None,
     };
     let mut failure: Option<Failure> = None;
+    let mut index_failure: Option<Failure> = None;
     let read_until = plan.read_until;
 
     std::thread::scope(|scope| {
+        // The time index is read ahead on a thread of its own, so that the
+        // sequential stage only compares.
+        if let Some(source) = index {
+            let (itx, irx) = mpsc::sync_channel::<Vec<std::result::Result<(u64, u64), String>>>(2);
+            scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(WINDOW);
+                for entry in source {
+                    chunk.push(entry);
+                    if chunk.len() == WINDOW
+                        && itx
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(WINDOW)))
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = itx.send(chunk);
+                }
+            });
+            state.index = Some(IndexWalk::new(Box::new(irx.into_iter().flatten())));
+        }
         let (tx, rx) = mpsc::sync_channel::<Result<Vec<(u64, Box<[u8]>)>>>(2);
         scope.spawn(move || {
             let mut window = Vec::with_capacity(WINDOW);
@@ -530,7 +553,13 @@ where
                 break;
             }
         }
-        // Dropping rx stops the reader.
+        // The walk's leftovers, once every event has been seen.
+        if let Some(walk) = state.index.take()
+            && failure.is_none()
+        {
+            index_failure = walk.finish(state.last.map(|(seq, _)| seq));
+        }
+        // Dropping rx (and the walk) stops the readers.
     });
 
     if failure.is_none()
@@ -561,15 +590,11 @@ where
         last: state.last,
         failure,
     };
-    let index_failure = match state.index {
-        Some(walk) if report.failure.is_none() => walk.finish(state.last.map(|(seq, _)| seq)),
-        _ => None,
-    };
     (report, state.schedule, index_failure)
 }
 
 /// The time index's entries as `(ts nanos, seq)`, or why one cannot be read.
-type TimeEntries<'a> = Box<dyn Iterator<Item = std::result::Result<(u64, u64), String>> + 'a>;
+type TimeEntries<'a> = Box<dyn Iterator<Item = std::result::Result<(u64, u64), String>> + Send + 'a>;
 
 /// A full run's walk over the time index beside the events (FORMAT.md §10):
 /// every event whose time differs from its predecessor's has the entry
