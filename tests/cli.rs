@@ -576,6 +576,51 @@ fn state_as_of_a_time_is_not_moved_by_an_edited_index() {
     );
 }
 
+/// A flipped byte in a RocksDB table file: `verify` names the first record
+/// it cannot read, and a command that fails on it (`state`) tells RocksDB's
+/// finding once, not once per layer of error.
+#[test]
+fn a_damaged_table_file_is_reported_once_and_where() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    let lines: String = (0..20_000)
+        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
+        .collect();
+    env.run(&["append", "--batch-size", "1000"], &lines).ok();
+    // Opening for writing flushes what it recovered from the WAL to a table.
+    env.run(&["append"], "").ok();
+    let table = std::fs::read_dir(env.data().join("ledger"))
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .max_by_key(|p| std::fs::metadata(p).expect("stat").len())
+        .expect("a table file");
+    let mut bytes = std::fs::read(&table).expect("read");
+    assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&table, &bytes).expect("write");
+
+    let r = env.run(&["verify", "-o", "json"], "");
+    assert_eq!(r.code(), 1, "{}", r.stdout());
+    let report = r.json();
+    let seq = report["failure"]["seq"].as_u64().expect("failure seq");
+    assert!(seq > 0 && seq < 20_000, "{report}");
+    assert_eq!(report["failure"]["kind"], "malformed", "{report}");
+    // The record before it reads; the one it names does not.
+    env.run(
+        &["log", "--from", &(seq - 1).to_string(), "--to", &(seq - 1).to_string()],
+        "",
+    )
+    .ok();
+    let r = env.run(&["log", "--from", &seq.to_string(), "--to", &seq.to_string()], "");
+    assert_eq!(r.code(), 2, "{}", r.stdout());
+
+    let r = env.run(&["state", "registry"], "");
+    assert_eq!(r.code(), 2, "{}", r.stdout());
+    assert_eq!(r.stderr().matches("Corruption").count(), 1, "{}", r.stderr());
+}
+
 #[test]
 fn config_file_sets_the_data_dir_and_rejects_unknown_keys() {
     let env = Env::new();

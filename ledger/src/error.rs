@@ -5,6 +5,10 @@ use std::path::PathBuf;
 /// Integrity problems found while *verifying* a log are not errors of this
 /// type: they are reported as a [`crate::Failure`] naming the first bad
 /// sequence number, because finding them is the verifier doing its job.
+///
+/// A variant that wraps another error says it in its message (`cause`),
+/// and does not also return it as its `source()`: error reporters that walk
+/// the chain (`anyhow`'s `{:#}`) would print it twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -18,30 +22,21 @@ pub enum Error {
     InvalidRequest(String),
 
     /// A thread the ledger needs could not be started.
-    #[error("cannot start the {what} thread: {source}")]
-    Thread {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot start the {what} thread: {cause}")]
+    Thread { what: &'static str, cause: std::io::Error },
 
     /// Stored bytes that could not be decoded.
     #[error("malformed record at seq {seq}: {reason}")]
     Malformed { seq: u64, reason: String },
 
-    #[error("rocksdb error in {path}: {source}")]
-    Storage {
-        path: PathBuf,
-        #[source]
-        source: rocksdb::Error,
-    },
+    #[error("rocksdb error in {path}: {cause}")]
+    Storage { path: PathBuf, cause: rocksdb::Error },
 
-    #[error("{context}: {path}: {source}")]
+    #[error("{context}: {path}: {cause}")]
     Io {
         context: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("key file {path}: {reason}")]
@@ -83,18 +78,46 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn storage(path: &std::path::Path, source: rocksdb::Error) -> Self {
+    pub(crate) fn storage(path: &std::path::Path, cause: rocksdb::Error) -> Self {
         Error::Storage {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 
-    pub(crate) fn io(context: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(context: &'static str, path: &std::path::Path, cause: std::io::Error) -> Self {
         Error::Io {
             context,
             path: path.to_path_buf(),
-            source,
+            cause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// No variant's message repeats what its `source()` says.
+    #[test]
+    fn a_cause_is_told_once() {
+        let io = || std::io::Error::other("disk on fire");
+        let errors = [
+            Error::Thread {
+                what: "ledger writer",
+                cause: io(),
+            },
+            Error::io("cannot write key file", std::path::Path::new("/k"), io()),
+        ];
+        for e in errors {
+            let mut chain = vec![e.to_string()];
+            let mut next = e.source();
+            while let Some(cause) = next {
+                chain.push(cause.to_string());
+                next = cause.source();
+            }
+            assert_eq!(chain.join(": ").matches("disk on fire").count(), 1, "{chain:?}");
         }
     }
 }

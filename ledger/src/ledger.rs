@@ -297,9 +297,9 @@ impl Ledger {
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| Error::Thread {
+            .map_err(|cause| Error::Thread {
                 what: "ledger writer",
-                source,
+                cause,
             })?;
         Ok(Ledger {
             store,
@@ -463,16 +463,27 @@ impl Ledger {
         self.store.sealed(seq)
     }
 
-    /// Events `from..=to` in order, decoded but not verified.
+    /// Events `from..=to` in order, decoded but not verified. Reading stops
+    /// at `to` without asking the store for what follows, so a range that
+    /// is readable reads even when the next record is damaged.
     pub fn events(&self, from: u64, to: u64) -> Result<impl Iterator<Item = Result<SealedEvent>> + '_> {
-        Ok(self
-            .store
-            .raw_iter(from)?
-            .take_while(move |r| !matches!(r, Ok((seq, _)) if *seq > to))
-            .map(|r| {
-                let (seq, bytes) = r?;
-                SealedEvent::decode(&bytes).map_err(|reason| Error::Malformed { seq, reason })
-            }))
+        let mut records = self.store.raw_iter(from)?;
+        let mut done = false;
+        Ok(std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            let (seq, bytes) = match records.next()? {
+                Ok((seq, _)) if seq > to => return None,
+                Ok(record) => record,
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            };
+            done = seq >= to;
+            Some(SealedEvent::decode(&bytes).map_err(|reason| Error::Malformed { seq, reason }))
+        }))
     }
 
     /// The store at one moment, for readers that need several iterators to

@@ -155,9 +155,9 @@ impl<T: Signable> SignPool<T> {
                     lower_priority();
                     signer(&shared)
                 })
-                .map_err(|source| Error::Thread {
+                .map_err(|cause| Error::Thread {
                     what: "ledger signer",
-                    source,
+                    cause,
                 })?;
             pool.threads.push(handle);
         }

@@ -512,6 +512,12 @@ where
                         }
                     }
                     Err(e) => {
+                        // What was read before the error goes first, so
+                        // that the error is reported at the first record
+                        // that could not be read.
+                        if !window.is_empty() && tx.send(Ok(std::mem::take(&mut window))).is_err() {
+                            return;
+                        }
                         let _ = tx.send(Err(e));
                         return;
                     }
@@ -529,7 +535,7 @@ where
                     failure = Some(Failure::new(
                         state.expected,
                         FailureKind::Malformed,
-                        format!("cannot read: {e}"),
+                        format!("cannot read the records from seq {} on: {e}", state.expected),
                     ));
                     break;
                 }

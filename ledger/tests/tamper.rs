@@ -871,3 +871,56 @@ fn an_unreadable_acknowledged_mark_is_replaced() {
         "the same head, recorded again"
     );
 }
+
+/// A flipped byte in one of RocksDB's table files, which its block checksum
+/// catches: full verification reports the first record it cannot read
+/// (where the damaged block starts), tells RocksDB's finding once, and the
+/// records outside the damaged block still read.
+#[test]
+fn a_damaged_table_file_is_reported_at_the_first_record_it_hides() {
+    let Fresh {
+        dir: _dir,
+        path,
+        keys,
+        ledger,
+    } = fresh();
+    for batch in 0..20 {
+        ledger
+            .submit((batch * 1000..(batch + 1) * 1000).map(draft).collect())
+            .expect("submit")
+            .wait()
+            .expect("append");
+    }
+    drop(ledger);
+    // Opening for writing flushes the events recovered from the WAL to a
+    // table file.
+    drop(ledger::Ledger::open(&path, &keys).expect("reopen for writing"));
+    let table = std::fs::read_dir(&path)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .max_by_key(|p| std::fs::metadata(p).expect("stat").len())
+        .expect("a table file");
+    let mut bytes = std::fs::read(&table).expect("read table");
+    assert!(bytes.len() > 1 << 20, "the events' table is {} bytes", bytes.len());
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&table, &bytes).expect("write table");
+
+    let l = ledger::Ledger::open_read_only(&path).expect("open read-only");
+    let first_unreadable = (0..=20_000u64)
+        .find(|&seq| l.get(seq).is_err())
+        .expect("some record cannot be read");
+    assert!(first_unreadable > 0 && l.get(0).is_ok() && l.get(20_000).is_ok());
+    let failure = l
+        .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+        .expect("verification runs")
+        .failure
+        .expect("the damage is reported");
+    assert_eq!(
+        (failure.kind, failure.seq),
+        (FailureKind::Malformed, first_unreadable),
+        "{failure}"
+    );
+    assert_eq!(failure.detail.matches("Corruption").count(), 1, "{failure}");
+}

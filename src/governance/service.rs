@@ -34,9 +34,17 @@ pub enum GovError {
     /// The caller may not do this.
     #[error("{0}")]
     Forbidden(String),
-    /// The ledger could not record it; nothing changed.
-    #[error("the audit ledger cannot record it: {0}")]
-    Ledger(#[from] ledger::Error),
+    /// The ledger could not record or read it; nothing changed. The
+    /// ledger's error is in the message, not also the `source()`, so that
+    /// `{:#}` tells it once.
+    #[error("the audit ledger: {0}")]
+    Ledger(ledger::Error),
+}
+
+impl From<ledger::Error> for GovError {
+    fn from(e: ledger::Error) -> GovError {
+        GovError::Ledger(e)
+    }
 }
 
 pub type Result<T, E = GovError> = std::result::Result<T, E>;

@@ -86,9 +86,9 @@ impl Syncer {
             std::thread::Builder::new()
                 .name("ledger-sync".into())
                 .spawn(move || run(&shared, &store, &poison, &acks))
-                .map_err(|source| Error::Thread {
+                .map_err(|cause| Error::Thread {
                     what: "ledger sync",
-                    source,
+                    cause,
                 })?
         };
         Ok(Syncer {
