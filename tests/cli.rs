@@ -621,6 +621,54 @@ fn a_damaged_table_file_is_reported_once_and_where() {
     assert_eq!(r.stderr().matches("Corruption").count(), 1, "{}", r.stderr());
 }
 
+/// A ledger directory that lost RocksDB's `CURRENT` is a damaged ledger,
+/// not a missing one: commands refuse it with what to restore, `init` does
+/// not create a ledger (or a key) over it, and restoring `CURRENT` as the
+/// message says brings the log back whole.
+#[test]
+fn a_ledger_without_current_is_damaged_not_missing() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    for p in ["a", "b"] {
+        env.run(&["append"], &event("tool_call.requested", p)).ok();
+    }
+    let head = env.head();
+    let current = env.data().join("ledger/CURRENT");
+    let saved = std::fs::read_to_string(&current).expect("read CURRENT");
+    std::fs::remove_file(&current).expect("remove CURRENT");
+    let keys_before = std::fs::read_dir(env.data().join("keys")).expect("keys").count();
+
+    for args in [&["verify"][..], &["log"], &["head"], &["append"], &["init"]] {
+        let r = env.run(args, "");
+        assert_eq!(r.code(), 2, "{args:?}: {}", r.stdout());
+        assert!(
+            r.stderr().contains("no CURRENT") && !r.stderr().contains("run `sealgate init`"),
+            "{args:?}: {}",
+            r.stderr()
+        );
+    }
+    let r = env.run(&["verify"], "");
+    let manifest = saved.trim();
+    assert!(
+        r.stderr().contains(&format!("a CURRENT file holding `{manifest}`")),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read_dir(env.data().join("keys")).expect("keys").count(),
+        keys_before,
+        "no key made"
+    );
+    assert!(
+        !env.data().join("ledger.partial").exists(),
+        "no ledger started beside it"
+    );
+
+    std::fs::write(&current, format!("{manifest}\n")).expect("restore CURRENT");
+    env.run(&["verify"], "").ok();
+    assert_eq!(env.head(), head);
+}
+
 #[test]
 fn config_file_sets_the_data_dir_and_rejects_unknown_keys() {
     let env = Env::new();

@@ -54,6 +54,11 @@ pub enum Error {
     #[error("the store in {path} is damaged: {reason}; run `sealgate verify` to locate the damage")]
     Damaged { path: PathBuf, reason: String },
 
+    /// The directory holds something RocksDB cannot open as a database
+    /// (its `CURRENT` missing): neither a ledger nor the absence of one.
+    #[error("the ledger in {path} cannot be used: {reason}; nothing in it was changed")]
+    Unusable { path: PathBuf, reason: String },
+
     /// The log on disk is not in a state the writer can safely continue from.
     #[error("refusing to open {path} for writing: {reason}; run `sealgate verify` to locate the damage")]
     Recovery { path: PathBuf, reason: String },

@@ -155,6 +155,15 @@ fn spin_alone<T>(rx: &mut oneshot::Receiver<Result<T>>, waiting: &AtomicUsize) -
 }
 
 impl Ledger {
+    /// Whether a ledger is at `path`: `false` when nothing is there (no
+    /// directory, or an empty one), an error when the directory holds files
+    /// that are not a ledger RocksDB can open (`CURRENT` missing), so that
+    /// a caller that creates ledgers on first use never takes a damaged one
+    /// for none.
+    pub fn exists(path: &Path) -> Result<bool> {
+        store::db_exists(path)
+    }
+
     /// Creates a new ledger in `path`: a fresh ledger id and a genesis event
     /// signed by `key`, which is stored in `key_dir`.
     ///
@@ -178,7 +187,7 @@ impl Ledger {
     ) -> Result<Ledger> {
         let partial = store::partial_path(path)?;
         let _lock = store::CreateLock::take(path)?;
-        if store::db_exists(path) {
+        if store::db_exists(path)? {
             return Err(Error::AlreadyInitialized(path.to_path_buf()));
         }
         store::remove_partial(&partial)?;

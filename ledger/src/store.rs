@@ -338,14 +338,50 @@ pub(crate) fn move_into_place(partial: &Path, path: &Path) -> Result<()> {
     crate::keys::sync_dir(path.parent().unwrap_or(Path::new("")))
 }
 
-pub(crate) fn db_exists(path: &Path) -> bool {
-    path.join("CURRENT").exists()
+/// Whether a ledger is at `path`. Nothing there (no directory, or an empty
+/// one, as a create's lock leaves) is `false`. A directory that holds files
+/// but not RocksDB's `CURRENT` is an error, so that a damaged ledger is
+/// never taken for none, and never offered to `init`.
+pub(crate) fn db_exists(path: &Path) -> Result<bool> {
+    if path.join("CURRENT").exists() {
+        return Ok(true);
+    }
+    let entries = match fs::read_dir(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot list", path, e)),
+        Ok(entries) => entries,
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("cannot list", path, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    if names.is_empty() {
+        return Ok(false);
+    }
+    names.sort();
+    let restore = match names.iter().filter(|n| n.starts_with("MANIFEST-")).max() {
+        Some(manifest) => format!(
+            "if {manifest} is its newest MANIFEST, a CURRENT file holding `{manifest}` and a newline restores it"
+        ),
+        None => "restore the directory from a backup".into(),
+    };
+    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    Err(Error::Unusable {
+        path: path.to_path_buf(),
+        reason: format!(
+            "it holds {} file(s) ({}{}) but no CURRENT, RocksDB's pointer to its MANIFEST; {restore}",
+            names.len(),
+            shown.join(", "),
+            if names.len() > shown.len() { ", ..." } else { "" }
+        ),
+    })
 }
 
 impl Store {
     /// Creates an empty database (the caller writes genesis next).
     pub(crate) fn create_db(path: &Path, tuning: &StoreOptions) -> Result<DB> {
-        if db_exists(path) {
+        if db_exists(path)? {
             return Err(Error::AlreadyInitialized(path.to_path_buf()));
         }
         crate::keys::create_private_dir(path)?;
@@ -356,7 +392,7 @@ impl Store {
     /// Opens an existing database. `read_only` opens never write and may run
     /// beside a live writer (they see the log as of the moment they open).
     pub(crate) fn open(path: &Path, read_only: bool, tuning: &StoreOptions) -> Result<Store> {
-        if !db_exists(path) {
+        if !db_exists(path)? {
             return Err(Error::NotInitialized(path.to_path_buf()));
         }
         let acked = acked::read(path)
@@ -387,7 +423,7 @@ impl Store {
                     "unknown store format {other:?} (this build reads {STORE_FORMAT})"
                 )));
             }
-            None => return Err(Error::NotInitialized(path.to_path_buf())),
+            None => return Err(recovery("the store format is missing from meta".into())),
         }
         let ledger_id: [u8; 16] = get(META_LEDGER_ID)?
             .and_then(|v| v.try_into().ok())

@@ -17,7 +17,8 @@ use crate::governance::Governance;
 /// first use so the gateway runs on embedded defaults.
 fn open_or_create(paths: &Paths) -> Result<Ledger> {
     let dir = paths.ledger_dir();
-    if dir.join("CURRENT").exists() {
+    // A damaged ledger is an error here, never a reason to create one.
+    if Ledger::exists(&dir).with_context(|| format!("cannot open ledger {}", dir.display()))? {
         return Ledger::open_with(&dir, &paths.key_dir(), &paths.store)
             .with_context(|| format!("cannot open ledger {}", dir.display()));
     }
