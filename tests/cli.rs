@@ -669,6 +669,34 @@ fn a_ledger_without_current_is_damaged_not_missing() {
     assert_eq!(env.head(), head);
 }
 
+/// The acknowledged mark is rewritten without a sync, so a power cut can
+/// tear it: an unreadable mark is passed over, not taken as damage, but
+/// every command that opens the ledger says so (as plain text on a pipe),
+/// and the writer's next acknowledgement puts a good one back.
+#[test]
+fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(&["append"], &event("tool_call.requested", "a")).ok();
+    let mark = env.data().join("ledger/SEALGATE-ACKED");
+    std::fs::write(&mark, b"garbage").expect("damage the mark");
+    let r = env.run(&["verify"], "").ok();
+    assert!(
+        r.stderr().contains("the acknowledged mark cannot be read") && r.stderr().contains("7 bytes, expected 56"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        !r.stderr().contains('\u{1b}'),
+        "no colour codes on a pipe: {:?}",
+        r.stderr()
+    );
+    env.run(&["append"], &event("tool_call.requested", "b")).ok();
+    assert_eq!(std::fs::metadata(&mark).expect("mark").len(), 56, "rewritten");
+    let r = env.run(&["verify"], "").ok();
+    assert!(!r.stderr().contains("acknowledged mark"), "{}", r.stderr());
+}
+
 #[test]
 fn config_file_sets_the_data_dir_and_rejects_unknown_keys() {
     let env = Env::new();

@@ -397,6 +397,15 @@ impl Store {
         }
         let acked = acked::read(path)
             .map(|r| r.and_then(|bytes| Head::decode(&bytes).ok_or_else(|| "malformed head".to_owned())));
+        if let Some(Err(reason)) = &acked {
+            // Rewritten in place without a sync, the mark can be torn by a
+            // power cut: it is passed over, not taken as damage, but said.
+            tracing::warn!(
+                path = %path.display(),
+                %reason,
+                "the acknowledged mark cannot be read, so the check that the WAL kept every acknowledged event is skipped; the writer rewrites the mark at its next acknowledgement"
+            );
+        }
         let opts = db_options(false, tuning);
         let db = if read_only {
             DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
