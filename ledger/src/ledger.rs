@@ -495,6 +495,11 @@ impl Ledger {
         }))
     }
 
+    /// Whether this handle owns the writer thread (opened for writing).
+    pub(crate) fn has_writer(&self) -> bool {
+        self.writer.is_some()
+    }
+
     /// The store at one moment, for readers that need several iterators to
     /// agree (verification: the events and the time index).
     pub(crate) fn view(&self) -> store::View<'_> {

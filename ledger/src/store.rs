@@ -339,7 +339,7 @@ pub(crate) fn move_into_place(partial: &Path, path: &Path) -> Result<()> {
 }
 
 /// Whether a ledger is at `path`. Nothing there (no directory, or an empty
-/// one, as a create's lock leaves) is `false`. A directory that holds files
+/// one, which a create may move its new ledger onto) is `false`. A directory that holds files
 /// but not RocksDB's `CURRENT` is an error, so that a damaged ledger is
 /// never taken for none, and never offered to `init`.
 pub(crate) fn db_exists(path: &Path) -> Result<bool> {

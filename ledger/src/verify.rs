@@ -131,13 +131,18 @@ impl Ledger {
     /// `progress` is called after each window with the events checked so far
     /// and the total to check.
     ///
-    /// Run it on a read-only open ([`Ledger::open_read_only`], in this
-    /// process or another), which sees the store as of its open. On a ledger
-    /// this process is appending to, the head, `meta` and the acknowledged
-    /// mark are read at different moments from the events, so an append in
-    /// flight during the run can be reported as `meta_mismatch` or
-    /// `truncated`.
+    /// It runs on a read-only open ([`Ledger::open_read_only`], in this
+    /// process or another, beside a live writer if need be), which sees the
+    /// store as of its open. A handle opened for writing is refused: there
+    /// the head, `meta` and the events would be read at different moments,
+    /// and an append in flight could be reported as damage.
     pub fn verify(&self, opts: &VerifyOptions, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<Report> {
+        if self.has_writer() {
+            return Err(Error::InvalidRequest(format!(
+                "verification of {} runs on a read-only open (Ledger::open_read_only), not on the handle that writes it",
+                self.path().display()
+            )));
+        }
         let store_head = self.head();
         let last_stored = self.last_stored_seq()?.unwrap_or(0);
         let from = opts.from.unwrap_or(0);

@@ -167,3 +167,48 @@ fn a_submission_waited_for_off_its_runtime_is_answered_while_the_runtime_blocks(
     });
     assert_eq!(seqs, (2..=17).collect::<Vec<u64>>());
 }
+
+/// Verification runs on read-only opens beside a live writer in the same
+/// process, and each sees a consistent log (events, time index, head) while
+/// appends go on; the writing handle itself refuses to verify.
+#[test]
+fn read_only_opens_verify_beside_a_live_writer() {
+    let Fresh {
+        dir: _dir,
+        path,
+        ledger,
+        ..
+    } = fresh();
+    let refused = ledger
+        .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+        .expect_err("the writing handle does not verify");
+    assert!(refused.to_string().contains("read-only open"), "{refused}");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let (ledger, done) = (&ledger, &done);
+                s.spawn(move || {
+                    let mut i = 0;
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                        ledger.append_blocking(draft(t * 100_000 + i)).expect("append");
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let mut seen = 0;
+        for _ in 0..10 {
+            let reader = Ledger::open_read_only(&path).expect("open read-only");
+            let report = reader
+                .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+                .expect("verify");
+            assert!(report.ok(), "{:?}", report.failure);
+            assert!(report.verified >= seen, "{} after {seen}", report.verified);
+            seen = report.verified;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        writers.into_iter().for_each(|w| w.join().expect("writer"));
+        assert!(seen > 1, "appends were going on");
+    });
+}
