@@ -324,3 +324,54 @@ fn a_deleted_entry_is_reported_at_the_event_it_hid() {
         "{damage}"
     );
 }
+
+/// A log whose time steps back (written by another tool, verified with a
+/// tolerance) puts its index out of the events' order: verification with
+/// the tolerance passes and does not take that for index damage; without
+/// it, the step itself is the failure.
+#[test]
+fn a_log_that_steps_back_within_a_tolerance_is_not_index_damage() {
+    let (_dir, path, events) = closed_timeline(&[1, 1, 1]);
+    let key = ledger::SigningKey::from_seed(KEY_A);
+    let ts1 = events[1].1.as_nanos();
+    let back = ts1 - 1_000_000;
+    {
+        // Seq 2 a millisecond before seq 1, signed by the log's key; seq 3
+        // re-linked to it; the head and the index follow, as that tool's
+        // writer would have recorded them.
+        let db = raw_db(&path);
+        let time = db.cf_handle("time").expect("time cf");
+        let mut two = ledger::SealedEvent::decode(&get_record(&db, 2)).expect("decode").event;
+        db.delete_cf(time, time_key(two.ts.as_nanos(), 2))
+            .expect("delete entry");
+        two.ts = Timestamp::from_nanos(back);
+        let (hash2, rec) = signed_record(&two, &key);
+        put_record(&db, 2, &rec);
+        db.put_cf(time, time_key(back, 2), []).expect("put entry");
+        let mut three = ledger::SealedEvent::decode(&get_record(&db, 3)).expect("decode").event;
+        three.prev = hash2;
+        let (hash3, rec) = signed_record(&three, &key);
+        put_record(&db, 3, &rec);
+        set_meta_head(&db, 3, hash3, three.ts.as_nanos());
+    }
+    remove_acked_mark(&path);
+    let l = Ledger::open_read_only(&path).expect("open");
+    let with = |tolerance_nanos: u64| {
+        l.verify(
+            &ledger::VerifyOptions {
+                time_tolerance_nanos: tolerance_nanos,
+                ..Default::default()
+            },
+            &|_, _| {},
+        )
+        .expect("verify runs")
+    };
+    let strict = with(0).failure.expect("the step back fails without a tolerance");
+    assert_eq!(
+        (strict.kind, strict.seq),
+        (FailureKind::TimeWentBackwards, 2),
+        "{strict}"
+    );
+    let report = with(2_000_000);
+    assert!(report.ok(), "{:?}", report.failure);
+}
