@@ -108,33 +108,36 @@ impl Ledger {
             ),
             Some(seq) => {
                 let at = self.ts_at(seq, last)?;
-                if at < ts {
-                    wrong(
-                        seq,
-                        format!("it resolves {ts} to seq {seq}, which is at {at}, before it"),
-                    )
-                } else if seq > 0 && self.ts_at(seq - 1, last)? >= ts {
-                    wrong(
-                        seq - 1,
-                        format!(
-                            "it resolves {ts} to seq {seq}, but seq {} is at {}, not before it",
-                            seq - 1,
-                            self.ts_at(seq - 1, last)?
-                        ),
-                    )
+                let before = if seq > 0 {
+                    Some(self.ts_at(seq - 1, last)?)
                 } else {
                     None
+                };
+                match before {
+                    _ if at < ts => wrong(
+                        seq,
+                        format!("it resolves {ts} to seq {seq}, which is at {at}, before it"),
+                    ),
+                    Some(b) if b >= ts => wrong(
+                        seq - 1,
+                        format!(
+                            "it resolves {ts} to seq {seq}, but seq {} is at {b}, not before it",
+                            seq - 1
+                        ),
+                    ),
+                    _ => None,
                 }
             }
             None => {
                 let at = self.ts_at(last, last)?;
-                (at >= ts).then(|| Failure::new(
-                    last,
-                    FailureKind::RangeMismatch,
-                    format!(
-                        "the time index does not match the log: it has no entry at or after {ts}, but seq {last} is at {at}"
-                    ),
-                ))
+                if at >= ts {
+                    wrong(
+                        last,
+                        format!("it has no entry at or after {ts}, but seq {last} is at {at}"),
+                    )
+                } else {
+                    None
+                }
             }
         })
     }

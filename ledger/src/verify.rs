@@ -647,7 +647,7 @@ impl<'a> IndexWalk<'a> {
                 self.failure = fail(
                     s,
                     format!(
-                        "the time index lists seq {s} at {}, which is not the log's (seq {seq} is at {ts})",
+                        "the time index lists seq {s} at {}, where the log has no such event",
                         Timestamp::from_nanos(t)
                     ),
                 );
@@ -683,7 +683,7 @@ impl<'a> IndexWalk<'a> {
             Ok((t, s)) => fail(
                 s,
                 format!(
-                    "the time index lists seq {s} at {}, which is not the log's",
+                    "the time index lists seq {s} at {}, where the log has no such event",
                     Timestamp::from_nanos(t)
                 ),
             ),
