@@ -293,6 +293,20 @@ fn batches_before_a_rejected_batch_are_written_and_acknowledged() {
 }
 
 /// The ledger's RocksDB opened directly, as an attacker with the disk would.
+/// Deletes the time-index entry of `seq` (the one entry its write batch
+/// has), as someone editing the store would.
+fn delete_index_entry(data: &Path, seq: u64) {
+    let db = raw_db(data);
+    let time = db.cf_handle("time").expect("cf");
+    let keys: Vec<Box<[u8]>> = db
+        .iterator_cf(time, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.expect("read").0)
+        .filter(|k| k[8..] == seq.to_be_bytes())
+        .collect();
+    assert_eq!(keys.len(), 1, "one index entry for seq {seq}");
+    db.delete_cf(time, &keys[0]).expect("delete");
+}
+
 fn raw_db(data: &Path) -> rocksdb::DB {
     rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
@@ -480,17 +494,7 @@ fn log_by_time_does_not_let_an_edited_index_leave_events_out() {
             .count(),
         2
     );
-    {
-        let db = raw_db(&env.data());
-        let time = db.cf_handle("time").expect("cf");
-        let keys: Vec<Box<[u8]>> = db
-            .iterator_cf(time, rocksdb::IteratorMode::Start)
-            .map(|kv| kv.expect("read").0)
-            .filter(|k| k[8..] == 2u64.to_be_bytes())
-            .collect();
-        assert_eq!(keys.len(), 1, "one index entry for seq 2");
-        db.delete_cf(time, &keys[0]).expect("delete");
-    }
+    delete_index_entry(&env.data(), 2);
     let r = env.run(&["log", "--from", &ts2, "-o", "json"], "").ok();
     let seqs: Vec<u64> = r
         .stdout()
@@ -535,40 +539,21 @@ fn state_as_of_a_time_is_not_moved_by_an_edited_index() {
         .as_str()
         .expect("ts")
         .to_owned();
-    let as_of = |env: &Env| {
-        let r = env.run(&["state", "registry", "--as-of", &ts2], "").ok();
+    // (as-of seq, whether `late` is registered, stderr)
+    let registry = |args: &[&str]| {
+        let r = env.run(args, "").ok();
         let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
-        (
-            v["as_of_seq"].as_u64(),
-            v["registry"]["servers"].get("late").is_some(),
-            r.stderr(),
-        )
+        let late = v["registry"]["servers"].get("late").is_some();
+        (v["as_of_seq"].as_u64(), late, r.stderr())
     };
-    let (seq, late, stderr) = as_of(&env);
+    let as_of = ["state", "registry", "--as-of", ts2.as_str()];
+    let (seq, late, stderr) = registry(&as_of);
     assert_eq!((seq, late), (Some(2), false), "{stderr}");
     assert!(!stderr.contains("time index"), "{stderr}");
-    let (seq, late, _) = {
-        let r = env.run(&["state", "registry"], "").ok();
-        let v: serde_json::Value = serde_json::from_str(&r.stdout()).expect("json");
-        (
-            v["as_of_seq"].as_u64(),
-            v["registry"]["servers"].get("late").is_some(),
-            (),
-        )
-    };
+    let (seq, late, _) = registry(&["state", "registry"]);
     assert_eq!((seq, late), (Some(3), true), "the server is registered at seq 3");
-    {
-        let db = raw_db(&env.data());
-        let time = db.cf_handle("time").expect("cf");
-        let keys: Vec<Box<[u8]>> = db
-            .iterator_cf(time, rocksdb::IteratorMode::Start)
-            .map(|kv| kv.expect("read").0)
-            .filter(|k| k[8..] == 3u64.to_be_bytes())
-            .collect();
-        assert_eq!(keys.len(), 1, "one index entry for seq 3");
-        db.delete_cf(time, &keys[0]).expect("delete");
-    }
-    let (seq, late, stderr) = as_of(&env);
+    delete_index_entry(&env.data(), 3);
+    let (seq, late, stderr) = registry(&as_of);
     assert_eq!((seq, late), (Some(2), false), "{stderr}");
     assert!(
         stderr.contains("seq 3") && stderr.contains("the time index does not match the log"),
