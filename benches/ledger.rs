@@ -7,8 +7,12 @@
 //!    lone append adds to RocksDB's WAL (800 bytes) to a file and
 //!    `sync_data()` it, repeatedly; then write the same records again over
 //!    the synced file, in place, as RocksDB does into a recycled WAL. The
-//!    faster p50 of the two, after a warm-up of 1,000 syncs, is called
-//!    `sync`: the disk syncs the first few hundred appends of a fresh file
+//!    faster *mean* of the two, after a warm-up of 1,000 syncs, is called
+//!    `sync`: a loop that does nothing but sync, one after another, makes
+//!    1 / mean syncs per second, so that is the most one writer, which
+//!    needs a sync per append, could reach (1 / p50 is printed beside it,
+//!    a rate nothing serial reaches: the disk's slow syncs count in the
+//!    mean). The disk syncs the first few hundred appends of a fresh file
 //!    faster (their p50 is printed too), and a ledger's WAL is past that
 //!    regime within a fraction of a second.
 //! 2. **Sign-only bound**: Ed25519 signatures per second over distinct
@@ -39,11 +43,19 @@
 //! besides signatures: sealing (done serially on the writer thread) and
 //! decoding (stage 1 of verification).
 //!
+//! 4b. **One writer, interleaved with the sync probe**: twelve rounds (four
+//!    with `--quick`) of 250 in-place syncs, 250 appends from a thread, 250
+//!    syncs and 250 appends from a tokio task, on a ledger in service. The
+//!    disk's sync time drifts by a quarter within a run, so a probe taken
+//!    minutes away from the case it bounds made the 1-writer ratio swing by
+//!    as much; bursts that alternate put the drift on both alike. These are
+//!    the 1-writer figures the targets judge.
+//!
 //! It then prints each figure against its bound and target:
 //!
 //! | figure          | bound                                | target |
 //! |-----------------|--------------------------------------|--------|
-//! | 1 writer        | 1 / sync                             | ≥ 80 % |
+//! | 1 writer        | 1 / sync (interleaved probe, 4b)     | ≥ 80 % |
 //! | 64 writers      | min(64 / sync, sign-only all cores)  | ≥ 70 % |
 //! | 512 writers     | sign-only all cores                  | ≥ 60 % |
 //! | full verify     | batch-verify all cores               | ≥ 60 % |
@@ -297,13 +309,13 @@ fn main() -> Result<()> {
     );
     let second_sync = wal_sync(&base, &plan)?;
     println!(
-        "  WAL sync probed again: p50 {:.3} ms appending, {:.3} ms in place (first {:.3} / {:.3} ms); the fastest is the bound below",
-        ms(second_sync.sustained.p50),
-        ms(second_sync.overwrite.p50),
-        ms(first_sync.sustained.p50),
-        ms(first_sync.overwrite.p50)
+        "  WAL sync probed again: mean {:.3} ms appending, {:.3} ms in place (first {:.3} / {:.3} ms); the fastest is the bound below",
+        ms(second_sync.sustained.mean),
+        ms(second_sync.overwrite.mean),
+        ms(first_sync.sustained.mean),
+        ms(first_sync.overwrite.mean)
     );
-    let sync = if second_sync.fastest().p50 < sync.fastest().p50 {
+    let sync = if second_sync.fastest().mean < sync.fastest().mean {
         second_sync.fastest()
     } else {
         sync.fastest()
@@ -312,7 +324,29 @@ fn main() -> Result<()> {
         "  (per sync = events per WAL sync, a commit group; sync ms = mean time of one; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
     );
     println!();
-    print_stage_costs(&appends, &cpu, &costs, sync.p50, &plan, cores);
+    print_stage_costs(&appends, &cpu, &costs, sync.mean, &plan, cores);
+
+    // 4b. One writer against the sync probe, in alternating bursts.
+    let interleaved = if only.as_ref().is_none_or(|o| o.iter().any(|t| t == "1t" || t == "1k")) {
+        let i = one_writer_interleaved(&base, &plan, cores)?;
+        println!(
+            "One writer, interleaved with the sync probe ({} rounds: {INTERLEAVED_BURST} in-place syncs, {INTERLEAVED_BURST} appends from a thread, {INTERLEAVED_BURST} syncs, {INTERLEAVED_BURST} appends from a task)",
+            if plan.quick { 4 } else { INTERLEAVED_ROUNDS }
+        );
+        println!(
+            "  probe {:.0} syncs/s ({:.3} ms each); thread {:.0} appends/s ({:.1} %), task {:.0} appends/s ({:.1} %)",
+            i.probe_per_sec,
+            1e3 / i.probe_per_sec,
+            i.threads_per_sec,
+            100.0 * i.threads_per_sec / i.probe_per_sec,
+            i.tasks_per_sec,
+            100.0 * i.tasks_per_sec / i.probe_per_sec
+        );
+        println!();
+        Some(i)
+    } else {
+        None
+    };
 
     // 5. Full verification.
     let v = full_verification(&base, &plan)?;
@@ -352,7 +386,9 @@ fn main() -> Result<()> {
             .map(|(_, _, a)| a)
     };
     let per_sec = |kind: &str, n: usize| case(kind, n).map_or(0.0, |a| a.per_sec);
-    let inv_sync = 1.0 / sync.p50.as_secs_f64();
+    // One writer syncs once per append, one sync after another: the most
+    // it can make is what a loop of syncs alone makes, 1 / mean.
+    let inv_sync = 1.0 / sync.mean.as_secs_f64();
     let sixty_four = if 64.0 * inv_sync < cpu.sign_all {
         (64.0 * inv_sync, "64/sync")
     } else {
@@ -369,11 +405,23 @@ fn main() -> Result<()> {
     };
     let mut rows: Vec<(String, f64, f64, String, f64, Option<f64>)> = Vec::new();
     for (kind, label) in [("threads", "threads"), ("tasks", "tasks")] {
+        // One writer is judged in the interleaved bursts, against the sync
+        // probe run between them.
+        let (one, probe) = match &interleaved {
+            Some(i) if kind == "threads" => (i.threads_per_sec, i.probe_per_sec),
+            Some(i) => (i.tasks_per_sec, i.probe_per_sec),
+            None => (per_sec(kind, 1), inv_sync),
+        };
         rows.push((
             format!("1 writer ({label})"),
-            per_sec(kind, 1),
-            inv_sync,
-            "1/sync".into(),
+            one,
+            probe,
+            if interleaved.is_some() {
+                "1/sync, interleaved"
+            } else {
+                "1/sync"
+            }
+            .into(),
             0.80,
             None,
         ));
@@ -432,10 +480,20 @@ fn main() -> Result<()> {
             if pass { "PASS" } else { "FAIL" }
         );
     }
+    println!(
+        "  (the 1-writer windows above against the probes' fastest mean sync, {:.0}/s: {:.1}% (threads), {:.1}% (tasks); against its p50, {:.0}/s: {:.1}%, {:.1}%)",
+        inv_sync,
+        100.0 * per_sec("threads", 1) / inv_sync,
+        100.0 * per_sec("tasks", 1) / inv_sync,
+        1.0 / sync.p50.as_secs_f64(),
+        100.0 * per_sec("threads", 1) * sync.p50.as_secs_f64(),
+        100.0 * per_sec("tasks", 1) * sync.p50.as_secs_f64()
+    );
     println!();
     println!(
-        "{} of {total} targets met (sync p50 = {:.3} ms)",
+        "{} of {total} targets met (sync mean = {:.3} ms, p50 {:.3} ms)",
         total - missed,
+        ms(sync.mean),
         ms(sync.p50)
     );
     Ok(())
@@ -699,9 +757,9 @@ struct SyncProbe {
 }
 
 impl SyncProbe {
-    /// Whichever way of writing the WAL synced faster (by p50).
+    /// Whichever way of writing the WAL synced faster (by mean).
     fn fastest(&self) -> Latency {
-        if self.overwrite.p50 < self.sustained.p50 {
+        if self.overwrite.mean < self.sustained.mean {
             self.overwrite
         } else {
             self.sustained
@@ -1129,6 +1187,105 @@ fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize)
     drop(runtime);
     drop(ledger);
     summarize(logs, &format!("{writers} tasks"), window, measured)
+}
+
+// ---------------------------------------------------------------------------
+// 4b. One writer, interleaved with the sync probe
+
+/// Rounds of the interleaved one-writer measurement, each a burst of probe
+/// syncs and then a burst of appends of the same count.
+const INTERLEAVED_ROUNDS: usize = 12;
+const INTERLEAVED_BURST: usize = 250;
+
+/// One writer against a serial loop of syncs, measured in alternating
+/// bursts on the same disk, so that the disk's drift between phases (its
+/// sync time moves by a quarter within a run) falls on both alike.
+struct Interleaved {
+    /// Syncs per second of the probe: in-place 800-byte writes to an
+    /// already synced file, each followed by `sync_data`, one after another.
+    probe_per_sec: f64,
+    threads_per_sec: f64,
+    tasks_per_sec: f64,
+}
+
+fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Interleaved> {
+    let rounds = if plan.quick { 4 } else { INTERLEAVED_ROUNDS };
+    let (_dir, ledger) = ledger_in_service(base)?;
+    let ledger = Arc::new(ledger);
+    let probe_dir =
+        tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
+    let path = probe_dir.path().join("wal-probe");
+    let file = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let record = [0x5au8; WAL_RECORD];
+    // The probe writes in place: lay the file out and sync it once, then
+    // warm up as the other probe does.
+    file.set_len((INTERLEAVED_BURST * WAL_RECORD) as u64)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot lay out {}", path.display()))?;
+    let probe = |n: usize| -> Result<Duration> {
+        let t = Instant::now();
+        for i in 0..n {
+            file.write_all_at(&record, ((i % INTERLEAVED_BURST) * WAL_RECORD) as u64)
+                .and_then(|()| file.sync_data())
+                .with_context(|| format!("cannot overwrite and sync {}", path.display()))?;
+        }
+        Ok(t.elapsed())
+    };
+    probe(plan.sync_warmup)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("bench-task-worker")
+        .enable_time()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    let template = tool_call_draft(0);
+    let draft = |n: usize| {
+        let mut d = template.clone();
+        d.correlation.request_id = Some(RequestId::Int(n as i64));
+        d
+    };
+    let (mut probe_time, mut threads_time, mut tasks_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    // A short run of each first, so that neither starts cold.
+    for n in 0..INTERLEAVED_BURST {
+        ledger.append_blocking(draft(n)).context("warm-up append failed")?;
+    }
+    for round in 0..rounds {
+        probe_time += probe(INTERLEAVED_BURST)?;
+        let t = Instant::now();
+        for n in 0..INTERLEAVED_BURST {
+            ledger
+                .append_blocking(draft(round * INTERLEAVED_BURST + n))
+                .context("append failed")?;
+        }
+        threads_time += t.elapsed();
+        probe_time += probe(INTERLEAVED_BURST)?;
+        // One task on a runtime worker, as the gateway appends.
+        let drafts: Vec<Draft> = (0..INTERLEAVED_BURST)
+            .map(|n| draft(round * INTERLEAVED_BURST + n))
+            .collect();
+        let task_ledger = ledger.clone();
+        let task = runtime.spawn(async move {
+            let t = Instant::now();
+            for d in drafts {
+                task_ledger.append(d).await.context("append failed")?;
+            }
+            anyhow::Ok(t.elapsed())
+        });
+        tasks_time += runtime
+            .block_on(task)
+            .map_err(|e| anyhow::anyhow!("the appending task failed: {e}"))??;
+    }
+    drop(runtime);
+    let per_sec = |count: usize, time: Duration| count as f64 / time.as_secs_f64();
+    Ok(Interleaved {
+        probe_per_sec: per_sec(2 * rounds * INTERLEAVED_BURST, probe_time),
+        threads_per_sec: per_sec(rounds * INTERLEAVED_BURST, threads_time),
+        tasks_per_sec: per_sec(rounds * INTERLEAVED_BURST, tasks_time),
+    })
 }
 
 // ---------------------------------------------------------------------------
