@@ -495,6 +495,37 @@ impl Ledger {
         }))
     }
 
+    /// That the event at `seq`, which a replay hashed to `hash`, is signed by
+    /// the key valid at `seq`, the key schedule checked on its own as
+    /// verification checks it. With every link up to `seq` checked, the
+    /// events up to it are then the key's.
+    pub(crate) fn check_signed(&self, seq: u64, hash: &Hash) -> Result<()> {
+        let damaged = |reason: String| Error::Damaged {
+            path: self.path().to_path_buf(),
+            reason,
+        };
+        let schedule = self
+            .checked_key_schedule()?
+            .map_err(|f| damaged(format!("the log's keys do not hold: {f}")))?;
+        let event = self
+            .get(seq)?
+            .ok_or_else(|| damaged(format!("no event at seq {seq}")))?;
+        if event.hash != *hash {
+            return Err(damaged(format!(
+                "seq {seq} is stored with hash {} but was replayed as {}",
+                event.hash.short(),
+                hash.short()
+            )));
+        }
+        schedule
+            .verify_one(seq, event.event.key, hash, &event.signature)
+            .map_err(|f| {
+                damaged(format!(
+                    "the events up to seq {seq} are not signed by the log's key: {f}"
+                ))
+            })
+    }
+
     /// Whether this handle owns the writer thread (opened for writing).
     pub(crate) fn has_writer(&self) -> bool {
         self.writer.is_some()

@@ -6,7 +6,9 @@
 //! the log it reflects (sequence number and event hash), advanced by reading
 //! the log in order. Replay checks every record's hash and link as it goes,
 //! so a state always corresponds to the exact chain prefix it names; it does
-//! not check signatures (that is `verify`'s job).
+//! not check signatures (that is `verify`'s job), except that [`fold_to`]
+//! checks the last one it reaches, which with the links makes the prefix
+//! the key's.
 //!
 //! [`Snapshots`] store folded states in files, stamped with the sequence
 //! number and hash they cover; a snapshot is used only if the log still has
@@ -193,6 +195,13 @@ fn kind_of(canonical: &[u8]) -> Option<&str> {
 
 /// The state of `P` as of `seq` (inclusive; past the head: as of the head),
 /// from the newest usable snapshot at or before it and the events after.
+///
+/// Replay checks every hash and link on the way; `fold_to` also checks the
+/// signature of the last event it reaches, under the key valid there (the
+/// key schedule checked as verification checks it). With the links, that
+/// makes the events it read a prefix the log's key signed: a log rewritten
+/// without the key is refused here, not shown as a state. A snapshot's own
+/// content is not signed: see [`Snapshots`].
 pub fn fold_to<P: Projection>(ledger: &Ledger, snapshots: Option<&Snapshots>, seq: u64) -> Result<Folded<P>> {
     let mut folded = match snapshots {
         Some(s) => s.newest_at_or_before::<P>(ledger, seq)?.unwrap_or_default(),
@@ -201,11 +210,20 @@ pub fn fold_to<P: Projection>(ledger: &Ledger, snapshots: Option<&Snapshots>, se
     if folded.seq.is_none_or(|s| s < seq) {
         folded.advance(ledger, seq)?;
     }
+    if let Some(last) = folded.seq {
+        ledger.check_signed(last, &folded.hash)?;
+    }
     Ok(folded)
 }
 
 /// Snapshot files: `DIR/NAME/vVERSION/SEQ.snap` (SEQ zero-padded), each a
 /// header line of JSON then the encoded state.
+///
+/// A snapshot is checked against the log (ledger id, the hash at its
+/// sequence number, its own digest), but its state is not signed: whoever
+/// can write the directory can put any state there. Readers that must not
+/// trust the files they were handed (an auditor's copy of a data dir)
+/// replay from the log instead.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     dir: PathBuf,

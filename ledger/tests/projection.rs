@@ -161,3 +161,52 @@ fn replay_stops_at_a_broken_link_and_names_it() {
     assert!(msg.contains("seq 12"), "{msg}");
     assert_eq!(folded.seq(), Some(11), "the state stays at the last good event");
 }
+
+/// Someone without the key rewrites the log from seq 4 to its end: new
+/// content, fresh hashes and links all the way, the old signatures kept
+/// (they cannot make new ones). Replay alone checks hashes and links and
+/// would take it; `fold_to` checks the signature of the last event it
+/// reaches and refuses, so the rewritten history is never shown as a state.
+/// The untouched prefix still folds.
+#[test]
+fn a_log_rewritten_without_the_key_is_not_folded() {
+    let f = build(drafts(8), false, Vec::new());
+    {
+        let db = raw_db(&f.path);
+        let mut prev = None;
+        for seq in 4..=f.head {
+            let sealed = ledger::SealedEvent::decode(&get_record(&db, seq)).expect("decode");
+            let mut event = sealed.event;
+            if let Some(p) = prev {
+                event.prev = p;
+            }
+            if seq == 4 {
+                event.actor.principal = Some("someone-else".into());
+            }
+            let canonical = event.canonical_bytes();
+            let hash = ledger::event_hash(&event.prev, &canonical);
+            let mut rec = vec![ledger::RECORD_VERSION];
+            rec.extend_from_slice(&hash.0);
+            rec.extend_from_slice(&sealed.signature.to_bytes());
+            rec.extend_from_slice(&canonical);
+            put_record(&db, seq, &rec);
+            prev = Some(hash);
+        }
+        let last = ledger::SealedEvent::decode(&get_record(&db, f.head)).expect("decode");
+        set_meta_head(&db, f.head, last.hash, last.event.ts.as_nanos());
+    }
+    remove_acked_mark(&f.path);
+    let l = Ledger::open_read_only(&f.path).expect("open");
+    // Replay alone takes it: every hash and link holds.
+    let mut replayed = Folded::<Digest>::default();
+    replayed.advance(&l, u64::MAX).expect("hashes and links hold");
+    let err = fold_to::<Digest>(&l, None, f.head).expect_err("not signed by the log's key");
+    assert!(
+        err.to_string().contains("not signed by the log's key") && err.to_string().contains(&format!("seq {}", f.head)),
+        "{err}"
+    );
+    assert!(
+        fold_to::<Digest>(&l, None, 3).is_ok(),
+        "the prefix before the rewrite folds"
+    );
+}
