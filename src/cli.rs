@@ -118,12 +118,21 @@ pub enum Command {
     #[command(subcommand)]
     Token(TokenCommand),
     /// The governance state (registry, grants, policy, approvals), now or as of a time or seq.
+    ///
+    /// Replayed from the log, whose last event replayed must be signed by the
+    /// log's key (with every hash and link on the way checked).
     State {
         #[arg(value_enum)]
         part: StatePart,
         /// An RFC 3339 time (2026-07-14T00:00:00Z) or a sequence number.
         #[arg(long)]
         as_of: Option<String>,
+        /// Start from the newest snapshot file at or before that point
+        /// instead of the log's start: faster on a long log, but snapshot
+        /// files are not signed, so only for a data dir you trust (not a
+        /// copy someone handed you).
+        #[arg(long)]
+        snapshots: bool,
     },
     /// Approvals, through the running gateway's admin API.
     #[command(subcommand)]

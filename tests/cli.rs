@@ -682,6 +682,62 @@ fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
     assert!(!r.stderr().contains("acknowledged mark"), "{}", r.stderr());
 }
 
+/// Snapshot files are not signed: one put in the data dir with a forged
+/// state and a correct header (ledger id, seq and hash are no secret) is
+/// used only when asked for with `--snapshots`; by default `state` replays
+/// the log and shows what the events say.
+#[test]
+fn state_replays_the_log_unless_told_to_trust_snapshot_files() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(
+        &["append"],
+        r#"{"kind":"server.registered","actor":{"principal":"root"},"subject":{"server":"real"},"body":{"transport":"stdio","address":"real-server"}}"#,
+    )
+    .ok();
+    env.run(&["append"], &event("tool_call.requested", "a")).ok();
+    let head = env.head();
+    let all = env.run(&["state", "all"], "").ok().json();
+    let mut state = all["all"].clone();
+    let servers = state["registry"]["servers"].as_object_mut().expect("servers");
+    let mut forged = servers["real"].clone();
+    forged["name"] = "forged".into();
+    servers.insert("forged".into(), forged);
+    let bytes = serde_json::to_vec(&state).expect("encode");
+    let header = serde_json::json!({
+        "magic": "sealgate-snapshot-v1",
+        "projection": "governance",
+        "version": 1,
+        "ledger_id": head["ledger_id"],
+        "seq": head["seq"],
+        "hash": head["hash"],
+        "state_bytes": bytes.len(),
+        "state_digest": blake3::hash(&bytes).to_hex().to_string(),
+    });
+    let dir = env.data().join("snapshots/governance/v1");
+    std::fs::create_dir_all(&dir).expect("snapshot dir");
+    let mut file = serde_json::to_vec(&header).expect("header");
+    file.push(b'\n');
+    file.extend_from_slice(&bytes);
+    std::fs::write(
+        dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq"))),
+        file,
+    )
+    .expect("write");
+
+    let shown = |args: &[&str]| {
+        let v = env.run(args, "").ok().json();
+        let servers = v["registry"]["servers"].as_object().expect("servers").clone();
+        (servers.contains_key("real"), servers.contains_key("forged"))
+    };
+    assert_eq!(shown(&["state", "registry"]), (true, false), "the log says only `real`");
+    assert_eq!(
+        shown(&["state", "registry", "--snapshots"]),
+        (true, true),
+        "a trusted snapshot file is used as it is"
+    );
+}
+
 #[test]
 fn config_file_sets_the_data_dir_and_rejects_unknown_keys() {
     let env = Env::new();

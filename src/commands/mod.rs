@@ -60,7 +60,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             admin::Client::new(&config, api.api, api.token)?.call(reqwest::Method::PUT, "/admin/policy", Some(body))
         }
         Command::Policy(command) => policy::run(command),
-        Command::State { part, as_of } => state::run(&paths, part.as_str(), as_of.as_deref()),
+        Command::State { part, as_of, snapshots } => state::run(&paths, part.as_str(), as_of.as_deref(), snapshots),
         Command::Approvals(command) => approvals(&config, command),
         Command::Registry(command) => registry(&config, command),
         Command::Grants(command) => grants(&config, command),

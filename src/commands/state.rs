@@ -10,7 +10,9 @@ use ledger::Snapshots;
 use crate::config::Paths;
 use crate::governance::{GovState, render, resolve_as_of};
 
-pub fn run(paths: &Paths, part: &str, as_of: Option<&str>) -> Result<ExitCode> {
+/// With `use_snapshots`, replay starts from the newest snapshot file that
+/// matches the log (they are not signed); otherwise from the log's start.
+pub fn run(paths: &Paths, part: &str, as_of: Option<&str>, use_snapshots: bool) -> Result<ExitCode> {
     let ledger = super::open_read_only(paths)?;
     let head = ledger.head().seq;
     let at = match as_of {
@@ -20,8 +22,8 @@ pub fn run(paths: &Paths, part: &str, as_of: Option<&str>) -> Result<ExitCode> {
     let (state, seq) = match at {
         None => (GovState::default(), None),
         Some(seq) => {
-            let snapshots = Snapshots::new(paths.data_dir.join("snapshots"));
-            let folded = ledger::fold_to::<GovState>(&ledger, Some(&snapshots), seq)
+            let snapshots = use_snapshots.then(|| Snapshots::new(paths.data_dir.join("snapshots")));
+            let folded = ledger::fold_to::<GovState>(&ledger, snapshots.as_ref(), seq)
                 .with_context(|| format!("cannot replay the governance state to seq {seq}"))?;
             let seq = folded.seq();
             (folded.into_state(), seq)
