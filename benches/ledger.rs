@@ -1127,18 +1127,23 @@ fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measure
     })
 }
 
+/// A tokio runtime with one worker per core, as the gateway runs.
+fn task_runtime(cores: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("bench-task-worker")
+        .enable_time()
+        .build()
+        .context("cannot start a tokio runtime")
+}
+
 /// The same measurement with writers as tokio tasks awaiting
 /// [`Ledger::append`] on a multi-threaded runtime with one worker per core:
 /// the shape in which the gateway appends (one task per MCP request).
 fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize) -> Result<Appends> {
     let (_dir, ledger) = ledger_in_service(base)?;
     let ledger = Arc::new(ledger);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .thread_name("bench-task-worker")
-        .enable_time()
-        .build()
-        .context("cannot start a tokio runtime")?;
+    let runtime = task_runtime(cores)?;
     let (warmup, window) = (plan.append_warmup, plan.append_window);
     let start = Instant::now() + Duration::from_millis(50);
     let (measure_from, stop_at) = (start + warmup, start + warmup + window);
@@ -1236,12 +1241,7 @@ fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Inte
         Ok(t.elapsed())
     };
     probe(plan.sync_warmup)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .thread_name("bench-task-worker")
-        .enable_time()
-        .build()
-        .context("cannot start a tokio runtime")?;
+    let runtime = task_runtime(cores)?;
     let template = tool_call_draft(0);
     let draft = |n: usize| {
         let mut d = template.clone();

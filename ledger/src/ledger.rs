@@ -531,10 +531,10 @@ impl Ledger {
         self.writer.is_some()
     }
 
-    /// The store at one moment, for readers that need several iterators to
-    /// agree (verification: the events and the time index).
-    pub(crate) fn view(&self) -> store::View<'_> {
-        self.store.view()
+    /// Every entry of the time index, as `(ts nanos, seq)` (see
+    /// [`Store::time_entries`]).
+    pub(crate) fn time_entries(&self) -> Result<impl Iterator<Item = std::result::Result<(u64, u64), String>> + '_> {
+        self.store.time_entries()
     }
 
     /// Raw stored records from `from` on, with the key they are stored under.

@@ -35,12 +35,17 @@ pub struct Located {
 impl Ledger {
     /// The first event at or after `ts`.
     pub fn locate_at_or_after(&self, ts: Timestamp) -> Result<Located> {
-        let Some(last) = self.last_stored_seq()? else {
-            return Ok(Located {
+        match self.last_stored_seq()? {
+            Some(last) => self.locate_after_in(ts, last),
+            None => Ok(Located {
                 seq: None,
                 index_damage: None,
-            });
-        };
+            }),
+        }
+    }
+
+    /// [`Ledger::locate_at_or_after`] in a log that ends at `last`.
+    fn locate_after_in(&self, ts: Timestamp, last: u64) -> Result<Located> {
         let indexed = match self.first_seq_at_or_after(ts) {
             Ok(seq) => Ok(seq),
             Err(Error::Malformed { reason, .. }) => Err(reason),
@@ -80,7 +85,7 @@ impl Ledger {
                 index_damage: None,
             });
         };
-        let after = self.locate_at_or_after(next)?;
+        let after = self.locate_after_in(next, last)?;
         Ok(Located {
             seq: match after.seq {
                 Some(0) => None,

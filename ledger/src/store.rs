@@ -73,54 +73,6 @@ pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// The store at one moment (a RocksDB snapshot): iterators made from it
-/// agree with each other, whatever a writer in the same process does while
-/// they are read.
-pub(crate) struct View<'a> {
-    store: &'a Store,
-    snapshot: rocksdb::SnapshotWithThreadMode<'a, DB>,
-}
-
-impl View<'_> {
-    /// [`Store::raw_iter`], as of this view.
-    pub(crate) fn raw_iter(&self, from: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
-        let start = seq_key(from);
-        let it = self.snapshot.iterator_cf(
-            self.store.cf(CF_EVENTS)?,
-            IteratorMode::From(&start, Direction::Forward),
-        );
-        Ok(records(it, &self.store.path))
-    }
-
-    /// Every entry of the time index in key order, as `(ts nanos, seq)`; an
-    /// entry that cannot be read, or whose key is not 16 bytes, as a reason.
-    pub(crate) fn time_entries(&self) -> Result<impl Iterator<Item = std::result::Result<(u64, u64), String>> + '_> {
-        let path = &self.store.path;
-        let it = self.snapshot.iterator_cf(self.store.cf(CF_TIME)?, IteratorMode::Start);
-        Ok(it.map(move |item| {
-            let (k, _) = item.map_err(|e| Error::storage(path, e).to_string())?;
-            let key = <[u8; 16]>::try_from(&*k)
-                .map_err(|_| format!("a time index key of {} bytes ({})", k.len(), hex::encode(&k)))?;
-            // `ts` (8 bytes BE) ‖ `seq` (8 bytes BE).
-            let both = u128::from_be_bytes(key);
-            Ok(((both >> 64) as u64, both as u64))
-        }))
-    }
-}
-
-type KeyValue = std::result::Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
-
-/// Records of the `events` column family as `(seq, record)`.
-fn records<'a>(
-    it: impl Iterator<Item = KeyValue> + 'a,
-    path: &'a Path,
-) -> impl Iterator<Item = Result<(u64, Box<[u8]>)>> + 'a {
-    it.map(move |item| {
-        let (k, v) = item.map_err(|e| Error::storage(path, e))?;
-        Ok((decode_seq_key(&k)?, v))
-    })
-}
-
 pub(crate) fn time_key(ts: Timestamp, seq: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&ts.as_nanos().to_be_bytes());
@@ -534,18 +486,29 @@ impl Store {
     /// is returned as stored: a verifier must compare it with the seq inside.
     pub(crate) fn raw_iter(&self, from: u64) -> Result<impl Iterator<Item = Result<(u64, Box<[u8]>)>> + '_> {
         let start = seq_key(from);
-        let it = self
+        let path = &self.path;
+        Ok(self
             .db
-            .iterator_cf(self.cf(CF_EVENTS)?, IteratorMode::From(&start, Direction::Forward));
-        Ok(records(it, &self.path))
+            .iterator_cf(self.cf(CF_EVENTS)?, IteratorMode::From(&start, Direction::Forward))
+            .map(move |item| {
+                let (k, v) = item.map_err(|e| Error::storage(path, e))?;
+                Ok((decode_seq_key(&k)?, v))
+            }))
     }
 
-    /// A consistent view of the store as it is now.
-    pub(crate) fn view(&self) -> View<'_> {
-        View {
-            store: self,
-            snapshot: self.db.snapshot(),
-        }
+    /// Every entry of the time index in key order, as `(ts nanos, seq)`; an
+    /// entry that cannot be read, or whose key is not 16 bytes, as a reason.
+    pub(crate) fn time_entries(&self) -> Result<impl Iterator<Item = std::result::Result<(u64, u64), String>> + '_> {
+        let path = &self.path;
+        let it = self.db.iterator_cf(self.cf(CF_TIME)?, IteratorMode::Start);
+        Ok(it.map(move |item| {
+            let (k, _) = item.map_err(|e| Error::storage(path, e).to_string())?;
+            let key = <[u8; 16]>::try_from(&*k)
+                .map_err(|_| format!("a time index key of {} bytes ({})", k.len(), hex::encode(&k)))?;
+            // `ts` (8 bytes BE) ‖ `seq` (8 bytes BE).
+            let both = u128::from_be_bytes(key);
+            Ok(((both >> 64) as u64, both as u64))
+        }))
     }
 
     /// The first sequence number whose timestamp is at or after `ts`.

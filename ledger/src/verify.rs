@@ -237,15 +237,14 @@ impl Ledger {
             keys_from_index: read_from > 0,
         };
         let total = plan.read_until.unwrap_or(last_stored).saturating_sub(read_from) + 1;
-        // The events and the time index as of one moment, so that appends
-        // by a writer in this process cannot put them out of step.
-        let view = self.view();
-        let records = view.raw_iter(read_from)?;
+        // A read-only open sees the store as of its open (the writing handle
+        // is refused above), so the events and the time index read here agree.
+        let records = self.raw_records(read_from)?;
         // A full run also walks the time index beside the events, in one
         // pass, which needs their timestamps never to decrease: in a log
         // verified with a tolerance they may, and the index is not checked.
         let index: Option<TimeEntries> = if full && opts.time_tolerance_nanos == 0 {
-            Some(Box::new(view.time_entries()?))
+            Some(Box::new(self.time_entries()?))
         } else {
             None
         };
