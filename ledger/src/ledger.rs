@@ -18,7 +18,7 @@ use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store, StoreOptions};
 use crate::timestamp::Timestamp;
-use crate::writer::{Acks, Command, QUEUE_DEPTH, Receipt, Route, Writer};
+use crate::writer::{Acks, Command, CurrentKey, QUEUE_DEPTH, Receipt, Route, Writer};
 
 /// An open ledger. Opened with [`Ledger::open`] it owns the single writer
 /// thread; opened with [`Ledger::open_read_only`] it only reads.
@@ -31,6 +31,8 @@ pub struct Ledger {
     /// Callers blocked in [`Pending::wait`].
     waiting: Arc<AtomicUsize>,
     writer: Option<(mpsc::Sender<Command>, JoinHandle<()>)>,
+    /// The writer's signing key (writing handles only).
+    current_key: Option<Arc<CurrentKey>>,
     /// Hands async callers' acknowledgements to their runtime.
     acks: Arc<Acks>,
 }
@@ -295,6 +297,7 @@ impl Ledger {
             store: Arc::new(Store::open(path, true, &StoreOptions::default())?),
             waiting: Arc::default(),
             writer: None,
+            current_key: None,
             acks: Arc::default(),
         })
     }
@@ -303,6 +306,7 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let acks = Arc::new(Acks::default());
         let writer = Writer::new(store.clone(), key, key_dir, acks.clone())?;
+        let current_key = writer.current_key();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
@@ -314,6 +318,7 @@ impl Ledger {
             store,
             waiting: Arc::default(),
             writer: Some((tx, handle)),
+            current_key: Some(current_key),
             acks,
         })
     }
@@ -524,6 +529,14 @@ impl Ledger {
                     "the events up to seq {seq} are not signed by the log's key: {f}"
                 ))
             })
+    }
+
+    /// Signs `digest`, a statement about this log (a snapshot's, see
+    /// `projection.rs`), with the key that signs the next event. Only the
+    /// writing handle holds that key.
+    pub(crate) fn sign_statement(&self, digest: &Hash) -> Result<(KeyId, ed25519_dalek::Signature)> {
+        let key = self.current_key.as_ref().ok_or(Error::ReadOnly)?.get();
+        Ok((key.id(), key.sign_hash(digest)))
     }
 
     /// Whether this handle owns the writer thread (opened for writing).

@@ -11,8 +11,9 @@
 //! the key's.
 //!
 //! [`Snapshots`] store folded states in files, stamped with the sequence
-//! number and hash they cover; a snapshot is used only if the log still has
-//! that hash at that sequence number. [`fold_to`] answers "the state as of
+//! number and hash they cover and signed by the writer's key; a snapshot is
+//! used only if its signature verifies under the log's current key and the
+//! log still has that hash at that sequence number. [`fold_to`] answers "the state as of
 //! sequence N": the newest usable snapshot at or before N, then the events
 //! after it.
 
@@ -24,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::chain::{RawRecord, SealedEvent, event_hash};
 use crate::error::{Error, Result};
-use crate::event::{Event, Hash};
+use crate::event::{Event, Hash, parse_hex_array};
 use crate::ledger::Ledger;
 
 /// A deterministic fold over events.
@@ -200,8 +201,8 @@ fn kind_of(canonical: &[u8]) -> Option<&str> {
 /// signature of the last event it reaches, under the key valid there (the
 /// key schedule checked as verification checks it). With the links, that
 /// makes the events it read a prefix the log's key signed: a log rewritten
-/// without the key is refused here, not shown as a state. A snapshot's own
-/// content is not signed: see [`Snapshots`].
+/// without the key is refused here, not shown as a state. A snapshot is
+/// used only if the log's current key signed it (see [`Snapshots`]).
 pub fn fold_to<P: Projection>(ledger: &Ledger, snapshots: Option<&Snapshots>, seq: u64) -> Result<Folded<P>> {
     let mut folded = match snapshots {
         Some(s) => s.newest_at_or_before::<P>(ledger, seq)?.unwrap_or_default(),
@@ -217,19 +218,25 @@ pub fn fold_to<P: Projection>(ledger: &Ledger, snapshots: Option<&Snapshots>, se
 }
 
 /// Snapshot files: `DIR/NAME/vVERSION/SEQ.snap` (SEQ zero-padded), each a
-/// header line of JSON then the encoded state.
+/// header line of JSON then the encoded state (FORMAT.md, "Snapshot files").
 ///
-/// A snapshot is checked against the log (ledger id, the hash at its
-/// sequence number, its own digest), but its state is not signed: whoever
-/// can write the directory can put any state there. Readers that must not
-/// trust the files they were handed (an auditor's copy of a data dir)
-/// replay from the log instead.
+/// A snapshot is signed by the key that signs the log's next event (only a
+/// writing handle can save one), over the ledger id, the projection, the
+/// sequence number and hash it covers and its state's digest. It is used
+/// only if the signature verifies under the key the log names current, and
+/// the log still has that hash at that sequence number: a file written by
+/// anyone without the key, or made before a key rotation, is passed over
+/// and the state is replayed from the log instead.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     dir: PathBuf,
 }
 
-const SNAPSHOT_MAGIC: &str = "sealgate-snapshot-v1";
+const SNAPSHOT_MAGIC: &str = "sealgate-snapshot-v2";
+/// The unsigned format before it, recognised so it can be named.
+const SNAPSHOT_MAGIC_V1: &str = "sealgate-snapshot-v1";
+/// Domain tag of the digest a snapshot's signature covers.
+const SNAPSHOT_DOMAIN: &[u8] = b"sealgate.snapshot.v2\0";
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Header {
@@ -241,6 +248,30 @@ struct Header {
     hash: String,
     state_bytes: u64,
     state_digest: String,
+    /// Id of the signing key (absent in v1 files).
+    #[serde(default)]
+    key: Option<String>,
+    /// Ed25519 signature over [`snapshot_digest`], hex (absent in v1 files).
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+/// What a snapshot's signature covers:
+/// `BLAKE3(SNAPSHOT_DOMAIN ‖ ledger id (16) ‖ len(projection) (u64 BE) ‖
+/// projection ‖ version (u32 BE) ‖ seq (u64 BE) ‖ hash (32) ‖ state bytes
+/// (u64 BE) ‖ state digest (32))`.
+fn snapshot_digest(ledger_id: &[u8; 16], projection: &str, version: u32, seq: u64, hash: &Hash, state: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(SNAPSHOT_DOMAIN);
+    h.update(ledger_id);
+    h.update(&(projection.len() as u64).to_be_bytes());
+    h.update(projection.as_bytes());
+    h.update(&version.to_be_bytes());
+    h.update(&seq.to_be_bytes());
+    h.update(&hash.0);
+    h.update(&(state.len() as u64).to_be_bytes());
+    h.update(blake3::hash(state).as_bytes());
+    Hash(*h.finalize().as_bytes())
 }
 
 impl Snapshots {
@@ -256,17 +287,20 @@ impl Snapshots {
         self.dir.join(P::NAME).join(format!("v{}", P::VERSION))
     }
 
-    /// Writes a snapshot of `folded` atomically (temporary file, fsync,
-    /// rename, directory fsync). Returns its path.
+    /// Signs a snapshot of `folded` with the writer's key and writes it
+    /// atomically (temporary file, fsync, rename, directory fsync). Returns
+    /// its path. A read-only ledger cannot sign: [`Error::ReadOnly`].
     pub fn save<P: Projection>(&self, ledger: &Ledger, folded: &Folded<P>) -> Result<PathBuf> {
         let Some(seq) = folded.seq else {
             return Err(Error::InvalidRequest(
                 "nothing to snapshot before the genesis event".into(),
             ));
         };
+        let state = folded.state.encode();
+        let digest = snapshot_digest(&ledger.ledger_id(), P::NAME, P::VERSION, seq, &folded.hash, &state);
+        let (key, signature) = ledger.sign_statement(&digest)?;
         let folder = self.folder::<P>();
         fs::create_dir_all(&folder).map_err(|e| Error::io("cannot create snapshot dir", &folder, e))?;
-        let state = folded.state.encode();
         let header = Header {
             magic: SNAPSHOT_MAGIC.into(),
             projection: P::NAME.into(),
@@ -276,6 +310,8 @@ impl Snapshots {
             hash: folded.hash.to_hex(),
             state_bytes: state.len() as u64,
             state_digest: blake3::hash(&state).to_hex().to_string(),
+            key: Some(key.to_string()),
+            signature: Some(hex::encode(signature.to_bytes())),
         };
         let mut bytes = serde_json::to_vec(&header).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         bytes.push(b'\n');
@@ -333,6 +369,11 @@ impl Snapshots {
         let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
         let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("bad header: {e}"))?;
         let state = &bytes[split + 1..];
+        if header.magic == SNAPSHOT_MAGIC_V1 {
+            return Err(format!(
+                "it is in the unsigned format {SNAPSHOT_MAGIC_V1}, made before snapshots were signed"
+            ));
+        }
         if header.magic != SNAPSHOT_MAGIC || header.projection != P::NAME || header.version != P::VERSION {
             return Err(format!(
                 "it is {} {} v{}, not {SNAPSHOT_MAGIC} {} v{}",
@@ -362,6 +403,11 @@ impl Snapshots {
                 event.hash, header.hash
             ));
         }
+        check_snapshot_signature(
+            ledger,
+            &header,
+            &snapshot_digest(&ledger.ledger_id(), P::NAME, P::VERSION, at, &event.hash, state),
+        )?;
         let state = P::decode(state).map_err(|e| format!("cannot decode state: {e}"))?;
         Ok(Folded {
             state,
@@ -369,4 +415,32 @@ impl Snapshots {
             hash: event.hash,
         })
     }
+}
+
+/// That a snapshot is signed, over `digest`, by the key the log names
+/// current: the key the writer signs with now. A snapshot signed by an
+/// earlier key (made before a rotation) is not used, since the rotation
+/// may have been made because that key was exposed.
+fn check_snapshot_signature(ledger: &Ledger, header: &Header, digest: &Hash) -> std::result::Result<(), String> {
+    let (Some(key), Some(signature)) = (&header.key, &header.signature) else {
+        return Err("it is not signed".into());
+    };
+    let schedule = ledger
+        .checked_key_schedule()
+        .map_err(|e| e.to_string())?
+        .map_err(|f| format!("the log's keys do not hold: {f}"))?;
+    let current = schedule.entries().last().ok_or("the log names no key")?;
+    if *key != current.id.to_string() {
+        return Err(format!(
+            "it is signed by key {key}, not by {}, the log's current key (a snapshot made before a key rotation is not used)",
+            current.id
+        ));
+    }
+    let signature = parse_hex_array::<64>(signature)
+        .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+        .map_err(|e| format!("bad signature: {e}"))?;
+    current
+        .key
+        .verify_strict(&digest.0, &signature)
+        .map_err(|_| format!("its signature does not verify under key {}", current.id))
 }

@@ -210,3 +210,183 @@ fn a_log_rewritten_without_the_key_is_not_folded() {
         "the prefix before the rewrite folds"
     );
 }
+
+/// A snapshot file's header line, as JSON, and its state bytes.
+fn read_snapshot(path: &std::path::Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).expect("read snapshot");
+    let split = bytes.iter().position(|b| *b == b'\n').expect("header line");
+    let header = serde_json::from_slice(&bytes[..split]).expect("header");
+    (header, bytes[split + 1..].to_vec())
+}
+
+fn write_snapshot(path: &std::path::Path, header: &serde_json::Value, state: &[u8]) {
+    let mut bytes = serde_json::to_vec(header).expect("header");
+    bytes.push(b'\n');
+    bytes.extend_from_slice(state);
+    std::fs::write(path, bytes).expect("write snapshot");
+}
+
+/// What a snapshot's signature covers, written from FORMAT.md ("Snapshot
+/// files") rather than taken from the crate.
+fn format_digest(header: &serde_json::Value, state: &[u8]) -> ledger::Hash {
+    let text = |k: &str| header[k].as_str().expect("header field").to_string();
+    let ledger_id = hex::decode(text("ledger_id")).expect("ledger id");
+    let hash = hex::decode(text("hash")).expect("hash");
+    let projection = text("projection");
+    let mut h = blake3::Hasher::new();
+    h.update(b"sealgate.snapshot.v2\0");
+    h.update(&ledger_id);
+    h.update(&(projection.len() as u64).to_be_bytes());
+    h.update(projection.as_bytes());
+    h.update(&(header["version"].as_u64().expect("version") as u32).to_be_bytes());
+    h.update(&header["seq"].as_u64().expect("seq").to_be_bytes());
+    h.update(&hash);
+    h.update(&(state.len() as u64).to_be_bytes());
+    h.update(blake3::hash(state).as_bytes());
+    ledger::Hash(*h.finalize().as_bytes())
+}
+
+/// Puts `state` in the snapshot at `path` with a header that matches it
+/// (size and digest) and, with `key`, a signature by that key made as
+/// FORMAT.md says; without, the old signature stays.
+fn forge(path: &std::path::Path, state: &Digest, key: Option<&SigningKey>) {
+    let (mut header, _) = read_snapshot(path);
+    let state = state.encode();
+    header["state_bytes"] = state.len().into();
+    header["state_digest"] = blake3::hash(&state).to_hex().to_string().into();
+    if let Some(key) = key {
+        header["key"] = key.id().to_string().into();
+        header["signature"] = hex::encode(key.sign_hash(&format_digest(&header, &state)).to_bytes()).into();
+    }
+    write_snapshot(path, &header, &state);
+}
+
+fn usable(snapshots: &Snapshots, ledger: &Ledger, seq: u64) -> Option<Digest> {
+    snapshots
+        .newest_at_or_before::<Digest>(ledger, seq)
+        .expect("load")
+        .map(Folded::into_state)
+}
+
+/// A snapshot is used only when the log's current key signed it: a file
+/// whose state was changed (its digest and size made to match), re-signed
+/// by another key, unsigned, or in the old unsigned format is passed over,
+/// and the state is replayed from the log. The same forgery signed with
+/// the log's key, following FORMAT.md, is used: the refusals above are the
+/// signature's doing.
+#[test]
+fn a_snapshot_not_signed_by_the_log_key_is_not_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshots = Snapshots::new(dir.path().join("snapshots"));
+    let key = SigningKey::from_seed(KEY_A);
+    let ledger = Ledger::create(
+        &dir.path().join("ledger"),
+        &KeyDir::new(dir.path().join("keys")),
+        SigningKey::from_seed(KEY_A),
+        actor("init"),
+    )
+    .expect("create");
+    ledger.submit(drafts(10)).expect("submit").wait().expect("append");
+    let honest = fold_to::<Digest>(&ledger, None, 10).expect("fold");
+    let path = snapshots.save(&ledger, &honest).expect("save");
+    assert_eq!(usable(&snapshots, &ledger, 10).as_ref(), Some(honest.state()));
+    let (original, original_state) = read_snapshot(&path);
+    assert_eq!(original["key"], key.id().to_string());
+
+    let mut forged = honest.state().clone();
+    forged.counts.insert("grant.issued".into(), 1);
+    let replayed = || {
+        fold_to::<Digest>(&ledger, Some(&snapshots), 10)
+            .expect("fold")
+            .into_state()
+    };
+
+    // The state changed, its digest and size made to match: the old
+    // signature no longer verifies.
+    forge(&path, &forged, None);
+    assert_eq!(usable(&snapshots, &ledger, 10), None);
+    assert_eq!(&replayed(), honest.state());
+
+    // Signed by a key the log never introduced.
+    forge(&path, &forged, Some(&SigningKey::from_seed(KEY_C)));
+    assert_eq!(usable(&snapshots, &ledger, 10), None);
+    assert_eq!(&replayed(), honest.state());
+
+    // The key id claims the log's key, the signature is another key's.
+    forge(&path, &forged, Some(&SigningKey::from_seed(KEY_C)));
+    let (mut header, state) = read_snapshot(&path);
+    header["key"] = key.id().to_string().into();
+    write_snapshot(&path, &header, &state);
+    assert_eq!(usable(&snapshots, &ledger, 10), None);
+
+    // No signature at all, and the old unsigned format.
+    let mut unsigned = original.clone();
+    unsigned.as_object_mut().expect("object").remove("signature");
+    write_snapshot(&path, &unsigned, &original_state);
+    assert_eq!(usable(&snapshots, &ledger, 10), None);
+    let mut v1 = original.clone();
+    v1["magic"] = "sealgate-snapshot-v1".into();
+    write_snapshot(&path, &v1, &original_state);
+    assert_eq!(usable(&snapshots, &ledger, 10), None);
+
+    // The original is still good, and whoever holds the log's key can make
+    // a snapshot, as the writer does.
+    write_snapshot(&path, &original, &original_state);
+    assert_eq!(usable(&snapshots, &ledger, 10).as_ref(), Some(honest.state()));
+    forge(&path, &forged, Some(&key));
+    assert_eq!(usable(&snapshots, &ledger, 10), Some(forged.clone()));
+    assert_eq!(replayed(), forged);
+}
+
+/// A rotation retires the key that signed the snapshots before it: they
+/// are not used afterwards (the rotation may be because that key was
+/// exposed), and the snapshots made after it, signed by the new key, are.
+#[test]
+fn snapshots_signed_before_a_key_rotation_are_not_used_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snapshots = Snapshots::new(dir.path().join("snapshots"));
+    let ledger = Ledger::create(
+        &dir.path().join("ledger"),
+        &KeyDir::new(dir.path().join("keys")),
+        SigningKey::from_seed(KEY_A),
+        actor("init"),
+    )
+    .expect("create");
+    ledger.submit(drafts(10)).expect("submit").wait().expect("append");
+    let at_10 = fold_to::<Digest>(&ledger, None, 10).expect("fold");
+    snapshots.save(&ledger, &at_10).expect("save");
+    assert!(usable(&snapshots, &ledger, 10).is_some());
+
+    let new_key = SigningKey::from_seed(KEY_B);
+    let new_id = new_key.id();
+    ledger.rotate_key(new_key, actor("ops"), None).expect("rotate");
+    ledger.submit(drafts(5)).expect("submit").wait().expect("append");
+    assert_eq!(usable(&snapshots, &ledger, 10), None, "signed by the retired key");
+    assert_eq!(
+        fold_to::<Digest>(&ledger, Some(&snapshots), 10).expect("fold").state(),
+        &naive(&ledger, 10)
+    );
+
+    // The same state saved again is signed by the new key and used.
+    let path = snapshots.save(&ledger, &at_10).expect("save again");
+    assert_eq!(read_snapshot(&path).0["key"], new_id.to_string());
+    assert_eq!(usable(&snapshots, &ledger, 10).as_ref(), Some(at_10.state()));
+    let head = ledger.head().seq;
+    let at_head = fold_to::<Digest>(&ledger, Some(&snapshots), head).expect("fold to head");
+    assert_eq!(at_head.state(), &naive(&ledger, head));
+}
+
+/// Only the writer holds the key: a read-only handle cannot save a
+/// snapshot, and says why.
+#[test]
+fn a_read_only_ledger_cannot_sign_a_snapshot() {
+    let Fresh { dir, path, ledger, .. } = fresh();
+    ledger.submit(drafts(3)).expect("submit").wait().expect("append");
+    drop(ledger);
+    let ledger = Ledger::open_read_only(&path).expect("open read-only");
+    let folded = fold_to::<Digest>(&ledger, None, 3).expect("fold");
+    let snapshots = Snapshots::new(dir.path().join("snapshots"));
+    let err = snapshots.save(&ledger, &folded).expect_err("no key to sign with");
+    assert!(matches!(err, ledger::Error::ReadOnly), "{err}");
+    assert!(snapshots.list::<Digest>().expect("list").is_empty(), "nothing written");
+}

@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::Signature;
@@ -107,6 +107,21 @@ impl Command {
     }
 }
 
+/// The key that signs the next event, shared by the writer with its
+/// [`crate::Ledger`] handle, which signs statements about the log (snapshot
+/// files) with it. The writer switches it when it seals a rotation.
+pub(crate) struct CurrentKey(Mutex<Arc<SigningKey>>);
+
+impl CurrentKey {
+    pub(crate) fn get(&self) -> Arc<SigningKey> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, key: Arc<SigningKey>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+}
+
 /// The chain position the next event continues from.
 struct Tip {
     next_seq: u64,
@@ -175,6 +190,8 @@ struct Group {
 pub(crate) struct Writer {
     store: Arc<Store>,
     key: Arc<SigningKey>,
+    /// `key`, as the ledger handle sees it.
+    current_key: Arc<CurrentKey>,
     key_dir: KeyDir,
     tip: Tip,
     /// Set by whichever thread sees a write or sync fail.
@@ -201,9 +218,11 @@ impl Writer {
         let pool = SignPool::new(cores.saturating_sub(1).max(1))?;
         let poison = Arc::new(Poison::default());
         let syncer = Syncer::start(store.clone(), poison.clone(), acks.clone())?;
+        let key = Arc::new(key);
         Ok(Writer {
             store,
-            key: Arc::new(key),
+            current_key: Arc::new(CurrentKey(Mutex::new(key.clone()))),
+            key,
             key_dir,
             tip: Tip {
                 next_seq: head.seq + 1,
@@ -217,6 +236,11 @@ impl Writer {
             clock_behind: false,
             acks,
         })
+    }
+
+    /// The signing key as the ledger handle sees it.
+    pub(crate) fn current_key(&self) -> Arc<CurrentKey> {
+        self.current_key.clone()
     }
 
     /// The thread's loop: runs until every sender is dropped and everything
@@ -520,6 +544,7 @@ impl Writer {
         let sig = self.key.sign_hash(&sealed.hash);
         sealed.set_signature(&sig);
         self.key = Arc::new(new_key);
+        self.current_key.set(self.key.clone());
         Some(Group {
             sealed: vec![sealed],
             waiters: vec![Waiter::Rotate(reply)],
