@@ -128,9 +128,10 @@ pub enum Command {
         #[arg(long)]
         as_of: Option<String>,
         /// Start from the newest snapshot file at or before that point
-        /// instead of the log's start: faster on a long log, but snapshot
-        /// files are not signed, so only for a data dir you trust (not a
-        /// copy someone handed you).
+        /// instead of the log's start: faster on a long log. A snapshot is
+        /// used only if the log's current key signed it (one made before a
+        /// key rotation, or by anyone without the key, is passed over with
+        /// a warning), so it is as trustworthy as that key.
         #[arg(long)]
         snapshots: bool,
     },

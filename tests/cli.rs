@@ -682,12 +682,13 @@ fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
     assert!(!r.stderr().contains("acknowledged mark"), "{}", r.stderr());
 }
 
-/// Snapshot files are not signed: one put in the data dir with a forged
-/// state and a correct header (ledger id, seq and hash are no secret) is
-/// used only when asked for with `--snapshots`; by default `state` replays
-/// the log and shows what the events say.
+/// A snapshot file put in the data dir by someone without the ledger's key
+/// (a forged state with a correct header: ledger id, seq and hash are no
+/// secret) is not used, with or without `--snapshots`: unsigned in the old
+/// format, or with a signature the log's key did not make. `state` says
+/// which file it passed over and why, and shows what the events say.
 #[test]
-fn state_replays_the_log_unless_told_to_trust_snapshot_files() {
+fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     env.run(
@@ -704,38 +705,61 @@ fn state_replays_the_log_unless_told_to_trust_snapshot_files() {
     forged["name"] = "forged".into();
     servers.insert("forged".into(), forged);
     let bytes = serde_json::to_vec(&state).expect("encode");
-    let header = serde_json::json!({
-        "magic": "sealgate-snapshot-v1",
-        "projection": "governance",
-        "version": 1,
-        "ledger_id": head["ledger_id"],
-        "seq": head["seq"],
-        "hash": head["hash"],
-        "state_bytes": bytes.len(),
-        "state_digest": blake3::hash(&bytes).to_hex().to_string(),
-    });
     let dir = env.data().join("snapshots/governance/v1");
     std::fs::create_dir_all(&dir).expect("snapshot dir");
-    let mut file = serde_json::to_vec(&header).expect("header");
-    file.push(b'\n');
-    file.extend_from_slice(&bytes);
-    std::fs::write(
-        dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq"))),
-        file,
-    )
-    .expect("write");
-
-    let shown = |args: &[&str]| {
-        let v = env.run(args, "").ok().json();
-        let servers = v["registry"]["servers"].as_object().expect("servers").clone();
-        (servers.contains_key("real"), servers.contains_key("forged"))
+    let path = dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq")));
+    let write = |header: serde_json::Value| {
+        let mut file = serde_json::to_vec(&header).expect("header");
+        file.push(b'\n');
+        file.extend_from_slice(&bytes);
+        std::fs::write(&path, file).expect("write");
     };
-    assert_eq!(shown(&["state", "registry"]), (true, false), "the log says only `real`");
-    assert_eq!(
-        shown(&["state", "registry", "--snapshots"]),
-        (true, true),
-        "a trusted snapshot file is used as it is"
+    let header = |magic: &str| {
+        serde_json::json!({
+            "magic": magic,
+            "projection": "governance",
+            "version": 1,
+            "ledger_id": head["ledger_id"],
+            "seq": head["seq"],
+            "hash": head["hash"],
+            "state_bytes": bytes.len(),
+            "state_digest": blake3::hash(&bytes).to_hex().to_string(),
+        })
+    };
+    let shown = |args: &[&str]| {
+        let r = env.run(args, "").ok();
+        let v = r.json();
+        let servers = v["registry"]["servers"].as_object().expect("servers").clone();
+        (servers.contains_key("real"), servers.contains_key("forged"), r.stderr())
+    };
+    let file_name = path.file_name().expect("file name").to_string_lossy().to_string();
+
+    write(header("sealgate-snapshot-v1"));
+    let (real, forged, stderr) = shown(&["state", "registry", "--snapshots"]);
+    assert_eq!((real, forged), (true, false), "an unsigned snapshot is not used");
+    assert!(
+        stderr.contains(&file_name) && stderr.contains("unsigned format"),
+        "{stderr}"
     );
+
+    // Signed, and claiming the log's key, but by another key.
+    let mut signed = header("sealgate-snapshot-v2");
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    signed["key"] = head["key_id"].clone();
+    signed["signature"] = hex::encode(ed25519_dalek::Signer::sign(&other, b"anything").to_bytes()).into();
+    write(signed);
+    let (real, forged, stderr) = shown(&["state", "registry", "--snapshots"]);
+    assert_eq!(
+        (real, forged),
+        (true, false),
+        "a snapshot the log's key did not sign is not used"
+    );
+    assert!(
+        stderr.contains(&file_name) && stderr.contains("signature does not verify"),
+        "{stderr}"
+    );
+    let (real, forged, _) = shown(&["state", "registry"]);
+    assert_eq!((real, forged), (true, false), "without --snapshots the log alone");
 }
 
 #[test]

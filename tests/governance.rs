@@ -7,7 +7,8 @@
 //! - the same approval does not authorize different arguments, and an
 //!   approval that times out writes an expiry event and the call fails;
 //! - a revoked grant stops the next call of an open session;
-//! - the state as of a time between the steps answers who could do what.
+//! - the state as of a time between the steps answers who could do what;
+//! - a snapshot file the ledger's key did not sign is not started from.
 
 mod support;
 
@@ -412,4 +413,109 @@ asyncio.run(main())
         "no progress while waiting: {report}"
     );
     assert!(!target.exists());
+}
+
+/// `GET PATH` on the gateway's admin API with `token`: the response body.
+fn admin_get(gw: &Served, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let authority = gw.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to the gateway");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The newest governance snapshot file in the site's data dir.
+fn newest_snapshot(site: &Site) -> std::path::PathBuf {
+    let dir = site.path("data/snapshots/governance/v1");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("snapshot dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+        .collect();
+    files.sort();
+    files.pop().expect("a snapshot")
+}
+
+/// The gateway starts from a snapshot only if the ledger's key signed it.
+/// A grant forged into its newest snapshot file (state, size and digest
+/// changed to match, the signature left as it was: whoever can write the
+/// data dir, without the key) is not in force after a restart; the gateway
+/// says which file it passed over and why, replays the log, and takes a
+/// new snapshot, which `sealgate state --snapshots` then uses.
+#[test]
+fn the_gateway_does_not_start_from_a_snapshot_the_ledger_key_did_not_sign() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("policy.yaml"), ALLOW_ALL_POLICY).expect("policy");
+    // A server the gateway never has to reach: only the governance state
+    // matters here.
+    let config = "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{dir}/tokens.toml\"\n\
+                  [servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\nregister = false\n\
+                  [governance]\npolicy_file = \"{dir}/policy.yaml\"\nsnapshot_every = 1\n\
+                  [[grants]]\nprincipal = \"alice\"\nserver = \"*\"\n";
+    let site = Site::in_dir(dir, config);
+    let admin = create_token_with(&site, "root", &[], &["admin"]);
+    let gw = site.serve();
+    let grants = admin_get(&gw, "/admin/grants", &admin);
+    assert!(grants.contains("alice") && !grants.contains("mallory"), "{grants}");
+    gw.stop();
+
+    let path = newest_snapshot(&site);
+    let bytes = std::fs::read(&path).expect("read snapshot");
+    let split = bytes.iter().position(|b| *b == b'\n').expect("header line");
+    let mut header: Value = serde_json::from_slice(&bytes[..split]).expect("header");
+    assert!(
+        header["signature"].is_string(),
+        "the gateway signs its snapshots: {header}"
+    );
+    let mut state: Value = serde_json::from_slice(&bytes[split + 1..]).expect("state");
+    let in_force = state["grants"]["grants"].as_object_mut().expect("grants");
+    let mut forged = in_force.values().next().expect("alice's grant").clone();
+    forged["id"] = "g-forged".into();
+    forged["grantee"] = serde_json::json!({"principal": "mallory"});
+    in_force.insert("g-forged".into(), forged);
+    let state = serde_json::to_vec(&state).expect("encode");
+    header["state_bytes"] = state.len().into();
+    header["state_digest"] = blake3::hash(&state).to_hex().to_string().into();
+    let mut file = serde_json::to_vec(&header).expect("header");
+    file.push(b'\n');
+    file.extend_from_slice(&state);
+    std::fs::write(&path, file).expect("write forged snapshot");
+
+    let gw = site.serve();
+    let grants = admin_get(&gw, "/admin/grants", &admin);
+    assert!(grants.contains("alice"), "{grants}");
+    assert!(
+        !grants.contains("mallory"),
+        "a forged snapshot's grant is in force: {grants}"
+    );
+    let log = site.log();
+    assert!(
+        log.contains("snapshot not used") && log.contains("signature does not verify"),
+        "{log}"
+    );
+    gw.stop();
+
+    // The snapshot taken at the restart is the gateway's own, and used.
+    let out = site
+        .sealgate()
+        .args(["state", "grants", "--snapshots"])
+        .output()
+        .expect("state");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("alice") && !stdout.contains("mallory"), "{stdout}");
+    assert!(!stderr.contains("snapshot not used"), "{stderr}");
 }

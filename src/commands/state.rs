@@ -11,7 +11,8 @@ use crate::config::Paths;
 use crate::governance::{GovState, render, resolve_as_of};
 
 /// With `use_snapshots`, replay starts from the newest snapshot file that
-/// matches the log (they are not signed); otherwise from the log's start.
+/// matches the log and is signed by its current key; otherwise from the
+/// log's start.
 pub fn run(paths: &Paths, part: &str, as_of: Option<&str>, use_snapshots: bool) -> Result<ExitCode> {
     let ledger = super::open_read_only(paths)?;
     let head = ledger.head().seq;

@@ -149,7 +149,11 @@ impl Governance {
     pub fn open(ledger: Arc<Ledger>, snapshots: Snapshots, snapshot_every: u64) -> Result<Governance> {
         let head = ledger.head().seq;
         let folded = ledger::fold_to::<GovState>(&ledger, Some(&snapshots), head)?;
-        let last_snapshot = folded.seq().unwrap_or(0);
+        // Which snapshot the state started from (if any was usable: one
+        // not signed by the log's current key is passed over) is not
+        // known here, so one is taken now when the log is long enough:
+        // the next start then replays only what comes after it.
+        let last_snapshot = 0;
         let view = Arc::new(make_view(&folded, None));
         let (changed, _) = tokio::sync::watch::channel(head);
         let gov = Governance {

@@ -171,7 +171,7 @@ impl Site {
         let mut child = self
             .sealgate()
             .arg("serve")
-            .env("SEALGATE_LOG", "sealgate=info,rmcp=warn")
+            .env("SEALGATE_LOG", "warn,sealgate=info")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(self.path("serve.log")).expect("log file"))
             .spawn()
