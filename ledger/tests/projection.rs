@@ -276,16 +276,9 @@ fn usable(snapshots: &Snapshots, ledger: &Ledger, seq: u64) -> Option<Digest> {
 /// signature's doing.
 #[test]
 fn a_snapshot_not_signed_by_the_log_key_is_not_used() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Fresh { dir, ledger, .. } = fresh();
     let snapshots = Snapshots::new(dir.path().join("snapshots"));
     let key = SigningKey::from_seed(KEY_A);
-    let ledger = Ledger::create(
-        &dir.path().join("ledger"),
-        &KeyDir::new(dir.path().join("keys")),
-        SigningKey::from_seed(KEY_A),
-        actor("init"),
-    )
-    .expect("create");
     ledger.submit(drafts(10)).expect("submit").wait().expect("append");
     let honest = fold_to::<Digest>(&ledger, None, 10).expect("fold");
     let path = snapshots.save(&ledger, &honest).expect("save");
@@ -343,15 +336,8 @@ fn a_snapshot_not_signed_by_the_log_key_is_not_used() {
 /// exposed), and the snapshots made after it, signed by the new key, are.
 #[test]
 fn snapshots_signed_before_a_key_rotation_are_not_used_after_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Fresh { dir, ledger, .. } = fresh();
     let snapshots = Snapshots::new(dir.path().join("snapshots"));
-    let ledger = Ledger::create(
-        &dir.path().join("ledger"),
-        &KeyDir::new(dir.path().join("keys")),
-        SigningKey::from_seed(KEY_A),
-        actor("init"),
-    )
-    .expect("create");
     ledger.submit(drafts(10)).expect("submit").wait().expect("append");
     let at_10 = fold_to::<Digest>(&ledger, None, 10).expect("fold");
     snapshots.save(&ledger, &at_10).expect("save");
