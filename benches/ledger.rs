@@ -51,7 +51,9 @@
 //!
 //! 4b. **One writer, interleaved with the sync probe**: twelve rounds (four
 //!    with `--quick`) of 250 in-place syncs, 250 appends from a thread, 250
-//!    syncs and 250 appends from a tokio task, on a ledger in service. The
+//!    synced puts to a bare RocksDB with the ledger's WAL options (the peer
+//!    that says what RocksDB's own synced write costs here), 250 syncs and
+//!    250 appends from a tokio task, on a ledger in service. The
 //!    disk's sync time drifts by a quarter within a run, so a probe taken
 //!    minutes away from the case it bounds made the 1-writer ratio swing by
 //!    as much; bursts that alternate put the drift on both alike. These are
@@ -355,7 +357,7 @@ fn main() -> Result<()> {
     let interleaved = if only.as_ref().is_none_or(|o| o.iter().any(|t| t == "1t" || t == "1k")) {
         let i = one_writer_interleaved(&base, &plan, cores)?;
         println!(
-            "One writer, interleaved with the sync probe ({} rounds: {INTERLEAVED_BURST} in-place syncs, {INTERLEAVED_BURST} appends from a thread, {INTERLEAVED_BURST} syncs, {INTERLEAVED_BURST} appends from a task)",
+            "One writer, interleaved with the sync probe ({} rounds: {INTERLEAVED_BURST} in-place syncs, {INTERLEAVED_BURST} appends from a thread, {INTERLEAVED_BURST} synced puts to a bare RocksDB, {INTERLEAVED_BURST} syncs, {INTERLEAVED_BURST} appends from a task)",
             if plan.quick { 4 } else { INTERLEAVED_ROUNDS }
         );
         println!(
@@ -366,6 +368,13 @@ fn main() -> Result<()> {
             100.0 * i.threads_per_sec / i.probe_per_sec,
             i.tasks_per_sec,
             100.0 * i.tasks_per_sec / i.probe_per_sec
+        );
+        println!(
+            "  bare RocksDB (the ledger's WAL options, no ledger code), one synced put at a time: {:.0}/s ({:.1} % of the probe); the ledger's thread / task at {:.1} / {:.1} % of it",
+            i.rocksdb_per_sec,
+            100.0 * i.rocksdb_per_sec / i.probe_per_sec,
+            100.0 * i.threads_per_sec / i.rocksdb_per_sec,
+            100.0 * i.tasks_per_sec / i.rocksdb_per_sec
         );
         println!();
         Some(i)
@@ -1289,6 +1298,41 @@ struct Interleaved {
     probe_per_sec: f64,
     threads_per_sec: f64,
     tasks_per_sec: f64,
+    /// Synced single puts per second to a bare RocksDB with the ledger's
+    /// WAL options, filled as the ledger is: the peer that says what
+    /// RocksDB's own synced write costs beside the probe's.
+    rocksdb_per_sec: f64,
+}
+
+/// A bare RocksDB (no ledger code) with the WAL options of the ledger's
+/// store (`ledger/src/store.rs`: recycled WAL files, point-in-time
+/// recovery, atomic flush, the same column families), filled with
+/// [`SERVICE_FILL`] records of `record` bytes so that its WAL files are
+/// recycled, as the ledger's are in service.
+fn bare_rocksdb(dir: &Path, record: usize) -> Result<rocksdb::DB> {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+    options.set_atomic_flush(true);
+    options.set_keep_log_file_num(4);
+    options.set_max_total_wal_size(256 << 20);
+    options.set_recycle_log_file_num(4);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    let db = rocksdb::DB::open_cf(&options, dir, ["events", "time", "meta"])
+        .with_context(|| format!("cannot open a RocksDB in {}", dir.display()))?;
+    let value = vec![0x61u8; record];
+    {
+        let cf = db.cf_handle("events").context("no events column family")?;
+        for batch in 0..SERVICE_FILL.div_ceil(BUILD_BATCH) {
+            let mut b = rocksdb::WriteBatch::default();
+            for i in 0..BUILD_BATCH {
+                b.put_cf(&cf, ((batch * BUILD_BATCH + i) as u64).to_be_bytes(), &value);
+            }
+            db.write(b).context("cannot fill the bare RocksDB")?;
+        }
+    }
+    Ok(db)
 }
 
 fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Interleaved> {
@@ -1327,6 +1371,16 @@ fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Inte
         d
     };
     let (mut probe_time, mut threads_time, mut tasks_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let bare_dir =
+        tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
+    // The size of the bench draft's stored record.
+    let record = canonical_len(&template) + 97;
+    let bare = bare_rocksdb(bare_dir.path(), record)?;
+    let bare_cf = bare.cf_handle("events").context("no events column family")?;
+    let value = vec![0x62u8; record];
+    let mut synced = rocksdb::WriteOptions::default();
+    synced.set_sync(true);
+    let (mut bare_key, mut bare_time) = (u64::MAX / 2, Duration::ZERO);
     // A short run of each first, so that neither starts cold.
     for n in 0..INTERLEAVED_BURST {
         ledger.append_blocking(draft(n)).context("warm-up append failed")?;
@@ -1345,6 +1399,15 @@ fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Inte
             ledger.append_blocking(d).context("append failed")?;
         }
         threads_time += t.elapsed();
+        // The peer: RocksDB's own synced write of one record.
+        let t = Instant::now();
+        for _ in 0..INTERLEAVED_BURST {
+            let mut b = rocksdb::WriteBatch::default();
+            b.put_cf(&bare_cf, bare_key.to_be_bytes(), &value);
+            bare_key += 1;
+            bare.write_opt(b, &synced).context("bare RocksDB: synced put failed")?;
+        }
+        bare_time += t.elapsed();
         probe_time += probe(INTERLEAVED_BURST)?;
         // One task on a runtime worker, as the gateway appends.
         let drafts = burst();
@@ -1366,6 +1429,7 @@ fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Inte
         probe_per_sec: per_sec(2 * rounds * INTERLEAVED_BURST, probe_time),
         threads_per_sec: per_sec(rounds * INTERLEAVED_BURST, threads_time),
         tasks_per_sec: per_sec(rounds * INTERLEAVED_BURST, tasks_time),
+        rocksdb_per_sec: per_sec(rounds * INTERLEAVED_BURST, bare_time),
     })
 }
 
