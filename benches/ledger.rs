@@ -276,9 +276,7 @@ fn main() -> Result<()> {
     println!();
 
     // What an append needs at least besides its signature, part by part.
-    // A stored record: version, hash and signature (1 + 32 + 64 bytes),
-    // then the canonical envelope (FORMAT.md §10).
-    let record = draft_bytes + 97;
+    let record = record_len(&template);
     let parts = [64, 512]
         .into_iter()
         .map(|group| floor::parts(&base, group, record, cores))
@@ -647,6 +645,12 @@ fn canonical_len(draft: &Draft) -> usize {
     Event::from_draft(draft.clone(), 1_000_000, Timestamp::now(), Hash([0xab; 32]), key.id())
         .canonical_bytes()
         .len()
+}
+
+/// The size of a draft's stored record: version, hash and signature
+/// (1 + 32 + 64 bytes), then the canonical envelope (FORMAT.md §10).
+fn record_len(draft: &Draft) -> usize {
+    canonical_len(draft) + 97
 }
 
 /// How an append case is named in the tables: `64 t` (OS threads) or
@@ -1373,8 +1377,7 @@ fn one_writer_interleaved(base: &Path, plan: &Plan, cores: usize) -> Result<Inte
     let (mut probe_time, mut threads_time, mut tasks_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let bare_dir =
         tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
-    // The size of the bench draft's stored record.
-    let record = canonical_len(&template) + 97;
+    let record = record_len(&template);
     let bare = bare_rocksdb(bare_dir.path(), record)?;
     let bare_cf = bare.cf_handle("events").context("no events column family")?;
     let value = vec![0x62u8; record];
