@@ -1308,12 +1308,11 @@ struct Interleaved {
     rocksdb_per_sec: f64,
 }
 
-/// A bare RocksDB (no ledger code) with the WAL options of the ledger's
-/// store (`ledger/src/store.rs`: recycled WAL files, point-in-time
-/// recovery, atomic flush, the same column families), filled with
-/// [`SERVICE_FILL`] records of `record` bytes so that its WAL files are
-/// recycled, as the ledger's are in service.
-fn bare_rocksdb(dir: &Path, record: usize) -> Result<rocksdb::DB> {
+/// Opens a bare RocksDB (no ledger code) in `dir` with the WAL and
+/// compression options of the ledger's store (`ledger/src/store.rs`:
+/// recycled WAL files, point-in-time recovery, atomic flush, LZ4) and its
+/// column families.
+fn open_bare_rocksdb(dir: &Path) -> Result<rocksdb::DB> {
     let mut options = rocksdb::Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
@@ -1323,8 +1322,15 @@ fn bare_rocksdb(dir: &Path, record: usize) -> Result<rocksdb::DB> {
     options.set_max_total_wal_size(256 << 20);
     options.set_recycle_log_file_num(4);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let db = rocksdb::DB::open_cf(&options, dir, ["events", "time", "meta"])
-        .with_context(|| format!("cannot open a RocksDB in {}", dir.display()))?;
+    rocksdb::DB::open_cf(&options, dir, ["events", "time", "meta"])
+        .with_context(|| format!("cannot open a RocksDB in {}", dir.display()))
+}
+
+/// A bare RocksDB ([`open_bare_rocksdb`]) filled with [`SERVICE_FILL`]
+/// records of `record` bytes so that its WAL files are recycled, as the
+/// ledger's are in service.
+fn bare_rocksdb(dir: &Path, record: usize) -> Result<rocksdb::DB> {
+    let db = open_bare_rocksdb(dir)?;
     let value = vec![0x61u8; record];
     {
         let cf = db.cf_handle("events").context("no events column family")?;

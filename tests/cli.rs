@@ -88,6 +88,13 @@ fn event(kind: &str, principal: &str) -> String {
     )
 }
 
+/// `n` lines of `tool_call.requested` input, by principals `p0`, `p1`, ...
+fn calls(n: usize) -> String {
+    (0..n)
+        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
+        .collect()
+}
+
 #[test]
 fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
     let env = Env::new();
@@ -332,9 +339,7 @@ fn tamper(data: &Path, seq: u64) {
 fn head_refuses_a_meta_head_the_log_disagrees_with() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    let three: String = (0..3)
-        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
-        .collect();
+    let three = calls(3);
     env.run(&["append"], &three).ok();
     let before = env.head();
     assert_eq!(before["seq"], 3);
@@ -361,9 +366,7 @@ fn head_refuses_a_meta_head_the_log_disagrees_with() {
 fn verify_exit_codes_reports_and_pinned_heads() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    let many: String = (0..50)
-        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
-        .collect();
+    let many = calls(50);
     env.run(&["append"], &many).ok();
     let pin = env.head()["pin"].as_str().expect("pin").to_owned();
 
@@ -568,9 +571,7 @@ fn state_as_of_a_time_is_not_moved_by_an_edited_index() {
 fn a_damaged_table_file_is_reported_once_and_where() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    let lines: String = (0..20_000)
-        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
-        .collect();
+    let lines = calls(20_000);
     env.run(&["append", "--batch-size", "1000"], &lines).ok();
     // Opening for writing flushes what it recovered from the WAL to a table.
     env.run(&["append"], "").ok();

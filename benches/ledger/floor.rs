@@ -8,10 +8,10 @@
 //! sync: the most a sync can carry with that many writers, so each part's
 //! share per append is the smallest it can be):
 //!
-//! - **store**: RocksDB write batches of `group` records of the bench's
-//!   size, one time-index entry and a head each, without sync, then the
-//!   memtable flush they need: the core time of every thread (the writing
-//!   one and RocksDB's), per record;
+//! - **store**: RocksDB write batches (the ledger's store options) of
+//!   `group` records of the bench's size, one time-index entry and a head
+//!   each, without sync, then the memtable flush they need: the core time
+//!   of every thread (the writing one and RocksDB's), per record;
 //! - **sync**: one in-place `write_at` of the group's bytes and
 //!   `sync_data`, the core time of the syncing thread (on this VM the
 //!   kernel's work for a sync runs on the caller's core), per event;
@@ -38,7 +38,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{threads_cpu, total_cpu};
+use super::{open_bare_rocksdb, threads_cpu, total_cpu};
 
 /// Round trips timed per hand-off case, after the warm-up.
 const HANDOFF_WINDOW: Duration = Duration::from_millis(800);
@@ -71,12 +71,7 @@ pub(crate) fn parts(base: &Path, group: usize, record: usize, cores: usize) -> R
 /// Core time of all threads per event written to RocksDB, flush included.
 fn store_write(base: &Path, group: usize, record: usize) -> Result<Duration> {
     let dir = tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
-    let mut options = rocksdb::Options::default();
-    options.create_if_missing(true);
-    options.create_missing_column_families(true);
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    let db = rocksdb::DB::open_cf(&options, dir.path(), ["events", "time", "meta"])
-        .with_context(|| format!("cannot open a RocksDB in {}", dir.path().display()))?;
+    let db = open_bare_rocksdb(dir.path())?;
     let cf = |name: &str| db.cf_handle(name).with_context(|| format!("no column family {name}"));
     let (events, time, meta) = (cf("events")?, cf("time")?, cf("meta")?);
     // Bytes that compress about as an event record does: mostly text.

@@ -27,6 +27,7 @@ use crate::chain::{RawRecord, SealedEvent, event_hash};
 use crate::error::{Error, Result};
 use crate::event::{Event, Hash, parse_hex_array};
 use crate::ledger::Ledger;
+use crate::schedule::KeyEntry;
 
 /// A deterministic fold over events.
 pub trait Projection: Default + Send {
@@ -65,6 +66,8 @@ pub struct Folded<P> {
     seq: Option<u64>,
     /// Hash of that event (zero before genesis).
     hash: Hash,
+    /// The sequence number of the snapshot this state was loaded from.
+    snapshot: Option<u64>,
 }
 
 impl<P: Projection> Default for Folded<P> {
@@ -73,6 +76,7 @@ impl<P: Projection> Default for Folded<P> {
             state: P::default(),
             seq: None,
             hash: Hash::ZERO,
+            snapshot: None,
         }
     }
 }
@@ -94,6 +98,12 @@ impl<P: Projection> Folded<P> {
     /// The hash of the last event folded in.
     pub fn hash(&self) -> Hash {
         self.hash
+    }
+
+    /// The sequence number of the snapshot this state was loaded from
+    /// (`None`: replayed from the log's start).
+    pub fn snapshot_seq(&self) -> Option<u64> {
+        self.snapshot
     }
 
     fn next_seq(&self) -> u64 {
@@ -260,7 +270,15 @@ struct Header {
 /// `BLAKE3(SNAPSHOT_DOMAIN ‖ ledger id (16) ‖ len(projection) (u64 BE) ‖
 /// projection ‖ version (u32 BE) ‖ seq (u64 BE) ‖ hash (32) ‖ state bytes
 /// (u64 BE) ‖ state digest (32))`.
-fn snapshot_digest(ledger_id: &[u8; 16], projection: &str, version: u32, seq: u64, hash: &Hash, state: &[u8]) -> Hash {
+fn snapshot_digest(
+    ledger_id: &[u8; 16],
+    projection: &str,
+    version: u32,
+    seq: u64,
+    hash: &Hash,
+    state_bytes: u64,
+    state_digest: &blake3::Hash,
+) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(SNAPSHOT_DOMAIN);
     h.update(ledger_id);
@@ -269,8 +287,8 @@ fn snapshot_digest(ledger_id: &[u8; 16], projection: &str, version: u32, seq: u6
     h.update(&version.to_be_bytes());
     h.update(&seq.to_be_bytes());
     h.update(&hash.0);
-    h.update(&(state.len() as u64).to_be_bytes());
-    h.update(blake3::hash(state).as_bytes());
+    h.update(&state_bytes.to_be_bytes());
+    h.update(state_digest.as_bytes());
     Hash(*h.finalize().as_bytes())
 }
 
@@ -297,7 +315,16 @@ impl Snapshots {
             ));
         };
         let state = folded.state.encode();
-        let digest = snapshot_digest(&ledger.ledger_id(), P::NAME, P::VERSION, seq, &folded.hash, &state);
+        let state_digest = blake3::hash(&state);
+        let digest = snapshot_digest(
+            &ledger.ledger_id(),
+            P::NAME,
+            P::VERSION,
+            seq,
+            &folded.hash,
+            state.len() as u64,
+            &state_digest,
+        );
         let (key, signature) = ledger.sign_statement(&digest)?;
         let folder = self.folder::<P>();
         fs::create_dir_all(&folder).map_err(|e| Error::io("cannot create snapshot dir", &folder, e))?;
@@ -309,7 +336,7 @@ impl Snapshots {
             seq,
             hash: folded.hash.to_hex(),
             state_bytes: state.len() as u64,
-            state_digest: blake3::hash(&state).to_hex().to_string(),
+            state_digest: state_digest.to_hex().to_string(),
             key: Some(key.to_string()),
             signature: Some(hex::encode(signature.to_bytes())),
         };
@@ -354,9 +381,15 @@ impl Snapshots {
     /// ledger, is intact, and whose hash the log still has at its sequence
     /// number. Unusable snapshots are skipped with a warning, never trusted.
     pub fn newest_at_or_before<P: Projection>(&self, ledger: &Ledger, seq: u64) -> Result<Option<Folded<P>>> {
-        for at in self.list::<P>()?.into_iter().rev().filter(|s| *s <= seq) {
+        let candidates: Vec<u64> = self.list::<P>()?.into_iter().rev().filter(|s| *s <= seq).collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        // The key every candidate must be signed by, read once.
+        let current = current_key(ledger);
+        for at in candidates {
             let path = self.folder::<P>().join(format!("{at:020}.snap"));
-            match self.load::<P>(ledger, &path, at) {
+            match self.load::<P>(ledger, &current, &path, at) {
                 Ok(folded) => return Ok(Some(folded)),
                 Err(reason) => tracing::warn!(path = %path.display(), "snapshot not used: {reason}"),
             }
@@ -364,7 +397,13 @@ impl Snapshots {
         Ok(None)
     }
 
-    fn load<P: Projection>(&self, ledger: &Ledger, path: &Path, at: u64) -> std::result::Result<Folded<P>, String> {
+    fn load<P: Projection>(
+        &self,
+        ledger: &Ledger,
+        current: &std::result::Result<KeyEntry, String>,
+        path: &Path,
+        at: u64,
+    ) -> std::result::Result<Folded<P>, String> {
         let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
         let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
         let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("bad header: {e}"))?;
@@ -390,7 +429,8 @@ impl Snapshots {
         if header.ledger_id != hex::encode(ledger.ledger_id()) {
             return Err(format!("it belongs to ledger {}", header.ledger_id));
         }
-        if header.state_bytes != state.len() as u64 || header.state_digest != blake3::hash(state).to_hex().as_str() {
+        let state_digest = blake3::hash(state);
+        if header.state_bytes != state.len() as u64 || header.state_digest != state_digest.to_hex().as_str() {
             return Err("state does not match its digest".into());
         }
         let event = ledger
@@ -403,33 +443,53 @@ impl Snapshots {
                 event.hash, header.hash
             ));
         }
-        check_snapshot_signature(
-            ledger,
-            &header,
-            &snapshot_digest(&ledger.ledger_id(), P::NAME, P::VERSION, at, &event.hash, state),
-        )?;
+        let digest = snapshot_digest(
+            &ledger.ledger_id(),
+            P::NAME,
+            P::VERSION,
+            at,
+            &event.hash,
+            header.state_bytes,
+            &state_digest,
+        );
+        check_snapshot_signature(current, &header, &digest)?;
         let state = P::decode(state).map_err(|e| format!("cannot decode state: {e}"))?;
         Ok(Folded {
             state,
             seq: Some(at),
             hash: event.hash,
+            snapshot: Some(at),
         })
     }
 }
 
-/// That a snapshot is signed, over `digest`, by the key the log names
-/// current: the key the writer signs with now. A snapshot signed by an
-/// earlier key (made before a rotation) is not used, since the rotation
-/// may have been made because that key was exposed.
-fn check_snapshot_signature(ledger: &Ledger, header: &Header, digest: &Hash) -> std::result::Result<(), String> {
-    let (Some(key), Some(signature)) = (&header.key, &header.signature) else {
-        return Err("it is not signed".into());
-    };
+/// The key the log names current (the last its genesis and rotations
+/// introduced, checked as verification checks them): the key the writer
+/// signs with now.
+fn current_key(ledger: &Ledger) -> std::result::Result<KeyEntry, String> {
     let schedule = ledger
         .checked_key_schedule()
         .map_err(|e| e.to_string())?
         .map_err(|f| format!("the log's keys do not hold: {f}"))?;
-    let current = schedule.entries().last().ok_or("the log names no key")?;
+    schedule
+        .entries()
+        .last()
+        .cloned()
+        .ok_or_else(|| "the log names no key".into())
+}
+
+/// That a snapshot is signed, over `digest`, by the log's current key. A
+/// snapshot signed by an earlier key (made before a rotation) is not used,
+/// since the rotation may have been made because that key was exposed.
+fn check_snapshot_signature(
+    current: &std::result::Result<KeyEntry, String>,
+    header: &Header,
+    digest: &Hash,
+) -> std::result::Result<(), String> {
+    let (Some(key), Some(signature)) = (&header.key, &header.signature) else {
+        return Err("it is not signed".into());
+    };
+    let current = current.as_ref().map_err(Clone::clone)?;
     if *key != current.id.to_string() {
         return Err(format!(
             "it is signed by key {key}, not by {}, the log's current key (a snapshot made before a key rotation is not used)",

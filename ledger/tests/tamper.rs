@@ -816,11 +816,7 @@ fn acknowledged_events_a_damaged_wal_drops_are_reported_missing() {
         last < f.head,
         "RocksDB kept everything ({last}): the test did not damage the WAL"
     );
-    let failure = l
-        .verify(&ledger::VerifyOptions::default(), &|_, _| {})
-        .expect("verify runs")
-        .failure
-        .expect("missing events are reported");
+    let failure = verify(&f.path, None).failure.expect("missing events are reported");
     assert_eq!(
         (failure.seq, failure.kind),
         (last + 1, FailureKind::Truncated),
@@ -912,11 +908,7 @@ fn a_damaged_table_file_is_reported_at_the_first_record_it_hides() {
         .find(|&seq| l.get(seq).is_err())
         .expect("some record cannot be read");
     assert!(first_unreadable > 0 && l.get(0).is_ok() && l.get(20_000).is_ok());
-    let failure = l
-        .verify(&ledger::VerifyOptions::default(), &|_, _| {})
-        .expect("verification runs")
-        .failure
-        .expect("the damage is reported");
+    let failure = verify(&path, None).failure.expect("the damage is reported");
     assert_eq!(
         (failure.kind, failure.seq),
         (FailureKind::Malformed, first_unreadable),

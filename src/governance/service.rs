@@ -149,11 +149,11 @@ impl Governance {
     pub fn open(ledger: Arc<Ledger>, snapshots: Snapshots, snapshot_every: u64) -> Result<Governance> {
         let head = ledger.head().seq;
         let folded = ledger::fold_to::<GovState>(&ledger, Some(&snapshots), head)?;
-        // Which snapshot the state started from (if any was usable: one
-        // not signed by the log's current key is passed over) is not
-        // known here, so one is taken now when the log is long enough:
-        // the next start then replays only what comes after it.
-        let last_snapshot = 0;
+        // Counted from the snapshot the state was loaded from, or from the
+        // log's start when none was usable (one not signed by the log's
+        // current key is passed over): then one is taken now if the log is
+        // long enough, and the next start replays only what comes after it.
+        let last_snapshot = folded.snapshot_seq().unwrap_or(0);
         let view = Arc::new(make_view(&folded, None));
         let (changed, _) = tokio::sync::watch::channel(head);
         let gov = Governance {
