@@ -1867,39 +1867,77 @@ mod tests {
     }
 
     /// Inputs built to make a careless scanner quadratic (an upstream
-    /// controls what it returns): 512 KiB of each scans in under a second
-    /// unoptimised when linear, and took minutes before the fixes.
+    /// controls what it returns; before the fixes 512 KiB of some of them
+    /// took minutes). Linear time is checked as a ratio, not a deadline:
+    /// 8 times the text must cost well under 64 times the time (a
+    /// quadratic scan's growth), measured as this thread's CPU time, the
+    /// least of three runs, so that other load on the machine does not
+    /// decide the outcome. The smaller text is grown until it costs at
+    /// least [`MEASURABLE`], since some kernels count a thread's time in
+    /// scheduler ticks (4 ms steps were seen on the development VM).
     #[test]
     fn pathological_inputs_scan_in_linear_time() {
-        let size = 512 << 10;
-        let fill = |unit: &str| unit.repeat(size / unit.len());
-        for text in [
-            fill("-----BEGIN RSA PRIVATE KEY-----"),
-            fill("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n"),
-            fill("x:a@b.com"),
-            fill("password:\\\"x"),
-            fill("password: \""),
-            fill("aws secret "),
-            fill("1"),
-            fill("1 "),
-            fill("1-"),
-            fill("4111 "),
-            fill("a"),
-            fill("eyJhbGciOiJIUzI1NiJ9."),
-            fill("DE89 "),
-            fill("+1 "),
-            fill("token=token="),
+        const GROWTH: usize = 8;
+        // Linear is 8; quadratic work that is a fair part of the cost at
+        // the smaller size is far above.
+        const MOST: f64 = 24.0;
+        const MEASURABLE: std::time::Duration = std::time::Duration::from_millis(20);
+        let fill = |unit: &str, size: usize| unit.repeat(size / unit.len());
+        let cost = |text: &str| {
+            (0..3)
+                .map(|_| {
+                    let started = thread_cpu();
+                    std::hint::black_box(scan(text));
+                    thread_cpu().saturating_sub(started)
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let mut e = Expect::default();
+        for unit in [
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n",
+            "x:a@b.com",
+            "password:\\\"x",
+            "password: \"",
+            "aws secret ",
+            "1",
+            "1 ",
+            "1-",
+            "4111 ",
+            "a",
+            "eyJhbGciOiJIUzI1NiJ9.",
+            "DE89 ",
+            "+1 ",
+            "token=token=",
         ] {
-            let started = std::time::Instant::now();
-            let findings = scan(&text);
-            let elapsed = started.elapsed();
-            assert!(
-                elapsed < std::time::Duration::from_secs(4),
-                "{:?}...: {elapsed:?} for {} findings",
-                &text[..40],
-                findings.len()
-            );
+            let mut size = 16 << 10;
+            let mut small = cost(&fill(unit, size));
+            while small < MEASURABLE && size < 8 << 20 {
+                size *= 2;
+                small = cost(&fill(unit, size));
+            }
+            let large = cost(&fill(unit, size * GROWTH));
+            let growth = large.as_secs_f64() / small.as_secs_f64().max(1e-9);
+            if growth > MOST {
+                e.0.push(format!(
+                    "{unit:?} repeated: {small:?} for {} KiB, {large:?} for {} KiB ({growth:.1}x for {GROWTH}x the text)",
+                    size >> 10,
+                    (size * GROWTH) >> 10
+                ));
+            }
         }
+        e.done();
+    }
+
+    /// This thread's CPU time (`/proc/thread-self/schedstat`), or the wall
+    /// clock where that cannot be read.
+    fn thread_cpu() -> std::time::Duration {
+        static START: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .map_or_else(|| START.elapsed(), std::time::Duration::from_nanos)
     }
 
     #[test]
