@@ -21,6 +21,7 @@ mod signer;
 mod store;
 mod timestamp;
 mod verify;
+mod views;
 mod writer;
 
 pub use canonical::{Object, Value};

@@ -129,6 +129,8 @@ pub(crate) struct Store {
     pub(crate) acked: Option<std::result::Result<Head, String>>,
     /// The writer's handle on the mark, which `record_acked` updates.
     pub(crate) mark: Option<acked::Mark>,
+    /// The writer's locks that let read-only opens pause its deletions.
+    pub(crate) views: Option<crate::views::WriterLocks>,
 }
 
 /// What the writer has made durable since the ledger was opened: how well
@@ -359,13 +361,23 @@ impl Store {
             );
         }
         let opts = db_options(false, tuning);
-        let db = if read_only {
-            DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
+        // A read-only open runs with a live writer's file deletions paused,
+        // and a writer's open with no read-only open in progress (`views`).
+        let (db, views) = if read_only {
+            let db = crate::views::read_only(path, || {
+                DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
+                    .map_err(|e| Error::storage(path, e))
+            })?;
+            (db, None)
         } else {
-            DB::open_cf_descriptors(&opts, path, cf_descriptors(tuning))
-        }
-        .map_err(|e| Error::storage(path, e))?;
-        Store::from_db(db, path, acked)
+            let (db, locks) = crate::views::read_write(path, || {
+                DB::open_cf_descriptors(&opts, path, cf_descriptors(tuning)).map_err(|e| Error::storage(path, e))
+            })?;
+            (db, Some(locks))
+        };
+        let mut store = Store::from_db(db, path, acked)?;
+        store.views = views;
+        Ok(store)
     }
 
     pub(crate) fn from_db(db: DB, path: &Path, acked: Option<std::result::Result<Head, String>>) -> Result<Store> {
@@ -400,7 +412,19 @@ impl Store {
             commits: Commits::default(),
             acked,
             mark: None,
+            views: None,
         })
+    }
+
+    /// Pauses (or resumes) RocksDB's deletion of obsolete files, and with
+    /// it the reuse of flushed WAL files, for read-only opens (`views`).
+    pub(crate) fn pause_deletions(&self, pause: bool) -> Result<()> {
+        if pause {
+            self.db.disable_file_deletions()
+        } else {
+            self.db.enable_file_deletions()
+        }
+        .map_err(|e| Error::storage(&self.path, e))
     }
 
     pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {

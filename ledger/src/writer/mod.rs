@@ -45,6 +45,7 @@ use crate::keys::{KeyDir, SigningKey};
 use crate::signer::{self, SignPool, Signable};
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, META_CURRENT_KEY, META_HEAD, Store};
 use crate::timestamp::Timestamp;
+use crate::views::Watcher;
 
 mod acks;
 mod sync;
@@ -205,6 +206,8 @@ pub(crate) struct Writer {
     clock_behind: bool,
     /// Where async callers' answers are handed to their runtime.
     acks: Arc<Acks>,
+    /// Pauses file deletions for read-only opens.
+    _views: Option<Watcher>,
 }
 
 impl Writer {
@@ -218,6 +221,7 @@ impl Writer {
         let pool = SignPool::new(cores.saturating_sub(1).max(1))?;
         let poison = Arc::new(Poison::default());
         let syncer = Syncer::start(store.clone(), poison.clone(), acks.clone())?;
+        let views = Watcher::start(store.clone())?;
         let key = Arc::new(key);
         Ok(Writer {
             store,
@@ -235,6 +239,7 @@ impl Writer {
             carried: VecDeque::new(),
             clock_behind: false,
             acks,
+            _views: views,
         })
     }
 
