@@ -57,7 +57,10 @@
 //!    disk's sync time drifts by a quarter within a run, so a probe taken
 //!    minutes away from the case it bounds made the 1-writer ratio swing by
 //!    as much; bursts that alternate put the drift on both alike. These are
-//!    the 1-writer figures the targets judge.
+//!    the 1-writer figures the targets judge. Their *best* share of the
+//!    probe is what one writer, which signs, seals and syncs each event in
+//!    series, could reach on this store with no hand-off at all: the bare
+//!    RocksDB put of the same bursts plus one signature and one seal.
 //!
 //! It then prints each figure against its bound and target:
 //!
@@ -436,6 +439,16 @@ fn main() -> Result<()> {
             .map(|cpu| cpu.as_secs_f64() / (plan.append_window.as_secs_f64() * cores as f64))
     };
     let best_of = |kind: &str, n: usize| best.iter().find(|(k, g, _)| *k == kind && *g == n).map(|b| b.2);
+    // One writer seals, signs and syncs each event in series: the most it
+    // can reach on this store is a bare RocksDB synced put (the same
+    // bursts) plus one signature and one seal, with no hand-off.
+    let one_best = interleaved.as_ref().map(|i| {
+        let least = 1.0 / i.rocksdb_per_sec + 1.0 / cpu.sign_one + costs.seal.as_secs_f64();
+        1.0 / least / i.probe_per_sec
+    });
+    // The floor's best is a share of the sign bound: it applies to 64
+    // writers only when that is their bound.
+    let sixty_four_best = |kind: &str| best_of(kind, 64).filter(|_| sixty_four.1 == "sign, all cores");
     let mut rows: Vec<Row> = Vec::new();
     for (kind, label) in [("threads", "threads"), ("tasks", "tasks")] {
         // One writer is judged in the interleaved bursts, against the sync
@@ -457,7 +470,7 @@ fn main() -> Result<()> {
             .into(),
             target: 0.80,
             busy: None,
-            best: None,
+            best: one_best,
         });
         rows.push(Row {
             name: format!("64 writers ({label})"),
@@ -466,7 +479,7 @@ fn main() -> Result<()> {
             what: sixty_four.1.into(),
             target: 0.70,
             busy: busy_of(kind, 64),
-            best: best_of(kind, 64),
+            best: sixty_four_best(kind),
         });
         rows.push(Row {
             name: format!("512 writers ({label})"),
@@ -518,10 +531,9 @@ fn main() -> Result<()> {
             Some(b) if b > 0.0 && measured > 0.0 => format!("{:.1}%", 100.0 * ratio / b),
             _ => "-".into(),
         };
-        // Against the sign bound only: with 64 writers it is the bound
-        // whenever 64/sync is above it.
-        let best = best.filter(|_| what == "sign, all cores");
-        if best.is_some_and(|b| b < target) {
+        // A best below what was measured is no bound (its parts were
+        // measured in a slower moment of the same run): no verdict then.
+        if best.is_some_and(|b| b < target && ratio <= b) {
             unreachable.push(name.clone());
         }
         println!(
@@ -548,7 +560,7 @@ fn main() -> Result<()> {
     );
     if !unreachable.is_empty() {
         println!(
-            "  unreachable on this machine: {} (the parts alone, with no idle core, cost more than the target leaves)",
+            "  unreachable on this machine: {} (the parts alone cost more than the target leaves: for 1 writer a bare RocksDB synced put, a signature and a seal in series; for many, the floor's parts with no idle core)",
             unreachable.join(", ")
         );
     }
