@@ -416,17 +416,6 @@ impl Store {
         })
     }
 
-    /// Pauses (or resumes) RocksDB's deletion of obsolete files, and with
-    /// it the reuse of flushed WAL files, for read-only opens (`views`).
-    pub(crate) fn pause_deletions(&self, pause: bool) -> Result<()> {
-        if pause {
-            self.db.disable_file_deletions()
-        } else {
-            self.db.enable_file_deletions()
-        }
-        .map_err(|e| Error::storage(&self.path, e))
-    }
-
     pub(crate) fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily> {
         self.db.cf_handle(name).ok_or_else(|| Error::Damaged {
             path: self.path.clone(),
@@ -718,4 +707,25 @@ fn decode_seq_key(k: &[u8]) -> Result<u64> {
         reason: format!("event key of {} bytes, expected 8", k.len()),
     })?;
     Ok(u64::from_be_bytes(arr))
+}
+
+impl crate::views::Deletions for Store {
+    fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    fn locks(&self) -> Option<&crate::views::WriterLocks> {
+        self.views.as_ref()
+    }
+
+    /// Pausing also stops the reuse of flushed WAL files (RocksDB reuses
+    /// one only while deletions are on).
+    fn pause_deletions(&self, pause: bool) -> Result<()> {
+        if pause {
+            self.db.disable_file_deletions()
+        } else {
+            self.db.enable_file_deletions()
+        }
+        .map_err(|e| Error::storage(&self.path, e))
+    }
 }

@@ -39,7 +39,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 pub(crate) const READERS: &str = "SEALGATE-READERS";
 pub(crate) const DELETIONS: &str = "SEALGATE-DELETIONS";
@@ -184,6 +183,16 @@ impl Stop {
     }
 }
 
+/// What the watcher needs of the store it watches for.
+pub(crate) trait Deletions: Send + Sync + 'static {
+    /// The store's directory.
+    fn dir(&self) -> &Path;
+    /// The writer's locks, if the store is open for writing.
+    fn locks(&self) -> Option<&WriterLocks>;
+    /// Pauses (or resumes) RocksDB's deletion of obsolete files.
+    fn pause_deletions(&self, pause: bool) -> Result<()>;
+}
+
 /// The writer's thread that pauses file deletions for read-only opens.
 /// Stops when dropped.
 pub(crate) struct Watcher {
@@ -192,8 +201,8 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) fn start(store: Arc<Store>) -> Result<Option<Watcher>> {
-        if store.views.is_none() {
+    pub(crate) fn start<S: Deletions>(store: Arc<S>) -> Result<Option<Watcher>> {
+        if store.locks().is_none() {
             return Ok(None);
         }
         let stop = Arc::new(Stop {
@@ -205,8 +214,8 @@ impl Watcher {
             std::thread::Builder::new()
                 .name("ledger-views".into())
                 .spawn(move || {
-                    if let Some(locks) = &store.views {
-                        run(&store, locks, &stop);
+                    if let Some(locks) = store.locks() {
+                        run(&*store, locks, &stop);
                     }
                 })
                 .map_err(|cause| Error::Thread {
@@ -231,8 +240,8 @@ impl Drop for Watcher {
     }
 }
 
-fn run(store: &Store, locks: &WriterLocks, stop: &Stop) {
-    let readers_path = lock_path(&store.path, READERS);
+fn run(store: &dyn Deletions, locks: &WriterLocks, stop: &Stop) {
+    let readers_path = lock_path(store.dir(), READERS);
     while !stop.wait() {
         match locks.readers.try_lock() {
             Ok(()) => {
@@ -247,7 +256,7 @@ fn run(store: &Store, locks: &WriterLocks, stop: &Stop) {
         }
         // Readers wait: pause deletions, then let them open.
         if let Err(e) = store.pause_deletions(true) {
-            tracing::error!(path = %store.path.display(), error = %e, "cannot pause file deletions for readers");
+            tracing::error!(path = %store.dir().display(), error = %e, "cannot pause file deletions for readers");
             continue;
         }
         let _ = locks.deletions.unlock();
@@ -276,12 +285,12 @@ fn run(store: &Store, locks: &WriterLocks, stop: &Stop) {
         }
         // No reader is opening, and none can start: take deletions back.
         if let Err(e) = locks.deletions.lock() {
-            tracing::error!(path = %lock_path(&store.path, DELETIONS).display(), error = %e, "cannot take the deletions lock back; file deletions stay paused");
+            tracing::error!(path = %lock_path(store.dir(), DELETIONS).display(), error = %e, "cannot take the deletions lock back; file deletions stay paused");
             let _ = locks.readers.unlock();
             return;
         }
         if let Err(e) = store.pause_deletions(false) {
-            tracing::error!(path = %store.path.display(), error = %e, "cannot resume file deletions");
+            tracing::error!(path = %store.dir().display(), error = %e, "cannot resume file deletions");
         }
         let _ = locks.readers.unlock();
     }
