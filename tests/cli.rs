@@ -794,7 +794,7 @@ fn commands_on_a_missing_ledger_say_how_to_create_one() {
 /// An auditor's `verify`, `head` and `log` on the data dir of a process
 /// that is appending, while its RocksDB flushes, compacts and reuses WAL
 /// files (1 MiB memtables): every run opens, and every range verifies.
-/// Before the view lock (`ledger/src/views.rs`) some opens failed with a
+/// Before the view locks (`ledger/src/views.rs`) some opens failed with a
 /// missing table file reported as corruption, and some showed a gap.
 #[test]
 fn verify_runs_beside_a_process_that_appends() {

@@ -61,23 +61,16 @@ fn lock_path(store: &Path, name: &str) -> PathBuf {
 /// Runs a read-only `open` of the store while the writer, if one is live,
 /// has its file deletions paused.
 pub(crate) fn read_only<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Result<T> {
-    let readers_path = lock_path(store, READERS);
-    let readers = match File::open(&readers_path) {
-        Ok(file) => file,
-        // No writer of this build has opened the store: none is running
-        // that the lock would hold back.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return open(),
-        Err(e) => return Err(Error::io("cannot open the readers' lock", &readers_path, e)),
+    // No lock file: no writer of this build has opened the store, so none
+    // is running that the lock would hold back.
+    let Some(readers) = existing(store, READERS)? else {
+        return open();
     };
     readers
         .lock_shared()
-        .map_err(|e| Error::io("cannot lock the readers' lock", &readers_path, e))?;
+        .map_err(|e| Error::io("cannot lock the readers' lock", &lock_path(store, READERS), e))?;
     let deletions_path = lock_path(store, DELETIONS);
-    let deletions = match File::open(&deletions_path) {
-        Ok(file) => Some(file),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io("cannot open the deletions lock", &deletions_path, e)),
-    };
+    let deletions = existing(store, DELETIONS)?;
     if let Some(deletions) = &deletions {
         let asked = Instant::now();
         loop {
@@ -86,9 +79,12 @@ pub(crate) fn read_only<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Re
                 Err(TryLockError::WouldBlock) if asked.elapsed() < READER_PATIENCE => std::thread::sleep(POLL / 4),
                 Err(TryLockError::WouldBlock) => {
                     return Err(Error::io(
-                        "the writer that holds it did not pause its file deletions for this read-only open within 30 s",
+                        "the writer that holds it did not pause its file deletions for this read-only open",
                         &deletions_path,
-                        std::io::ErrorKind::TimedOut.into(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("waited {} s", READER_PATIENCE.as_secs()),
+                        ),
                     ));
                 }
                 Err(TryLockError::Error(e)) => {
@@ -103,6 +99,16 @@ pub(crate) fn read_only<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Re
     drop(deletions);
     drop(readers);
     opened
+}
+
+/// A lock file a writer made, opened for reading; `None` if there is none.
+fn existing(store: &Path, name: &str) -> Result<Option<File>> {
+    let path = lock_path(store, name);
+    match File::open(&path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot open the lock", &path, e)),
+    }
 }
 
 /// The locks a writer holds: the deletions lock, exclusively, whenever
