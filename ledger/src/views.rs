@@ -12,7 +12,8 @@
 //! on), with two `flock`ed files in the store's directory:
 //!
 //! - `SEALGATE-READERS`: a reader holds it shared from before it asks until
-//!   its open has returned. The writer's `ledger-views` thread tries to
+//!   its open has returned (the writer holds it exclusively while it opens
+//!   the store). The writer's `ledger-views` thread tries to
 //!   take it exclusively every [`POLL`]; when it cannot, readers wait.
 //! - `SEALGATE-DELETIONS`: the writer holds it exclusively whenever RocksDB
 //!   may delete or reuse files. For waiting readers it disables deletions
@@ -26,6 +27,11 @@
 //! holds every table file open (`max_open_files` is RocksDB's default, -1)
 //! and has what the WAL holds in memory. The writer holds both files while
 //! it opens the store, since its open deletes obsolete files too.
+//!
+//! A reader polls for both locks and gives up after [`READER_PATIENCE`] in
+//! all, and a writer's open for the readers' lock after [`WRITER_PATIENCE`],
+//! each with an error that names the lock, rather than hang on a process
+//! that is stopped or stuck in its open.
 //!
 //! Readers that keep `SEALGATE-READERS` held (a stuck open, or opens one
 //! after another) hold back deletions and WAL reuse, never appends; the
@@ -51,6 +57,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// deletions before it gives up.
 const READER_PATIENCE: Duration = Duration::from_secs(30);
 
+/// How long an open for writing waits for read-only opens in progress
+/// (each holds the readers' lock for its own RocksDB open only).
+const WRITER_PATIENCE: Duration = Duration::from_secs(30);
+
 /// After how long of readers holding deletions back the writer warns.
 const HELD_WARNING: Duration = Duration::from_secs(60);
 
@@ -61,37 +71,35 @@ fn lock_path(store: &Path, name: &str) -> PathBuf {
 /// Runs a read-only `open` of the store while the writer, if one is live,
 /// has its file deletions paused.
 pub(crate) fn read_only<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Result<T> {
+    read_only_within(store, READER_PATIENCE, open)
+}
+
+/// [`read_only`], giving up after `patience` of waiting for the writer,
+/// in all: a writer that is opening the store holds the readers' lock, and
+/// one that has not paused its deletions the deletions lock.
+fn read_only_within<T>(store: &Path, patience: Duration, open: impl FnOnce() -> Result<T>) -> Result<T> {
     // No lock file: no writer of this build has opened the store, so none
     // is running that the lock would hold back.
     let Some(readers) = existing(store, READERS)? else {
         return open();
     };
-    readers
-        .lock_shared()
-        .map_err(|e| Error::io("cannot lock the readers' lock", &lock_path(store, READERS), e))?;
-    let deletions_path = lock_path(store, DELETIONS);
+    let asked = Instant::now();
+    wait_shared(
+        &readers,
+        &lock_path(store, READERS),
+        asked,
+        patience,
+        "the writer that holds it did not finish opening the ledger for this read-only open",
+    )?;
     let deletions = existing(store, DELETIONS)?;
     if let Some(deletions) = &deletions {
-        let asked = Instant::now();
-        loop {
-            match deletions.try_lock_shared() {
-                Ok(()) => break,
-                Err(TryLockError::WouldBlock) if asked.elapsed() < READER_PATIENCE => std::thread::sleep(POLL / 4),
-                Err(TryLockError::WouldBlock) => {
-                    return Err(Error::io(
-                        "the writer that holds it did not pause its file deletions for this read-only open",
-                        &deletions_path,
-                        std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("waited {} s", READER_PATIENCE.as_secs()),
-                        ),
-                    ));
-                }
-                Err(TryLockError::Error(e)) => {
-                    return Err(Error::io("cannot lock the deletions lock", &deletions_path, e));
-                }
-            }
-        }
+        wait_shared(
+            deletions,
+            &lock_path(store, DELETIONS),
+            asked,
+            patience,
+            "the writer that holds it did not pause its file deletions for this read-only open",
+        )?;
     }
     let opened = open();
     // Deletions first: a writer takes it back only once no reader holds
@@ -99,6 +107,40 @@ pub(crate) fn read_only<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Re
     drop(deletions);
     drop(readers);
     opened
+}
+
+/// Takes `file`'s lock shared, polling until `patience` after `asked`.
+fn wait_shared(file: &File, path: &Path, asked: Instant, patience: Duration, gave_up: &'static str) -> Result<()> {
+    wait_lock(file, File::try_lock_shared, path, asked, patience, gave_up)
+}
+
+/// Takes `file`'s lock with `try_lock`, polling until `patience` after
+/// `asked`; then fails with `gave_up`.
+fn wait_lock(
+    file: &File,
+    try_lock: fn(&File) -> std::result::Result<(), TryLockError>,
+    path: &Path,
+    asked: Instant,
+    patience: Duration,
+    gave_up: &'static str,
+) -> Result<()> {
+    loop {
+        match try_lock(file) {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if asked.elapsed() < patience => std::thread::sleep(POLL / 4),
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::io(
+                    gave_up,
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("waited {:.1} s", patience.as_secs_f64()),
+                    ),
+                ));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("cannot take the lock", path, e)),
+        }
+    }
 }
 
 /// A lock file a writer made, opened for reading; `None` if there is none.
@@ -121,11 +163,26 @@ pub(crate) struct WriterLocks {
 /// Runs the writer's `open` of the store with no read-only open in
 /// progress, and returns with the deletions lock held.
 pub(crate) fn read_write<T>(store: &Path, open: impl FnOnce() -> Result<T>) -> Result<(T, WriterLocks)> {
+    read_write_within(store, WRITER_PATIENCE, open)
+}
+
+/// [`read_write`], giving up after `patience` of waiting for read-only
+/// opens to finish.
+fn read_write_within<T>(
+    store: &Path,
+    patience: Duration,
+    open: impl FnOnce() -> Result<T>,
+) -> Result<(T, WriterLocks)> {
     let readers = lock_file(store, READERS)?;
     let deletions = lock_file(store, DELETIONS)?;
-    readers
-        .lock()
-        .map_err(|e| Error::io("cannot lock the readers' lock", &lock_path(store, READERS), e))?;
+    wait_lock(
+        &readers,
+        File::try_lock,
+        &lock_path(store, READERS),
+        Instant::now(),
+        patience,
+        "read-only opens that hold it did not finish before this open for writing",
+    )?;
     // With the readers' lock held no reader holds this one: only a writer.
     match deletions.try_lock() {
         Ok(()) => {}
@@ -299,5 +356,126 @@ fn run(store: &dyn Deletions, locks: &WriterLocks, stop: &Stop) {
             tracing::error!(path = %store.dir().display(), error = %e, "cannot resume file deletions");
         }
         let _ = locks.readers.unlock();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer's lock file in `dir`, held exclusively as a writer does.
+    fn held(dir: &Path, name: &str) -> File {
+        let file = lock_file(dir, name).expect("lock file");
+        file.lock().expect("exclusive lock");
+        file
+    }
+
+    /// Runs `open_with` (a `*_within` call given an open that notes it
+    /// ran) on its own thread, and fails, rather than hangs, if it does not
+    /// return; returns its result and whether the store was opened.
+    fn bounded(open_with: impl FnOnce(&mut dyn FnMut()) -> Result<()> + Send + 'static) -> (Result<()>, bool) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut opened = false;
+            let result = open_with(&mut || opened = true);
+            let _ = tx.send((result, opened));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the open neither gave up nor returned within 10 s")
+    }
+
+    fn timed_out_at(result: Result<()>, name: &str) {
+        match result {
+            Err(Error::Io { path, cause, .. }) => {
+                assert!(path.ends_with(name), "the error names {}, not {name}", path.display());
+                assert_eq!(cause.kind(), std::io::ErrorKind::TimedOut, "{cause}");
+            }
+            other => panic!("expected a time-out on {name}, got {other:?}"),
+        }
+    }
+
+    const SHORT: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn a_reader_gives_up_on_a_writer_that_never_finishes_opening() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _readers = held(dir.path(), READERS);
+        let _deletions = lock_file(dir.path(), DELETIONS).expect("lock file");
+        let store = dir.path().to_path_buf();
+        let started = Instant::now();
+        let (result, opened) = bounded(move |opened| {
+            read_only_within(&store, SHORT, || {
+                opened();
+                Ok(())
+            })
+        });
+        timed_out_at(result, READERS);
+        assert!(!opened, "the store was opened without the readers' lock");
+        assert!(started.elapsed() >= SHORT, "gave up early");
+    }
+
+    #[test]
+    fn a_reader_gives_up_on_a_writer_that_never_pauses_its_deletions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let _readers = lock_file(dir.path(), READERS).expect("lock file");
+        let _deletions = held(dir.path(), DELETIONS);
+        let store = dir.path().to_path_buf();
+        let (result, opened) = bounded(move |opened| {
+            read_only_within(&store, SHORT, || {
+                opened();
+                Ok(())
+            })
+        });
+        timed_out_at(result, DELETIONS);
+        assert!(!opened, "the store was opened while the writer could delete files");
+    }
+
+    #[test]
+    fn a_writer_gives_up_on_a_read_only_open_that_never_finishes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let readers = lock_file(dir.path(), READERS).expect("lock file");
+        readers.lock_shared().expect("shared lock");
+        let store = dir.path().to_path_buf();
+        let (result, opened) = bounded(move |opened| {
+            read_write_within(&store, SHORT, || {
+                opened();
+                Ok(())
+            })
+            .map(|_| ())
+        });
+        timed_out_at(result, READERS);
+        assert!(!opened, "the store was opened for writing during a read-only open");
+    }
+
+    #[test]
+    fn a_reader_opens_once_the_writer_has_opened() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let readers = held(dir.path(), READERS);
+        let _deletions = lock_file(dir.path(), DELETIONS).expect("lock file");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            readers.unlock().expect("unlock");
+            readers
+        });
+        let store = dir.path().to_path_buf();
+        let started = Instant::now();
+        let (result, opened) = bounded(move |opened| {
+            read_only_within(&store, Duration::from_secs(5), || {
+                opened();
+                Ok(())
+            })
+        });
+        result.expect("the open waits, then runs");
+        assert!(
+            opened && started.elapsed() >= Duration::from_millis(150),
+            "opened while the writer held the lock"
+        );
+        // The reader let go of both: a writer can take them again.
+        let readers = release.join().expect("release thread");
+        readers.try_lock().expect("the reader let the readers' lock go");
+        lock_file(dir.path(), DELETIONS)
+            .expect("lock file")
+            .try_lock()
+            .expect("the reader let the deletions lock go");
     }
 }
