@@ -5,6 +5,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+#[path = "../ledger/tests/common/table.rs"]
+mod table;
+
 struct Run {
     out: Output,
 }
@@ -575,17 +578,7 @@ fn a_damaged_table_file_is_reported_once_and_where() {
     env.run(&["append", "--batch-size", "1000"], &lines).ok();
     // Opening for writing flushes what it recovered from the WAL to a table.
     env.run(&["append"], "").ok();
-    let table = std::fs::read_dir(env.data().join("ledger"))
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
-        .max_by_key(|p| std::fs::metadata(p).expect("stat").len())
-        .expect("a table file");
-    let mut bytes = std::fs::read(&table).expect("read");
-    assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&table, &bytes).expect("write");
+    table::flip_a_byte_in_the_largest_table(&env.data().join("ledger"));
 
     let r = env.run(&["verify", "-o", "json"], "");
     assert_eq!(r.code(), 1, "{}", r.stdout());

@@ -891,17 +891,7 @@ fn a_damaged_table_file_is_reported_at_the_first_record_it_hides() {
     // Opening for writing flushes the events recovered from the WAL to a
     // table file.
     drop(ledger::Ledger::open(&path, &keys).expect("reopen for writing"));
-    let table = std::fs::read_dir(&path)
-        .expect("list")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
-        .max_by_key(|p| std::fs::metadata(p).expect("stat").len())
-        .expect("a table file");
-    let mut bytes = std::fs::read(&table).expect("read table");
-    assert!(bytes.len() > 1 << 20, "the events' table is {} bytes", bytes.len());
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&table, &bytes).expect("write table");
+    common::table::flip_a_byte_in_the_largest_table(&path);
 
     let l = ledger::Ledger::open_read_only(&path).expect("open read-only");
     let first_unreadable = (0..=20_000u64)

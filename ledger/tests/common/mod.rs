@@ -2,6 +2,8 @@
 //! that directory for tampering.
 #![allow(dead_code)]
 
+pub mod table;
+
 use std::path::{Path, PathBuf};
 
 use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, Object, Report, SigningKey, Value, VerifyOptions};
