@@ -1320,21 +1320,22 @@ struct Interleaved {
     rocksdb_per_sec: f64,
 }
 
-/// Opens a bare RocksDB (no ledger code) in `dir` with the WAL and
-/// compression options of the ledger's store (`ledger/src/store.rs`:
-/// recycled WAL files, point-in-time recovery, atomic flush, LZ4) and its
-/// column families.
+/// Opens a bare RocksDB (no ledger code) in `dir` with the options and
+/// column families of the ledger's store: read back from the `OPTIONS`
+/// file RocksDB writes, of a ledger made for the purpose beside `dir`, so
+/// that the peer cannot drift from the store.
 fn open_bare_rocksdb(dir: &Path) -> Result<rocksdb::DB> {
-    let mut options = rocksdb::Options::default();
+    let parent = dir.parent().unwrap_or(dir);
+    let (_template_dir, template) = new_ledger(parent)?;
+    let store = template.path().to_path_buf();
+    drop(template);
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+    let env = rocksdb::Env::new().context("cannot make a RocksDB environment")?;
+    let (mut options, families) = rocksdb::Options::load_latest(&store, env, false, cache)
+        .with_context(|| format!("cannot read the RocksDB options of the ledger in {}", store.display()))?;
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    options.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
-    options.set_atomic_flush(true);
-    options.set_keep_log_file_num(4);
-    options.set_max_total_wal_size(256 << 20);
-    options.set_recycle_log_file_num(4);
-    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    rocksdb::DB::open_cf(&options, dir, ["events", "time", "meta"])
+    rocksdb::DB::open_cf_descriptors(&options, dir, families)
         .with_context(|| format!("cannot open a RocksDB in {}", dir.display()))
 }
 
