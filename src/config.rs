@@ -112,9 +112,15 @@ pub struct GatewayConfig {
     pub public_url: Option<String>,
     /// Largest accepted HTTP request body; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// How long an upstream may take to answer one request (and to start a
-    /// session) before the call fails with a timeout.
+    /// How long an upstream may take to answer one request before the call
+    /// fails with a timeout.
     pub upstream_timeout_sec: u64,
+    /// How long an upstream may take to start a session (spawn a stdio
+    /// child or connect, and complete `initialize`). Apart from the request
+    /// timeout: a server run through `npx` or a Python interpreter can take
+    /// seconds to start on a loaded host while its tools answer in
+    /// milliseconds.
+    pub upstream_start_timeout_sec: u64,
     /// `Host` header values accepted (DNS-rebinding protection). Empty: any.
     pub allowed_hosts: Vec<String>,
     /// Arguments up to this size are stored whole in the ledger; larger ones
@@ -137,6 +143,7 @@ impl Default for GatewayConfig {
             public_url: None,
             max_body_bytes: 4 << 20,
             upstream_timeout_sec: 120,
+            upstream_start_timeout_sec: 120,
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
             max_argument_bytes: 64 << 10,
             result_excerpt_bytes: 4 << 10,
@@ -223,6 +230,8 @@ pub struct ServerConfig {
     pub env: Vec<String>,
     /// Per-server override of `gateway.upstream_timeout_sec`.
     pub timeout_sec: Option<u64>,
+    /// Per-server override of `gateway.upstream_start_timeout_sec`.
+    pub start_timeout_sec: Option<u64>,
     /// Who owns the server (recorded in the registry).
     pub owner: Option<String>,
     /// Risk tags (`pii`, `payments`, ...) policies can match on.
@@ -407,6 +416,22 @@ impl Config {
             if server.approve && !server.register {
                 bail!("config: servers.{name} has approve = true but register = false");
             }
+            for (key, value) in [
+                ("timeout_sec", server.timeout_sec),
+                ("start_timeout_sec", server.start_timeout_sec),
+            ] {
+                if value == Some(0) {
+                    bail!("config: servers.{name}.{key} must be at least 1 second");
+                }
+            }
+        }
+        for (key, value) in [
+            ("upstream_timeout_sec", self.gateway.upstream_timeout_sec),
+            ("upstream_start_timeout_sec", self.gateway.upstream_start_timeout_sec),
+        ] {
+            if value == 0 {
+                bail!("config: gateway.{key} must be at least 1 second");
+            }
         }
         if self.gateway.max_body_bytes == 0 {
             bail!("config: gateway.max_body_bytes must be positive");
@@ -504,6 +529,33 @@ mod tests {
         assert_eq!(config.servers["local"].args.len(), 2);
         assert_eq!(config.servers["local"].env, vec!["dev".to_string()]);
         assert_eq!(config.servers["remote"].timeout_sec, Some(5));
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_naming_the_key() {
+        for (toml, key) in [
+            ("[gateway]\nupstream_timeout_sec = 0\n", "gateway.upstream_timeout_sec"),
+            (
+                "[gateway]\nupstream_start_timeout_sec = 0\n",
+                "gateway.upstream_start_timeout_sec",
+            ),
+            (
+                "[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\ntimeout_sec = 0\n",
+                "servers.a.timeout_sec",
+            ),
+            (
+                "[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\nstart_timeout_sec = 0\n",
+                "servers.a.start_timeout_sec",
+            ),
+        ] {
+            let (_d, path) = write(toml);
+            let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err(key));
+            assert!(msg.contains(key) && msg.contains("at least 1"), "{key}: {msg}");
+        }
+        let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\nstart_timeout_sec = 90\n");
+        let config = load_with_env(&global(Some(path)), &[]).expect("config");
+        assert_eq!(config.servers["a"].start_timeout_sec, Some(90));
+        assert_eq!(config.gateway.upstream_start_timeout_sec, 120);
     }
 
     #[test]

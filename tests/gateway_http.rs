@@ -956,9 +956,10 @@ async def hang() -> str:
 app.run("stdio")
 "#;
 
-/// Seconds the flaky upstream gets per request, and also to start a
-/// session: the Python SDK's import alone takes 0.7 s of CPU, so 2 s failed
-/// the `initialize` now and then on a loaded two-core machine.
+/// Seconds the flaky upstream gets per request. Starting it has a timeout
+/// of its own (`start_timeout_sec`, 120 s): the Python SDK's import alone
+/// takes 0.7 s of CPU, and 4 s for the whole start (when one timeout bounded
+/// both) failed CI on a loaded two-core machine.
 const FLAKY_TIMEOUT_SEC: u64 = 4;
 
 /// An upstream that crashes mid-call is reported unavailable, one that
@@ -971,7 +972,10 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
     let script = scripts.path().join("flaky.py");
     std::fs::write(&script, FLAKY_SERVER).expect("write flaky.py");
     let flaky = stdio_server("flaky", &peers.python, &[&script.to_string_lossy()]);
-    let site = token_site("", &format!("{flaky}timeout_sec = {FLAKY_TIMEOUT_SEC}\n"));
+    let site = token_site(
+        "",
+        &format!("{flaky}timeout_sec = {FLAKY_TIMEOUT_SEC}\nstart_timeout_sec = 120\n"),
+    );
     let alice = create_token(&site, "alice", &["security"]);
     let served = site.serve();
     let url = served.url("flaky");
@@ -1019,6 +1023,57 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
     assert_eq!(opened.len(), 3, "sessions opened: {opened:?}");
     assert!(opened.iter().all(|e| *body(e, "outcome") == json!("ok")), "{opened:?}");
     assert_every_event_names(&events, "alice", &["security"], "token");
+    served.stop();
+    site.verify();
+}
+
+/// An upstream that never completes `initialize` fails the session's start
+/// within the server's start timeout, not its (much longer) request timeout,
+/// and the failed start is recorded.
+#[test]
+fn an_upstream_that_never_starts_fails_within_the_start_timeout() {
+    let Some(peers) = peers() else { return };
+    let scripts = tempfile::tempdir().expect("tempdir");
+    let script = scripts.path().join("stuck.py");
+    std::fs::write(&script, "import time\ntime.sleep(3600)\n").expect("write stuck.py");
+    let stuck = format!(
+        "[servers.stuck]\ntransport = \"stdio\"\ncommand = {}\nargs = [{}]\ntimeout_sec = 600\nstart_timeout_sec = 3\n",
+        q(&peers.python),
+        q(&script.to_string_lossy())
+    );
+    let site = token_site("", &stuck);
+    let alice = create_token(&site, "alice", &["security"]);
+    let served = site.serve();
+
+    let started = Instant::now();
+    let report = scenario(
+        &peers,
+        &[
+            "--call",
+            "anything",
+            "--timeout",
+            "60",
+            "--header",
+            &bearer(&alice),
+            &served.url("stuck"),
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(report["request"], "initialize", "{report:#}");
+    assert_eq!(report["error"]["code"], -32052, "{report:#}");
+    let message = report["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("stuck") && message.contains("within 3000 ms"),
+        "the message does not name the server and its start timeout: {message}"
+    );
+    assert!(took < Duration::from_secs(45), "the start took {took:?} to fail");
+
+    let events = site.events();
+    let opened: Vec<&Value> = events.iter().filter(|e| kind(e) == "session.opened").collect();
+    assert_eq!(opened.len(), 1, "sessions opened: {opened:?}");
+    assert_eq!(*body(opened[0], "outcome"), json!("unavailable"), "{}", opened[0]);
+    let recorded = body(opened[0], "error").as_str().unwrap_or_default();
+    assert!(recorded.contains("within 3000 ms"), "{recorded}");
     served.stop();
     site.verify();
 }

@@ -62,6 +62,11 @@ impl Gateway {
                     upstream: server.into(),
                     env: server.env.clone(),
                     timeout: Duration::from_secs(server.timeout_sec.unwrap_or(config.gateway.upstream_timeout_sec)),
+                    start_timeout: Duration::from_secs(
+                        server
+                            .start_timeout_sec
+                            .unwrap_or(config.gateway.upstream_start_timeout_sec),
+                    ),
                 };
                 (name.clone(), Arc::new(entry))
             })
@@ -120,7 +125,7 @@ impl Gateway {
         );
         let running = entry
             .upstream
-            .connect(server, info, entry.timeout)
+            .connect(server, info, entry.start_timeout)
             .await
             .map_err(anyhow::Error::msg)?;
         let tools = tokio::time::timeout(entry.timeout, running.peer().list_all_tools())

@@ -74,7 +74,10 @@ pub struct ServerEntry {
     pub name: String,
     pub upstream: Upstream,
     pub env: Vec<String>,
+    /// For one request.
     pub timeout: Duration,
+    /// For starting a session: spawn or connect, and `initialize`.
+    pub start_timeout: Duration,
 }
 
 /// How the downstream client reached the gateway.
@@ -269,7 +272,7 @@ impl Session {
         let connected = self
             .server
             .upstream
-            .connect(&self.server.name, client, self.server.timeout)
+            .connect(&self.server.name, client, self.server.start_timeout)
             .await;
         let init = connected
             .as_ref()
