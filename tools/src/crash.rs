@@ -4,14 +4,19 @@
 //! data directory, feeds it events as fast as it takes them (so hundreds of
 //! appends are in flight in the writer's group commit), records every
 //! acknowledgement it prints, and kills it with SIGKILL at a random moment:
-//! during start-up and recovery, mid-group, mid-sync. After every kill the
-//! log must open, verify, and hold every acknowledged event with the hash
-//! that was acknowledged.
+//! during start-up and recovery, mid-group, mid-sync. One round in four is
+//! timed from the child's start, so kills land in start-up and recovery; the
+//! others from its first acknowledgement, so they land while appends flow
+//! however long the start took (a loaded machine starts the child slower,
+//! and kills timed from the start alone then mostly hit it before it had
+//! acknowledged anything). After every kill the log must open, verify, and
+//! hold every acknowledged event with the hash that was acknowledged.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -25,13 +30,36 @@ pub struct CrashOptions {
     pub data_dir: PathBuf,
     pub rounds: u32,
     pub seed: u64,
-    /// Kills land uniformly in `0..=max_delay` after the child starts.
+    /// Kills land uniformly in `0..=max_delay` after the child starts (one
+    /// round in four) or after its first acknowledgement (the others).
     pub max_delay: Duration,
     /// The child's `ledger.memtable_mb`, if set: a small one makes RocksDB
     /// flush and move to a new WAL file every few thousand events, so that
     /// kills land while the child writes into reused (recycled) WAL files.
     pub memtable_mb: Option<u64>,
 }
+
+/// When a round's kill lands.
+#[derive(Clone, Copy, Debug)]
+pub struct KillAt {
+    pub delay: Duration,
+    /// `delay` counts from the child's first acknowledgement, not its start.
+    pub after_first_ack: bool,
+}
+
+impl std::fmt::Display for KillAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.delay.as_secs_f64() * 1e3;
+        if self.after_first_ack {
+            write!(f, "{ms:.1} ms after the first acknowledgement")
+        } else {
+            write!(f, "{ms:.1} ms after start")
+        }
+    }
+}
+
+/// Waits at most this long for a child's first acknowledgement.
+const FIRST_ACK_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What one round saw.
 #[derive(Clone, Debug)]
@@ -40,7 +68,7 @@ pub struct RoundOutcome {
     pub acked: usize,
     /// The head after recovery.
     pub head: u64,
-    pub delay: Duration,
+    pub kill: KillAt,
     /// The child was killed while it wrote into a reused (recycled) WAL
     /// file, so recovery met that file's earlier records after its new ones.
     pub in_recycled_wal: bool,
@@ -94,14 +122,17 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
     let mut pinned: Option<(u64, ledger::Hash)> = None;
     let mut wals = Wals::default();
     for round in 0..opts.rounds {
-        let delay = Duration::from_micros(rng.below(opts.max_delay.as_micros() as u64 + 1));
+        let kill = KillAt {
+            after_first_ack: rng.below(4) != 0,
+            delay: Duration::from_micros(rng.below(opts.max_delay.as_micros() as u64 + 1)),
+        };
         let acks =
-            kill_one(opts, round, delay, &mut rng).with_context(|| format!("round {round} (seed {})", opts.seed))?;
+            kill_one(opts, round, kill, &mut rng).with_context(|| format!("round {round} (seed {})", opts.seed))?;
         let in_recycled_wal = wals.child_wrote_a_reused_one(&ledger_dir)?;
         let full = round % 10 == 0 || round + 1 == opts.rounds;
         let (head, hash) = check(&ledger_dir, round, &acks, if full { None } else { pinned }).with_context(|| {
             format!(
-                "round {round} (seed {}, kill after {delay:?}, {} acknowledged)",
+                "round {round} (seed {}, killed {kill}, {} acknowledged)",
                 opts.seed,
                 acks.len()
             )
@@ -117,7 +148,7 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
             &RoundOutcome {
                 acked: acks.len(),
                 head,
-                delay,
+                kill,
                 in_recycled_wal,
             },
         );
@@ -172,7 +203,7 @@ struct Ack {
     hash: String,
 }
 
-fn kill_one(opts: &CrashOptions, round: u32, delay: Duration, rng: &mut Rng) -> Result<Vec<Ack>> {
+fn kill_one(opts: &CrashOptions, round: u32, kill: KillAt, rng: &mut Rng) -> Result<Vec<Ack>> {
     let mut child = Command::new(&opts.sealgate)
         .arg("--data-dir")
         .arg(&opts.data_dir)
@@ -207,6 +238,7 @@ fn kill_one(opts: &CrashOptions, round: u32, delay: Duration, rng: &mut Rng) -> 
             }
         }
     });
+    let (first_ack, acked) = mpsc::channel::<()>();
     let reader = std::thread::spawn(move || -> Result<Vec<Ack>> {
         let mut acks = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -222,11 +254,19 @@ fn kill_one(opts: &CrashOptions, round: u32, delay: Duration, rng: &mut Rng) -> 
                 seq: field("seq")?.as_u64().context("seq")?,
                 hash: field("hash")?.as_str().context("hash")?.to_owned(),
             });
+            if acks.len() == 1 {
+                let _ = first_ack.send(());
+            }
         }
         Ok(acks)
     });
 
-    std::thread::sleep(delay);
+    if kill.after_first_ack {
+        // Ends early, with no acknowledgement, if the child exits (the
+        // reader then drops the sender): the check below says why.
+        let _ = acked.recv_timeout(FIRST_ACK_PATIENCE);
+    }
+    std::thread::sleep(kill.delay);
     let exited_early = child.try_wait()?.is_some();
     let _ = child.kill();
     let status = child.wait()?;
