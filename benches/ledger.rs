@@ -233,9 +233,12 @@ fn main() -> Result<()> {
     );
     println!();
 
-    // 2 and 3. CPU bounds.
+    // 2 and 3. CPU bounds. Like the disk, this VM's cores have slower
+    // moments (another tenant's load): the bounds are measured again after
+    // the appends and the fastest of each is the bound.
     let key = SigningKey::from_seed([7; 32]);
-    let cpu = cpu_bounds(&key, &plan)?;
+    let first_cpu = cpu_bounds(&key, &plan)?;
+    let cpu = &first_cpu;
     println!("CPU bounds");
     println!("  {:<34} {:>12}", "", "per second");
     println!(
@@ -284,13 +287,6 @@ fn main() -> Result<()> {
         .into_iter()
         .map(|group| floor::parts(&base, group, record, cores))
         .collect::<Result<Vec<_>>>()?;
-    let best = floor::print(
-        &parts,
-        costs.seal,
-        Duration::from_secs_f64(1.0 / cpu.sign_one),
-        cpu.sign_all,
-        cores,
-    );
 
     // 4. Durable appends.
     println!(
@@ -348,10 +344,39 @@ fn main() -> Result<()> {
     } else {
         sync.fastest()
     };
+    let second_cpu = cpu_bounds(&key, &plan)?;
+    println!(
+        "  CPU bounds measured again: sign {:.0}/s on all cores, {:.0}/s on one; batch verify {:.0}/s, {:.0}/s (first {:.0}, {:.0}, {:.0}, {:.0}); the fastest of each is the bound below",
+        second_cpu.sign_all,
+        second_cpu.sign_one,
+        second_cpu.verify_all,
+        second_cpu.verify_one,
+        first_cpu.sign_all,
+        first_cpu.sign_one,
+        first_cpu.verify_all,
+        first_cpu.verify_one
+    );
+    let cpu = first_cpu.fastest(&second_cpu);
+    // All cores sign at most `cores` times as fast as one; much less than
+    // that means every probe met other load on the cores, and the ratios
+    // below are against a bound set too low.
+    if cpu.sign_all < 0.75 * cores as f64 * cpu.sign_one {
+        println!(
+            "  WARNING: signing on all cores reached only {:.2}x one core in every probe: the cores were shared with other load, so the CPU-bound ratios below are too high to judge by",
+            cpu.sign_all / cpu.sign_one
+        );
+    }
     println!(
         "  (per sync = events per WAL sync, a commit group; sync ms = mean time of one; cpu = process CPU / all cores; writer thr = ledger-writer thread / one core)"
     );
     println!();
+    let best = floor::print(
+        &parts,
+        costs.seal,
+        Duration::from_secs_f64(1.0 / cpu.sign_one),
+        cpu.sign_all,
+        cores,
+    );
     print_stage_costs(&appends, &cpu, &costs, sync.mean, &plan, cores);
 
     // 4b. One writer against the sync probe, in alternating bursts.
@@ -523,7 +548,10 @@ fn main() -> Result<()> {
     } in rows
     {
         let ratio = measured / bound;
-        let pass = ratio >= target;
+        // Above its bound, a figure says the bound was measured in a slower
+        // moment than the figure: it proves nothing, and is not counted met.
+        let above = ratio > 1.0;
+        let pass = ratio >= target && !above;
         if !pass {
             missed += 1;
         }
@@ -546,7 +574,13 @@ fn main() -> Result<()> {
             ceiling,
             best.map_or("-".into(), |b| format!("{:.1}%", 100.0 * b)),
             target * 100.0,
-            if pass { "PASS" } else { "FAIL" }
+            if above {
+                "NO VERDICT (above its bound)"
+            } else if pass {
+                "PASS"
+            } else {
+                "FAIL"
+            }
         );
     }
     println!(
@@ -921,6 +955,18 @@ struct CpuBounds {
     sign_one: f64,
     verify_all: f64,
     verify_one: f64,
+}
+
+impl CpuBounds {
+    /// The faster of two measurements, bound by bound.
+    fn fastest(&self, other: &CpuBounds) -> CpuBounds {
+        CpuBounds {
+            sign_all: self.sign_all.max(other.sign_all),
+            sign_one: self.sign_one.max(other.sign_one),
+            verify_all: self.verify_all.max(other.verify_all),
+            verify_one: self.verify_one.max(other.verify_one),
+        }
+    }
 }
 
 /// A distinct hash for each index (signing cost does not depend on content).
