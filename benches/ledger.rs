@@ -238,28 +238,27 @@ fn main() -> Result<()> {
     // the appends and the fastest of each is the bound.
     let key = SigningKey::from_seed([7; 32]);
     let first_cpu = cpu_bounds(&key, &plan)?;
-    let cpu = &first_cpu;
     println!("CPU bounds");
     println!("  {:<34} {:>12}", "", "per second");
     println!(
         "  {:<34} {:>12.0}",
         format!("sign, all cores ({} sigs)", plan.sign_all),
-        cpu.sign_all
+        first_cpu.sign_all
     );
     println!(
         "  {:<34} {:>12.0}",
         format!("sign, one core ({} sigs)", plan.sign_one),
-        cpu.sign_one
+        first_cpu.sign_one
     );
     println!(
         "  {:<34} {:>12.0}",
         format!("batch verify x{SIG_BATCH}, all cores"),
-        cpu.verify_all
+        first_cpu.verify_all
     );
     println!(
         "  {:<34} {:>12.0}",
         format!("batch verify x{SIG_BATCH}, one core"),
-        cpu.verify_one
+        first_cpu.verify_one
     );
     println!();
 
