@@ -22,26 +22,13 @@
 //! cargo bench --bench policy -- --quick
 //! ```
 //!
-//! The policy code is the binary's own (`src/governance/policy/`), compiled
-//! into this benchmark from its source files.
+//! The policy code is the library's own (`sealgate::governance::policy`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-#[path = "../src/governance/call.rs"]
-#[allow(dead_code, reason = "only Verdict is used here")]
-mod call;
-
-mod governance {
-    pub use crate::call::Verdict;
-}
-
-#[path = "../src/governance/policy/mod.rs"]
-#[allow(dead_code, reason = "the benchmark uses part of the policy API")]
-mod policy;
-
-use governance::Verdict;
-use policy::{Action, Evaluation, Facts, Policy};
+use sealgate::governance::Verdict;
+use sealgate::governance::policy::{self, Action, Evaluation, Facts, Policy};
 
 const RULES: usize = 1_000;
 const TARGET: Duration = Duration::from_micros(20);

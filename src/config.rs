@@ -134,6 +134,27 @@ pub struct GatewayConfig {
     /// rigs (e.g. the MCP conformance suite, which cannot send headers);
     /// leave unset in production.
     pub anonymous_principal: Option<String>,
+    /// Open client sessions at most, in all.
+    pub max_sessions: usize,
+    /// Open client sessions at most per principal.
+    pub max_sessions_per_principal: usize,
+    /// stdio upstream processes running at most (one per session).
+    pub max_upstream_processes: usize,
+    /// Largest message an upstream may send.
+    pub max_upstream_message_bytes: usize,
+    /// A session nobody used for this long is closed.
+    pub session_idle_sec: u64,
+    /// HTTP connections open at most; see docs/GATEWAY.md for who makes
+    /// room when a new one arrives.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; also how long an idle
+    /// keep-alive connection stays open.
+    pub header_read_timeout_sec: u64,
+    /// A request's body must arrive within this.
+    pub body_read_timeout_sec: u64,
+    /// Refused authentications and unknown servers are recorded as one
+    /// `access.refused` event per source, reason and server this often.
+    pub access_log_interval_sec: u64,
 }
 
 impl Default for GatewayConfig {
@@ -149,6 +170,15 @@ impl Default for GatewayConfig {
             result_excerpt_bytes: 4 << 10,
             stdio_principal: "local".into(),
             anonymous_principal: None,
+            max_sessions: 1024,
+            max_sessions_per_principal: 64,
+            max_upstream_processes: 256,
+            max_upstream_message_bytes: 32 << 20,
+            session_idle_sec: 300,
+            max_connections: 1024,
+            header_read_timeout_sec: 10,
+            body_read_timeout_sec: 30,
+            access_log_interval_sec: 60,
         }
     }
 }
@@ -215,16 +245,24 @@ pub struct ServerConfig {
     /// stdio: its arguments.
     #[serde(default)]
     pub args: Vec<String>,
-    /// stdio: extra environment variables for the child.
+    /// stdio: the child's environment besides the inherited allowlist
+    /// (`PATH`, `HOME`, locale, ...; see docs/CONFIG.md). A value is text,
+    /// or read at start from `{ env = "NAME" }` (the gateway's environment)
+    /// or `{ file = "PATH" }`, so credentials need not be in the config.
     #[serde(default)]
-    pub environment: BTreeMap<String, String>,
+    pub environment: BTreeMap<String, Secret>,
     /// stdio: working directory of the child.
     pub cwd: Option<PathBuf>,
     /// http: the endpoint URL.
     pub url: Option<String>,
-    /// http: extra headers sent upstream (e.g. its own credentials).
+    /// http: extra headers sent upstream (e.g. its own credentials); values
+    /// as for `environment`.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
+    /// Custom (non-MCP) request methods relayed to this server, gated (a
+    /// grant on the server) and recorded like calls. Others are refused.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
     /// Environment labels (`prod`, `staging`, ...) recorded on every event.
     #[serde(default)]
     pub env: Vec<String>,
@@ -253,6 +291,35 @@ pub struct ServerConfig {
 
 fn yes() -> bool {
     true
+}
+
+/// A value given in the config, or by reference to where it is kept.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Secret {
+    Text(String),
+    /// `{ env = "NAME" }`: the gateway's environment variable `NAME`.
+    Env {
+        env: String,
+    },
+    /// `{ file = "PATH" }`: the file's content, without a final newline.
+    File {
+        file: PathBuf,
+    },
+}
+
+impl Secret {
+    /// The value, read now.
+    pub fn resolve(&self) -> Result<String> {
+        match self {
+            Secret::Text(s) => Ok(s.clone()),
+            Secret::Env { env } => std::env::var(env).with_context(|| format!("environment variable {env} is not set")),
+            Secret::File { file } => {
+                let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+                Ok(text.strip_suffix('\n').unwrap_or(&text).to_string())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -425,12 +492,37 @@ impl Config {
                 }
             }
         }
+        let g = &self.gateway;
         for (key, value) in [
-            ("upstream_timeout_sec", self.gateway.upstream_timeout_sec),
-            ("upstream_start_timeout_sec", self.gateway.upstream_start_timeout_sec),
+            ("upstream_timeout_sec", g.upstream_timeout_sec),
+            ("upstream_start_timeout_sec", g.upstream_start_timeout_sec),
+            ("session_idle_sec", g.session_idle_sec),
+            ("header_read_timeout_sec", g.header_read_timeout_sec),
+            ("body_read_timeout_sec", g.body_read_timeout_sec),
+            ("access_log_interval_sec", g.access_log_interval_sec),
         ] {
             if value == 0 {
                 bail!("config: gateway.{key} must be at least 1 second");
+            }
+        }
+        for (key, value) in [
+            ("max_sessions", g.max_sessions),
+            ("max_sessions_per_principal", g.max_sessions_per_principal),
+            ("max_upstream_processes", g.max_upstream_processes),
+            ("max_upstream_message_bytes", g.max_upstream_message_bytes),
+            ("max_connections", g.max_connections),
+        ] {
+            if value == 0 {
+                bail!("config: gateway.{key} must be positive");
+            }
+        }
+        for (name, server) in &self.servers {
+            for method in &server.allow_methods {
+                if crate::gateway::mcp::is_mcp_method(method) {
+                    bail!(
+                        "config: servers.{name}.allow_methods: {method:?} is an MCP method; only custom methods can be allowed"
+                    );
+                }
             }
         }
         if self.gateway.max_body_bytes == 0 {

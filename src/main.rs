@@ -1,16 +1,11 @@
-//! `sealgate`: the MCP governance gateway and its audit ledger.
+//! `sealgate`: the MCP governance gateway and its audit ledger. The
+//! commands are in the library (`src/lib.rs`); this is their entry point.
 #![deny(unsafe_code, clippy::unwrap_used)]
-
-mod api;
-mod cli;
-mod commands;
-mod config;
-mod gateway;
-mod governance;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use sealgate::{cli, commands};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

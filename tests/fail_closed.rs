@@ -128,7 +128,10 @@ fn a_write_is_refused_and_not_performed_when_the_ledger_cannot_record_it() {
     std::fs::remove_file(mount.0.join("filler")).expect("remove filler");
     site.verify();
     let events = site.events();
-    let calls = audited_calls(&events);
+    let calls: Vec<_> = audited_calls(&events)
+        .into_iter()
+        .filter(|(request, _, _)| kind(request) == "tool_call.requested")
+        .collect();
     assert_eq!(calls.len(), 1, "only the first write was recorded: {calls:?}");
     let (req, _, done) = &calls[0];
     assert_eq!(req["subject"]["tool"], "write_file");

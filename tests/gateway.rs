@@ -256,7 +256,9 @@ fn a_crash_mid_call_leaves_the_call_visibly_without_outcome() {
         .spawn()
         .expect("start the client");
     wait_until("the call's decision event", std::time::Duration::from_secs(30), || {
-        site.events().iter().any(|e| kind(e) == "policy.decision")
+        site.events()
+            .iter()
+            .any(|e| kind(e) == "policy.decision" && body(e, "mcp.method.name") == "tools/call")
     });
     gw.stop();
     let _ = client.kill();
@@ -276,17 +278,22 @@ fn a_crash_mid_call_leaves_the_call_visibly_without_outcome() {
     assert_eq!(answers("execution.completed") + answers("execution.failed"), 0);
 }
 
-/// An upstream that cannot be started: the client's initialize fails with
-/// -32052 naming the server, and the attempt is recorded.
+/// An approved upstream that cannot be started when a client comes: the
+/// client's initialize fails with -32052 naming the server, and the attempt
+/// is recorded.
 #[test]
 fn an_upstream_that_cannot_start_is_reported_and_recorded() {
     let Some(peers) = peers() else { return };
-    // Not approved at start (approving lists its tools, which would fail).
-    let site = Site::new(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n\
-         [servers.broken]\ntransport = \"stdio\"\ncommand = \"/nonexistent/mcp-server\"\n",
-    );
+    // It starts (and is approved, its tools pinned) until the flag file
+    // exists; then it exits at once.
+    let flag = "{dir}/broken.flag";
+    let script = format!("test -e {flag} && exit 3; exec node {} stdio", peers.everything);
+    let site = Site::new(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n{}",
+        stdio_server("broken", "sh", &["-c", &script])
+    ));
     let gw = site.serve();
+    std::fs::write(site.dir.path().join("broken.flag"), "").expect("flag");
     let report = scenario(&peers, &["--call", "echo", &gw.url("broken")]);
     gw.stop();
     assert_eq!(report["ok"], false, "{report:#}");
@@ -300,8 +307,7 @@ fn an_upstream_that_cannot_start_is_reported_and_recorded() {
         .expect("the attempt is recorded");
     assert_eq!(body(opened, "outcome"), "unavailable");
     assert!(
-        body(opened, "error")
-            .as_str()
-            .is_some_and(|m| m.contains("/nonexistent/mcp-server"))
+        body(opened, "error").as_str().is_some_and(|m| m.contains("broken")),
+        "{opened:#}"
     );
 }

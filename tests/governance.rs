@@ -178,10 +178,18 @@ fn text_of(report: &Value) -> String {
 fn registry_approvals_grants_and_as_of_end_to_end() {
     let Some(w) = world() else { return };
 
-    // An unregistered server: denied, and recorded as such.
+    // An unregistered server: no session is opened (nothing is started),
+    // and the refusal is recorded.
     let report = w.call("shadow", "echo", r#"{"message": "hi"}"#, &w.alice);
-    assert_eq!(report["result"]["isError"], true, "{report:#}");
-    assert!(text_of(&report).contains("shadow MCP"), "{report:#}");
+    assert_eq!(report["ok"], false, "{report:#}");
+    assert_eq!(report["request"], "initialize", "{report:#}");
+    assert_eq!(report["error"]["code"], -32051, "{report:#}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("shadow MCP")),
+        "{report:#}"
+    );
 
     // A read on prod needs nothing more than a grant and the read rule.
     let a_txt = w.files.join("a.txt");

@@ -88,6 +88,12 @@ event_kinds! {
     /// What an upstream listed (tools, prompts, resources, templates): the
     /// digest of the set it returned.
     ListingObserved = "listing.observed",
+    /// A message the gateway did not relay because it did not recognise
+    /// it (malformed, unknown method, not the session's, ...).
+    MessageRefused = "mcp.refused",
+    /// Refused authentications and requests for unknown or unusable
+    /// servers, counted per source, reason and server over an interval.
+    AccessRefused = "access.refused",
 }
 
 impl EventKind {

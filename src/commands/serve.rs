@@ -53,7 +53,7 @@ fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
         )
         .context("cannot load the governance state")?,
     );
-    Ok(Gateway::new(ledger, config, gov, &paths.data_dir))
+    Gateway::new(ledger, config, gov, &paths.data_dir)
 }
 
 /// Makes what the config declares into events (see `governance::bootstrap`).
@@ -78,6 +78,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
+    raise_open_files();
     let gateway = gateway(paths, config)?;
     runtime()?.block_on(async {
         let anonymous = config.gateway.anonymous_principal.clone();
@@ -105,14 +106,55 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             }
             out.flush()?;
         }
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("http server failed")?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let signal = shutdown_signal().await;
+            tracing::info!("{signal}: shutting down");
+            stop.cancel();
+        });
+        let limits = crate::gateway::listener::ListenerLimits {
+            max_connections: config.gateway.max_connections,
+            header_read_timeout: std::time::Duration::from_secs(config.gateway.header_read_timeout_sec),
+        };
+        crate::gateway::listener::serve(listener, app, limits, shutdown, std::time::Duration::from_secs(10)).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// SIGINT or SIGTERM, whichever comes first: both shut down gracefully.
+async fn shutdown_signal() -> &'static str {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot watch SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}
+
+/// As many open files as the hard limit allows: every connection and every
+/// upstream child's pipes are file descriptors.
+fn raise_open_files() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
 }
 
 pub fn stdio(
@@ -131,7 +173,9 @@ pub fn stdio(
     };
     runtime()?.block_on(async {
         bootstrap(&gateway, config, global).await?;
-        gateway.serve_stdio(server, principal).await
+        gateway
+            .serve_stdio(server, principal, config.gateway.max_body_bytes)
+            .await
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
 
+use super::mcp::Id;
 use super::safety::Report;
 use crate::governance::Ruling;
 use crate::governance::{Principal, to_ledger_value as to_value};
+use crate::json::Json;
 
 /// Where the gateway's events go. Every append waits until the event is
 /// durable; an error means the event is not in the log and the caller must
@@ -46,12 +48,14 @@ pub struct Scope {
 #[derive(Clone, Debug)]
 pub struct CallInfo {
     pub method: String,
-    pub request_id: rmcp::model::RequestId,
+    /// The JSON-RPC id as its sender wrote it (the client's; for
+    /// server-to-client requests, the upstream's).
+    pub request_id: Id,
     pub tool: Option<String>,
     pub prompt: Option<String>,
     pub resource: Option<String>,
-    /// Arguments (or params) as sent, as JSON.
-    pub arguments: Option<serde_json::Value>,
+    /// Arguments (or params) exactly as sent.
+    pub arguments: Option<Json>,
     /// `server_to_client` for sampling, elicitation and roots.
     pub direction: Direction,
 }
@@ -69,7 +73,7 @@ pub enum Outcome<'a> {
     /// `json` as the ledger may keep it (redacted per policy), the size of
     /// the original, and whether the client got it truncated.
     Result {
-        json: &'a serde_json::Value,
+        json: &'a Json,
         is_error: Option<bool>,
         original_bytes: usize,
         truncated: bool,
@@ -104,9 +108,10 @@ impl Audit {
     }
 
     /// The request; `stored` is the arguments as the ledger may keep them
-    /// (redacted per policy), while size and digest are of the arguments
-    /// as sent.
-    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: Option<&serde_json::Value>) -> Draft {
+    /// (redacted per policy). Their size and digest are of the stored text,
+    /// so a digest cannot be used to test guesses at a redacted value;
+    /// `original_bytes` is the size of the arguments as sent.
+    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: Option<&Json>) -> Draft {
         let kind = if call.method == "tools/call" {
             EventKind::ToolCallRequested
         } else {
@@ -114,12 +119,11 @@ impl Audit {
         };
         let mut draft = base(kind, scope, Some(call));
         if let Some(args) = &call.arguments {
-            let mut b = blob(stored.unwrap_or(args), self.limits.max_argument_bytes);
+            let kept = stored.unwrap_or(args);
+            let mut b = blob(&kept.to_text(), self.limits.max_argument_bytes);
             if let Value::Object(obj) = &mut b {
-                let text = serde_json::to_string(args).unwrap_or_default();
-                obj.insert("bytes".into(), Value::Int(text.len() as i128));
-                obj.insert("digest".into(), digest(text.as_bytes()).into());
-                if stored.is_some_and(|s| s != args) {
+                obj.insert("original_bytes".into(), Value::Int(args.to_text().len() as i128));
+                if kept != args {
                     obj.insert("redacted".into(), true.into());
                 }
             }
@@ -170,7 +174,7 @@ impl Audit {
         &self,
         scope: &Scope,
         call: &CallInfo,
-        requested: &Receipt,
+        requested: Option<&Receipt>,
         report: &Report,
         quarantine_id: Option<&str>,
     ) -> Draft {
@@ -179,8 +183,13 @@ impl Audit {
         } else {
             EventKind::OutputRedacted
         };
-        let mut draft = base(kind, scope, Some(call));
-        draft.correlation.answers = Some(requested.seq);
+        // Findings in a message that answers no recorded request (a
+        // notification, a listing) name its method only.
+        let mut draft = base(kind, scope, requested.map(|_| call));
+        if requested.is_none() {
+            draft.body.insert("mcp.method.name".into(), call.method.clone().into());
+        }
+        draft.correlation.answers = requested.map(|r| r.seq);
         draft.body.insert(
             "findings".into(),
             to_value(&serde_json::to_value(report).unwrap_or_default()),
@@ -225,7 +234,7 @@ impl Audit {
                 if let Some(flag) = is_error {
                     body.insert("is_error".into(), (*flag).into());
                 }
-                let mut result = blob(json, self.limits.result_excerpt_bytes);
+                let mut result = blob(&json.to_text(), self.limits.result_excerpt_bytes);
                 if let Value::Object(obj) = &mut result {
                     obj.insert("original_bytes".into(), Value::Int(*original_bytes as i128));
                     if *truncated {
@@ -276,7 +285,7 @@ impl Audit {
 
     /// A listing's result: the digest of the set (in the order listed), its
     /// size, and the names.
-    pub fn listing(&self, scope: &Scope, method: &str, request_id: &rmcp::model::RequestId, items: &Listing) -> Draft {
+    pub fn listing(&self, scope: &Scope, method: &str, request_id: &Id, items: &Listing) -> Draft {
         let call = CallInfo {
             method: method.to_string(),
             request_id: request_id.clone(),
@@ -288,8 +297,7 @@ impl Audit {
         };
         let mut draft = base(EventKind::ListingObserved, scope, Some(&call));
         let body = &mut draft.body;
-        let bytes = serde_json::to_vec(&items.items).unwrap_or_default();
-        body.insert("digest".into(), digest(&bytes).into());
+        body.insert("digest".into(), digest(items.items.to_text().as_bytes()).into());
         body.insert("count".into(), Value::Int(items.names.len() as i128));
         body.insert(
             "names".into(),
@@ -305,18 +313,113 @@ impl Audit {
         if let Some(next) = &items.next_cursor {
             body.insert("next_cursor".into(), next.clone().into());
         }
+        if !items.changed.is_empty() || !items.added.is_empty() {
+            let map = |m: &std::collections::BTreeMap<String, String>| {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+            };
+            let mut differs = Object::new();
+            differs.insert("changed".into(), map(&items.changed));
+            differs.insert("added".into(), map(&items.added));
+            body.insert("differs_from_pins".into(), Value::Object(differs));
+        }
         draft
     }
 }
 
+/// A message the gateway did not relay.
+#[derive(Debug)]
+pub struct Refused<'a> {
+    /// `client_to_server` or `server_to_client`.
+    pub direction: Direction,
+    pub method: Option<&'a str>,
+    pub request_id: Option<&'a Id>,
+    /// The JSON-RPC error code the refusal carries.
+    pub code: i64,
+    pub reason: &'a str,
+    /// Size of the message as received.
+    pub bytes: usize,
+}
+
+/// Refused authentications or requests for unknown or unusable servers,
+/// counted over an interval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessCount {
+    /// The peer's IP address.
+    pub source: String,
+    /// The authenticated principal, when the refusal came after
+    /// authentication (an unknown server).
+    pub principal: Option<String>,
+    /// `sha256:` of the first 16 hex digits of the presented token's
+    /// SHA-256: enough to tell tokens apart, useless to replay one.
+    pub token: Option<String>,
+    pub reason: String,
+    pub server: Option<String>,
+    pub count: u64,
+    pub first: ledger::Timestamp,
+    pub last: ledger::Timestamp,
+}
+
 /// A page of a listing, as the upstream returned it.
 pub struct Listing {
-    pub items: serde_json::Value,
+    pub items: Json,
     pub names: Vec<String>,
     pub cursor: Option<String>,
     pub next_cursor: Option<String>,
     /// Names not passed to the client (drifted, unpinned, or not granted).
     pub hidden: Vec<String>,
+    /// Tools listed with a definition other than the pinned one (name →
+    /// hash as listed).
+    pub changed: std::collections::BTreeMap<String, String>,
+    /// Tools listed that are not pinned.
+    pub added: std::collections::BTreeMap<String, String>,
+}
+
+impl Audit {
+    pub fn refused(&self, scope: &Scope, refused: &Refused<'_>) -> Draft {
+        let mut draft = base(EventKind::MessageRefused, scope, None);
+        if let Some(id) = refused.request_id {
+            draft.correlation.request_id = Some(request_id(id));
+            draft.body.insert("jsonrpc.request.id".into(), id.to_string().into());
+        }
+        let body = &mut draft.body;
+        body.insert("direction".into(), refused.direction.as_str().into());
+        if let Some(method) = refused.method {
+            body.insert("mcp.method.name".into(), method.to_string().into());
+        }
+        body.insert("error.type".into(), "refused".into());
+        body.insert("error".into(), error_obj(Some(refused.code as i32), refused.reason));
+        body.insert("bytes".into(), Value::Int(refused.bytes as i128));
+        draft
+    }
+
+    pub fn access_refused(&self, count: &AccessCount, interval: Duration) -> Draft {
+        let mut draft = Draft::new(EventKind::AccessRefused);
+        draft.actor.principal = Some(count.principal.clone().unwrap_or_else(|| "sealgate:gateway".into()));
+        draft.subject.server = count.server.clone();
+        let body = &mut draft.body;
+        body.insert("source.address".into(), count.source.clone().into());
+        if let Some(p) = &count.principal {
+            body.insert("principal".into(), p.clone().into());
+        }
+        if let Some(t) = &count.token {
+            body.insert("token".into(), t.clone().into());
+        }
+        body.insert("reason".into(), count.reason.clone().into());
+        body.insert("count".into(), Value::Int(i128::from(count.count)));
+        body.insert("first".into(), count.first.to_string().into());
+        body.insert("last".into(), count.last.to_string().into());
+        body.insert("interval_sec".into(), Value::Int(i128::from(interval.as_secs())));
+        draft
+    }
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::ClientToServer => "client_to_server",
+            Direction::ServerToClient => "server_to_client",
+        }
+    }
 }
 
 fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
@@ -361,10 +464,14 @@ fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
     draft
 }
 
-fn request_id(id: &rmcp::model::RequestId) -> ledger::RequestId {
+/// An integer id that fits `i64` is recorded as one; a larger one as its
+/// text.
+fn request_id(id: &Id) -> ledger::RequestId {
     match id {
-        rmcp::model::NumberOrString::Number(n) => ledger::RequestId::Int(*n),
-        rmcp::model::NumberOrString::String(s) => ledger::RequestId::Str(s.to_string()),
+        Id::Int(text) => text
+            .parse()
+            .map_or_else(|_| ledger::RequestId::Str(text.to_string()), ledger::RequestId::Int),
+        Id::Str(s) => ledger::RequestId::Str(s.clone()),
     }
 }
 
@@ -373,11 +480,10 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
-/// A JSON value stored as its exact JSON text (so numbers, including
-/// floats, keep their written form), with size and digest of the whole and
-/// at most `limit` bytes of text.
-fn blob(json: &serde_json::Value, limit: usize) -> Value {
-    let text = serde_json::to_string(json).unwrap_or_default();
+/// A JSON text stored as it is (so numbers of any size and floats keep
+/// their written form), with size and digest of the whole and at most
+/// `limit` bytes of it.
+fn blob(text: &str, limit: usize) -> Value {
     let mut obj = Object::new();
     obj.insert("bytes".into(), Value::Int(text.len() as i128));
     obj.insert("digest".into(), digest(text.as_bytes()).into());
@@ -410,9 +516,8 @@ mod tests {
 
     #[test]
     fn blobs_keep_whole_digest_and_cut_on_char_boundaries() {
-        let json = serde_json::json!({"text": "ééééé", "n": 1.5});
-        let text = serde_json::to_string(&json).expect("json");
-        let Value::Object(obj) = blob(&json, 12) else {
+        let text = r#"{"n":1.5,"text":"ééééé"}"#.to_string();
+        let Value::Object(obj) = blob(&text, 12) else {
             panic!("object")
         };
         assert_eq!(obj["bytes"], Value::Int(text.len() as i128));
@@ -422,7 +527,7 @@ mod tests {
             panic!("string")
         };
         assert!(cut.len() <= 12 && text.starts_with(cut.as_str()));
-        let Value::Object(whole) = blob(&json, 1 << 20) else {
+        let Value::Object(whole) = blob(&text, 1 << 20) else {
             panic!("object")
         };
         assert_eq!(whole["json"], Value::String(text));

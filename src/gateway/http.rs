@@ -1,116 +1,74 @@
-//! The HTTP front: one streamable-HTTP MCP endpoint per upstream server
-//! (`/mcp/{server}`), bearer authentication, body limits and JSON-RPC
-//! parse errors in front of rmcp, and the OAuth protected-resource
+//! The HTTP front: MCP's streamable-HTTP transport, one endpoint per
+//! upstream server (`/mcp/{server}`), and the OAuth protected-resource
 //! metadata (RFC 9728) the MCP authorization spec asks of servers.
+//!
+//! Order of checks on `/mcp/...`: the `Host` header (DNS-rebinding
+//! protection), then authentication, then the server name: an unknown
+//! server gets the same 401 as a known one without a token, and 404 only
+//! after authentication, so the configured names cannot be enumerated.
+//! Refused authentications and unknown servers are counted and recorded
+//! (`access.refused`, [`AccessLog`]). Then the session: a message in a
+//! session must come from the principal that opened it (403, `-32054`,
+//! without naming the owner).
+//!
+//! A POSTed request is answered on its own event stream, which also
+//! carries the server's requests and notifications about it; notifications
+//! and responses are answered `202 Accepted`; GET opens the session's own
+//! stream; DELETE ends the session. Bodies are read strictly
+//! ([`Message::parse`]): duplicate keys, batches and anything else that is
+//! not one JSON-RPC message are refused before any session sees them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use axum::routing::{any, get};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use super::Gateway;
+use super::audit::AccessCount;
 use super::auth::{AuthError, Authenticator};
-use super::relay::{Downstream, codes};
+use super::mcp::{self, Id, Message, RpcError, code};
+use super::relay::{self, ClientSink, Downstream, Opening, Session, Streams, codes};
+use super::sse;
 use crate::config::GatewayConfig;
+use crate::governance::Principal;
+
+const SESSION_ID: &str = "mcp-session-id";
+const PROTOCOL_VERSION: &str = "mcp-protocol-version";
+
+/// The peer's address, put on each request by the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
 
 #[derive(Clone)]
 struct Front {
+    gateway: Gateway,
     auth: Arc<Authenticator>,
     public_url: String,
     max_body_bytes: usize,
+    body_timeout: Duration,
+    allowed_hosts: Vec<String>,
     authorization_servers: Vec<String>,
-    owners: Owners,
+    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
+    access: AccessLog,
 }
 
-/// The principal that opened each HTTP session. rmcp answers GET (the
-/// session's event stream) and DELETE (its end) itself, so the relay's
-/// check that a request comes from the session's principal never sees them.
-#[derive(Clone)]
-struct Owners {
-    map: Arc<Mutex<OwnerMap>>,
-    /// rmcp's sessions, to forget the owners of sessions it has closed
-    /// (idle, or ended by their upstream).
-    managers: Arc<Vec<Arc<LocalSessionManager>>>,
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
-
-struct OwnerMap {
-    /// Session id → (principal, when recorded).
-    owners: HashMap<String, (String, Instant)>,
-    /// Size at which closed sessions are next pruned.
-    prune_at: usize,
-}
-
-const PRUNE_AT_LEAST: usize = 1024;
-
-impl Owners {
-    fn new(managers: Vec<Arc<LocalSessionManager>>) -> Owners {
-        Owners {
-            map: Arc::new(Mutex::new(OwnerMap {
-                owners: HashMap::new(),
-                prune_at: PRUNE_AT_LEAST,
-            })),
-            managers: Arc::new(managers),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OwnerMap> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Unknown sessions are left to rmcp, which answers 404.
-    fn allows(&self, session: &str, principal: &str) -> bool {
-        self.lock()
-            .owners
-            .get(session)
-            .is_none_or(|(owner, _)| owner == principal)
-    }
-
-    async fn record(&self, session: &str, principal: &str) {
-        let full = {
-            let mut map = self.lock();
-            map.owners
-                .insert(session.to_string(), (principal.to_string(), Instant::now()));
-            map.owners.len() >= map.prune_at
-        };
-        if full {
-            self.prune().await;
-        }
-    }
-
-    fn forget(&self, session: &str) {
-        self.lock().owners.remove(session);
-    }
-
-    /// Forgets sessions rmcp no longer has. Sessions recorded after the
-    /// snapshot of rmcp's sessions began are kept: they may be missing
-    /// from it.
-    async fn prune(&self) {
-        let began = Instant::now();
-        let mut live = HashSet::new();
-        for manager in self.managers.iter() {
-            live.extend(manager.sessions.read().await.keys().map(|id| id.to_string()));
-        }
-        let mut map = self.lock();
-        map.owners
-            .retain(|id, (_, recorded)| *recorded >= began || live.contains(id));
-        map.prune_at = (map.owners.len() * 2).max(PRUNE_AT_LEAST);
-    }
-}
-
-const SESSION_ID: &str = "mcp-session-id";
 
 /// The gateway's HTTP application, listening on `local_addr` (the address
-/// actually bound: `gateway.listen` may name port 0).
+/// actually bound: `gateway.listen` may name port 0). Starts the session
+/// reaper and the access log's flusher on the current runtime.
 pub fn router(
     gateway: &Gateway,
     auth: Arc<Authenticator>,
@@ -124,40 +82,24 @@ pub fn router(
         .unwrap_or_else(|| format!("http://{local_addr}"))
         .trim_end_matches('/')
         .to_string();
-    let mut rmcp_config = StreamableHttpServerConfig::default().with_max_request_body_bytes(config.max_body_bytes);
-    rmcp_config = if config.allowed_hosts.is_empty() {
-        rmcp_config.disable_allowed_hosts()
-    } else {
-        rmcp_config.with_allowed_hosts(config.allowed_hosts.clone())
-    };
-
-    let mut mcp = Router::new();
-    let mut managers = Vec::new();
-    for name in gateway.server_names() {
-        let gw = gateway.clone();
-        let server = name.to_string();
-        let sessions = Arc::new(LocalSessionManager::default());
-        managers.push(sessions.clone());
-        let service = StreamableHttpService::new(
-            move || {
-                gw.relay(&server, Downstream::Http, None)
-                    .ok_or_else(|| std::io::Error::other(format!("no server named {server:?}")))
-            },
-            sessions,
-            rmcp_config.clone(),
-        );
-        mcp = mcp.nest_service(&format!("/mcp/{name}"), service);
-    }
     let front = Front {
+        gateway: gateway.clone(),
         auth,
         public_url,
         max_body_bytes: config.max_body_bytes,
+        body_timeout: Duration::from_secs(config.body_read_timeout_sec),
+        allowed_hosts: config.allowed_hosts.clone(),
         authorization_servers,
-        owners: Owners::new(managers),
+        sessions: Arc::new(Mutex::new(HashMap::new())),
+        access: AccessLog::start(gateway, Duration::from_secs(config.access_log_interval_sec)),
     };
-    let mcp = mcp.layer(middleware::from_fn_with_state(front.clone(), guard));
+    reap_idle(
+        Arc::downgrade(&front.sessions),
+        Duration::from_secs(config.session_idle_sec),
+    );
     Router::new()
-        .merge(mcp)
+        .route("/mcp/{*rest}", any(mcp_endpoint))
+        .route("/mcp", any(mcp_root))
         .route("/.well-known/oauth-protected-resource", get(root_metadata))
         .route(
             "/.well-known/oauth-protected-resource/mcp/{server}",
@@ -168,131 +110,407 @@ pub fn router(
         .with_state(front)
 }
 
-/// Authentication and the session's principal, then (for POST) the body
-/// limit and JSON-RPC parsing, before rmcp sees the request.
-async fn guard(State(front): State<Front>, mut request: Request, next: Next) -> Response {
-    let server = request
-        .uri()
-        .path()
-        .trim_start_matches("/mcp/")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+/// Ends sessions nobody used for `idle` (none of their requests in flight).
+fn reap_idle(sessions: std::sync::Weak<Mutex<HashMap<String, Arc<Session>>>>, idle: Duration) {
+    tokio::spawn(async move {
+        let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(map) = sessions.upgrade() else { return };
+            let stale: Vec<Arc<Session>> = {
+                let mut map = lock(&map);
+                let ids: Vec<String> = map
+                    .iter()
+                    .filter(|(_, s)| s.idle_for() >= idle && !s.busy())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                ids.iter().filter_map(|id| map.remove(id)).collect()
+            };
+            for session in stale {
+                tracing::info!(session = %session.id, "session idle for {} s: closed", idle.as_secs());
+                session.close().await;
+            }
+        }
+    });
+}
+
+fn json_response(status: StatusCode, body: &Message) -> Response {
+    let mut response = (status, body.to_bytes()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn rpc_error(status: StatusCode, id: Option<Id>, error: RpcError) -> Response {
+    json_response(status, &Message::Error { id, error })
+}
+
+fn plain(status: StatusCode, text: &str) -> Response {
+    (status, format!("{text}\n")).into_response()
+}
+
+/// Whether the `Host` header names an allowed host (port ignored unless
+/// the entry has one). An empty list allows any.
+fn host_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
+    allowed.iter().any(|entry| match entry.parse::<http::uri::Authority>() {
+        Ok(a) => {
+            a.host().trim_matches(['[', ']']).eq_ignore_ascii_case(&name)
+                && a.port_u16().is_none_or(|p| authority.port_u16() == Some(p))
+        }
+        Err(_) => entry.trim_matches(['[', ']']).eq_ignore_ascii_case(&name),
+    })
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+        .any(|m| m.eq_ignore_ascii_case(media) || m == "*/*")
+}
+
+async fn mcp_root(State(front): State<Front>, request: Request) -> Response {
+    mcp_request(front, String::new(), request).await
+}
+
+async fn mcp_endpoint(State(front): State<Front>, Path(rest): Path<String>, request: Request) -> Response {
+    mcp_request(front, rest, request).await
+}
+
+async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
+    if !host_allowed(request.headers(), &front.allowed_hosts) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: the Host header is not an allowed host (gateway.allowed_hosts)",
+        );
+    }
+    let server = rest.trim_end_matches('/').to_string();
+    let source = request
+        .extensions()
+        .get::<Peer>()
+        .map_or_else(|| "unknown".to_string(), |p| p.0.ip().to_string());
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
-    let principal = match front.auth.authenticate(authorization).await {
-        Ok(principal) => {
-            let name = principal.name.clone();
-            request.extensions_mut().insert(principal);
-            name
+        .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string());
+    let principal = match front.auth.authenticate(authorization.as_deref()).await {
+        Ok(principal) => principal,
+        Err(e) => {
+            let (reason, token) = match &e {
+                AuthError::Missing => ("missing_token", None),
+                AuthError::Invalid(_) => ("invalid_token", authorization.as_deref().map(fingerprint)),
+            };
+            front.access.count(AccessKey {
+                source,
+                principal: None,
+                token,
+                reason: reason.into(),
+                server: Some(truncate(&server, 64)),
+            });
+            return unauthorized(&front, &server, e);
         }
-        Err(e) => return unauthorized(&front, &server, e),
     };
-    let session = request
+    let Some(entry) = front.gateway.entry(&server) else {
+        front.access.count(AccessKey {
+            source,
+            principal: Some(principal.name.clone()),
+            token: None,
+            reason: "unknown_server".into(),
+            server: Some(truncate(&server, 64)),
+        });
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                serde_json::json!({"error": format!("no server named {:?} is configured", truncate(&server, 64))}),
+            ),
+        )
+            .into_response();
+    };
+    let session_header = request
         .headers()
         .get(SESSION_ID)
+        .map(|v| v.to_str().map(str::to_string).map_err(|_| ()));
+    let session = match session_header {
+        None => None,
+        Some(Err(())) => return plain(StatusCode::BAD_REQUEST, "bad request: Mcp-Session-Id is not text"),
+        Some(Ok(id)) => {
+            let found = lock(&front.sessions).get(&id).cloned();
+            // A session of another server's endpoint is no session here.
+            match found.filter(|s| s.server_name() == entry.name) {
+                None => return plain(StatusCode::NOT_FOUND, "not found: no such session (it may have ended)"),
+                Some(s) => {
+                    if let Err(e) = s.check_owner(&principal) {
+                        return rpc_error(StatusCode::FORBIDDEN, None, e);
+                    }
+                    if let Some(v) = request.headers().get(PROTOCOL_VERSION) {
+                        let known = v.to_str().ok().is_some_and(|v| relay::HANDSHAKE_VERSIONS.contains(&v));
+                        if !known {
+                            return plain(StatusCode::BAD_REQUEST, "bad request: unsupported MCP-Protocol-Version");
+                        }
+                    }
+                    Some(s)
+                }
+            }
+        }
+    };
+    match *request.method() {
+        Method::POST => post(front, entry, principal, session, request).await,
+        Method::GET => match session {
+            None => plain(
+                StatusCode::BAD_REQUEST,
+                "bad request: a GET stream needs an Mcp-Session-Id",
+            ),
+            Some(s) => {
+                if !accepts(request.headers(), "text/event-stream") {
+                    return plain(
+                        StatusCode::NOT_ACCEPTABLE,
+                        "not acceptable: the client must accept text/event-stream",
+                    );
+                }
+                let (tx, rx) = mpsc::channel(64);
+                match s.streams() {
+                    Some(streams) => streams.open_get(tx),
+                    None => return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+                }
+                event_stream(rx, None)
+            }
+        },
+        Method::DELETE => match session {
+            None => plain(StatusCode::BAD_REQUEST, "bad request: DELETE needs an Mcp-Session-Id"),
+            Some(s) => {
+                lock(&front.sessions).remove(&s.id);
+                s.close().await;
+                StatusCode::OK.into_response()
+            }
+        },
+        _ => plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: POST, GET or DELETE",
+        ),
+    }
+}
+
+async fn post(
+    front: Front,
+    entry: Arc<relay::ServerEntry>,
+    principal: Principal,
+    session: Option<Arc<Session>>,
+    request: Request,
+) -> Response {
+    let headers = request.headers().clone();
+    if !(accepts(&headers, "application/json") && accepts(&headers, "text/event-stream")) {
+        return plain(
+            StatusCode::NOT_ACCEPTABLE,
+            "not acceptable: the client must accept both application/json and text/event-stream",
+        );
+    }
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if request.method() != Method::POST {
-        if let Some(id) = &session
-            && !front.owners.allows(id, &principal)
-        {
-            return wrong_principal(id);
-        }
-        let delete = request.method() == Method::DELETE;
-        let response = next.run(request).await;
-        if let Some(id) = &session
-            && (response.status() == StatusCode::NOT_FOUND || (delete && response.status().is_success()))
-        {
-            front.owners.forget(id);
-        }
-        return response;
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        })
+        .unwrap_or(false);
+    if !json_body {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type: Content-Type must be application/json",
+        );
     }
     let limit = front.max_body_bytes;
-    let declared = request
-        .headers()
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return too_large(limit);
     }
-    let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => return too_large(limit),
+    let body = tokio::time::timeout(front.body_timeout, axum::body::to_bytes(request.into_body(), limit)).await;
+    let bytes = match body {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(limit),
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "request timeout: the body was not received in time (gateway.body_read_timeout_sec)",
+            );
+        }
     };
-    if let Err(response) = check_jsonrpc(&bytes) {
-        return *response;
+    let size = bytes.len();
+    let message = match Message::parse(&bytes) {
+        Ok(message) => message,
+        Err(refusal) => {
+            if let Some(s) = &session {
+                s.record_refused_message(&refusal, size).await;
+            }
+            return rpc_error(StatusCode::BAD_REQUEST, refusal.id.clone(), refusal.error);
+        }
+    };
+    let Some(session) = session else {
+        return match message {
+            Message::Request { id, method, params } if method == "initialize" => {
+                initialize(front, entry, principal, id, params).await
+            }
+            Message::Request { id, .. } => rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(id),
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: no session: send initialize first (without Mcp-Session-Id), then use the Mcp-Session-Id it returns",
+                ),
+            ),
+            _ => rpc_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                RpcError::new(
+                    code::INVALID_REQUEST,
+                    "invalid request: no session: send initialize first",
+                ),
+            ),
+        };
+    };
+    match message {
+        Message::Request { id, method, params } => {
+            let (tx, rx) = mpsc::channel::<Bytes>(64);
+            let Some(streams) = session.streams() else {
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error: not an http session");
+            };
+            streams.open_request(&id, tx.clone());
+            let s = Arc::clone(&session);
+            let stream_id = id.clone();
+            tokio::spawn(async move {
+                let answer = s.request(&principal, id, method, params, size).await;
+                if let Some(answer) = answer {
+                    let _ = tx.send(Bytes::from(answer.to_bytes())).await;
+                }
+                if let Some(streams) = s.streams() {
+                    streams.close_request(&stream_id);
+                }
+            });
+            event_stream(rx, Some(session))
+        }
+        Message::Notification { method, params } => match session.notify(&principal, &method, params, size).await {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => rpc_error(status_of(&e), None, e),
+        },
+        answer @ (Message::Response { .. } | Message::Error { .. }) => {
+            match session.respond(&principal, answer, size).await {
+                Ok(()) => StatusCode::ACCEPTED.into_response(),
+                Err(e) => rpc_error(status_of(&e), None, e),
+            }
+        }
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
-    match (
-        &session,
-        response.headers().get(SESSION_ID).and_then(|v| v.to_str().ok()),
-    ) {
-        // An initialize that opened a session.
-        (None, Some(opened)) => front.owners.record(opened, &principal).await,
-        (Some(id), _) if response.status() == StatusCode::NOT_FOUND => front.owners.forget(id),
-        _ => {}
+}
+
+fn status_of(e: &RpcError) -> StatusCode {
+    if e.code == codes::WRONG_PRINCIPAL {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
     }
+}
+
+async fn initialize(
+    front: Front,
+    entry: Arc<relay::ServerEntry>,
+    principal: Principal,
+    id: Id,
+    params: Option<crate::json::Json>,
+) -> Response {
+    let checked = mcp::method("initialize", mcp::Direction::Up)
+        .map_or(Ok(()), |m| m.check_params(params.as_ref()))
+        .map_err(|e| RpcError::new(code::INVALID_PARAMS, format!("invalid params: {e}")));
+    let params = match (checked, params) {
+        (Ok(()), Some(params)) => params,
+        (Err(e), _) => return rpc_error(StatusCode::BAD_REQUEST, Some(id), e),
+        (Ok(()), None) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                Some(id),
+                RpcError::new(code::INVALID_PARAMS, "invalid params: initialize needs params"),
+            );
+        }
+    };
+    let opening = Opening {
+        core: front.gateway.core(),
+        server: entry,
+        principal,
+        downstream: Downstream::Http,
+        sink: ClientSink::Http(Streams::default()),
+        id: id.clone(),
+        params,
+    };
+    match Session::open(opening).await {
+        Ok((session, result)) => {
+            lock(&front.sessions).insert(session.id.clone(), Arc::clone(&session));
+            let mut response = json_response(StatusCode::OK, &Message::Response { id, result });
+            if let Ok(v) = HeaderValue::from_str(&session.id) {
+                response.headers_mut().insert(SESSION_ID, v);
+            }
+            response
+        }
+        Err(error) => {
+            let status = match error.code {
+                codes::DENIED => StatusCode::FORBIDDEN,
+                codes::LIMIT_REACHED => StatusCode::TOO_MANY_REQUESTS,
+                codes::AUDIT_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            rpc_error(status, Some(id), error)
+        }
+    }
+}
+
+/// An event stream of the messages `rx` receives, with a keep-alive
+/// comment every 15 s of silence. `session` is held while it is open.
+fn event_stream(rx: mpsc::Receiver<Bytes>, session: Option<Arc<Session>>) -> Response {
+    let stream = futures::stream::unfold((rx, session), |(mut rx, session)| async move {
+        match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+            Ok(Some(message)) => Some((
+                Ok::<Bytes, std::convert::Infallible>(sse::event(&message)),
+                (rx, session),
+            )),
+            Ok(None) => None,
+            Err(_) => Some((Ok(sse::keep_alive()), (rx, session))),
+        }
+    });
+    let mut response = Response::new(Body::from_stream(stream.boxed()));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
-/// A GET or DELETE on a session another principal opened.
-fn wrong_principal(session: &str) -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": codes::WRONG_PRINCIPAL,
-            "message": format!("session {session} belongs to another principal"),
-        },
-    });
-    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-}
-
-/// A body that is not JSON gets a JSON-RPC parse error (-32700); JSON that
-/// is not a JSON-RPC message gets invalid request (-32600).
-fn check_jsonrpc(bytes: &Bytes) -> Result<(), Box<Response>> {
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        Box::new(jsonrpc_error(
-            serde_json::Value::Null,
-            -32700,
-            format!("parse error: request body is not JSON: {e}"),
-        ))
-    })?;
-    let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
-    if let Err(e) = serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value) {
-        return Err(Box::new(jsonrpc_error(
-            id,
-            -32600,
-            format!("invalid request: not a JSON-RPC 2.0 MCP message: {e}"),
-        )));
-    }
-    Ok(())
-}
-
-fn jsonrpc_error(id: serde_json::Value, code: i32, message: String) -> Response {
-    let body = serde_json::json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
-    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
-}
-
 fn too_large(limit: usize) -> Response {
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": -32600,
-            "message": format!("request body exceeds the limit of {limit} bytes (gateway.max_body_bytes)"),
-        },
-    });
-    (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
+    rpc_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+        RpcError::new(
+            code::INVALID_REQUEST,
+            format!("request body exceeds the limit of {limit} bytes (gateway.max_body_bytes)"),
+        ),
+    )
 }
 
 fn unauthorized(front: &Front, server: &str, e: AuthError) -> Response {
+    let server = truncate(server, 64);
     let metadata = format!("{}/.well-known/oauth-protected-resource/mcp/{server}", front.public_url);
     let (challenge, description) = match &e {
         AuthError::Missing => (
@@ -334,20 +552,109 @@ async fn root_metadata(State(front): State<Front>) -> Response {
 }
 
 async fn server_metadata(State(front): State<Front>, Path(server): Path<String>) -> Response {
-    let resource = format!("{}/mcp/{server}", front.public_url);
+    let resource = format!("{}/mcp/{}", front.public_url, truncate(&server, 64));
     metadata(&front, resource)
 }
 
 async fn not_found(request: Request) -> Response {
-    let path = request.uri().path().to_string();
-    let message = match path.strip_prefix("/mcp/") {
-        Some(server) => format!(
-            "no server named {:?} is configured",
-            server.split('/').next().unwrap_or("")
-        ),
-        None => format!("no route for {path}"),
-    };
-    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error": message}))).into_response()
+    let path = truncate(request.uri().path(), 128);
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({"error": format!("no route for {path}")})),
+    )
+        .into_response()
+}
+
+/// At most `max` bytes of `s`, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut cut = s.len().min(max);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s[..cut].to_string()
+}
+
+/// `sha256:` and 16 hex digits of the SHA-256 of a presented credential:
+/// tells tokens apart in the record without making one usable.
+fn fingerprint(authorization: &str) -> String {
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .or_else(|| authorization.strip_prefix("bearer "))
+        .unwrap_or(authorization)
+        .trim();
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    format!("sha256:{}", &hash[..16])
+}
+
+/// What one `access.refused` event counts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct AccessKey {
+    source: String,
+    principal: Option<String>,
+    token: Option<String>,
+    reason: String,
+    server: Option<String>,
+}
+
+/// Distinct keys counted per interval; past it, refusals are counted under
+/// one key per source and reason (`server` and `token` dropped), so a flood
+/// of made-up tokens or names writes a bounded number of events.
+const ACCESS_KEYS: usize = 1000;
+
+/// Refused authentications and unknown servers, counted per key and
+/// written as one `access.refused` event per key per interval.
+#[derive(Clone)]
+struct AccessLog {
+    counts: Arc<Mutex<HashMap<AccessKey, AccessCount>>>,
+}
+
+impl AccessLog {
+    fn start(gateway: &Gateway, interval: Duration) -> AccessLog {
+        let log = AccessLog {
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let counts = Arc::downgrade(&log.counts);
+        let core = gateway.core();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            loop {
+                tick.tick().await;
+                let Some(counts) = counts.upgrade() else { return };
+                let batch: Vec<AccessCount> = lock(&counts).drain().map(|(_, c)| c).collect();
+                drop(counts);
+                for count in batch {
+                    let audit = &core.audit;
+                    if let Err(e) = audit.append(audit.access_refused(&count, interval)).await {
+                        tracing::error!("access refusals not recorded ({} of them): {e}", count.count);
+                    }
+                }
+            }
+        });
+        log
+    }
+
+    fn count(&self, mut key: AccessKey) {
+        let now = ledger::Timestamp::now();
+        let mut counts = lock(&self.counts);
+        if !counts.contains_key(&key) && counts.len() >= ACCESS_KEYS {
+            key.token = None;
+            key.server = None;
+            key.principal = None;
+            key.reason = format!("{} (more distinct keys than {ACCESS_KEYS} in the interval)", key.reason);
+        }
+        let entry = counts.entry(key.clone()).or_insert_with(|| AccessCount {
+            source: key.source.clone(),
+            principal: key.principal.clone(),
+            token: key.token.clone(),
+            reason: key.reason.clone(),
+            server: key.server.clone(),
+            count: 0,
+            first: now,
+            last: now,
+        });
+        entry.count += 1;
+        entry.last = now;
+    }
 }
 
 #[cfg(test)]
@@ -355,33 +662,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn non_json_is_a_parse_error_and_non_messages_invalid_requests() {
-        let parse = check_jsonrpc(&Bytes::from_static(b"{\"jsonrpc\": ")).expect_err("parse error");
-        assert_eq!(parse.status(), StatusCode::BAD_REQUEST);
-        let invalid = check_jsonrpc(&Bytes::from_static(b"{\"id\": 3, \"x\": 1}")).expect_err("invalid");
-        assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
-        let ok = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}"#;
-        assert!(check_jsonrpc(&Bytes::from_static(ok)).is_ok());
+    fn hosts_are_checked_by_name_and_port() {
+        let mut h = HeaderMap::new();
+        let allowed = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+            "example.com:8443".to_string(),
+        ];
+        for (host, ok) in [
+            ("localhost:8080", true),
+            ("127.0.0.1", true),
+            ("[::1]:9", true),
+            ("LOCALHOST", true),
+            ("evil.example", false),
+            ("example.com:8443", true),
+            ("example.com:80", false),
+            ("localhost.evil.example", false),
+        ] {
+            h.insert(header::HOST, HeaderValue::from_str(host).expect("header"));
+            assert_eq!(host_allowed(&h, &allowed), ok, "{host}");
+        }
+        h.remove(header::HOST);
+        assert!(!host_allowed(&h, &allowed), "no Host header");
+        assert!(host_allowed(&h, &[]), "an empty list allows any");
     }
 
-    #[tokio::test]
-    async fn sessions_keep_their_owner_until_rmcp_closes_them() {
-        use rmcp::transport::streamable_http_server::session::SessionManager;
-        let manager = Arc::new(LocalSessionManager::default());
-        let (live, _transport) = manager.create_session().await.expect("session");
-        let owners = Owners::new(vec![manager.clone()]);
-        owners.record(&live, "alice").await;
-        owners.record("closed-session", "bob").await;
-        assert!(owners.allows(&live, "alice"));
-        assert!(!owners.allows(&live, "bob"));
-        assert!(!owners.allows("closed-session", "alice"));
-        assert!(
-            owners.allows("never-opened", "bob"),
-            "unknown sessions are rmcp's to refuse"
-        );
-        owners.prune().await;
-        assert!(!owners.allows(&live, "bob"), "a live session keeps its owner");
-        assert!(!owners.lock().owners.contains_key("closed-session"));
-        assert_eq!(owners.lock().prune_at, PRUNE_AT_LEAST);
+    #[test]
+    fn fingerprints_tell_tokens_apart_without_revealing_them() {
+        let a = fingerprint("Bearer sg_secret_one");
+        assert!(a.starts_with("sha256:") && a.len() == 23, "{a}");
+        assert_ne!(a, fingerprint("Bearer sg_secret_two"));
+        assert!(!a.contains("secret"));
     }
 }

@@ -1,43 +1,51 @@
-//! The MCP gateway: a transparent relay between MCP clients and upstream
-//! MCP servers that writes every decision and execution to the ledger
-//! before it takes effect.
+//! The MCP gateway: a relay between MCP clients and upstream MCP servers
+//! that writes every decision and execution to the ledger before it takes
+//! effect, and relays only what it recognises.
 //!
+//! - `mcp`: JSON-RPC messages and the catalogue of MCP methods relayed.
 //! - `relay`: one downstream session bridged to one upstream session;
 //!   `relay/admission.rs` runs the audit protocol and governance around
-//!   each data-moving request.
+//!   each call.
 //! - `upstream`: the transports upstream servers are reached by.
+//! - `http`, `listener`: the streamable-HTTP front and its listener;
+//!   `stdio`: one session on stdin/stdout.
 //! - `audit`: the events the gateway writes.
 //! - `bootstrap`: the config's governance declarations made into events at
 //!   start (it lists upstream tools to pin them, so it lives here).
-//! - `safety`: secrets and personal data in results.
+//! - `safety`: secrets and personal data in what upstreams send.
 //! - `auth`: bearer tokens and JWTs.
-//! - `http`: the axum front (streamable HTTP, auth, limits, metadata).
 
 mod audit;
 mod auth;
 mod bootstrap;
 mod http;
+mod lines;
+pub mod listener;
+pub mod mcp;
 mod relay;
-mod safety;
+pub mod safety;
+mod sse;
+mod stdio;
 mod upstream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ledger::Ledger;
-use rmcp::ServiceExt;
 
 pub use crate::governance::{AuthMethod, Principal};
 pub use auth::{Authenticator, new_token};
 pub use bootstrap::bootstrap;
-pub use http::router;
+pub use http::{Peer, router};
+pub use upstream::INHERITED_ENV;
 
 use crate::config::Config;
 use crate::governance::Governance;
 use audit::{Audit, Limits};
-use relay::{Core, Downstream, Relay, ServerEntry};
+use relay::{Core, ServerEntry, SessionLimits};
+use upstream::{LinkLimits, ProcessLimit, Upstream};
 
 /// Everything sessions share: the ledger, governance and the servers.
 #[derive(Clone)]
@@ -48,39 +56,59 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(ledger: Arc<Ledger>, config: &Config, gov: Arc<Governance>, data_dir: &std::path::Path) -> Gateway {
+    /// The gateway on its ledger. Fails if a server's credentials
+    /// (environment or header values given by reference) cannot be read.
+    pub fn new(
+        ledger: Arc<Ledger>,
+        config: &Config,
+        gov: Arc<Governance>,
+        data_dir: &std::path::Path,
+    ) -> Result<Gateway> {
+        let g = &config.gateway;
         let limits = Limits {
-            max_argument_bytes: config.gateway.max_argument_bytes,
-            result_excerpt_bytes: config.gateway.result_excerpt_bytes,
+            max_argument_bytes: g.max_argument_bytes,
+            result_excerpt_bytes: g.result_excerpt_bytes,
         };
-        let servers = config
-            .servers
-            .iter()
-            .map(|(name, server)| {
-                let entry = ServerEntry {
-                    name: name.clone(),
-                    upstream: server.into(),
-                    env: server.env.clone(),
-                    timeout: Duration::from_secs(server.timeout_sec.unwrap_or(config.gateway.upstream_timeout_sec)),
-                    start_timeout: Duration::from_secs(
-                        server
-                            .start_timeout_sec
-                            .unwrap_or(config.gateway.upstream_start_timeout_sec),
-                    ),
-                };
-                (name.clone(), Arc::new(entry))
-            })
-            .collect();
-        Gateway {
+        let mut servers = BTreeMap::new();
+        for (name, server) in &config.servers {
+            let upstream = match server.transport {
+                crate::config::TransportKind::Stdio => Upstream::Stdio {
+                    command: server.command.clone().unwrap_or_default(),
+                    args: server.args.clone(),
+                    environment: resolve(name, "environment", &server.environment)?,
+                    cwd: server.cwd.clone(),
+                },
+                crate::config::TransportKind::Http => Upstream::Http {
+                    url: server.url.clone().unwrap_or_default(),
+                    headers: resolve(name, "headers", &server.headers)?,
+                },
+            };
+            let entry = ServerEntry {
+                name: name.clone(),
+                upstream,
+                env: server.env.clone(),
+                timeout: Duration::from_secs(server.timeout_sec.unwrap_or(g.upstream_timeout_sec)),
+                start_timeout: Duration::from_secs(server.start_timeout_sec.unwrap_or(g.upstream_start_timeout_sec)),
+                allow_methods: server.allow_methods.iter().cloned().collect::<BTreeSet<_>>(),
+            };
+            servers.insert(name.clone(), Arc::new(entry));
+        }
+        Ok(Gateway {
             core: Arc::new(Core {
                 audit: Audit::new(ledger, limits),
                 gov,
                 quarantine_dir: data_dir.join("quarantine"),
                 approval_progress: Duration::from_secs(config.governance.approval_progress_sec.max(1)),
+                link: LinkLimits {
+                    max_message_bytes: g.max_upstream_message_bytes,
+                },
+                processes: ProcessLimit::new(g.max_upstream_processes),
+                sessions: Arc::new(SessionLimits::new(g.max_sessions, g.max_sessions_per_principal)),
+                drift: Default::default(),
             }),
             servers: Arc::new(servers),
             labels: Arc::new(config.servers.clone()),
-        }
+        })
     }
 
     pub fn server_names(&self) -> impl Iterator<Item = &str> {
@@ -91,7 +119,21 @@ impl Gateway {
         &self.core.gov
     }
 
-    /// How a configured server runs, for registering it.
+    fn core(&self) -> Arc<Core> {
+        Arc::clone(&self.core)
+    }
+
+    fn entry(&self, server: &str) -> Option<Arc<ServerEntry>> {
+        self.servers.get(server).cloned()
+    }
+
+    /// Upstream processes running now.
+    pub fn upstream_processes(&self) -> usize {
+        self.core.processes.running()
+    }
+
+    /// How a configured server runs, for registering it (its address with
+    /// credentials masked).
     pub fn server_spec(&self, server: &str) -> Option<crate::governance::ServerSpec> {
         let entry = self.servers.get(server)?;
         let labels = self.labels.get(server)?;
@@ -106,59 +148,42 @@ impl Gateway {
         })
     }
 
-    /// Opens a session of its own to `server` and returns the hash of each
-    /// tool it lists: what approving the server pins.
+    /// Lists the server's tools in a session of the gateway's own and
+    /// returns the hash of each: what approving the server pins.
     pub async fn pin_upstream_tools(&self, server: &str) -> Result<BTreeMap<String, String>> {
         let entry = self
             .servers
             .get(server)
             .with_context(|| format!("no server named {server:?} in the config"))?;
-        // Every client capability, so that servers that offer some tools
-        // only to capable clients list them all for pinning.
-        let capabilities = serde_json::from_value(serde_json::json!({
-            "roots": {"listChanged": true}, "sampling": {}, "elicitation": {"form": {}, "url": {}}
-        }))
-        .unwrap_or_default();
-        let info = rmcp::model::ClientConfig::new(
-            capabilities,
-            rmcp::model::Implementation::new("sealgate-approval", env!("CARGO_PKG_VERSION")),
-        );
-        let running = entry
-            .upstream
-            .connect(server, info, entry.start_timeout)
+        let tools = relay::list_tools(entry, self.core.link, &self.core.processes)
             .await
             .map_err(anyhow::Error::msg)?;
-        let tools = tokio::time::timeout(entry.timeout, running.peer().list_all_tools())
-            .await
-            .with_context(|| format!("{server} did not list its tools in time"))?
-            .with_context(|| format!("{server} did not list its tools"))?;
-        let _ = running.cancel().await;
-        Ok(tools
-            .iter()
-            .filter_map(|t| serde_json::to_value(t).ok())
-            .map(|t| {
-                let name = t.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                (name, crate::governance::tool_facts(&t).hash)
-            })
-            .collect())
-    }
-
-    fn relay(&self, server: &str, downstream: Downstream, principal: Option<Principal>) -> Option<Relay> {
-        let entry = self.servers.get(server)?.clone();
-        Some(Relay::new(self.core.clone(), entry, downstream, principal))
+        Ok(relay::tool_hashes(&tools))
     }
 
     /// Serves one MCP session on this process's stdin and stdout, relayed
     /// to `server`, as `principal`. Returns when the client closes stdin.
-    pub async fn serve_stdio(&self, server: &str, principal: Principal) -> Result<()> {
-        let relay = self
-            .relay(server, Downstream::Stdio, Some(principal))
+    pub async fn serve_stdio(&self, server: &str, principal: Principal, max_message_bytes: usize) -> Result<()> {
+        let entry = self
+            .entry(server)
             .with_context(|| format!("no server named {server:?} in the config"))?;
-        let running = relay
-            .serve(rmcp::transport::stdio())
-            .await
-            .context("stdio session did not start")?;
-        running.waiting().await.context("stdio session failed")?;
-        Ok(())
+        stdio::serve(self.core(), entry, principal, max_message_bytes).await
     }
+}
+
+/// A server's `environment` or `headers`, with values given by reference
+/// (`{ env = "NAME" }`, `{ file = "PATH" }`) read now.
+fn resolve(
+    server: &str,
+    key: &str,
+    values: &BTreeMap<String, crate::config::Secret>,
+) -> Result<BTreeMap<String, String>> {
+    values
+        .iter()
+        .map(|(k, v)| {
+            v.resolve()
+                .map(|value| (k.clone(), value))
+                .with_context(|| format!("servers.{server}.{key}.{k}"))
+        })
+        .collect()
 }

@@ -201,6 +201,59 @@ pub fn decide(
     }
 }
 
+/// The decision for a request that is not a call: opening a session
+/// (`initialize`), or a gated method (`completion/complete`,
+/// `resources/subscribe`, `logging/setLevel`, an allowed custom method).
+/// The server must be registered and approved, and the caller must hold a
+/// grant on it: on `call.target` when the request names one (the prompt or
+/// resource a completion is for, the URI subscribed to), else any grant on
+/// the server. The policy decides calls only; it is not consulted.
+pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -> Ruling {
+    let name = call.server;
+    let Some(server) = state.registry.get(name) else {
+        return Ruling::deny(
+            Gate::Registry,
+            format!("server {name:?} is not registered: shadow MCP server"),
+        );
+    };
+    match server.status {
+        Status::Approved => {}
+        Status::Registered => {
+            return Ruling::deny(
+                Gate::Registry,
+                format!("server {name:?} is registered but not approved"),
+            );
+        }
+        status => return Ruling::deny(Gate::Registry, format!("server {name:?} is {}", status.as_str())),
+    }
+    let p = call.principal;
+    let grant = match call.target {
+        Some(target) => state.grants.find(&p.name, &p.teams, name, &server.env, target, now),
+        None => state.grants.find_any(&p.name, &p.teams, name, &server.env, now),
+    };
+    match grant {
+        Some(g) => Ruling {
+            gate: Gate::Grant,
+            verdict: Verdict::Allow,
+            reason: format!("grant {} lets {:?} use {name:?} ({})", g.id, p.name, call.method),
+            grant: Some(g.id.clone()),
+            action: None,
+            evaluation: None,
+            policy_hash: None,
+        },
+        None => Ruling::deny(
+            Gate::Grant,
+            match call.target {
+                Some(target) => format!(
+                    "no grant lets {:?} (teams {:?}) use {target:?} on {name:?}",
+                    p.name, p.teams
+                ),
+                None => format!("no grant lets {:?} (teams {:?}) use {name:?}", p.name, p.teams),
+            },
+        ),
+    }
+}
+
 /// The fields of a tool definition that are pinned at approval: what the
 /// model is told the tool is and does.
 const PINNED_FIELDS: [&str; 6] = [

@@ -46,12 +46,23 @@ impl Grant {
         tool: &str,
         at: Timestamp,
     ) -> bool {
+        self.covers_caller(principal, teams, server, env, at) && glob(&self.tool, tool)
+    }
+
+    /// Whether this grant lets `principal` use anything on `server` at `at`.
+    pub fn covers_caller(
+        &self,
+        principal: &str,
+        teams: &[String],
+        server: &str,
+        env: &[String],
+        at: Timestamp,
+    ) -> bool {
         let who = match &self.grantee {
             Grantee::Principal(p) => glob(p, principal),
             Grantee::Team(t) => teams.iter().any(|x| x == t),
         };
         who && glob(&self.server, server)
-            && glob(&self.tool, tool)
             && self.env.as_ref().is_none_or(|e| env.iter().any(|x| x == e))
             && self.expires_at.is_none_or(|exp| at.as_nanos() < exp)
     }
@@ -117,5 +128,20 @@ impl Grants {
         self.grants
             .values()
             .find(|g| g.covers(principal, teams, server, env, tool, at))
+    }
+
+    /// The first grant (by id) that lets the caller use anything on
+    /// `server`, whatever its tool pattern.
+    pub fn find_any(
+        &self,
+        principal: &str,
+        teams: &[String],
+        server: &str,
+        env: &[String],
+        at: Timestamp,
+    ) -> Option<&Grant> {
+        self.grants
+            .values()
+            .find(|g| g.covers_caller(principal, teams, server, env, at))
     }
 }

@@ -22,7 +22,7 @@ pub mod state;
 
 pub use body::to_ledger_value;
 pub use call::{AuthMethod, CallRequest, Principal, Verdict};
-pub use decide::{Ruling, ToolFacts, decide, tool_facts};
+pub use decide::{Gate, Ruling, ToolFacts, decide, decide_access, tool_facts};
 pub use registry::Status;
-pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, ServerSpec, resolve_as_of};
+pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, Revealer, ServerSpec, View, resolve_as_of};
 pub use state::{GovState, render};

@@ -120,6 +120,15 @@ fn actor(by: &Principal) -> Actor {
     }
 }
 
+/// The session (and its principal) whose traffic showed that an
+/// upstream's tools changed; the drift itself is confirmed from the
+/// gateway's own listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revealer {
+    pub session: String,
+    pub principal: String,
+}
+
 fn draft(kind: EventKind, by: &Principal, server: Option<&str>) -> Draft {
     let mut d = Draft::new(kind);
     d.actor = actor(by);
@@ -410,6 +419,7 @@ impl Governance {
         name: &str,
         listed: &BTreeMap<String, String>,
         complete: bool,
+        revealed_by: Option<&Revealer>,
     ) -> Result<Option<Receipt>> {
         let _w = self.writes.lock().await;
         let view = self.view().await?;
@@ -447,6 +457,13 @@ impl Governance {
         }
         let system = Principal::system("sealgate:gateway");
         let mut d = draft(EventKind::ToolsDrifted, &system, Some(name));
+        if let Some(r) = revealed_by {
+            d.actor.session = Some(r.session.clone());
+            let mut who = Object::new();
+            who.insert("principal".into(), r.principal.clone().into());
+            who.insert("session".into(), r.session.clone().into());
+            d.body.insert("revealed_by".into(), Value::Object(who));
+        }
         d.body.insert("changed".into(), Value::Object(changed));
         d.body.insert("added".into(), Value::Object(added));
         d.body.insert("removed".into(), strings(&removed));

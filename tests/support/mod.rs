@@ -369,7 +369,8 @@ pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
                 .collect()
         };
         let decisions = answers(&["policy.decision"]);
-        let outcomes = answers(&["execution.completed", "execution.failed"]);
+        // A session's `initialize` ends in `session.opened`.
+        let outcomes = answers(&["execution.completed", "execution.failed", "session.opened"]);
         assert_eq!(
             decisions.len(),
             1,

@@ -1,37 +1,39 @@
-//! The audit protocol around every data-moving request, and governance's
-//! part in it:
+//! The audit protocol around every call and gated request, and
+//! governance's part in it:
 //!
 //! 1. `admit`: the request event (arguments redacted per the policy's
 //!    output setting) is made durable; the governance state, brought up to
-//!    the ledger's head, decides (registry, pins, grants, policy); the
-//!    decision event is made durable; a REQUIRE_APPROVAL call is held until
-//!    an approver decides or its deadline passes.
+//!    the ledger's head, decides (registry, pins, grants, policy for calls;
+//!    registry and grants for gated requests); the decision event is made
+//!    durable; a REQUIRE_APPROVAL call is held until an approver decides or
+//!    its deadline passes.
 //! 2. the request is forwarded with the decision's runtime limit.
-//! 3. `settle`: the result is scanned for secrets and personal data and
+//! 3. `settle`: the answer is scanned for secrets and personal data and
 //!    redacted, quarantined or allowed per the policy; size limits apply;
 //!    the output and outcome events are made durable; only then is the
 //!    answer passed back.
 //!
-//! Listings are filtered to what the caller may use, and a tools listing
-//! is compared with the pins: what drifted is recorded and hidden.
+//! Listings are filtered to what the caller may use. A listing that
+//! differs from the pins hides what differs from this caller, and asks for
+//! a trusted listing (`trusted.rs`) that records drift for everyone.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ledger::{Receipt, Timestamp};
-use rmcp::model::{
-    ClientRequest, ClientResult, ErrorCode, ErrorData, ProgressNotificationParam, ProgressToken, ServerRequest,
-    ServerResult,
-};
-use rmcp::service::{Peer, RequestContext, RoleClient, RoleServer};
+use tokio_util::sync::CancellationToken;
 
-use super::{Conn, Forwarded, Session, audit_refused, audit_withheld, codes, error, listing_of};
-use crate::gateway::audit::{CallInfo, Direction, Outcome, Scope, digest};
+use super::{Forwarded, Session, audit_refused, audit_withheld, codes, lock, rpc};
+use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, digest};
+use crate::gateway::mcp::{self, Class, Id, Message, RpcError};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
 use crate::governance::policy::{Constraints, OnOversize, OutputAction, OutputPolicy};
-use crate::governance::{ApprovalSpec, Ruling, ToolFacts, decide, tool_facts};
-use crate::governance::{CallRequest, Verdict};
+use crate::governance::{
+    ApprovalSpec, CallRequest, Revealer, Ruling, ToolFacts, Verdict, decide, decide_access, tool_facts,
+};
+use crate::json::Json;
 
 /// A call that may go ahead, and on what terms.
 pub(super) struct Admitted {
@@ -42,7 +44,7 @@ pub(super) struct Admitted {
     output: ScanPolicy,
 }
 
-fn scan_policy(output: OutputPolicy) -> ScanPolicy {
+pub fn scan_policy(output: OutputPolicy) -> ScanPolicy {
     let map = |a: OutputAction| match a {
         OutputAction::Redact => safety::Action::Redact,
         OutputAction::Quarantine => safety::Action::Quarantine,
@@ -54,8 +56,20 @@ fn scan_policy(output: OutputPolicy) -> ScanPolicy {
     }
 }
 
-fn gov_unavailable(server: &str, e: impl std::fmt::Display) -> ErrorData {
-    error(
+/// The policy's own `output` (the default of its rules), or redact all.
+pub(super) fn default_output(view: &crate::governance::View) -> OutputPolicy {
+    view.policy.as_ref().map(|p| p.output()).unwrap_or_default()
+}
+
+/// The arguments as the request event keeps them: redacted as the policy
+/// redacts output (the rule that will decide is not known yet).
+pub(super) fn redact_arguments(call: &CallInfo, view: &crate::governance::View) -> Option<Json> {
+    let policy = scan_policy(default_output(view));
+    call.arguments.as_ref().map(|a| safety::scan_json(a, &policy).redacted)
+}
+
+pub(super) fn gov_unavailable(server: &str, e: impl std::fmt::Display) -> RpcError {
+    rpc(
         codes::AUDIT_UNAVAILABLE,
         format!(
             "sealgate refused the call to {server}: the governance state cannot be read ({e}); nothing was forwarded"
@@ -63,105 +77,157 @@ fn gov_unavailable(server: &str, e: impl std::fmt::Display) -> ErrorData {
     )
 }
 
-fn gov_refused(server: &str, e: &crate::governance::GovError) -> ErrorData {
-    error(
+fn gov_refused(server: &str, e: &crate::governance::GovError) -> RpcError {
+    rpc(
         codes::AUDIT_UNAVAILABLE,
         format!("sealgate refused the call to {server}: {e}; nothing was forwarded"),
     )
 }
 
-fn denied(verdict: &str, reason: String, requested: &Receipt, rule: Option<&str>, gate: &str) -> ErrorData {
-    ErrorData::new(
-        ErrorCode(codes::DENIED),
-        format!("sealgate: {verdict}: {reason}"),
-        Some(serde_json::json!({
-            "decision": verdict,
-            "reason": reason,
-            "rule": rule,
-            "gate": gate,
-            "requested_seq": requested.seq,
-        })),
-    )
+pub(super) fn denied(
+    code: i64,
+    verdict: &str,
+    reason: String,
+    requested: &Receipt,
+    rule: Option<&str>,
+    gate: &str,
+) -> RpcError {
+    let data = Json::from_serde(&serde_json::json!({
+        "decision": verdict,
+        "reason": reason,
+        "rule": rule,
+        "gate": gate,
+        "requested_seq": requested.seq,
+    }));
+    rpc(code, format!("sealgate: {verdict}: {reason}")).with_data(data)
 }
 
-/// Where to send "still waiting" progress for a held call.
-pub(super) struct ProgressSink {
-    pub peer: Peer<RoleServer>,
-    pub token: ProgressToken,
+/// Digest of a call's arguments as the ledger keeps them.
+fn digest_stored(stored: Option<&Json>) -> String {
+    digest(stored.map(Json::to_text).unwrap_or_default().as_bytes())
 }
 
 impl Session {
     /// What this session knows of `tool` from the upstream's listing,
     /// listing the upstream first if the session has not seen it.
-    async fn tool_facts(&self, conn: &Conn, tool: &str) -> Option<ToolFacts> {
-        if let Some(t) = super::lock(&self.tools).get(tool) {
-            return Some(tool_facts(t));
+    async fn tool_facts(self: &Arc<Self>, tool: &str) -> Option<ToolFacts> {
+        if let Some(t) = lock(&self.state).tools.get(tool) {
+            return Some(tool_facts(&t.to_serde()));
         }
-        self.refresh_tools(conn).await;
-        super::lock(&self.tools).get(tool).map(tool_facts)
+        self.refresh_tools().await;
+        lock(&self.state).tools.get(tool).map(|t| tool_facts(&t.to_serde()))
     }
 
-    /// Lists the upstream's tools (for a call the session has not seen
-    /// listed, or after `tools/list_changed`), remembers their definitions
-    /// and records any drift from the pins.
-    pub(super) async fn refresh_tools(&self, conn: &Conn) {
-        match conn.upstream.peer().list_all_tools().await {
-            Ok(tools) => {
-                let listed: Vec<serde_json::Value> =
-                    tools.iter().filter_map(|t| serde_json::to_value(t).ok()).collect();
-                self.remember_tools(&listed, true).await;
-            }
-            Err(e) => tracing::warn!(server = %self.server.name, "cannot list the upstream's tools: {e}"),
-        }
-    }
-
-    /// Remembers listed tool definitions and records drift from the pins
-    /// (`complete`: `listed` is every tool, not one page of a listing).
-    async fn remember_tools(&self, listed: &[serde_json::Value], complete: bool) -> BTreeMap<String, String> {
-        let mut hashes = BTreeMap::new();
-        {
-            let mut tools = super::lock(&self.tools);
-            for t in listed {
-                if let Some(name) = t.get("name").and_then(|n| n.as_str()) {
-                    hashes.insert(name.to_string(), tool_facts(t).hash);
-                    tools.insert(name.to_string(), t.clone());
+    /// Lists the upstream's tools in this session (for a call the session
+    /// has not seen listed, or after `tools/list_changed`), remembering
+    /// their definitions. True if the listing differs from the pins.
+    pub(super) async fn refresh_tools(self: &Arc<Self>) -> bool {
+        let mut cursor: Option<Json> = None;
+        let mut listed = Vec::new();
+        let internal = Id::Str(format!("sealgate-list-{}", uuid::Uuid::new_v4().simple()));
+        for _ in 0..1000 {
+            let params = cursor.take().map(|c| Json::Object(vec![("cursor".into(), c)]));
+            let never = CancellationToken::new();
+            match self
+                .forward_up(&internal, "tools/list", params, self.server.timeout, &never)
+                .await
+            {
+                Forwarded::Answer(result) => {
+                    if let Some(tools) = result.get("tools").and_then(Json::as_array) {
+                        listed.extend(tools.iter().cloned());
+                    }
+                    match result.get("nextCursor") {
+                        Some(c @ Json::String(_)) => cursor = Some(c.clone()),
+                        _ => break,
+                    }
+                }
+                _ => {
+                    tracing::warn!(server = %self.server.name, "cannot list the upstream's tools");
+                    return false;
                 }
             }
         }
-        if let Err(e) = self.core.gov.observe_tools(&self.server.name, &hashes, complete).await {
-            tracing::error!(server = %self.server.name, "drift not recorded: {e}");
+        let (_, drift) = self.remember_tools(&listed).await;
+        !drift.is_empty()
+    }
+
+    /// Remembers listed tool definitions (the facts a call in this session
+    /// is decided on); returns their hashes and how they differ from the
+    /// pins: tools whose definition is not the pinned one, and tools not
+    /// pinned. What this client was not offered is no difference: a server
+    /// may list some tools only to clients with some capabilities.
+    async fn remember_tools(self: &Arc<Self>, listed: &[Json]) -> (BTreeMap<String, String>, SessionDrift) {
+        let mut hashes = BTreeMap::new();
+        {
+            let mut st = lock(&self.state);
+            for t in listed {
+                if let Some(name) = t.get("name").and_then(Json::as_str) {
+                    hashes.insert(name.to_string(), tool_facts(&t.to_serde()).hash);
+                    st.tools.insert(name.to_string(), t.clone());
+                }
+            }
         }
-        hashes
+        let mut drift = SessionDrift::default();
+        if let Ok(view) = self.core.gov.view().await
+            && let Some(server) = view.state.registry.get(&self.server.name)
+            && server.status == crate::governance::Status::Approved
+        {
+            for (tool, hash) in &hashes {
+                match server.pins.get(tool) {
+                    Some(pin) if pin == hash => {}
+                    Some(_) => {
+                        drift.changed.insert(tool.clone(), hash.clone());
+                    }
+                    None => {
+                        drift.added.insert(tool.clone(), hash.clone());
+                    }
+                }
+            }
+        }
+        (hashes, drift)
+    }
+
+    /// A `tools/list_changed` from the upstream: this session's tools are
+    /// listed again, and the gateway's own listing records any drift,
+    /// before the client hears of it (and lists again).
+    pub(super) async fn tools_changed(self: Arc<Self>) {
+        self.refresh_tools().await;
+        super::trusted::check_drift(
+            &self,
+            Some(Revealer {
+                session: self.id.clone(),
+                principal: self.owner.name.clone(),
+            }),
+        )
+        .await;
+        let note = Message::Notification {
+            method: "notifications/tools/list_changed".into(),
+            params: None,
+        };
+        self.to_client(note, None).await;
     }
 
     /// Writes the request and decision events and, for REQUIRE_APPROVAL,
     /// holds the call until it is decided. `Err` refuses the call.
-    pub(super) async fn admit(
-        &self,
-        conn: &Conn,
-        scope: &Scope,
+    async fn admit(
+        self: &Arc<Self>,
         call: &CallInfo,
-        progress: Option<ProgressSink>,
-        cancelled: &tokio_util::sync::CancellationToken,
-    ) -> Result<Admitted, ErrorData> {
+        class: Class,
+        cancelled: &CancellationToken,
+    ) -> Result<Admitted, RpcError> {
         let gov = &self.core.gov;
         let name = &self.server.name;
+        let scope = self.scope();
         let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
-        // Arguments are stored redacted as the policy redacts output: the
-        // rule that will decide is not known before the request is recorded.
-        let default_output = scan_policy(view.policy.as_ref().map(|p| p.output()).unwrap_or_default());
-        let stored_args = call
-            .arguments
-            .as_ref()
-            .map(|a| safety::scan_json(a, &default_output).redacted);
+        let stored = redact_arguments(call, &view);
         let audit = &self.core.audit;
         let requested = audit
-            .append(audit.requested(scope, call, stored_args.as_ref()))
+            .append(audit.requested(&scope, call, stored.as_ref()))
             .await
             .map_err(|e| audit_refused(name, &e))?;
 
         let facts = match (call.method.as_str(), call.tool.as_deref()) {
-            ("tools/call", Some(tool)) => self.tool_facts(conn, tool).await,
+            ("tools/call", Some(tool)) => self.tool_facts(tool).await,
             _ => None,
         };
         let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
@@ -177,14 +243,19 @@ impl Session {
             target,
         };
         let server_to_client = call.direction == Direction::ServerToClient;
-        let mut ruling = decide(
-            &view.state,
-            view.policy.as_deref(),
-            &request,
-            facts.as_ref(),
-            server_to_client,
-            Timestamp::now(),
-        );
+        let mut ruling = if class == Class::Gated {
+            decide_access(&view.state, &request, Timestamp::now())
+        } else {
+            decide(
+                &view.state,
+                view.policy.as_deref(),
+                &request,
+                facts.as_ref(),
+                server_to_client,
+                Timestamp::now(),
+            )
+        };
+        let args_digest = digest_stored(stored.as_ref());
         if ruling.verdict != Verdict::Deny
             && let Some(limit) = ruling
                 .evaluation
@@ -192,9 +263,16 @@ impl Session {
                 .and_then(|e| e.constraints)
                 .and_then(|c| c.max_retries)
         {
-            let key = format!("{}\0{}", target.unwrap_or(""), digest_args(call));
-            let mut attempts = super::lock(&self.attempts);
-            let n = attempts.entry(key).or_insert(0);
+            let exact = digest(
+                call.arguments
+                    .as_ref()
+                    .map(Json::to_text)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
+            let key = format!("{}\0{exact}", target.unwrap_or(""));
+            let mut st = lock(&self.state);
+            let n = st.attempts.entry(key).or_insert(0);
             *n += 1;
             if *n > limit + 1 {
                 ruling.verdict = Verdict::Deny;
@@ -206,11 +284,14 @@ impl Session {
             }
         }
         audit
-            .append(audit.decision(scope, call, &requested, &ruling))
+            .append(audit.decision(&scope, call, &requested, &ruling))
             .await
             .map_err(|e| audit_refused(name, &e))?;
 
-        let output = scan_policy(ruling.output());
+        let output = scan_policy(match &ruling.evaluation {
+            Some(e) => e.output,
+            None => default_output(&view),
+        });
         let constraints = ruling.evaluation.as_ref().and_then(|e| e.constraints);
         let timeout = constraints
             .and_then(|c| c.max_runtime_sec)
@@ -224,6 +305,7 @@ impl Session {
                 output,
             }),
             Verdict::Deny => Err(denied(
+                codes::DENIED,
                 "DENY",
                 ruling.reason.clone(),
                 &requested,
@@ -231,7 +313,7 @@ impl Session {
                 ruling.gate.as_str(),
             )),
             Verdict::RequireApproval => {
-                self.await_approval(scope, call, &requested, &ruling, progress, cancelled)
+                self.await_approval(call, &requested, &ruling, &args_digest, cancelled)
                     .await?;
                 Ok(Admitted {
                     requested,
@@ -247,18 +329,18 @@ impl Session {
     /// Opens an approval for the call and waits for its decision.
     async fn await_approval(
         &self,
-        scope: &Scope,
         call: &CallInfo,
         requested: &Receipt,
         ruling: &Ruling,
-        progress: Option<ProgressSink>,
-        cancelled: &tokio_util::sync::CancellationToken,
-    ) -> Result<(), ErrorData> {
+        args_digest: &str,
+        cancelled: &CancellationToken,
+    ) -> Result<(), RpcError> {
         let gov = &self.core.gov;
         let name = &self.server.name;
         let evaluation = ruling.evaluation.as_ref();
         let approval = evaluation.and_then(|e| e.approval.clone()).ok_or_else(|| {
             denied(
+                codes::DENIED,
                 "REQUIRE_APPROVAL",
                 "the rule names no approvers".into(),
                 requested,
@@ -270,11 +352,11 @@ impl Session {
         let deadline = Timestamp::now().as_nanos() + approval.timeout_sec.saturating_mul(1_000_000_000);
         let spec = ApprovalSpec {
             request_seq: requested.seq,
-            principal: scope.principal.clone(),
+            principal: self.owner.clone(),
             server: name.clone(),
             tool: call.tool.clone().or(call.prompt.clone()).or(call.resource.clone()),
             method: call.method.clone(),
-            args_digest: digest_args(call),
+            args_digest: args_digest.to_string(),
             policy_hash: policy_hash.clone(),
             rule: evaluation.and_then(|e| e.rule.clone()),
             approver_teams: approval.approvers.teams.clone(),
@@ -282,7 +364,20 @@ impl Session {
             expires_at: Timestamp::from_nanos(deadline),
         };
         let (id, _) = gov.request_approval(&spec).await.map_err(|e| gov_refused(name, &e))?;
-        let refuse = |reason: String| denied("REQUIRE_APPROVAL", reason, requested, spec.rule.as_deref(), "approval");
+        let refuse = |reason: String| {
+            denied(
+                codes::DENIED,
+                "REQUIRE_APPROVAL",
+                reason,
+                requested,
+                spec.rule.as_deref(),
+                "approval",
+            )
+        };
+        let progress = lock(&self.state)
+            .client
+            .get(&call.request_id)
+            .and_then(|c| c.progress_token.clone());
         let mut changes = gov.subscribe();
         let started = Instant::now();
         let every = self.core.approval_progress;
@@ -333,11 +428,17 @@ impl Session {
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(left) => {}
                 _ = tick.tick() => {
-                    if let Some(sink) = &progress {
+                    if let Some(token) = &progress {
                         let waited = started.elapsed().as_secs_f64();
-                        let note = ProgressNotificationParam::new(sink.token.clone(), waited)
-                            .with_message(format!("waiting for approval {id} ({:.0} s)", waited));
-                        let _ = sink.peer.notify_progress(note).await;
+                        let note = Message::notification(
+                            "notifications/progress",
+                            Json::Object(vec![
+                                ("progressToken".into(), token.clone()),
+                                ("progress".into(), Json::Number(format!("{waited:.1}").into())),
+                                ("message".into(), Json::String(format!("waiting for approval {id} ({waited:.0} s)"))),
+                            ]),
+                        );
+                        let _ = self.sink.send(&note, Some(&call.request_id)).await;
                     }
                 }
             }
@@ -345,24 +446,21 @@ impl Session {
     }
 
     /// Writes the output and outcome events; the answer is passed on only
-    /// once they are durable. Results reaching the client are scanned and
-    /// redacted or quarantined per the policy, and held to its size limit.
-    pub(super) async fn settle<T>(
+    /// once they are durable. Answers are scanned and redacted or
+    /// quarantined per the policy, and held to its size limit.
+    async fn settle(
         &self,
-        scope: &Scope,
         call: &CallInfo,
         admitted: &Admitted,
         started: Instant,
-        forwarded: Forwarded<T>,
-        is_error: impl Fn(&T) -> Option<bool>,
-    ) -> Result<T, ErrorData>
-    where
-        T: serde::Serialize + serde::de::DeserializeOwned,
-    {
+        forwarded: Forwarded,
+    ) -> Result<Json, RpcError> {
         let name = &self.server.name;
         let audit = &self.core.audit;
+        let scope = self.scope();
         let elapsed = started.elapsed();
         let requested = &admitted.requested;
+        let towards_client = call.direction == Direction::ClientToServer;
         let Forwarded::Answer(answer) = forwarded else {
             // A peer's JSON-RPC error is output as much as a result is: what
             // the policy redacts in results is redacted from its message and
@@ -371,38 +469,49 @@ impl Session {
             let mut recorded = None;
             if let Forwarded::PeerError(e) = &mut forwarded {
                 let redacted = redact_error(e, &admitted.output);
-                if call.direction == Direction::ClientToServer {
+                if towards_client {
                     *e = redacted.clone();
                 }
                 recorded = Some(redacted);
             }
+            let malformed;
             let outcome = match &forwarded {
                 Forwarded::PeerError(e) => {
                     let e = recorded.as_ref().unwrap_or(e);
                     Outcome::Error {
-                        code: e.code.0,
+                        code: e.code as i32,
                         message: &e.message,
                     }
                 }
                 Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
                 Forwarded::Cancelled => Outcome::Cancelled,
                 Forwarded::Unavailable(message) => Outcome::Unavailable { message },
+                Forwarded::Malformed(message) => {
+                    malformed = safety::redact_text_for_log(message);
+                    Outcome::Error {
+                        code: mcp::code::INTERNAL_ERROR as i32,
+                        message: &malformed,
+                    }
+                }
                 Forwarded::Answer(_) => Outcome::Cancelled,
             };
             audit
-                .append(audit.outcome(scope, call, requested, elapsed, &outcome, None))
+                .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                 .await
                 .map_err(|e| audit_withheld(name, &e))?;
             return self.answer(forwarded);
         };
-        let flag = is_error(&answer);
-        let original = serde_json::to_value(&answer).unwrap_or_default();
-        let original_bytes = serde_json::to_vec(&original).map(|v| v.len()).unwrap_or(0);
-        let scan = safety::scan_json(&original, &admitted.output);
+        let flag = if call.method == "tools/call" {
+            Some(answer.get("isError").and_then(Json::as_bool).unwrap_or(false))
+        } else {
+            None
+        };
+        let original_bytes = answer.to_text().len();
+        let scan = safety::scan_json_async(answer.clone(), admitted.output).await;
         if !scan.report.is_empty() {
-            let quarantine_id = if scan.quarantine && call.direction == Direction::ClientToServer {
-                Some(self.quarantine(&original).map_err(|e| {
-                    error(
+            let quarantine_id = if scan.quarantine && towards_client {
+                Some(self.quarantine(&answer).await.map_err(|e| {
+                    rpc(
                         codes::AUDIT_UNAVAILABLE,
                         format!("sealgate withheld the result from {name}: it must be quarantined but cannot be stored ({e})"),
                     )
@@ -411,16 +520,16 @@ impl Session {
                 None
             };
             audit
-                .append(audit.output(scope, call, requested, &scan.report, quarantine_id.as_deref()))
+                .append(audit.output(&scope, call, Some(requested), &scan.report, quarantine_id.as_deref()))
                 .await
                 .map_err(|e| audit_withheld(name, &e))?;
             if let Some(id) = quarantine_id {
                 let outcome = Outcome::Quarantined { id: &id };
                 audit
-                    .append(audit.outcome(scope, call, requested, elapsed, &outcome, None))
+                    .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                     .await
                     .map_err(|e| audit_withheld(name, &e))?;
-                return Err(error(
+                return Err(rpc(
                     codes::QUARANTINED,
                     format!(
                         "sealgate withheld the result of {}: it holds data the policy quarantines; held for review as {id}",
@@ -431,14 +540,14 @@ impl Session {
         }
         // Server-to-client answers go to the server as they are; only what
         // the ledger keeps of them is redacted.
-        let mut delivered = if call.direction == Direction::ClientToServer {
+        let mut delivered = if towards_client {
             scan.redacted.clone()
         } else {
-            original.clone()
+            answer.clone()
         };
         let mut truncated = false;
         if let Some(limit) = admitted.constraints.and_then(|c| c.max_result_bytes) {
-            let size = serde_json::to_vec(&delivered).map(|v| v.len()).unwrap_or(0) as u64;
+            let size = delivered.to_text().len() as u64;
             if size > limit {
                 let on = admitted
                     .constraints
@@ -447,10 +556,10 @@ impl Session {
                 if on == OnOversize::Refuse || !truncate_contents(&mut delivered, limit) {
                     let outcome = Outcome::Oversize { bytes: size, limit };
                     audit
-                        .append(audit.outcome(scope, call, requested, elapsed, &outcome, None))
+                        .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                         .await
                         .map_err(|e| audit_withheld(name, &e))?;
-                    return Err(error(
+                    return Err(rpc(
                         codes::OVERSIZE,
                         format!("sealgate refused the result: {size} bytes, more than max_result_bytes {limit}"),
                     ));
@@ -465,119 +574,139 @@ impl Session {
             truncated,
         };
         audit
-            .append(audit.outcome(scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
+            .append(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
             .await
             .map_err(|e| audit_withheld(name, &e))?;
-        serde_json::from_value(delivered).map_err(|e| {
-            error(
-                codes::AUDIT_UNAVAILABLE,
-                format!("sealgate withheld the result from {name}: the redacted result does not decode ({e})"),
-            )
-        })
+        Ok(delivered)
     }
 
     /// Keeps a quarantined result for review (mode 0600), returning its id.
-    fn quarantine(&self, result: &serde_json::Value) -> std::io::Result<String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let dir = &self.core.quarantine_dir;
-        std::fs::create_dir_all(dir)?;
-        let id = format!("q-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join(format!("{id}.json")))?;
-        f.write_all(&serde_json::to_vec(result).unwrap_or_default())?;
-        f.sync_all()?;
-        Ok(id)
+    async fn quarantine(&self, result: &Json) -> std::io::Result<String> {
+        let dir = self.core.quarantine_dir.clone();
+        let bytes = result.to_bytes();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::create_dir_all(&dir)?;
+            let id = format!("q-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(dir.join(format!("{id}.json")))?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            Ok(id)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     pub(super) async fn audited_up(
-        &self,
-        conn: &Conn,
+        self: &Arc<Self>,
         call: CallInfo,
-        request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Result<ServerResult, ErrorData> {
-        let scope = self.conn_scope(conn);
-        let progress = ctx.meta.get_progress_token().map(|token| ProgressSink {
-            peer: ctx.peer.clone(),
-            token,
-        });
-        let admitted = match self.admit(conn, &scope, &call, progress, &ctx.ct).await {
+        class: Class,
+        params: Option<Json>,
+        cancel: &CancellationToken,
+    ) -> Result<Json, RpcError> {
+        let admitted = match self.admit(&call, class, cancel).await {
             Ok(admitted) => admitted,
             // A refused tool call is answered as a tool error, so the agent
             // (and its model) reads why; the decision is in `_meta`. Other
             // refusals (the ledger cannot record) stay JSON-RPC errors.
-            Err(e) if e.code.0 == codes::DENIED && call.method == "tools/call" => {
-                let mut result =
-                    rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(e.message.to_string())]);
+            Err(e) if e.code == codes::DENIED && call.method == "tools/call" => {
+                let mut result = Json::object([
+                    (
+                        "content",
+                        Json::Array(vec![Json::object([
+                            ("type", Json::str("text")),
+                            ("text", Json::String(e.message.clone())),
+                        ])]),
+                    ),
+                    ("isError", Json::Bool(true)),
+                ]);
                 if let Some(data) = e.data {
-                    let mut meta = rmcp::model::MetaObject::new();
-                    meta.0.insert("io.sealgate/decision".into(), data);
-                    result.meta = Some(meta);
+                    result.set("_meta", Json::Object(vec![("io.sealgate/decision".into(), data)]));
                 }
-                return Ok(ServerResult::CallToolResult(result));
+                return Ok(result);
             }
             Err(e) => return Err(e),
         };
         let started = Instant::now();
-        let forwarded = self.forward_up(conn, request, ctx, admitted.timeout).await;
-        self.settle(&scope, &call, &admitted, started, forwarded, |result| match result {
-            ServerResult::CallToolResult(r) => Some(r.is_error.unwrap_or(false)),
-            _ => None,
-        })
-        .await
+        let forwarded = self
+            .forward_up(&call.request_id, &call.method, params, admitted.timeout, cancel)
+            .await;
+        self.settle(&call, &admitted, started, forwarded).await
     }
 
     pub(super) async fn audited_down(
-        &self,
-        conn: &Conn,
+        self: &Arc<Self>,
         call: CallInfo,
-        request: ServerRequest,
-        ctx: &RequestContext<RoleClient>,
-        downstream: &Peer<RoleServer>,
-    ) -> Result<ClientResult, ErrorData> {
-        let scope = self.conn_scope(conn);
-        let admitted = self.admit(conn, &scope, &call, None, &ctx.ct).await?;
+        method: &'static mcp::Method,
+        params: Option<Json>,
+        client_id: Option<Id>,
+    ) -> Result<Json, RpcError> {
+        let never = CancellationToken::new();
+        let admitted = self.admit(&call, Class::ServerCall, &never).await?;
         let started = Instant::now();
-        let forwarded = self.forward_down(downstream, request, ctx, admitted.timeout).await;
-        self.settle(&scope, &call, &admitted, started, forwarded, |_| None)
-            .await
+        let forwarded = self
+            .forward_down(&call.request_id, method, params, client_id.as_ref(), admitted.timeout)
+            .await;
+        self.settle(&call, &admitted, started, forwarded).await
     }
 
-    /// Relays a listing, filtered to what the caller may use, and records
-    /// what the upstream offered (and, for tools, any drift from the pins).
+    /// Relays a listing, filtered to what the caller may use and through
+    /// output safety, and records what the upstream offered.
     pub(super) async fn listed(
-        &self,
-        conn: &Conn,
+        self: &Arc<Self>,
+        id: &Id,
         method: &str,
-        request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
-    ) -> Result<ServerResult, ErrorData> {
-        let cursor = serde_json::to_value(&request)
-            .ok()
-            .and_then(|v| v.pointer("/params/cursor").and_then(|c| c.as_str()).map(str::to_string));
-        let result = self.answer(self.forward_up(conn, request, ctx, self.server.timeout).await)?;
-        let mut listing = listing_of(method, &result, cursor);
-        let items: Vec<serde_json::Value> = listing.items.as_array().cloned().unwrap_or_default();
-        let hashes = if method == "tools/list" {
-            // One page of several does not show which tools were removed.
-            let complete = listing.cursor.is_none() && listing.next_cursor.is_none();
-            self.remember_tools(&items, complete).await
-        } else {
-            BTreeMap::new()
+        params: Option<Json>,
+        cancel: &CancellationToken,
+    ) -> Result<Json, RpcError> {
+        let cursor = params
+            .as_ref()
+            .and_then(|p| p.get("cursor"))
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
+        let mut result = self.answer(forwarded)?;
+        let key = listing_key(method);
+        let name_field = match method {
+            "tools/list" | "prompts/list" => "name",
+            "resources/list" => "uri",
+            _ => "uriTemplate",
         };
+        let items: Vec<Json> = result.get(key).and_then(Json::as_array).cloned().unwrap_or_default();
+        let names: Vec<String> = items
+            .iter()
+            .map(|i| i.get(name_field).and_then(Json::as_str).unwrap_or("").to_string())
+            .collect();
+        let next_cursor = result.get("nextCursor").and_then(Json::as_str).map(str::to_string);
+        let (hashes, drift) = if method == "tools/list" {
+            self.remember_tools(&items).await
+        } else {
+            (BTreeMap::new(), SessionDrift::default())
+        };
+        if !drift.is_empty() {
+            // Hidden from this caller below; the gateway's own listing
+            // decides whether it is drift for everyone.
+            super::trusted::check_drift_later(
+                Arc::clone(self),
+                Some(Revealer {
+                    session: self.id.clone(),
+                    principal: self.owner.name.clone(),
+                }),
+            );
+        }
         let name = &self.server.name;
         let view = self.core.gov.view().await.map_err(|e| gov_unavailable(name, e))?;
-        let principal = &conn.principal;
+        let principal = &self.owner;
         let now = Timestamp::now();
         let server = view.state.registry.get(name);
         let approved = server.is_some_and(|s| s.status == crate::governance::Status::Approved);
         let mut hidden = Vec::new();
-        let keep: Vec<bool> = listing
-            .names
+        let keep: Vec<bool> = names
             .iter()
             .map(|n| {
                 let usable = approved
@@ -603,69 +732,116 @@ impl Session {
                 usable
             })
             .collect();
-        listing.hidden = hidden;
+        let listing = Listing {
+            items: Json::Array(items),
+            names,
+            cursor,
+            next_cursor,
+            hidden,
+            changed: drift.changed,
+            added: drift.added,
+        };
         let audit = &self.core.audit;
         audit
-            .append(audit.listing(&self.conn_scope(conn), method, &ctx.id, &listing))
+            .append(audit.listing(&self.scope(), method, id, &listing))
             .await
             .map_err(|e| audit_withheld(name, &e))?;
-        if listing.hidden.is_empty() {
-            return Ok(result);
-        }
-        let key = super::listing_key(method);
-        let mut json = serde_json::to_value(&result).map_err(|e| error(codes::AUDIT_UNAVAILABLE, e.to_string()))?;
-        if let Some(list) = json.get_mut(key).and_then(|v| v.as_array_mut()) {
+        if !listing.hidden.is_empty()
+            && let Some(Json::Array(list)) = result.get_mut(key)
+        {
             let mut flags = keep.iter();
             list.retain(|_| flags.next().copied().unwrap_or(false));
         }
-        serde_json::from_value(json).map_err(|e| error(codes::AUDIT_UNAVAILABLE, e.to_string()))
+        // Descriptions and titles are the upstream's words, read by the
+        // client's model: output safety applies to them as to results.
+        let policy = scan_policy(default_output(&view));
+        let scan = safety::scan_json_async(result, policy).await;
+        if !scan.report.is_empty() {
+            let call = CallInfo {
+                method: method.to_string(),
+                request_id: id.clone(),
+                tool: None,
+                prompt: None,
+                resource: None,
+                arguments: None,
+                direction: Direction::ClientToServer,
+            };
+            audit
+                .append(audit.output(&self.scope(), &call, None, &scan.report, None))
+                .await
+                .map_err(|e| audit_withheld(name, &e))?;
+            if scan.quarantine {
+                return Err(rpc(
+                    codes::QUARANTINED,
+                    format!("sealgate withheld the {method} result: it holds data the policy quarantines"),
+                ));
+            }
+        }
+        Ok(scan.redacted)
+    }
+}
+
+/// How a session's tools listing differs from the pins.
+#[derive(Default)]
+struct SessionDrift {
+    changed: BTreeMap<String, String>,
+    added: BTreeMap<String, String>,
+}
+
+impl SessionDrift {
+    fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// The member of a listing result that holds its items.
+fn listing_key(method: &str) -> &'static str {
+    match method {
+        "tools/list" => "tools",
+        "prompts/list" => "prompts",
+        "resources/list" => "resources",
+        _ => "resourceTemplates",
     }
 }
 
 /// `e` with the findings `output` does not allow redacted from its message
 /// and data.
-fn redact_error(e: &ErrorData, output: &ScanPolicy) -> ErrorData {
-    let withheld = || ErrorData::new(e.code, "[REDACTED: the error could not be scanned]", None);
-    let Ok(json) = serde_json::to_value(e) else {
-        return withheld();
-    };
-    let scan = safety::scan_json(&json, output);
+fn redact_error(e: &RpcError, output: &ScanPolicy) -> RpcError {
+    let scan = safety::scan_json(&e.to_json(), output);
     if scan.report.is_empty() {
         return e.clone();
     }
-    serde_json::from_value(scan.redacted).unwrap_or_else(|_| withheld())
-}
-
-/// Digest of a call's arguments as sent: what an approval is bound to.
-fn digest_args(call: &CallInfo) -> String {
-    let text = call
-        .arguments
-        .as_ref()
-        .map(|a| serde_json::to_string(a).unwrap_or_default())
-        .unwrap_or_default();
-    digest(text.as_bytes())
+    let message = scan
+        .redacted
+        .get("message")
+        .and_then(Json::as_str)
+        .unwrap_or("[REDACTED: the error could not be scanned]")
+        .to_string();
+    RpcError {
+        code: e.code,
+        message,
+        data: scan.redacted.get("data").cloned(),
+    }
 }
 
 /// Shortens the text contents of a tool result until it fits `limit`
 /// bytes. False if it cannot be made to fit that way.
-fn truncate_contents(result: &mut serde_json::Value, limit: u64) -> bool {
+fn truncate_contents(result: &mut Json, limit: u64) -> bool {
     const MARK: &str = "…[truncated by sealgate]";
     loop {
-        let size = serde_json::to_vec(&*result).map(|v| v.len() as u64).unwrap_or(u64::MAX);
+        let size = result.to_text().len() as u64;
         if size <= limit {
             return true;
         }
         let excess = (size - limit) as usize + MARK.len();
-        let longest = result
-            .get_mut("content")
-            .and_then(|c| c.as_array_mut())
-            .and_then(|items| {
-                items
-                    .iter_mut()
-                    .filter_map(|i| i.get_mut("text"))
-                    .filter(|t| t.as_str().is_some_and(|s| s.len() > MARK.len()))
-                    .max_by_key(|t| t.as_str().map_or(0, str::len))
-            });
+        let Some(Json::Array(items)) = result.get_mut("content") else {
+            return false;
+        };
+        let longest = items
+            .iter_mut()
+            .filter_map(|i| i.get_mut("text"))
+            .filter(|t| t.as_str().is_some_and(|s| s.len() > MARK.len()))
+            .max_by_key(|t| t.as_str().map_or(0, str::len));
         let Some(text) = longest else { return false };
         let Some(s) = text.as_str() else { return false };
         let mut cut = s.len().saturating_sub(excess);
@@ -675,9 +851,9 @@ fn truncate_contents(result: &mut serde_json::Value, limit: u64) -> bool {
         if cut == 0 && s.ends_with(MARK) {
             return false;
         }
-        *text = serde_json::Value::String(format!("{}{MARK}", &s[..cut]));
-        if let Some(structured) = result.get_mut("structuredContent") {
-            *structured = serde_json::Value::Null;
+        *text = Json::String(format!("{}{MARK}", &s[..cut]));
+        if result.get("structuredContent").is_some() {
+            result.set("structuredContent", Json::Null);
         }
     }
 }

@@ -1,40 +1,54 @@
-//! The relay: one downstream MCP session bridged to one upstream session.
+//! The relay: one downstream MCP session bridged to one upstream session,
+//! message by message.
 //!
-//! Downstream, [`Relay`] is an rmcp server; upstream, [`UpstreamClient`] is
-//! an rmcp client. Every message is passed on in both directions, not only
-//! `tools/call`: requests, results and errors as the peer sent them,
-//! notifications (progress, logging, list changes, resource updates),
-//! cancellations, and server-to-client requests (sampling, elicitation,
-//! roots). The relay changes only what the two hops require: JSON-RPC ids
-//! and progress tokens are per hop, so progress tokens are mapped back and
-//! forth.
+//! The relay works on raw JSON-RPC messages ([`Message`], exact JSON): what
+//! it checks is what it forwards and what it records, numbers included.
+//! It relays only what it recognises ([`mcp`](super::mcp)'s catalogue), in
+//! both directions, and only from the session's owner:
 //!
-//! Requests that move data or act (`tools/call`, `resources/read`,
-//! `prompts/get`, and the server-to-client requests) are audited: a
-//! request event and a decision event are durable before anything is
-//! forwarded, and the outcome event is durable before the answer is passed
-//! back. If an event cannot be written the call is refused (before) or its
-//! result withheld (after): no audit, no execution.
+//! - client requests: `tools/call`, `resources/read` and `prompts/get`
+//!   are calls (request and decision durable before forwarding, outcome
+//!   before answering, governance deciding); `completion/complete`,
+//!   `resources/subscribe`, `resources/unsubscribe`, `logging/setLevel` and
+//!   the server's allowed custom methods are gated (registry and a grant)
+//!   and recorded the same way; listings are filtered to what the caller
+//!   may use and recorded; `ping` is relayed. Anything else is refused and
+//!   recorded (`mcp.refused`).
+//! - client notifications: a cancellation cancels a request of the client's
+//!   that is in flight; progress is relayed only for a request the upstream
+//!   sent in this session; `roots/list_changed` only from a client that
+//!   declared roots. Client responses answer only requests the gateway sent
+//!   in this session.
+//! - upstream requests: `sampling/createMessage`, `elicitation/create` and
+//!   `roots/list` (to a client that declared the capability) are recorded as
+//!   calls; `ping` is relayed; anything else is refused.
+//! - upstream notifications and every result, error, listing and request
+//!   towards the client pass output safety first.
+//!
+//! JSON-RPC ids are per hop: the gateway numbers what it sends each way and
+//! maps the answers back.
 
-use std::collections::HashMap;
+mod admission;
+mod sink;
+mod trusted;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rmcp::ServerHandler;
-use rmcp::model::{
-    CancelledNotification, CancelledNotificationParam, ClientNotification, ClientRequest, ClientResult, ErrorCode,
-    ErrorData, GetExtensions, GetMeta, Implementation, InitializeRequestParams, InitializeResult, ProgressToken,
-    ProtocolVersion, RequestId, ServerNotification, ServerRequest, ServerResult,
-};
-use rmcp::service::{
-    NotificationContext, OriginatingRequestId, Peer, PeerRequestOptions, RequestContext, RoleClient, RoleServer,
-    RunningService, Service, ServiceError,
-};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
-use super::audit::{Audit, CallInfo, Direction, Listing, Scope};
-use super::upstream::Upstream;
-use crate::governance::Governance;
-use crate::governance::Principal;
+use super::audit::{Audit, CallInfo, Direction, Refused, Scope};
+use super::mcp::{self, Class, Id, Message, RpcError, code};
+use super::safety::{self, ScanPolicy};
+use super::upstream::{self, Inbound, LinkLimits, ProcessLimit, Upstream};
+use crate::governance::{CallRequest, Governance, Principal, Verdict, decide_access};
+use crate::json::Json;
+
+pub use admission::scan_policy;
+pub use sink::{ClientSink, Streams};
+pub use trusted::{hashes as tool_hashes, list_tools};
 
 /// JSON-RPC error codes the gateway itself answers with (the
 /// implementation-defined server error range). Documented in
@@ -42,22 +56,22 @@ use crate::governance::Principal;
 pub mod codes {
     /// The audit event could not be made durable; nothing was forwarded
     /// (or, after execution, the result was withheld).
-    pub const AUDIT_UNAVAILABLE: i32 = -32050;
+    pub const AUDIT_UNAVAILABLE: i64 = -32050;
     /// The decision was not ALLOW.
-    pub const DENIED: i32 = -32051;
+    pub const DENIED: i64 = -32051;
     /// The upstream could not be reached, crashed, or closed the session.
-    pub const UPSTREAM_UNAVAILABLE: i32 = -32052;
+    pub const UPSTREAM_UNAVAILABLE: i64 = -32052;
     /// The upstream did not answer in time; the request was cancelled.
-    pub const UPSTREAM_TIMEOUT: i32 = -32053;
-    /// The request was not made by the principal that opened the session.
-    pub const WRONG_PRINCIPAL: i32 = -32054;
+    pub const UPSTREAM_TIMEOUT: i64 = -32053;
+    /// The message was not sent by the principal that opened the session.
+    pub const WRONG_PRINCIPAL: i64 = -32054;
     /// The result holds data the policy quarantines; it is held for review.
-    pub const QUARANTINED: i32 = -32055;
+    pub const QUARANTINED: i64 = -32055;
     /// The result is larger than the policy's `max_result_bytes` allows.
-    pub const OVERSIZE: i32 = -32056;
+    pub const OVERSIZE: i64 = -32056;
+    /// A session or upstream-process limit of the gateway is reached.
+    pub const LIMIT_REACHED: i64 = -32057;
 }
-
-mod admission;
 
 /// What all sessions share.
 pub struct Core {
@@ -67,6 +81,11 @@ pub struct Core {
     pub quarantine_dir: std::path::PathBuf,
     /// How often a call held for approval tells the client it still waits.
     pub approval_progress: Duration,
+    pub link: LinkLimits,
+    pub processes: ProcessLimit,
+    pub sessions: Arc<SessionLimits>,
+    /// Trusted tool listings for drift, one at a time per server.
+    pub drift: trusted::DriftChecks,
 }
 
 /// A configured upstream server.
@@ -78,6 +97,8 @@ pub struct ServerEntry {
     pub timeout: Duration,
     /// For starting a session: spawn or connect, and `initialize`.
     pub start_timeout: Duration,
+    /// Custom (non-MCP) request methods relayed, gated and recorded.
+    pub allow_methods: BTreeSet<String>,
 }
 
 /// How the downstream client reached the gateway.
@@ -87,59 +108,84 @@ pub enum Downstream {
     Stdio,
 }
 
-/// The downstream half of a session: an rmcp server that relays.
-pub struct Relay {
-    session: Arc<Session>,
+impl Downstream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Downstream::Http => "http",
+            Downstream::Stdio => "stdio",
+        }
+    }
 }
 
-struct Session {
-    core: Arc<Core>,
-    server: Arc<ServerEntry>,
-    id: String,
-    downstream: Downstream,
-    /// The principal of every request (stdio); HTTP requests carry theirs.
-    fixed_principal: Option<Principal>,
-    conn: Mutex<Option<Arc<Conn>>>,
-    /// Upstream-hop progress token → the client's token, for calls the
-    /// client asked progress of.
-    progress_up: Arc<Mutex<HashMap<ProgressToken, ProgressToken>>>,
-    /// Client-hop token of a server-to-client request → the upstream's token.
-    progress_down: Mutex<HashMap<ProgressToken, ProgressToken>>,
-    /// Client requests being forwarded, oldest first: a server-to-client
-    /// request arriving meanwhile belongs to one of them.
-    inflight: Mutex<Vec<RequestId>>,
-    /// The upstream's tool definitions as last listed in this session.
-    tools: Mutex<HashMap<String, serde_json::Value>>,
-    /// Attempts per (target, arguments digest), for `max_retries`.
-    attempts: Mutex<HashMap<String, u32>>,
+/// Caps on sessions: in total and per principal.
+pub struct SessionLimits {
+    pub max_total: usize,
+    pub max_per_principal: usize,
+    open: Mutex<(usize, HashMap<String, usize>)>,
 }
 
-struct Conn {
-    principal: Principal,
-    agent: Option<String>,
-    protocol_version: ProtocolVersion,
-    upstream: RunningService<RoleClient, UpstreamClient>,
+impl SessionLimits {
+    pub fn new(max_total: usize, max_per_principal: usize) -> SessionLimits {
+        SessionLimits {
+            max_total,
+            max_per_principal,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    fn reserve(self: &Arc<Self>, principal: &str) -> Result<SessionSlot, String> {
+        let mut open = lock(&self.open);
+        if open.0 >= self.max_total {
+            return Err(format!(
+                "the gateway's limit of {} open sessions is reached (gateway.max_sessions)",
+                self.max_total
+            ));
+        }
+        let mine = open.1.get(principal).copied().unwrap_or(0);
+        if mine >= self.max_per_principal {
+            return Err(format!(
+                "the limit of {} open sessions per principal is reached (gateway.max_sessions_per_principal)",
+                self.max_per_principal
+            ));
+        }
+        open.0 += 1;
+        open.1.insert(principal.to_string(), mine + 1);
+        Ok(SessionSlot {
+            limits: Arc::clone(self),
+            principal: principal.to_string(),
+        })
+    }
 }
 
-/// How a forwarded request ended, before it is turned into an answer.
-enum Forwarded<T> {
-    Answer(T),
-    PeerError(ErrorData),
-    Timeout(Duration),
-    Cancelled,
-    Unavailable(String),
+/// A place among the open sessions, given back on drop.
+pub struct SessionSlot {
+    limits: Arc<SessionLimits>,
+    principal: String,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut open = lock(&self.limits.open);
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.principal) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.principal);
+            }
+        }
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn error(code: i32, message: String) -> ErrorData {
-    ErrorData::new(ErrorCode(code), message, None)
+pub(crate) fn rpc(code: i64, message: impl Into<String>) -> RpcError {
+    RpcError::new(code, message)
 }
 
-fn audit_refused(server: &str, e: &ledger::Error) -> ErrorData {
-    error(
+fn audit_refused(server: &str, e: &ledger::Error) -> RpcError {
+    rpc(
         codes::AUDIT_UNAVAILABLE,
         format!(
             "sealgate refused the call to {server}: the audit ledger cannot record it ({e}); nothing was forwarded"
@@ -147,330 +193,726 @@ fn audit_refused(server: &str, e: &ledger::Error) -> ErrorData {
     )
 }
 
-fn audit_withheld(server: &str, e: &ledger::Error) -> ErrorData {
-    error(
+fn audit_withheld(server: &str, e: &ledger::Error) -> RpcError {
+    rpc(
         codes::AUDIT_UNAVAILABLE,
         format!("sealgate withheld the result from {server}: the audit ledger cannot record the outcome ({e})"),
     )
 }
 
-/// How long a progress token stays mapped after its request was answered.
-const PROGRESS_GRACE: Duration = Duration::from_secs(2);
+/// Protocol versions with an `initialize` handshake, oldest first. The
+/// gateway offers the upstream the client's version if it knows it, else
+/// its newest, and accepts only these back.
+pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-/// Protocol versions with an `initialize` handshake: the relay opens the
-/// upstream session during the client's `initialize`.
-const HANDSHAKE_VERSIONS: [ProtocolVersion; 4] = [
-    ProtocolVersion::V_2024_11_05,
-    ProtocolVersion::V_2025_03_26,
-    ProtocolVersion::V_2025_06_18,
-    ProtocolVersion::V_2025_11_25,
-];
+/// Client capabilities relayed upstream (the client's own values).
+const CLIENT_CAPABILITIES: [&str; 3] = ["roots", "sampling", "elicitation"];
 
-impl Relay {
-    pub fn new(
-        core: Arc<Core>,
-        server: Arc<ServerEntry>,
-        downstream: Downstream,
-        fixed_principal: Option<Principal>,
-    ) -> Relay {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        Relay {
-            session: Arc::new(Session {
-                core,
-                server,
-                id,
-                downstream,
-                fixed_principal,
-                conn: Mutex::new(None),
-                progress_up: Arc::new(Mutex::new(HashMap::new())),
-                progress_down: Mutex::new(HashMap::new()),
-                inflight: Mutex::new(Vec::new()),
-                tools: Mutex::new(HashMap::new()),
-                attempts: Mutex::new(HashMap::new()),
-            }),
-        }
-    }
+/// Server capabilities relayed to the client: those whose methods the
+/// gateway relays.
+const SERVER_CAPABILITIES: [&str; 5] = ["tools", "prompts", "resources", "logging", "completions"];
+
+/// How a forwarded request ended, before it is turned into an answer.
+pub(crate) enum Forwarded {
+    Answer(Json),
+    PeerError(RpcError),
+    Timeout(Duration),
+    Cancelled,
+    Unavailable(String),
+    /// The peer's answer is not what the method returns.
+    Malformed(String),
+}
+
+enum Reply {
+    Result(Json),
+    Error(RpcError),
+    Failed(String),
+    Malformed(String),
+}
+
+/// One client session, bridged to its own upstream session.
+pub struct Session {
+    /// The session id: the `Mcp-Session-Id` the client holds, and
+    /// `actor.session` of every event of the session.
+    pub id: String,
+    core: Arc<Core>,
+    server: Arc<ServerEntry>,
+    owner: Principal,
+    agent: Option<String>,
+    protocol_version: String,
+    client_capabilities: Json,
+    sink: ClientSink,
+    upstream: upstream::Sender,
+    state: Mutex<State>,
+    closed: CancellationToken,
+    last_active: Mutex<Instant>,
+    _slot: SessionSlot,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: i64,
+    /// Requests sent upstream, by their upstream-hop id.
+    up: HashMap<Id, oneshot::Sender<Reply>>,
+    /// Client requests in flight, by the client's id.
+    client: HashMap<Id, ClientCall>,
+    /// Requests sent to the client for the upstream, by their client-hop id.
+    down: HashMap<Id, DownCall>,
+    /// The upstream's tool definitions as last listed in this session.
+    tools: HashMap<String, Json>,
+    /// Attempts per (target, arguments digest), for `max_retries`.
+    attempts: HashMap<String, u32>,
+    /// `mcp.refused` events written for this session (capped).
+    refusals: u32,
+    /// Why the upstream session ended, once it has.
+    gone: Option<String>,
+}
+
+struct ClientCall {
+    cancel: CancellationToken,
+    up_id: Option<Id>,
+    progress_token: Option<Json>,
+}
+
+struct DownCall {
+    reply: oneshot::Sender<Reply>,
+    method: &'static mcp::Method,
+    up_id: Id,
+    progress_token: Option<Json>,
+    cancel: CancellationToken,
+}
+
+/// `mcp.refused` events written per session at most; later refusals are
+/// counted in the log only, so a peer cannot flood the ledger through one
+/// session.
+const MAX_REFUSALS_RECORDED: u32 = 100;
+
+/// What opening a session needs.
+pub struct Opening {
+    pub core: Arc<Core>,
+    pub server: Arc<ServerEntry>,
+    pub principal: Principal,
+    pub downstream: Downstream,
+    pub sink: ClientSink,
+    /// The client's `initialize` request.
+    pub id: Id,
+    pub params: Json,
 }
 
 impl Session {
-    fn conn(&self) -> Result<Arc<Conn>, ErrorData> {
-        lock(&self.conn).clone().ok_or_else(|| {
-            ErrorData::invalid_request(
-                format!(
-                    "session to {} is not initialized: send initialize first",
-                    self.server.name
-                ),
-                None,
-            )
-        })
-    }
-
-    fn principal_of(&self, extensions: &rmcp::model::Extensions) -> Result<Principal, ErrorData> {
-        if let Some(p) = &self.fixed_principal {
-            return Ok(p.clone());
-        }
-        extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Principal>())
-            .cloned()
-            .ok_or_else(|| {
-                error(
-                    codes::WRONG_PRINCIPAL,
-                    "request carries no authenticated principal".into(),
-                )
-            })
-    }
-
-    /// A session belongs to the principal that opened it.
-    fn check_principal(&self, conn: &Conn, extensions: &rmcp::model::Extensions) -> Result<(), ErrorData> {
-        let principal = self.principal_of(extensions)?;
-        if principal.name != conn.principal.name {
-            return Err(error(
-                codes::WRONG_PRINCIPAL,
-                format!(
-                    "session {} belongs to principal {:?}, not {:?}",
-                    self.id, conn.principal.name, principal.name
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn scope(&self, principal: Principal, agent: Option<String>, version: Option<&ProtocolVersion>) -> Scope {
-        Scope {
+    /// Opens a session for a client's `initialize`: admits it (registry,
+    /// a grant on the server, the session caps) and records that before
+    /// anything is started, then starts the upstream session and records
+    /// `session.opened`. Returns the session and the `initialize` result
+    /// for the client.
+    pub async fn open(o: Opening) -> Result<(Arc<Session>, Json), RpcError> {
+        let Opening {
+            core,
+            server,
             principal,
-            agent,
-            session_id: self.id.clone(),
-            server: self.server.name.clone(),
-            env: self.server.env.clone(),
-            protocol_version: version.map(|v| v.as_str().to_string()),
-        }
-    }
-
-    fn conn_scope(&self, conn: &Conn) -> Scope {
-        self.scope(conn.principal.clone(), conn.agent.clone(), Some(&conn.protocol_version))
-    }
-
-    async fn initialize(
-        self: &Arc<Self>,
-        params: InitializeRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, ErrorData> {
-        if lock(&self.conn).is_some() {
-            return Err(ErrorData::invalid_request(
-                format!("session {} is already initialized", self.id),
-                None,
-            ));
-        }
-        let principal = self.principal_of(&ctx.extensions)?;
-        let agent = Some(format!("{}/{}", params.client_info.name, params.client_info.version));
-        let client = UpstreamClient {
-            info: params.clone(),
-            downstream: ctx.peer.clone(),
-            session: Arc::downgrade(self),
+            downstream,
+            sink,
+            id,
+            params,
+        } = o;
+        let name = server.name.clone();
+        let session_id = uuid::Uuid::new_v4().simple().to_string();
+        let client_info = params.get("clientInfo").cloned().unwrap_or(Json::Null);
+        let agent = Some(format!(
+            "{}/{}",
+            client_info.get("name").and_then(Json::as_str).unwrap_or("unknown"),
+            client_info.get("version").and_then(Json::as_str).unwrap_or("unknown")
+        ));
+        let requested_version = params
+            .get("protocolVersion")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let scope = Scope {
+            principal: principal.clone(),
+            agent: agent.clone(),
+            session_id: session_id.clone(),
+            server: name.clone(),
+            env: server.env.clone(),
+            protocol_version: None,
         };
-        let connected = self
-            .server
-            .upstream
-            .connect(&self.server.name, client, self.server.start_timeout)
-            .await;
-        let init = connected
-            .as_ref()
-            .ok()
-            .and_then(|running| running.peer_info())
-            .map(|info| {
-                let mut result = InitializeResult::new(info.capabilities.clone())
-                    .with_protocol_version(info.protocol_version.clone())
-                    .with_server_info(
-                        info.server_info
-                            .clone()
-                            .unwrap_or_else(|| Implementation::new(self.server.name.clone(), "unknown")),
-                    );
-                result.instructions = info.instructions.clone();
-                result.meta = info.meta.clone();
-                result
-            });
-
-        let version = init.as_ref().map(|i| &i.protocol_version);
-        let scope = self.scope(principal.clone(), agent.clone(), version);
-        let mut body = ledger::Object::new();
-        body.insert("downstream.transport".into(), downstream_name(self.downstream).into());
-        body.insert("upstream.transport".into(), self.server.upstream.kind().into());
-        body.insert("upstream.address".into(), self.server.upstream.address().into());
-        body.insert(
-            "mcp.protocol.version.requested".into(),
-            params.protocol_version.as_str().to_string().into(),
+        let call = CallInfo {
+            method: "initialize".into(),
+            request_id: id.clone(),
+            tool: None,
+            prompt: None,
+            resource: None,
+            arguments: Some(params.clone()),
+            direction: Direction::ClientToServer,
+        };
+        let audit = &core.audit;
+        let view = core
+            .gov
+            .view()
+            .await
+            .map_err(|e| admission::gov_unavailable(&name, e))?;
+        let stored = admission::redact_arguments(&call, &view);
+        let requested = audit
+            .append(audit.requested(&scope, &call, stored.as_ref()))
+            .await
+            .map_err(|e| audit_refused(&name, &e))?;
+        let mut ruling = decide_access(
+            &view.state,
+            &CallRequest {
+                server: &name,
+                principal: &principal,
+                method: "initialize",
+                target: None,
+            },
+            ledger::Timestamp::now(),
         );
+        let slot = if ruling.verdict == Verdict::Allow {
+            match core.sessions.reserve(&principal.name) {
+                Ok(slot) => Some(slot),
+                Err(reason) => {
+                    ruling.verdict = Verdict::Deny;
+                    ruling.reason = reason;
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        audit
+            .append(audit.decision(&scope, &call, &requested, &ruling))
+            .await
+            .map_err(|e| audit_refused(&name, &e))?;
+        let Some(slot) = slot else {
+            let code = if ruling.gate == crate::governance::Gate::Grant && ruling.grant.is_some() {
+                codes::LIMIT_REACHED
+            } else {
+                codes::DENIED
+            };
+            return Err(admission::denied(
+                code,
+                "DENY",
+                ruling.reason.clone(),
+                &requested,
+                None,
+                ruling.gate.as_str(),
+            ));
+        };
+
+        // What the upstream is asked: the client's version if the gateway
+        // speaks it, else the gateway's newest; the client's identity and
+        // the capabilities the gateway relays.
+        let offer = if HANDSHAKE_VERSIONS.contains(&requested_version.as_str()) {
+            requested_version.clone()
+        } else {
+            HANDSHAKE_VERSIONS[HANDSHAKE_VERSIONS.len() - 1].to_string()
+        };
+        let client_capabilities = filter_members(params.get("capabilities"), &CLIENT_CAPABILITIES);
+        let upstream_params = Json::object([
+            ("protocolVersion", Json::String(offer)),
+            ("capabilities", client_capabilities.clone()),
+            ("clientInfo", client_info.clone()),
+        ]);
+        let connected = server
+            .upstream
+            .connect(&name, upstream_params, core.link, &core.processes, server.start_timeout)
+            .await;
+        let connected = connected.and_then(|(link, result)| {
+            mcp::method("initialize", mcp::Direction::Up)
+                .map_or(Ok(()), |m| m.check_result(&result))
+                .map_err(|e| format!("upstream {name}: {e}"))?;
+            let version = result
+                .get("protocolVersion")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !HANDSHAKE_VERSIONS.contains(&version.as_str()) {
+                return Err(format!(
+                    "upstream {name} answered protocol version {version:?}, which sealgate does not relay"
+                ));
+            }
+            Ok((link, result, version))
+        });
+
+        let mut body = ledger::Object::new();
+        body.insert("downstream.transport".into(), downstream.as_str().into());
+        body.insert("upstream.transport".into(), server.upstream.kind().into());
+        body.insert("upstream.address".into(), server.upstream.address().into());
+        body.insert("mcp.protocol.version.requested".into(), requested_version.into());
         body.insert(
             "client".into(),
-            crate::governance::to_ledger_value(&serde_json::to_value(&params.client_info).unwrap_or_default()),
+            crate::governance::to_ledger_value(&client_info.to_serde()),
         );
         body.insert(
             "client.capabilities".into(),
-            crate::governance::to_ledger_value(&serde_json::to_value(&params.capabilities).unwrap_or_default()),
+            crate::governance::to_ledger_value(&client_capabilities.to_serde()),
         );
-        match (&init, &connected) {
-            (Some(init), _) => {
+        let mut opened_scope = scope.clone();
+        let default_output = admission::default_output(&view);
+        let outcome = match connected {
+            Ok((link, result, version)) => {
+                opened_scope.protocol_version = Some(version.clone());
                 body.insert("outcome".into(), "ok".into());
+                let server_info = result.get("serverInfo").cloned().unwrap_or(Json::Null);
                 body.insert(
                     "server".into(),
-                    crate::governance::to_ledger_value(&serde_json::to_value(&init.server_info).unwrap_or_default()),
+                    crate::governance::to_ledger_value(
+                        &safety::scan_json(&server_info, &scan_policy(default_output))
+                            .redacted
+                            .to_serde(),
+                    ),
                 );
+                Ok((link, result, version))
             }
-            (None, Err(message)) => {
+            Err(message) => {
                 body.insert("outcome".into(), "unavailable".into());
                 body.insert("error.type".into(), "upstream_unavailable".into());
                 body.insert("error".into(), message.clone().into());
+                Err(message)
             }
-            (None, Ok(_)) => {
-                body.insert("outcome".into(), "unavailable".into());
-                body.insert("error".into(), "upstream sent no initialize result".into());
+        };
+        let mut opened = audit.session_opened(&opened_scope, body);
+        opened.correlation.answers = Some(requested.seq);
+        audit.append(opened).await.map_err(|e| audit_refused(&name, &e))?;
+        let (link, result, version) = outcome.map_err(|m| rpc(codes::UPSTREAM_UNAVAILABLE, m))?;
+
+        let session = Arc::new(Session {
+            id: session_id,
+            core: Arc::clone(&core),
+            server: Arc::clone(&server),
+            owner: principal,
+            agent,
+            protocol_version: version.clone(),
+            client_capabilities,
+            sink,
+            upstream: link.sender.clone(),
+            state: Mutex::new(State::default()),
+            closed: CancellationToken::new(),
+            last_active: Mutex::new(Instant::now()),
+            _slot: slot,
+        });
+        tokio::spawn(pump(Arc::downgrade(&session), link));
+
+        // What the client is told: the upstream's answer, with only the
+        // capabilities the gateway relays, through output safety.
+        let mut answer = Json::object([
+            ("protocolVersion", Json::String(version)),
+            (
+                "capabilities",
+                filter_members(result.get("capabilities"), &SERVER_CAPABILITIES),
+            ),
+        ]);
+        for key in ["serverInfo", "instructions"] {
+            if let Some(v) = result.get(key) {
+                answer.set(key, v.clone());
             }
+        }
+        let answer = session.outward(answer, None, "initialize").await;
+        Ok((session, answer))
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.server.name
+    }
+
+    /// Records a client message that is not one JSON-RPC message.
+    pub async fn record_refused_message(&self, refusal: &mcp::Refusal, bytes: usize) {
+        self.refuse_up(
+            refusal.id.as_ref(),
+            refusal.method.as_deref(),
+            refusal.error.clone(),
+            bytes,
+        )
+        .await;
+    }
+
+    /// When the client last sent anything.
+    pub fn idle_for(&self) -> Duration {
+        lock(&self.last_active).elapsed()
+    }
+
+    fn touch(&self) {
+        *lock(&self.last_active) = Instant::now();
+    }
+
+    /// Requests of the client still being answered.
+    pub fn busy(&self) -> bool {
+        !lock(&self.state).client.is_empty()
+    }
+
+    pub fn streams(&self) -> Option<&Streams> {
+        match &self.sink {
+            ClientSink::Http(streams) => Some(streams),
+            ClientSink::Lines(_) => None,
+        }
+    }
+
+    /// Ends the session: the upstream session ends (a stdio child is
+    /// killed), calls in flight fail.
+    pub async fn close(&self) {
+        self.closed.cancel();
+        self.upstream.close().await;
+    }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            principal: self.owner.clone(),
+            agent: self.agent.clone(),
+            session_id: self.id.clone(),
+            server: self.server.name.clone(),
+            env: self.server.env.clone(),
+            protocol_version: Some(self.protocol_version.clone()),
+        }
+    }
+
+    /// A message must come from the principal that opened the session.
+    /// The refusal does not say who that is.
+    pub fn check_owner(&self, principal: &Principal) -> Result<(), RpcError> {
+        if principal.name == self.owner.name && principal.method == self.owner.method {
+            Ok(())
+        } else {
+            Err(rpc(
+                codes::WRONG_PRINCIPAL,
+                format!("session {} belongs to another principal", self.id),
+            ))
+        }
+    }
+
+    /// Records a message the gateway does not relay (up to
+    /// [`MAX_REFUSALS_RECORDED`] per session).
+    async fn record_refusal(&self, refused: Refused<'_>) {
+        tracing::info!(
+            server = %self.server.name,
+            session = %self.id,
+            direction = refused.direction.as_str(),
+            method = refused.method.unwrap_or(""),
+            "refused: {}",
+            refused.reason
+        );
+        {
+            let mut st = lock(&self.state);
+            if st.refusals >= MAX_REFUSALS_RECORDED {
+                return;
+            }
+            st.refusals += 1;
         }
         let audit = &self.core.audit;
-        audit
-            .append(audit.session_opened(&scope, body))
-            .await
-            .map_err(|e| audit_refused(&self.server.name, &e))?;
-
-        match (init, connected) {
-            (Some(init), Ok(upstream)) => {
-                *lock(&self.conn) = Some(Arc::new(Conn {
-                    principal,
-                    agent,
-                    protocol_version: init.protocol_version.clone(),
-                    upstream,
-                }));
-                Ok(init)
-            }
-            (_, Err(message)) => Err(error(codes::UPSTREAM_UNAVAILABLE, message)),
-            (None, Ok(_)) => Err(error(
-                codes::UPSTREAM_UNAVAILABLE,
-                format!("upstream {} sent no initialize result", self.server.name),
-            )),
+        if let Err(e) = audit.append(audit.refused(&self.scope(), &refused)).await {
+            tracing::error!(server = %self.server.name, "refusal not recorded: {e}");
         }
+    }
+
+    async fn refuse_up(&self, id: Option<&Id>, method: Option<&str>, error: RpcError, bytes: usize) -> RpcError {
+        self.record_refusal(Refused {
+            direction: Direction::ClientToServer,
+            method,
+            request_id: id,
+            code: error.code,
+            reason: &error.message,
+            bytes,
+        })
+        .await;
+        error
+    }
+
+    /// A client request. `None`: it was cancelled, and is not answered.
+    pub async fn request(
+        self: &Arc<Self>,
+        principal: &Principal,
+        id: Id,
+        method: String,
+        params: Option<Json>,
+        bytes: usize,
+    ) -> Option<Message> {
+        self.touch();
+        if let Err(e) = self.check_owner(principal) {
+            return Some(Message::Error { id: Some(id), error: e });
+        }
+        let cancel = CancellationToken::new();
+        {
+            let mut st = lock(&self.state);
+            if st.client.contains_key(&id) {
+                drop(st);
+                let e = rpc(
+                    code::INVALID_REQUEST,
+                    format!("invalid request: request id {id} is already in flight in this session"),
+                );
+                return Some(Message::Error { id: Some(id), error: e });
+            }
+            st.client.insert(
+                id.clone(),
+                ClientCall {
+                    cancel: cancel.clone(),
+                    up_id: None,
+                    progress_token: mcp::progress_token(params.as_ref()),
+                },
+            );
+        }
+        let answer = self.dispatch(&id, &method, params, bytes, &cancel).await;
+        lock(&self.state).client.remove(&id);
+        match answer {
+            _ if cancel.is_cancelled() => None,
+            Ok(result) => Some(Message::Response { id, result }),
+            Err(error) => Some(Message::Error { id: Some(id), error }),
+        }
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        id: &Id,
+        method: &str,
+        params: Option<Json>,
+        bytes: usize,
+        cancel: &CancellationToken,
+    ) -> Result<Json, RpcError> {
+        let class = match mcp::method(method, mcp::Direction::Up) {
+            Some(m) => {
+                if let Err(e) = m.check_params(params.as_ref()) {
+                    let error = rpc(code::INVALID_PARAMS, format!("invalid params: {e}"));
+                    return Err(self.refuse_up(Some(id), Some(method), error, bytes).await);
+                }
+                m.class
+            }
+            None if self.server.allow_methods.contains(method) && !mcp::is_mcp_method(method) => {
+                if params.as_ref().is_some_and(|p| !p.is_object()) {
+                    let error = rpc(
+                        code::INVALID_PARAMS,
+                        format!("invalid params: {method}: params must be an object"),
+                    );
+                    return Err(self.refuse_up(Some(id), Some(method), error, bytes).await);
+                }
+                Class::Gated
+            }
+            None => {
+                let error = rpc(
+                    code::METHOD_NOT_FOUND,
+                    format!(
+                        "method not found: sealgate does not relay {method:?} to {} (custom methods must be allowed in servers.{}.allow_methods)",
+                        self.server.name, self.server.name
+                    ),
+                );
+                return Err(self.refuse_up(Some(id), Some(method), error, bytes).await);
+            }
+        };
+        match class {
+            Class::Initialize => {
+                let error = rpc(
+                    code::INVALID_REQUEST,
+                    format!("invalid request: session {} is already initialized", self.id),
+                );
+                Err(self.refuse_up(Some(id), Some(method), error, bytes).await)
+            }
+            Class::Ping => {
+                let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
+                self.answer(forwarded)
+            }
+            Class::Listing => self.listed(id, method, params, cancel).await,
+            Class::Call | Class::Gated => {
+                let call = call_info(method, id, params.as_ref());
+                self.audited_up(call, class, params, cancel).await
+            }
+            Class::ServerCall => Err(rpc(code::METHOD_NOT_FOUND, format!("method not found: {method}"))),
+        }
+    }
+
+    /// A client notification: accepted (relayed or acted on) or refused.
+    pub async fn notify(
+        &self,
+        principal: &Principal,
+        method: &str,
+        params: Option<Json>,
+        bytes: usize,
+    ) -> Result<(), RpcError> {
+        self.touch();
+        self.check_owner(principal)?;
+        let Some(kind) = mcp::notification(method, mcp::Direction::Up) else {
+            let error = rpc(
+                code::METHOD_NOT_FOUND,
+                format!("method not found: sealgate does not relay the notification {method:?}"),
+            );
+            return Err(self.refuse_up(None, Some(method), error, bytes).await);
+        };
+        if let Err(e) = kind.check_params(params.as_ref()) {
+            let error = rpc(code::INVALID_PARAMS, format!("invalid params: {e}"));
+            return Err(self.refuse_up(None, Some(method), error, bytes).await);
+        }
+        match method {
+            // The gateway completed the upstream's handshake itself.
+            "notifications/initialized" => Ok(()),
+            "notifications/cancelled" => {
+                let target = params.as_ref().and_then(|p| p.get("requestId")).and_then(Id::read);
+                if let Some(target) = target
+                    && let Some(call) = lock(&self.state).client.get(&target)
+                {
+                    call.cancel.cancel();
+                }
+                // A cancellation racing its answer is normal: nothing to do.
+                Ok(())
+            }
+            "notifications/progress" => {
+                let token = params.as_ref().and_then(|p| p.get("progressToken")).cloned();
+                let known = token.as_ref().is_some_and(|t| {
+                    lock(&self.state)
+                        .down
+                        .values()
+                        .any(|d| d.progress_token.as_ref() == Some(t))
+                });
+                if !known {
+                    let error = rpc(
+                        code::INVALID_PARAMS,
+                        "invalid params: no request of the upstream in this session has this progress token",
+                    );
+                    return Err(self.refuse_up(None, Some(method), error, bytes).await);
+                }
+                self.send_up(Message::Notification {
+                    method: method.to_string(),
+                    params,
+                })
+                .await
+            }
+            "notifications/roots/list_changed" => {
+                if self.client_capabilities.get("roots").is_none() {
+                    let error = rpc(
+                        code::INVALID_REQUEST,
+                        "invalid request: the client did not declare the roots capability",
+                    );
+                    return Err(self.refuse_up(None, Some(method), error, bytes).await);
+                }
+                self.send_up(Message::Notification {
+                    method: method.to_string(),
+                    params,
+                })
+                .await
+            }
+            _ => Err(rpc(code::METHOD_NOT_FOUND, format!("method not found: {method}"))),
+        }
+    }
+
+    /// A client response (or error) to a request the gateway sent it.
+    pub async fn respond(&self, principal: &Principal, message: Message, bytes: usize) -> Result<(), RpcError> {
+        self.touch();
+        self.check_owner(principal)?;
+        let (id, reply) = match message {
+            Message::Response { id, result } => (Some(id), Ok(result)),
+            Message::Error { id, error } => (id, Err(error)),
+            _ => return Err(rpc(code::INVALID_REQUEST, "invalid request: not a response")),
+        };
+        let Some(id) = id else {
+            // An error about a message the client could not read.
+            tracing::info!(session = %self.id, "client reported an error without an id: {reply:?}");
+            return Ok(());
+        };
+        let Some(call) = lock(&self.state).down.remove(&id) else {
+            let error = rpc(
+                code::INVALID_REQUEST,
+                format!("invalid request: no request of the gateway in this session has id {id}"),
+            );
+            return Err(self.refuse_up(Some(&id), None, error, bytes).await);
+        };
+        let reply = match reply {
+            Ok(result) => match call.method.check_result(&result) {
+                Ok(()) => Reply::Result(result),
+                Err(e) => Reply::Malformed(e),
+            },
+            Err(error) => Reply::Error(error),
+        };
+        let _ = call.reply.send(reply);
+        Ok(())
+    }
+
+    async fn send_up(&self, message: Message) -> Result<(), RpcError> {
+        self.upstream
+            .send(&message)
+            .await
+            .map_err(|e| rpc(codes::UPSTREAM_UNAVAILABLE, e))
     }
 
     /// Forwards a client request upstream and waits for the answer, the
-    /// server's timeout or the client's cancellation.
+    /// server's timeout, the client's cancellation or the session's end.
     async fn forward_up(
         &self,
-        conn: &Conn,
-        mut request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
+        client_id: &Id,
+        method: &str,
+        params: Option<Json>,
         timeout: Duration,
-    ) -> Forwarded<ServerResult> {
-        let mut meta = ctx.meta.clone();
-        let client_token = meta.get_progress_token();
-        meta.0.0.remove("progressToken");
-        *request.get_meta_mut() = meta;
-        let peer = conn.upstream.peer();
+        cancel: &CancellationToken,
+    ) -> Forwarded {
+        let (tx, rx) = oneshot::channel();
+        let up_id = {
+            let mut st = lock(&self.state);
+            if let Some(reason) = &st.gone {
+                return Forwarded::Unavailable(reason.clone());
+            }
+            st.next_id += 1;
+            let up_id = Id::int(st.next_id);
+            st.up.insert(up_id.clone(), tx);
+            if let Some(call) = st.client.get_mut(client_id) {
+                call.up_id = Some(up_id.clone());
+            }
+            up_id
+        };
         // Cancelled while it was being admitted (e.g. held for approval):
         // it must not reach the upstream at all.
-        if ctx.ct.is_cancelled() {
+        if cancel.is_cancelled() {
+            lock(&self.state).up.remove(&up_id);
             return Forwarded::Cancelled;
         }
-        let handle = match peer
-            .send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-            .await
-        {
-            Ok(handle) => handle,
-            Err(e) => return Forwarded::Unavailable(unavailable(&self.server.name, &e)),
+        let request = Message::Request {
+            id: up_id.clone(),
+            method: method.to_string(),
+            params,
         };
-        let upstream_id = handle.id.clone();
-        let upstream_token = handle.progress_token.clone();
-        let client_token_set = client_token.is_some();
-        if let Some(token) = client_token {
-            lock(&self.progress_up).insert(upstream_token.clone(), token);
+        if let Err(e) = self.upstream.send(&request).await {
+            lock(&self.state).up.remove(&up_id);
+            return Forwarded::Unavailable(e);
         }
-        lock(&self.inflight).push(ctx.id.clone());
-        let answer = tokio::select! {
-            answer = handle.await_response() => match answer {
-                Ok(result) => Forwarded::Answer(result),
-                Err(ServiceError::McpError(e)) => Forwarded::PeerError(e),
-                Err(ServiceError::Timeout { timeout }) => Forwarded::Timeout(timeout),
-                Err(e) => Forwarded::Unavailable(unavailable(&self.server.name, &e)),
+        let forwarded = tokio::select! {
+            reply = rx => match reply {
+                Ok(Reply::Result(result)) => match mcp::method(method, mcp::Direction::Up) {
+                    Some(m) => match m.check_result(&result) {
+                        Ok(()) => Forwarded::Answer(result),
+                        Err(e) => Forwarded::Malformed(e),
+                    },
+                    None => Forwarded::Answer(result),
+                },
+                Ok(Reply::Error(e)) => Forwarded::PeerError(e),
+                Ok(Reply::Failed(reason)) => Forwarded::Unavailable(reason),
+                Ok(Reply::Malformed(reason)) => Forwarded::Malformed(reason),
+                Err(_) => Forwarded::Unavailable(self.gone_reason()),
             },
-            _ = ctx.ct.cancelled() => {
-                cancel(peer, upstream_id, "cancelled by the client").await;
+            _ = tokio::time::sleep(timeout) => {
+                self.cancel_up(&up_id, "timeout").await;
+                Forwarded::Timeout(timeout)
+            }
+            _ = cancel.cancelled() => {
+                self.cancel_up(&up_id, "cancelled by the client").await;
                 Forwarded::Cancelled
             }
+            _ = self.closed.cancelled() => Forwarded::Unavailable("the session was closed".into()),
         };
-        lock(&self.inflight).retain(|id| id != &ctx.id);
-        if client_token_set {
-            // rmcp hands each notification to its own task, so progress sent
-            // just before the result may still be on its way: let queued
-            // tasks run before answering, and keep the token mapped a while.
-            for _ in 0..8 {
-                tokio::task::yield_now().await;
-            }
-            let map = Arc::clone(&self.progress_up);
-            tokio::spawn(async move {
-                tokio::time::sleep(PROGRESS_GRACE).await;
-                lock(&map).remove(&upstream_token);
-            });
-        }
-        answer
+        lock(&self.state).up.remove(&up_id);
+        forwarded
     }
 
-    /// Forwards a server-to-client request to the client.
-    async fn forward_down(
-        &self,
-        downstream: &Peer<RoleServer>,
-        mut request: ServerRequest,
-        ctx: &RequestContext<RoleClient>,
-        timeout: Duration,
-    ) -> Forwarded<ClientResult> {
-        let mut meta = ctx.meta.clone();
-        let upstream_token = meta.get_progress_token();
-        meta.0.0.remove("progressToken");
-        *request.get_meta_mut() = meta;
-        // On HTTP, a server-to-client request travels on the stream of the
-        // client request it belongs to. The upstream does not say which one
-        // that is; when exactly one client request is in flight it can only
-        // be that one, otherwise the request goes on the session's stream.
-        if let [only] = lock(&self.inflight).as_slice() {
-            request.extensions_mut().insert(OriginatingRequestId(only.clone()));
-        }
-        let peer = downstream.clone();
-        // Spawned: the handler's task-local originating id names an
-        // upstream-hop request and must not be attached to this one.
-        let sent = tokio::spawn(async move {
-            peer.send_request_with_option(request, PeerRequestOptions::with_timeout(timeout))
-                .await
-        })
-        .await;
-        let handle = match sent {
-            Ok(Ok(handle)) => handle,
-            Ok(Err(e)) => return Forwarded::Unavailable(format!("client is gone: {e}")),
-            Err(e) => return Forwarded::Unavailable(format!("client is gone: {e}")),
-        };
-        let client_id = handle.id.clone();
-        let client_token = handle.progress_token.clone();
-        if let Some(token) = upstream_token {
-            lock(&self.progress_down).insert(client_token.clone(), token);
-        }
-        let answer = tokio::select! {
-            answer = handle.await_response() => match answer {
-                Ok(result) => Forwarded::Answer(result),
-                Err(ServiceError::McpError(e)) => Forwarded::PeerError(e),
-                Err(ServiceError::Timeout { timeout }) => Forwarded::Timeout(timeout),
-                Err(e) => Forwarded::Unavailable(format!("client is gone: {e}")),
-            },
-            _ = ctx.ct.cancelled() => {
-                cancel_down(downstream, client_id, "cancelled by the server").await;
-                Forwarded::Cancelled
-            }
-        };
-        lock(&self.progress_down).remove(&client_token);
-        answer
+    fn gone_reason(&self) -> String {
+        lock(&self.state)
+            .gone
+            .clone()
+            .unwrap_or_else(|| format!("upstream {} closed the session (crashed or exited)", self.server.name))
     }
 
-    fn answer<T>(&self, forwarded: Forwarded<T>) -> Result<T, ErrorData> {
+    async fn cancel_up(&self, up_id: &Id, reason: &str) {
+        let note = Message::notification(
+            "notifications/cancelled",
+            Json::object([("requestId", up_id.to_json()), ("reason", Json::str(reason))]),
+        );
+        let _ = self.upstream.send(&note).await;
+    }
+
+    fn answer(&self, forwarded: Forwarded) -> Result<Json, RpcError> {
         match forwarded {
             Forwarded::Answer(answer) => Ok(answer),
             Forwarded::PeerError(e) => Err(e),
-            Forwarded::Timeout(after) => Err(error(
+            Forwarded::Timeout(after) => Err(rpc(
                 codes::UPSTREAM_TIMEOUT,
                 format!(
                     "{} did not answer within {} ms; the request was cancelled",
@@ -478,96 +920,406 @@ impl Session {
                     after.as_millis()
                 ),
             )),
-            Forwarded::Cancelled => Err(error(codes::UPSTREAM_UNAVAILABLE, "request cancelled".into())),
-            Forwarded::Unavailable(message) => Err(error(codes::UPSTREAM_UNAVAILABLE, message)),
+            Forwarded::Cancelled => Err(rpc(codes::UPSTREAM_UNAVAILABLE, "request cancelled")),
+            Forwarded::Unavailable(message) => Err(rpc(codes::UPSTREAM_UNAVAILABLE, message)),
+            Forwarded::Malformed(message) => Err(rpc(
+                code::INTERNAL_ERROR,
+                format!("sealgate refused the upstream's answer: {message}"),
+            )),
+        }
+    }
+
+    /// The client request a message from the upstream belongs to: the one
+    /// on whose response stream it came (HTTP upstreams), else the only
+    /// one in flight.
+    fn client_of(&self, related: Option<&Id>) -> Option<Id> {
+        let st = lock(&self.state);
+        if let Some(up_id) = related {
+            return st
+                .client
+                .iter()
+                .find(|(_, c)| c.up_id.as_ref() == Some(up_id))
+                .map(|(id, _)| id.clone());
+        }
+        if st.client.len() == 1 {
+            return st.client.keys().next().cloned();
+        }
+        None
+    }
+
+    /// A value on its way to the client, through output safety by the
+    /// policy's default `output`: redacted, or withheld (`None` inside:
+    /// the caller drops it) when the policy quarantines what it holds.
+    /// Findings are recorded (`output.redacted` / `output.quarantined`).
+    async fn outward_checked(&self, value: Json, what: &str) -> Option<Json> {
+        let policy = match self.core.gov.view().await {
+            Ok(view) => scan_policy(admission::default_output(&view)),
+            // Without a policy to read, redact everything it could find.
+            Err(_) => ScanPolicy {
+                secrets: safety::Action::Redact,
+                pii: safety::Action::Redact,
+            },
+        };
+        let scan = safety::scan_json_async(value, policy).await;
+        if scan.report.is_empty() {
+            return Some(scan.redacted);
+        }
+        let call = CallInfo {
+            method: what.to_string(),
+            request_id: Id::Str(String::new()),
+            tool: None,
+            prompt: None,
+            resource: None,
+            arguments: None,
+            direction: Direction::ServerToClient,
+        };
+        let audit = &self.core.audit;
+        let mut draft = audit.output(&self.scope(), &call, None, &scan.report, None);
+        if scan.quarantine {
+            draft.kind = ledger::EventKind::OutputQuarantined;
+        }
+        if let Err(e) = audit.append(draft).await {
+            // The finding is not on record: nothing of it goes out.
+            tracing::error!(server = %self.server.name, "output finding not recorded: {e}");
+            return None;
+        }
+        if scan.quarantine { None } else { Some(scan.redacted) }
+    }
+
+    /// [`Self::outward_checked`] for a value that must be answered: a
+    /// withheld one becomes an empty object.
+    async fn outward(&self, value: Json, _related: Option<&Id>, what: &str) -> Json {
+        self.outward_checked(value, what)
+            .await
+            .unwrap_or_else(|| Json::Object(Vec::new()))
+    }
+
+    /// Sends a notification from the upstream on to the client.
+    pub(super) async fn to_client(&self, message: Message, related: Option<&Id>) {
+        if let Err(e) = self.sink.send(&message, related).await {
+            tracing::debug!(server = %self.server.name, "not relayed to the client: {e}");
+        }
+    }
+
+    /// A request from the upstream.
+    async fn server_request(self: Arc<Self>, up_id: Id, method: String, params: Option<Json>, related: Option<Id>) {
+        let answer = self.server_request_answer(&up_id, &method, params, related).await;
+        let message = match answer {
+            Ok(result) => Message::Response { id: up_id, result },
+            Err(error) => Message::Error { id: Some(up_id), error },
+        };
+        if let Err(e) = self.upstream.send(&message).await {
+            tracing::debug!(server = %self.server.name, "answer not relayed upstream: {e}");
+        }
+    }
+
+    async fn refuse_down(&self, id: Option<&Id>, method: Option<&str>, error: RpcError, bytes: usize) -> RpcError {
+        self.record_refusal(Refused {
+            direction: Direction::ServerToClient,
+            method,
+            request_id: id,
+            code: error.code,
+            reason: &error.message,
+            bytes,
+        })
+        .await;
+        error
+    }
+
+    async fn server_request_answer(
+        self: &Arc<Self>,
+        up_id: &Id,
+        method: &str,
+        params: Option<Json>,
+        related: Option<Id>,
+    ) -> Result<Json, RpcError> {
+        let Some(m) = mcp::method(method, mcp::Direction::Down) else {
+            let error = rpc(
+                code::METHOD_NOT_FOUND,
+                format!("method not found: sealgate does not relay {method:?} to the client"),
+            );
+            return Err(self.refuse_down(Some(up_id), Some(method), error, 0).await);
+        };
+        if let Err(e) = m.check_params(params.as_ref()) {
+            let error = rpc(code::INVALID_PARAMS, format!("invalid params: {e}"));
+            return Err(self.refuse_down(Some(up_id), Some(method), error, 0).await);
+        }
+        if let Some(capability) = m.client_capability
+            && self.client_capabilities.get(capability).is_none()
+        {
+            let error = rpc(
+                code::METHOD_NOT_FOUND,
+                format!("method not found: the client did not declare the {capability} capability"),
+            );
+            return Err(self.refuse_down(Some(up_id), Some(method), error, 0).await);
+        }
+        let client_id = self.client_of(related.as_ref());
+        match m.class {
+            Class::ServerCall => {
+                let call = CallInfo {
+                    method: method.to_string(),
+                    request_id: up_id.clone(),
+                    tool: None,
+                    prompt: None,
+                    resource: None,
+                    arguments: params.clone(),
+                    direction: Direction::ServerToClient,
+                };
+                self.audited_down(call, m, params, client_id).await
+            }
+            _ => {
+                let forwarded = self
+                    .forward_down(up_id, m, params, client_id.as_ref(), self.server.timeout)
+                    .await;
+                self.answer(forwarded)
+            }
+        }
+    }
+
+    /// Forwards a request from the upstream to the client, through output
+    /// safety, and waits for the client's answer.
+    async fn forward_down(
+        &self,
+        up_id: &Id,
+        method: &'static mcp::Method,
+        params: Option<Json>,
+        related: Option<&Id>,
+        timeout: Duration,
+    ) -> Forwarded {
+        let params = match params {
+            Some(p) => match self.outward_checked(p, method.name).await {
+                Some(p) => Some(p),
+                None => {
+                    return Forwarded::PeerError(rpc(
+                        codes::QUARANTINED,
+                        format!(
+                            "sealgate withheld the request: it holds data the policy quarantines ({})",
+                            method.name
+                        ),
+                    ));
+                }
+            },
+            None => None,
+        };
+        let (tx, rx) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        let down_id = {
+            let mut st = lock(&self.state);
+            st.next_id += 1;
+            let down_id = Id::int(st.next_id);
+            st.down.insert(
+                down_id.clone(),
+                DownCall {
+                    reply: tx,
+                    method,
+                    up_id: up_id.clone(),
+                    progress_token: mcp::progress_token(params.as_ref()),
+                    cancel: cancel.clone(),
+                },
+            );
+            down_id
+        };
+        let request = Message::Request {
+            id: down_id.clone(),
+            method: method.name.to_string(),
+            params,
+        };
+        if let Err(e) = self.sink.send(&request, related).await {
+            lock(&self.state).down.remove(&down_id);
+            return Forwarded::Unavailable(format!("the client is gone: {e}"));
+        }
+        let forwarded = tokio::select! {
+            reply = rx => match reply {
+                Ok(Reply::Result(result)) => Forwarded::Answer(result),
+                Ok(Reply::Error(e)) => Forwarded::PeerError(e),
+                Ok(Reply::Failed(reason)) => Forwarded::Unavailable(reason),
+                Ok(Reply::Malformed(reason)) => Forwarded::Malformed(reason),
+                Err(_) => Forwarded::Unavailable("the client is gone".into()),
+            },
+            _ = tokio::time::sleep(timeout) => {
+                self.cancel_down(&down_id, "timeout").await;
+                Forwarded::Timeout(timeout)
+            }
+            _ = cancel.cancelled() => {
+                self.cancel_down(&down_id, "cancelled by the server").await;
+                Forwarded::Cancelled
+            }
+            _ = self.closed.cancelled() => Forwarded::Unavailable("the session was closed".into()),
+        };
+        lock(&self.state).down.remove(&down_id);
+        forwarded
+    }
+
+    async fn cancel_down(&self, down_id: &Id, reason: &str) {
+        let note = Message::notification(
+            "notifications/cancelled",
+            Json::object([("requestId", down_id.to_json()), ("reason", Json::str(reason))]),
+        );
+        let _ = self.sink.send(&note, None).await;
+    }
+
+    /// A notification from the upstream, handled in arrival order.
+    async fn server_notification(self: &Arc<Self>, method: String, params: Option<Json>, related: Option<Id>) {
+        let Some(kind) = mcp::notification(&method, mcp::Direction::Down) else {
+            let error = rpc(
+                code::METHOD_NOT_FOUND,
+                format!("sealgate does not relay the notification {method:?} to the client"),
+            );
+            self.refuse_down(None, Some(&method), error, 0).await;
+            return;
+        };
+        if let Err(e) = kind.check_params(params.as_ref()) {
+            self.refuse_down(None, Some(&method), rpc(code::INVALID_PARAMS, e), 0)
+                .await;
+            return;
+        }
+        let params = params.unwrap_or_else(|| Json::Object(Vec::new()));
+        let target = match method.as_str() {
+            "notifications/cancelled" => {
+                if let Some(up_id) = params.get("requestId").and_then(Id::read) {
+                    let st = lock(&self.state);
+                    if let Some(call) = st.down.values().find(|d| d.up_id == up_id) {
+                        call.cancel.cancel();
+                    }
+                }
+                return;
+            }
+            "notifications/progress" => {
+                // Only progress of a request the client asked progress of.
+                let token = params.get("progressToken");
+                let st = lock(&self.state);
+                let owner = st
+                    .client
+                    .iter()
+                    .find(|(_, c)| token.is_some() && c.progress_token.as_ref() == token)
+                    .map(|(id, _)| id.clone());
+                drop(st);
+                match owner {
+                    Some(id) => Some(id),
+                    None => return,
+                }
+            }
+            "notifications/message" => self.client_of(related.as_ref()),
+            "notifications/tools/list_changed" => {
+                // Relayed once the change is checked (in the background:
+                // the session's other messages keep flowing).
+                tokio::spawn(Arc::clone(self).tools_changed());
+                return;
+            }
+            _ => None,
+        };
+        let Some(params) = self.outward_checked(params, kind.name).await else {
+            return;
+        };
+        self.to_client(Message::notification(kind.name, params), target.as_ref())
+            .await;
+    }
+
+    /// The upstream sent bytes that are not one JSON-RPC message.
+    async fn upstream_refused(&self, refusal: mcp::Refusal, bytes: usize) {
+        let waiting = refusal.id.as_ref().and_then(|id| lock(&self.state).up.remove(id));
+        let reason = format!(
+            "the upstream sent a message sealgate does not accept: {}",
+            refusal.error.message
+        );
+        if let Some(tx) = waiting {
+            let _ = tx.send(Reply::Malformed(reason.clone()));
+        } else if let (Some(id), Some(_)) = (&refusal.id, &refusal.method) {
+            // A request the gateway could not read: tell the upstream.
+            let _ = self
+                .upstream
+                .send(&Message::Error {
+                    id: Some(id.clone()),
+                    error: refusal.error.clone(),
+                })
+                .await;
+        }
+        self.refuse_down(
+            refusal.id.as_ref(),
+            refusal.method.as_deref(),
+            rpc(refusal.error.code, reason),
+            bytes,
+        )
+        .await;
+    }
+
+    fn reply(&self, id: &Id, reply: Reply) {
+        let waiting = lock(&self.state).up.remove(id);
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(reply);
+            }
+            None => tracing::debug!(server = %self.server.name, "an answer to no request in flight (id {id})"),
+        }
+    }
+
+    fn upstream_gone(&self) {
+        let (up, down) = {
+            let mut st = lock(&self.state);
+            st.gone = Some(format!(
+                "upstream {} closed the session (crashed or exited)",
+                self.server.name
+            ));
+            let up: Vec<_> = st.up.drain().collect();
+            let down: Vec<_> = st.down.drain().collect();
+            (up, down)
+        };
+        drop(up);
+        for (_, call) in down {
+            call.cancel.cancel();
         }
     }
 }
 
-fn downstream_name(d: Downstream) -> &'static str {
-    match d {
-        Downstream::Http => "http",
-        Downstream::Stdio => "stdio",
+/// Relays what the upstream sends until it ends.
+async fn pump(session: Weak<Session>, mut link: upstream::Link) {
+    while let Some(item) = link.recv().await {
+        let Some(s) = session.upgrade() else { return };
+        match item {
+            Inbound::Message { message, related } => match message {
+                Message::Response { id, result } => s.reply(&id, Reply::Result(result)),
+                Message::Error { id: Some(id), error } => s.reply(&id, Reply::Error(error)),
+                Message::Error { id: None, error } => {
+                    tracing::info!(server = %s.server.name, "upstream reported an error: {} ({})", error.message, error.code);
+                }
+                Message::Request { id, method, params } => {
+                    tokio::spawn(Arc::clone(&s).server_request(id, method, params, related));
+                }
+                Message::Notification { method, params } => s.server_notification(method, params, related).await,
+            },
+            Inbound::Refused { refusal, bytes, .. } => s.upstream_refused(refusal, bytes).await,
+            Inbound::Failed { id, reason } => s.reply(&id, Reply::Failed(reason)),
+        }
+    }
+    if let Some(s) = session.upgrade() {
+        s.upstream_gone();
     }
 }
 
-fn unavailable(server: &str, e: &ServiceError) -> String {
-    match e {
-        ServiceError::TransportClosed => format!("upstream {server} closed the session (crashed or exited)"),
-        e => format!("upstream {server}: {e}"),
+/// Only the named members of an object (capabilities).
+fn filter_members(value: Option<&Json>, keep: &[&str]) -> Json {
+    match value {
+        Some(Json::Object(members)) => Json::Object(
+            members
+                .iter()
+                .filter(|(k, _)| keep.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+        ),
+        _ => Json::Object(Vec::new()),
     }
 }
 
-async fn cancel(peer: &Peer<RoleClient>, id: RequestId, reason: &str) {
-    let note = CancelledNotification::new(CancelledNotificationParam::new(Some(id), Some(reason.to_string())));
-    let _ = peer
-        .send_notification(ClientNotification::CancelledNotification(note))
-        .await;
-}
-
-async fn cancel_down(peer: &Peer<RoleServer>, id: RequestId, reason: &str) {
-    let note = CancelledNotification::new(CancelledNotificationParam::new(Some(id), Some(reason.to_string())));
-    let _ = peer
-        .send_notification(ServerNotification::CancelledNotification(note))
-        .await;
-}
-
-/// The method name of a server-to-client request.
-fn server_method(request: &ServerRequest) -> String {
-    match request {
-        ServerRequest::PingRequest(_) => "ping".into(),
-        ServerRequest::CreateMessageRequest(_) => "sampling/createMessage".into(),
-        ServerRequest::ListRootsRequest(_) => "roots/list".into(),
-        ServerRequest::ElicitRequest(_) => "elicitation/create".into(),
-        ServerRequest::CustomRequest(r) => r.method.clone(),
-        other => serde_json::to_value(other)
-            .ok()
-            .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
-            .unwrap_or_default(),
-    }
-}
-
-/// The member of a listing result that holds its items.
-fn listing_key(method: &str) -> &'static str {
-    match method {
-        "tools/list" => "tools",
-        "prompts/list" => "prompts",
-        "resources/list" => "resources",
-        _ => "resourceTemplates",
-    }
-}
-
-/// The items of a listing result, with the name each is known by.
-fn listing_of(method: &str, result: &ServerResult, cursor: Option<String>) -> Listing {
-    let json = serde_json::to_value(result).unwrap_or_default();
-    let key = listing_key(method);
-    let name_field = match method {
-        "tools/list" | "prompts/list" => "name",
-        "resources/list" => "uri",
-        _ => "uriTemplate",
+/// What an audited client request asks for, from its (checked) params.
+fn call_info(method: &str, id: &Id, params: Option<&Json>) -> CallInfo {
+    let text = |key: &str| {
+        params
+            .and_then(|p| p.get(key))
+            .and_then(Json::as_str)
+            .map(str::to_string)
     };
-    let items = json.get(key).cloned().unwrap_or(serde_json::Value::Array(Vec::new()));
-    let names = items
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|i| i.get(name_field).and_then(|n| n.as_str()).unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let next_cursor = json.get("nextCursor").and_then(|c| c.as_str()).map(str::to_string);
-    Listing {
-        items,
-        names,
-        cursor,
-        next_cursor,
-        hidden: Vec::new(),
-    }
-}
-
-fn call_info(request: &ClientRequest, id: &RequestId) -> Option<CallInfo> {
     let mut call = CallInfo {
-        method: request.method().to_string(),
+        method: method.to_string(),
         request_id: id.clone(),
         tool: None,
         prompt: None,
@@ -575,377 +1327,40 @@ fn call_info(request: &ClientRequest, id: &RequestId) -> Option<CallInfo> {
         arguments: None,
         direction: Direction::ClientToServer,
     };
-    match request {
-        ClientRequest::CallToolRequest(r) => {
-            call.tool = Some(r.params.name.to_string());
-            call.arguments = Some(serde_json::Value::Object(
-                r.params.arguments.clone().unwrap_or_default(),
-            ));
+    let arguments = || {
+        Some(
+            params
+                .and_then(|p| p.get("arguments"))
+                .cloned()
+                .unwrap_or_else(|| Json::Object(Vec::new())),
+        )
+    };
+    match method {
+        "tools/call" => {
+            call.tool = text("name");
+            call.arguments = arguments();
         }
-        ClientRequest::ReadResourceRequest(r) => call.resource = Some(r.params.uri.clone()),
-        ClientRequest::GetPromptRequest(r) => {
-            call.prompt = Some(r.params.name.clone());
-            call.arguments = Some(serde_json::Value::Object(
-                r.params.arguments.clone().unwrap_or_default(),
-            ));
+        "prompts/get" => {
+            call.prompt = text("name");
+            call.arguments = arguments();
         }
-        _ => return None,
-    }
-    Some(call)
-}
-
-impl Relay {
-    /// Every client request comes through here: initialize opens the
-    /// upstream session, audited requests are admitted and settled, the
-    /// rest is relayed as is.
-    async fn dispatch(
-        &self,
-        request: ClientRequest,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<ServerResult, ErrorData> {
-        let session = &self.session;
-        let conn = session.conn()?;
-        session.check_principal(&conn, &ctx.extensions)?;
-        if let Some(call) = call_info(&request, &ctx.id) {
-            return session.audited_up(&conn, call, request, &ctx).await;
-        }
-        let method = request.method().to_string();
-        match method.as_str() {
-            "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => {
-                session.listed(&conn, &method, request, &ctx).await
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => call.resource = text("uri"),
+        "completion/complete" => {
+            let reference = params.and_then(|p| p.get("ref"));
+            let field = |k: &str| {
+                reference
+                    .and_then(|r| r.get(k))
+                    .and_then(Json::as_str)
+                    .map(str::to_string)
+            };
+            match reference.and_then(|r| r.get("type")).and_then(Json::as_str) {
+                Some("ref/prompt") => call.prompt = field("name"),
+                Some("ref/resource") => call.resource = field("uri"),
+                _ => {}
             }
-            _ => session.answer(session.forward_up(&conn, request, &ctx, session.server.timeout).await),
+            call.arguments = params.cloned();
         }
+        _ => call.arguments = params.cloned(),
     }
-
-    async fn notify(&self, mut notification: ClientNotification, meta: rmcp::model::NotificationMetaObject) {
-        let session = &self.session;
-        let Some(conn) = lock(&session.conn).clone() else {
-            return;
-        };
-        *notification.get_meta_mut() = meta;
-        if let Err(e) = conn.upstream.peer().send_notification(notification).await {
-            tracing::debug!(server = %session.server.name, "notification not relayed upstream: {e}");
-        }
-    }
-}
-
-/// A relayed result in the type rmcp's handler method returns.
-fn take<T: serde::de::DeserializeOwned>(result: ServerResult) -> Result<T, ErrorData> {
-    serde_json::to_value(&result)
-        .and_then(serde_json::from_value)
-        .map_err(|e| ErrorData::internal_error(format!("upstream result does not fit the method: {e}"), None))
-}
-
-fn request<M: Default, P>(params: P) -> rmcp::model::Request<M, P> {
-    rmcp::model::Request::new(params)
-}
-
-fn optional<M: Default, P>(params: Option<P>) -> rmcp::model::RequestOptionalParam<M, P> {
-    rmcp::model::RequestOptionalParam {
-        method: M::default(),
-        params,
-        extensions: Default::default(),
-    }
-}
-
-/// rmcp's HTTP server takes a [`ServerHandler`]; each method rebuilds the
-/// request it was given and hands it to [`Relay::dispatch`].
-impl ServerHandler for Relay {
-    async fn ping(&self, ctx: RequestContext<RoleServer>) -> Result<(), ErrorData> {
-        let ping = rmcp::model::PingRequest {
-            method: Default::default(),
-            extensions: Default::default(),
-        };
-        self.dispatch(ClientRequest::PingRequest(ping), ctx).await.map(|_| ())
-    }
-
-    async fn initialize(
-        &self,
-        params: InitializeRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<InitializeResult, ErrorData> {
-        self.session.initialize(params, ctx).await
-    }
-
-    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
-        // Once connected, exactly the version the upstream agreed to: the
-        // client must not believe it speaks a newer one than the upstream.
-        match lock(&self.session.conn).as_ref() {
-            Some(conn) => std::borrow::Cow::Owned(vec![conn.protocol_version.clone()]),
-            None => std::borrow::Cow::Borrowed(&HANDSHAKE_VERSIONS),
-        }
-    }
-
-    /// The 2026-07-28 stateless lifecycle has no session to bridge; answer
-    /// as a server without it does, so clients fall back to `initialize`.
-    async fn discover(&self, _ctx: RequestContext<RoleServer>) -> Result<rmcp::model::DiscoverResult, ErrorData> {
-        Err(ErrorData::new(
-            ErrorCode::METHOD_NOT_FOUND,
-            "method not found: server/discover",
-            None,
-        ))
-    }
-
-    async fn complete(
-        &self,
-        params: rmcp::model::CompleteRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::CompleteResult, ErrorData> {
-        take(
-            self.dispatch(ClientRequest::CompleteRequest(request(params)), ctx)
-                .await?,
-        )
-    }
-
-    #[allow(
-        deprecated,
-        reason = "logging is deprecated by SEP-2577 but still relayed for the clients that use it"
-    )]
-    async fn set_level(
-        &self,
-        params: rmcp::model::SetLevelRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.dispatch(ClientRequest::SetLevelRequest(request(params)), ctx)
-            .await
-            .map(|_| ())
-    }
-
-    async fn get_prompt(
-        &self,
-        params: rmcp::model::GetPromptRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
-        let result: rmcp::model::GetPromptResult = take(
-            self.dispatch(ClientRequest::GetPromptRequest(request(params)), ctx)
-                .await?,
-        )?;
-        Ok(result.into())
-    }
-
-    async fn list_prompts(
-        &self,
-        params: Option<rmcp::model::PaginatedRequestParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
-        take(
-            self.dispatch(ClientRequest::ListPromptsRequest(optional(params)), ctx)
-                .await?,
-        )
-    }
-
-    async fn list_resources(
-        &self,
-        params: Option<rmcp::model::PaginatedRequestParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
-        take(
-            self.dispatch(ClientRequest::ListResourcesRequest(optional(params)), ctx)
-                .await?,
-        )
-    }
-
-    async fn list_resource_templates(
-        &self,
-        params: Option<rmcp::model::PaginatedRequestParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
-        take(
-            self.dispatch(ClientRequest::ListResourceTemplatesRequest(optional(params)), ctx)
-                .await?,
-        )
-    }
-
-    async fn read_resource(
-        &self,
-        params: rmcp::model::ReadResourceRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
-        let result: rmcp::model::ReadResourceResult = take(
-            self.dispatch(ClientRequest::ReadResourceRequest(request(params)), ctx)
-                .await?,
-        )?;
-        Ok(result.into())
-    }
-
-    async fn subscribe(
-        &self,
-        params: rmcp::model::SubscribeRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.dispatch(ClientRequest::SubscribeRequest(request(params)), ctx)
-            .await
-            .map(|_| ())
-    }
-
-    async fn unsubscribe(
-        &self,
-        params: rmcp::model::UnsubscribeRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<(), ErrorData> {
-        self.dispatch(ClientRequest::UnsubscribeRequest(request(params)), ctx)
-            .await
-            .map(|_| ())
-    }
-
-    async fn call_tool(
-        &self,
-        params: rmcp::model::CallToolRequestParams,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
-        let result: rmcp::model::CallToolResult = take(
-            self.dispatch(ClientRequest::CallToolRequest(request(params)), ctx)
-                .await?,
-        )?;
-        Ok(result.into())
-    }
-
-    async fn list_tools(
-        &self,
-        params: Option<rmcp::model::PaginatedRequestParams>,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::ListToolsResult, ErrorData> {
-        take(
-            self.dispatch(ClientRequest::ListToolsRequest(optional(params)), ctx)
-                .await?,
-        )
-    }
-
-    async fn on_custom_request(
-        &self,
-        custom: rmcp::model::CustomRequest,
-        ctx: RequestContext<RoleServer>,
-    ) -> Result<rmcp::model::CustomResult, ErrorData> {
-        take(self.dispatch(ClientRequest::CustomRequest(custom), ctx).await?)
-    }
-
-    async fn on_progress(
-        &self,
-        mut params: rmcp::model::ProgressNotificationParam,
-        ctx: NotificationContext<RoleServer>,
-    ) {
-        // Progress of a server-to-client request (e.g. sampling), in the
-        // upstream's token.
-        let Some(token) = lock(&self.session.progress_down).get(&params.progress_token).cloned() else {
-            return;
-        };
-        params.progress_token = token;
-        let note = rmcp::model::ProgressNotification::new(params);
-        self.notify(ClientNotification::ProgressNotification(note), ctx.meta)
-            .await;
-    }
-
-    async fn on_roots_list_changed(&self, ctx: NotificationContext<RoleServer>) {
-        let note = rmcp::model::RootsListChangedNotification::default();
-        self.notify(ClientNotification::RootsListChangedNotification(note), ctx.meta)
-            .await;
-    }
-
-    async fn on_custom_notification(
-        &self,
-        custom: rmcp::model::CustomNotification,
-        ctx: NotificationContext<RoleServer>,
-    ) {
-        self.notify(ClientNotification::CustomNotification(custom), ctx.meta)
-            .await;
-    }
-
-    fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(Default::default())
-            .with_server_info(Implementation::new("sealgate", env!("CARGO_PKG_VERSION")))
-    }
-}
-
-/// The upstream half of a session: an rmcp client that presents the
-/// downstream client's own identity and capabilities, and relays what the
-/// server sends back to it.
-pub struct UpstreamClient {
-    info: InitializeRequestParams,
-    downstream: Peer<RoleServer>,
-    session: Weak<Session>,
-}
-
-impl UpstreamClient {
-    fn session(&self) -> Result<Arc<Session>, ErrorData> {
-        self.session
-            .upgrade()
-            .ok_or_else(|| error(codes::UPSTREAM_UNAVAILABLE, "the client session has closed".into()))
-    }
-}
-
-impl Service<RoleClient> for UpstreamClient {
-    async fn handle_request(
-        &self,
-        request: ServerRequest,
-        ctx: RequestContext<RoleClient>,
-    ) -> Result<ClientResult, ErrorData> {
-        let session = self.session()?;
-        let audited = matches!(
-            request,
-            ServerRequest::CreateMessageRequest(_)
-                | ServerRequest::ElicitRequest(_)
-                | ServerRequest::ListRootsRequest(_)
-        );
-        if !audited {
-            let forwarded = session
-                .forward_down(&self.downstream, request, &ctx, session.server.timeout)
-                .await;
-            return session.answer(forwarded);
-        }
-        let conn = session.conn()?;
-        let params = serde_json::to_value(&request)
-            .ok()
-            .and_then(|v| v.get("params").cloned());
-        let call = CallInfo {
-            method: server_method(&request),
-            request_id: ctx.id.clone(),
-            tool: None,
-            prompt: None,
-            resource: None,
-            arguments: params,
-            direction: Direction::ServerToClient,
-        };
-        session.audited_down(&conn, call, request, &ctx, &self.downstream).await
-    }
-
-    async fn handle_notification(
-        &self,
-        notification: ServerNotification,
-        ctx: NotificationContext<RoleClient>,
-    ) -> Result<(), ErrorData> {
-        let Ok(session) = self.session() else {
-            return Ok(());
-        };
-        let mut notification = match notification {
-            // rmcp has already cancelled the handler of the request it names.
-            ServerNotification::CancelledNotification(_) => return Ok(()),
-            // The tool set changed: compare it with the pins (recording any
-            // drift) before the client hears of it and lists again.
-            ServerNotification::ToolListChangedNotification(n) => {
-                if let Ok(conn) = session.conn() {
-                    session.refresh_tools(&conn).await;
-                }
-                ServerNotification::ToolListChangedNotification(n)
-            }
-            ServerNotification::ProgressNotification(mut progress) => {
-                let Some(token) = lock(&session.progress_up).get(&progress.params.progress_token).cloned() else {
-                    // The client did not ask for progress of this request.
-                    return Ok(());
-                };
-                progress.params.progress_token = token;
-                ServerNotification::ProgressNotification(progress)
-            }
-            other => other,
-        };
-        *notification.get_meta_mut() = ctx.meta;
-        if let Err(e) = self.downstream.send_notification(notification).await {
-            tracing::debug!(server = %session.server.name, "notification not relayed downstream: {e}");
-        }
-        Ok(())
-    }
-
-    fn get_info(&self) -> InitializeRequestParams {
-        self.info.clone()
-    }
+    call
 }

@@ -54,18 +54,15 @@
 //! negligible, and requiring the checksum would only let truncated or
 //! hand-typed real tokens through.
 //!
-//! The module depends on nothing in the crate (`benches/safety.rs` includes
-//! it by path); keep it that way.
-
-#![allow(dead_code, reason = "wired into the relay by the governance work")]
+//! The module depends on nothing in the crate but [`crate::json`].
 
 mod detectors;
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use crate::json::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use detectors::Candidate;
 
@@ -122,7 +119,7 @@ pub struct ScanOutcome {
     /// The value with every finding whose category is not
     /// [`Action::Allow`] redacted; safe to excerpt into the ledger under the
     /// policy.
-    pub redacted: Value,
+    pub redacted: Json,
     /// Some finding's category maps to [`Action::Quarantine`]: withhold the
     /// result.
     pub quarantine: bool,
@@ -217,6 +214,12 @@ pub fn redact(text: &str, findings: &[Finding]) -> String {
     out
 }
 
+/// Whether a name (a JSON key, a command-line flag, a query parameter)
+/// names a secret: `password`, `api_key`, `--token`, ...
+pub fn is_secret_name(name: &str) -> bool {
+    detectors::is_secret_key(name)
+}
+
 /// `text` with every finding redacted: for error messages and log lines.
 pub fn redact_text_for_log(text: &str) -> String {
     let findings = scan(text);
@@ -228,7 +231,7 @@ pub fn redact_text_for_log(text: &str) -> String {
 
 /// Scans every string of `value` (object keys included), redacts per
 /// `policy`, and reports.
-pub fn scan_json(value: &Value, policy: &ScanPolicy) -> ScanOutcome {
+pub fn scan_json(value: &Json, policy: &ScanPolicy) -> ScanOutcome {
     let mut walk = Walk {
         policy: *policy,
         pointer: String::new(),
@@ -240,6 +243,48 @@ pub fn scan_json(value: &Value, policy: &ScanPolicy) -> ScanOutcome {
         redacted,
         quarantine: walk.quarantine,
         report: report(walk.hits, policy),
+    }
+}
+
+/// [`scan_json`] off the async workers when the value is large (over
+/// 64 KiB of text): a scan costs ~5-10 ms per MiB.
+pub async fn scan_json_async(value: Json, policy: ScanPolicy) -> ScanOutcome {
+    if approximate_size(&value, 0) < 64 << 10 {
+        return scan_json(&value, &policy);
+    }
+    match tokio::task::spawn_blocking(move || scan_json(&value, &policy)).await {
+        Ok(outcome) => outcome,
+        // Only a panic in the scan gets here: withhold everything.
+        Err(e) => ScanOutcome {
+            redacted: Json::String(format!("[REDACTED: the value could not be scanned: {e}]")),
+            quarantine: true,
+            report: Report {
+                findings: vec![DetectorReport {
+                    detector: "scan_failed",
+                    category: Category::Secret,
+                    action: Action::Quarantine,
+                    count: 1,
+                    locations: Vec::new(),
+                    truncated: false,
+                }],
+            },
+        },
+    }
+}
+
+/// The text size of a value, roughly; stops counting past 64 KiB.
+fn approximate_size(value: &Json, so_far: usize) -> usize {
+    if so_far >= 64 << 10 {
+        return so_far;
+    }
+    match value {
+        Json::String(s) => so_far + s.len() + 2,
+        Json::Number(n) => so_far + n.len(),
+        Json::Array(items) => items.iter().fold(so_far + 2, |n, i| approximate_size(i, n)),
+        Json::Object(members) => members
+            .iter()
+            .fold(so_far + 2, |n, (k, v)| approximate_size(v, n + k.len() + 3)),
+        _ => so_far + 4,
     }
 }
 
@@ -298,9 +343,9 @@ struct Walk {
 
 impl Walk {
     /// `key` is the member name when `v` is a member's value.
-    fn value(&mut self, v: &Value, key: Option<&str>) -> Value {
+    fn value(&mut self, v: &Json, key: Option<&str>) -> Json {
         match v {
-            Value::String(s) => {
+            Json::String(s) => {
                 let mut candidates = Vec::new();
                 detectors::candidates(s, &mut candidates);
                 if let Some(whole) = key.and_then(|k| detectors::structured_assignment(k, s)) {
@@ -308,9 +353,9 @@ impl Walk {
                 }
                 let findings = resolve(candidates);
                 self.record(&findings, false);
-                Value::String(self.apply(s, &findings))
+                Json::String(self.apply(s, &findings))
             }
-            Value::Array(items) => {
+            Json::Array(items) => {
                 let len = self.pointer.len();
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
@@ -319,11 +364,11 @@ impl Walk {
                     out.push(self.value(item, None));
                     self.pointer.truncate(len);
                 }
-                Value::Array(out)
+                Json::Array(out)
             }
-            Value::Object(members) => {
+            Json::Object(members) => {
                 let len = self.pointer.len();
-                let mut out = Map::new();
+                let mut out: Vec<(String, Json)> = Vec::with_capacity(members.len());
                 for (k, item) in members {
                     let findings = scan(k);
                     let segment = if findings.is_empty() {
@@ -339,7 +384,7 @@ impl Walk {
                     insert_unique(&mut out, name, child);
                     self.pointer.truncate(len);
                 }
-                Value::Object(out)
+                Json::Object(out)
             }
             other => other.clone(),
         }
@@ -379,16 +424,17 @@ impl Walk {
 
 /// Inserts without overwriting: two keys that redact to the same name are
 /// kept apart with a ` #2`, ` #3`, ... suffix.
-fn insert_unique(map: &mut Map<String, Value>, name: String, value: Value) {
-    if !map.contains_key(&name) {
-        map.insert(name, value);
+fn insert_unique(members: &mut Vec<(String, Json)>, name: String, value: Json) {
+    let taken = |members: &Vec<(String, Json)>, n: &str| members.iter().any(|(k, _)| k == n);
+    if !taken(members, &name) {
+        members.push((name, value));
         return;
     }
     let mut n = 2;
     loop {
         let candidate = format!("{name} #{n}");
-        if !map.contains_key(&candidate) {
-            map.insert(candidate, value);
+        if !taken(members, &candidate) {
+            members.push((candidate, value));
             return;
         }
         n += 1;
@@ -454,9 +500,26 @@ fn compare_pointers(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    /// [`super::ScanOutcome`] with the redacted value as a
+    /// `serde_json::Value`, so the cases read as JSON literals.
+    struct ScanOutcome {
+        redacted: Value,
+        quarantine: bool,
+        report: Report,
+    }
+
+    fn scan_json(value: &Value, policy: &ScanPolicy) -> ScanOutcome {
+        let outcome = super::scan_json(&Json::from_serde(value), policy);
+        ScanOutcome {
+            redacted: outcome.redacted.to_serde(),
+            quarantine: outcome.quarantine,
+            report: outcome.report,
+        }
+    }
 
     const JWS: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
     const REDACT: ScanPolicy = ScanPolicy {

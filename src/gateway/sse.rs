@@ -1,0 +1,128 @@
+//! Server-sent events, as streamable HTTP carries MCP messages: a decoder
+//! for what an upstream sends, and the encoding of what the gateway sends.
+//!
+//! Only what MCP uses: `data:` lines joined by `\n` make an event's data,
+//! a blank line ends the event; `id:`, `event:`, `retry:` and comments are
+//! read and ignored (the gateway does not resume upstream streams). An
+//! event larger than the decoder's limit is an error, not a truncation.
+
+use bytes::{Bytes, BytesMut};
+
+/// Decodes a byte stream into the data of its events.
+pub struct Decoder {
+    buf: BytesMut,
+    data: Vec<u8>,
+    has_data: bool,
+    limit: usize,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("event stream: an event exceeds {0} bytes")]
+pub struct TooLarge(pub usize);
+
+impl Decoder {
+    pub fn new(limit: usize) -> Decoder {
+        Decoder {
+            buf: BytesMut::new(),
+            data: Vec::new(),
+            has_data: false,
+            limit,
+        }
+    }
+
+    /// Feeds bytes; returns the data of every event they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
+        self.buf.extend_from_slice(chunk);
+        let mut events = Vec::new();
+        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+            let line = self.buf.split_to(end + 1);
+            let mut line = &line[..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if line.is_empty() {
+                if self.has_data {
+                    events.push(std::mem::take(&mut self.data));
+                    self.has_data = false;
+                }
+                continue;
+            }
+            if let Some(value) = line.strip_prefix(b"data") {
+                let value = match value {
+                    [b':', b' ', rest @ ..] | [b':', rest @ ..] => rest,
+                    [] => &[][..],
+                    // `dataX: ...` is another field.
+                    _ => continue,
+                };
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+                if self.data.len() > self.limit {
+                    return Err(TooLarge(self.limit));
+                }
+            }
+        }
+        if self.buf.len() > self.limit {
+            return Err(TooLarge(self.limit));
+        }
+        Ok(events)
+    }
+}
+
+/// One event carrying a message.
+pub fn event(data: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(data.len() + 24);
+    out.extend_from_slice(b"event: message\ndata: ");
+    // A JSON text the gateway writes has no raw newlines; a line break
+    // would start another field.
+    for &b in data {
+        if b == b'\n' {
+            out.extend_from_slice(b"\ndata: ");
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// A comment line that keeps an idle stream open through proxies.
+pub fn keep_alive() -> Bytes {
+    Bytes::from_static(b": keep-alive\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_anywhere_decode_the_same() {
+        let stream = b"id: 1\nevent: message\ndata: {\"a\":\ndata: 1}\n\n: comment\n\nretry: 10\r\ndata:{}\r\n\r\n";
+        for cut in 0..stream.len() {
+            let mut d = Decoder::new(1024);
+            let mut got = d.feed(&stream[..cut]).expect("feed");
+            got.extend(d.feed(&stream[cut..]).expect("feed"));
+            assert_eq!(got, vec![b"{\"a\":\n1}".to_vec(), b"{}".to_vec()], "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn oversized_events_are_errors() {
+        let mut d = Decoder::new(8);
+        assert_eq!(d.feed(b"data: 0123456789\n"), Err(TooLarge(8)));
+        let mut d = Decoder::new(8);
+        assert_eq!(
+            d.feed(b"data: 0123456789"),
+            Err(TooLarge(8)),
+            "an unterminated line counts too"
+        );
+    }
+
+    #[test]
+    fn encoded_events_decode() {
+        let mut d = Decoder::new(1024);
+        assert_eq!(d.feed(&event(b"{\"x\":1}")).expect("feed"), vec![b"{\"x\":1}".to_vec()]);
+    }
+}

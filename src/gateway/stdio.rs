@@ -1,0 +1,143 @@
+//! One MCP session on the gateway's own stdin and stdout (`sealgate
+//! stdio`): newline-delimited messages, read strictly like HTTP bodies.
+//! The first request must be `initialize`; the session ends when stdin
+//! does.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::lines::{Line, next_line};
+use super::mcp::{Message, RpcError, code};
+use super::relay::{ClientSink, Core, Downstream, Opening, ServerEntry, Session};
+use crate::governance::Principal;
+
+pub async fn serve(
+    core: Arc<Core>,
+    entry: Arc<ServerEntry>,
+    principal: Principal,
+    max_message_bytes: usize,
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        let mut out = tokio::io::stdout();
+        while let Some(line) = rx.recv().await {
+            if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let write = |message: Message| {
+        let tx = tx.clone();
+        async move {
+            let mut line = message.to_bytes();
+            line.push(b'\n');
+            let _ = tx.send(line).await;
+        }
+    };
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut session: Option<Arc<Session>> = None;
+    loop {
+        let line = match next_line(&mut stdin, max_message_bytes).await? {
+            None => break,
+            Some(Line::TooLong(n)) => {
+                let error = RpcError::new(
+                    code::INVALID_REQUEST,
+                    format!(
+                        "invalid request: a message of {n} bytes exceeds the limit of {max_message_bytes} (gateway.max_body_bytes)"
+                    ),
+                );
+                write(Message::Error { id: None, error }).await;
+                continue;
+            }
+            Some(Line::Text(bytes)) => bytes,
+        };
+        let size = line.len();
+        let message = match Message::parse(&line) {
+            Ok(message) => message,
+            Err(refusal) => {
+                if let Some(s) = &session {
+                    s.record_refused_message(&refusal, size).await;
+                }
+                // Errors answer requests; a refused message may have been one.
+                write(refusal.answer()).await;
+                continue;
+            }
+        };
+        let Some(s) = session.clone() else {
+            match message {
+                Message::Request { id, method, params } if method == "initialize" => {
+                    let checked = super::mcp::method("initialize", super::mcp::Direction::Up)
+                        .map_or(Ok(()), |m| m.check_params(params.as_ref()));
+                    let params = match (checked, params) {
+                        (Ok(()), Some(p)) => p,
+                        (Err(e), _) => {
+                            let error = RpcError::new(code::INVALID_PARAMS, format!("invalid params: {e}"));
+                            write(Message::Error { id: Some(id), error }).await;
+                            continue;
+                        }
+                        (Ok(()), None) => {
+                            let error = RpcError::new(code::INVALID_PARAMS, "invalid params: initialize needs params");
+                            write(Message::Error { id: Some(id), error }).await;
+                            continue;
+                        }
+                    };
+                    let opening = Opening {
+                        core: Arc::clone(&core),
+                        server: Arc::clone(&entry),
+                        principal: principal.clone(),
+                        downstream: Downstream::Stdio,
+                        sink: ClientSink::Lines(tx.clone()),
+                        id: id.clone(),
+                        params,
+                    };
+                    match Session::open(opening).await {
+                        Ok((opened, result)) => {
+                            session = Some(opened);
+                            write(Message::Response { id, result }).await;
+                        }
+                        Err(error) => write(Message::Error { id: Some(id), error }).await,
+                    }
+                }
+                Message::Request { id, .. } => {
+                    let error = RpcError::new(code::INVALID_REQUEST, "invalid request: send initialize first");
+                    write(Message::Error { id: Some(id), error }).await;
+                }
+                _ => {}
+            }
+            continue;
+        };
+        match message {
+            Message::Request { id, method, params } => {
+                let principal = principal.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Some(answer) = s.request(&principal, id, method, params, size).await {
+                        let mut line = answer.to_bytes();
+                        line.push(b'\n');
+                        let _ = tx.send(line).await;
+                    }
+                });
+            }
+            Message::Notification { method, params } => {
+                if let Err(e) = s.notify(&principal, &method, params, size).await {
+                    tracing::info!(session = %s.id, "notification {method} refused: {}", e.message);
+                }
+            }
+            answer => {
+                if let Err(e) = s.respond(&principal, answer, size).await {
+                    tracing::info!(session = %s.id, "response refused: {}", e.message);
+                }
+            }
+        }
+    }
+    if let Some(s) = session {
+        s.close().await;
+    }
+    drop(tx);
+    // Tasks still finishing may hold the last sender for a moment.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    Ok(())
+}
