@@ -128,7 +128,14 @@ asyncio.run(main())
     let config_path = site.config.to_string_lossy().to_string();
     let out = std::process::Command::new(&peers.python)
         .arg(&path)
-        .args([SEALGATE, "--config", &config_path, "stdio", "--server", "everything"])
+        .args([
+            &sealgate_bin(),
+            "--config",
+            &config_path,
+            "stdio",
+            "--server",
+            "everything",
+        ])
         .output()
         .expect("run client");
     let errors: Value =

@@ -182,11 +182,12 @@ fn stdio_client_to_http_upstream() {
     let upstream = everything_http(&peers);
     let site = Site::new(&http_server("everything", &upstream.url));
     let config = site.config.to_string_lossy().to_string();
+    let bin = sealgate_bin();
     let report = scenario(
         &peers,
         &[
             "--",
-            SEALGATE,
+            &bin,
             "--config",
             &config,
             "stdio",
@@ -222,9 +223,10 @@ fn stdio_client_to_stdio_upstream() {
     let Some(peers) = peers() else { return };
     let site = Site::new(&stdio_server("everything", "node", &[&peers.everything, "stdio"]));
     let config = site.config.to_string_lossy().to_string();
+    let bin = sealgate_bin();
     let report = scenario(
         &peers,
-        &["--", SEALGATE, "--config", &config, "stdio", "--server", "everything"],
+        &["--", &bin, "--config", &config, "stdio", "--server", "everything"],
     );
     check_report(&report);
     // The principal of stdio sessions defaults to gateway.stdio_principal.

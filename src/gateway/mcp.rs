@@ -154,9 +154,23 @@ impl Message {
     /// Reads one message from bytes: strict JSON, then strict JSON-RPC.
     pub fn parse(bytes: &[u8]) -> Result<Message, Refusal> {
         let value = json::parse(bytes).map_err(|e| {
+            // The id a lenient reader sees, so the refusal can answer (or
+            // fail) the request it names. Never used to relay anything.
+            let lenient = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+            let id = lenient
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .map(Json::from_serde)
+                .as_ref()
+                .and_then(Id::read);
+            let method = lenient
+                .as_ref()
+                .and_then(|v| v.get("method"))
+                .and_then(|m| m.as_str())
+                .map(str::to_string);
             Refusal::new(
-                None,
-                None,
+                id,
+                method,
                 code::PARSE_ERROR,
                 format!("parse error: not a json text: {e}"),
             )

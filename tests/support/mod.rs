@@ -3,6 +3,8 @@
 //! `tools/test.sh`), a real `sealgate` process, its real ledger.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod wire;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -11,7 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const SEALGATE: &str = env!("CARGO_BIN_EXE_sealgate");
+pub const SEALGATE_BUILT: &str = env!("CARGO_BIN_EXE_sealgate");
+
+/// The binary under test: this build's, or `SEALGATE_BIN` (to run a test
+/// against another build, e.g. to watch an attack test fail on the code
+/// before its fix).
+pub fn sealgate_bin() -> String {
+    std::env::var("SEALGATE_BIN").unwrap_or_else(|_| SEALGATE_BUILT.to_string())
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -126,7 +135,7 @@ impl Site {
     }
 
     pub fn sealgate(&self) -> Command {
-        let mut cmd = Command::new(SEALGATE);
+        let mut cmd = Command::new(sealgate_bin());
         cmd.arg("--config").arg(&self.config);
         cmd
     }
@@ -168,8 +177,14 @@ impl Site {
 
     /// Starts `sealgate serve`; the config must listen on 127.0.0.1:0.
     pub fn serve(&self) -> Served {
+        self.serve_with_env(&[])
+    }
+
+    /// [`Site::serve`] with more environment variables for the gateway.
+    pub fn serve_with_env(&self, env: &[(&str, &str)]) -> Served {
         let mut child = self
             .sealgate()
+            .envs(env.iter().copied())
             .arg("serve")
             .env("SEALGATE_LOG", "warn,sealgate=info")
             .stdout(Stdio::piped())

@@ -1,0 +1,778 @@
+//! The gateway attacked by a caller holding a valid token and no rights, by
+//! another principal, and by an upstream: each test is an attack that got
+//! through before (issue 19), and what must happen now.
+//!
+//! A real `sealgate serve` (or `sealgate stdio`) in front of a scripted
+//! stdio upstream (`tests/data/scripted_upstream.py`, raw JSON-RPC, which
+//! logs every line it receives); the client speaks raw HTTP or raw stdio
+//! lines (`support::wire`), so it can send what no SDK would and see every
+//! byte that comes back.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::wire::{HttpSession, StdioSession, TIMEOUT, exchange, sse_messages};
+use support::*;
+
+/// An AWS access key id in AWS's documentation format: every detector
+/// knows it, nothing else contains it.
+const SECRET: &str = "AKIAIOSFODNN7EXAMPLE";
+
+/// A `[servers.NAME]` table for the scripted upstream, approved at start,
+/// logging what it receives to `{dir}/NAME.log`.
+fn scripted(peers: &Peers, name: &str, environment: &[(&str, &str)], extra: &str) -> String {
+    let script = repo().join("tests/data/scripted_upstream.py");
+    let mut env = vec![format!("SCRIPTED_LOG = {}", q(&format!("{{dir}}/{name}.log")))];
+    env.extend(environment.iter().map(|(k, v)| format!("{k} = {}", q(v))));
+    format!(
+        "{}environment = {{ {} }}\n{extra}",
+        stdio_server(name, &peers.python, &[&script.to_string_lossy()]),
+        env.join(", ")
+    )
+}
+
+/// A site with static tokens, a policy and grants for alice (team
+/// security) only; bob and carol hold tokens and no grant.
+fn site(gateway: &str, servers: &str, policy: &str) -> Site {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("policy.yaml"), policy).expect("policy");
+    Site::in_dir(
+        dir,
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway}\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n\
+             [governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n\n\
+             [[grants]]\nprincipal = \"alice\"\nserver = \"*\"\n\n{servers}"
+        ),
+    )
+}
+
+const ALLOW_ALL: &str = "version: v1\nrules:\n  - id: allow-all\n    decision: ALLOW\n";
+
+/// Every call is held for an approver of team security.
+const APPROVE_ALL: &str = "version: v1\nrules:\n  - id: hold\n    decision: REQUIRE_APPROVAL\n    \
+    approval: { timeout_sec: 600, approvers: { team: security } }\n";
+
+/// The lines the scripted upstream `name` received.
+fn received(site: &Site, name: &str) -> Vec<String> {
+    std::fs::read_to_string(site.path(&format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<String>(l).expect("log line"))
+        .collect()
+}
+
+fn refused_events(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|e| kind(e) == "mcp.refused").collect()
+}
+
+/// The calls an attacker tries to smuggle past the gateway: duplicate keys
+/// that some parsers read one way and others another.
+fn smuggled(id: u64) -> Vec<String> {
+    vec![
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","name":"env","arguments":{{"pwned":1}}}}}}"#
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"echo","arguments":{{"a":1}},"arguments":{{"pwned":1}}}}}}"#,
+            id + 1
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"resources/read","params":{{"uri":"file:///ok","uri":"file:///pwned"}}}}"#,
+            id + 2
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"ping","method":"tools/call","params":{{"name":"env","arguments":{{"pwned":1}}}}}}"#,
+            id + 3
+        ),
+        // A batch, which MCP no longer has.
+        format!(
+            r#"[{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"env","arguments":{{"pwned":1}}}}}}]"#,
+            id + 4
+        ),
+        // A known method whose params are not that method's.
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":["env"],"pwned":1}}}}"#,
+            id + 5
+        ),
+        // A method nobody allowed.
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"acme/run","params":{{"pwned":1}}}}"#,
+            id + 6
+        ),
+    ]
+}
+
+fn assert_nothing_smuggled(site: &Site, name: &str) {
+    let got = received(site, name);
+    assert!(
+        !got.iter().any(|l| l.contains("pwned")),
+        "the upstream received a smuggled message: {got:#?}"
+    );
+}
+
+#[test]
+fn duplicate_keys_and_unknown_messages_never_reach_an_upstream_over_http() {
+    let Some(peers) = peers() else { return };
+    let servers = format!(
+        "{}{}",
+        scripted(&peers, "gated", &[], ""),
+        scripted(&peers, "shadow", &[], "").replace("approve = true\n", "register = false\n")
+    );
+    let site = site("", &servers, APPROVE_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+
+    // An unregistered server: no session, nothing started.
+    let refused = HttpSession::try_open(&gw.url("shadow"), &alice, json!({}))
+        .err()
+        .expect("refused");
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert!(
+        refused.1.contains("shadow MCP") && refused.1.contains("-32051"),
+        "{refused:?}"
+    );
+    assert!(!site.path("shadow.log").exists(), "the shadow server was started");
+
+    // A server whose calls all need approval: the smuggled calls are
+    // refused at the door, each with a JSON-RPC error, none held, none run.
+    let s = HttpSession::open(&gw.url("gated"), &alice, json!({}));
+    for (i, message) in smuggled(10).iter().enumerate() {
+        let mut reply = s.post_raw(&alice, message.as_bytes());
+        let text = reply.text(TIMEOUT);
+        let code = sse_messages(text.as_bytes())
+            .first()
+            .cloned()
+            .or_else(|| serde_json::from_str::<Value>(&text).ok())
+            .map(|m| m["error"]["code"].clone())
+            .unwrap_or(Value::Null);
+        assert!(
+            matches!(code.as_i64(), Some(-32700 | -32600 | -32601 | -32602)),
+            "message {i} was not refused ({}): {text}",
+            reply.status
+        );
+    }
+    gw.stop();
+    assert_nothing_smuggled(&site, "gated");
+    let events = site.events();
+    assert!(
+        !events.iter().any(|e| kind(e) == "approval.requested"),
+        "a smuggled call was held for approval"
+    );
+    assert!(
+        !events.iter().any(|e| kind(e) == "tool_call.requested"),
+        "a smuggled call was admitted"
+    );
+    let refused = refused_events(&events);
+    assert_eq!(
+        refused.len(),
+        smuggled(0).len(),
+        "each refusal is recorded: {refused:#?}"
+    );
+    for e in refused {
+        assert_eq!(e["actor"]["principal"], "alice", "{e}");
+        assert_eq!(e["actor"]["session"], s.id.as_str(), "{e}");
+        assert_eq!(body(e, "direction"), "client_to_server", "{e}");
+    }
+    site.verify();
+}
+
+#[test]
+fn duplicate_keys_never_reach_an_upstream_over_stdio() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "gated", &[], ""), APPROVE_ALL);
+    let mut cmd = site.sealgate();
+    cmd.args(["stdio", "--server", "gated", "--principal", "alice"]);
+    // The config's grants name alice: the stdio principal is alice.
+    let mut s = StdioSession::start(cmd);
+    let init = s.initialize(json!({}));
+    assert!(init["result"]["protocolVersion"].is_string(), "{init}");
+    for (i, message) in smuggled(10).iter().enumerate() {
+        s.send_raw(message);
+        // Each refusal is answered (by id where it could be read).
+        let answer = s.until(TIMEOUT, |m| m.get("error").is_some());
+        assert!(
+            matches!(
+                answer["error"]["code"].as_i64(),
+                Some(-32700 | -32600 | -32601 | -32602)
+            ),
+            "message {i}: {answer}"
+        );
+    }
+    // The session still works for what is well formed (and held, as the
+    // policy says: cancel it by closing stdin).
+    assert!(s.finish().success());
+    assert_nothing_smuggled(&site, "gated");
+    let events = site.events();
+    assert!(!events.iter().any(|e| kind(e) == "tool_call.requested"));
+    assert_eq!(refused_events(&events).len(), smuggled(0).len());
+    site.verify();
+}
+
+/// bob holds alice's session id: he cannot cancel her calls, answer the
+/// upstream's requests to her, or send anything else into her session.
+#[test]
+fn another_principal_can_neither_cancel_nor_answer_in_a_session() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let bob = create_token(&site, "bob", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({"roots": {}}));
+
+    // alice's call makes the upstream ask her client for its roots.
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "roots", "arguments": {}}});
+    let mut stream = s.post_raw(&alice, call.to_string().as_bytes());
+    assert_eq!(stream.status, 200);
+    let events = stream.events_until(TIMEOUT, |m| m["method"] == "roots/list");
+    let ask = events
+        .iter()
+        .find(|m| m["method"] == "roots/list")
+        .unwrap_or_else(|| panic!("no roots/list on alice's stream: {events:?}"))
+        .clone();
+
+    // bob answers it in her name, and cancels her call: refused.
+    let forged = json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": [{"uri": "file:///bob-was-here"}]}});
+    let mut reply = s.post_raw(&bob, forged.to_string().as_bytes());
+    let status = reply.status;
+    let text = reply.text(TIMEOUT);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("-32054") && !text.contains("alice"), "{text}");
+    let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}});
+    assert_eq!(s.post_raw(&bob, cancel.to_string().as_bytes()).status, 403);
+    let ping = json!({"jsonrpc": "2.0", "id": 8, "method": "ping"});
+    assert_eq!(s.post_raw(&bob, ping.to_string().as_bytes()).status, 403);
+
+    // A response to no request of the gateway is refused even from alice.
+    let stray = json!({"jsonrpc": "2.0", "id": 999, "result": {"roots": []}});
+    assert_eq!(s.post_raw(&alice, stray.to_string().as_bytes()).status, 400);
+
+    // alice's own answer is the one the upstream gets, and her call ends.
+    let mine = json!({"jsonrpc": "2.0", "id": ask["id"], "result": {"roots": [{"uri": "file:///alice"}]}});
+    assert_eq!(s.post_raw(&alice, mine.to_string().as_bytes()).status, 202);
+    let events = stream.events_until(TIMEOUT, |m| m["id"] == 7 && m.get("result").is_some());
+    let answer = events.iter().find(|m| m["id"] == 7).expect("the call's answer");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(text.contains("file:///alice") && !text.contains("bob"), "{answer}");
+    gw.stop();
+
+    let events = site.events();
+    for e in events.iter().filter(|e| e["actor"]["session"] == s.id.as_str()) {
+        assert_eq!(e["actor"]["principal"], "alice", "{e}");
+    }
+    assert!(
+        received(&site, "up").iter().all(|l| !l.contains("bob-was-here")),
+        "bob's answer reached the upstream"
+    );
+    site.verify();
+}
+
+/// The upstream's processes (direct children of the gateway).
+fn children(pid: u32) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-P", &pid.to_string()])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[test]
+fn callers_without_a_grant_start_nothing_and_sessions_are_capped() {
+    let Some(peers) = peers() else { return };
+    let site = site(
+        "max_sessions_per_principal = 2\n",
+        &scripted(&peers, "up", &[], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let carol = create_token(&site, "carol", &[]);
+    let gw = site.serve();
+    let pid = gw.child.id();
+    let before = received(&site, "up").len();
+
+    for _ in 0..200 {
+        let refused = HttpSession::try_open(&gw.url("up"), &carol, json!({}))
+            .err()
+            .expect("refused");
+        assert_eq!(refused.0, 403, "{refused:?}");
+        assert!(refused.1.contains("no grant"), "{refused:?}");
+    }
+    assert!(children(pid).is_empty(), "a grantless initialize started an upstream");
+    assert_eq!(received(&site, "up").len(), before, "the upstream heard from carol");
+
+    let _one = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let _two = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    assert_eq!(children(pid).len(), 2);
+    let third = HttpSession::try_open(&gw.url("up"), &alice, json!({}))
+        .err()
+        .expect("capped");
+    assert_eq!(third.0, 429, "{third:?}");
+    assert!(
+        third.1.contains("-32057") && third.1.contains("max_sessions_per_principal"),
+        "{third:?}"
+    );
+    gw.stop();
+
+    let events = site.events();
+    let denied = events
+        .iter()
+        .filter(|e| kind(e) == "policy.decision" && e["actor"]["principal"] == "carol")
+        .count();
+    assert_eq!(denied, 200, "every refused initialize is recorded");
+    site.verify();
+}
+
+/// Thousands of connections that never finish their headers, 800 held
+/// open at a time, against a cap of 256, while alice makes calls: hers
+/// keep succeeding.
+#[test]
+fn a_slow_header_flood_does_not_lock_out_an_authenticated_caller() {
+    let Some(peers) = peers() else { return };
+    let site = site(
+        "max_connections = 256\nheader_read_timeout_sec = 2\n",
+        &scripted(&peers, "up", &[], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let authority = gw.base.trim_start_matches("http://").to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        let authority = authority.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut open: std::collections::VecDeque<std::net::TcpStream> = std::collections::VecDeque::new();
+            let (mut made, mut closed_by_gateway) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(mut c) = std::net::TcpStream::connect(&authority) {
+                    let _ = c.write_all(b"POST /mcp/up HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ");
+                    open.push_back(c);
+                    made += 1;
+                }
+                // The test's own descriptors are limited too.
+                if open.len() > 800
+                    && let Some(mut c) = open.pop_front()
+                {
+                    // Closed (or answered) by the gateway, or still waiting.
+                    let _ = c.set_nonblocking(true);
+                    let still_open =
+                        matches!(c.read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                    if !still_open {
+                        closed_by_gateway += 1;
+                    }
+                }
+            }
+            (made, closed_by_gateway)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let started = Instant::now();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    for i in 0..20 {
+        let answer = s.request(100 + i, "tools/call", json!({"name": "echo", "arguments": {"i": i}}));
+        assert!(
+            answer.get("result").is_some(),
+            "call {i} failed under the flood: {answer}"
+        );
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (made, evicted) = flood.join().expect("flood");
+    assert!(made > 1000, "the flood opened only {made} connections");
+    assert!(
+        evicted > 200,
+        "the gateway closed only {evicted} of the flood's {made} connections"
+    );
+    assert!(took < Duration::from_secs(60), "20 calls took {took:?} under the flood");
+    let health = exchange("GET", &format!("{}/healthz", gw.base), &[], b"");
+    assert_eq!(health.status, 200);
+    gw.stop();
+}
+
+/// Secrets in the gateway's environment and in an upstream's arguments
+/// reach neither the upstream, nor callers, nor the ledger; what the config
+/// hands on by reference does reach the upstream.
+#[test]
+fn secrets_of_the_gateway_and_of_upstream_addresses_stay_put() {
+    let Some(peers) = peers() else { return };
+    let script = repo().join("tests/data/scripted_upstream.py");
+    let servers = format!(
+        "{}environment = {{ SCRIPTED_LOG = {}, HANDED_ON = {{ env = \"TEST_HANDED_ON\" }} }}\n\
+         {}",
+        stdio_server(
+            "up",
+            &peers.python,
+            &[
+                &script.to_string_lossy(),
+                "--api-key",
+                "sk-arg-secret-1234",
+                "--verbose"
+            ]
+        ),
+        q("{dir}/up.log"),
+        // Approved (it starts at first), then it fails to start: its start
+        // error must not carry the key in its arguments.
+        stdio_server(
+            "broken",
+            "sh",
+            &[
+                "-c",
+                &format!(
+                    "test -e {{dir}}/broken.flag && exit 3; exec {} {}",
+                    peers.python,
+                    script.to_string_lossy()
+                ),
+                "--api-key",
+                "sk-broken-1234",
+            ]
+        ),
+    );
+    let site = site("", &servers, ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve_with_env(&[
+        ("SEALGATE_TOKEN", "sg_gateway_own_secret_token"),
+        ("AWS_SECRET_ACCESS_KEY", "gateway-cloud-credential"),
+        ("TEST_HANDED_ON", "handed-on-value"),
+    ]);
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let answer = s.request(1, "tools/call", json!({"name": "env", "arguments": {}}));
+    let env = answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        env.contains("handed-on-value"),
+        "the configured environment is missing: {env}"
+    );
+    for secret in ["sg_gateway_own_secret_token", "gateway-cloud-credential"] {
+        assert!(!env.contains(secret), "the upstream saw {secret}: {env}");
+    }
+    // A start error names the server, not its credentials.
+    std::fs::write(site.path("broken.flag"), "").expect("flag");
+    let failed = HttpSession::try_open(&gw.url("broken"), &alice, json!({}));
+    let (_, text) = failed.err().expect("the broken server cannot start");
+    assert!(text.contains("broken") && !text.contains("sk-broken-1234"), "{text}");
+    gw.stop();
+
+    let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
+    let log = String::from_utf8_lossy(&log.stdout);
+    for secret in [
+        "sk-arg-secret-1234",
+        "sk-broken-1234",
+        "sg_gateway_own_secret_token",
+        "gateway-cloud-credential",
+    ] {
+        assert!(!log.contains(secret), "the ledger holds {secret}");
+    }
+    assert!(
+        log.contains("--api-key ***"),
+        "the address is recorded with the key masked"
+    );
+    site.verify();
+}
+
+/// Everything the upstream says to the client passes output safety:
+/// initialize instructions, tool descriptions, progress and log
+/// notifications, completion values.
+#[test]
+fn output_safety_covers_every_message_towards_the_client() {
+    let Some(peers) = peers() else { return };
+    let env = [
+        ("SCRIPTED_SECRET", SECRET),
+        ("SCRIPTED_INSTRUCTIONS", "call with key AKIAIOSFODNN7EXAMPLE"),
+        ("SCRIPTED_DESCRIPTION", "echoes; admin key AKIAIOSFODNN7EXAMPLE"),
+    ];
+    let site = site("", &scripted(&peers, "up", &env, ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": support::wire::initialize_params(json!({}))});
+    let auth = format!("Bearer {alice}");
+    let mut opened = exchange(
+        "POST",
+        &gw.url("up"),
+        &[
+            ("Authorization", &auth),
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ],
+        init.to_string().as_bytes(),
+    );
+    let session = opened.header("mcp-session-id").expect("session").to_string();
+    let mut seen = opened.text(TIMEOUT);
+    let s = HttpSession {
+        url: gw.url("up"),
+        token: alice.clone(),
+        id: session,
+    };
+    assert_eq!(
+        s.post_raw(&alice, br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+            .status,
+        202
+    );
+    let listed = s.request(1, "tools/list", json!({}));
+    seen.push_str(&listed.to_string());
+    let chatter = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "chatter", "arguments": {}, "_meta": {"progressToken": "p-1"}}});
+    let mut stream = s.post_raw(&alice, chatter.to_string().as_bytes());
+    let events = stream.events_until(TIMEOUT, |m| m["id"] == 2);
+    assert!(
+        events.iter().any(|m| m["method"] == "notifications/progress"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|m| m["method"] == "notifications/message"),
+        "{events:?}"
+    );
+    seen.push_str(&String::from_utf8_lossy(&stream.body));
+    let completed = s.request(
+        3,
+        "completion/complete",
+        json!({"ref": {"type": "ref/prompt", "name": "any"}, "argument": {"name": "a", "value": ""}}),
+    );
+    assert!(completed.get("result").is_some(), "{completed}");
+    seen.push_str(&completed.to_string());
+    gw.stop();
+
+    assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
+    assert!(
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 5,
+        "expected redactions in instructions, description, progress, log and completion: {seen}"
+    );
+    let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
+    assert!(
+        !String::from_utf8_lossy(&log.stdout).contains(SECRET),
+        "the ledger holds the secret"
+    );
+    site.verify();
+}
+
+/// A client without sampling does not see a tool offered only to sampling
+/// clients: that is no drift, and changes nothing for anyone else.
+#[test]
+fn a_narrow_client_listing_records_no_drift() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let narrow = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let listed = narrow.request(1, "tools/list", json!({}));
+    let names = listed["result"]["tools"].to_string();
+    assert!(!names.contains("needs_sampling"), "{names}");
+    // Give a background drift check time to (wrongly) record something.
+    std::thread::sleep(Duration::from_secs(3));
+    let wide = HttpSession::open(&gw.url("up"), &alice, json!({"sampling": {}}));
+    let listed = wide.request(1, "tools/list", json!({}));
+    assert!(
+        listed["result"]["tools"].to_string().contains("needs_sampling"),
+        "{listed}"
+    );
+    let called = wide.request(2, "tools/call", json!({"name": "needs_sampling", "arguments": {}}));
+    assert_eq!(called["result"]["content"][0]["text"], "sampled", "{called}");
+    gw.stop();
+    let events = site.events();
+    assert!(
+        !events.iter().any(|e| kind(e) == "tools.drifted"),
+        "a client's narrower listing was recorded as drift"
+    );
+    site.verify();
+}
+
+/// A 21-digit integer is forwarded, recorded and answered as written.
+#[test]
+fn integers_of_any_size_are_kept_exactly() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let raw = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"echo","arguments":{"n":123456789012345678901,"f":1.50,"e":-0.0e-7}}}"#;
+    let mut reply = s.post_raw(&alice, raw.as_bytes());
+    let text = reply.text(TIMEOUT);
+    let exact = r#"{"n":123456789012345678901,"f":1.50,"e":-0.0e-7}"#;
+    gw.stop();
+    // The upstream (Python: exact ints; floats re-printed) got the digits.
+    let got = received(&site, "up");
+    assert!(
+        got.iter()
+            .any(|l| l.contains(r#""arguments":{"n":123456789012345678901,"f":1.50,"e":-0.0e-7}"#)),
+        "{got:#?}"
+    );
+    assert!(text.contains("123456789012345678901"), "{text}");
+    let events = site.events();
+    let request = events
+        .iter()
+        .find(|e| kind(e) == "tool_call.requested")
+        .expect("the call is recorded");
+    assert_eq!(request["body"]["arguments"]["json"], exact, "{request}");
+    site.verify();
+}
+
+/// Without a token, a configured and an unknown server look the same
+/// (401); refused authentications and unknown servers are recorded, a
+/// bounded number of events with counts.
+#[test]
+fn authentication_comes_before_routing_and_refusals_are_recorded_in_aggregate() {
+    let Some(peers) = peers() else { return };
+    let site = site(
+        "access_log_interval_sec = 1\n",
+        &scripted(&peers, "up", &[], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let post = |url: &str, auth: Option<&str>| {
+        let mut headers = vec![
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(a) = auth {
+            headers.push(("Authorization", a));
+        }
+        let mut ex = exchange("POST", url, &headers, br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+        let body = ex.text(TIMEOUT);
+        (ex.status, ex.header("www-authenticate").map(str::to_string), body)
+    };
+    let known = post(&gw.url("up"), None);
+    let unknown = post(&gw.url("no-such-server"), None);
+    assert_eq!((known.0, unknown.0), (401, 401));
+    assert_eq!(known.2, unknown.2, "the bodies tell the servers apart");
+    let good = format!("Bearer {alice}");
+    assert_eq!(post(&gw.url("no-such-server"), Some(&good)).0, 404);
+    for i in 0..300 {
+        assert_eq!(post(&gw.url("up"), Some(&format!("Bearer sg_bad_{}", i % 3))).0, 401);
+    }
+    for _ in 0..50 {
+        assert_eq!(post(&gw.url("nothing-here"), Some(&good)).0, 404);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    gw.stop();
+    let events = site.events();
+    let access: Vec<&Value> = events.iter().filter(|e| kind(e) == "access.refused").collect();
+    let count = |reason: &str| -> u64 {
+        access
+            .iter()
+            .filter(|e| body(e, "reason") == reason)
+            .map(|e| body(e, "count").as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(count("invalid_token"), 300, "{access:#?}");
+    assert_eq!(count("unknown_server"), 51, "{access:#?}");
+    assert_eq!(count("missing_token"), 2, "{access:#?}");
+    assert!(access.len() <= 20, "{} events for 353 refusals", access.len());
+    assert!(
+        access.iter().all(|e| !e.to_string().contains("sg_bad_")),
+        "a presented token is in the ledger"
+    );
+    site.verify();
+}
+
+/// Upstream children die with the gateway: on SIGKILL (parent-death
+/// signal) and on SIGTERM (graceful shutdown).
+#[test]
+fn upstream_children_die_with_the_gateway() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    for signal in ["KILL", "TERM"] {
+        let gw = site.serve();
+        let pid = gw.child.id();
+        let _a = HttpSession::open(&gw.url("up"), &alice, json!({}));
+        let _b = HttpSession::open(&gw.url("up"), &alice, json!({}));
+        let kids = children(pid);
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut gw = gw;
+        let exited = gw.child.wait().expect("wait");
+        if signal == "TERM" {
+            assert!(exited.success(), "SIGTERM is a graceful shutdown: {exited:?}");
+        }
+        wait_until(
+            &format!("children gone after SIG{signal}"),
+            Duration::from_secs(10),
+            || kids.iter().all(|k| !alive(*k)),
+        );
+    }
+    site.verify();
+}
+
+/// The stored argument digest is of what the ledger keeps: it cannot be
+/// used to test guesses at a redacted value.
+#[test]
+fn argument_digests_do_not_reveal_redacted_values() {
+    let Some(peers) = peers() else { return };
+    let policy =
+        "version: v1\noutput: { secrets: redact, pii: redact }\nrules:\n  - id: allow-all\n    decision: ALLOW\n";
+    let site = site("", &scripted(&peers, "up", &[], ""), policy);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let raw = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"card":"4111 1111 1111 1111"}}}"#;
+    let _ = s.post_raw(&alice, raw.as_bytes()).text(TIMEOUT);
+    gw.stop();
+    let events = site.events();
+    let request = events
+        .iter()
+        .find(|e| kind(e) == "tool_call.requested")
+        .expect("recorded");
+    let args = &request["body"]["arguments"];
+    let stored = args["json"].as_str().expect("json");
+    assert!(!stored.contains("4111"), "{stored}");
+    assert_eq!(args["redacted"], true);
+    let of = |text: &str| format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex());
+    assert_eq!(args["digest"], of(stored).as_str(), "the digest is of the stored text");
+    assert_ne!(args["digest"], of(r#"{"card":"4111 1111 1111 1111"}"#).as_str());
+    site.verify();
+}
+
+/// What the upstream sends that is not one recognised message is refused
+/// and recorded, in that direction too: a duplicate-key answer, a custom
+/// request, a duplicate-key server request.
+#[test]
+fn an_upstream_cannot_smuggle_messages_to_the_client() {
+    let Some(peers) = peers() else { return };
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({"roots": {}, "sampling": {}}));
+    let forged = s.request(1, "tools/call", json!({"name": "dup_answer", "arguments": {}}));
+    assert_eq!(forged["error"]["code"], -32603, "{forged}");
+    assert!(!forged.to_string().contains("forged"), "{forged}");
+    let call =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "ask_client", "arguments": {}}});
+    let mut stream = s.post_raw(&alice, call.to_string().as_bytes());
+    let events = stream.events_until(TIMEOUT, |m| m["id"] == 2 && m.get("method").is_none());
+    assert!(
+        events.iter().all(|m| m.get("method").is_none()),
+        "an unrecognised request reached the client: {events:?}"
+    );
+    gw.stop();
+    let events = site.events();
+    let downward: Vec<&Value> = refused_events(&events)
+        .into_iter()
+        .filter(|e| body(e, "direction") == "server_to_client")
+        .collect();
+    assert!(downward.len() >= 3, "{downward:#?}");
+    let failed = events
+        .iter()
+        .find(|e| kind(e) == "execution.failed" && e["subject"]["tool"] == "dup_answer")
+        .expect("the forged answer is recorded as a failed call");
+    assert_eq!(body(failed, "outcome"), "error");
+    site.verify();
+}
