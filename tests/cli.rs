@@ -166,6 +166,85 @@ fn init_killed_at_any_moment_can_be_run_again() {
     assert!(finished_before_kill < ROUNDS, "no kill landed while init was running");
 }
 
+/// Principals the ledger's format does not allow (FORMAT.md §3: 1 to 1,024
+/// bytes), each with the error that must name it.
+fn bad_principals() -> [(String, &'static str); 3] {
+    [
+        (String::new(), "actor.principal: must not be empty"),
+        ("p".repeat(1025), "actor.principal: longer than 1024 bytes"),
+        // 1,026 bytes in 513 characters: the limit is in bytes.
+        ("é".repeat(513), "actor.principal: longer than 1024 bytes"),
+    ]
+}
+
+/// `init` with a principal the verifier would call malformed is refused
+/// before anything is written: no data dir, no ledger, no key; a principal
+/// of exactly 1,024 bytes is taken, and the ledger verifies.
+#[test]
+fn init_refuses_a_principal_the_verifier_would_call_malformed() {
+    for (principal, want) in bad_principals() {
+        let env = Env::new();
+        let r = env.run(&["init", "--principal", &principal], "");
+        assert_eq!(r.code(), 2, "{} bytes: stdout: {}", principal.len(), r.stdout());
+        assert!(r.stderr().contains(want), "{} bytes: {}", principal.len(), r.stderr());
+        assert_eq!(r.stdout(), "", "nothing initialized");
+        assert!(
+            !env.data().exists(),
+            "{} bytes: a refused init left {:?}",
+            principal.len(),
+            std::fs::read_dir(env.data()).map(|d| d.map(|e| e.map(|e| e.file_name())).collect::<Vec<_>>())
+        );
+        // Nothing half-made stands in the way of an init done right.
+        env.run(&["init"], "").ok();
+        env.run(&["verify"], "").ok();
+    }
+    let env = Env::new();
+    env.run(&["init", "--principal", &"p".repeat(1024)], "").ok();
+    env.run(&["verify"], "").ok();
+    let genesis = env.run(&["log", "-o", "json"], "").ok();
+    assert!(genesis.stdout().contains(&"p".repeat(1024)), "{}", genesis.stdout());
+}
+
+/// `rotate-key` with a principal the verifier would call malformed is
+/// refused before anything is written: the head and the current key stay,
+/// no key file is made, every later command opens the ledger, and the log
+/// verifies; a rotation done right afterwards works.
+#[test]
+fn rotate_key_refuses_a_principal_the_verifier_would_call_malformed() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(&["append"], &calls(3)).ok();
+    let key_files = || {
+        let mut names: Vec<_> = std::fs::read_dir(env.data().join("keys"))
+            .expect("keys dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let keys = key_files();
+    for (principal, want) in bad_principals() {
+        let head = env.head();
+        let r = env.run(&["rotate-key", "--principal", &principal, "--reason", "typo"], "");
+        assert_eq!(r.code(), 2, "{} bytes: stdout: {}", principal.len(), r.stdout());
+        assert!(r.stderr().contains(want), "{} bytes: {}", principal.len(), r.stderr());
+        assert_eq!(env.head(), head, "{} bytes: the log moved", principal.len());
+        assert_eq!(key_files(), keys, "{} bytes: a key file was made", principal.len());
+        // The ledger still opens for every command, and verifies.
+        env.run(&["verify"], "").ok();
+        env.run(&["log"], "").ok();
+        env.run(&["state", "all"], "").ok();
+        env.run(&["append"], &calls(1)).ok();
+    }
+    let r = env.run(&["rotate-key", "--principal", &"p".repeat(1024)], "").ok();
+    assert!(r.stdout().starts_with("rotated "), "{}", r.stdout());
+    env.run(&["append"], &calls(1)).ok();
+    let report = env.run(&["verify", "-o", "json"], "").ok().json();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["verified"], 9, "genesis, 3 + 3 appends, the rotation, 1 more");
+    assert_eq!(key_files().len(), keys.len() + 1);
+}
+
 #[test]
 fn keygen_writes_0600_and_never_overwrites() {
     let env = Env::new();

@@ -76,6 +76,8 @@ I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MAX_ENVELOPE_BYTES = 1 << 20
 #: §3: maximum size (UTF-8 bytes) of `actor`/`subject` strings but `resource`.
 MAX_LABEL_BYTES = 1024
+#: §3: how deep values nest, the envelope being level 0.
+MAX_DEPTH = 64
 #: §3: the only envelope version this verifier knows.
 ENVELOPE_VERSION = 1
 
@@ -215,7 +217,9 @@ def _sorted_members(obj: dict[str, Any]) -> list[tuple[str, Any]]:
         raise FormatError("object key contains a lone surrogate") from None
 
 
-def _encode_value(value: Any, out: list[bytes]) -> None:
+def _encode_value(value: Any, out: list[bytes], depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise FormatError(f"value nested deeper than {MAX_DEPTH} levels")
     if value is None:
         out.append(b"null")
     elif value is True:
@@ -233,7 +237,7 @@ def _encode_value(value: Any, out: list[bytes]) -> None:
         for i, item in enumerate(value):
             if i:
                 out.append(b",")
-            _encode_value(item, out)
+            _encode_value(item, out, depth + 1)
         out.append(b"]")
     elif isinstance(value, dict):
         out.append(b"{")
@@ -242,7 +246,7 @@ def _encode_value(value: Any, out: list[bytes]) -> None:
                 out.append(b",")
             out.append(_encode_string(key))
             out.append(b":")
-            _encode_value(item, out)
+            _encode_value(item, out, depth + 1)
         out.append(b"}")
     else:
         raise FormatError(f"{type(value).__name__} cannot be encoded canonically")
@@ -256,7 +260,7 @@ def canonical_encode(value: Any) -> bytes:
     """
     out: list[bytes] = []
     try:
-        _encode_value(value, out)
+        _encode_value(value, out, 0)
     except RecursionError:
         raise FormatError("JSON nested too deeply") from None
     return b"".join(out)
@@ -399,8 +403,8 @@ def decode_envelope(obj: Any) -> Envelope:
         raise FormatError("body is not an object")
     if not is_hex(obj["key"], 32):
         raise FormatError("key is not 32 lowercase hex digits")
-    if not isinstance(obj["kind"], str):
-        raise FormatError("kind is not a string")
+    if not isinstance(obj["kind"], str) or not obj["kind"]:
+        raise FormatError("kind is not a non-empty string")
     if not is_hex(obj["prev"], 64):
         raise FormatError("prev is not 64 lowercase hex digits")
     seq = obj["seq"]
@@ -896,6 +900,11 @@ def self_test() -> bool:
           == '"\\"\\\\\\b\\t\\n\\f\\r\\u0000\\u0001\\u001f\x7f/\u2028\u2029é"'.encode())
     check("integer range", canonical_encode([2**64 - 1, -(2**63), 0, -1]) ==
           b"[18446744073709551615,-9223372036854775808,0,-1]")
+    nested: Any = 0
+    for _ in range(MAX_DEPTH):
+        nested = [nested]
+    check("64 levels accepted", canonical_encode(nested) == b"[" * 64 + b"0" + b"]" * 64)
+    check("65 levels refused", _expect_format_error(canonical_encode, [nested]))
     check("2^64 refused", _expect_format_error(canonical_encode, 2**64))
     check("-2^63-1 refused", _expect_format_error(canonical_encode, -(2**63) - 1))
     for text in ('{"a":1.5}', '{"a":1e3}', '{"a":NaN}', '{"a":1,"a":2}', '{"a":-0}'):

@@ -29,7 +29,96 @@ pub enum Value {
 /// An object body: the kind-specific part of an event.
 pub type Object = BTreeMap<String, Value>;
 
-const MAX_DEPTH: usize = 64;
+/// How deep values nest in signed data, counting the envelope (or a
+/// draft's JSON) as level 0: its members are level 1, a body's members
+/// level 2.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// The integers signed data holds.
+pub(crate) const INT_MIN: i128 = i64::MIN as i128;
+pub(crate) const INT_MAX: i128 = u64::MAX as i128;
+
+/// The rules of a body that its type does not enforce, which the parser
+/// ([`Value::from_json_slice`]) applies as it reads: integers in
+/// `i64::MIN ..= u64::MAX`, and no value deeper than [`MAX_DEPTH`] (the
+/// body is level 1). What passes this check, the parser reads back from its
+/// canonical encoding; the error names the value's path (`body.a[2]`).
+pub(crate) fn check_body(body: &Object) -> Result<(), String> {
+    check_members(body, 1).map_err(|(mut at, reason)| {
+        // The path was gathered from the offending value outwards.
+        let mut path = String::from("body");
+        while let Some(step) = at.pop() {
+            match step {
+                Step::Key(key) => push_key(&mut path, key),
+                Step::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        format!("{path}: {reason}")
+    })
+}
+
+/// One step of the path to a value that breaks a rule.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+type Broken<'a> = (Vec<Step<'a>>, String);
+
+/// The members of an object at level `depth`.
+fn check_members(map: &Object, depth: usize) -> Result<(), Broken<'_>> {
+    for (key, value) in map {
+        check_value(value, depth + 1).map_err(|(mut at, reason)| {
+            at.push(Step::Key(key));
+            (at, reason)
+        })?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &Value, depth: usize) -> Result<(), Broken<'_>> {
+    if depth > MAX_DEPTH {
+        return Err((
+            Vec::new(),
+            format!("nested deeper than {MAX_DEPTH} levels (the envelope is level 0, the body level 1)"),
+        ));
+    }
+    match value {
+        Value::Int(n) if !(INT_MIN..=INT_MAX).contains(n) => Err((
+            Vec::new(),
+            format!(
+                "the integer {n} is outside the range signed data holds ({INT_MIN} to {INT_MAX}); write it as a string"
+            ),
+        )),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_value(item, depth + 1).map_err(|(mut at, reason)| {
+                    at.push(Step::Index(i));
+                    (at, reason)
+                })?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => check_members(map, depth),
+        _ => Ok(()),
+    }
+}
+
+/// `.key` for a plain key, `["key"]` (JSON-escaped, cut short) for any other.
+fn push_key(path: &mut String, key: &str) {
+    let plain =
+        !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        path.push('.');
+        path.push_str(key);
+    } else {
+        let mut quoted = Vec::new();
+        write_string(&crate::event::shown(key), &mut quoted);
+        path.push('[');
+        path.push_str(&String::from_utf8_lossy(&quoted));
+        path.push(']');
+    }
+}
 
 impl Value {
     /// Parses JSON text, rejecting floats, duplicate keys and nesting deeper
@@ -352,5 +441,80 @@ mod tests {
     fn rejects_deep_nesting() {
         let deep = "[".repeat(100) + &"]".repeat(100);
         assert!(Value::from_json_str(&deep).is_err());
+    }
+
+    /// `0` inside `depth` arrays, or objects.
+    fn nested(depth: usize, objects: bool) -> Value {
+        (0..depth).fold(Value::Int(0), |inner, _| {
+            if objects {
+                Value::Object(Object::from([("k".to_owned(), inner)]))
+            } else {
+                Value::Array(vec![inner])
+            }
+        })
+    }
+
+    /// Whether the parser reads `body` back as an envelope's body (level 1).
+    fn parses_as_a_body(body: &Object) -> bool {
+        let mut text = b"{\"body\":".to_vec();
+        write_object(body, &mut text);
+        text.push(b'}');
+        Value::from_json_slice(&text).is_ok()
+    }
+
+    #[test]
+    fn check_body_names_the_value_and_the_rule() {
+        let cases = [
+            (
+                Object::from([("n".to_owned(), Value::Int(INT_MAX + 1))]),
+                "body.n: the integer 18446744073709551616 is outside the range",
+            ),
+            (
+                Object::from([(
+                    "a b".to_owned(),
+                    Value::Array(vec![Value::Null, Value::Int(INT_MIN - 1)]),
+                )]),
+                "body[\"a b\"][1]: the integer -9223372036854775809 is outside",
+            ),
+            (Object::from([("d".to_owned(), nested(63, false))]), "body.d[0][0]"),
+            (
+                Object::from([("d".to_owned(), nested(63, true))]),
+                "nested deeper than 64 levels",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = check_body(&body).expect_err(want);
+            assert!(err.contains(want), "`{err}` does not say `{want}`");
+        }
+        assert_eq!(check_body(&Object::from([("d".to_owned(), nested(62, true))])), Ok(()));
+    }
+
+    fn any_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i128>().prop_map(Value::Int),
+            any::<i64>().prop_map(|n| Value::Int(i128::from(n))),
+            any::<u64>().prop_map(|n| Value::Int(i128::from(n))),
+            "\\PC{0,4}".prop_map(Value::String),
+            (58usize..=66, any::<bool>()).prop_map(|(depth, objects)| nested(depth, objects)),
+        ];
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                proptest::collection::btree_map("\\PC{0,4}", inner, 0..3).prop_map(Value::Object),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The writer's check of a body and the parser, which the decoder
+        /// reads it with, never disagree.
+        #[test]
+        fn check_body_accepts_exactly_what_the_parser_reads_back(
+            body in proptest::collection::btree_map("\\PC{0,4}", any_value(), 0..3),
+        ) {
+            proptest::prop_assert_eq!(check_body(&body).is_ok(), parses_as_a_body(&body), "{:?}", check_body(&body));
+        }
     }
 }

@@ -15,8 +15,13 @@ use crate::timestamp::Timestamp;
 /// The envelope version written by this code, `"v"` in canonical bytes.
 pub const ENVELOPE_VERSION: i128 = 1;
 
-/// Maximum length of an identifier-like string (principal, server, ...).
-pub(crate) const MAX_NAME_LEN: usize = 1024;
+/// Maximum length, in bytes, of an identifier-like string (principal,
+/// team, server, tool, ...): every string of `actor` and `subject` but
+/// `subject.resource`.
+pub const MAX_NAME_LEN: usize = 1024;
+
+/// Largest canonical envelope, in bytes (1 MiB).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
 
 macro_rules! event_kinds {
     ($( $(#[$doc:meta])* $variant:ident = $name:literal ),+ $(,)?) => {
@@ -297,14 +302,144 @@ impl Draft {
         let correlation = f.opt_object("correlation", correlation_from)?.unwrap_or_default();
         let body = f.opt_object("body", |f| Ok(f.take_rest()))?.unwrap_or_default();
         f.finish()?;
-        Ok(Draft {
+        let draft = Draft {
             kind,
             actor,
             subject,
             correlation,
             body,
-        })
+        };
+        draft.check()?;
+        Ok(draft)
     }
+
+    /// Whether the ledger can sign this draft into an event that its own
+    /// decoder, and so its verifier, accepts: every field by the rules of
+    /// `docs/FORMAT.md` §2–3 (names of 1 to [`MAX_NAME_LEN`] bytes, lowercase
+    /// hex ids, body integers in `i64::MIN ..= u64::MAX`, nesting within 64
+    /// levels, a non-empty kind). The error names the field
+    /// (`actor.principal: must not be empty ...`). The decoder applies this
+    /// very check to what it reads; the envelope's size limit
+    /// ([`MAX_EVENT_BYTES`]) is checked once the event is sealed.
+    ///
+    /// It does not say whether a kind may be appended: `ledger.genesis` and
+    /// `key.rotated` are written only by the ledger itself, and kinds this
+    /// version does not know are refused by [`crate::Ledger::submit`].
+    pub fn check(&self) -> Result<(), String> {
+        check_fields(&self.kind, &self.actor, &self.subject, &self.correlation, &self.body)
+    }
+}
+
+/// The field rules of an envelope (`docs/FORMAT.md` §2–3): what the ledger
+/// checks before it signs a draft, and what the decoder checks on every
+/// envelope it reads, so that the two cannot disagree.
+pub(crate) fn check_fields(
+    kind: &EventKind,
+    actor: &Actor,
+    subject: &Subject,
+    correlation: &Correlation,
+    body: &Object,
+) -> Result<(), String> {
+    if kind.as_str().is_empty() {
+        return Err("kind: must not be empty".into());
+    }
+    actor.check()?;
+    subject.check()?;
+    correlation.check()?;
+    crate::canonical::check_body(body)
+}
+
+/// The size rule of an envelope: its canonical encoding is at most
+/// [`MAX_EVENT_BYTES`]. Checked by every writer once an event is sealed,
+/// and by the decoder on every envelope it reads.
+pub(crate) fn check_size(canonical_len: usize) -> Result<(), String> {
+    if canonical_len > MAX_EVENT_BYTES {
+        return Err(format!(
+            "the envelope is {canonical_len} bytes, more than the limit of {MAX_EVENT_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+impl Actor {
+    /// `actor`'s rules: each string 1 to [`MAX_NAME_LEN`] bytes, the
+    /// elements of `teams` included. See [`Draft::check`].
+    pub fn check(&self) -> Result<(), String> {
+        check_name("actor.principal", self.principal.as_deref())?;
+        check_names("actor.teams", &self.teams)?;
+        check_name("actor.agent", self.agent.as_deref())?;
+        check_name("actor.session", self.session.as_deref())
+    }
+}
+
+impl Subject {
+    /// `subject`'s rules: each string 1 to [`MAX_NAME_LEN`] bytes, the
+    /// elements of `env` included, but `resource` (a URI), which need only
+    /// be non-empty. See [`Draft::check`].
+    pub fn check(&self) -> Result<(), String> {
+        check_name("subject.server", self.server.as_deref())?;
+        check_name("subject.tool", self.tool.as_deref())?;
+        check_non_empty("subject.resource", self.resource.as_deref())?;
+        check_name("subject.prompt", self.prompt.as_deref())?;
+        check_names("subject.env", &self.env)
+    }
+}
+
+impl Correlation {
+    /// `correlation`'s rules: `trace_id` 32 and `span_id` 16 lowercase hex
+    /// digits (`request_id` and `answers` are whatever their types hold).
+    /// See [`Draft::check`].
+    pub fn check(&self) -> Result<(), String> {
+        check_hex_id("correlation.trace_id", self.trace_id.as_deref(), 32)?;
+        check_hex_id("correlation.span_id", self.span_id.as_deref(), 16)
+    }
+}
+
+fn check_non_empty(path: &str, s: Option<&str>) -> Result<(), String> {
+    match s {
+        Some("") => Err(format!("{path}: must not be empty (omit the field instead)")),
+        _ => Ok(()),
+    }
+}
+
+/// A name: 1 to [`MAX_NAME_LEN`] bytes.
+fn check_name(path: &str, s: Option<&str>) -> Result<(), String> {
+    check_non_empty(path, s)?;
+    match s {
+        Some(s) if s.len() > MAX_NAME_LEN => Err(format!("{path}: longer than {MAX_NAME_LEN} bytes")),
+        _ => Ok(()),
+    }
+}
+
+/// A list of names (an empty list is written as no list).
+fn check_names(path: &str, items: &[String]) -> Result<(), String> {
+    for (i, s) in items.iter().enumerate() {
+        match s.len() {
+            0 => return Err(format!("{path}[{i}]: must not be empty")),
+            n if n > MAX_NAME_LEN => return Err(format!("{path}[{i}]: longer than {MAX_NAME_LEN} bytes")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_hex_id(path: &str, s: Option<&str>, digits: usize) -> Result<(), String> {
+    match s {
+        Some(s) if s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Err(
+            format!("{path}: expected {digits} lowercase hex digits, found `{}`", shown(s)),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `s` for an error message: at most its first 64 bytes.
+pub(crate) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.into();
+    }
+    let end = (0..=MAX).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    format!("{}... ({} bytes)", &s[..end], s.len()).into()
 }
 
 /// A complete event: the draft plus what the ledger assigned. The canonical
@@ -337,6 +472,12 @@ impl Event {
             prev,
             key,
         }
+    }
+
+    /// The field rules of the envelope ([`Draft::check`]'s): checked before
+    /// the ledger signs an event, and on every envelope decoded.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        check_fields(&self.kind, &self.actor, &self.subject, &self.correlation, &self.body)
     }
 
     /// The canonical bytes of the envelope (see `docs/FORMAT.md`).
@@ -421,6 +562,7 @@ impl Event {
     /// through `serde_json` and a [`Value`] tree: slower, and the one that
     /// names what is wrong.
     pub(crate) fn decode_general(bytes: &[u8]) -> Result<Event, String> {
+        check_size(bytes.len())?;
         let value = Value::from_json_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
         let event = Event::from_value(value)?;
         if event.canonical_bytes() != bytes {
@@ -451,7 +593,7 @@ impl Event {
         let correlation = f.req_object("correlation", correlation_from)?;
         let body = f.req_object("body", |f| Ok(f.take_rest()))?;
         f.finish()?;
-        Ok(Event {
+        let event = Event {
             seq,
             ts,
             kind,
@@ -461,7 +603,9 @@ impl Event {
             body,
             prev,
             key,
-        })
+        };
+        event.check()?;
+        Ok(event)
     }
 
     /// The envelope as plain JSON, for display and export.
@@ -559,12 +703,13 @@ fn actor_to(a: &Actor) -> Value {
     Value::Object(o)
 }
 
+/// Reads `actor`: the types of its fields; their values are [`Actor::check`]'s.
 fn actor_from(f: &mut Fields) -> Result<Actor, String> {
     Ok(Actor {
-        principal: f.opt_name("principal")?,
-        teams: f.name_list("teams")?,
-        agent: f.opt_name("agent")?,
-        session: f.opt_name("session")?,
+        principal: f.opt_string("principal")?,
+        teams: f.string_list("teams")?,
+        agent: f.opt_string("agent")?,
+        session: f.opt_string("session")?,
     })
 }
 
@@ -578,13 +723,14 @@ fn subject_to(s: &Subject) -> Value {
     Value::Object(o)
 }
 
+/// Reads `subject`: the types of its fields; their values are [`Subject::check`]'s.
 fn subject_from(f: &mut Fields) -> Result<Subject, String> {
     Ok(Subject {
-        server: f.opt_name("server")?,
-        tool: f.opt_name("tool")?,
-        resource: f.opt_str("resource")?,
-        prompt: f.opt_name("prompt")?,
-        env: f.name_list("env")?,
+        server: f.opt_string("server")?,
+        tool: f.opt_string("tool")?,
+        resource: f.opt_string("resource")?,
+        prompt: f.opt_string("prompt")?,
+        env: f.string_list("env")?,
     })
 }
 
@@ -607,6 +753,7 @@ fn correlation_to(c: &Correlation) -> Value {
     Value::Object(o)
 }
 
+/// Reads `correlation`: the types of its fields; their values are [`Correlation::check`]'s.
 fn correlation_from(f: &mut Fields) -> Result<Correlation, String> {
     let request_id = match f.take("request_id") {
         None => None,
@@ -623,8 +770,8 @@ fn correlation_from(f: &mut Fields) -> Result<Correlation, String> {
             ));
         }
     };
-    let trace_id = f.opt_hex_id("trace_id", 32)?;
-    let span_id = f.opt_hex_id("span_id", 16)?;
+    let trace_id = f.opt_string("trace_id")?;
+    let span_id = f.opt_string("span_id")?;
     let answers = f.opt_u64("answers")?;
     Ok(Correlation {
         request_id,
@@ -688,28 +835,22 @@ impl Fields {
         self.map.remove(key)
     }
 
-    fn opt_str(&mut self, key: &str) -> Result<Option<String>, String> {
+    /// An optional string, of any value.
+    fn opt_string(&mut self, key: &str) -> Result<Option<String>, String> {
         match self.take(key) {
             None => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Err(self.err(key, "must not be empty (omit the field instead)")),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(self.err(key, &format!("expected a string, found {}", other.type_name()))),
         }
     }
 
-    fn opt_name(&mut self, key: &str) -> Result<Option<String>, String> {
-        let v = self.opt_str(key)?;
-        if let Some(s) = &v
-            && s.len() > MAX_NAME_LEN
-        {
-            return Err(self.err(key, &format!("longer than {MAX_NAME_LEN} bytes")));
-        }
-        Ok(v)
-    }
-
+    /// A required, non-empty string.
     fn req_str(&mut self, key: &str) -> Result<String, String> {
-        self.opt_str(key)?
-            .ok_or_else(|| format!("missing field `{}`", self.field_path(key)))
+        match self.opt_string(key)? {
+            None => Err(format!("missing field `{}`", self.field_path(key))),
+            Some(s) if s.is_empty() => Err(self.err(key, "must not be empty")),
+            Some(s) => Ok(s),
+        }
     }
 
     fn opt_u64(&mut self, key: &str) -> Result<Option<u64>, String> {
@@ -727,27 +868,16 @@ impl Fields {
             .ok_or_else(|| format!("missing field `{}`", self.field_path(key)))
     }
 
-    fn opt_hex_id(&mut self, key: &str, digits: usize) -> Result<Option<String>, String> {
-        let v = self.opt_str(key)?;
-        if let Some(s) = &v
-            && (s.len() != digits || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        {
-            return Err(self.err(key, &format!("expected {digits} lowercase hex digits, found `{s}`")));
-        }
-        Ok(v)
-    }
-
-    fn name_list(&mut self, key: &str) -> Result<Vec<String>, String> {
+    /// An optional array of strings, of any value. An empty array is not
+    /// how an empty list is written (it is left out), so it is refused.
+    fn string_list(&mut self, key: &str) -> Result<Vec<String>, String> {
         match self.take(key) {
             None => Ok(Vec::new()),
             Some(Value::Array(items)) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.into_iter().enumerate() {
                     match item {
-                        Value::String(s) if !s.is_empty() && s.len() <= MAX_NAME_LEN => out.push(s),
-                        Value::String(_) => {
-                            return Err(self.err(&format!("{key}[{i}]"), &format!("must be 1 to {MAX_NAME_LEN} bytes")));
-                        }
+                        Value::String(s) => out.push(s),
                         other => {
                             return Err(self.err(
                                 &format!("{key}[{i}]"),
@@ -928,6 +1058,18 @@ mod tests {
             (r#"{"kind":"grant.issued","body":{"x":1.5}}"#, "no floats"),
             (r#"{"kind":"grant.issued","body":[]}"#, "body: expected an object"),
             (r#"{"kind": "grant.issued""#, "EOF while parsing"),
+            (
+                r#"{"kind":"grant.issued","actor":{"principal":""}}"#,
+                "actor.principal: must not be empty",
+            ),
+            (
+                r#"{"kind":"grant.issued","subject":{"env":["prod",""]}}"#,
+                "subject.env[1]: must not be empty",
+            ),
+            (
+                r#"{"kind":"grant.issued","correlation":{"span_id":"00F067AA0BA902B7"}}"#,
+                "correlation.span_id: expected 16 lowercase hex digits",
+            ),
         ];
         for (input, want) in cases {
             let err = Draft::from_json(input).expect_err(input);

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{Genesis, SealedEvent, encode_record, event_hash};
 use crate::error::{Error, Result};
-use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
+use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId, check_size};
 use crate::failure::Failure;
 use crate::keys::{KeyDir, SigningKey};
 use crate::schedule::KeySchedule;
@@ -169,6 +169,11 @@ impl Ledger {
     /// Creates a new ledger in `path`: a fresh ledger id and a genesis event
     /// signed by `key`, which is stored in `key_dir`.
     ///
+    /// The genesis event is checked as the verifier checks it (`actor` by
+    /// [`Actor::check`], the size limit, the genesis body) before anything
+    /// is made on disk: an actor the format does not allow is an
+    /// [`Error::InvalidEvent`], and leaves no directory, ledger or key file.
+    ///
     /// The ledger is built beside `path` (`NAME.partial`), its genesis
     /// written with a synced write, and only then renamed into place, so a
     /// create that is interrupted (a crash, a full disk) leaves no
@@ -187,18 +192,8 @@ impl Ledger {
         actor: Actor,
         tuning: &StoreOptions,
     ) -> Result<Ledger> {
-        let partial = store::partial_path(path)?;
-        let _lock = store::CreateLock::take(path)?;
-        if store::db_exists(path)? {
-            return Err(Error::AlreadyInitialized(path.to_path_buf()));
-        }
-        store::remove_partial(&partial)?;
-        let db = Store::create_db(&partial, tuning)?;
         let mut ledger_id = [0u8; 16];
         OsRng.fill_bytes(&mut ledger_id);
-        if !key_dir.file_for(key.id()).exists() {
-            key_dir.store(&key)?;
-        }
         let mut draft = Draft::new(EventKind::LedgerGenesis);
         draft.actor = actor;
         draft.body = Genesis {
@@ -209,6 +204,22 @@ impl Ledger {
         let ts = Timestamp::now();
         let event = Event::from_draft(draft, 0, ts, Hash::ZERO, key.id());
         let canonical = event.canonical_bytes();
+        event
+            .check()
+            .and_then(|()| check_size(canonical.len()))
+            .and_then(|()| KeySchedule::from_genesis(&event).map(drop))
+            .map_err(|e| Error::InvalidEvent(format!("genesis: {e}")))?;
+
+        let partial = store::partial_path(path)?;
+        let _lock = store::CreateLock::take(path)?;
+        if store::db_exists(path)? {
+            return Err(Error::AlreadyInitialized(path.to_path_buf()));
+        }
+        store::remove_partial(&partial)?;
+        let db = Store::create_db(&partial, tuning)?;
+        if !key_dir.file_for(key.id()).exists() {
+            key_dir.store(&key)?;
+        }
         let hash = event_hash(&Hash::ZERO, &canonical);
         let signature = key.sign_hash(&hash);
         let head = Head { seq: 0, hash, ts };
@@ -287,7 +298,7 @@ impl Ledger {
             .map_err(|e| Error::io("cannot write the acknowledged mark", &crate::acked::path(path), e))?;
         store.mark = Some(mark);
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
-        Ledger::start_writer(Arc::new(store), key, key_dir.clone())
+        Ledger::start_writer(Arc::new(store), schedule, key, key_dir.clone())
     }
 
     /// Opens a ledger for reading only; needs no key, writes nothing, and can
@@ -302,10 +313,10 @@ impl Ledger {
         })
     }
 
-    fn start_writer(store: Arc<Store>, key: SigningKey, key_dir: KeyDir) -> Result<Ledger> {
+    fn start_writer(store: Arc<Store>, schedule: KeySchedule, key: SigningKey, key_dir: KeyDir) -> Result<Ledger> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let acks = Arc::new(Acks::default());
-        let writer = Writer::new(store.clone(), key, key_dir, acks.clone())?;
+        let writer = Writer::new(store.clone(), schedule, key, key_dir, acks.clone())?;
         let current_key = writer.current_key();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -357,21 +368,38 @@ impl Ledger {
 
     /// Queues drafts as one atomic unit: all of them become durable in one
     /// write, or none. Blocks while the queue is full; not for async tasks.
+    ///
+    /// A draft that could not be appended as an event the verifier accepts
+    /// is refused here, before anything is queued, with an
+    /// [`Error::InvalidEvent`] that names it and its field (see
+    /// [`Draft::check`]): a kind only the ledger writes or this version does
+    /// not know, or a field the format does not allow. An event whose
+    /// envelope would exceed [`crate::MAX_EVENT_BYTES`] is refused by the
+    /// writer, through the [`Pending`]. Either way nothing of the request is
+    /// written, and the ledger goes on taking appends.
     pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
-        let (command, pending) = self.append_command(drafts);
+        let (command, pending) = self.append_command(drafts)?;
         self.send_blocking(command)?;
         Ok(pending)
     }
 
     /// [`Ledger::submit`] for async callers.
     pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
-        let (command, pending) = self.append_command(drafts);
+        let (command, pending) = self.append_command(drafts)?;
         self.send(command).await?;
         Ok(pending)
     }
 
-    /// The writer's command for an append, and what its caller waits on.
-    fn append_command(&self, drafts: Vec<Draft>) -> (Command, Pending) {
+    /// The writer's command for an append, and what its caller waits on;
+    /// an error if a draft cannot be appended.
+    fn append_command(&self, drafts: Vec<Draft>) -> Result<(Command, Pending)> {
+        for (i, draft) in drafts.iter().enumerate() {
+            let refused = |reason: String| Error::InvalidEvent(format!("event {i} of the request: {reason}"));
+            if draft.kind.is_reserved() || !draft.kind.is_known() {
+                return Err(refused(format!("kind `{}` cannot be appended", draft.kind)));
+            }
+            draft.check().map_err(refused)?;
+        }
         let (reply, rx) = oneshot::channel();
         let route = Route::default();
         let command = Command::Append {
@@ -379,7 +407,7 @@ impl Ledger {
             reply,
             route: route.clone(),
         };
-        (command, self.pending(rx, route))
+        Ok((command, self.pending(rx, route)))
     }
 
     /// Appends one event and waits until it is durable.

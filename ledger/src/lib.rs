@@ -27,7 +27,10 @@ mod writer;
 pub use canonical::{Object, Value};
 pub use chain::{EVENT_DOMAIN, Genesis, RECORD_VERSION, RawRecord, Rotation, SealedEvent, event_hash};
 pub use error::{Error, Result};
-pub use event::{Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, RequestId, Subject};
+pub use event::{
+    Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, MAX_EVENT_BYTES, MAX_NAME_LEN,
+    RequestId, Subject,
+};
 pub use failure::{Failure, FailureKind};
 pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_proof};
 pub use ledger::{Ledger, Pending};
@@ -37,4 +40,4 @@ pub use schedule::{KeyEntry, KeySchedule};
 pub use store::{CommitStats, Head, StoreOptions};
 pub use timestamp::Timestamp;
 pub use verify::{Anchor, Report, VerifyOptions};
-pub use writer::{MAX_EVENT_BYTES, Receipt};
+pub use writer::Receipt;

@@ -4,8 +4,10 @@
 //! It returns `None` on anything it does not expect, and leaves the general
 //! path (`serde_json` → [`Value`] → `Event::from_value`) to say what is
 //! wrong. What it does return must be exactly what the general path would
-//! return, so it applies the same field rules (non-empty names of at most
-//! `MAX_NAME_LEN` bytes, lowercase hex ids, non-empty lists, version 1, ...).
+//! return, so it applies the same rules: the same field rules, through the
+//! same function the writer checks drafts with (`Event::check`:
+//! non-empty names of at most `MAX_NAME_LEN` bytes, lowercase hex ids, ...),
+//! and the same representation (non-empty lists, version 1, ...).
 //! `Event::decode` re-encodes what this returns and compares it with the
 //! input, so this reader need only parse JSON correctly: canonical form is
 //! still proved by that comparison, not here. This module's tests hold its
@@ -14,7 +16,7 @@
 
 use crate::canonical::{Object, Value};
 use crate::event::{
-    Actor, Correlation, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, MAX_NAME_LEN, RequestId, Subject,
+    Actor, Correlation, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, RequestId, Subject, check_size,
     parse_hex_array,
 };
 use crate::timestamp::Timestamp;
@@ -27,6 +29,7 @@ impl Event {
     /// Decodes canonical bytes. Fails if the bytes are not valid JSON, not
     /// an envelope of a version this code reads, or not in canonical form.
     pub fn decode(bytes: &[u8]) -> Result<Event, String> {
+        check_size(bytes.len())?;
         // The fast path reads the envelope without a JSON tree; whatever it
         // does not take, the general path decodes or explains.
         if let Some(event) = read_event(bytes)
@@ -56,7 +59,7 @@ fn read_event(bytes: &[u8]) -> Option<Event> {
         b"body" => set(&mut body, r.object(1)?),
         b"correlation" => set(&mut correlation, r.correlation()?),
         b"key" => set(&mut key, KeyId(parse_hex_array(&r.string()?).ok()?)),
-        b"kind" => set(&mut kind, EventKind::from_name(&nonempty(r.string()?)?)),
+        b"kind" => set(&mut kind, EventKind::from_name(&r.string()?)),
         b"prev" => set(&mut prev, Hash(parse_hex_array(&r.string()?).ok()?)),
         b"seq" => set(&mut seq, u64::try_from(r.int()?).ok()?),
         b"subject" => set(&mut subject, r.subject()?),
@@ -68,7 +71,7 @@ fn read_event(bytes: &[u8]) -> Option<Event> {
         return None;
     }
     version?;
-    Some(Event {
+    let event = Event {
         seq: seq?,
         ts: ts?,
         kind: kind?,
@@ -78,7 +81,11 @@ fn read_event(bytes: &[u8]) -> Option<Event> {
         body: body?,
         prev: prev?,
         key: key?,
-    })
+    };
+    // The field rules are the writer's, in one function; what breaks them,
+    // the general path names.
+    event.check().ok()?;
+    Some(event)
 }
 
 /// Fills a field once; a second occurrence is not something to guess at.
@@ -90,19 +97,6 @@ fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
             Some(())
         }
     }
-}
-
-fn nonempty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
-/// A name: 1 to `MAX_NAME_LEN` bytes (principal, tool, team, label, ...).
-fn name(s: String) -> Option<String> {
-    (!s.is_empty() && s.len() <= MAX_NAME_LEN).then_some(s)
-}
-
-fn hex_id(s: String, digits: usize) -> Option<String> {
-    (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(s)
 }
 
 struct Reader<'a> {
@@ -149,9 +143,9 @@ impl Reader<'_> {
         let mut a = Actor::default();
         let mut teams = None;
         self.object_fields(|r, n| match n {
-            b"agent" => set(&mut a.agent, name(r.string()?)?),
-            b"principal" => set(&mut a.principal, name(r.string()?)?),
-            b"session" => set(&mut a.session, name(r.string()?)?),
+            b"agent" => set(&mut a.agent, r.string()?),
+            b"principal" => set(&mut a.principal, r.string()?),
+            b"session" => set(&mut a.session, r.string()?),
             b"teams" => set(&mut teams, r.name_list()?),
             _ => None,
         })?;
@@ -164,10 +158,10 @@ impl Reader<'_> {
         let mut env = None;
         self.object_fields(|r, n| match n {
             b"env" => set(&mut env, r.name_list()?),
-            b"prompt" => set(&mut s.prompt, name(r.string()?)?),
-            b"resource" => set(&mut s.resource, nonempty(r.string()?)?),
-            b"server" => set(&mut s.server, name(r.string()?)?),
-            b"tool" => set(&mut s.tool, name(r.string()?)?),
+            b"prompt" => set(&mut s.prompt, r.string()?),
+            b"resource" => set(&mut s.resource, r.string()?),
+            b"server" => set(&mut s.server, r.string()?),
+            b"tool" => set(&mut s.tool, r.string()?),
             _ => None,
         })?;
         s.env = env.unwrap_or_default();
@@ -186,19 +180,19 @@ impl Reader<'_> {
                 };
                 set(&mut c.request_id, id)
             }
-            b"span_id" => set(&mut c.span_id, hex_id(r.string()?, 16)?),
-            b"trace_id" => set(&mut c.trace_id, hex_id(r.string()?, 32)?),
+            b"span_id" => set(&mut c.span_id, r.string()?),
+            b"trace_id" => set(&mut c.trace_id, r.string()?),
             _ => None,
         })?;
         Some(c)
     }
 
-    /// A non-empty array of names.
+    /// A non-empty array of strings (an empty list is written as none).
     fn name_list(&mut self) -> Option<Vec<String>> {
         self.expect(b'[')?;
         let mut out = Vec::new();
         loop {
-            out.push(name(self.string()?)?);
+            out.push(self.string()?);
             if self.eat(b']') {
                 return Some(out);
             }
@@ -338,7 +332,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::event::Draft;
+    use crate::event::{Draft, MAX_EVENT_BYTES, MAX_NAME_LEN};
 
     fn event(draft: Draft) -> Event {
         let ts = Timestamp::parse_canonical("2026-12-02T01:02:03.456789012Z").expect("ts");
@@ -496,6 +490,27 @@ mod tests {
             assert!(text.contains(&from), "{from}");
             agrees(text.replacen(&from, &to, 1).as_bytes());
         }
+    }
+
+    /// An envelope of exactly [`MAX_EVENT_BYTES`] is read; one byte more is
+    /// malformed, on either path, as it is refused on writing.
+    #[test]
+    fn the_size_limit_is_applied_on_reading() {
+        let base = event(Draft::new(EventKind::PolicyLoaded)).canonical_bytes().len();
+        let sized = |n: usize| {
+            let mut d = Draft::new(EventKind::PolicyLoaded);
+            // `{"x":"…"}` in place of `{}`: 6 bytes and the string.
+            d.body.insert("x".into(), Value::String("y".repeat(n - base - 6)));
+            event(d).canonical_bytes()
+        };
+        let max = sized(MAX_EVENT_BYTES);
+        assert_eq!(max.len(), MAX_EVENT_BYTES);
+        assert!(read_event(&max).is_some());
+        agrees(&max);
+        let over = sized(MAX_EVENT_BYTES + 1);
+        let err = Event::decode(&over).expect_err("over the limit");
+        assert!(err.contains("1048577 bytes, more than the limit of 1048576"), "{err}");
+        agrees(&over);
     }
 
     fn any_value() -> impl Strategy<Value = Value> {

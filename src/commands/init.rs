@@ -12,8 +12,8 @@ pub fn run(paths: &Paths, key: Option<&Path>, principal: String) -> Result<ExitC
         Some(path) => SigningKey::read(path)?,
         None => SigningKey::generate(),
     };
-    std::fs::create_dir_all(&paths.data_dir)
-        .with_context(|| format!("cannot create data dir {}", paths.data_dir.display()))?;
+    // The ledger checks the genesis event (the principal among it) before
+    // it makes anything, the data dir included: a refused init leaves none.
     let actor = Actor {
         principal: Some(principal),
         ..Actor::default()

@@ -40,8 +40,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::chain::{RECORD_HASH, RECORD_HEADER_LEN, RECORD_SIGNATURE, RECORD_VERSION, Rotation, event_hash};
 use crate::error::{Error, Result};
-use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId};
+use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId, check_size};
 use crate::keys::{KeyDir, SigningKey};
+use crate::schedule::KeySchedule;
 use crate::signer::{self, SignPool, Signable};
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, META_CURRENT_KEY, META_HEAD, Store};
 use crate::timestamp::Timestamp;
@@ -53,8 +54,6 @@ use acks::Ack;
 pub(crate) use acks::{Acks, Route};
 use sync::{Poison, Syncer};
 
-/// Largest canonical envelope accepted, in bytes.
-pub const MAX_EVENT_BYTES: usize = 1 << 20;
 /// Most events sealed into one group.
 const MAX_GROUP_EVENTS: usize = 4096;
 /// Bytes reserved for an event's canonical form when it is sealed: most
@@ -194,6 +193,9 @@ pub(crate) struct Writer {
     /// `key`, as the ledger handle sees it.
     current_key: Arc<CurrentKey>,
     key_dir: KeyDir,
+    /// The log's keys, genesis and rotations: what a rotation is checked
+    /// against before it is signed, as the verifier checks it.
+    schedule: KeySchedule,
     tip: Tip,
     /// Set by whichever thread sees a write or sync fail.
     poison: Arc<Poison>,
@@ -211,7 +213,25 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(store: Arc<Store>, key: SigningKey, key_dir: KeyDir, acks: Arc<Acks>) -> Result<Writer> {
+    /// A writer that continues the log in `store`, whose keys are
+    /// `schedule`, signing with `key`, the schedule's current key.
+    pub(crate) fn new(
+        store: Arc<Store>,
+        schedule: KeySchedule,
+        key: SigningKey,
+        key_dir: KeyDir,
+        acks: Arc<Acks>,
+    ) -> Result<Writer> {
+        if schedule.current() != key.id() {
+            return Err(Error::Recovery {
+                path: store.path.clone(),
+                reason: format!(
+                    "the writer was given key {} but the log's current key is {}",
+                    key.id(),
+                    schedule.current()
+                ),
+            });
+        }
         let head = store.head();
         // The writer signs too (a lone caller's group, and any queued chunk
         // when it has nothing else to do): with one signer less than there
@@ -228,6 +248,7 @@ impl Writer {
             current_key: Arc::new(CurrentKey(Mutex::new(key.clone()))),
             key,
             key_dir,
+            schedule,
             tip: Tip {
                 next_seq: head.seq + 1,
                 prev: head.hash,
@@ -369,8 +390,9 @@ impl Writer {
     }
 
     /// Seals append requests in order. A request that is rejected (an event
-    /// too large, a reserved kind) is answered at once and consumes no
-    /// sequence numbers; the others form the group. A group larger than one
+    /// too large) is answered at once and consumes no sequence numbers; the
+    /// others form the group. Their drafts were checked by
+    /// [`crate::Ledger::submit`] before they were queued. A group larger than one
     /// chunk goes to the signing pool a chunk at a time while it is sealed;
     /// a smaller one is signed here.
     fn seal_appends(&mut self, commands: Vec<Command>, busy: bool) -> Option<Prepared> {
@@ -438,19 +460,8 @@ impl Writer {
     fn seal_request(&mut self, drafts: Vec<Draft>, now: Timestamp, out: &mut Vec<Sealed>) -> Result<usize> {
         let mut bytes = 0;
         for (i, draft) in drafts.into_iter().enumerate() {
-            if draft.kind.is_reserved() || !draft.kind.is_known() {
-                return Err(Error::InvalidEvent(format!(
-                    "event {i} of the request: kind `{}` cannot be appended",
-                    draft.kind
-                )));
-            }
             let s = self.seal(draft, now);
-            if s.canonical_len() > MAX_EVENT_BYTES {
-                return Err(Error::InvalidEvent(format!(
-                    "event {i} of the request is {} bytes, more than the limit of {MAX_EVENT_BYTES}",
-                    s.canonical_len()
-                )));
-            }
+            check_size(s.canonical_len()).map_err(|e| Error::InvalidEvent(format!("event {i} of the request: {e}")))?;
             bytes += s.record.len();
             out.push(s);
         }
@@ -491,8 +502,21 @@ impl Writer {
     /// Timestamps never go backwards: if the clock stepped back, the event
     /// keeps its predecessor's timestamp.
     fn seal(&mut self, draft: Draft, now: Timestamp) -> Sealed {
+        let event = self.envelope(draft, now);
+        self.seal_event(&event)
+    }
+
+    /// The event `draft` becomes after the tip, at `now` (or the last
+    /// event's time, if the clock is behind it).
+    fn envelope(&self, draft: Draft, now: Timestamp) -> Event {
         let ts = now.max(self.tip.last_ts);
-        let event = Event::from_draft(draft, self.tip.next_seq, ts, self.tip.prev, self.key.id());
+        Event::from_draft(draft, self.tip.next_seq, ts, self.tip.prev, self.key.id())
+    }
+
+    /// Lays out `event`, made by [`Writer::envelope`], as a record and
+    /// extends the hash chain with it.
+    fn seal_event(&mut self, event: &Event) -> Sealed {
+        let ts = event.ts;
         let mut record = Vec::with_capacity(RECORD_HEADER_LEN + RECORD_CAPACITY);
         record.push(RECORD_VERSION);
         record.resize(RECORD_HEADER_LEN, 0);
@@ -515,7 +539,9 @@ impl Writer {
 
     /// Seals a `key.rotated` event, signed by the current key, after storing
     /// the new key in the key directory; events sealed after it are signed by
-    /// the new key.
+    /// the new key. The event is first checked as the verifier checks it
+    /// (its fields and size, and the rotation against the log's keys): one
+    /// it would refuse is answered with an error, and nothing is stored.
     fn seal_rotation(
         &mut self,
         new_key: SigningKey,
@@ -530,11 +556,6 @@ impl Writer {
             ))));
             return None;
         }
-        // The key must be on disk before the event that makes it current.
-        if let Err(e) = self.key_dir.store(&new_key) {
-            let _ = reply.send(Err(e));
-            return None;
-        }
         let mut draft = Draft::new(EventKind::KeyRotated);
         draft.actor = actor;
         draft.body = Rotation {
@@ -545,9 +566,25 @@ impl Writer {
         }
         .to_body();
         let now = self.clock();
-        let mut sealed = self.seal(draft, now);
+        let event = self.envelope(draft, now);
+        let mut schedule = self.schedule.clone();
+        let checked = event
+            .check()
+            .and_then(|()| check_size(event.canonical_bytes().len()))
+            .and_then(|()| schedule.apply_rotation(&event, &self.store.ledger_id));
+        if let Err(e) = checked {
+            let _ = reply.send(Err(Error::InvalidEvent(format!("key rotation: {e}"))));
+            return None;
+        }
+        // The key must be on disk before the event that makes it current.
+        if let Err(e) = self.key_dir.store(&new_key) {
+            let _ = reply.send(Err(e));
+            return None;
+        }
+        let mut sealed = self.seal_event(&event);
         let sig = self.key.sign_hash(&sealed.hash);
         sealed.set_signature(&sig);
+        self.schedule = schedule;
         self.key = Arc::new(new_key);
         self.current_key.set(self.key.clone());
         Some(Group {
