@@ -4,6 +4,12 @@
 //! The tokens file stores only SHA-256 hashes, so a copy of it grants
 //! nothing. JWTs are checked for signature (keys from the issuer's JWKS,
 //! asymmetric algorithms only), `iss`, `aud`, `exp` and `nbf`.
+//!
+//! Identities cannot collide: a JWT principal is its issuer's namespace
+//! (`principal_prefix`, default `ISSUER#`) followed by the principal claim;
+//! no issuer's namespace starts another's (checked with the config), and no
+//! static-token or anonymous principal starts with an issuer's namespace or
+//! with `sealgate:`, the gateway's own actors (checked here).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -16,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthConfig, JwtIssuerConfig};
+use crate::config::{AuthConfig, JwtIssuerConfig, RESERVED_PRINCIPAL_PREFIX};
 use crate::governance::{AuthMethod, Principal};
 
 /// Why a request was not authenticated; both become 401.
@@ -30,33 +36,45 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    tokens: HashMap<[u8; 32], TokenEntry>,
+    tokens: Tokens,
     issuers: Vec<Issuer>,
     anonymous: Option<String>,
 }
+
+type Tokens = HashMap<[u8; 32], TokenEntry>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenFile {
     #[serde(default)]
-    token: Vec<TokenEntry>,
+    token: Vec<RawTokenEntry>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A `[[token]]` as written, with where its keys are for error messages.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenEntry {
-    principal: String,
+struct RawTokenEntry {
+    principal: toml::Spanned<String>,
     #[serde(default)]
     teams: Vec<String>,
     /// Admin API roles (`admin`, `approver`, `auditor`).
     #[serde(default)]
     roles: Vec<String>,
     /// Hex SHA-256 of the token.
-    sha256: String,
+    sha256: toml::Spanned<String>,
+}
+
+#[derive(Clone, Debug)]
+struct TokenEntry {
+    principal: String,
+    teams: Vec<String>,
+    roles: Vec<String>,
 }
 
 struct Issuer {
     config: JwtIssuerConfig,
+    /// What its principals' names start with.
+    namespace: String,
     keys: Mutex<Keys>,
 }
 
@@ -70,32 +88,37 @@ const JWKS_REFETCH: Duration = Duration::from_secs(60);
 
 impl Authenticator {
     /// Loads the tokens file and every issuer's JWKS. Fails on a malformed
-    /// file, naming it.
+    /// file, naming it (and the line), and on a static-token or anonymous
+    /// principal in an issuer's namespace.
     pub async fn load(config: &AuthConfig, anonymous: Option<String>) -> Result<Authenticator> {
-        let mut tokens = HashMap::new();
-        if let Some(path) = &config.tokens_file {
-            for entry in read_tokens(path)? {
-                let hash = parse_hash(&entry.sha256)
-                    .with_context(|| format!("tokens file {}: principal {:?}", path.display(), entry.principal))?;
-                tokens.insert(hash, entry);
-            }
-        }
+        config.check()?;
         let mut issuers = Vec::new();
         for jwt in &config.jwt {
             let set = fetch_jwks(jwt).await?;
             issuers.push(Issuer {
                 config: jwt.clone(),
+                namespace: jwt.namespace(),
                 keys: Mutex::new(Keys {
                     set,
                     fetched: Instant::now(),
                 }),
             });
         }
-        Ok(Authenticator {
-            tokens,
+        let mut auth = Authenticator {
+            tokens: Tokens::new(),
             issuers,
             anonymous,
-        })
+        };
+        if let Some(name) = &auth.anonymous {
+            auth.check_local_principal(name)
+                .context("config: gateway.anonymous_principal")?;
+        }
+        if let Some(path) = &config.tokens_file {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
+            auth.tokens = auth.parse_tokens(path, &text)?;
+        }
+        Ok(auth)
     }
 
     /// Checks an `Authorization` header value.
@@ -138,6 +161,78 @@ impl Authenticator {
         }
         Err(AuthError::Invalid(last))
     }
+
+    /// A principal that is not an issuer's (a static token's, the anonymous
+    /// one) must be outside every issuer's namespace and the gateway's own.
+    fn check_local_principal(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            bail!("the principal is empty");
+        }
+        if name.starts_with(RESERVED_PRINCIPAL_PREFIX) {
+            bail!("principal {name:?} is in the namespace {RESERVED_PRINCIPAL_PREFIX:?} of the gateway's own actors");
+        }
+        if let Some(issuer) = self.issuers.iter().find(|i| name.starts_with(&i.namespace)) {
+            bail!(
+                "principal {name:?} is in the namespace of JWT issuer {:?} (principal_prefix {:?}); a static-token principal must not start with an issuer's prefix",
+                issuer.config.issuer,
+                issuer.namespace
+            );
+        }
+        Ok(())
+    }
+
+    fn parse_tokens(&self, path: &Path, text: &str) -> Result<Tokens> {
+        let file: TokenFile = toml::from_str(text).map_err(|e| {
+            // toml's message may span lines (an excerpt of the file); a log line should not.
+            let message = e.message().trim().replace('\n', "; ");
+            match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    anyhow::anyhow!("tokens file {} line {line}, column {column}: {message}", path.display())
+                }
+                None => anyhow::anyhow!("tokens file {}: {message}", path.display()),
+            }
+        })?;
+        let mut tokens = Tokens::new();
+        let mut lines: HashMap<[u8; 32], usize> = HashMap::new();
+        for raw in file.token {
+            let line = line_column(text, raw.principal.span().start).0;
+            let principal = raw.principal.into_inner();
+            self.check_local_principal(&principal)
+                .with_context(|| format!("tokens file {} line {line}", path.display()))?;
+            let hash = parse_hash(raw.sha256.get_ref()).with_context(|| {
+                format!(
+                    "tokens file {} line {}: principal {principal:?}",
+                    path.display(),
+                    line_column(text, raw.sha256.span().start).0
+                )
+            })?;
+            if let Some(first) = lines.insert(hash, line) {
+                bail!(
+                    "tokens file {} line {line}: principal {principal:?} has the same sha256 as the entry at line {first}",
+                    path.display()
+                );
+            }
+            tokens.insert(
+                hash,
+                TokenEntry {
+                    principal,
+                    teams: raw.teams,
+                    roles: raw.roles,
+                },
+            );
+        }
+        Ok(tokens)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
 }
 
 impl Issuer {
@@ -173,7 +268,12 @@ impl Issuer {
         validation.leeway = self.config.leeway_sec;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| format!("jwt rejected by issuer {}: {e}", self.config.issuer))?;
-        let claims = data.claims;
+        self.principal(&data.claims)
+    }
+
+    /// The principal a verified token's claims name: the issuer's
+    /// namespace and the principal claim.
+    fn principal(&self, claims: &serde_json::Value) -> Result<Principal, String> {
         let name = claims
             .get(&self.config.principal_claim)
             .and_then(|v| v.as_str())
@@ -189,8 +289,9 @@ impl Issuer {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
+        let name = format!("{}{name}", self.namespace);
         Ok(Principal {
-            name: name.to_string(),
+            name,
             teams,
             method: AuthMethod::Jwt,
             roles,
@@ -218,12 +319,6 @@ impl Issuer {
         self.config.jwks_url.is_some()
             && self.keys.lock().unwrap_or_else(|p| p.into_inner()).fetched.elapsed() > JWKS_REFETCH
     }
-}
-
-fn read_tokens(path: &Path) -> Result<Vec<TokenEntry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
-    let file: TokenFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?;
-    Ok(file.token)
 }
 
 fn parse_hash(hex_text: &str) -> Result<[u8; 32]> {
@@ -349,5 +444,118 @@ mod tests {
             auth.authenticate(Some("Bearer sg_nope")).await,
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    /// `[[auth.jwt]]` tables (`extra` lines each) with an empty JWKS file,
+    /// a tokens file, and the authenticator on them.
+    struct Rig {
+        dir: tempfile::TempDir,
+        config: AuthConfig,
+    }
+
+    impl Rig {
+        fn new(issuers: &[(&str, &str)]) -> Rig {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let jwks = dir.path().join("jwks.json");
+            std::fs::write(&jwks, r#"{"keys": []}"#).expect("write jwks");
+            let mut text = format!("tokens_file = {:?}\n", dir.path().join("tokens.toml"));
+            for (issuer, extra) in issuers {
+                text.push_str(&format!(
+                    "[[jwt]]\nissuer = {issuer:?}\naudience = [\"sealgate\"]\njwks_file = {jwks:?}\n{extra}\n"
+                ));
+            }
+            let config: AuthConfig = toml::from_str(&text).expect("auth config");
+            std::fs::write(dir.path().join("tokens.toml"), "").expect("write tokens file");
+            Rig { dir, config }
+        }
+
+        fn tokens_file(&self) -> std::path::PathBuf {
+            self.dir.path().join("tokens.toml")
+        }
+
+        /// Writes the tokens file: an entry per (principal, roles); the tokens.
+        fn write_tokens(&self, entries: &[(&str, &[&str])]) -> Vec<String> {
+            let mut text = String::new();
+            let mut tokens = Vec::new();
+            for (principal, roles) in entries {
+                let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+                let (token, entry) = new_token(principal, &[], &roles);
+                text.push_str(&entry);
+                tokens.push(token);
+            }
+            std::fs::write(self.tokens_file(), text).expect("write tokens file");
+            tokens
+        }
+
+        async fn load(&self, anonymous: Option<&str>) -> Result<Authenticator> {
+            Authenticator::load(&self.config, anonymous.map(str::to_string)).await
+        }
+    }
+
+    async fn who(auth: &Authenticator, token: &str) -> Option<String> {
+        auth.authenticate(Some(&format!("Bearer {token}")))
+            .await
+            .ok()
+            .map(|p| p.name)
+    }
+
+    #[tokio::test]
+    async fn jwt_principals_are_namespaced_by_their_issuer() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "principal_prefix = \"b:\"")]);
+        let alice = rig.write_tokens(&[("alice", &[])]);
+        let auth = rig.load(None).await.expect("load");
+        let claims = serde_json::json!({"sub": "alice", "groups": ["eng"]});
+        let from_a = auth.issuers[0].principal(&claims).expect("a");
+        let from_b = auth.issuers[1].principal(&claims).expect("b");
+        assert_eq!(from_a.name, "https://a.test#alice");
+        assert_eq!(from_b.name, "b:alice");
+        assert_eq!(
+            (from_a.method, from_a.teams.as_slice()),
+            (AuthMethod::Jwt, &["eng".to_string()][..])
+        );
+        assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"));
+        // Whatever the claim, the name stays in the issuer's namespace.
+        let sneaky = serde_json::json!({"sub": "#alice"});
+        assert_eq!(
+            auth.issuers[0].principal(&sneaky).expect("a").name,
+            "https://a.test##alice"
+        );
+        assert!(auth.issuers[0].principal(&serde_json::json!({"sub": ""})).is_err());
+    }
+
+    #[tokio::test]
+    async fn local_principals_in_an_issuers_namespace_are_refused_naming_file_and_line() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "principal_prefix = \"b:\"")]);
+        let path = rig.tokens_file().display().to_string();
+        for (principal, why) in [
+            ("https://a.test#alice", "namespace of JWT issuer \"https://a.test\""),
+            ("b:alice", "namespace of JWT issuer \"https://b.test\""),
+            ("sealgate:config", "the gateway's own actors"),
+            ("", "empty"),
+        ] {
+            rig.write_tokens(&[("bob", &[]), (principal, &[])]);
+            let line = std::fs::read_to_string(rig.tokens_file())
+                .expect("read")
+                .lines()
+                .position(|l| l == format!("principal = {principal:?}"))
+                .expect("the entry's line")
+                + 1;
+            let msg = format!("{:#}", rig.load(None).await.err().expect("refused"));
+            assert!(
+                msg.contains(&format!("tokens file {path} line {line}")) && msg.contains(why),
+                "{principal:?}: {msg}"
+            );
+        }
+        rig.write_tokens(&[("alice", &[])]);
+        for (anonymous, why) in [("b:guest", "https://b.test"), ("sealgate:gateway", "own actors")] {
+            let msg = format!("{:#}", rig.load(Some(anonymous)).await.err().expect("refused"));
+            assert!(
+                msg.contains("gateway.anonymous_principal") && msg.contains(why),
+                "{msg}"
+            );
+        }
+        // Near misses are other names.
+        rig.write_tokens(&[("https://a.test", &[]), ("b", &[]), ("https://a.test/alice", &[])]);
+        rig.load(Some("guest")).await.expect("load");
     }
 }
