@@ -194,6 +194,10 @@ pub struct JwtIssuerConfig {
     /// Claim holding admin API roles. Default `roles`.
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
+    /// Whether the roles claim grants admin API roles (`admin`, `approver`,
+    /// `auditor`). Default `false`: the claim is ignored.
+    #[serde(default)]
+    pub grant_roles: bool,
     /// Clock skew tolerated on `exp` and `nbf`, seconds. Default 30.
     #[serde(default = "default_leeway")]
     pub leeway_sec: u64,
@@ -654,7 +658,7 @@ mod tests {
 
     #[test]
     fn issuer_namespaces_default_to_the_issuer_and_must_not_overlap() {
-        // Defaults: a namespace per issuer, even on one host.
+        // Defaults: a namespace per issuer, even on one host; roles off.
         let (_d, path) = write(&issuers(&[
             ("https://login.example.com/realms/a", ""),
             ("https://login.example.com/realms/ab", ""),
@@ -670,6 +674,7 @@ mod tests {
                 "a-slash:"
             ]
         );
+        assert!(config.auth.jwt.iter().all(|j| !j.grant_roles));
         for (list, want) in [
             (
                 vec![

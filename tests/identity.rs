@@ -1,9 +1,11 @@
 //! Identities that cannot collide (issue 19, point 12), end to end: a JWT
 //! principal is namespaced by its issuer, so a JWT whose `sub` is `alice`
-//! is neither the static-token `alice` in a session nor in the ledger.
+//! is neither the static-token `alice` in a session nor in the ledger; an
+//! issuer's `roles` claim opens the admin API only when the issuer's config
+//! says so.
 //!
-//! A real `sealgate serve`, its real ledger, server-everything (the MCP
-//! peers), raw HTTP/1.1 over a socket.
+//! A real `sealgate serve`, its real ledger, raw HTTP/1.1 over a socket;
+//! the session test needs server-everything (the MCP peers).
 
 mod support;
 
@@ -15,6 +17,7 @@ use serde_json::{Value, json};
 use support::*;
 
 const ISSUER: &str = "https://issuer.sealgate.test";
+const OTHER_ISSUER: &str = "https://other.sealgate.test";
 
 // ---------------------------------------------------------------- HTTP
 
@@ -218,6 +221,19 @@ impl RawSession {
     }
 }
 
+/// An admin API request with `token`: status and JSON body.
+fn admin(base: &str, method: &str, path: &str, token: &str, body: Option<&Value>) -> (u16, Value) {
+    let auth = format!("Bearer {token}");
+    let text = body.map(Value::to_string).unwrap_or_default();
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if body.is_some() {
+        headers.push(JSON);
+    }
+    let reply = http(method, &format!("{base}{path}"), &headers, text.as_bytes());
+    let json = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    (reply.status, json)
+}
+
 // ---------------------------------------------------------------- JWT
 
 /// An Ed25519 signing key with a key id, as an issuer would hold it.
@@ -318,6 +334,9 @@ fn token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> S
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A server the gateway never starts: for tests of who gets in, not of relaying.
+const IDLE_SERVER: &str = "[servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\nregister = false\n";
 
 /// A site in `dir` listening on a free port, with a tokens file
 /// `{dir}/tokens.toml`, then `rest`.
@@ -452,5 +471,68 @@ fn a_jwt_sub_alice_is_not_the_static_token_alice() {
         r#"{"message":"from the jwt"}"#
     );
     served.stop();
+    site.verify();
+}
+
+/// A `roles` claim opens the admin API only for an issuer with
+/// `grant_roles = true`: without it, `roles: ["admin"]` gets 403 on a
+/// mutation (and on a read); with it, the mutation goes through, recorded
+/// under the issuer's namespaced principal.
+#[test]
+fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = JwtKey::generate("k1");
+    let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
+    let site = make_site(dir, &format!("{issuer}\n{IDLE_SERVER}"));
+    let served = site.serve();
+    let root = key.sign(ISSUER, "root", json!({"roles": ["admin"]}));
+    let grant = json!({"principal": "mallory", "server": "*"});
+    let (status, answer) = admin(&served.base, "POST", "/admin/grants", &root, Some(&grant));
+    assert_eq!(status, 403, "an issuer without grant_roles made an admin: {answer}");
+    let (status, answer) = admin(&served.base, "GET", "/admin/grants", &root, None);
+    assert_eq!(status, 403, "{answer}");
+    served.stop();
+    assert!(
+        !site
+            .events()
+            .iter()
+            .any(|e| kind(e) == "grant.issued" && e["body"].to_string().contains("mallory")),
+        "a grant was issued"
+    );
+
+    // Two issuers: only the one that is trusted with roles grants them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = JwtKey::generate("k2");
+    let issuers = format!(
+        "{}\n{}",
+        issuer_section(dir.path(), "jwks", ISSUER, &key, "grant_roles = true\n"),
+        issuer_section(dir.path(), "other", OTHER_ISSUER, &other, "")
+    );
+    let site = make_site(dir, &format!("{issuers}\n{IDLE_SERVER}"));
+    let served = site.serve();
+    let (status, answer) = admin(
+        &served.base,
+        "POST",
+        "/admin/grants",
+        &other.sign(OTHER_ISSUER, "root", json!({"roles": ["admin"]})),
+        Some(&grant),
+    );
+    assert_eq!(status, 403, "the other issuer made an admin: {answer}");
+    let (status, answer) = admin(&served.base, "POST", "/admin/grants", &root, Some(&grant));
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["grant_id"].is_string(), "{answer}");
+    served.stop();
+    let events = site.events();
+    let issued: Vec<&Value> = events
+        .iter()
+        .filter(|e| kind(e) == "grant.issued" && e["body"].to_string().contains("mallory"))
+        .collect();
+    assert_eq!(issued.len(), 1, "{events:?}");
+    assert_eq!(
+        issued[0]["actor"]["principal"],
+        json!(format!("{ISSUER}#root")),
+        "{}",
+        issued[0]
+    );
     site.verify();
 }

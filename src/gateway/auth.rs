@@ -9,7 +9,8 @@
 //! (`principal_prefix`, default `ISSUER#`) followed by the principal claim;
 //! no issuer's namespace starts another's (checked with the config), and no
 //! static-token or anonymous principal starts with an issuer's namespace or
-//! with `sealgate:`, the gateway's own actors (checked here).
+//! with `sealgate:`, the gateway's own actors (checked here). An issuer's
+//! roles claim counts only with `grant_roles = true`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -272,7 +273,8 @@ impl Issuer {
     }
 
     /// The principal a verified token's claims name: the issuer's
-    /// namespace and the principal claim.
+    /// namespace and the principal claim; roles only if the issuer may
+    /// grant them.
     fn principal(&self, claims: &serde_json::Value) -> Result<Principal, String> {
         let name = claims
             .get(&self.config.principal_claim)
@@ -290,6 +292,19 @@ impl Issuer {
             _ => Vec::new(),
         };
         let name = format!("{}{name}", self.namespace);
+        let roles = if self.config.grant_roles {
+            roles
+        } else {
+            if !roles.is_empty() {
+                tracing::debug!(
+                    issuer = %self.config.issuer,
+                    principal = %name,
+                    ?roles,
+                    "roles claim ignored: the issuer is not configured with grant_roles = true"
+                );
+            }
+            Vec::new()
+        };
         Ok(Principal {
             name,
             teams,
@@ -521,6 +536,23 @@ mod tests {
             "https://a.test##alice"
         );
         assert!(auth.issuers[0].principal(&serde_json::json!({"sub": ""})).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_roles_claim_counts_only_for_an_issuer_that_grants_roles() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "grant_roles = true")]);
+        let auth = rig.load(None).await.expect("load");
+        for roles in [serde_json::json!(["admin"]), serde_json::json!("admin")] {
+            let claims = serde_json::json!({"sub": "root", "roles": roles});
+            assert_eq!(
+                auth.issuers[0].principal(&claims).expect("a").roles,
+                Vec::<String>::new()
+            );
+            assert_eq!(
+                auth.issuers[1].principal(&claims).expect("b").roles,
+                vec!["admin".to_string()]
+            );
+        }
     }
 
     #[tokio::test]
