@@ -153,17 +153,33 @@ impl Default for GatewayConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Static bearer tokens: a TOML file of `[[token]]` entries holding only
-    /// SHA-256 hashes (see `sealgate token create`).
+    /// SHA-256 hashes (see `sealgate token create`). `sealgate serve`
+    /// re-reads it when it changes and on SIGHUP.
     pub tokens_file: Option<PathBuf>,
+    /// How often `sealgate serve` checks the tokens file for a change
+    /// (inode, size, modification and change times), seconds; 0: only on
+    /// SIGHUP. Default 2.
+    pub tokens_poll_sec: u64,
     /// JWT issuers whose tokens are accepted.
     pub jwt: Vec<JwtIssuerConfig>,
     /// Authorization servers named in the protected-resource metadata
     /// (RFC 9728). Default: the JWT issuers.
     pub authorization_servers: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: None,
+            tokens_poll_sec: 2,
+            jwt: Vec::new(),
+            authorization_servers: Vec::new(),
+        }
+    }
 }
 
 /// Principals starting with this are the gateway's own actors
@@ -658,7 +674,7 @@ mod tests {
 
     #[test]
     fn issuer_namespaces_default_to_the_issuer_and_must_not_overlap() {
-        // Defaults: a namespace per issuer, even on one host; roles off.
+        // Defaults: a namespace per issuer, even on one host; roles off; polling every 2 s.
         let (_d, path) = write(&issuers(&[
             ("https://login.example.com/realms/a", ""),
             ("https://login.example.com/realms/ab", ""),
@@ -675,6 +691,7 @@ mod tests {
             ]
         );
         assert!(config.auth.jwt.iter().all(|j| !j.grant_roles));
+        assert_eq!(config.auth.tokens_poll_sec, 2);
         for (list, want) in [
             (
                 vec![

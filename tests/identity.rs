@@ -2,7 +2,8 @@
 //! principal is namespaced by its issuer, so a JWT whose `sub` is `alice`
 //! is neither the static-token `alice` in a session nor in the ledger; an
 //! issuer's `roles` claim opens the admin API only when the issuer's config
-//! says so.
+//! says so; and the tokens file is re-read while `sealgate serve` runs (on
+//! change and on SIGHUP), a malformed edit keeping the last good set.
 //!
 //! A real `sealgate serve`, its real ledger, raw HTTP/1.1 over a socket;
 //! the session test needs server-everything (the MCP peers).
@@ -11,7 +12,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 use support::*;
@@ -338,15 +340,15 @@ fn token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> S
 /// A server the gateway never starts: for tests of who gets in, not of relaying.
 const IDLE_SERVER: &str = "[servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\nregister = false\n";
 
-/// A site in `dir` listening on a free port, with a tokens file
-/// `{dir}/tokens.toml`, then `rest`.
-fn make_site(dir: tempfile::TempDir, rest: &str) -> Site {
+/// A site in `dir` listening on a free port, with `[auth]` lines `auth`
+/// (a tokens file `{dir}/tokens.toml` is always configured), then `rest`.
+fn make_site(dir: tempfile::TempDir, auth: &str, rest: &str) -> Site {
     let tokens = dir.path().join("tokens.toml");
     if !tokens.exists() {
         std::fs::write(&tokens, "").expect("create the tokens file");
     }
     let body = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = {}\n{rest}",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = {}\n{auth}\n{rest}",
         q(&tokens.to_string_lossy())
     );
     Site::in_dir(dir, &body)
@@ -374,7 +376,7 @@ fn a_jwt_sub_alice_is_not_the_static_token_alice() {
     let key = JwtKey::generate("k1");
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
     let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"]);
-    let site = make_site(dir, &format!("{issuer}\n{everything}"));
+    let site = make_site(dir, "", &format!("{issuer}\n{everything}"));
     let alice = token_with(&site, "alice", &["security"], &[]);
     let jwt_alice = key.sign(ISSUER, "alice", json!({"groups": ["security"]}));
     let served = site.serve();
@@ -483,7 +485,7 @@ fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = JwtKey::generate("k1");
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
-    let site = make_site(dir, &format!("{issuer}\n{IDLE_SERVER}"));
+    let site = make_site(dir, "", &format!("{issuer}\n{IDLE_SERVER}"));
     let served = site.serve();
     let root = key.sign(ISSUER, "root", json!({"roles": ["admin"]}));
     let grant = json!({"principal": "mallory", "server": "*"});
@@ -508,7 +510,7 @@ fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
         issuer_section(dir.path(), "jwks", ISSUER, &key, "grant_roles = true\n"),
         issuer_section(dir.path(), "other", OTHER_ISSUER, &other, "")
     );
-    let site = make_site(dir, &format!("{issuers}\n{IDLE_SERVER}"));
+    let site = make_site(dir, "", &format!("{issuers}\n{IDLE_SERVER}"));
     let served = site.serve();
     let (status, answer) = admin(
         &served.base,
@@ -535,4 +537,233 @@ fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
         issued[0]
     );
     site.verify();
+}
+
+/// `GET /admin/grants` with `token`: the status (200 or 401 here).
+fn status_of(base: &str, token: &str) -> u16 {
+    admin(base, "GET", "/admin/grants", token, None).0
+}
+
+fn wait_for_status(base: &str, token: &str, want: u16, what: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    wait_until(what, within, || status_of(base, token) == want);
+    start.elapsed()
+}
+
+/// Replaces the tokens file the way an editor or a deploy tool would:
+/// a new file renamed over the old one.
+fn replace_tokens(site: &Site, text: &str) {
+    let tmp = site.path("tokens.toml.new");
+    std::fs::write(&tmp, text).expect("write the new tokens file");
+    std::fs::rename(&tmp, site.path("tokens.toml")).expect("rename it into place");
+}
+
+/// A token and its tokens-file entry, not added to any file.
+fn entry_for(site: &Site, principal: &str, roles: &[&str]) -> (String, String) {
+    let mut cmd = site.sealgate();
+    cmd.args(["token", "create", "--principal", principal]);
+    for role in roles {
+        cmd.args(["--role", role]);
+    }
+    let out = cmd.output().expect("run sealgate token create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let entry = stderr
+        .find("[[token]]")
+        .map(|i| stderr[i..].to_string())
+        .unwrap_or_else(|| panic!("no entry printed: {stderr}"));
+    (String::from_utf8_lossy(&out.stdout).trim().to_string(), entry)
+}
+
+/// The `[[token]]` entries of the tokens file that do not name `principal`.
+fn without(text: &str, principal: &str) -> String {
+    text.split("[[token]]")
+        .filter(|entry| !entry.trim().is_empty() && !entry.contains(&format!("principal = {}", q(principal))))
+        .map(|entry| format!("[[token]]{entry}"))
+        .collect()
+}
+
+/// A running gateway re-reads its tokens file when it changes: a removed
+/// token stops working and an added one starts working within a few
+/// seconds, with no restart. A malformed file (a syntax error, an entry
+/// without a hash, a principal in an issuer's namespace) changes nothing:
+/// the last good set stays in force, even for a token the bad file would
+/// have added, and the error names the file and line; the next good file
+/// is loaded.
+#[test]
+fn a_changed_tokens_file_is_reloaded_and_a_malformed_one_keeps_the_last_good_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = JwtKey::generate("k1");
+    let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
+    let site = make_site(dir, "", &format!("{issuer}\n{IDLE_SERVER}"));
+    let alice = token_with(&site, "alice", &[], &["auditor"]);
+    let bob = token_with(&site, "bob", &[], &["auditor"]);
+    let served = site.serve();
+    let base = served.base.clone();
+    assert_eq!(status_of(&base, &alice), 200);
+    assert_eq!(status_of(&base, &bob), 200);
+
+    // Revoke bob by editing the file.
+    let good = std::fs::read_to_string(site.path("tokens.toml")).expect("read tokens file");
+    replace_tokens(&site, &without(&good, "bob"));
+    let took = wait_for_status(
+        &base,
+        &bob,
+        401,
+        "bob's removed token to be refused",
+        Duration::from_secs(10),
+    );
+    eprintln!("a removed token was refused after {took:?}");
+    assert_eq!(
+        status_of(&base, &alice),
+        200,
+        "alice's token must survive bob's removal"
+    );
+    assert!(site.log().contains("tokens file"), "{}", site.log());
+
+    // Add carol, with `sealgate token create --file` (it appends).
+    let carol = token_with(&site, "carol", &[], &["auditor"]);
+    let took = wait_for_status(
+        &base,
+        &carol,
+        200,
+        "carol's new token to be accepted",
+        Duration::from_secs(10),
+    );
+    eprintln!("an added token was accepted after {took:?}");
+
+    // Malformed edits: each would also add mallory, and drops alice.
+    let (mallory, mallory_entry) = entry_for(&site, "mallory", &["admin"]);
+    let last_good = std::fs::read_to_string(site.path("tokens.toml")).expect("read tokens file");
+    let kept = without(&last_good, "alice");
+    let bad_files = [
+        (
+            format!("{kept}{mallory_entry}\n[[token]\nprincipal = \"eve\"\n"),
+            "unclosed array table",
+        ),
+        (
+            format!("{kept}{mallory_entry}\n[[token]]\nprincipal = \"eve\"\n"),
+            "missing field `sha256`",
+        ),
+        (
+            format!("{kept}{mallory_entry}\n[[token]]\nsha256 = \"zz\"\nprincipal = \"eve\"\n"),
+            "not hex",
+        ),
+        (
+            format!(
+                "{kept}{mallory_entry}\n[[token]]\nprincipal = {}\nsha256 = \"{}\"\n",
+                q(&format!("{ISSUER}#carol")),
+                "00".repeat(32)
+            ),
+            "namespace",
+        ),
+    ];
+    let path = site.path("tokens.toml").display().to_string();
+    for (text, why) in &bad_files {
+        let before = site.log().len();
+        replace_tokens(&site, text);
+        wait_until(
+            &format!("the gateway to report the malformed tokens file ({why})"),
+            Duration::from_secs(10),
+            || site.log()[before..].contains("ERROR"),
+        );
+        let log = site.log()[before..].to_string();
+        assert!(
+            log.contains(&path) && log.contains("line ") && log.contains(why),
+            "{why}: the error names neither the file, the line nor what is wrong:\n{log}"
+        );
+        assert!(
+            log.contains("last good"),
+            "{why}: the error does not say what was kept: {log}"
+        );
+        assert_eq!(
+            status_of(&base, &mallory),
+            401,
+            "a malformed file ({why}) added a token"
+        );
+        assert_eq!(
+            status_of(&base, &alice),
+            200,
+            "a malformed file ({why}) removed a token"
+        );
+        assert_eq!(
+            status_of(&base, &carol),
+            200,
+            "a malformed file ({why}) removed a token"
+        );
+        assert_eq!(
+            status_of(&base, &bob),
+            401,
+            "a malformed file ({why}) brought back a token"
+        );
+    }
+
+    // The next good file is loaded.
+    replace_tokens(&site, &kept);
+    wait_for_status(
+        &base,
+        &alice,
+        401,
+        "alice's removed token to be refused",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&base, &carol), 200);
+    assert_eq!(status_of(&base, &mallory), 401);
+    served.stop();
+}
+
+/// SIGHUP re-reads the tokens file at once, here with polling off
+/// (`tokens_poll_sec = 0`), so nothing else could have.
+#[test]
+fn sighup_reloads_the_tokens_file_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = make_site(dir, "tokens_poll_sec = 0\n", IDLE_SERVER);
+    let alice = token_with(&site, "alice", &[], &["auditor"]);
+    let bob = token_with(&site, "bob", &[], &["auditor"]);
+    let served = site.serve();
+    let base = served.base.clone();
+    assert_eq!(status_of(&base, &bob), 200);
+
+    let good = std::fs::read_to_string(site.path("tokens.toml")).expect("read tokens file");
+    replace_tokens(&site, &without(&good, "bob"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        status_of(&base, &bob),
+        200,
+        "reloaded without a SIGHUP though polling is off"
+    );
+
+    let hup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
+    };
+    hup();
+    let took = wait_for_status(
+        &base,
+        &bob,
+        401,
+        "bob's token to be refused after SIGHUP",
+        Duration::from_secs(5),
+    );
+    eprintln!("SIGHUP took effect after {took:?}");
+    assert_eq!(status_of(&base, &alice), 200);
+
+    // A malformed file on SIGHUP: the last good set stays, the gateway runs on.
+    replace_tokens(&site, "[[token]\n");
+    hup();
+    let error = format!("tokens file {} line 1", site.path("tokens.toml").display());
+    wait_until("the error about the malformed file", Duration::from_secs(5), || {
+        site.log().contains(&error)
+    });
+    assert_eq!(status_of(&base, &alice), 200);
+    assert_eq!(status_of(&base, &bob), 401);
+    let mut served = served;
+    assert!(
+        served.child.try_wait().expect("wait").is_none(),
+        "SIGHUP ended the gateway"
+    );
+    served.stop();
 }

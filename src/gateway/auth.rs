@@ -2,8 +2,11 @@
 //! JWT issuers.
 //!
 //! The tokens file stores only SHA-256 hashes, so a copy of it grants
-//! nothing. JWTs are checked for signature (keys from the issuer's JWKS,
-//! asymmetric algorithms only), `iss`, `aud`, `exp` and `nbf`.
+//! nothing. `sealgate serve` re-reads it when it changes and on SIGHUP
+//! ([`Authenticator::watch`]); a file that does not load (unreadable, not
+//! TOML, a bad entry) changes nothing: the last good set stays in force.
+//! JWTs are checked for signature (keys from the issuer's JWKS, asymmetric
+//! algorithms only), `iss`, `aud`, `exp` and `nbf`.
 //!
 //! Identities cannot collide: a JWT principal is its issuer's namespace
 //! (`principal_prefix`, default `ISSUER#`) followed by the principal claim;
@@ -13,9 +16,9 @@
 //! roles claim counts only with `grant_roles = true`.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use jsonwebtoken::jwk::JwkSet;
@@ -37,7 +40,14 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    tokens: Tokens,
+    /// The static tokens in force, by hash; replaced whole on reload.
+    tokens: RwLock<Arc<Tokens>>,
+    tokens_file: Option<PathBuf>,
+    /// How often the tokens file is checked for a change; `None`: only on SIGHUP.
+    poll: Option<Duration>,
+    /// The tokens file as it was when last read, loaded or not: a change
+    /// from this is what a poll reloads on.
+    seen: Mutex<Option<Fingerprint>>,
     issuers: Vec<Issuer>,
     anonymous: Option<String>,
 }
@@ -105,8 +115,11 @@ impl Authenticator {
                 }),
             });
         }
-        let mut auth = Authenticator {
-            tokens: Tokens::new(),
+        let auth = Authenticator {
+            tokens: RwLock::new(Arc::new(Tokens::new())),
+            tokens_file: config.tokens_file.clone(),
+            poll: (config.tokens_poll_sec > 0).then(|| Duration::from_secs(config.tokens_poll_sec)),
+            seen: Mutex::new(None),
             issuers,
             anonymous,
         };
@@ -114,11 +127,8 @@ impl Authenticator {
             auth.check_local_principal(name)
                 .context("config: gateway.anonymous_principal")?;
         }
-        if let Some(path) = &config.tokens_file {
-            let text =
-                std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
-            auth.tokens = auth.parse_tokens(path, &text)?;
-        }
+        let tokens = auth.read_tokens_file()?;
+        *auth.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
         Ok(auth)
     }
 
@@ -142,7 +152,8 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthError::Invalid("authorization header is not a bearer token".into()))?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(entry) = self.tokens.get(&hash) {
+        let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(entry) = tokens.get(&hash) {
             return Ok(Principal {
                 name: entry.principal.clone(),
                 teams: entry.teams.clone(),
@@ -180,6 +191,19 @@ impl Authenticator {
             );
         }
         Ok(())
+    }
+
+    /// Reads and checks the tokens file (none configured: no tokens),
+    /// noting what it looked like first so that a change while it is read
+    /// is seen at the next poll.
+    fn read_tokens_file(&self) -> Result<Tokens> {
+        let Some(path) = &self.tokens_file else {
+            return Ok(Tokens::new());
+        };
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = fingerprint(path);
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
+        self.parse_tokens(path, &text)
     }
 
     fn parse_tokens(&self, path: &Path, text: &str) -> Result<Tokens> {
@@ -225,6 +249,143 @@ impl Authenticator {
         }
         Ok(tokens)
     }
+
+    /// Re-reads the tokens file and puts it in force; on any error the set
+    /// in force stays as it was. Returns how many tokens are now accepted.
+    pub fn reload_tokens(&self) -> Result<usize> {
+        let tokens = self.read_tokens_file()?;
+        let count = tokens.len();
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+        Ok(count)
+    }
+
+    /// [`reload_tokens`](Self::reload_tokens), logged: `trigger` says why.
+    fn reload_logged(&self, trigger: &str) {
+        let Some(path) = &self.tokens_file else {
+            tracing::info!(trigger, "no auth.tokens_file to reload");
+            return;
+        };
+        match self.reload_tokens() {
+            Ok(count) => tracing::info!(file = %path.display(), tokens = count, trigger, "tokens file reloaded"),
+            Err(e) => {
+                let kept = self.tokens.read().unwrap_or_else(PoisonError::into_inner).len();
+                tracing::error!(
+                    trigger,
+                    "{e:#}; the last good set of {kept} tokens stays in force until the file loads"
+                );
+            }
+        }
+    }
+
+    /// Reloads the tokens file if it changed since it was last read.
+    fn reload_if_changed(&self) {
+        let Some(path) = &self.tokens_file else { return };
+        let now = fingerprint(path);
+        if now != *self.seen.lock().unwrap_or_else(PoisonError::into_inner) {
+            self.reload_logged("changed");
+        }
+    }
+
+    /// Keeps the tokens file in force while the authenticator lives: it is
+    /// re-read when it changes (checked every `auth.tokens_poll_sec`) and
+    /// on SIGHUP, at once. Call within a Tokio runtime; SIGHUP is caught
+    /// from the moment this returns.
+    pub fn watch(self: &Arc<Self>) {
+        let auth = Arc::downgrade(self);
+        let poll = if self.tokens_file.is_some() { self.poll } else { None };
+        let mut hangup = Hangup::new();
+        tokio::spawn(async move {
+            let mut ticks = poll.map(|every| {
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks
+            });
+            loop {
+                let hup = tokio::select! {
+                    () = async {
+                        match &mut ticks {
+                            Some(ticks) => {
+                                ticks.tick().await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    } => false,
+                    () = hangup.next() => true,
+                };
+                let Some(auth) = auth.upgrade() else { return };
+                // File system calls, which may block (a network mount).
+                let _ = tokio::task::spawn_blocking(move || {
+                    if hup {
+                        auth.reload_logged("SIGHUP");
+                    } else {
+                        auth.reload_if_changed();
+                    }
+                })
+                .await;
+            }
+        });
+    }
+}
+
+/// SIGHUP, where there is one.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn new() -> Hangup {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!("cannot catch SIGHUP ({e}); the tokens file is reloaded only when polled")
+                })
+                .ok();
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP; never, if there are none.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            self.signal = None;
+        }
+        std::future::pending().await
+    }
+}
+
+/// What the tokens file looks like from outside: a change of any part is
+/// a change of the file (an edit in place, a file renamed over it, a
+/// symlink pointed elsewhere). `None`: it cannot be seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+    #[cfg(unix)]
+    changed: (i64, i64),
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+    Some(Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        inode: (meta.dev(), meta.ino()),
+        #[cfg(unix)]
+        changed: (meta.ctime(), meta.ctime_nsec()),
+    })
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -484,7 +645,7 @@ mod tests {
             Rig { dir, config }
         }
 
-        fn tokens_file(&self) -> std::path::PathBuf {
+        fn tokens_file(&self) -> PathBuf {
             self.dir.path().join("tokens.toml")
         }
 
@@ -589,5 +750,95 @@ mod tests {
         // Near misses are other names.
         rig.write_tokens(&[("https://a.test", &[]), ("b", &[]), ("https://a.test/alice", &[])]);
         rig.load(Some("guest")).await.expect("load");
+    }
+
+    #[tokio::test]
+    async fn a_tokens_file_that_does_not_load_keeps_the_last_good_set() {
+        let rig = Rig::new(&[]);
+        let path = rig.tokens_file().display().to_string();
+        let alice = rig.write_tokens(&[("alice", &["auditor"])]);
+        let auth = rig.load(None).await.expect("load");
+        let good = std::fs::read_to_string(rig.tokens_file()).expect("read");
+        let bob_entry = new_token("bob", &[], &["admin".to_string()]);
+        for (text, why) in [
+            (
+                format!("{good}{}[[token]\n", bob_entry.1),
+                "line 11, column 9: unclosed array table",
+            ),
+            (
+                format!("{good}{}[[token]]\nprincipal = \"eve\"\n", bob_entry.1),
+                "line 11, column 1: missing field `sha256`",
+            ),
+            (
+                format!("{good}{}{good}", bob_entry.1),
+                "line 12: principal \"alice\" has the same sha256 as the entry at line 2",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha256 = \"abc\"\n", bob_entry.1),
+                "line 8: principal \"eve\": sha256 is not hex",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha256 = \"abcd\"\n", bob_entry.1),
+                "sha256 has 2 bytes, want 32",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha = \"abcd\"\n", bob_entry.1),
+                "unknown field `sha`",
+            ),
+        ] {
+            std::fs::write(rig.tokens_file(), &text).expect("write");
+            let msg = format!("{:#}", auth.reload_tokens().expect_err(why));
+            assert!(
+                msg.contains(&format!("tokens file {path}")) && msg.contains(why),
+                "{why}: {msg}"
+            );
+            assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"), "{why}");
+            assert_eq!(who(&auth, &bob_entry.0).await, None, "{why}");
+        }
+        // A file that is gone is not an empty one: nothing changes.
+        std::fs::remove_file(rig.tokens_file()).expect("remove");
+        let msg = format!("{:#}", auth.reload_tokens().expect_err("gone"));
+        assert!(msg.contains(&format!("cannot read tokens file {path}")), "{msg}");
+        assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"));
+        // An empty one revokes every token.
+        std::fs::write(rig.tokens_file(), "").expect("write");
+        assert_eq!(auth.reload_tokens().expect("empty file"), 0);
+        assert_eq!(who(&auth, &alice[0]).await, None);
+        let bob = rig.write_tokens(&[("bob", &[])]);
+        assert_eq!(auth.reload_tokens().expect("reload"), 1);
+        assert_eq!(who(&auth, &bob[0]).await.as_deref(), Some("bob"));
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_a_changed_file_and_stops_with_the_authenticator() {
+        let mut rig = Rig::new(&[]);
+        rig.config.tokens_poll_sec = 1;
+        let alice = rig.write_tokens(&[("alice", &[])]);
+        let auth = Arc::new(rig.load(None).await.expect("load"));
+        auth.watch();
+        // An edit in place, then a file renamed over it.
+        let bob = rig.write_tokens(&[("bob", &[])]);
+        let carol = {
+            let (token, entry) = new_token("carol", &[], &[]);
+            let new = rig.dir.path().join("tokens.new");
+            std::fs::write(&new, entry).expect("write");
+            std::fs::rename(&new, rig.tokens_file()).expect("rename");
+            token
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while who(&auth, &carol).await.is_none() {
+            assert!(Instant::now() < deadline, "the changed file was not reloaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(who(&auth, &alice[0]).await, None);
+        assert_eq!(who(&auth, &bob[0]).await, None);
+        // The watcher holds it only while it reloads.
+        let weak = Arc::downgrade(&auth);
+        drop(auth);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the watcher keeps the authenticator alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
