@@ -183,18 +183,38 @@ impl Default for GatewayConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Static bearer tokens: a TOML file of `[[token]]` entries holding only
-    /// SHA-256 hashes (see `sealgate token create`).
+    /// SHA-256 hashes (see `sealgate token create`). `sealgate serve`
+    /// re-reads it when it changes and on SIGHUP.
     pub tokens_file: Option<PathBuf>,
+    /// How often `sealgate serve` checks the tokens file for a change
+    /// (inode, size, modification and change times), seconds; 0: only on
+    /// SIGHUP. Default 2.
+    pub tokens_poll_sec: u64,
     /// JWT issuers whose tokens are accepted.
     pub jwt: Vec<JwtIssuerConfig>,
     /// Authorization servers named in the protected-resource metadata
     /// (RFC 9728). Default: the JWT issuers.
     pub authorization_servers: Vec<String>,
 }
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: None,
+            tokens_poll_sec: 2,
+            jwt: Vec::new(),
+            authorization_servers: Vec::new(),
+        }
+    }
+}
+
+/// Principals starting with this are the gateway's own actors
+/// (`sealgate:config`, `sealgate:gateway`, ...): no caller can be one.
+pub const RESERVED_PRINCIPAL_PREFIX: &str = "sealgate:";
 
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
@@ -210,15 +230,81 @@ pub struct JwtIssuerConfig {
     /// Claim holding the principal. Default `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
+    /// The issuer's principals are this followed by the principal claim, so
+    /// they cannot be another issuer's nor a static token's. Default: the
+    /// issuer and `#` (see [`JwtIssuerConfig::namespace`]).
+    pub principal_prefix: Option<String>,
     /// Claim holding the teams (a string or an array of strings). Default `groups`.
     #[serde(default = "default_teams_claim")]
     pub teams_claim: String,
     /// Claim holding admin API roles. Default `roles`.
     #[serde(default = "default_roles_claim")]
     pub roles_claim: String,
+    /// Whether the roles claim grants admin API roles (`admin`, `approver`,
+    /// `auditor`). Default `false`: the claim is ignored.
+    #[serde(default)]
+    pub grant_roles: bool,
     /// Clock skew tolerated on `exp` and `nbf`, seconds. Default 30.
     #[serde(default = "default_leeway")]
     pub leeway_sec: u64,
+}
+
+impl JwtIssuerConfig {
+    /// What the issuer's principal names start with: `principal_prefix`,
+    /// else `ISSUER#`. An OIDC `sub` is unique only within its issuer, so
+    /// the default is the whole issuer, not its host (Keycloak realms and
+    /// Entra tenants share hosts); `#` ends it because an issuer identifier
+    /// has no fragment (OpenID Connect Discovery, RFC 8414), so no default
+    /// prefix is the start of another.
+    pub fn namespace(&self) -> String {
+        self.principal_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{}#", self.issuer))
+    }
+}
+
+impl AuthConfig {
+    /// Each issuer needs keys and an audience, and its principals are a
+    /// namespace of their own: no issuer's prefix may be empty, start
+    /// another's (then one name could come from both), or overlap the
+    /// gateway's own `sealgate:` actors. (Static-token principals are
+    /// checked against these prefixes when the tokens file is read.)
+    pub fn check(&self) -> Result<()> {
+        for (i, jwt) in self.jwt.iter().enumerate() {
+            let at = || format!("config: auth.jwt[{i}] (issuer {:?})", jwt.issuer);
+            if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
+                bail!("{} needs exactly one of jwks_file and jwks_url", at());
+            }
+            if jwt.audience.is_empty() {
+                bail!("{} needs at least one audience", at());
+            }
+            let prefix = jwt.namespace();
+            if prefix.is_empty() {
+                bail!(
+                    "{}: principal_prefix is empty; its principals would be indistinguishable from static-token principals and other issuers' (leave it unset for {:?})",
+                    at(),
+                    format!("{}#", jwt.issuer)
+                );
+            }
+            if prefix.starts_with(RESERVED_PRINCIPAL_PREFIX) || RESERVED_PRINCIPAL_PREFIX.starts_with(&prefix) {
+                bail!(
+                    "{}: principal_prefix {prefix:?} overlaps {RESERVED_PRINCIPAL_PREFIX:?}, the gateway's own actors",
+                    at()
+                );
+            }
+            for (j, other) in self.jwt[..i].iter().enumerate() {
+                let theirs = other.namespace();
+                if prefix.starts_with(&theirs) || theirs.starts_with(&prefix) {
+                    bail!(
+                        "{}: principal_prefix {prefix:?} overlaps {theirs:?} of auth.jwt[{j}] (issuer {:?}), so one principal could come from both; give each issuer a prefix that does not start the other's",
+                        at(),
+                        other.issuer
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_principal_claim() -> String {
@@ -460,20 +546,7 @@ impl Config {
                 }
             }
         }
-        for (i, jwt) in self.auth.jwt.iter().enumerate() {
-            if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
-                bail!(
-                    "config: auth.jwt[{i}] (issuer {:?}) needs exactly one of jwks_file and jwks_url",
-                    jwt.issuer
-                );
-            }
-            if jwt.audience.is_empty() {
-                bail!(
-                    "config: auth.jwt[{i}] (issuer {:?}) needs at least one audience",
-                    jwt.issuer
-                );
-            }
-        }
+        self.auth.check()?;
         for (i, g) in self.grants.iter().enumerate() {
             if g.principal.is_some() == g.team.is_some() {
                 bail!("config: grants[{i}] needs exactly one of principal and team");
@@ -680,5 +753,75 @@ mod tests {
         let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\nurl = \"http://x\"\n");
         let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("no command"));
         assert!(msg.contains("servers.a") && msg.contains("no command"), "{msg}");
+    }
+
+    /// `[[auth.jwt]]` tables, one per (issuer, extra lines).
+    fn issuers(list: &[(&str, &str)]) -> String {
+        list.iter()
+            .map(|(issuer, extra)| {
+                format!("[[auth.jwt]]\nissuer = {issuer:?}\naudience = [\"a\"]\njwks_file = \"k.json\"\n{extra}\n")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issuer_namespaces_default_to_the_issuer_and_must_not_overlap() {
+        // Defaults: a namespace per issuer, even on one host; roles off; polling every 2 s.
+        let (_d, path) = write(&issuers(&[
+            ("https://login.example.com/realms/a", ""),
+            ("https://login.example.com/realms/ab", ""),
+            ("https://login.example.com/realms/a/", "principal_prefix = \"a-slash:\""),
+        ]));
+        let config = load_with_env(&global(Some(path)), &[]).expect("config");
+        let namespaces: Vec<String> = config.auth.jwt.iter().map(JwtIssuerConfig::namespace).collect();
+        assert_eq!(
+            namespaces,
+            [
+                "https://login.example.com/realms/a#",
+                "https://login.example.com/realms/ab#",
+                "a-slash:"
+            ]
+        );
+        assert!(config.auth.jwt.iter().all(|j| !j.grant_roles));
+        assert_eq!(config.auth.tokens_poll_sec, 2);
+        for (list, want) in [
+            (
+                vec![
+                    ("https://a.test", "principal_prefix = \"corp:\""),
+                    ("https://b.test", "principal_prefix = \"corp:\""),
+                ],
+                "auth.jwt[1] (issuer \"https://b.test\"): principal_prefix \"corp:\" overlaps \"corp:\" of auth.jwt[0] (issuer \"https://a.test\")",
+            ),
+            (
+                vec![
+                    ("https://a.test", "principal_prefix = \"corp:eu:\""),
+                    ("https://b.test", "principal_prefix = \"corp:\""),
+                ],
+                "overlaps \"corp:eu:\" of auth.jwt[0]",
+            ),
+            (
+                vec![
+                    ("https://a.test", ""),
+                    ("https://b.test", "principal_prefix = \"https://a.test#x\""),
+                ],
+                "overlaps \"https://a.test#\"",
+            ),
+            (
+                vec![("https://a.test", "principal_prefix = \"\"")],
+                "principal_prefix is empty",
+            ),
+            (
+                vec![("https://a.test", "principal_prefix = \"sealgate:idp:\"")],
+                "the gateway's own actors",
+            ),
+            (
+                vec![("https://a.test", "principal_prefix = \"seal\"")],
+                "the gateway's own actors",
+            ),
+        ] {
+            let (_d, path) = write(&issuers(&list));
+            let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err(want));
+            assert!(msg.contains(want), "{want}: {msg}");
+        }
     }
 }

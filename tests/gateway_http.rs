@@ -699,9 +699,10 @@ fn protected_resource_metadata_follows_rfc_9728() {
     site.verify();
 }
 
-/// JWTs from a JWKS file: a valid token names its `sub` and `groups`; an
-/// expired, premature, misaddressed, foreign-issued or foreign-signed one
-/// gets a 401 for that reason and leaves nothing in the ledger.
+/// JWTs from a JWKS file: a valid token names its `sub` (in the issuer's
+/// namespace) and `groups`; an expired, premature, misaddressed,
+/// foreign-issued or foreign-signed one gets a 401 for that reason and
+/// leaves nothing in the ledger.
 #[test]
 fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
     let Some(peers) = peers() else { return };
@@ -777,7 +778,8 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(*echo_text(&report), json!("Echo: jwt"), "{report:#}");
     let events = site.events();
-    assert_every_event_names(&events, "carol", &["payments", "oncall"], "jwt");
+    // A JWT principal is in its issuer's namespace (default `ISSUER#`).
+    assert_every_event_names(&events, &format!("{ISSUER}#carol"), &["payments", "oncall"], "jwt");
     assert_echo_audited(&events);
     served.stop();
     site.verify();
@@ -819,7 +821,7 @@ fn jwts_from_a_loopback_jwks_url_are_accepted() {
     assert_eq!(*echo_text(&report), json!("Echo: url"), "{report:#}");
     let events = site.events();
     // A single string in the teams claim is one team.
-    assert_every_event_names(&events, "dave", &["platform"], "jwt");
+    assert_every_event_names(&events, &format!("{ISSUER}#dave"), &["platform"], "jwt");
     assert_echo_audited(&events);
     let other = JwtKey::generate("url-key");
     assert_rejected(&url, &other.sign(&claims(json!({}))), "InvalidSignature");

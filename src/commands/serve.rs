@@ -86,6 +86,8 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
         }
         let auth = Arc::new(Authenticator::load(&config.auth, anonymous).await?);
+        // The tokens file is re-read on change and on SIGHUP from here on.
+        auth.watch();
         bootstrap(&gateway, config, global).await?;
         let authorization_servers = if config.auth.authorization_servers.is_empty() {
             config.auth.jwt.iter().map(|j| j.issuer.clone()).collect()

@@ -2,13 +2,23 @@
 //! JWT issuers.
 //!
 //! The tokens file stores only SHA-256 hashes, so a copy of it grants
-//! nothing. JWTs are checked for signature (keys from the issuer's JWKS,
-//! asymmetric algorithms only), `iss`, `aud`, `exp` and `nbf`.
+//! nothing. `sealgate serve` re-reads it when it changes and on SIGHUP
+//! ([`Authenticator::watch`]); a file that does not load (unreadable, not
+//! TOML, a bad entry) changes nothing: the last good set stays in force.
+//! JWTs are checked for signature (keys from the issuer's JWKS, asymmetric
+//! algorithms only), `iss`, `aud`, `exp` and `nbf`.
+//!
+//! Identities cannot collide: a JWT principal is its issuer's namespace
+//! (`principal_prefix`, default `ISSUER#`) followed by the principal claim;
+//! no issuer's namespace starts another's (checked with the config), and no
+//! static-token or anonymous principal starts with an issuer's namespace or
+//! with `sealgate:`, the gateway's own actors (checked here). An issuer's
+//! roles claim counts only with `grant_roles = true`.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use jsonwebtoken::jwk::JwkSet;
@@ -16,7 +26,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthConfig, JwtIssuerConfig};
+use crate::config::{AuthConfig, JwtIssuerConfig, RESERVED_PRINCIPAL_PREFIX};
 use crate::governance::{AuthMethod, Principal};
 
 /// Why a request was not authenticated; both become 401.
@@ -30,33 +40,52 @@ pub enum AuthError {
 }
 
 pub struct Authenticator {
-    tokens: HashMap<[u8; 32], TokenEntry>,
+    /// The static tokens in force, by hash; replaced whole on reload.
+    tokens: RwLock<Arc<Tokens>>,
+    tokens_file: Option<PathBuf>,
+    /// How often the tokens file is checked for a change; `None`: only on SIGHUP.
+    poll: Option<Duration>,
+    /// The tokens file as it was when last read, loaded or not: a change
+    /// from this is what a poll reloads on.
+    seen: Mutex<Option<Fingerprint>>,
     issuers: Vec<Issuer>,
     anonymous: Option<String>,
 }
+
+type Tokens = HashMap<[u8; 32], TokenEntry>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenFile {
     #[serde(default)]
-    token: Vec<TokenEntry>,
+    token: Vec<RawTokenEntry>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A `[[token]]` as written, with where its keys are for error messages.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TokenEntry {
-    principal: String,
+struct RawTokenEntry {
+    principal: toml::Spanned<String>,
     #[serde(default)]
     teams: Vec<String>,
     /// Admin API roles (`admin`, `approver`, `auditor`).
     #[serde(default)]
     roles: Vec<String>,
     /// Hex SHA-256 of the token.
-    sha256: String,
+    sha256: toml::Spanned<String>,
+}
+
+#[derive(Clone, Debug)]
+struct TokenEntry {
+    principal: String,
+    teams: Vec<String>,
+    roles: Vec<String>,
 }
 
 struct Issuer {
     config: JwtIssuerConfig,
+    /// What its principals' names start with.
+    namespace: String,
     keys: Mutex<Keys>,
 }
 
@@ -70,32 +99,37 @@ const JWKS_REFETCH: Duration = Duration::from_secs(60);
 
 impl Authenticator {
     /// Loads the tokens file and every issuer's JWKS. Fails on a malformed
-    /// file, naming it.
+    /// file, naming it (and the line), and on a static-token or anonymous
+    /// principal in an issuer's namespace.
     pub async fn load(config: &AuthConfig, anonymous: Option<String>) -> Result<Authenticator> {
-        let mut tokens = HashMap::new();
-        if let Some(path) = &config.tokens_file {
-            for entry in read_tokens(path)? {
-                let hash = parse_hash(&entry.sha256)
-                    .with_context(|| format!("tokens file {}: principal {:?}", path.display(), entry.principal))?;
-                tokens.insert(hash, entry);
-            }
-        }
+        config.check()?;
         let mut issuers = Vec::new();
         for jwt in &config.jwt {
             let set = fetch_jwks(jwt).await?;
             issuers.push(Issuer {
                 config: jwt.clone(),
+                namespace: jwt.namespace(),
                 keys: Mutex::new(Keys {
                     set,
                     fetched: Instant::now(),
                 }),
             });
         }
-        Ok(Authenticator {
-            tokens,
+        let auth = Authenticator {
+            tokens: RwLock::new(Arc::new(Tokens::new())),
+            tokens_file: config.tokens_file.clone(),
+            poll: (config.tokens_poll_sec > 0).then(|| Duration::from_secs(config.tokens_poll_sec)),
+            seen: Mutex::new(None),
             issuers,
             anonymous,
-        })
+        };
+        if let Some(name) = &auth.anonymous {
+            auth.check_local_principal(name)
+                .context("config: gateway.anonymous_principal")?;
+        }
+        let tokens = auth.read_tokens_file()?;
+        *auth.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+        Ok(auth)
     }
 
     /// Checks an `Authorization` header value.
@@ -118,7 +152,8 @@ impl Authenticator {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| AuthError::Invalid("authorization header is not a bearer token".into()))?;
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(entry) = self.tokens.get(&hash) {
+        let tokens = self.tokens.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(entry) = tokens.get(&hash) {
             return Ok(Principal {
                 name: entry.principal.clone(),
                 teams: entry.teams.clone(),
@@ -138,6 +173,228 @@ impl Authenticator {
         }
         Err(AuthError::Invalid(last))
     }
+
+    /// A principal that is not an issuer's (a static token's, the anonymous
+    /// one) must be outside every issuer's namespace and the gateway's own.
+    fn check_local_principal(&self, name: &str) -> Result<()> {
+        if name.is_empty() {
+            bail!("the principal is empty");
+        }
+        if name.starts_with(RESERVED_PRINCIPAL_PREFIX) {
+            bail!("principal {name:?} is in the namespace {RESERVED_PRINCIPAL_PREFIX:?} of the gateway's own actors");
+        }
+        if let Some(issuer) = self.issuers.iter().find(|i| name.starts_with(&i.namespace)) {
+            bail!(
+                "principal {name:?} is in the namespace of JWT issuer {:?} (principal_prefix {:?}); a static-token principal must not start with an issuer's prefix",
+                issuer.config.issuer,
+                issuer.namespace
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the tokens file (none configured: no tokens),
+    /// noting what it looked like first so that a change while it is read
+    /// is seen at the next poll.
+    fn read_tokens_file(&self) -> Result<Tokens> {
+        let Some(path) = &self.tokens_file else {
+            return Ok(Tokens::new());
+        };
+        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = fingerprint(path);
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
+        self.parse_tokens(path, &text)
+    }
+
+    fn parse_tokens(&self, path: &Path, text: &str) -> Result<Tokens> {
+        let file: TokenFile = toml::from_str(text).map_err(|e| {
+            // toml's message may span lines (an excerpt of the file); a log line should not.
+            let message = e.message().trim().replace('\n', "; ");
+            match e.span() {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    anyhow::anyhow!("tokens file {} line {line}, column {column}: {message}", path.display())
+                }
+                None => anyhow::anyhow!("tokens file {}: {message}", path.display()),
+            }
+        })?;
+        let mut tokens = Tokens::new();
+        let mut lines: HashMap<[u8; 32], usize> = HashMap::new();
+        for raw in file.token {
+            let line = line_column(text, raw.principal.span().start).0;
+            let principal = raw.principal.into_inner();
+            self.check_local_principal(&principal)
+                .with_context(|| format!("tokens file {} line {line}", path.display()))?;
+            let hash = parse_hash(raw.sha256.get_ref()).with_context(|| {
+                format!(
+                    "tokens file {} line {}: principal {principal:?}",
+                    path.display(),
+                    line_column(text, raw.sha256.span().start).0
+                )
+            })?;
+            if let Some(first) = lines.insert(hash, line) {
+                bail!(
+                    "tokens file {} line {line}: principal {principal:?} has the same sha256 as the entry at line {first}",
+                    path.display()
+                );
+            }
+            tokens.insert(
+                hash,
+                TokenEntry {
+                    principal,
+                    teams: raw.teams,
+                    roles: raw.roles,
+                },
+            );
+        }
+        Ok(tokens)
+    }
+
+    /// Re-reads the tokens file and puts it in force; on any error the set
+    /// in force stays as it was. Returns how many tokens are now accepted.
+    pub fn reload_tokens(&self) -> Result<usize> {
+        let tokens = self.read_tokens_file()?;
+        let count = tokens.len();
+        *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
+        Ok(count)
+    }
+
+    /// [`reload_tokens`](Self::reload_tokens), logged: `trigger` says why.
+    fn reload_logged(&self, trigger: &str) {
+        let Some(path) = &self.tokens_file else {
+            tracing::info!(trigger, "no auth.tokens_file to reload");
+            return;
+        };
+        match self.reload_tokens() {
+            Ok(count) => tracing::info!(file = %path.display(), tokens = count, trigger, "tokens file reloaded"),
+            Err(e) => {
+                let kept = self.tokens.read().unwrap_or_else(PoisonError::into_inner).len();
+                tracing::error!(
+                    trigger,
+                    "{e:#}; the last good set of {kept} tokens stays in force until the file loads"
+                );
+            }
+        }
+    }
+
+    /// Reloads the tokens file if it changed since it was last read.
+    fn reload_if_changed(&self) {
+        let Some(path) = &self.tokens_file else { return };
+        let now = fingerprint(path);
+        if now != *self.seen.lock().unwrap_or_else(PoisonError::into_inner) {
+            self.reload_logged("changed");
+        }
+    }
+
+    /// Keeps the tokens file in force while the authenticator lives: it is
+    /// re-read when it changes (checked every `auth.tokens_poll_sec`) and
+    /// on SIGHUP, at once. Call within a Tokio runtime; SIGHUP is caught
+    /// from the moment this returns.
+    pub fn watch(self: &Arc<Self>) {
+        let auth = Arc::downgrade(self);
+        let poll = if self.tokens_file.is_some() { self.poll } else { None };
+        let mut hangup = Hangup::new();
+        tokio::spawn(async move {
+            let mut ticks = poll.map(|every| {
+                let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks
+            });
+            loop {
+                let hup = tokio::select! {
+                    () = async {
+                        match &mut ticks {
+                            Some(ticks) => {
+                                ticks.tick().await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    } => false,
+                    () = hangup.next() => true,
+                };
+                let Some(auth) = auth.upgrade() else { return };
+                // File system calls, which may block (a network mount).
+                let _ = tokio::task::spawn_blocking(move || {
+                    if hup {
+                        auth.reload_logged("SIGHUP");
+                    } else {
+                        auth.reload_if_changed();
+                    }
+                })
+                .await;
+            }
+        });
+    }
+}
+
+/// SIGHUP, where there is one.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn new() -> Hangup {
+        #[cfg(unix)]
+        {
+            let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!("cannot catch SIGHUP ({e}); the tokens file is reloaded only when polled")
+                })
+                .ok();
+            Hangup { signal }
+        }
+        #[cfg(not(unix))]
+        Hangup {}
+    }
+
+    /// The next SIGHUP; never, if there are none.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            if signal.recv().await.is_some() {
+                return;
+            }
+            self.signal = None;
+        }
+        std::future::pending().await
+    }
+}
+
+/// What the tokens file looks like from outside: a change of any part is
+/// a change of the file (an edit in place, a file renamed over it, a
+/// symlink pointed elsewhere). `None`: it cannot be seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+    #[cfg(unix)]
+    changed: (i64, i64),
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+    Some(Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        #[cfg(unix)]
+        inode: (meta.dev(), meta.ino()),
+        #[cfg(unix)]
+        changed: (meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
 }
 
 impl Issuer {
@@ -173,7 +430,13 @@ impl Issuer {
         validation.leeway = self.config.leeway_sec;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| format!("jwt rejected by issuer {}: {e}", self.config.issuer))?;
-        let claims = data.claims;
+        self.principal(&data.claims)
+    }
+
+    /// The principal a verified token's claims name: the issuer's
+    /// namespace and the principal claim; roles only if the issuer may
+    /// grant them.
+    fn principal(&self, claims: &serde_json::Value) -> Result<Principal, String> {
         let name = claims
             .get(&self.config.principal_claim)
             .and_then(|v| v.as_str())
@@ -189,8 +452,22 @@ impl Issuer {
             Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
             _ => Vec::new(),
         };
+        let name = format!("{}{name}", self.namespace);
+        let roles = if self.config.grant_roles {
+            roles
+        } else {
+            if !roles.is_empty() {
+                tracing::debug!(
+                    issuer = %self.config.issuer,
+                    principal = %name,
+                    ?roles,
+                    "roles claim ignored: the issuer is not configured with grant_roles = true"
+                );
+            }
+            Vec::new()
+        };
         Ok(Principal {
-            name: name.to_string(),
+            name,
             teams,
             method: AuthMethod::Jwt,
             roles,
@@ -218,12 +495,6 @@ impl Issuer {
         self.config.jwks_url.is_some()
             && self.keys.lock().unwrap_or_else(|p| p.into_inner()).fetched.elapsed() > JWKS_REFETCH
     }
-}
-
-fn read_tokens(path: &Path) -> Result<Vec<TokenEntry>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read tokens file {}", path.display()))?;
-    let file: TokenFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("tokens file {}: {e}", path.display()))?;
-    Ok(file.token)
 }
 
 fn parse_hash(hex_text: &str) -> Result<[u8; 32]> {
@@ -349,5 +620,225 @@ mod tests {
             auth.authenticate(Some("Bearer sg_nope")).await,
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    /// `[[auth.jwt]]` tables (`extra` lines each) with an empty JWKS file,
+    /// a tokens file, and the authenticator on them.
+    struct Rig {
+        dir: tempfile::TempDir,
+        config: AuthConfig,
+    }
+
+    impl Rig {
+        fn new(issuers: &[(&str, &str)]) -> Rig {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let jwks = dir.path().join("jwks.json");
+            std::fs::write(&jwks, r#"{"keys": []}"#).expect("write jwks");
+            let mut text = format!("tokens_file = {:?}\n", dir.path().join("tokens.toml"));
+            for (issuer, extra) in issuers {
+                text.push_str(&format!(
+                    "[[jwt]]\nissuer = {issuer:?}\naudience = [\"sealgate\"]\njwks_file = {jwks:?}\n{extra}\n"
+                ));
+            }
+            let config: AuthConfig = toml::from_str(&text).expect("auth config");
+            std::fs::write(dir.path().join("tokens.toml"), "").expect("write tokens file");
+            Rig { dir, config }
+        }
+
+        fn tokens_file(&self) -> PathBuf {
+            self.dir.path().join("tokens.toml")
+        }
+
+        /// Writes the tokens file: an entry per (principal, roles); the tokens.
+        fn write_tokens(&self, entries: &[(&str, &[&str])]) -> Vec<String> {
+            let mut text = String::new();
+            let mut tokens = Vec::new();
+            for (principal, roles) in entries {
+                let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+                let (token, entry) = new_token(principal, &[], &roles);
+                text.push_str(&entry);
+                tokens.push(token);
+            }
+            std::fs::write(self.tokens_file(), text).expect("write tokens file");
+            tokens
+        }
+
+        async fn load(&self, anonymous: Option<&str>) -> Result<Authenticator> {
+            Authenticator::load(&self.config, anonymous.map(str::to_string)).await
+        }
+    }
+
+    async fn who(auth: &Authenticator, token: &str) -> Option<String> {
+        auth.authenticate(Some(&format!("Bearer {token}")))
+            .await
+            .ok()
+            .map(|p| p.name)
+    }
+
+    #[tokio::test]
+    async fn jwt_principals_are_namespaced_by_their_issuer() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "principal_prefix = \"b:\"")]);
+        let alice = rig.write_tokens(&[("alice", &[])]);
+        let auth = rig.load(None).await.expect("load");
+        let claims = serde_json::json!({"sub": "alice", "groups": ["eng"]});
+        let from_a = auth.issuers[0].principal(&claims).expect("a");
+        let from_b = auth.issuers[1].principal(&claims).expect("b");
+        assert_eq!(from_a.name, "https://a.test#alice");
+        assert_eq!(from_b.name, "b:alice");
+        assert_eq!(
+            (from_a.method, from_a.teams.as_slice()),
+            (AuthMethod::Jwt, &["eng".to_string()][..])
+        );
+        assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"));
+        // Whatever the claim, the name stays in the issuer's namespace.
+        let sneaky = serde_json::json!({"sub": "#alice"});
+        assert_eq!(
+            auth.issuers[0].principal(&sneaky).expect("a").name,
+            "https://a.test##alice"
+        );
+        assert!(auth.issuers[0].principal(&serde_json::json!({"sub": ""})).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_roles_claim_counts_only_for_an_issuer_that_grants_roles() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "grant_roles = true")]);
+        let auth = rig.load(None).await.expect("load");
+        for roles in [serde_json::json!(["admin"]), serde_json::json!("admin")] {
+            let claims = serde_json::json!({"sub": "root", "roles": roles});
+            assert_eq!(
+                auth.issuers[0].principal(&claims).expect("a").roles,
+                Vec::<String>::new()
+            );
+            assert_eq!(
+                auth.issuers[1].principal(&claims).expect("b").roles,
+                vec!["admin".to_string()]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn local_principals_in_an_issuers_namespace_are_refused_naming_file_and_line() {
+        let rig = Rig::new(&[("https://a.test", ""), ("https://b.test", "principal_prefix = \"b:\"")]);
+        let path = rig.tokens_file().display().to_string();
+        for (principal, why) in [
+            ("https://a.test#alice", "namespace of JWT issuer \"https://a.test\""),
+            ("b:alice", "namespace of JWT issuer \"https://b.test\""),
+            ("sealgate:config", "the gateway's own actors"),
+            ("", "empty"),
+        ] {
+            rig.write_tokens(&[("bob", &[]), (principal, &[])]);
+            let line = std::fs::read_to_string(rig.tokens_file())
+                .expect("read")
+                .lines()
+                .position(|l| l == format!("principal = {principal:?}"))
+                .expect("the entry's line")
+                + 1;
+            let msg = format!("{:#}", rig.load(None).await.err().expect("refused"));
+            assert!(
+                msg.contains(&format!("tokens file {path} line {line}")) && msg.contains(why),
+                "{principal:?}: {msg}"
+            );
+        }
+        rig.write_tokens(&[("alice", &[])]);
+        for (anonymous, why) in [("b:guest", "https://b.test"), ("sealgate:gateway", "own actors")] {
+            let msg = format!("{:#}", rig.load(Some(anonymous)).await.err().expect("refused"));
+            assert!(
+                msg.contains("gateway.anonymous_principal") && msg.contains(why),
+                "{msg}"
+            );
+        }
+        // Near misses are other names.
+        rig.write_tokens(&[("https://a.test", &[]), ("b", &[]), ("https://a.test/alice", &[])]);
+        rig.load(Some("guest")).await.expect("load");
+    }
+
+    #[tokio::test]
+    async fn a_tokens_file_that_does_not_load_keeps_the_last_good_set() {
+        let rig = Rig::new(&[]);
+        let path = rig.tokens_file().display().to_string();
+        let alice = rig.write_tokens(&[("alice", &["auditor"])]);
+        let auth = rig.load(None).await.expect("load");
+        let good = std::fs::read_to_string(rig.tokens_file()).expect("read");
+        let bob_entry = new_token("bob", &[], &["admin".to_string()]);
+        for (text, why) in [
+            (
+                format!("{good}{}[[token]\n", bob_entry.1),
+                "line 11, column 9: unclosed array table",
+            ),
+            (
+                format!("{good}{}[[token]]\nprincipal = \"eve\"\n", bob_entry.1),
+                "line 11, column 1: missing field `sha256`",
+            ),
+            (
+                format!("{good}{}{good}", bob_entry.1),
+                "line 12: principal \"alice\" has the same sha256 as the entry at line 2",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha256 = \"abc\"\n", bob_entry.1),
+                "line 8: principal \"eve\": sha256 is not hex",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha256 = \"abcd\"\n", bob_entry.1),
+                "sha256 has 2 bytes, want 32",
+            ),
+            (
+                format!("{}[[token]]\nprincipal = \"eve\"\nsha = \"abcd\"\n", bob_entry.1),
+                "unknown field `sha`",
+            ),
+        ] {
+            std::fs::write(rig.tokens_file(), &text).expect("write");
+            let msg = format!("{:#}", auth.reload_tokens().expect_err(why));
+            assert!(
+                msg.contains(&format!("tokens file {path}")) && msg.contains(why),
+                "{why}: {msg}"
+            );
+            assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"), "{why}");
+            assert_eq!(who(&auth, &bob_entry.0).await, None, "{why}");
+        }
+        // A file that is gone is not an empty one: nothing changes.
+        std::fs::remove_file(rig.tokens_file()).expect("remove");
+        let msg = format!("{:#}", auth.reload_tokens().expect_err("gone"));
+        assert!(msg.contains(&format!("cannot read tokens file {path}")), "{msg}");
+        assert_eq!(who(&auth, &alice[0]).await.as_deref(), Some("alice"));
+        // An empty one revokes every token.
+        std::fs::write(rig.tokens_file(), "").expect("write");
+        assert_eq!(auth.reload_tokens().expect("empty file"), 0);
+        assert_eq!(who(&auth, &alice[0]).await, None);
+        let bob = rig.write_tokens(&[("bob", &[])]);
+        assert_eq!(auth.reload_tokens().expect("reload"), 1);
+        assert_eq!(who(&auth, &bob[0]).await.as_deref(), Some("bob"));
+    }
+
+    #[tokio::test]
+    async fn the_watcher_reloads_a_changed_file_and_stops_with_the_authenticator() {
+        let mut rig = Rig::new(&[]);
+        rig.config.tokens_poll_sec = 1;
+        let alice = rig.write_tokens(&[("alice", &[])]);
+        let auth = Arc::new(rig.load(None).await.expect("load"));
+        auth.watch();
+        // An edit in place, then a file renamed over it.
+        let bob = rig.write_tokens(&[("bob", &[])]);
+        let carol = {
+            let (token, entry) = new_token("carol", &[], &[]);
+            let new = rig.dir.path().join("tokens.new");
+            std::fs::write(&new, entry).expect("write");
+            std::fs::rename(&new, rig.tokens_file()).expect("rename");
+            token
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while who(&auth, &carol).await.is_none() {
+            assert!(Instant::now() < deadline, "the changed file was not reloaded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(who(&auth, &alice[0]).await, None);
+        assert_eq!(who(&auth, &bob[0]).await, None);
+        // The watcher holds it only while it reloads.
+        let weak = Arc::downgrade(&auth);
+        drop(auth);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while weak.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the watcher keeps the authenticator alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
