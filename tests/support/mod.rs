@@ -359,9 +359,10 @@ pub fn body<'a>(e: &'a Value, key: &str) -> &'a Value {
 }
 
 /// Every audited request has exactly one decision and, unless denied, one
-/// outcome answering it, in that order, and every gateway event names a
-/// principal. Returns the (request, decision, outcome) triples of the calls
-/// that ran.
+/// outcome answering it, in that order (a session's `initialize` ends in
+/// `session.opened`), and every gateway event names a principal. Returns
+/// the (request, decision, outcome) triples of the calls that ran (not the
+/// sessions opened).
 pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
     let mut calls = Vec::new();
     for e in events {
@@ -400,7 +401,10 @@ pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
         }
         assert_eq!(outcomes.len(), 1, "request {} has {} outcomes", seq(e), outcomes.len());
         assert!(seq(e) < seq(&decisions[0]) && seq(&decisions[0]) < seq(&outcomes[0]));
-        calls.push((e.clone(), decisions[0].clone(), outcomes[0].clone()));
+        // Opening a session is checked above, but is no call.
+        if body(e, "mcp.method.name") != "initialize" {
+            calls.push((e.clone(), decisions[0].clone(), outcomes[0].clone()));
+        }
     }
     calls
 }
