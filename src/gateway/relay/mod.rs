@@ -580,6 +580,12 @@ impl Session {
     /// Records a message the gateway does not relay (up to
     /// [`MAX_REFUSALS_RECORDED`] per session).
     async fn record_refusal(&self, refused: Refused<'_>) {
+        // A reason may quote what was sent (a type error names the value).
+        let reason = safety::redact_text_for_log(refused.reason);
+        let refused = Refused {
+            reason: &reason,
+            ..refused
+        };
         tracing::info!(
             server = %self.server.name,
             session = %self.id,
