@@ -700,11 +700,13 @@ fn upstream_children_die_with_the_gateway() {
         let _b = HttpSession::open(&gw.url("up"), &alice, json!({}));
         let kids = children(pid);
         assert_eq!(kids.len(), 2, "{kids:?}");
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let signal_number = if signal == "KILL" {
+            rustix::process::Signal::KILL
+        } else {
+            rustix::process::Signal::TERM
+        };
+        let target = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+        rustix::process::kill_process(target, signal_number).expect("kill");
         let mut gw = gw;
         let exited = gw.child.wait().expect("wait");
         if signal == "TERM" {
@@ -781,5 +783,93 @@ fn an_upstream_cannot_smuggle_messages_to_the_client() {
         .find(|e| kind(e) == "execution.failed" && e["subject"]["tool"] == "dup_answer")
         .expect("the forged answer is recorded as a failed call");
     assert_eq!(body(failed, "outcome"), "error");
+    site.verify();
+}
+
+/// stdio children are capped; a session ended gives its place back.
+#[test]
+fn upstream_processes_are_capped() {
+    let Some(peers) = peers() else { return };
+    let site = site(
+        "max_upstream_processes = 1\n",
+        &scripted(&peers, "up", &[], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let first = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let refused = HttpSession::try_open(&gw.url("up"), &alice, json!({}))
+        .err()
+        .expect("capped");
+    assert_eq!(refused.0, 502, "{refused:?}");
+    assert!(
+        refused.1.contains("-32052") && refused.1.contains("max_upstream_processes"),
+        "{refused:?}"
+    );
+    let auth = format!("Bearer {alice}");
+    let ended = exchange(
+        "DELETE",
+        &first.url,
+        &[("Authorization", &auth), ("Mcp-Session-Id", &first.id)],
+        b"",
+    );
+    assert_eq!(ended.status, 200);
+    wait_until("a place for a new session", TIMEOUT, || {
+        HttpSession::try_open(&gw.url("up"), &alice, json!({})).is_ok()
+    });
+    gw.stop();
+    let events = site.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| kind(e) == "session.opened" && body(e, "outcome") == "unavailable"),
+        "the refused start is recorded"
+    );
+    site.verify();
+}
+
+/// A custom method is relayed only when the server's config allows it, and
+/// then recorded like a call.
+#[test]
+fn an_allowed_custom_method_is_gated_and_recorded() {
+    let Some(peers) = peers() else { return };
+    let site = site(
+        "",
+        &scripted(&peers, "up", &[], "allow_methods = [\"acme/search\"]\n"),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let allowed = s.request(1, "acme/search", json!({"q": "needle"}));
+    // The scripted upstream implements no custom method: its own error.
+    assert_eq!(allowed["error"]["code"], -32601, "{allowed}");
+    assert!(
+        allowed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("acme/search")),
+        "{allowed}"
+    );
+    let refused = s.request(2, "acme/other", json!({"q": "needle"}));
+    assert_eq!(refused["error"]["code"], -32601, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allow_methods")),
+        "{refused}"
+    );
+    gw.stop();
+    let got = received(&site, "up");
+    assert!(got.iter().any(|l| l.contains("acme/search")), "{got:#?}");
+    assert!(!got.iter().any(|l| l.contains("acme/other")), "{got:#?}");
+    let events = site.events();
+    let calls = audited_calls(&events);
+    let (request, decision, outcome) = find_call(&calls, "acme/search", None);
+    assert_eq!(kind(request), "mcp.requested");
+    assert_eq!(request["body"]["arguments"]["json"], r#"{"q":"needle"}"#);
+    assert_eq!(body(decision, "decision"), "ALLOW");
+    assert_eq!(body(decision, "gate"), "grant");
+    assert_eq!(body(outcome, "outcome"), "error");
+    assert_eq!(refused_events(&events).len(), 1);
     site.verify();
 }

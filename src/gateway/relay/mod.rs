@@ -366,28 +366,22 @@ impl Session {
             },
             ledger::Timestamp::now(),
         );
-        let slot = if ruling.verdict == Verdict::Allow {
-            match core.sessions.reserve(&principal.name) {
-                Ok(slot) => Some(slot),
-                Err(reason) => {
-                    ruling.verdict = Verdict::Deny;
-                    ruling.reason = reason;
-                    None
-                }
-            }
-        } else {
-            None
+        // A caller the gates let in may still find the session caps full:
+        // refused the same way (and recorded), with its own code.
+        let mut code = codes::DENIED;
+        let slot = match ruling.verdict {
+            Verdict::Allow => core.sessions.reserve(&principal.name).map_err(|reason| {
+                ruling.verdict = Verdict::Deny;
+                ruling.reason = reason;
+                code = codes::LIMIT_REACHED;
+            }),
+            _ => Err(()),
         };
         audit
             .append(audit.decision(&scope, &call, &requested, &ruling))
             .await
             .map_err(|e| audit_refused(&name, &e))?;
-        let Some(slot) = slot else {
-            let code = if ruling.gate == crate::governance::Gate::Grant && ruling.grant.is_some() {
-                codes::LIMIT_REACHED
-            } else {
-                codes::DENIED
-            };
+        let Ok(slot) = slot else {
             return Err(admission::denied(
                 code,
                 "DENY",
