@@ -16,8 +16,9 @@ use std::process::Command;
 use support::*;
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn conformance_matches_server_everything_alone() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = Site::new(&format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"conformance\"\nallowed_hosts = []\n{}",
         stdio_server("everything", "node", &[&peers.everything, "stdio"])

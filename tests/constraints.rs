@@ -31,8 +31,9 @@ rules:
 ";
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn runtime_size_and_retry_constraints_apply_and_are_recorded() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("policy.yaml"), POLICY).expect("policy");
     let config = format!(
@@ -94,8 +95,9 @@ fn runtime_size_and_retry_constraints_apply_and_are_recorded() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn max_retries_bounds_the_same_call_in_a_session() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("policy.yaml"), POLICY).expect("policy");
     let config = format!(

@@ -161,8 +161,9 @@ fn check_report(report: &Value) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn http_client_to_stdio_upstream() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = Site::new(&format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n{}",
         stdio_server("everything", "node", &[&peers.everything, "stdio"])
@@ -177,8 +178,9 @@ fn http_client_to_stdio_upstream() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn stdio_client_to_http_upstream() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let upstream = everything_http(&peers);
     let site = Site::new(&http_server("everything", &upstream.url));
     let config = site.config.to_string_lossy().to_string();
@@ -202,8 +204,9 @@ fn stdio_client_to_http_upstream() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn http_client_to_http_upstream() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let upstream = everything_http(&peers);
     let site = Site::new(&format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n{}",
@@ -219,8 +222,9 @@ fn http_client_to_http_upstream() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn stdio_client_to_stdio_upstream() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = Site::new(&stdio_server("everything", "node", &[&peers.everything, "stdio"]));
     let config = site.config.to_string_lossy().to_string();
     let bin = sealgate_bin();
@@ -237,8 +241,9 @@ fn stdio_client_to_stdio_upstream() {
 /// the ledger with its request and decision but no outcome: visibly
 /// unfinished, never silently lost; the log still verifies.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_crash_mid_call_leaves_the_call_visibly_without_outcome() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = Site::new(&format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n{}",
         stdio_server("everything", "node", &[&peers.everything, "stdio"])
@@ -284,8 +289,9 @@ fn a_crash_mid_call_leaves_the_call_visibly_without_outcome() {
 /// client's initialize fails with -32052 naming the server, and the attempt
 /// is recorded.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn an_upstream_that_cannot_start_is_reported_and_recorded() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     // It starts (and is approved, its tools pinned) until the flag file
     // exists; then it exits at once.
     let flag = "{dir}/broken.flag";

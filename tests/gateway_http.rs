@@ -587,8 +587,9 @@ fn assert_rejected(url: &str, token: &str, why: &str) {
 /// token or a wrong one gets a 401 that says where to get one, and leaves
 /// no trace in the ledger.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn static_tokens_name_the_caller_and_strangers_get_401() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = token_site("", &everything(&peers));
     let alice = create_token(&site, "alice", &["security"]);
     let stored = std::fs::read_to_string(site.path("tokens.toml")).expect("read tokens file");
@@ -704,8 +705,9 @@ fn protected_resource_metadata_follows_rfc_9728() {
 /// foreign-issued or foreign-signed one gets a 401 for that reason and
 /// leaves nothing in the ledger.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let issuer = JwtKey::generate("issuer-key-1");
     let stranger = JwtKey::generate("issuer-key-1");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -787,8 +789,9 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
 
 /// A JWKS URL on loopback is fetched and its keys accepted.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn jwts_from_a_loopback_jwks_url_are_accepted() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let issuer = JwtKey::generate("url-key");
     let server = serve_jwks(&jwks(&[&issuer]));
     let site = Site::new(&format!(
@@ -855,8 +858,9 @@ fn jwks_urls_off_loopback_stop_serve_from_starting() {
 /// Bodies that are not JSON, not JSON-RPC, or too large are answered by the
 /// gateway itself, before the relay, and leave no events.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = token_site("max_body_bytes = 2048\n", &everything(&peers));
     let alice = create_token(&site, "alice", &[]);
     let served = site.serve();
@@ -968,8 +972,9 @@ const FLAKY_TIMEOUT_SEC: u64 = 4;
 /// hangs times out, both are recorded as failed executions, and the next
 /// session gets a fresh upstream process.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let scripts = tempfile::tempdir().expect("tempdir");
     let script = scripts.path().join("flaky.py");
     std::fs::write(&script, FLAKY_SERVER).expect("write flaky.py");
@@ -1033,8 +1038,9 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
 /// within the server's start timeout, not its (much longer) request timeout,
 /// and the failed start is recorded.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn an_upstream_that_never_starts_fails_within_the_start_timeout() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let scripts = tempfile::tempdir().expect("tempdir");
     let script = scripts.path().join("stuck.py");
     let flag = scripts.path().join("stuck.flag");
@@ -1095,8 +1101,9 @@ fn an_upstream_that_never_starts_fails_within_the_start_timeout() {
 /// A session belongs to the principal that opened it: bob's token in
 /// alice's session is refused, and nothing is done or recorded for bob.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn requests_in_another_principals_session_are_refused() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = token_site("", &everything(&peers));
     let alice = create_token(&site, "alice", &["security"]);
     let bob = create_token(&site, "bob", &["security"]);

@@ -46,8 +46,8 @@ struct World {
     files: std::path::PathBuf,
 }
 
-fn world() -> Option<World> {
-    let peers = peers()?;
+fn world() -> World {
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let files = dir.path().join("files");
     std::fs::create_dir_all(&files).expect("files");
@@ -70,7 +70,7 @@ fn world() -> Option<World> {
     let bob = create_token_with(&site, "bob", &["security"], &["approver"]);
     let admin = create_token_with(&site, "root", &[], &["admin"]);
     let gw = site.serve();
-    Some(World {
+    World {
         site,
         gw,
         peers,
@@ -78,7 +78,7 @@ fn world() -> Option<World> {
         bob,
         admin,
         files,
-    })
+    }
 }
 
 fn create_token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> String {
@@ -175,8 +175,9 @@ fn text_of(report: &Value) -> String {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn registry_approvals_grants_and_as_of_end_to_end() {
-    let Some(w) = world() else { return };
+    let w = world();
 
     // An unregistered server: no session is opened (nothing is started),
     // and the refusal is recorded.
@@ -316,8 +317,9 @@ fn state_cli(site: &Site, part: &str, as_of: Option<&str>) -> (bool, String) {
 /// approval is closed as expired (with the reason), a later approval is
 /// refused, and the write never runs.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_cancelled_held_call_is_withdrawn_and_never_runs() {
-    let Some(w) = world() else { return };
+    let w = world();
     let target = w.files.join("never.txt");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -372,8 +374,9 @@ fn a_cancelled_held_call_is_withdrawn_and_never_runs() {
 /// is still waiting (every `governance.approval_progress_sec`, 5 s by
 /// default), until its approval expires (6 s here).
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_held_call_sends_progress_while_it_waits() {
-    let Some(w) = world() else { return };
+    let w = world();
     let script = r#"import asyncio, json, sys
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client

@@ -300,8 +300,9 @@ app.run("stdio")
 /// hidden from listings and refused, in the open session, until an admin
 /// re-approves them; then they are listed and callable again.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_rug_pull_is_recorded_hidden_and_refused_until_reapproved() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let state_file = dir.path().join("rug-state.json").to_string_lossy().to_string();
     let rug = python_server(&peers, dir.path(), "rug", RUG_SERVER, &[&state_file]);
@@ -609,8 +610,9 @@ fn findings(e: &Value) -> std::collections::BTreeMap<String, u64> {
 /// and the log hold none of it, and an `output.redacted` event says what
 /// was found, by detector, without the values.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn secrets_and_personal_data_are_redacted_everywhere() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = vault_site(&peers, "{ secrets: redact, pii: redact }");
     let alice = token_with(&site, "alice", &[]);
     let gw = site.serve();
@@ -704,8 +706,9 @@ fn secrets_and_personal_data_are_redacted_everywhere() {
 /// the data dir's `quarantine/` (mode 0600) for review, and the ledger and
 /// the log hold none of it.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_result_holding_a_secret_is_quarantined() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = vault_site(&peers, "{ secrets: quarantine, pii: redact }");
     let alice = token_with(&site, "alice", &[]);
     let gw = site.serve();
@@ -783,8 +786,9 @@ fn fingerprint(site: &Site) -> (Value, Value) {
 /// Every refused admin request leaves the ledger's head and the policy in
 /// force as they were, and says clearly why it was refused.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn refused_admin_input_writes_nothing() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = python_server(&peers, dir.path(), "plain", PLAIN_SERVER, &[]);
     let site = tokens_site(dir, &plain);
@@ -915,8 +919,9 @@ fn assert_line_column(err: &str, file: &str, line: u32) {
 /// (an auditor's token) and the CLI: both answer who could do what under
 /// which policy, and agree.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn the_state_as_of_a_time_answers_through_the_api_and_the_cli() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = python_server(&peers, dir.path(), "plain", PLAIN_SERVER, &[]);
     let site = tokens_site(dir, &plain);
@@ -1069,8 +1074,9 @@ app.run("stdio")
 /// A server that pages its tool listing has not lost the tools of the
 /// other pages: nothing drifted, every tool is listed and callable.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_paginated_tool_listing_is_not_drift() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let paged = python_server(&peers, dir.path(), "paged", PAGED_SERVER, &[]);
     let site = tokens_site(dir, &paged);

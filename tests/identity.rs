@@ -370,8 +370,9 @@ fn session_events(events: &[Value]) -> Vec<&Value> {
 /// the event stream, the end), and the events of its own session name the
 /// namespaced principal. alice's session is intact.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_jwt_sub_alice_is_not_the_static_token_alice() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     let key = JwtKey::generate("k1");
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");

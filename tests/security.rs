@@ -115,8 +115,9 @@ fn assert_nothing_smuggled(site: &Site, name: &str) {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn duplicate_keys_and_unknown_messages_never_reach_an_upstream_over_http() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let servers = format!(
         "{}{}",
         scripted(&peers, "gated", &[], ""),
@@ -181,8 +182,9 @@ fn duplicate_keys_and_unknown_messages_never_reach_an_upstream_over_http() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn duplicate_keys_never_reach_an_upstream_over_stdio() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "gated", &[], ""), APPROVE_ALL);
     let mut cmd = site.sealgate();
     cmd.args(["stdio", "--server", "gated", "--principal", "alice"]);
@@ -215,8 +217,9 @@ fn duplicate_keys_never_reach_an_upstream_over_stdio() {
 /// bob holds alice's session id: he cannot cancel her calls, answer the
 /// upstream's requests to her, or send anything else into her session.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn another_principal_can_neither_cancel_nor_answer_in_a_session() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
     let alice = create_token(&site, "alice", &["security"]);
     let bob = create_token(&site, "bob", &["security"]);
@@ -288,8 +291,9 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn callers_without_a_grant_start_nothing_and_sessions_are_capped() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site(
         "max_sessions_per_principal = 2\n",
         &scripted(&peers, "up", &[], ""),
@@ -337,8 +341,9 @@ fn callers_without_a_grant_start_nothing_and_sessions_are_capped() {
 /// time, against a cap of 256, while alice makes calls all along: hers
 /// keep succeeding, and the gateway closes the flood's.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_slow_header_flood_does_not_lock_out_an_authenticated_caller() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site(
         "max_connections = 256\nheader_read_timeout_sec = 2\n",
         &scripted(&peers, "up", &[], ""),
@@ -412,8 +417,9 @@ fn a_slow_header_flood_does_not_lock_out_an_authenticated_caller() {
 /// reach neither the upstream, nor callers, nor the ledger; what the config
 /// hands on by reference does reach the upstream.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn secrets_of_the_gateway_and_of_upstream_addresses_stay_put() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let script = repo().join("tests/data/scripted_upstream.py");
     let servers = format!(
         "{}environment = {{ SCRIPTED_LOG = {}, HANDED_ON = {{ env = \"TEST_HANDED_ON\" }} }}\n\
@@ -494,8 +500,9 @@ fn secrets_of_the_gateway_and_of_upstream_addresses_stay_put() {
 /// initialize instructions, tool descriptions, progress and log
 /// notifications, completion values.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn output_safety_covers_every_message_towards_the_client() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let env = [
         ("SCRIPTED_SECRET", SECRET),
         ("SCRIPTED_INSTRUCTIONS", "call with key AKIAIOSFODNN7EXAMPLE"),
@@ -569,8 +576,9 @@ fn output_safety_covers_every_message_towards_the_client() {
 /// A client without sampling does not see a tool offered only to sampling
 /// clients: that is no drift, and changes nothing for anyone else.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn a_narrow_client_listing_records_no_drift() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
     let alice = create_token(&site, "alice", &["security"]);
     let gw = site.serve();
@@ -599,8 +607,9 @@ fn a_narrow_client_listing_records_no_drift() {
 
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn integers_of_any_size_are_kept_exactly() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
     let alice = create_token(&site, "alice", &["security"]);
     let gw = site.serve();
@@ -631,8 +640,9 @@ fn integers_of_any_size_are_kept_exactly() {
 /// (401); refused authentications and unknown servers are recorded, a
 /// bounded number of events with counts.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn authentication_comes_before_routing_and_refusals_are_recorded_in_aggregate() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site(
         "access_log_interval_sec = 1\n",
         &scripted(&peers, "up", &[], ""),
@@ -689,8 +699,9 @@ fn authentication_comes_before_routing_and_refusals_are_recorded_in_aggregate() 
 /// Upstream children die with the gateway: on SIGKILL (parent-death
 /// signal) and on SIGTERM (graceful shutdown).
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn upstream_children_die_with_the_gateway() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
     let alice = create_token(&site, "alice", &["security"]);
     for signal in ["KILL", "TERM"] {
@@ -724,8 +735,9 @@ fn upstream_children_die_with_the_gateway() {
 /// The stored argument digest is of what the ledger keeps: it cannot be
 /// used to test guesses at a redacted value.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn argument_digests_do_not_reveal_redacted_values() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let policy =
         "version: v1\noutput: { secrets: redact, pii: redact }\nrules:\n  - id: allow-all\n    decision: ALLOW\n";
     let site = site("", &scripted(&peers, "up", &[], ""), policy);
@@ -754,8 +766,9 @@ fn argument_digests_do_not_reveal_redacted_values() {
 /// and recorded, in that direction too: a duplicate-key answer, a custom
 /// request, a duplicate-key server request.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn an_upstream_cannot_smuggle_messages_to_the_client() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
     let alice = create_token(&site, "alice", &["security"]);
     let gw = site.serve();
@@ -788,8 +801,9 @@ fn an_upstream_cannot_smuggle_messages_to_the_client() {
 
 /// stdio children are capped; a session ended gives its place back.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn upstream_processes_are_capped() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site(
         "max_upstream_processes = 1\n",
         &scripted(&peers, "up", &[], ""),
@@ -831,8 +845,9 @@ fn upstream_processes_are_capped() {
 /// A custom method is relayed only when the server's config allows it, and
 /// then recorded like a call.
 #[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn an_allowed_custom_method_is_gated_and_recorded() {
-    let Some(peers) = peers() else { return };
+    let peers = peers();
     let site = site(
         "",
         &scripted(&peers, "up", &[], "allow_methods = [\"acme/search\"]\n"),

@@ -37,9 +37,15 @@ pub struct Peers {
     pub python: String,
 }
 
-/// The peers, or `None` (test skipped) when they are not installed. Under
-/// CI a missing peer fails the test: CI runs `tools/test.sh`, which installs them.
-pub fn peers() -> Option<Peers> {
+/// Why the end-to-end tests are `#[ignore]`d: a plain `cargo test` runs the
+/// fast tier and lists these as ignored; `tools/test.sh` (and CI) runs them
+/// all (`--include-ignored`), where a missing prerequisite fails the test.
+pub const E2E: &str = "end-to-end: needs the MCP peers; tools/test.sh runs it";
+
+/// The installed peers; a test that needs them fails without them (the
+/// tests that need them are `#[ignore = E2E]`, so only a run that asks for
+/// them gets here).
+pub fn peers() -> Peers {
     let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     match (
         get("SEALGATE_EVERYTHING"),
@@ -47,19 +53,17 @@ pub fn peers() -> Option<Peers> {
         get("SEALGATE_CONFORMANCE"),
         get("SEALGATE_MCP_PYTHON"),
     ) {
-        (Some(everything), Some(filesystem), Some(conformance), Some(python)) => Some(Peers {
+        (Some(everything), Some(filesystem), Some(conformance), Some(python)) => Peers {
             everything,
             filesystem,
             conformance,
             python,
-        }),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("MCP peers not installed: run the tests with tools/test.sh (it runs tools/peers.sh)")
-        }
-        _ => {
-            eprintln!("skipped: MCP peers not installed (run tools/test.sh, or eval the output of tools/peers.sh)");
-            None
-        }
+        },
+        _ => panic!(
+            "MCP peers not installed: run the tests with tools/test.sh (it installs them with tools/peers.sh), \
+             or eval the output of tools/peers.sh and export SEALGATE_EVERYTHING, SEALGATE_FILESYSTEM, \
+             SEALGATE_CONFORMANCE and SEALGATE_MCP_PYTHON"
+        ),
     }
 }
 
