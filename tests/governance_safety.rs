@@ -387,6 +387,13 @@ fn a_rug_pull_is_recorded_hidden_and_refused_until_reapproved() {
         .expect("a tools.drifted event naming lookup under changed");
     assert_eq!(changed["subject"]["server"], "rug", "{changed}");
     assert_eq!(changed["actor"]["principal"], "sealgate:gateway", "{changed}");
+    // Confirmed by the gateway's own listing, naming whose traffic showed it.
+    assert_eq!(body(changed, "revealed_by")["principal"], "alice", "{changed}");
+    assert_eq!(
+        body(changed, "revealed_by")["session"],
+        changed["actor"]["session"],
+        "{changed}"
+    );
     let new_hash = body(changed, "changed")["lookup"].as_str().expect("hash").to_string();
     let added = drifts
         .iter()

@@ -558,12 +558,16 @@ fn output_safety_covers_every_message_towards_the_client() {
     );
     assert!(completed.get("result").is_some(), "{completed}");
     seen.push_str(&completed.to_string());
+    // The upstream's error holds the secret.
+    let failed = s.request(4, "tools/call", json!({"name": "fail", "arguments": {}}));
+    assert_eq!(failed["error"]["code"], -32000, "{failed}");
+    seen.push_str(&failed.to_string());
     gw.stop();
 
     assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
     assert!(
-        seen.matches("[REDACTED:aws_access_key_id]").count() >= 5,
-        "expected redactions in instructions, description, progress, log and completion: {seen}"
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 6,
+        "expected redactions in instructions, description, progress, log, completion and error: {seen}"
     );
     let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
     assert!(

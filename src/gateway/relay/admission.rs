@@ -670,7 +670,7 @@ impl Session {
             .and_then(Json::as_str)
             .map(str::to_string);
         let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
-        let mut result = self.answer(forwarded)?;
+        let mut result = self.answer_outward(forwarded, method).await?;
         let key = listing_key(method);
         let name_field = match method {
             "tools/list" | "prompts/list" => "name",

@@ -703,7 +703,7 @@ impl Session {
             }
             Class::Ping => {
                 let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
-                self.answer(forwarded)
+                self.answer_outward(forwarded, method).await
             }
             Class::Listing => self.listed(id, method, params, cancel).await,
             Class::Call | Class::Gated => {
@@ -926,6 +926,29 @@ impl Session {
                 code::INTERNAL_ERROR,
                 format!("sealgate refused the upstream's answer: {message}"),
             )),
+        }
+    }
+
+    /// [`Self::answer`] for an answer going to the client: the upstream's
+    /// error passes output safety like any other message of its.
+    pub(super) async fn answer_outward(&self, forwarded: Forwarded, what: &str) -> Result<Json, RpcError> {
+        match forwarded {
+            Forwarded::PeerError(e) => {
+                let checked = self.outward_checked(e.to_json(), what).await;
+                let text = |v: &Json, k: &str| v.get(k).and_then(Json::as_str).map(str::to_string);
+                Err(match checked {
+                    Some(v) => RpcError {
+                        code: e.code,
+                        message: text(&v, "message").unwrap_or_default(),
+                        data: v.get("data").cloned(),
+                    },
+                    None => rpc(
+                        e.code,
+                        "[withheld: the upstream's error holds data the policy quarantines]",
+                    ),
+                })
+            }
+            other => self.answer(other),
         }
     }
 
