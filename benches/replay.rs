@@ -8,57 +8,15 @@
 //!
 //! `cargo bench --bench replay` builds a log of 1 million events;
 //! `SEALGATE_BENCH_EVENTS=10000000 cargo bench --bench replay` the full
-//! size (building it takes minutes). The fold is a stand-in with the shape
-//! of the governance state (a map of grants changed by 1 event in 100; the
-//! others only dispatched on their kind), since that state lives in the
-//! binary crate; replay cost is dominated by reading, decoding and checking
-//! records, which is the ledger's.
+//! size (building it takes minutes). The fold is the gateway's own
+//! governance state (`GovState`, the registry, grants, policy and
+//! approvals); 1 event in 100 issues or revokes a grant, the rest are tool
+//! calls it does not fold.
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
-use ledger::{Actor, Draft, Event, EventKind, Folded, KeyDir, Ledger, Projection, SigningKey, Snapshots, fold_to};
-
-#[derive(Default)]
-struct Grants {
-    grants: BTreeMap<String, String>,
-    other: u64,
-}
-
-impl Projection for Grants {
-    const NAME: &'static str = "bench-grants";
-    const VERSION: u32 = 1;
-
-    fn apply(&mut self, event: &Event) {
-        match &event.kind {
-            EventKind::GrantIssued => {
-                if let Some(id) = event.body.get("grant_id").and_then(|v| v.as_str()) {
-                    self.grants
-                        .insert(id.to_string(), event.actor.principal.clone().unwrap_or_default());
-                }
-            }
-            EventKind::GrantRevoked => {
-                if let Some(id) = event.body.get("grant_id").and_then(|v| v.as_str()) {
-                    self.grants.remove(id);
-                }
-            }
-            _ => self.other += 1,
-        }
-    }
-
-    fn wants(kind: &str) -> bool {
-        kind.starts_with("grant.")
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&(&self.grants, self.other)).unwrap_or_default()
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let (grants, other) = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        Ok(Grants { grants, other })
-    }
-}
+use ledger::{Actor, Draft, Folded, KeyDir, Ledger, SigningKey, Snapshots, fold_to};
+use sealgate::governance::GovState;
 
 fn traffic(i: u64) -> Draft {
     let json = match i % 100 {
@@ -115,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut best = f64::MAX;
     for _ in 0..2 {
         let t = Instant::now();
-        let mut folded = Folded::<Grants>::default();
+        let mut folded = Folded::<GovState>::default();
         folded.advance(&ledger, head)?;
         best = best.min(t.elapsed().as_secs_f64());
         assert_eq!(folded.seq(), Some(head));
@@ -131,14 +89,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A snapshot 10,000 events before the head, as a gateway that snapshots
     // every 10,000 events would leave at worst.
     let at = head.saturating_sub(10_000);
-    let folded = fold_to::<Grants>(&ledger, None, at)?;
+    let folded = fold_to::<GovState>(&ledger, None, at)?;
     snapshots.save(&ledger, &folded)?;
     drop(ledger);
 
     let t = Instant::now();
     let ledger = Ledger::open(&path, &keys)?;
     let opened = t.elapsed().as_secs_f64();
-    let restored = fold_to::<Grants>(&ledger, Some(&snapshots), ledger.head().seq)?;
+    let restored = fold_to::<GovState>(&ledger, Some(&snapshots), ledger.head().seq)?;
     let total = t.elapsed().as_secs_f64();
     assert_eq!(restored.seq(), Some(head));
     println!(
