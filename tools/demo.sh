@@ -11,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tools/setup.sh >/dev/null
-eval "$(tools/peers.sh | grep -E '^[A-Z_]+=')"
+# An assignment keeps a failed install's status (an argument to eval would not).
+peers_out=$(tools/peers.sh)
+eval "$(printf '%s\n' "$peers_out" | grep -E '^[A-Z_]+=')"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sealgate/target}"
 cargo build --locked --bin sealgate
 sealgate="$CARGO_TARGET_DIR/debug/sealgate"
