@@ -577,6 +577,60 @@ fn output_safety_covers_every_message_towards_the_client() {
     site.verify();
 }
 
+/// The gateway's own error messages quote what it refused: a type error
+/// names the value, a stray member its name, a refused `initialize` the
+/// upstream's message. An upstream that puts a secret there must not get
+/// it to the client (or into the ledger) that way.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn upstream_words_quoted_in_gateway_errors_pass_output_safety() {
+    let peers = peers();
+    let servers = format!(
+        "{}{}",
+        scripted(&peers, "up", &[("SCRIPTED_SECRET", SECRET)], ""),
+        scripted(
+            &peers,
+            "refusing",
+            &[("SCRIPTED_INIT_ERROR", &format!("no session for key {SECRET}"))],
+            ""
+        )
+    );
+    let site = site("", &servers, ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let mut seen = String::new();
+
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let malformed = s.request(1, "tools/call", json!({"name": "malformed", "arguments": {}}));
+    assert_eq!(malformed["error"]["code"], -32603, "{malformed}");
+    seen.push_str(&malformed.to_string());
+    let stray = s.request(2, "tools/call", json!({"name": "stray_member", "arguments": {}}));
+    assert_eq!(stray["error"]["code"], -32603, "{stray}");
+    seen.push_str(&stray.to_string());
+
+    // An upstream that refuses a client's initialize with the secret in
+    // its message.
+    let refused = HttpSession::try_open(&gw.url("refusing"), &alice, json!({}))
+        .err()
+        .expect("the upstream refuses initialize");
+    assert_eq!(refused.0, 502, "{refused:?}");
+    assert!(refused.1.contains("-32052"), "{refused:?}");
+    seen.push_str(&refused.1);
+    gw.stop();
+
+    assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
+    assert!(
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 3,
+        "expected the quoted secrets redacted: {seen}"
+    );
+    let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
+    assert!(
+        !String::from_utf8_lossy(&log.stdout).contains(SECRET),
+        "the ledger holds the secret"
+    );
+    site.verify();
+}
+
 /// A client without sampling does not see a tool offered only to sampling
 /// clients: that is no drift, and changes nothing for anyone else.
 #[test]

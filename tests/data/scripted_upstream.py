@@ -20,6 +20,12 @@ Behaviour, by request:
   with what came back (or the error), as JSON text.
 - tools/call needs_sampling: answers "sampled".
 - tools/call fail: a JSON-RPC error whose message holds $SCRIPTED_SECRET.
+- tools/call malformed: a result of the wrong shape whose `content` is
+  $SCRIPTED_SECRET (a type error quotes it).
+- tools/call stray_member: a response with a member JSON-RPC does not
+  define, named $SCRIPTED_SECRET.
+- initialize from a client (not the gateway's own listing session):
+  refused with an error holding $SCRIPTED_INIT_ERROR, if set.
 - completion/complete: values holding $SCRIPTED_SECRET.
 - prompts/list, resources/list, resources/templates/list: empty.
 - anything else: method not found.
@@ -71,7 +77,10 @@ def handle(msg):
     params = msg.get("params") or {}
     if mid is None:
         return
-    if method == "initialize":
+    gateway_own = (params.get("clientInfo") or {}).get("name") == "sealgate-gateway"
+    if method == "initialize" and os.environ.get("SCRIPTED_INIT_ERROR") and not gateway_own:
+        send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32000, "message": os.environ["SCRIPTED_INIT_ERROR"]}})
+    elif method == "initialize":
         client_caps = params.get("capabilities") or {}
         result = {
             "protocolVersion": params.get("protocolVersion", "2025-11-25"),
@@ -91,7 +100,7 @@ def handle(msg):
     elif method == "tools/list":
         described = os.environ.get("SCRIPTED_DESCRIPTION", "a tool")
         tools = [tool("echo", described), tool("env"), tool("chatter"), tool("dup_answer"), tool("ask_client"),
-                 tool("roots"), tool("fail")]
+                 tool("roots"), tool("fail"), tool("malformed"), tool("stray_member")]
         if "sampling" in client_caps:
             tools.append(tool("needs_sampling"))
         send({"jsonrpc": "2.0", "id": mid, "result": {"tools": tools}})
@@ -125,6 +134,10 @@ def handle(msg):
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": text}]}})
         elif name == "fail":
             send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32000, "message": "failed with key " + SECRET}})
+        elif name == "malformed":
+            send({"jsonrpc": "2.0", "id": mid, "result": {"content": "key " + SECRET}})
+        elif name == "stray_member":
+            send({"jsonrpc": "2.0", "id": mid, "result": {"content": []}, SECRET or "x": 1})
         elif name == "needs_sampling":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "sampled"}]}})
         else:

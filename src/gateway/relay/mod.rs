@@ -458,6 +458,8 @@ impl Session {
                 Ok((link, result, version))
             }
             Err(message) => {
+                // It may quote the upstream (its refusal, a type error).
+                let message = safety::redact_text_for_log(&message);
                 body.insert("outcome".into(), "unavailable".into());
                 body.insert("error.type".into(), "upstream_unavailable".into());
                 body.insert("error".into(), message.clone().into());
@@ -921,10 +923,18 @@ impl Session {
                 ),
             )),
             Forwarded::Cancelled => Err(rpc(codes::UPSTREAM_UNAVAILABLE, "request cancelled")),
-            Forwarded::Unavailable(message) => Err(rpc(codes::UPSTREAM_UNAVAILABLE, message)),
+            // These quote the peer (a type error names the value it
+            // refused, a stray member its name): redacted like a refusal's
+            // reason, since they bypass output safety otherwise.
+            Forwarded::Unavailable(message) => {
+                Err(rpc(codes::UPSTREAM_UNAVAILABLE, safety::redact_text_for_log(&message)))
+            }
             Forwarded::Malformed(message) => Err(rpc(
                 code::INTERNAL_ERROR,
-                format!("sealgate refused the upstream's answer: {message}"),
+                format!(
+                    "sealgate refused the upstream's answer: {}",
+                    safety::redact_text_for_log(&message)
+                ),
             )),
         }
     }
