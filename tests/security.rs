@@ -103,6 +103,17 @@ fn smuggled(id: u64) -> Vec<String> {
             r#"{{"jsonrpc":"2.0","id":{},"method":"acme/run","params":{{"pwned":1}}}}"#,
             id + 6
         ),
+        // A name that is a number too large for the typed check's reader:
+        // it must not pass for a string there (and skip the pin gate, with
+        // no tool to pin) while the upstream reads a number.
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":1e400,"arguments":{{"pwned":1}}}}}}"#,
+            id + 7
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"resources/read","params":{{"uri":-1e999,"pwned":1}}}}"#,
+            id + 8
+        ),
     ]
 }
 

@@ -406,7 +406,7 @@ impl Method {
 }
 
 fn shape<T: DeserializeOwned>(v: &Json) -> Result<(), String> {
-    serde_json::from_value::<T>(v.to_serde())
+    serde_json::from_value::<T>(v.to_serde_typed())
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -840,6 +840,9 @@ mod tests {
             assert!(call.check_params(Some(&v)).is_err(), "{bad}");
         }
         assert!(call.check_params(None).is_err(), "tools/call needs a name");
+        // A number too large for serde_json is still no string.
+        let huge = crate::json::parse(br#"{"name":1e400,"arguments":{}}"#).expect("json");
+        assert!(call.check_params(Some(&huge)).is_err(), "a number passed for a name");
         let read = method("resources/read", Direction::Up).expect("resources/read");
         assert!(
             read.check_params(Some(&crate::json::parse(br#"{"uri":1}"#).expect("json")))
