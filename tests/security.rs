@@ -642,6 +642,40 @@ fn upstream_words_quoted_in_gateway_errors_pass_output_safety() {
     site.verify();
 }
 
+/// The gateway's own tool listings (drift checks) start an upstream
+/// session each, a child process for a stdio server: an upstream that
+/// floods `tools/list_changed`, or a caller that floods `tools/list` where
+/// the listing differs from the pins, must not queue one per message.
+/// Checks asked for while one runs are served by the next.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn drift_checks_asked_for_meanwhile_are_served_by_one_listing() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let own_sessions = |site: &Site| {
+        received(site, "up")
+            .iter()
+            .filter(|l| l.contains("\"initialize\"") && l.contains("sealgate-gateway"))
+            .count()
+    };
+    let at_start = own_sessions(&site);
+
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let flooded = s.request(1, "tools/call", json!({"name": "flood_list_changed", "arguments": {}}));
+    assert_eq!(flooded["result"]["content"][0]["text"], "flooded", "{flooded}");
+    // Time for queued checks to run (each is a python start and a listing).
+    std::thread::sleep(Duration::from_secs(5));
+    let checks = own_sessions(&site) - at_start;
+    gw.stop();
+    assert!(
+        (1..=6).contains(&checks),
+        "{checks} drift-check sessions were started for 100 notifications"
+    );
+    site.verify();
+}
+
 /// A client without sampling does not see a tool offered only to sampling
 /// clients: that is no drift, and changes nothing for anyone else.
 #[test]

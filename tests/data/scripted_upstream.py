@@ -24,6 +24,8 @@ Behaviour, by request:
   $SCRIPTED_SECRET (a type error quotes it).
 - tools/call stray_member: a response with a member JSON-RPC does not
   define, named $SCRIPTED_SECRET.
+- tools/call flood_list_changed: 100 notifications/tools/list_changed, then
+  answers.
 - initialize from a client (not the gateway's own listing session):
   refused with an error holding $SCRIPTED_INIT_ERROR, if set.
 - completion/complete: values holding $SCRIPTED_SECRET.
@@ -100,7 +102,8 @@ def handle(msg):
     elif method == "tools/list":
         described = os.environ.get("SCRIPTED_DESCRIPTION", "a tool")
         tools = [tool("echo", described), tool("env"), tool("chatter"), tool("dup_answer"), tool("ask_client"),
-                 tool("roots"), tool("fail"), tool("malformed"), tool("stray_member")]
+                 tool("roots"), tool("fail"), tool("malformed"), tool("stray_member"),
+                 tool("flood_list_changed")]
         if "sampling" in client_caps:
             tools.append(tool("needs_sampling"))
         send({"jsonrpc": "2.0", "id": mid, "result": {"tools": tools}})
@@ -134,6 +137,10 @@ def handle(msg):
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": text}]}})
         elif name == "fail":
             send({"jsonrpc": "2.0", "id": mid, "error": {"code": -32000, "message": "failed with key " + SECRET}})
+        elif name == "flood_list_changed":
+            for _ in range(100):
+                send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+            send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "flooded"}]}})
         elif name == "malformed":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": "key " + SECRET}})
         elif name == "stray_member":
