@@ -676,6 +676,63 @@ fn drift_checks_asked_for_meanwhile_are_served_by_one_listing() {
     site.verify();
 }
 
+/// dave's rights on the server come from his team. He opens a session,
+/// then leaves the team (his entry in the tokens file loses it, or his
+/// next JWT lacks the group): his open session must not keep deciding his
+/// calls with the team he no longer has, nor record him with it.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_session_does_not_keep_teams_its_owner_lost() {
+    let peers = peers();
+    let servers = format!(
+        "{}\n[[grants]]\nteam = \"ops\"\nserver = \"up\"\n",
+        scripted(&peers, "up", &[], "")
+    );
+    let site = site("", &servers, ALLOW_ALL);
+    let dave = create_token(&site, "dave", &["ops"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &dave, json!({}));
+    let called = s.request(1, "tools/call", json!({"name": "echo", "arguments": {"n": 1}}));
+    assert_eq!(called["result"]["isError"], Value::Null, "{called}");
+
+    // dave leaves team ops: the tokens file is rewritten (renamed into
+    // place) with the same token and no team.
+    let path = site.path("tokens.toml");
+    let file = std::fs::read_to_string(&path).expect("tokens file");
+    assert!(file.contains("\"ops\""), "{file}");
+    let next = site.path("tokens.toml.next");
+    std::fs::write(&next, file.replace("\"ops\"", "")).expect("write");
+    std::fs::rename(&next, &path).expect("rename");
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": support::wire::initialize_params(json!({}))});
+    let auth = format!("Bearer {dave}");
+    wait_until("the tokens file is reloaded", TIMEOUT, || {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ];
+        exchange("POST", &gw.url("up"), &headers, init.to_string().as_bytes()).status == 403
+    });
+
+    // His old session: the call is not allowed on the team's grant.
+    let message = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"after": "leaving"}}});
+    let mut reply = s.post_raw(&dave, message.to_string().as_bytes());
+    let status = reply.status;
+    let text = reply.text(TIMEOUT);
+    gw.stop();
+    let echoed = received(&site, "up").iter().any(|l| l.contains("leaving"));
+    assert!(!echoed, "dave's call ran on a team he left ({status}): {text}");
+    let events = site.events();
+    for e in events.iter().filter(|e| kind(e) == "policy.decision") {
+        if e["actor"]["session"] == s.id.as_str() && body(e, "jsonrpc.request.id") == "2" {
+            assert_ne!(body(e, "decision"), "ALLOW", "{e}");
+        }
+    }
+    site.verify();
+}
+
 /// A client without sampling does not see a tool offered only to sampling
 /// clients: that is no drift, and changes nothing for anyone else.
 #[test]

@@ -560,17 +560,29 @@ impl Session {
         }
     }
 
-    /// A message must come from the principal that opened the session.
-    /// The refusal does not say who that is.
+    /// A message must come from the principal that opened the session,
+    /// with the teams it had then: the session decides and records its
+    /// calls with those teams, so a caller who left a team (or holds a
+    /// token with fewer) must not use a session opened with it. The
+    /// refusal does not say who the owner is.
     pub fn check_owner(&self, principal: &Principal) -> Result<(), RpcError> {
-        if principal.name == self.owner.name && principal.method == self.owner.method {
-            Ok(())
-        } else {
-            Err(rpc(
+        if principal.name != self.owner.name || principal.method != self.owner.method {
+            return Err(rpc(
                 codes::WRONG_PRINCIPAL,
                 format!("session {} belongs to another principal", self.id),
-            ))
+            ));
         }
+        let teams = |p: &Principal| p.teams.iter().cloned().collect::<BTreeSet<String>>();
+        if teams(principal) != teams(&self.owner) {
+            return Err(rpc(
+                codes::WRONG_PRINCIPAL,
+                format!(
+                    "session {} was opened with other teams than the caller has now: open a new session",
+                    self.id
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Records a message the gateway does not relay (up to
