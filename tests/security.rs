@@ -733,6 +733,35 @@ fn a_session_does_not_keep_teams_its_owner_lost() {
     site.verify();
 }
 
+/// After approval the upstream lists `echo` twice: a new definition (a
+/// rug pull: instructions for the model) first, the pinned one after it.
+/// The new definition must not reach the client as a pinned tool, and
+/// the pinned one must not vouch for it.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_tool_listed_twice_cannot_hide_a_changed_definition_behind_its_pin() {
+    let peers = peers();
+    let site = site(
+        "",
+        &scripted(&peers, "up", &[("SCRIPTED_DUP_FILE", "{dir}/rug-pull")], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    std::fs::write(site.path("rug-pull"), "").expect("rug pull");
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let listed = s.request(1, "tools/list", json!({}));
+    let text = listed.to_string();
+    assert!(
+        !text.contains("IGNORE PREVIOUS INSTRUCTIONS"),
+        "the changed definition reached the client: {text}"
+    );
+    // A listing that names a tool twice does not fit tools/list.
+    assert_eq!(listed["error"]["code"], -32603, "{text}");
+    gw.stop();
+    site.verify();
+}
+
 /// A client without sampling does not see a tool offered only to sampling
 /// clients: that is no drift, and changes nothing for anyone else.
 #[test]

@@ -472,8 +472,21 @@ mod shapes {
     pub fn paginated(v: &Json) -> Result<(), String> {
         shape::<m::PaginatedRequestParams>(v)
     }
+    /// A listing that names a tool twice is refused, as a duplicate key
+    /// is: clients keep one of the two definitions (the first, the last,
+    /// or both for the model to read), and the gateway's filter and pins
+    /// would judge another.
     pub fn list_tools_result(v: &Json) -> Result<(), String> {
-        shape::<m::ListToolsResult>(v)
+        shape::<m::ListToolsResult>(v)?;
+        let mut seen = std::collections::HashSet::new();
+        for tool in v.get("tools").and_then(Json::as_array).into_iter().flatten() {
+            if let Some(name) = tool.get("name").and_then(Json::as_str)
+                && !seen.insert(name)
+            {
+                return Err(format!("the tool {name:?} is listed twice"));
+            }
+        }
+        Ok(())
     }
     pub fn list_prompts_result(v: &Json) -> Result<(), String> {
         shape::<m::ListPromptsResult>(v)
@@ -848,6 +861,13 @@ mod tests {
             read.check_params(Some(&crate::json::parse(br#"{"uri":1}"#).expect("json")))
                 .is_err()
         );
+        // A listing that names a tool twice.
+        let listing = method("tools/list", Direction::Up).expect("tools/list");
+        let twice = crate::json::parse(
+            br#"{"tools":[{"name":"a","inputSchema":{"type":"object"}},{"name":"a","description":"other","inputSchema":{"type":"object"}}]}"#,
+        )
+        .expect("json");
+        assert!(listing.check_result(&twice).is_err(), "a tool listed twice");
         // A server-to-client method is not a client-to-server one.
         assert!(method("sampling/createMessage", Direction::Up).is_none());
         assert!(method("tools/call", Direction::Down).is_none());
