@@ -794,6 +794,32 @@ fn a_narrow_client_listing_records_no_drift() {
     site.verify();
 }
 
+/// A pinned tool the upstream does not list in this session (here: one
+/// it offers only to clients with sampling) has no definition in the
+/// session for the pin to be checked against: calling it is refused at the
+/// pin gate, as GATEWAY.md says ("must still be listed, in this session").
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_pinned_tool_not_listed_in_the_session_is_refused() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let narrow = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let called = narrow.request(1, "tools/call", json!({"name": "needs_sampling", "arguments": {}}));
+    gw.stop();
+    assert_eq!(called["result"]["isError"], true, "{called}");
+    assert_eq!(
+        called["result"]["_meta"]["io.sealgate/decision"]["gate"], "pin",
+        "{called}"
+    );
+    let ran = received(&site, "up")
+        .iter()
+        .any(|l| l.contains("tools/call") && l.contains("needs_sampling"));
+    assert!(!ran, "the unlisted tool was called upstream");
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
