@@ -820,6 +820,51 @@ fn a_pinned_tool_not_listed_in_the_session_is_refused() {
     site.verify();
 }
 
+/// A rule (or grant) that lets a caller read `file:///home/*/notes/*`
+/// matches the URI as text; a server resolves dot segments in its path
+/// (`..`, also percent-encoded, or behind an encoded slash) to another
+/// file. Such URIs are refused before anything is decided or forwarded.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn resource_uris_with_dot_segments_cannot_escape_a_glob() {
+    let peers = peers();
+    let policy = "version: v1\nrules:\n  - id: read-notes\n    match:\n      method: resources/read\n      \
+                  tool: \"file:///home/*/notes/*\"\n    decision: ALLOW\n";
+    let site = site("", &scripted(&peers, "up", &[], ""), policy);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let escapes = [
+        "file:///home/alice/notes/../../../etc/shadow",
+        "file:///home/alice/notes/%2e%2e/%2E%2E/%2e%2e/etc/shadow",
+        "file:///home/alice/notes/..%2f..%2f..%2fetc%2fshadow",
+        "file:///home/alice/notes/..\\..\\..\\etc\\shadow",
+        "file:///home/alice/notes/./../../../etc/shadow",
+    ];
+    for (i, uri) in escapes.iter().enumerate() {
+        let read = s.request(i as u64 + 1, "resources/read", json!({"uri": uri}));
+        assert_eq!(read["error"]["code"], -32602, "{uri}: {read}");
+    }
+    // A URI inside the glob is still decided by the rule and forwarded.
+    let fine = s.request(
+        10,
+        "resources/read",
+        json!({"uri": "file:///home/alice/notes/todo.txt"}),
+    );
+    assert!(
+        fine.get("error").is_some(),
+        "the scripted upstream reads no resource: {fine}"
+    );
+    gw.stop();
+    let got = received(&site, "up");
+    assert!(
+        !got.iter().any(|l| l.contains("shadow")),
+        "an escaping URI reached the upstream: {got:#?}"
+    );
+    assert!(got.iter().any(|l| l.contains("todo.txt")), "{got:#?}");
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]

@@ -422,6 +422,67 @@ fn object(v: &Json) -> Result<(), String> {
     }
 }
 
+/// A resource URI a grant or a rule is matched against, as text: one whose
+/// path has a dot segment (`.` or `..`; also percent-encoded, behind an
+/// encoded slash or a backslash, or before a query or fragment) is refused,
+/// since the server resolves it to another resource than the one matched
+/// (`file:///home/*/notes/*` matches `file:///home/a/notes/../../../etc/shadow`).
+fn resource_uri(uri: Option<&Json>) -> Result<(), String> {
+    let Some(uri) = uri.and_then(Json::as_str) else {
+        return Ok(());
+    };
+    // Decoded until nothing changes (a server may decode more than once),
+    // a few times at most: each pass costs the whole text.
+    let mut decoded = uri.to_string();
+    let mut passes = 0;
+    loop {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        passes += 1;
+        if passes > 3 {
+            return Err(format!(
+                "the resource uri {uri:?} is percent-encoded more than three times over"
+            ));
+        }
+        decoded = next;
+    }
+    let dot = |s: &str| matches!(s, "." | "..");
+    let has_dot_segment = decoded
+        .split(['/', '\\'])
+        .any(|segment| dot(segment) || dot(segment.split(['?', '#']).next().unwrap_or("")));
+    if has_dot_segment {
+        return Err(format!(
+            "the resource uri {uri:?} has a dot segment (\".\" or \"..\") in its path, which a server resolves to another resource than the one granted"
+        ));
+    }
+    Ok(())
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced); anything else as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[allow(
     deprecated,
     reason = "roots and logging are deprecated by SEP-2577 but still relayed"
@@ -443,7 +504,8 @@ mod shapes {
         shape::<m::CallToolResult>(v)
     }
     pub fn read_resource(v: &Json) -> Result<(), String> {
-        shape::<m::ReadResourceRequestParams>(v)
+        shape::<m::ReadResourceRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn read_resource_result(v: &Json) -> Result<(), String> {
         shape::<m::ReadResourceResult>(v)
@@ -455,7 +517,8 @@ mod shapes {
         shape::<m::GetPromptResult>(v)
     }
     pub fn complete(v: &Json) -> Result<(), String> {
-        shape::<m::CompleteRequestParams>(v)
+        shape::<m::CompleteRequestParams>(v)?;
+        resource_uri(v.get("ref").and_then(|r| r.get("uri")))
     }
     pub fn complete_result(v: &Json) -> Result<(), String> {
         shape::<m::CompleteResult>(v)
@@ -464,10 +527,12 @@ mod shapes {
         shape::<m::SetLevelRequestParams>(v)
     }
     pub fn subscribe(v: &Json) -> Result<(), String> {
-        shape::<m::SubscribeRequestParams>(v)
+        shape::<m::SubscribeRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn unsubscribe(v: &Json) -> Result<(), String> {
-        shape::<m::UnsubscribeRequestParams>(v)
+        shape::<m::UnsubscribeRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn paginated(v: &Json) -> Result<(), String> {
         shape::<m::PaginatedRequestParams>(v)
@@ -861,6 +926,35 @@ mod tests {
             read.check_params(Some(&crate::json::parse(br#"{"uri":1}"#).expect("json")))
                 .is_err()
         );
+        // Resource URIs whose path a server resolves elsewhere.
+        for uri in [
+            "file:///a/notes/../../etc/shadow",
+            "file:///a/notes/%2e%2E/x",
+            "file:///a/notes/..%2fx",
+            "file:///a/notes/%252e%252e/x",
+            "file:///a/notes/..\\x",
+            "file:///a/notes/./x",
+            "file:///a/notes/..",
+            "file:///a/notes/..?x=1",
+        ] {
+            let v = Json::object([("uri", Json::str(uri))]);
+            assert!(read.check_params(Some(&v)).is_err(), "{uri}");
+        }
+        for uri in [
+            "file:///a/notes/todo.txt",
+            "file:///a/notes/..hidden",
+            "test://static/resource/1",
+            "file:///a/%zz",
+        ] {
+            let v = Json::object([("uri", Json::str(uri))]);
+            assert!(read.check_params(Some(&v)).is_ok(), "{uri}");
+        }
+        let nested = format!("file:///a/%{}2e", "25".repeat(100_000));
+        let v = Json::object([("uri", Json::String(nested))]);
+        assert!(read.check_params(Some(&v)).is_err(), "encoded over and over");
+        let sub = method("resources/subscribe", Direction::Up).expect("subscribe");
+        let v = Json::object([("uri", Json::str("file:///a/../b"))]);
+        assert!(sub.check_params(Some(&v)).is_err());
         // A listing that names a tool twice.
         let listing = method("tools/list", Direction::Up).expect("tools/list");
         let twice = crate::json::parse(
