@@ -865,6 +865,40 @@ fn resource_uris_with_dot_segments_cannot_escape_a_glob() {
     site.verify();
 }
 
+/// The gateway lists an upstream's tools itself (a call to a tool its
+/// session has not listed, `tools/list_changed`, drift checks) and follows
+/// every page. An upstream that always names a next page must not make it
+/// gather pages without end: each page fits `max_upstream_message_bytes`,
+/// and so must all of them together.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn the_gateways_own_listings_gather_no_more_than_one_message_holds() {
+    let peers = peers();
+    let site = site(
+        "max_upstream_message_bytes = 262144\n",
+        &scripted(&peers, "up", &[("SCRIPTED_ENDLESS_FILE", "{dir}/endless")], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    std::fs::write(site.path("endless"), "").expect("endless pages");
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    // echo was not listed in this session: the gateway lists first.
+    let called = s.request(1, "tools/call", json!({"name": "echo", "arguments": {}}));
+    assert!(
+        called.get("result").is_some() || called.get("error").is_some(),
+        "{called}"
+    );
+    gw.stop();
+    let pages = received(&site, "up")
+        .iter()
+        .filter(|l| l.contains("\"tools/list\""))
+        .count();
+    // 64 KiB a page: 4 fit in 256 KiB; the page that goes over ends it.
+    assert!(pages <= 8, "the gateway asked for {pages} pages of tools");
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]

@@ -56,6 +56,7 @@ pub async fn list_tools(
         .await?;
     let listing = async {
         let mut tools = Vec::new();
+        let mut gathered = 0;
         let mut cursor: Option<Json> = None;
         for page in 0..1000 {
             let id = Id::Str(format!("sealgate-tools-{page}"));
@@ -106,6 +107,12 @@ pub async fn list_tools(
                 .map_or(Ok(()), |m| m.check_result(&result))
                 .map_err(|e| format!("upstream {name}: {e}"))?;
             if let Some(items) = result.get("tools").and_then(Json::as_array) {
+                gathered += listed_bytes(items);
+                if gathered > limits.max_message_bytes {
+                    return Err(format!(
+                        "upstream {name} listed more tools than one message may hold (max_upstream_message_bytes)"
+                    ));
+                }
                 tools.extend(items.iter().cloned());
             }
             match result.get("nextCursor") {
@@ -120,6 +127,14 @@ pub async fn list_tools(
         .map_err(|_| format!("{name} did not list its tools within {} ms", entry.timeout.as_millis()))?;
     link.sender.close().await;
     tools
+}
+
+/// The size of listed tools as text. A listing that follows pages gathers
+/// at most as much as one message may hold (`max_upstream_message_bytes`):
+/// an upstream that always names a next page would otherwise fill memory,
+/// a message's worth per page.
+pub(super) fn listed_bytes(tools: &[Json]) -> usize {
+    tools.iter().map(|t| t.to_text().len()).sum()
 }
 
 /// The name and pinned hash of each listed tool.
