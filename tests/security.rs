@@ -899,6 +899,41 @@ fn the_gateways_own_listings_gather_no_more_than_one_message_holds() {
     site.verify();
 }
 
+/// Each request an upstream sends its client is recorded (request and
+/// decision, durable) and then waits for the client. An upstream that
+/// sends them by the hundred must not make the gateway hold and record
+/// them all: a session has a bounded number in flight, the rest are
+/// refused (and those refusals are recorded at most 100 times a session).
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn an_upstream_cannot_flood_its_client_with_requests() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({"sampling": {}}));
+    let called = s.request(1, "tools/call", json!({"name": "ask_many", "arguments": {}}));
+    assert_eq!(called["result"]["content"][0]["text"], "asked", "{called}");
+    std::thread::sleep(Duration::from_secs(3));
+    gw.stop();
+    let events = site.events();
+    let asked = events
+        .iter()
+        .filter(|e| kind(e) == "mcp.requested" && body(e, "direction") == "server_to_client")
+        .count();
+    assert!(
+        asked <= 32,
+        "{asked} of the upstream's 200 requests were admitted at once"
+    );
+    // The upstream heard back at once about those refused.
+    let refused = received(&site, "up")
+        .iter()
+        .filter(|l| l.contains("many-") && l.contains("error"))
+        .count();
+    assert!(refused >= 200 - 32, "{refused} refusals answered");
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]

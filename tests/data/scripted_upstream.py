@@ -30,6 +30,8 @@ Behaviour, by request:
   define, named $SCRIPTED_SECRET.
 - tools/call flood_list_changed: 100 notifications/tools/list_changed, then
   answers.
+- tools/call ask_many: 200 sampling/createMessage requests to the client
+  (not waiting for answers), then answers.
 - initialize from a client (not the gateway's own listing session):
   refused with an error holding $SCRIPTED_INIT_ERROR, if set.
 - completion/complete: values holding $SCRIPTED_SECRET.
@@ -107,7 +109,7 @@ def handle(msg):
         described = os.environ.get("SCRIPTED_DESCRIPTION", "a tool")
         tools = [tool("echo", described), tool("env"), tool("chatter"), tool("dup_answer"), tool("ask_client"),
                  tool("roots"), tool("fail"), tool("malformed"), tool("stray_member"),
-                 tool("flood_list_changed")]
+                 tool("flood_list_changed"), tool("ask_many")]
         if "sampling" in client_caps:
             tools.append(tool("needs_sampling"))
         if os.environ.get("SCRIPTED_DUP_FILE") and os.path.exists(os.environ["SCRIPTED_DUP_FILE"]):
@@ -155,6 +157,12 @@ def handle(msg):
             for _ in range(100):
                 send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "flooded"}]}})
+        elif name == "ask_many":
+            for i in range(200):
+                send({"jsonrpc": "2.0", "id": "many-%d" % i, "method": "sampling/createMessage",
+                      "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
+                                 "maxTokens": 1}})
+            send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "asked"}]}})
         elif name == "malformed":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": "key " + SECRET}})
         elif name == "stray_member":

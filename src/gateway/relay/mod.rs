@@ -264,6 +264,8 @@ struct State {
     attempts: HashMap<String, u32>,
     /// `mcp.refused` events written for this session (capped).
     refusals: u32,
+    /// Requests of the upstream being handled (capped).
+    server_requests: usize,
     /// Why the upstream session ended, once it has.
     gone: Option<String>,
 }
@@ -286,6 +288,11 @@ struct DownCall {
 /// counted in the log only, so a peer cannot flood the ledger through one
 /// session.
 const MAX_REFUSALS_RECORDED: u32 = 100;
+
+/// Requests of the upstream a session handles at once (each is recorded
+/// and waits for the client); more are refused, so an upstream cannot make
+/// the gateway hold and record its requests without bound.
+const MAX_SERVER_REQUESTS: usize = 32;
 
 /// What opening a session needs.
 pub struct Opening {
@@ -1048,7 +1055,27 @@ impl Session {
 
     /// A request from the upstream.
     async fn server_request(self: Arc<Self>, up_id: Id, method: String, params: Option<Json>, related: Option<Id>) {
-        let answer = self.server_request_answer(&up_id, &method, params, related).await;
+        let admitted = {
+            let mut st = lock(&self.state);
+            let room = st.server_requests < MAX_SERVER_REQUESTS;
+            if room {
+                st.server_requests += 1;
+            }
+            room
+        };
+        let answer = if admitted {
+            let answer = self.server_request_answer(&up_id, &method, params, related).await;
+            lock(&self.state).server_requests -= 1;
+            answer
+        } else {
+            let error = rpc(
+                codes::LIMIT_REACHED,
+                format!(
+                    "sealgate refused the request: {MAX_SERVER_REQUESTS} requests of the server are in flight in this session"
+                ),
+            );
+            Err(self.refuse_down(Some(&up_id), Some(&method), error, 0).await)
+        };
         let message = match answer {
             Ok(result) => Message::Response { id: up_id, result },
             Err(error) => Message::Error { id: Some(up_id), error },
