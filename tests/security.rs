@@ -934,6 +934,43 @@ fn an_upstream_cannot_flood_its_client_with_requests() {
     site.verify();
 }
 
+/// A client's requests in a session are answered on their own streams,
+/// and a request keeps running when its client hangs up. A client must
+/// not be able to pile up requests in flight without bound (each holds its
+/// params, up to `max_body_bytes`, and a held call its approval): past a
+/// bounded number, a session refuses more with `-32057`.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_client_cannot_pile_up_requests_in_flight() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), APPROVE_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let mut streams = Vec::new();
+    for id in 0..100 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"n": id}}});
+        let stream = s.post_raw(&alice, call.to_string().as_bytes());
+        assert_eq!(stream.status, 200);
+        streams.push(stream);
+    }
+    // The refused ones are answered at once.
+    let mut limited = 0;
+    for stream in &mut streams {
+        let events = stream.events_until(Duration::from_millis(200), |m| m.get("error").is_some());
+        if events.iter().any(|m| m["error"]["code"] == -32057) {
+            limited += 1;
+        }
+    }
+    gw.stop();
+    let held = site.events().iter().filter(|e| kind(e) == "approval.requested").count();
+    assert!(held <= 64, "{held} calls held in one session at once");
+    assert_eq!(held + limited, 100, "{held} held, {limited} refused");
+    drop(streams);
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]

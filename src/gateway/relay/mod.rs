@@ -294,6 +294,11 @@ const MAX_REFUSALS_RECORDED: u32 = 100;
 /// the gateway hold and record its requests without bound.
 const MAX_SERVER_REQUESTS: usize = 32;
 
+/// Requests of the client a session handles at once: each holds its params
+/// (and a held call its approval), and keeps running if its client hangs
+/// up; more are refused.
+const MAX_CLIENT_REQUESTS: usize = 64;
+
 /// What opening a session needs.
 pub struct Opening {
     pub core: Arc<Core>,
@@ -649,7 +654,7 @@ impl Session {
             return Some(Message::Error { id: Some(id), error: e });
         }
         let cancel = CancellationToken::new();
-        {
+        let full = {
             let mut st = lock(&self.state);
             if st.client.contains_key(&id) {
                 drop(st);
@@ -659,14 +664,26 @@ impl Session {
                 );
                 return Some(Message::Error { id: Some(id), error: e });
             }
-            st.client.insert(
-                id.clone(),
-                ClientCall {
-                    cancel: cancel.clone(),
-                    up_id: None,
-                    progress_token: mcp::progress_token(params.as_ref()),
-                },
+            let full = st.client.len() >= MAX_CLIENT_REQUESTS;
+            if !full {
+                st.client.insert(
+                    id.clone(),
+                    ClientCall {
+                        cancel: cancel.clone(),
+                        up_id: None,
+                        progress_token: mcp::progress_token(params.as_ref()),
+                    },
+                );
+            }
+            full
+        };
+        if full {
+            let e = rpc(
+                codes::LIMIT_REACHED,
+                format!("sealgate refused the request: {MAX_CLIENT_REQUESTS} requests are in flight in this session"),
             );
+            let e = self.refuse_up(Some(&id), Some(&method), e, bytes).await;
+            return Some(Message::Error { id: Some(id), error: e });
         }
         let answer = self.dispatch(&id, &method, params, bytes, &cancel).await;
         lock(&self.state).client.remove(&id);
