@@ -971,6 +971,32 @@ fn a_client_cannot_pile_up_requests_in_flight() {
     site.verify();
 }
 
+/// A `tools/call` with `task` (2025-11-25, task-augmented execution) is
+/// answered at once with a task by servers that support it, and runs in
+/// the background: the gateway, which relays no tasks, would see an answer
+/// that does not fit, record the call as failed while it runs, and enforce
+/// none of its constraints. Such a request is refused before anything is
+/// decided or forwarded.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn task_augmented_requests_are_refused() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let called = s.request(
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"x": "as-a-task"}, "task": {"ttl": 60000}}),
+    );
+    gw.stop();
+    assert_eq!(called["error"]["code"], -32602, "{called}");
+    let got = received(&site, "up");
+    assert!(!got.iter().any(|l| l.contains("as-a-task")), "{got:#?}");
+    site.verify();
+}
+
 /// A 21-digit integer is forwarded, recorded and answered as written.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]

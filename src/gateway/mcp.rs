@@ -396,7 +396,18 @@ impl Method {
     /// are checked as `{}`.
     pub fn check_params(&self, params: Option<&Json>) -> Result<(), String> {
         let empty = Json::Object(Vec::new());
-        (self.check_params)(params.unwrap_or(&empty)).map_err(|e| format!("{}: params do not fit: {e}", self.name))
+        let params = params.unwrap_or(&empty);
+        // A task-augmented request (2025-11-25) is answered with a task and
+        // runs on in the background, to be fetched with `tasks/result`: the
+        // gateway relays no tasks, so it would record a call as failed while
+        // it runs and hold it to none of its constraints.
+        if params.get("task").is_some() {
+            return Err(format!(
+                "{}: params do not fit: \"task\": sealgate relays no tasks (task-augmented requests)",
+                self.name
+            ));
+        }
+        (self.check_params)(params).map_err(|e| format!("{}: params do not fit: {e}", self.name))
     }
 
     /// Checks a result against the method's result shape.
@@ -918,6 +929,8 @@ mod tests {
             assert!(call.check_params(Some(&v)).is_err(), "{bad}");
         }
         assert!(call.check_params(None).is_err(), "tools/call needs a name");
+        let task = crate::json::parse(br#"{"name":"echo","arguments":{},"task":{"ttl":1000}}"#).expect("json");
+        assert!(call.check_params(Some(&task)).is_err(), "a task-augmented call");
         // A number too large for serde_json is still no string.
         let huge = crate::json::parse(br#"{"name":1e400,"arguments":{}}"#).expect("json");
         assert!(call.check_params(Some(&huge)).is_err(), "a number passed for a name");
