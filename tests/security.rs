@@ -573,12 +573,16 @@ fn output_safety_covers_every_message_towards_the_client() {
     let failed = s.request(4, "tools/call", json!({"name": "fail", "arguments": {}}));
     assert_eq!(failed["error"]["code"], -32000, "{failed}");
     seen.push_str(&failed.to_string());
+    // So does its answer to a ping.
+    let pong = s.request(5, "ping", json!({}));
+    assert!(pong.get("result").is_some(), "{pong}");
+    seen.push_str(&pong.to_string());
     gw.stop();
 
     assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
     assert!(
-        seen.matches("[REDACTED:aws_access_key_id]").count() >= 6,
-        "expected redactions in instructions, description, progress, log, completion and error: {seen}"
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 7,
+        "expected redactions in instructions, description, progress, log, completion, error and pong: {seen}"
     );
     let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
     assert!(

@@ -35,6 +35,7 @@ Behaviour, by request:
 - initialize from a client (not the gateway's own listing session):
   refused with an error holding $SCRIPTED_INIT_ERROR, if set.
 - completion/complete: values holding $SCRIPTED_SECRET.
+- ping: answered with $SCRIPTED_SECRET in the result's `_meta`, if set.
 - prompts/list, resources/list, resources/templates/list: empty.
 - anything else: method not found.
 """
@@ -180,6 +181,8 @@ def handle(msg):
         send({"jsonrpc": "2.0", "id": mid, "result": {"resources": []}})
     elif method in ("resources/templates/list",):
         send({"jsonrpc": "2.0", "id": mid, "result": {"resourceTemplates": []}})
+    elif method == "ping" and SECRET:
+        send({"jsonrpc": "2.0", "id": mid, "result": {"_meta": {"note": "pong with key " + SECRET}}})
     elif method in ("ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"):
         send({"jsonrpc": "2.0", "id": mid, "result": {}})
     else:

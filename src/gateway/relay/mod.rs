@@ -741,7 +741,17 @@ impl Session {
             }
             Class::Ping => {
                 let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
-                self.answer_outward(forwarded, method).await
+                match forwarded {
+                    // Any object fits a ping's result: the upstream's words,
+                    // through output safety like the rest.
+                    Forwarded::Answer(result) => self.outward_checked(result, method).await.ok_or_else(|| {
+                        rpc(
+                            codes::QUARANTINED,
+                            "sealgate withheld the ping result: it holds data the policy quarantines",
+                        )
+                    }),
+                    other => self.answer_outward(other, method).await,
+                }
             }
             Class::Listing => self.listed(id, method, params, cancel).await,
             Class::Call | Class::Gated => {
