@@ -491,12 +491,26 @@ impl Json {
         }
     }
 
-    /// A `serde_json::Value` of this value, for typed checks and for code
-    /// that reads fields. Numbers that `serde_json` cannot hold exactly
-    /// lose precision there (never in this value); numbers it cannot hold
-    /// at all (`1e400`) become their text as a string, so a typed check
-    /// that wants a number refuses them.
+    /// A `serde_json::Value` of this value, for code that reads fields and
+    /// for the record. Numbers that `serde_json` cannot hold exactly lose
+    /// precision there (never in this value); numbers it cannot hold at all
+    /// (`1e400`) become their text as a string. Not for typed checks: a
+    /// check that wants a string would take such a number for one (see
+    /// [`Json::to_serde_typed`]).
     pub fn to_serde(&self) -> serde_json::Value {
+        self.serde_value(false)
+    }
+
+    /// A `serde_json::Value` of this value for a typed check (does it fit
+    /// a method's params?): what the check sees has the types that were
+    /// sent. A number `serde_json` cannot hold (`1e400`) is the nearest
+    /// one it can (`±f64::MAX`), still a number, so a check that wants a
+    /// string refuses it, as the peer that reads the number would.
+    pub fn to_serde_typed(&self) -> serde_json::Value {
+        self.serde_value(true)
+    }
+
+    fn serde_value(&self, typed: bool) -> serde_json::Value {
         use serde_json::Value;
         match self {
             Json::Null => Value::Null,
@@ -504,10 +518,20 @@ impl Json {
             Json::Number(text) => serde_json::from_str::<Value>(text)
                 .ok()
                 .filter(Value::is_number)
-                .unwrap_or_else(|| Value::String(text.to_string())),
+                .unwrap_or_else(|| {
+                    if typed {
+                        // Only magnitudes too large fail (underflow reads as 0).
+                        let nearest = if text.starts_with('-') { f64::MIN } else { f64::MAX };
+                        serde_json::Number::from_f64(nearest).map_or(Value::Null, Value::Number)
+                    } else {
+                        Value::String(text.to_string())
+                    }
+                }),
             Json::String(s) => Value::String(s.clone()),
-            Json::Array(items) => Value::Array(items.iter().map(Json::to_serde).collect()),
-            Json::Object(members) => Value::Object(members.iter().map(|(k, v)| (k.clone(), v.to_serde())).collect()),
+            Json::Array(items) => Value::Array(items.iter().map(|i| i.serde_value(typed)).collect()),
+            Json::Object(members) => {
+                Value::Object(members.iter().map(|(k, v)| (k.clone(), v.serde_value(typed))).collect())
+            }
         }
     }
 
@@ -598,6 +622,12 @@ mod tests {
         );
         // The serde view loses what it must, and says so with a string.
         assert_eq!(v.to_serde()["big"], serde_json::json!("1e400"));
+        // The view for typed checks keeps it a number: a check that wants
+        // a string must not take it for one.
+        assert_eq!(v.to_serde_typed()["big"], serde_json::json!(f64::MAX));
+        let neg = p("[-1e999, 1e-999, 7]").expect("parse").to_serde_typed();
+        assert_eq!(neg, serde_json::json!([f64::MIN, 0.0, 7]));
+        assert!(serde_json::from_value::<String>(p("1e400").expect("parse").to_serde_typed()).is_err());
     }
 
     #[test]

@@ -103,6 +103,17 @@ fn smuggled(id: u64) -> Vec<String> {
             r#"{{"jsonrpc":"2.0","id":{},"method":"acme/run","params":{{"pwned":1}}}}"#,
             id + 6
         ),
+        // A name that is a number too large for the typed check's reader:
+        // it must not pass for a string there (and skip the pin gate, with
+        // no tool to pin) while the upstream reads a number.
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":1e400,"arguments":{{"pwned":1}}}}}}"#,
+            id + 7
+        ),
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"method":"resources/read","params":{{"uri":-1e999,"pwned":1}}}}"#,
+            id + 8
+        ),
     ]
 }
 
@@ -562,18 +573,196 @@ fn output_safety_covers_every_message_towards_the_client() {
     let failed = s.request(4, "tools/call", json!({"name": "fail", "arguments": {}}));
     assert_eq!(failed["error"]["code"], -32000, "{failed}");
     seen.push_str(&failed.to_string());
+    // So does its answer to a ping.
+    let pong = s.request(5, "ping", json!({}));
+    assert!(pong.get("result").is_some(), "{pong}");
+    seen.push_str(&pong.to_string());
     gw.stop();
 
     assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
     assert!(
-        seen.matches("[REDACTED:aws_access_key_id]").count() >= 6,
-        "expected redactions in instructions, description, progress, log, completion and error: {seen}"
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 7,
+        "expected redactions in instructions, description, progress, log, completion, error and pong: {seen}"
     );
     let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
     assert!(
         !String::from_utf8_lossy(&log.stdout).contains(SECRET),
         "the ledger holds the secret"
     );
+    site.verify();
+}
+
+/// The gateway's own error messages quote what it refused: a type error
+/// names the value, a stray member its name, a refused `initialize` the
+/// upstream's message. An upstream that puts a secret there must not get
+/// it to the client (or into the ledger) that way.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn upstream_words_quoted_in_gateway_errors_pass_output_safety() {
+    let peers = peers();
+    let servers = format!(
+        "{}{}",
+        scripted(&peers, "up", &[("SCRIPTED_SECRET", SECRET)], ""),
+        scripted(
+            &peers,
+            "refusing",
+            &[("SCRIPTED_INIT_ERROR", &format!("no session for key {SECRET}"))],
+            ""
+        )
+    );
+    let site = site("", &servers, ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let mut seen = String::new();
+
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let malformed = s.request(1, "tools/call", json!({"name": "malformed", "arguments": {}}));
+    assert_eq!(malformed["error"]["code"], -32603, "{malformed}");
+    seen.push_str(&malformed.to_string());
+    let stray = s.request(2, "tools/call", json!({"name": "stray_member", "arguments": {}}));
+    assert_eq!(stray["error"]["code"], -32603, "{stray}");
+    seen.push_str(&stray.to_string());
+
+    // An upstream that refuses a client's initialize with the secret in
+    // its message.
+    let refused = HttpSession::try_open(&gw.url("refusing"), &alice, json!({}))
+        .err()
+        .expect("the upstream refuses initialize");
+    assert_eq!(refused.0, 502, "{refused:?}");
+    assert!(refused.1.contains("-32052"), "{refused:?}");
+    seen.push_str(&refused.1);
+    gw.stop();
+
+    assert!(!seen.contains(SECRET), "the secret reached the client: {seen}");
+    assert!(
+        seen.matches("[REDACTED:aws_access_key_id]").count() >= 3,
+        "expected the quoted secrets redacted: {seen}"
+    );
+    let log = site.sealgate().args(["log", "-o", "json"]).output().expect("log");
+    assert!(
+        !String::from_utf8_lossy(&log.stdout).contains(SECRET),
+        "the ledger holds the secret"
+    );
+    site.verify();
+}
+
+/// The gateway's own tool listings (drift checks) start an upstream
+/// session each, a child process for a stdio server: an upstream that
+/// floods `tools/list_changed`, or a caller that floods `tools/list` where
+/// the listing differs from the pins, must not queue one per message.
+/// Checks asked for while one runs are served by the next.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn drift_checks_asked_for_meanwhile_are_served_by_one_listing() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let own_sessions = |site: &Site| {
+        received(site, "up")
+            .iter()
+            .filter(|l| l.contains("\"initialize\"") && l.contains("sealgate-gateway"))
+            .count()
+    };
+    let at_start = own_sessions(&site);
+
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let flooded = s.request(1, "tools/call", json!({"name": "flood_list_changed", "arguments": {}}));
+    assert_eq!(flooded["result"]["content"][0]["text"], "flooded", "{flooded}");
+    // Time for queued checks to run (each is a python start and a listing).
+    std::thread::sleep(Duration::from_secs(5));
+    let checks = own_sessions(&site) - at_start;
+    gw.stop();
+    assert!(
+        (1..=6).contains(&checks),
+        "{checks} drift-check sessions were started for 100 notifications"
+    );
+    site.verify();
+}
+
+/// dave's rights on the server come from his team. He opens a session,
+/// then leaves the team (his entry in the tokens file loses it, or his
+/// next JWT lacks the group): his open session must not keep deciding his
+/// calls with the team he no longer has, nor record him with it.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_session_does_not_keep_teams_its_owner_lost() {
+    let peers = peers();
+    let servers = format!(
+        "{}\n[[grants]]\nteam = \"ops\"\nserver = \"up\"\n",
+        scripted(&peers, "up", &[], "")
+    );
+    let site = site("", &servers, ALLOW_ALL);
+    let dave = create_token(&site, "dave", &["ops"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &dave, json!({}));
+    let called = s.request(1, "tools/call", json!({"name": "echo", "arguments": {"n": 1}}));
+    assert_eq!(called["result"]["isError"], Value::Null, "{called}");
+
+    // dave leaves team ops: the tokens file is rewritten (renamed into
+    // place) with the same token and no team.
+    let path = site.path("tokens.toml");
+    let file = std::fs::read_to_string(&path).expect("tokens file");
+    assert!(file.contains("\"ops\""), "{file}");
+    let next = site.path("tokens.toml.next");
+    std::fs::write(&next, file.replace("\"ops\"", "")).expect("write");
+    std::fs::rename(&next, &path).expect("rename");
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": support::wire::initialize_params(json!({}))});
+    let auth = format!("Bearer {dave}");
+    wait_until("the tokens file is reloaded", TIMEOUT, || {
+        let headers = [
+            ("Authorization", auth.as_str()),
+            ("Accept", "application/json, text/event-stream"),
+            ("Content-Type", "application/json"),
+        ];
+        exchange("POST", &gw.url("up"), &headers, init.to_string().as_bytes()).status == 403
+    });
+
+    // His old session: the call is not allowed on the team's grant.
+    let message = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"after": "leaving"}}});
+    let mut reply = s.post_raw(&dave, message.to_string().as_bytes());
+    let status = reply.status;
+    let text = reply.text(TIMEOUT);
+    gw.stop();
+    let echoed = received(&site, "up").iter().any(|l| l.contains("leaving"));
+    assert!(!echoed, "dave's call ran on a team he left ({status}): {text}");
+    let events = site.events();
+    for e in events.iter().filter(|e| kind(e) == "policy.decision") {
+        if e["actor"]["session"] == s.id.as_str() && body(e, "jsonrpc.request.id") == "2" {
+            assert_ne!(body(e, "decision"), "ALLOW", "{e}");
+        }
+    }
+    site.verify();
+}
+
+/// After approval the upstream lists `echo` twice: a new definition (a
+/// rug pull: instructions for the model) first, the pinned one after it.
+/// The new definition must not reach the client as a pinned tool, and
+/// the pinned one must not vouch for it.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_tool_listed_twice_cannot_hide_a_changed_definition_behind_its_pin() {
+    let peers = peers();
+    let site = site(
+        "",
+        &scripted(&peers, "up", &[("SCRIPTED_DUP_FILE", "{dir}/rug-pull")], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    std::fs::write(site.path("rug-pull"), "").expect("rug pull");
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let listed = s.request(1, "tools/list", json!({}));
+    let text = listed.to_string();
+    assert!(
+        !text.contains("IGNORE PREVIOUS INSTRUCTIONS"),
+        "the changed definition reached the client: {text}"
+    );
+    // A listing that names a tool twice does not fit tools/list.
+    assert_eq!(listed["error"]["code"], -32603, "{text}");
+    gw.stop();
     site.verify();
 }
 
@@ -606,6 +795,209 @@ fn a_narrow_client_listing_records_no_drift() {
         !events.iter().any(|e| kind(e) == "tools.drifted"),
         "a client's narrower listing was recorded as drift"
     );
+    site.verify();
+}
+
+/// A pinned tool the upstream does not list in this session (here: one
+/// it offers only to clients with sampling) has no definition in the
+/// session for the pin to be checked against: calling it is refused at the
+/// pin gate, as GATEWAY.md says ("must still be listed, in this session").
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_pinned_tool_not_listed_in_the_session_is_refused() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let narrow = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let called = narrow.request(1, "tools/call", json!({"name": "needs_sampling", "arguments": {}}));
+    gw.stop();
+    assert_eq!(called["result"]["isError"], true, "{called}");
+    assert_eq!(
+        called["result"]["_meta"]["io.sealgate/decision"]["gate"], "pin",
+        "{called}"
+    );
+    let ran = received(&site, "up")
+        .iter()
+        .any(|l| l.contains("tools/call") && l.contains("needs_sampling"));
+    assert!(!ran, "the unlisted tool was called upstream");
+    site.verify();
+}
+
+/// A rule (or grant) that lets a caller read `file:///home/*/notes/*`
+/// matches the URI as text; a server resolves dot segments in its path
+/// (`..`, also percent-encoded, or behind an encoded slash) to another
+/// file. Such URIs are refused before anything is decided or forwarded.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn resource_uris_with_dot_segments_cannot_escape_a_glob() {
+    let peers = peers();
+    let policy = "version: v1\nrules:\n  - id: read-notes\n    match:\n      method: resources/read\n      \
+                  tool: \"file:///home/*/notes/*\"\n    decision: ALLOW\n";
+    let site = site("", &scripted(&peers, "up", &[], ""), policy);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let escapes = [
+        "file:///home/alice/notes/../../../etc/shadow",
+        "file:///home/alice/notes/%2e%2e/%2E%2E/%2e%2e/etc/shadow",
+        "file:///home/alice/notes/..%2f..%2f..%2fetc%2fshadow",
+        "file:///home/alice/notes/..\\..\\..\\etc\\shadow",
+        "file:///home/alice/notes/./../../../etc/shadow",
+    ];
+    for (i, uri) in escapes.iter().enumerate() {
+        let read = s.request(i as u64 + 1, "resources/read", json!({"uri": uri}));
+        assert_eq!(read["error"]["code"], -32602, "{uri}: {read}");
+    }
+    // A URI inside the glob is still decided by the rule and forwarded.
+    let fine = s.request(
+        10,
+        "resources/read",
+        json!({"uri": "file:///home/alice/notes/todo.txt"}),
+    );
+    assert!(
+        fine.get("error").is_some(),
+        "the scripted upstream reads no resource: {fine}"
+    );
+    gw.stop();
+    let got = received(&site, "up");
+    assert!(
+        !got.iter().any(|l| l.contains("shadow")),
+        "an escaping URI reached the upstream: {got:#?}"
+    );
+    assert!(got.iter().any(|l| l.contains("todo.txt")), "{got:#?}");
+    site.verify();
+}
+
+/// The gateway lists an upstream's tools itself (a call to a tool its
+/// session has not listed, `tools/list_changed`, drift checks) and follows
+/// every page. An upstream that always names a next page must not make it
+/// gather pages without end: each page fits `max_upstream_message_bytes`,
+/// and so must all of them together.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn the_gateways_own_listings_gather_no_more_than_one_message_holds() {
+    let peers = peers();
+    let site = site(
+        "max_upstream_message_bytes = 262144\n",
+        &scripted(&peers, "up", &[("SCRIPTED_ENDLESS_FILE", "{dir}/endless")], ""),
+        ALLOW_ALL,
+    );
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    std::fs::write(site.path("endless"), "").expect("endless pages");
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    // echo was not listed in this session: the gateway lists first.
+    let called = s.request(1, "tools/call", json!({"name": "echo", "arguments": {}}));
+    assert!(
+        called.get("result").is_some() || called.get("error").is_some(),
+        "{called}"
+    );
+    gw.stop();
+    let pages = received(&site, "up")
+        .iter()
+        .filter(|l| l.contains("\"tools/list\""))
+        .count();
+    // 64 KiB a page: 4 fit in 256 KiB; the page that goes over ends it.
+    assert!(pages <= 8, "the gateway asked for {pages} pages of tools");
+    site.verify();
+}
+
+/// Each request an upstream sends its client is recorded (request and
+/// decision, durable) and then waits for the client. An upstream that
+/// sends them by the hundred must not make the gateway hold and record
+/// them all: a session has a bounded number in flight, the rest are
+/// refused (and those refusals are recorded at most 100 times a session).
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn an_upstream_cannot_flood_its_client_with_requests() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({"sampling": {}}));
+    let called = s.request(1, "tools/call", json!({"name": "ask_many", "arguments": {}}));
+    assert_eq!(called["result"]["content"][0]["text"], "asked", "{called}");
+    std::thread::sleep(Duration::from_secs(3));
+    gw.stop();
+    let events = site.events();
+    let asked = events
+        .iter()
+        .filter(|e| kind(e) == "mcp.requested" && body(e, "direction") == "server_to_client")
+        .count();
+    assert!(
+        asked <= 32,
+        "{asked} of the upstream's 200 requests were admitted at once"
+    );
+    // The upstream heard back at once about those refused.
+    let refused = received(&site, "up")
+        .iter()
+        .filter(|l| l.contains("many-") && l.contains("error"))
+        .count();
+    assert!(refused >= 200 - 32, "{refused} refusals answered");
+    site.verify();
+}
+
+/// A client's requests in a session are answered on their own streams,
+/// and a request keeps running when its client hangs up. A client must
+/// not be able to pile up requests in flight without bound (each holds its
+/// params, up to `max_body_bytes`, and a held call its approval): past a
+/// bounded number, a session refuses more with `-32057`.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_client_cannot_pile_up_requests_in_flight() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), APPROVE_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let mut streams = Vec::new();
+    for id in 0..100 {
+        let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"n": id}}});
+        let stream = s.post_raw(&alice, call.to_string().as_bytes());
+        assert_eq!(stream.status, 200);
+        streams.push(stream);
+    }
+    // The refused ones are answered at once.
+    let mut limited = 0;
+    for stream in &mut streams {
+        let events = stream.events_until(Duration::from_millis(200), |m| m.get("error").is_some());
+        if events.iter().any(|m| m["error"]["code"] == -32057) {
+            limited += 1;
+        }
+    }
+    gw.stop();
+    let held = site.events().iter().filter(|e| kind(e) == "approval.requested").count();
+    assert!(held <= 64, "{held} calls held in one session at once");
+    assert_eq!(held + limited, 100, "{held} held, {limited} refused");
+    drop(streams);
+    site.verify();
+}
+
+/// A `tools/call` with `task` (2025-11-25, task-augmented execution) is
+/// answered at once with a task by servers that support it, and runs in
+/// the background: the gateway, which relays no tasks, would see an answer
+/// that does not fit, record the call as failed while it runs, and enforce
+/// none of its constraints. Such a request is refused before anything is
+/// decided or forwarded.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn task_augmented_requests_are_refused() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let called = s.request(
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"x": "as-a-task"}, "task": {"ttl": 60000}}),
+    );
+    gw.stop();
+    assert_eq!(called["error"]["code"], -32602, "{called}");
+    let got = received(&site, "up");
+    assert!(!got.iter().any(|l| l.contains("as-a-task")), "{got:#?}");
     site.verify();
 }
 

@@ -597,9 +597,14 @@ struct AccessKey {
 }
 
 /// Distinct keys counted per interval; past it, refusals are counted under
-/// one key per source and reason (`server` and `token` dropped), so a flood
-/// of made-up tokens or names writes a bounded number of events.
+/// one key per source and reason (`server` and `token` dropped), and past
+/// twice that under one key per reason whatever the source (`source`:
+/// [`MANY_SOURCES`]), so a flood of made-up tokens or names, or from many
+/// addresses, writes a bounded number of events.
 const ACCESS_KEYS: usize = 1000;
+
+/// The source of refusals counted together once there are too many keys.
+const MANY_SOURCES: &str = "many";
 
 /// Refused authentications and unknown servers, counted per key and
 /// written as one `access.refused` event per key per interval.
@@ -641,6 +646,9 @@ impl AccessLog {
             key.server = None;
             key.principal = None;
             key.reason = format!("{} (more distinct keys than {ACCESS_KEYS} in the interval)", key.reason);
+            if !counts.contains_key(&key) && counts.len() >= 2 * ACCESS_KEYS {
+                key.source = MANY_SOURCES.to_string();
+            }
         }
         let entry = counts.entry(key.clone()).or_insert_with(|| AccessCount {
             source: key.source.clone(),
@@ -686,6 +694,33 @@ mod tests {
         h.remove(header::HOST);
         assert!(!host_allowed(&h, &allowed), "no Host header");
         assert!(host_allowed(&h, &[]), "an empty list allows any");
+    }
+
+    /// Unauthenticated requests from many source addresses (an IPv6
+    /// prefix holds 2^64 of them) must not grow the interval's counts, and
+    /// so the number of `access.refused` events written, without bound.
+    #[test]
+    fn access_refusals_from_many_sources_are_counted_in_bounded_keys() {
+        let log = AccessLog {
+            counts: Arc::new(Mutex::new(HashMap::new())),
+        };
+        let refusals = 3 * ACCESS_KEYS + 500;
+        for i in 0..refusals {
+            log.count(AccessKey {
+                source: format!("2001:db8::{i:x}"),
+                principal: None,
+                token: Some(format!("sha256:{i:016x}")),
+                reason: "invalid_token".into(),
+                server: Some("up".into()),
+            });
+        }
+        let counts = lock(&log.counts);
+        assert!(
+            counts.len() <= 2 * ACCESS_KEYS + 1,
+            "{} keys for {refusals} refusals",
+            counts.len()
+        );
+        assert_eq!(counts.values().map(|c| c.count).sum::<u64>(), refusals as u64);
     }
 
     #[test]

@@ -396,7 +396,18 @@ impl Method {
     /// are checked as `{}`.
     pub fn check_params(&self, params: Option<&Json>) -> Result<(), String> {
         let empty = Json::Object(Vec::new());
-        (self.check_params)(params.unwrap_or(&empty)).map_err(|e| format!("{}: params do not fit: {e}", self.name))
+        let params = params.unwrap_or(&empty);
+        // A task-augmented request (2025-11-25) is answered with a task and
+        // runs on in the background, to be fetched with `tasks/result`: the
+        // gateway relays no tasks, so it would record a call as failed while
+        // it runs and hold it to none of its constraints.
+        if params.get("task").is_some() {
+            return Err(format!(
+                "{}: params do not fit: \"task\": sealgate relays no tasks (task-augmented requests)",
+                self.name
+            ));
+        }
+        (self.check_params)(params).map_err(|e| format!("{}: params do not fit: {e}", self.name))
     }
 
     /// Checks a result against the method's result shape.
@@ -406,7 +417,7 @@ impl Method {
 }
 
 fn shape<T: DeserializeOwned>(v: &Json) -> Result<(), String> {
-    serde_json::from_value::<T>(v.to_serde())
+    serde_json::from_value::<T>(v.to_serde_typed())
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -420,6 +431,67 @@ fn object(v: &Json) -> Result<(), String> {
         },
         _ => Err("expected an object".into()),
     }
+}
+
+/// A resource URI a grant or a rule is matched against, as text: one whose
+/// path has a dot segment (`.` or `..`; also percent-encoded, behind an
+/// encoded slash or a backslash, or before a query or fragment) is refused,
+/// since the server resolves it to another resource than the one matched
+/// (`file:///home/*/notes/*` matches `file:///home/a/notes/../../../etc/shadow`).
+fn resource_uri(uri: Option<&Json>) -> Result<(), String> {
+    let Some(uri) = uri.and_then(Json::as_str) else {
+        return Ok(());
+    };
+    // Decoded until nothing changes (a server may decode more than once),
+    // a few times at most: each pass costs the whole text.
+    let mut decoded = uri.to_string();
+    let mut passes = 0;
+    loop {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        passes += 1;
+        if passes > 3 {
+            return Err(format!(
+                "the resource uri {uri:?} is percent-encoded more than three times over"
+            ));
+        }
+        decoded = next;
+    }
+    let dot = |s: &str| matches!(s, "." | "..");
+    let has_dot_segment = decoded
+        .split(['/', '\\'])
+        .any(|segment| dot(segment) || dot(segment.split(['?', '#']).next().unwrap_or("")));
+    if has_dot_segment {
+        return Err(format!(
+            "the resource uri {uri:?} has a dot segment (\".\" or \"..\") in its path, which a server resolves to another resource than the one granted"
+        ));
+    }
+    Ok(())
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced); anything else as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[allow(
@@ -443,7 +515,8 @@ mod shapes {
         shape::<m::CallToolResult>(v)
     }
     pub fn read_resource(v: &Json) -> Result<(), String> {
-        shape::<m::ReadResourceRequestParams>(v)
+        shape::<m::ReadResourceRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn read_resource_result(v: &Json) -> Result<(), String> {
         shape::<m::ReadResourceResult>(v)
@@ -455,7 +528,8 @@ mod shapes {
         shape::<m::GetPromptResult>(v)
     }
     pub fn complete(v: &Json) -> Result<(), String> {
-        shape::<m::CompleteRequestParams>(v)
+        shape::<m::CompleteRequestParams>(v)?;
+        resource_uri(v.get("ref").and_then(|r| r.get("uri")))
     }
     pub fn complete_result(v: &Json) -> Result<(), String> {
         shape::<m::CompleteResult>(v)
@@ -464,16 +538,31 @@ mod shapes {
         shape::<m::SetLevelRequestParams>(v)
     }
     pub fn subscribe(v: &Json) -> Result<(), String> {
-        shape::<m::SubscribeRequestParams>(v)
+        shape::<m::SubscribeRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn unsubscribe(v: &Json) -> Result<(), String> {
-        shape::<m::UnsubscribeRequestParams>(v)
+        shape::<m::UnsubscribeRequestParams>(v)?;
+        resource_uri(v.get("uri"))
     }
     pub fn paginated(v: &Json) -> Result<(), String> {
         shape::<m::PaginatedRequestParams>(v)
     }
+    /// A listing that names a tool twice is refused, as a duplicate key
+    /// is: clients keep one of the two definitions (the first, the last,
+    /// or both for the model to read), and the gateway's filter and pins
+    /// would judge another.
     pub fn list_tools_result(v: &Json) -> Result<(), String> {
-        shape::<m::ListToolsResult>(v)
+        shape::<m::ListToolsResult>(v)?;
+        let mut seen = std::collections::HashSet::new();
+        for tool in v.get("tools").and_then(Json::as_array).into_iter().flatten() {
+            if let Some(name) = tool.get("name").and_then(Json::as_str)
+                && !seen.insert(name)
+            {
+                return Err(format!("the tool {name:?} is listed twice"));
+            }
+        }
+        Ok(())
     }
     pub fn list_prompts_result(v: &Json) -> Result<(), String> {
         shape::<m::ListPromptsResult>(v)
@@ -840,11 +929,52 @@ mod tests {
             assert!(call.check_params(Some(&v)).is_err(), "{bad}");
         }
         assert!(call.check_params(None).is_err(), "tools/call needs a name");
+        let task = crate::json::parse(br#"{"name":"echo","arguments":{},"task":{"ttl":1000}}"#).expect("json");
+        assert!(call.check_params(Some(&task)).is_err(), "a task-augmented call");
+        // A number too large for serde_json is still no string.
+        let huge = crate::json::parse(br#"{"name":1e400,"arguments":{}}"#).expect("json");
+        assert!(call.check_params(Some(&huge)).is_err(), "a number passed for a name");
         let read = method("resources/read", Direction::Up).expect("resources/read");
         assert!(
             read.check_params(Some(&crate::json::parse(br#"{"uri":1}"#).expect("json")))
                 .is_err()
         );
+        // Resource URIs whose path a server resolves elsewhere.
+        for uri in [
+            "file:///a/notes/../../etc/shadow",
+            "file:///a/notes/%2e%2E/x",
+            "file:///a/notes/..%2fx",
+            "file:///a/notes/%252e%252e/x",
+            "file:///a/notes/..\\x",
+            "file:///a/notes/./x",
+            "file:///a/notes/..",
+            "file:///a/notes/..?x=1",
+        ] {
+            let v = Json::object([("uri", Json::str(uri))]);
+            assert!(read.check_params(Some(&v)).is_err(), "{uri}");
+        }
+        for uri in [
+            "file:///a/notes/todo.txt",
+            "file:///a/notes/..hidden",
+            "test://static/resource/1",
+            "file:///a/%zz",
+        ] {
+            let v = Json::object([("uri", Json::str(uri))]);
+            assert!(read.check_params(Some(&v)).is_ok(), "{uri}");
+        }
+        let nested = format!("file:///a/%{}2e", "25".repeat(100_000));
+        let v = Json::object([("uri", Json::String(nested))]);
+        assert!(read.check_params(Some(&v)).is_err(), "encoded over and over");
+        let sub = method("resources/subscribe", Direction::Up).expect("subscribe");
+        let v = Json::object([("uri", Json::str("file:///a/../b"))]);
+        assert!(sub.check_params(Some(&v)).is_err());
+        // A listing that names a tool twice.
+        let listing = method("tools/list", Direction::Up).expect("tools/list");
+        let twice = crate::json::parse(
+            br#"{"tools":[{"name":"a","inputSchema":{"type":"object"}},{"name":"a","description":"other","inputSchema":{"type":"object"}}]}"#,
+        )
+        .expect("json");
+        assert!(listing.check_result(&twice).is_err(), "a tool listed twice");
         // A server-to-client method is not a client-to-server one.
         assert!(method("sampling/createMessage", Direction::Up).is_none());
         assert!(method("tools/call", Direction::Down).is_none());

@@ -11,6 +11,9 @@ use bytes::{Bytes, BytesMut};
 /// Decodes a byte stream into the data of its events.
 pub struct Decoder {
     buf: BytesMut,
+    /// Bytes at the start of `buf` known to hold no line end: each byte is
+    /// searched once, however the stream is cut.
+    scanned: usize,
     data: Vec<u8>,
     has_data: bool,
     limit: usize,
@@ -24,6 +27,7 @@ impl Decoder {
     pub fn new(limit: usize) -> Decoder {
         Decoder {
             buf: BytesMut::new(),
+            scanned: 0,
             data: Vec::new(),
             has_data: false,
             limit,
@@ -34,7 +38,12 @@ impl Decoder {
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, TooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+        while let Some(end) = self.buf[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|at| self.scanned + at)
+        {
+            self.scanned = 0;
             let line = self.buf.split_to(end + 1);
             let mut line = &line[..end];
             if line.last() == Some(&b'\r') {
@@ -64,6 +73,7 @@ impl Decoder {
                 }
             }
         }
+        self.scanned = self.buf.len();
         if self.buf.len() > self.limit {
             return Err(TooLarge(self.limit));
         }
@@ -117,6 +127,54 @@ mod tests {
             d.feed(b"data: 0123456789"),
             Err(TooLarge(8)),
             "an unterminated line counts too"
+        );
+    }
+
+    /// This thread's CPU time (the least of three runs is taken, so other
+    /// load on the machine does not decide the outcome).
+    fn thread_cpu() -> std::time::Duration {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .map(std::time::Duration::from_nanos)
+            .expect("/proc/thread-self/schedstat")
+    }
+
+    /// An upstream decides how its event stream is cut: a long line sent
+    /// in small pieces must cost linear time, not a search of everything
+    /// waiting in the buffer for every piece. Checked as a ratio: 8 times
+    /// the line must cost well under 64 times the time.
+    #[test]
+    fn a_long_line_in_small_pieces_decodes_in_linear_time() {
+        const GROWTH: usize = 8;
+        const MOST: f64 = 24.0;
+        const MEASURABLE: std::time::Duration = std::time::Duration::from_millis(20);
+        let cost = |size: usize| {
+            let line = [b"data: ".as_slice(), &vec![b'x'; size], b"\n\n"].concat();
+            (0..3)
+                .map(|_| {
+                    let mut d = Decoder::new(64 << 20);
+                    let started = thread_cpu();
+                    let events: usize = line.chunks(256).map(|piece| d.feed(piece).expect("feed").len()).sum();
+                    assert_eq!(events, 1);
+                    thread_cpu().saturating_sub(started)
+                })
+                .min()
+                .unwrap_or_default()
+        };
+        let mut size = 64 << 10;
+        let mut small = cost(size);
+        while small < MEASURABLE && size < 4 << 20 {
+            size *= 2;
+            small = cost(size);
+        }
+        let large = cost(size * GROWTH);
+        let growth = large.as_secs_f64() / small.as_secs_f64().max(1e-9);
+        assert!(
+            growth < MOST,
+            "{small:?} for {} KiB, {large:?} for {} KiB ({growth:.1}x for {GROWTH}x the line)",
+            size >> 10,
+            (size * GROWTH) >> 10
         );
     }
 

@@ -139,6 +139,17 @@ pub fn decide(
                     format!("tool {t:?} on {name:?} was not approved (not pinned)"),
                 );
             }
+            // The session's listing does not have it (the server did not
+            // offer it to this client, or could not list): there is no
+            // definition to hold to the pin, nor annotations to label it.
+            (Some(_), None) => {
+                return Ruling::deny(
+                    Gate::Pin,
+                    format!(
+                        "tool {t:?} on {name:?} is not listed in this session: its definition cannot be checked against its pin"
+                    ),
+                );
+            }
             (Some(pin), Some(live)) if *pin != live.hash => {
                 return Ruling::deny(
                     Gate::Pin,

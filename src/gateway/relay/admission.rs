@@ -125,6 +125,7 @@ impl Session {
         let mut cursor: Option<Json> = None;
         let mut listed = Vec::new();
         let internal = Id::Str(format!("sealgate-list-{}", uuid::Uuid::new_v4().simple()));
+        let mut gathered = 0;
         for _ in 0..1000 {
             let params = cursor.take().map(|c| Json::Object(vec![("cursor".into(), c)]));
             let never = CancellationToken::new();
@@ -134,6 +135,14 @@ impl Session {
             {
                 Forwarded::Answer(result) => {
                     if let Some(tools) = result.get("tools").and_then(Json::as_array) {
+                        gathered += super::trusted::listed_bytes(tools);
+                        if gathered > self.core.link.max_message_bytes {
+                            tracing::warn!(
+                                server = %self.server.name,
+                                "the upstream's tools fill more than one message may hold (max_upstream_message_bytes): not listed"
+                            );
+                            return false;
+                        }
                         listed.extend(tools.iter().cloned());
                     }
                     match result.get("nextCursor") {

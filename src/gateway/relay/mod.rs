@@ -264,6 +264,8 @@ struct State {
     attempts: HashMap<String, u32>,
     /// `mcp.refused` events written for this session (capped).
     refusals: u32,
+    /// Requests of the upstream being handled (capped).
+    server_requests: usize,
     /// Why the upstream session ended, once it has.
     gone: Option<String>,
 }
@@ -286,6 +288,16 @@ struct DownCall {
 /// counted in the log only, so a peer cannot flood the ledger through one
 /// session.
 const MAX_REFUSALS_RECORDED: u32 = 100;
+
+/// Requests of the upstream a session handles at once (each is recorded
+/// and waits for the client); more are refused, so an upstream cannot make
+/// the gateway hold and record its requests without bound.
+const MAX_SERVER_REQUESTS: usize = 32;
+
+/// Requests of the client a session handles at once: each holds its params
+/// (and a held call its approval), and keeps running if its client hangs
+/// up; more are refused.
+const MAX_CLIENT_REQUESTS: usize = 64;
 
 /// What opening a session needs.
 pub struct Opening {
@@ -458,6 +470,8 @@ impl Session {
                 Ok((link, result, version))
             }
             Err(message) => {
+                // It may quote the upstream (its refusal, a type error).
+                let message = safety::redact_text_for_log(&message);
                 body.insert("outcome".into(), "unavailable".into());
                 body.insert("error.type".into(), "upstream_unavailable".into());
                 body.insert("error".into(), message.clone().into());
@@ -558,17 +572,29 @@ impl Session {
         }
     }
 
-    /// A message must come from the principal that opened the session.
-    /// The refusal does not say who that is.
+    /// A message must come from the principal that opened the session,
+    /// with the teams it had then: the session decides and records its
+    /// calls with those teams, so a caller who left a team (or holds a
+    /// token with fewer) must not use a session opened with it. The
+    /// refusal does not say who the owner is.
     pub fn check_owner(&self, principal: &Principal) -> Result<(), RpcError> {
-        if principal.name == self.owner.name && principal.method == self.owner.method {
-            Ok(())
-        } else {
-            Err(rpc(
+        if principal.name != self.owner.name || principal.method != self.owner.method {
+            return Err(rpc(
                 codes::WRONG_PRINCIPAL,
                 format!("session {} belongs to another principal", self.id),
-            ))
+            ));
         }
+        let teams = |p: &Principal| p.teams.iter().cloned().collect::<BTreeSet<String>>();
+        if teams(principal) != teams(&self.owner) {
+            return Err(rpc(
+                codes::WRONG_PRINCIPAL,
+                format!(
+                    "session {} was opened with other teams than the caller has now: open a new session",
+                    self.id
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Records a message the gateway does not relay (up to
@@ -628,7 +654,7 @@ impl Session {
             return Some(Message::Error { id: Some(id), error: e });
         }
         let cancel = CancellationToken::new();
-        {
+        let full = {
             let mut st = lock(&self.state);
             if st.client.contains_key(&id) {
                 drop(st);
@@ -638,14 +664,26 @@ impl Session {
                 );
                 return Some(Message::Error { id: Some(id), error: e });
             }
-            st.client.insert(
-                id.clone(),
-                ClientCall {
-                    cancel: cancel.clone(),
-                    up_id: None,
-                    progress_token: mcp::progress_token(params.as_ref()),
-                },
+            let full = st.client.len() >= MAX_CLIENT_REQUESTS;
+            if !full {
+                st.client.insert(
+                    id.clone(),
+                    ClientCall {
+                        cancel: cancel.clone(),
+                        up_id: None,
+                        progress_token: mcp::progress_token(params.as_ref()),
+                    },
+                );
+            }
+            full
+        };
+        if full {
+            let e = rpc(
+                codes::LIMIT_REACHED,
+                format!("sealgate refused the request: {MAX_CLIENT_REQUESTS} requests are in flight in this session"),
             );
+            let e = self.refuse_up(Some(&id), Some(&method), e, bytes).await;
+            return Some(Message::Error { id: Some(id), error: e });
         }
         let answer = self.dispatch(&id, &method, params, bytes, &cancel).await;
         lock(&self.state).client.remove(&id);
@@ -703,7 +741,17 @@ impl Session {
             }
             Class::Ping => {
                 let forwarded = self.forward_up(id, method, params, self.server.timeout, cancel).await;
-                self.answer_outward(forwarded, method).await
+                match forwarded {
+                    // Any object fits a ping's result: the upstream's words,
+                    // through output safety like the rest.
+                    Forwarded::Answer(result) => self.outward_checked(result, method).await.ok_or_else(|| {
+                        rpc(
+                            codes::QUARANTINED,
+                            "sealgate withheld the ping result: it holds data the policy quarantines",
+                        )
+                    }),
+                    other => self.answer_outward(other, method).await,
+                }
             }
             Class::Listing => self.listed(id, method, params, cancel).await,
             Class::Call | Class::Gated => {
@@ -921,10 +969,18 @@ impl Session {
                 ),
             )),
             Forwarded::Cancelled => Err(rpc(codes::UPSTREAM_UNAVAILABLE, "request cancelled")),
-            Forwarded::Unavailable(message) => Err(rpc(codes::UPSTREAM_UNAVAILABLE, message)),
+            // These quote the peer (a type error names the value it
+            // refused, a stray member its name): redacted like a refusal's
+            // reason, since they bypass output safety otherwise.
+            Forwarded::Unavailable(message) => {
+                Err(rpc(codes::UPSTREAM_UNAVAILABLE, safety::redact_text_for_log(&message)))
+            }
             Forwarded::Malformed(message) => Err(rpc(
                 code::INTERNAL_ERROR,
-                format!("sealgate refused the upstream's answer: {message}"),
+                format!(
+                    "sealgate refused the upstream's answer: {}",
+                    safety::redact_text_for_log(&message)
+                ),
             )),
         }
     }
@@ -1026,7 +1082,27 @@ impl Session {
 
     /// A request from the upstream.
     async fn server_request(self: Arc<Self>, up_id: Id, method: String, params: Option<Json>, related: Option<Id>) {
-        let answer = self.server_request_answer(&up_id, &method, params, related).await;
+        let admitted = {
+            let mut st = lock(&self.state);
+            let room = st.server_requests < MAX_SERVER_REQUESTS;
+            if room {
+                st.server_requests += 1;
+            }
+            room
+        };
+        let answer = if admitted {
+            let answer = self.server_request_answer(&up_id, &method, params, related).await;
+            lock(&self.state).server_requests -= 1;
+            answer
+        } else {
+            let error = rpc(
+                codes::LIMIT_REACHED,
+                format!(
+                    "sealgate refused the request: {MAX_SERVER_REQUESTS} requests of the server are in flight in this session"
+                ),
+            );
+            Err(self.refuse_down(Some(&up_id), Some(&method), error, 0).await)
+        };
         let message = match answer {
             Ok(result) => Message::Response { id: up_id, result },
             Err(error) => Message::Error { id: Some(up_id), error },

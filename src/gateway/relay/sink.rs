@@ -1,7 +1,7 @@
 //! Where messages for a client go: stdout for a stdio session; for an HTTP
 //! session, the event stream of the client request a message belongs to,
 //! else the session's own GET stream, else a short backlog until the client
-//! opens one.
+//! opens one (bounded in messages and in bytes: the oldest go first).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -14,6 +14,9 @@ use crate::gateway::mcp::{Id, Message};
 
 /// Messages kept for an HTTP client that has no stream open.
 const BACKLOG: usize = 256;
+
+/// Bytes kept for it at most (the newest message is kept whatever its size).
+const BACKLOG_BYTES: usize = 8 << 20;
 
 pub enum ClientSink {
     /// One line per message (stdout).
@@ -70,10 +73,13 @@ impl Streams {
             lock(&self.get).take();
         }
         let mut backlog = lock(&self.backlog);
-        if backlog.len() >= BACKLOG {
-            backlog.pop_front();
-        }
         backlog.push_back(data);
+        let mut held: usize = backlog.iter().map(Bytes::len).sum();
+        while backlog.len() > BACKLOG || (held > BACKLOG_BYTES && backlog.len() > 1) {
+            if let Some(oldest) = backlog.pop_front() {
+                held -= oldest.len();
+            }
+        }
         Ok(())
     }
 }
@@ -93,5 +99,32 @@ impl ClientSink {
             }
             ClientSink::Http(streams) => streams.send(Bytes::from(message.to_bytes()), related).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An upstream decides what waits for a client that has no stream open
+    /// (its notifications, its requests while no client request is in
+    /// flight), and a message may be as large as
+    /// `max_upstream_message_bytes`: the backlog is bounded in bytes too,
+    /// not only in messages.
+    #[tokio::test]
+    async fn the_backlog_is_bounded_in_bytes() {
+        let streams = Streams::default();
+        let big = Bytes::from(vec![b'x'; 1 << 20]);
+        for _ in 0..BACKLOG {
+            streams.send(big.clone(), None).await.expect("send");
+        }
+        let held: usize = lock(&streams.backlog).iter().map(Bytes::len).sum();
+        assert!(held <= BACKLOG_BYTES, "{} MiB wait for the client", held >> 20);
+        // The newest is kept, even alone over the limit.
+        let huge = Bytes::from(vec![b'y'; BACKLOG_BYTES + 1]);
+        streams.send(huge.clone(), None).await.expect("send");
+        let backlog = lock(&streams.backlog);
+        assert_eq!(backlog.back(), Some(&huge));
+        assert_eq!(backlog.len(), 1);
     }
 }

@@ -7,9 +7,12 @@
 //! in a session of its own that declares every capability it relays and
 //! follows every page, and records drift from that listing alone, naming
 //! the session whose traffic showed the difference. One listing runs per
-//! server at a time; a request that arrives meanwhile runs it once more.
+//! server at a time; the checks asked for while it runs are all served by
+//! the next one, so a flood of `tools/list_changed` (or of listings that
+//! differ from the pins) starts two listings, not one per message.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{ServerEntry, Session, lock};
@@ -21,7 +24,16 @@ use crate::json::Json;
 /// One trusted listing at a time per server.
 #[derive(Default)]
 pub struct DriftChecks {
-    running: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    running: Mutex<HashMap<String, Arc<Turn>>>,
+}
+
+/// A server's drift checks: each check asked for takes a ticket; a listing
+/// serves every ticket taken before it started.
+#[derive(Default)]
+struct Turn {
+    asked: AtomicU64,
+    /// Held while a listing runs: the last ticket the last listing served.
+    served: tokio::sync::Mutex<u64>,
 }
 
 /// Lists `entry`'s tools in a session of the gateway's own (every client
@@ -44,6 +56,7 @@ pub async fn list_tools(
         .await?;
     let listing = async {
         let mut tools = Vec::new();
+        let mut gathered = 0;
         let mut cursor: Option<Json> = None;
         for page in 0..1000 {
             let id = Id::Str(format!("sealgate-tools-{page}"));
@@ -94,6 +107,12 @@ pub async fn list_tools(
                 .map_or(Ok(()), |m| m.check_result(&result))
                 .map_err(|e| format!("upstream {name}: {e}"))?;
             if let Some(items) = result.get("tools").and_then(Json::as_array) {
+                gathered += listed_bytes(items);
+                if gathered > limits.max_message_bytes {
+                    return Err(format!(
+                        "upstream {name} listed more tools than one message may hold (max_upstream_message_bytes)"
+                    ));
+                }
                 tools.extend(items.iter().cloned());
             }
             match result.get("nextCursor") {
@@ -108,6 +127,14 @@ pub async fn list_tools(
         .map_err(|_| format!("{name} did not list its tools within {} ms", entry.timeout.as_millis()))?;
     link.sender.close().await;
     tools
+}
+
+/// The size of listed tools as text. A listing that follows pages gathers
+/// at most as much as one message may hold (`max_upstream_message_bytes`):
+/// an upstream that always names a next page would otherwise fill memory,
+/// a message's worth per page.
+pub(super) fn listed_bytes(tools: &[Json]) -> usize {
+    tools.iter().map(|t| t.to_text().len()).sum()
 }
 
 /// The name and pinned hash of each listed tool.
@@ -127,7 +154,14 @@ pub async fn check_drift(session: &Session, revealer: Option<Revealer>) {
     let name = session.server.name.clone();
     let core = &session.core;
     let turn = Arc::clone(lock(&core.drift.running).entry(name.clone()).or_default());
-    let _one_at_a_time = turn.lock().await;
+    let ticket = turn.asked.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut served = turn.served.lock().await;
+    if *served >= ticket {
+        // A listing that started after this check was asked for ran.
+        return;
+    }
+    // Every ticket taken so far was taken before this listing starts.
+    *served = turn.asked.load(Ordering::SeqCst);
     match list_tools(&session.server, core.link, &core.processes).await {
         Ok(tools) => {
             if let Err(e) = core
