@@ -1284,3 +1284,38 @@ fn an_allowed_custom_method_is_gated_and_recorded() {
     assert_eq!(refused_events(&events).len(), 1);
     site.verify();
 }
+
+/// Whatever a call forwards is recorded: its `_meta` beside its arguments;
+/// a params member the request event would not record is refused.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_calls_meta_is_recorded_and_unrecorded_members_are_refused() {
+    let peers = peers();
+    let site = site("", &scripted(&peers, "up", &[], ""), ALLOW_ALL);
+    let alice = create_token(&site, "alice", &["security"]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let ok = s.request(
+        1,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"a": 1}, "_meta": {"acme/trace": "t-42"}}),
+    );
+    assert!(ok.get("result").is_some(), "{ok}");
+    let refused = s.request(
+        2,
+        "tools/call",
+        json!({"name": "echo", "arguments": {"a": 2}, "inputResponses": {"smuggled": true}}),
+    );
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    gw.stop();
+    let got = received(&site, "up");
+    assert!(got.iter().any(|l| l.contains("t-42")), "{got:#?}");
+    assert!(!got.iter().any(|l| l.contains("smuggled")), "{got:#?}");
+    let events = site.events();
+    let request = events
+        .iter()
+        .find(|e| kind(e) == "tool_call.requested")
+        .expect("the call is recorded");
+    assert_eq!(request["body"]["meta"]["json"], r#"{"acme/trace":"t-42"}"#, "{request}");
+    site.verify();
+}

@@ -56,8 +56,35 @@ pub struct CallInfo {
     pub resource: Option<String>,
     /// Arguments (or params) exactly as sent.
     pub arguments: Option<Json>,
+    /// A call's `_meta` (for the requests whose `arguments` are not their
+    /// whole params): recorded too, since it is forwarded.
+    pub meta: Option<Json>,
     /// `server_to_client` for sampling, elicitation and roots.
     pub direction: Direction,
+}
+
+/// What the request event keeps of a call's arguments and `_meta`:
+/// redacted as the policy redacts output.
+#[derive(Clone, Debug, Default)]
+pub struct Stored {
+    pub arguments: Option<Json>,
+    pub meta: Option<Json>,
+}
+
+impl CallInfo {
+    /// A request of `method` with nothing named yet.
+    pub fn new(method: &str, request_id: Id, direction: Direction) -> CallInfo {
+        CallInfo {
+            method: method.to_string(),
+            request_id,
+            tool: None,
+            prompt: None,
+            resource: None,
+            arguments: None,
+            meta: None,
+            direction,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +138,7 @@ impl Audit {
     /// (redacted per policy). Their size and digest are of the stored text,
     /// so a digest cannot be used to test guesses at a redacted value;
     /// `original_bytes` is the size of the arguments as sent.
-    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: Option<&Json>) -> Draft {
+    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: &Stored) -> Draft {
         let kind = if call.method == "tools/call" {
             EventKind::ToolCallRequested
         } else {
@@ -119,7 +146,7 @@ impl Audit {
         };
         let mut draft = base(kind, scope, Some(call));
         if let Some(args) = &call.arguments {
-            let kept = stored.unwrap_or(args);
+            let kept = stored.arguments.as_ref().unwrap_or(args);
             let mut b = blob(&kept.to_text(), self.limits.max_argument_bytes);
             if let Value::Object(obj) = &mut b {
                 obj.insert("original_bytes".into(), Value::Int(args.to_text().len() as i128));
@@ -128,6 +155,11 @@ impl Audit {
                 }
             }
             draft.body.insert("arguments".into(), b);
+        }
+        if let Some(meta) = stored.meta.as_ref().or(call.meta.as_ref()) {
+            draft
+                .body
+                .insert("meta".into(), blob(&meta.to_text(), self.limits.max_argument_bytes));
         }
         if call.direction == Direction::ServerToClient {
             draft.body.insert("direction".into(), "server_to_client".into());
@@ -286,15 +318,7 @@ impl Audit {
     /// A listing's result: the digest of the set (in the order listed), its
     /// size, and the names.
     pub fn listing(&self, scope: &Scope, method: &str, request_id: &Id, items: &Listing) -> Draft {
-        let call = CallInfo {
-            method: method.to_string(),
-            request_id: request_id.clone(),
-            tool: None,
-            prompt: None,
-            resource: None,
-            arguments: None,
-            direction: Direction::ClientToServer,
-        };
+        let call = CallInfo::new(method, request_id.clone(), Direction::ClientToServer);
         let mut draft = base(EventKind::ListingObserved, scope, Some(&call));
         let body = &mut draft.body;
         body.insert("digest".into(), digest(items.items.to_text().as_bytes()).into());

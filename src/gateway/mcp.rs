@@ -407,6 +407,17 @@ impl Method {
                 self.name
             ));
         }
+        // Deny by default within params too: a member the request event
+        // would not record is not forwarded.
+        if let (Some(allowed), Some(members)) = (params_members(self.name, self.direction), params.as_object())
+            && let Some((extra, _)) = members.iter().find(|(k, _)| !allowed.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "{}: params do not fit: member {extra:?} is not relayed (known: {})",
+                self.name,
+                allowed.join(", ")
+            ));
+        }
         (self.check_params)(params).map_err(|e| format!("{}: params do not fit: {e}", self.name))
     }
 
@@ -414,6 +425,22 @@ impl Method {
     pub fn check_result(&self, result: &Json) -> Result<(), String> {
         (self.check_result)(result).map_err(|e| format!("{}: result does not fit: {e}", self.name))
     }
+}
+
+/// The params members a client request may carry, for the methods whose
+/// request event records less than the whole params (`None`: any; the
+/// whole params are recorded, or the method is the server's).
+fn params_members(method: &str, direction: Direction) -> Option<&'static [&'static str]> {
+    if direction != Direction::Up {
+        return None;
+    }
+    Some(match method {
+        "tools/call" | "prompts/get" => &["name", "arguments", "_meta"],
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => &["uri", "_meta"],
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" => &["cursor", "_meta"],
+        "ping" => &["_meta"],
+        _ => return None,
+    })
 }
 
 fn shape<T: DeserializeOwned>(v: &Json) -> Result<(), String> {
@@ -931,6 +958,12 @@ mod tests {
         assert!(call.check_params(None).is_err(), "tools/call needs a name");
         let task = crate::json::parse(br#"{"name":"echo","arguments":{},"task":{"ttl":1000}}"#).expect("json");
         assert!(call.check_params(Some(&task)).is_err(), "a task-augmented call");
+        // Members the request event would not record are refused.
+        let extra = crate::json::parse(br#"{"name":"echo","arguments":{},"inputResponses":{}}"#).expect("json");
+        let e = call.check_params(Some(&extra)).expect_err("an unrecorded member");
+        assert!(e.contains("inputResponses"), "{e}");
+        let meta = crate::json::parse(br#"{"name":"echo","_meta":{"progressToken":1,"acme/x":2}}"#).expect("json");
+        assert!(call.check_params(Some(&meta)).is_ok());
         // A number too large for serde_json is still no string.
         let huge = crate::json::parse(br#"{"name":1e400,"arguments":{}}"#).expect("json");
         assert!(call.check_params(Some(&huge)).is_err(), "a number passed for a name");

@@ -25,7 +25,7 @@ use ledger::{Receipt, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use super::{Forwarded, Session, audit_refused, audit_withheld, codes, lock, rpc};
-use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, digest};
+use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, Stored, digest};
 use crate::gateway::mcp::{self, Class, Id, Message, RpcError};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
@@ -63,9 +63,13 @@ pub(super) fn default_output(view: &crate::governance::View) -> OutputPolicy {
 
 /// The arguments as the request event keeps them: redacted as the policy
 /// redacts output (the rule that will decide is not known yet).
-pub(super) fn redact_arguments(call: &CallInfo, view: &crate::governance::View) -> Option<Json> {
+pub(super) fn redact_arguments(call: &CallInfo, view: &crate::governance::View) -> Stored {
     let policy = scan_policy(default_output(view));
-    call.arguments.as_ref().map(|a| safety::scan_json(a, &policy).redacted)
+    let redact = |v: &Option<Json>| v.as_ref().map(|a| safety::scan_json(a, &policy).redacted);
+    Stored {
+        arguments: redact(&call.arguments),
+        meta: redact(&call.meta),
+    }
 }
 
 pub(super) fn gov_unavailable(server: &str, e: impl std::fmt::Display) -> RpcError {
@@ -231,7 +235,7 @@ impl Session {
         let stored = redact_arguments(call, &view);
         let audit = &self.core.audit;
         let requested = audit
-            .append(audit.requested(&scope, call, stored.as_ref()))
+            .append(audit.requested(&scope, call, &stored))
             .await
             .map_err(|e| audit_refused(name, &e))?;
 
@@ -264,7 +268,7 @@ impl Session {
                 Timestamp::now(),
             )
         };
-        let args_digest = digest_stored(stored.as_ref());
+        let args_digest = digest_stored(stored.arguments.as_ref());
         if ruling.verdict != Verdict::Deny
             && let Some(limit) = ruling
                 .evaluation
@@ -358,7 +362,9 @@ impl Session {
             )
         })?;
         let policy_hash = ruling.policy_hash.clone().unwrap_or_default();
-        let deadline = Timestamp::now().as_nanos() + approval.timeout_sec.saturating_mul(1_000_000_000);
+        let deadline = Timestamp::now()
+            .as_nanos()
+            .saturating_add(approval.timeout_sec.saturating_mul(1_000_000_000));
         let spec = ApprovalSpec {
             request_seq: requested.seq,
             principal: self.owner.clone(),
@@ -766,15 +772,7 @@ impl Session {
         let policy = scan_policy(default_output(&view));
         let scan = safety::scan_json_async(result, policy).await;
         if !scan.report.is_empty() {
-            let call = CallInfo {
-                method: method.to_string(),
-                request_id: id.clone(),
-                tool: None,
-                prompt: None,
-                resource: None,
-                arguments: None,
-                direction: Direction::ClientToServer,
-            };
+            let call = CallInfo::new(method, id.clone(), Direction::ClientToServer);
             audit
                 .append(audit.output(&self.scope(), &call, None, &scan.report, None))
                 .await

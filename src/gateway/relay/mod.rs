@@ -348,15 +348,8 @@ impl Session {
             env: server.env.clone(),
             protocol_version: None,
         };
-        let call = CallInfo {
-            method: "initialize".into(),
-            request_id: id.clone(),
-            tool: None,
-            prompt: None,
-            resource: None,
-            arguments: Some(params.clone()),
-            direction: Direction::ClientToServer,
-        };
+        let mut call = CallInfo::new("initialize", id.clone(), Direction::ClientToServer);
+        call.arguments = Some(params.clone());
         let audit = &core.audit;
         let view = core
             .gov
@@ -365,7 +358,7 @@ impl Session {
             .map_err(|e| admission::gov_unavailable(&name, e))?;
         let stored = admission::redact_arguments(&call, &view);
         let requested = audit
-            .append(audit.requested(&scope, &call, stored.as_ref()))
+            .append(audit.requested(&scope, &call, &stored))
             .await
             .map_err(|e| audit_refused(&name, &e))?;
         let mut ruling = decide_access(
@@ -1043,15 +1036,7 @@ impl Session {
         if scan.report.is_empty() {
             return Some(scan.redacted);
         }
-        let call = CallInfo {
-            method: what.to_string(),
-            request_id: Id::Str(String::new()),
-            tool: None,
-            prompt: None,
-            resource: None,
-            arguments: None,
-            direction: Direction::ServerToClient,
-        };
+        let call = CallInfo::new(what, Id::Str(String::new()), Direction::ServerToClient);
         let audit = &self.core.audit;
         let mut draft = audit.output(&self.scope(), &call, None, &scan.report, None);
         if scan.quarantine {
@@ -1155,15 +1140,8 @@ impl Session {
         let client_id = self.client_of(related.as_ref());
         match m.class {
             Class::ServerCall => {
-                let call = CallInfo {
-                    method: method.to_string(),
-                    request_id: up_id.clone(),
-                    tool: None,
-                    prompt: None,
-                    resource: None,
-                    arguments: params.clone(),
-                    direction: Direction::ServerToClient,
-                };
+                let mut call = CallInfo::new(method, up_id.clone(), Direction::ServerToClient);
+                call.arguments = params.clone();
                 self.audited_down(call, m, params, client_id).await
             }
             _ => {
@@ -1417,15 +1395,10 @@ fn call_info(method: &str, id: &Id, params: Option<&Json>) -> CallInfo {
             .and_then(Json::as_str)
             .map(str::to_string)
     };
-    let mut call = CallInfo {
-        method: method.to_string(),
-        request_id: id.clone(),
-        tool: None,
-        prompt: None,
-        resource: None,
-        arguments: None,
-        direction: Direction::ClientToServer,
-    };
+    let mut call = CallInfo::new(method, id.clone(), Direction::ClientToServer);
+    // Where only `arguments` is recorded, `_meta` is recorded beside it:
+    // whatever is forwarded is recorded.
+    let meta = || params.and_then(|p| p.get("_meta")).cloned();
     let arguments = || {
         Some(
             params
@@ -1438,12 +1411,17 @@ fn call_info(method: &str, id: &Id, params: Option<&Json>) -> CallInfo {
         "tools/call" => {
             call.tool = text("name");
             call.arguments = arguments();
+            call.meta = meta();
         }
         "prompts/get" => {
             call.prompt = text("name");
             call.arguments = arguments();
+            call.meta = meta();
         }
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => call.resource = text("uri"),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            call.resource = text("uri");
+            call.meta = meta();
+        }
         "completion/complete" => {
             let reference = params.and_then(|p| p.get("ref"));
             let field = |k: &str| {

@@ -864,7 +864,9 @@ pub fn is_secret_key(key: &str) -> bool {
         .filter(u8::is_ascii_alphanumeric)
         .map(|c| char::from(c.to_ascii_lowercase()))
         .collect();
-    const NOT_SECRET: [&str; 9] = [
+    const NOT_SECRET: [&str; 10] = [
+        // MCP's own: a progress notification's correlation id.
+        "progresstoken",
         "nexttoken",
         "pagetoken",
         "continuationtoken",

@@ -55,8 +55,11 @@ impl HttpSession {
             let value = HeaderValue::try_from(v.as_str()).map_err(|e| format!("upstream {server}: header {k}: {e}"))?;
             custom.insert(name, value);
         }
+        // Redirects are not part of MCP, and a followed one would carry the
+        // upstream's credential headers to another origin.
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("upstream {server}: http client: {e}"))?;
         Ok(Arc::new(HttpSession {
