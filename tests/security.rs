@@ -553,8 +553,11 @@ fn output_safety_covers_every_message_towards_the_client() {
         "params": {"name": "chatter", "arguments": {}, "_meta": {"progressToken": "p-1"}}});
     let mut stream = s.post_raw(&alice, chatter.to_string().as_bytes());
     let events = stream.events_until(TIMEOUT, |m| m["id"] == 2);
+    // The progress token is the client's correlation id, not a secret.
     assert!(
-        events.iter().any(|m| m["method"] == "notifications/progress"),
+        events
+            .iter()
+            .any(|m| m["method"] == "notifications/progress" && m["params"]["progressToken"] == "p-1"),
         "{events:?}"
     );
     assert!(
