@@ -103,22 +103,10 @@ pub fn decide(
     now: Timestamp,
 ) -> Ruling {
     let name = call.server;
-    let Some(server) = state.registry.get(name) else {
-        return Ruling::deny(
-            Gate::Registry,
-            format!("server {name:?} is not registered: shadow MCP server"),
-        );
+    let server = match registry_gate(state, name) {
+        Ok(server) => server,
+        Err(reason) => return Ruling::deny(Gate::Registry, reason),
     };
-    match server.status {
-        Status::Approved => {}
-        Status::Registered => {
-            return Ruling::deny(
-                Gate::Registry,
-                format!("server {name:?} is registered but not approved"),
-            );
-        }
-        status => return Ruling::deny(Gate::Registry, format!("server {name:?} is {}", status.as_str())),
-    }
 
     if call.method == "tools/call"
         && let Some(t) = call.target
@@ -212,6 +200,18 @@ pub fn decide(
     }
 }
 
+/// The registry gate: the server, registered and approved, or why not.
+fn registry_gate<'a>(state: &'a GovState, name: &str) -> Result<&'a Server, String> {
+    let Some(server) = state.registry.get(name) else {
+        return Err(format!("server {name:?} is not registered: shadow MCP server"));
+    };
+    match server.status {
+        Status::Approved => Ok(server),
+        Status::Registered => Err(format!("server {name:?} is registered but not approved")),
+        status => Err(format!("server {name:?} is {}", status.as_str())),
+    }
+}
+
 /// The decision for a request that is not a call: opening a session
 /// (`initialize`), or a gated method (`completion/complete`,
 /// `resources/subscribe`, `logging/setLevel`, an allowed custom method).
@@ -221,22 +221,10 @@ pub fn decide(
 /// the server. The policy decides calls only; it is not consulted.
 pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -> Ruling {
     let name = call.server;
-    let Some(server) = state.registry.get(name) else {
-        return Ruling::deny(
-            Gate::Registry,
-            format!("server {name:?} is not registered: shadow MCP server"),
-        );
+    let server = match registry_gate(state, name) {
+        Ok(server) => server,
+        Err(reason) => return Ruling::deny(Gate::Registry, reason),
     };
-    match server.status {
-        Status::Approved => {}
-        Status::Registered => {
-            return Ruling::deny(
-                Gate::Registry,
-                format!("server {name:?} is registered but not approved"),
-            );
-        }
-        status => return Ruling::deny(Gate::Registry, format!("server {name:?} is {}", status.as_str())),
-    }
     let p = call.principal;
     let grant = match call.target {
         Some(target) => state.grants.find(&p.name, &p.teams, name, &server.env, target, now),

@@ -620,9 +620,18 @@ impl Session {
         }
     }
 
-    async fn refuse_up(&self, id: Option<&Id>, method: Option<&str>, error: RpcError, bytes: usize) -> RpcError {
+    /// Records the refusal of a message coming `direction` and gives back
+    /// its error.
+    async fn refuse(
+        &self,
+        direction: Direction,
+        id: Option<&Id>,
+        method: Option<&str>,
+        error: RpcError,
+        bytes: usize,
+    ) -> RpcError {
         self.record_refusal(Refused {
-            direction: Direction::ClientToServer,
+            direction,
             method,
             request_id: id,
             code: error.code,
@@ -631,6 +640,10 @@ impl Session {
         })
         .await;
         error
+    }
+
+    async fn refuse_up(&self, id: Option<&Id>, method: Option<&str>, error: RpcError, bytes: usize) -> RpcError {
+        self.refuse(Direction::ClientToServer, id, method, error, bytes).await
     }
 
     /// A client request. `None`: it was cancelled, and is not answered.
@@ -1098,16 +1111,7 @@ impl Session {
     }
 
     async fn refuse_down(&self, id: Option<&Id>, method: Option<&str>, error: RpcError, bytes: usize) -> RpcError {
-        self.record_refusal(Refused {
-            direction: Direction::ServerToClient,
-            method,
-            request_id: id,
-            code: error.code,
-            reason: &error.message,
-            bytes,
-        })
-        .await;
-        error
+        self.refuse(Direction::ServerToClient, id, method, error, bytes).await
     }
 
     async fn server_request_answer(
