@@ -1322,3 +1322,52 @@ fn a_calls_meta_is_recorded_and_unrecorded_members_are_refused() {
     assert_eq!(request["body"]["meta"]["json"], r#"{"acme/trace":"t-42"}"#, "{request}");
     site.verify();
 }
+
+/// A gated request needs a grant on what it names: a completion for a
+/// prompt the caller may not use is refused (and recorded), as is a
+/// subscription to a resource outside the caller's grant.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn gated_requests_need_a_grant_on_what_they_name() {
+    let peers = peers();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("policy.yaml"), ALLOW_ALL).expect("policy");
+    // alice may use the echo tool and nothing else on the server.
+    let site = Site::in_dir(
+        dir,
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n\
+             [governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n\n\
+             [[grants]]\nprincipal = \"alice\"\nserver = \"up\"\ntool = \"echo\"\n\n{}",
+            scripted(&peers, "up", &[], "")
+        ),
+    );
+    let alice = create_token(&site, "alice", &[]);
+    let gw = site.serve();
+    let s = HttpSession::open(&gw.url("up"), &alice, json!({}));
+    let completion = s.request(
+        1,
+        "completion/complete",
+        json!({"ref": {"type": "ref/prompt", "name": "secret-prompt"}, "argument": {"name": "a", "value": ""}}),
+    );
+    assert_eq!(completion["error"]["code"], -32051, "{completion}");
+    let subscribe = s.request(2, "resources/subscribe", json!({"uri": "file:///etc/app"}));
+    assert_eq!(subscribe["error"]["code"], -32051, "{subscribe}");
+    gw.stop();
+    let got = received(&site, "up");
+    assert!(
+        !got.iter()
+            .any(|l| l.contains("completion/complete") || l.contains("resources/subscribe")),
+        "{got:#?}"
+    );
+    let events = site.events();
+    for method in ["completion/complete", "resources/subscribe"] {
+        let decision = events
+            .iter()
+            .find(|e| kind(e) == "policy.decision" && body(e, "mcp.method.name") == method)
+            .unwrap_or_else(|| panic!("no decision for {method}"));
+        assert_eq!(body(decision, "decision"), "DENY", "{decision}");
+        assert_eq!(body(decision, "gate"), "grant", "{decision}");
+    }
+    site.verify();
+}
