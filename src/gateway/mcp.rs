@@ -150,6 +150,19 @@ impl Refusal {
     }
 }
 
+/// At most 64 bytes of a text quoted in an error.
+fn clip(text: &str) -> String {
+    let mut cut = text.len().min(64);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    if cut < text.len() {
+        format!("{}…", &text[..cut])
+    } else {
+        text.to_string()
+    }
+}
+
 impl Message {
     /// Reads one message from bytes: strict JSON, then strict JSON-RPC.
     pub fn parse(bytes: &[u8]) -> Result<Message, Refusal> {
@@ -216,8 +229,16 @@ impl Message {
                 _ => unknown.push(k),
             }
         }
-        let read_id = id.as_ref().and_then(Id::read);
-        let method_name = method.as_ref().and_then(|m| m.as_str().map(str::to_string));
+        // Ids and method names are recorded in every event of a message:
+        // longer than a ledger name field may be, they are refused here.
+        let read_id = id
+            .as_ref()
+            .and_then(Id::read)
+            .filter(|i| i.to_string().len() <= ledger::MAX_NAME_LEN);
+        let method_name = method
+            .as_ref()
+            .and_then(|m| m.as_str().map(str::to_string))
+            .filter(|m| m.len() <= ledger::MAX_NAME_LEN);
         let refuse = |message: String| {
             Refusal::new(
                 read_id.clone(),
@@ -242,12 +263,18 @@ impl Message {
             && read_id.is_none()
             && !null_error
         {
-            return Err(refuse(format!("\"id\" must be a string or an integer, not {v}")));
+            return Err(refuse(match Id::read(v) {
+                Some(_) => format!("\"id\" is longer than {} bytes", ledger::MAX_NAME_LEN),
+                None => format!("\"id\" must be a string or an integer, not {}", clip(&v.to_text())),
+            }));
         }
         match (method, result, error) {
             (Some(m), None, None) => {
                 let Some(name) = method_name.clone() else {
-                    return Err(refuse(format!("\"method\" must be a string, not {m}")));
+                    return Err(refuse(match m.as_str() {
+                        Some(_) => format!("\"method\" is longer than {} bytes", ledger::MAX_NAME_LEN),
+                        None => format!("\"method\" must be a string, not {}", clip(&m.to_text())),
+                    }));
                 };
                 if let Some(p) = &params
                     && !p.is_object()
@@ -397,6 +424,20 @@ impl Method {
     pub fn check_params(&self, params: Option<&Json>) -> Result<(), String> {
         let empty = Json::Object(Vec::new());
         let params = params.unwrap_or(&empty);
+        // What a call names (tool, prompt, resource) is recorded as a name
+        // field of the event; a longer one could not be recorded.
+        for key in ["name", "uri"] {
+            if let Some(Json::String(named)) = params.get(key)
+                && named.len() > ledger::MAX_NAME_LEN
+                && self.direction == Direction::Up
+            {
+                return Err(format!(
+                    "{}: params do not fit: {key:?} is longer than {} bytes",
+                    self.name,
+                    ledger::MAX_NAME_LEN
+                ));
+            }
+        }
         // A task-augmented request (2025-11-25) is answered with a task and
         // runs on in the background, to be fetched with `tasks/result`: the
         // gateway relays no tasks, so it would record a call as failed while
@@ -958,6 +999,25 @@ mod tests {
         assert!(call.check_params(None).is_err(), "tools/call needs a name");
         let task = crate::json::parse(br#"{"name":"echo","arguments":{},"task":{"ttl":1000}}"#).expect("json");
         assert!(call.check_params(Some(&task)).is_err(), "a task-augmented call");
+        // Names the ledger could not record are refused.
+        let long = Json::object([("name", Json::String("x".repeat(ledger::MAX_NAME_LEN + 1)))]);
+        assert!(call.check_params(Some(&long)).is_err());
+        let long_method = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#,
+            "m".repeat(ledger::MAX_NAME_LEN + 1)
+        );
+        assert_eq!(
+            Message::parse(long_method.as_bytes())
+                .expect_err("long method")
+                .error
+                .code,
+            code::INVALID_REQUEST
+        );
+        let long_id = format!(
+            r#"{{"jsonrpc":"2.0","id":"{}","method":"ping"}}"#,
+            "i".repeat(ledger::MAX_NAME_LEN + 1)
+        );
+        assert!(Message::parse(long_id.as_bytes()).is_err());
         // Members the request event would not record are refused.
         let extra = crate::json::parse(br#"{"name":"echo","arguments":{},"inputResponses":{}}"#).expect("json");
         let e = call.check_params(Some(&extra)).expect_err("an unrecorded member");
