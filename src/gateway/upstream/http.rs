@@ -191,17 +191,31 @@ impl HttpSession {
         let mut stream = response.bytes_stream();
         if content_type.starts_with("text/event-stream") {
             let mut decoder = sse::Decoder::new(limit);
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| format!("upstream {server}: event stream broke: {e}"))?;
+            loop {
+                // Once answered, the stream is read to its end (briefly),
+                // so that its connection goes back to the pool instead of
+                // being dropped mid-body and a new one opened for the next
+                // request. The answer is already on its way.
+                let next = if answered {
+                    match tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    }
+                } else {
+                    stream.next().await
+                };
+                let Some(chunk) = next else { break };
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    Err(_) if answered => break,
+                    Err(e) => return Err(format!("upstream {server}: event stream broke: {e}")),
+                };
                 for data in decoder.feed(&chunk).map_err(|e| format!("upstream {server}: {e}"))? {
                     let (item, answers) = deliver(&data);
                     answered |= answers;
                     if tx.send(item).await.is_err() {
                         return Ok(());
                     }
-                }
-                if answered {
-                    break;
                 }
             }
         } else if content_type.starts_with("application/json") {
