@@ -121,7 +121,12 @@ fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
 
 /// `sealgate init` killed with SIGKILL at moments spread over its whole run
 /// never leaves a data dir that a second `init` cannot finish: afterwards
-/// the ledger exists, verifies and holds only its genesis.
+/// the ledger exists, verifies and holds only its genesis. Some kills must
+/// land while the half-made ledger (`ledger.partial`) exists, and the
+/// second `init` must finish those: a kill before `init` made anything, or
+/// after it was done, shows nothing. Besides the rounds spread over an
+/// init's time, rounds that kill the moment `ledger.partial` appears make
+/// sure such kills happen however fast or slow this machine is.
 #[test]
 fn init_killed_at_any_moment_can_be_run_again() {
     let spawn_init = |env: &Env| {
@@ -139,31 +144,63 @@ fn init_killed_at_any_moment_can_be_run_again() {
     assert!(status.success());
     let whole = started.elapsed();
     const ROUNDS: u32 = 30;
+    const AT_PARTIAL_ROUNDS: u32 = 10;
     let mut finished_before_kill = 0;
-    for round in 0..ROUNDS {
+    // Rounds whose kill left `ledger.partial`, which the next init finished.
+    let mut partial_finished = 0;
+    for round in 0..ROUNDS + AT_PARTIAL_ROUNDS {
         let env = Env::new();
+        let partial = env.data().join("ledger.partial");
         let mut child = spawn_init(&env);
-        std::thread::sleep(whole * round * 3 / (ROUNDS * 2));
+        if round < ROUNDS {
+            std::thread::sleep(whole * round * 3 / (ROUNDS * 2));
+        } else {
+            // The moment the half-made ledger appears (or init ends).
+            while !partial.exists() && child.try_wait().expect("try_wait").is_none() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
         let _ = child.kill();
         let status = child.wait().expect("wait");
         if status.success() {
             finished_before_kill += 1;
         }
+        let left_partial = partial.exists();
         let again = env.run(&["init"], "");
         match again.code() {
             0 => {}
             2 if again.stderr().contains("already exists") => {}
             code => panic!("round {round}: init after a kill exited {code}: {}", again.stderr()),
         }
+        if left_partial {
+            assert_eq!(
+                again.code(),
+                0,
+                "round {round}: a kill left ledger.partial, and the next init did not finish it: {}",
+                again.stderr()
+            );
+            partial_finished += 1;
+        }
         env.run(&["verify"], "").ok();
         assert_eq!(env.head()["seq"], 0, "round {round}");
         assert!(
-            !env.data().join("ledger.partial").exists(),
+            !partial.exists(),
             "round {round}: a half-made ledger was left beside the data"
         );
     }
-    eprintln!("{finished_before_kill} of {ROUNDS} inits finished before their kill (one init takes {whole:?})");
-    assert!(finished_before_kill < ROUNDS, "no kill landed while init was running");
+    eprintln!(
+        "{finished_before_kill} of {} inits finished before their kill, {partial_finished} left ledger.partial \
+         (one init takes {whole:?})",
+        ROUNDS + AT_PARTIAL_ROUNDS
+    );
+    assert!(
+        finished_before_kill < ROUNDS + AT_PARTIAL_ROUNDS,
+        "no kill landed while init was running"
+    );
+    assert!(
+        partial_finished >= 1,
+        "no kill left a half-made ledger for the next init to finish"
+    );
 }
 
 /// Principals the ledger's format does not allow (FORMAT.md §3: 1 to 1,024
@@ -442,6 +479,37 @@ fn head_refuses_a_meta_head_the_log_disagrees_with() {
         "{}",
         r.stderr()
     );
+}
+
+/// The last event's content changed in place, its stored hash and `meta`
+/// left as they were: `sealgate head` recomputes the hash from the content
+/// and refuses, exit 2, naming the event, rather than print a head that
+/// meta and the stored hash agree on but the content does not.
+#[test]
+fn head_refuses_a_last_event_whose_content_was_changed() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(&["append"], &calls(3)).ok();
+    assert_eq!(env.head()["seq"], 3);
+    {
+        // The principal "p2" of seq 3 becomes "q2", nothing else changes.
+        let db = raw_db(&env.data());
+        let cf = db.cf_handle("events").expect("cf");
+        let mut rec = db.get_cf(cf, 3u64.to_be_bytes()).expect("get").expect("record");
+        let at = rec.windows(4).position(|w| w == b"\"p2\"").expect("principal of seq 3") + 1;
+        rec[at] = b'q';
+        db.put_cf(cf, 3u64.to_be_bytes(), rec).expect("put");
+    }
+    for args in [&["head"][..], &["head", "-o", "json"][..]] {
+        let r = env.run(args, "");
+        assert_eq!(r.code(), 2, "{args:?}: an error, not a head: {}", r.stdout());
+        assert!(r.stdout().is_empty(), "{args:?}: nothing to pin: {}", r.stdout());
+        assert!(
+            r.stderr().contains("seq 3") && r.stderr().contains("stored hash does not match its content"),
+            "{args:?}: {}",
+            r.stderr()
+        );
+    }
 }
 
 #[test]
