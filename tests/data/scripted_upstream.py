@@ -19,6 +19,8 @@ Behaviour, by request:
 - tools/call roots: asks the client for its roots (roots/list) and answers
   with what came back (or the error), as JSON text.
 - tools/call needs_sampling: answers "sampled".
+- tools/call hang: never answers (what it receives after is still logged,
+  e.g. the gateway's notifications/cancelled).
 - completion/complete: values holding $SCRIPTED_SECRET.
 - prompts/list, resources/list, resources/templates/list: empty.
 - anything else: method not found.
@@ -90,7 +92,7 @@ def handle(msg):
     elif method == "tools/list":
         described = os.environ.get("SCRIPTED_DESCRIPTION", "a tool")
         tools = [tool("echo", described), tool("env"), tool("chatter"), tool("dup_answer"), tool("ask_client"),
-                 tool("roots")]
+                 tool("roots"), tool("hang")]
         if "sampling" in client_caps:
             tools.append(tool("needs_sampling"))
         send({"jsonrpc": "2.0", "id": mid, "result": {"tools": tools}})
@@ -122,6 +124,8 @@ def handle(msg):
             answer = ask("roots/list", {})
             text = json.dumps(answer, separators=(",", ":"))
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": text}]}})
+        elif name == "hang":
+            pass
         elif name == "needs_sampling":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "sampled"}]}})
         else:
