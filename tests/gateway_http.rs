@@ -381,11 +381,35 @@ fn gateway_events(events: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-/// No session events: nothing was audited, because nothing got in.
-fn assert_only_genesis(site: &Site, after: &str) {
+/// The ledger's head, as `sealgate head` gives it (the gateway may be running).
+fn head_seq(site: &Site) -> u64 {
+    let out = site
+        .sealgate()
+        .args(["head", "-o", "json"])
+        .output()
+        .expect("run sealgate head");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head: Value = serde_json::from_slice(&out.stdout).expect("head JSON");
+    head["seq"].as_u64().expect("head seq")
+}
+
+/// Nothing was written after `before` (the head before the refused
+/// requests), whatever it names, but the aggregate records of refused
+/// authentications (`access.refused`, one per source, reason and server
+/// every `access_log_interval_sec`), where `refusals_aggregated`: nothing
+/// was audited, because nothing got in.
+fn assert_no_trace(site: &Site, before: u64, refusals_aggregated: bool, after: &str) {
     let events = site.events();
-    let kinds: Vec<&str> = gateway_events(&events).into_iter().map(kind).collect();
-    assert!(kinds.is_empty(), "{after} left events in the ledger: {kinds:?}");
+    let written: Vec<&str> = events
+        .iter()
+        .filter(|e| seq(e) > before)
+        .map(kind)
+        .filter(|k| !(refusals_aggregated && *k == "access.refused"))
+        .collect();
+    assert!(written.is_empty(), "{after} left events in the ledger: {written:?}");
+    if !refusals_aggregated {
+        assert_eq!(head_seq(site), before, "{after} moved the head");
+    }
 }
 
 /// Every event the gateway wrote names this principal, these teams and
@@ -598,6 +622,7 @@ fn static_tokens_name_the_caller_and_strangers_get_401() {
         "the tokens file holds the token itself:\n{stored}"
     );
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let metadata = format!("{}/.well-known/oauth-protected-resource/mcp/everything", served.base);
     let init = initialize_message().to_string();
@@ -634,7 +659,7 @@ fn static_tokens_name_the_caller_and_strangers_get_401() {
     let report = scenario(&peers, &["--call", "echo", "--header", &bearer("sg_wrong"), &url]);
     assert_eq!(report["ok"], false, "a wrong token was accepted: {report:#}");
     assert_eq!(report["request"], "initialize", "{report:#}");
-    assert_only_genesis(&site, "unauthenticated requests");
+    assert_no_trace(&site, before, true, "unauthenticated requests");
 
     let report = scenario(
         &peers,
@@ -669,6 +694,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
         stdio_server("everything", "node", &["never-started.js"]).replace("approve = true\n", "")
     ));
     let served = site.serve();
+    let before = head_seq(&site);
     let reply = http(
         "GET",
         &format!("{}/.well-known/oauth-protected-resource/mcp/everything", served.base),
@@ -695,7 +721,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
         "{metadata}"
     );
     assert_eq!(metadata["bearer_methods_supported"], json!(["header"]), "{metadata}");
-    assert_only_genesis(&site, "metadata requests");
+    assert_no_trace(&site, before, false, "metadata requests");
     served.stop();
     site.verify();
 }
@@ -723,6 +749,7 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
         ),
     );
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let now = unix_now();
 
@@ -753,7 +780,7 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
         kid: "rotated-away".into(),
     };
     assert_rejected(&url, &unknown_kid.sign(&claims(json!({}))), "no key in the jwks");
-    assert_only_genesis(&site, "rejected JWTs");
+    assert_no_trace(&site, before, true, "rejected JWTs");
 
     // The issuer is the default authorization server of the metadata.
     let reply = http(
@@ -864,6 +891,7 @@ fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
     let site = token_site("max_body_bytes = 2048\n", &everything(&peers));
     let alice = create_token(&site, "alice", &[]);
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let auth = format!("Bearer {alice}");
     let post = |body: Body<'_>| http("POST", &url, &[("Authorization", &auth), ACCEPT, JSON], body);
@@ -907,7 +935,8 @@ fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
             "{how}: the message does not name the limit: {answer}"
         );
     }
-    assert_only_genesis(&site, "refused bodies");
+    // (The 401 above is one of the refusals recorded in aggregate.)
+    assert_no_trace(&site, before, true, "refused bodies");
 
     // Within the limit, the same gateway relays as usual.
     let report = scenario(
@@ -962,11 +991,14 @@ async def hang() -> str:
 app.run("stdio")
 "#;
 
-/// Seconds the flaky upstream gets per request. Starting it has a timeout
-/// of its own (`start_timeout_sec`, 120 s): the Python SDK's import alone
-/// takes 0.7 s of CPU, and 4 s for the whole start (when one timeout bounded
-/// both) failed CI on a loaded two-core machine.
-const FLAKY_TIMEOUT_SEC: u64 = 4;
+/// Seconds the flaky upstream gets per request: every request, `tools/list`
+/// and the `ok` call included, which a Python upstream on a loaded two-core
+/// machine answers in well under a second, but not always within 4 s (the
+/// timeout before). Starting it has a timeout of its own
+/// (`start_timeout_sec`, 120 s): the Python SDK's import alone takes 0.7 s
+/// of CPU, and 4 s for the whole start (when one timeout bounded both)
+/// failed CI on a loaded two-core machine.
+const FLAKY_TIMEOUT_SEC: u64 = 10;
 
 /// An upstream that crashes mid-call is reported unavailable, one that
 /// hangs times out, both are recorded as failed executions, and the next
@@ -1003,7 +1035,13 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
         message.contains(&format!("{} ms", FLAKY_TIMEOUT_SEC * 1000)),
         "the timeout is not the configured one: {message}"
     );
-    assert!(took < Duration::from_secs(20), "hang took {took:?} to fail");
+    // The client's own view, from its start to the answer: the timeout and
+    // a margin for the client and a loaded machine (the ledger's measure
+    // of the upstream's time is checked below).
+    assert!(
+        took < Duration::from_secs(FLAKY_TIMEOUT_SEC + 30),
+        "hang took {took:?} to fail"
+    );
 
     let report = scenario(&peers, &["--call", "ok", "--timeout", "30", "--header", &auth, &url]);
     assert_eq!(report["ok"], true, "a new session after the crash: {report:#}");
@@ -1020,7 +1058,7 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
     assert_eq!(*body(hung, "outcome"), json!("timeout"), "{hung}");
     let waited = body(hung, "duration_ns").as_u64().unwrap_or_default();
     assert!(
-        waited >= FLAKY_TIMEOUT_SEC * 1_000_000_000 * 9 / 10,
+        (FLAKY_TIMEOUT_SEC * 1_000_000_000 * 9 / 10..(FLAKY_TIMEOUT_SEC + 5) * 1_000_000_000).contains(&waited),
         "the timeout came after {waited} ns"
     );
     let (_, _, fine) = find_call(&calls, "tools/call", Some("ok"));
