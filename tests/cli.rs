@@ -870,6 +870,8 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     let shown = |args: &[&str]| {
         let r = env.run(args, "").ok();
         let v = r.json();
+        // Replayed from the log's start: no snapshot was used.
+        assert_eq!(v["snapshot_seq"], serde_json::Value::Null, "{args:?}: {v}");
         let servers = v["registry"]["servers"].as_object().expect("servers").clone();
         (servers.contains_key("real"), servers.contains_key("forged"), r.stderr())
     };
