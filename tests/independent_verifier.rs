@@ -177,7 +177,8 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
     // record: what the tampered exports below stand for is what they say.
     {
         let copy = store_of(&data, &lines, &dir.path().join("as-exported"));
-        let stored = |dir: &Path| -> Vec<(Box<[u8]>, Box<[u8]>)> {
+        type Records = Vec<(Box<[u8]>, Box<[u8]>)>;
+        let stored = |dir: &Path| -> Records {
             let db = rocksdb::DB::open_cf_for_read_only(
                 &rocksdb::Options::default(),
                 dir.join("ledger"),

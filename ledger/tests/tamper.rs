@@ -577,7 +577,8 @@ fn every_single_byte_change_to_each_kind_of_record_is_found_at_its_event_without
     let targets = [0, 1, rotation, f.head];
     assert_eq!(targets, [0, 1, 2, 3], "genesis, event, rotation, event");
     // Each target's log as stored and its pin (its head as stored).
-    let logs: Vec<(u64, Vec<(u64, Box<[u8]>)>, (u64, ledger::Hash))> = targets
+    type Log = Vec<(u64, Box<[u8]>)>;
+    let logs: Vec<(u64, Log, (u64, ledger::Hash))> = targets
         .iter()
         .map(|&seq| {
             let upto = log[..=seq as usize].to_vec();
