@@ -1025,11 +1025,11 @@ fn verify_runs_beside_a_process_that_appends() {
     // Runs during which a table file appeared or the WAL moved on.
     let mut changed_while_open = 0;
     for round in 0..12 {
-        // About two memtables more for this round's runs to open beside.
-        budget.fetch_add(47 * 64, Ordering::Relaxed);
         let seq = head();
         assert!(seq >= last, "round {round}: head {seq} after {last}");
         last = seq;
+        // About two memtables more for this round's runs to open beside.
+        budget.fetch_add(47 * 64, Ordering::Relaxed);
 
         let before = store_files(&ledger);
         let r = env.run(&["verify", "-o", "json"], "");
