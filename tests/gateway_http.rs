@@ -609,7 +609,8 @@ fn assert_rejected(url: &str, token: &str, why: &str) {
 
 /// Static tokens: the holder of alice's token is alice, on every event; no
 /// token or a wrong one gets a 401 that says where to get one, and leaves
-/// no trace in the ledger.
+/// nothing in the ledger but the aggregate record of refusals
+/// (`access.refused`).
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn static_tokens_name_the_caller_and_strangers_get_401() {
@@ -729,7 +730,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
 /// JWTs from a JWKS file: a valid token names its `sub` (in the issuer's
 /// namespace) and `groups`; an expired, premature, misaddressed,
 /// foreign-issued or foreign-signed one gets a 401 for that reason and
-/// leaves nothing in the ledger.
+/// leaves nothing in the ledger but the aggregate record of refusals.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
@@ -883,7 +884,8 @@ fn jwks_urls_off_loopback_stop_serve_from_starting() {
 }
 
 /// Bodies that are not JSON, not JSON-RPC, or too large are answered by the
-/// gateway itself, before the relay, and leave no events.
+/// gateway itself, before the relay, and leave no events (the one
+/// unauthenticated request among them only its aggregate record).
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
