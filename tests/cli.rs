@@ -121,7 +121,12 @@ fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
 
 /// `sealgate init` killed with SIGKILL at moments spread over its whole run
 /// never leaves a data dir that a second `init` cannot finish: afterwards
-/// the ledger exists, verifies and holds only its genesis.
+/// the ledger exists, verifies and holds only its genesis. Some kills must
+/// land while the half-made ledger (`ledger.partial`) exists, and the
+/// second `init` must finish those: a kill before `init` made anything, or
+/// after it was done, shows nothing. Besides the rounds spread over an
+/// init's time, rounds that kill the moment `ledger.partial` appears make
+/// sure such kills happen however fast or slow this machine is.
 #[test]
 fn init_killed_at_any_moment_can_be_run_again() {
     let spawn_init = |env: &Env| {
@@ -139,31 +144,63 @@ fn init_killed_at_any_moment_can_be_run_again() {
     assert!(status.success());
     let whole = started.elapsed();
     const ROUNDS: u32 = 30;
+    const AT_PARTIAL_ROUNDS: u32 = 10;
     let mut finished_before_kill = 0;
-    for round in 0..ROUNDS {
+    // Rounds whose kill left `ledger.partial`, which the next init finished.
+    let mut partial_finished = 0;
+    for round in 0..ROUNDS + AT_PARTIAL_ROUNDS {
         let env = Env::new();
+        let partial = env.data().join("ledger.partial");
         let mut child = spawn_init(&env);
-        std::thread::sleep(whole * round * 3 / (ROUNDS * 2));
+        if round < ROUNDS {
+            std::thread::sleep(whole * round * 3 / (ROUNDS * 2));
+        } else {
+            // The moment the half-made ledger appears (or init ends).
+            while !partial.exists() && child.try_wait().expect("try_wait").is_none() {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
         let _ = child.kill();
         let status = child.wait().expect("wait");
         if status.success() {
             finished_before_kill += 1;
         }
+        let left_partial = partial.exists();
         let again = env.run(&["init"], "");
         match again.code() {
             0 => {}
             2 if again.stderr().contains("already exists") => {}
             code => panic!("round {round}: init after a kill exited {code}: {}", again.stderr()),
         }
+        if left_partial {
+            assert_eq!(
+                again.code(),
+                0,
+                "round {round}: a kill left ledger.partial, and the next init did not finish it: {}",
+                again.stderr()
+            );
+            partial_finished += 1;
+        }
         env.run(&["verify"], "").ok();
         assert_eq!(env.head()["seq"], 0, "round {round}");
         assert!(
-            !env.data().join("ledger.partial").exists(),
+            !partial.exists(),
             "round {round}: a half-made ledger was left beside the data"
         );
     }
-    eprintln!("{finished_before_kill} of {ROUNDS} inits finished before their kill (one init takes {whole:?})");
-    assert!(finished_before_kill < ROUNDS, "no kill landed while init was running");
+    eprintln!(
+        "{finished_before_kill} of {} inits finished before their kill, {partial_finished} left ledger.partial \
+         (one init takes {whole:?})",
+        ROUNDS + AT_PARTIAL_ROUNDS
+    );
+    assert!(
+        finished_before_kill < ROUNDS + AT_PARTIAL_ROUNDS,
+        "no kill landed while init was running"
+    );
+    assert!(
+        partial_finished >= 1,
+        "no kill left a half-made ledger for the next init to finish"
+    );
 }
 
 /// Principals the ledger's format does not allow (FORMAT.md §3: 1 to 1,024
@@ -442,6 +479,37 @@ fn head_refuses_a_meta_head_the_log_disagrees_with() {
         "{}",
         r.stderr()
     );
+}
+
+/// The last event's content changed in place, its stored hash and `meta`
+/// left as they were: `sealgate head` recomputes the hash from the content
+/// and refuses, exit 2, naming the event, rather than print a head that
+/// meta and the stored hash agree on but the content does not.
+#[test]
+fn head_refuses_a_last_event_whose_content_was_changed() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(&["append"], &calls(3)).ok();
+    assert_eq!(env.head()["seq"], 3);
+    {
+        // The principal "p2" of seq 3 becomes "q2", nothing else changes.
+        let db = raw_db(&env.data());
+        let cf = db.cf_handle("events").expect("cf");
+        let mut rec = db.get_cf(cf, 3u64.to_be_bytes()).expect("get").expect("record");
+        let at = rec.windows(4).position(|w| w == b"\"p2\"").expect("principal of seq 3") + 1;
+        rec[at] = b'q';
+        db.put_cf(cf, 3u64.to_be_bytes(), rec).expect("put");
+    }
+    for args in [&["head"][..], &["head", "-o", "json"][..]] {
+        let r = env.run(args, "");
+        assert_eq!(r.code(), 2, "{args:?}: an error, not a head: {}", r.stdout());
+        assert!(r.stdout().is_empty(), "{args:?}: nothing to pin: {}", r.stdout());
+        assert!(
+            r.stderr().contains("seq 3") && r.stderr().contains("stored hash does not match its content"),
+            "{args:?}: {}",
+            r.stderr()
+        );
+    }
 }
 
 #[test]
@@ -802,6 +870,8 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     let shown = |args: &[&str]| {
         let r = env.run(args, "").ok();
         let v = r.json();
+        // Replayed from the log's start: no snapshot was used.
+        assert_eq!(v["snapshot_seq"], serde_json::Value::Null, "{args:?}: {v}");
         let servers = v["registry"]["servers"].as_object().expect("servers").clone();
         (servers.contains_key("real"), servers.contains_key("forged"), r.stderr())
     };
@@ -863,15 +933,35 @@ fn commands_on_a_missing_ledger_say_how_to_create_one() {
     assert!(r.stderr().contains("sealgate init"), "{}", r.stderr());
 }
 
+/// The store's files that tell a flush and a WAL switch: RocksDB's table
+/// files (`*.sst`) and WAL files (`*.log`), by name. A new table file is a
+/// flush (or a compaction); a new WAL name is a switch, onto a reused
+/// (renamed) file once some have been flushed.
+fn store_files(ledger: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(ledger)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sst") || n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An auditor's `verify`, `head` and `log` on the data dir of a process
 /// that is appending, while its RocksDB flushes, compacts and reuses WAL
-/// files (1 MiB memtables): every run opens, and every range verifies.
+/// files (1 MiB memtables): every run opens; every `verify` checks the
+/// whole log as of its open and passes; every `log` shows every event from
+/// the genesis to at least the head seen before it, in order, with no gap.
+/// The store's files must change while some of these runs are open (a
+/// flush or a WAL switch), or the runs showed nothing about them.
 /// Before the view locks (`ledger/src/views.rs`) some opens failed with a
 /// missing table file reported as corruption, and some showed a gap.
 #[test]
 fn verify_runs_beside_a_process_that_appends() {
     let env = Env::new();
     env.run(&["init"], "").ok();
+    let ledger = env.data().join("ledger");
     let mut child = env
         .command(&["append", "--batch-size", "64"])
         .env("SEALGATE_LEDGER__MEMTABLE_MB", "1")
@@ -881,13 +971,26 @@ fn verify_runs_beside_a_process_that_appends() {
         .spawn()
         .expect("spawn sealgate append");
     let mut stdin = std::io::BufWriter::new(child.stdin.take().expect("stdin"));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The feeder writes events up to a budget, raised round by round, so
+    // that the log (which each round verifies and shows whole) stays small
+    // and every round has appends, flushes and WAL switches beside it.
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    // Whole batches of 64, which `append --batch-size 64` writes as they fill.
+    let budget = std::sync::Arc::new(AtomicU64::new(313 * 64));
     let feeder = {
-        let stop = stop.clone();
+        let (stop, budget) = (stop.clone(), budget.clone());
         std::thread::spawn(move || {
             let pad = "x".repeat(400);
             let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
+                if i >= budget.load(Ordering::Relaxed) {
+                    if stdin.flush().is_err() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
                 let line = format!(
                     r#"{{"kind":"tool_call.requested","actor":{{"principal":"p{}"}},"subject":{{"server":"fs","tool":"read"}},"body":{{"i":{i},"pad":"{pad}"}}}}"#,
                     i % 7
@@ -900,31 +1003,76 @@ fn verify_runs_beside_a_process_that_appends() {
         })
     };
     let head = || env.head()["seq"].as_u64().expect("head seq");
-    // Enough table files that an open has many to find.
-    let started = std::time::Instant::now();
-    while head() < 20_000 {
-        assert!(started.elapsed().as_secs() < 120, "the appending process is too slow");
+    // Enough events (about a dozen memtables) that an open has many table
+    // files to find. No deadline on the whole (a loaded machine appends
+    // slowly), only on a stall.
+    let mut progress = (0, std::time::Instant::now());
+    loop {
+        let seq = head();
+        if seq >= 20_000 {
+            break;
+        }
+        if seq > progress.0 {
+            progress = (seq, std::time::Instant::now());
+        }
+        assert!(
+            progress.1.elapsed().as_secs() < 60,
+            "the appending process made no progress for 60 s (head {seq})"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     let mut last = 0;
-    for round in 0..20 {
+    // Runs during which a table file appeared or the WAL moved on.
+    let mut changed_while_open = 0;
+    for round in 0..12 {
         let seq = head();
         assert!(seq >= last, "round {round}: head {seq} after {last}");
         last = seq;
-        let from = seq.saturating_sub(2048).to_string();
-        let r = env.run(&["verify", "--from", &from, "-o", "json"], "");
+        // About two memtables more for this round's runs to open beside.
+        budget.fetch_add(47 * 64, Ordering::Relaxed);
+
+        let before = store_files(&ledger);
+        let r = env.run(&["verify", "-o", "json"], "");
+        let after = store_files(&ledger);
+        changed_while_open += u32::from(before != after);
         assert_eq!(r.code(), 0, "round {round}: {}{}", r.stdout(), r.stderr());
-        assert_eq!(r.json()["ok"], true, "round {round}: {}", r.stdout());
+        let report = r.json();
+        assert_eq!(report["ok"], true, "round {round}: {}", r.stdout());
+        assert_eq!(report["from"], 0, "round {round}: the whole log: {report}");
+        let verified = report["verified"].as_u64().expect("verified");
+        assert!(
+            verified > seq,
+            "round {round}: {verified} verified, the head was {seq}: {report}"
+        );
+
+        let before = store_files(&ledger);
+        let r = env.run(&["log", "-o", "json"], "");
+        let after = store_files(&ledger);
+        changed_while_open += u32::from(before != after);
+        assert_eq!(r.code(), 0, "round {round}: log: {}", r.stderr());
+        let mut shown = 0u64;
+        for line in r.stdout().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("log line is JSON");
+            assert_eq!(v["seq"], shown, "round {round}: log skips or repeats an event");
+            shown += 1;
+        }
+        assert!(
+            shown >= verified,
+            "round {round}: log showed {shown} events, verify {verified} before it"
+        );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     feeder.join().expect("feeder");
     let out = child.wait_with_output().expect("wait for append");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The appends went on through the opens (the whole log is verified
-    // the same way in `ledger/tests/live_view.rs`, on a smaller one).
+    eprintln!("the store's files changed during {changed_while_open} of 24 runs");
+    assert!(
+        changed_while_open >= 3,
+        "a flush or WAL switch happened during only {changed_while_open} of 24 runs of verify and log"
+    );
+    // The appends went on through the opens.
     let end = head();
     assert!(end > last, "the head moved from {last} to {end}");
-    let from = end.saturating_sub(2048).to_string();
-    let r = env.run(&["verify", "--from", &from, "-o", "json"], "").ok();
+    let r = env.run(&["verify", "-o", "json"], "").ok();
     assert_eq!(r.json()["ok"], true, "{}", r.stdout());
 }

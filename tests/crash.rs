@@ -51,18 +51,27 @@ fn sigkill_during_appends_never_loses_an_acknowledged_event() {
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(summary.rounds, 50);
     // Most kills must land while appends are flowing, or the test proves
-    // little: three in four are timed from the first acknowledgement.
+    // little: half are timed by events, three in four of the others from
+    // the first acknowledgement.
     assert!(
         summary.rounds_with_acks >= 25,
         "only {} of 50 kills landed after an acknowledgement",
         summary.rounds_with_acks
     );
     // And enough of them while the child wrote into a reused WAL file, whose
-    // earlier records follow the new ones on disk.
+    // earlier records follow the new ones on disk. The rounds timed by
+    // events (every other one, killed after 3,000 to 9,000
+    // acknowledgements, past two or more WAL switches) make sure of that on
+    // a fast or a slow machine: their count does not depend on how many
+    // events fit in a time. (About two in five of them are seen to land in
+    // a reused file: the check, by creation times, misses some.)
+    assert_eq!(summary.event_timed_rounds, 25, "{summary:?}");
     assert!(
-        summary.rounds_in_recycled_wal >= 3,
-        "only {} of 50 kills landed in a reused WAL file",
-        summary.rounds_in_recycled_wal
+        summary.event_timed_in_recycled_wal >= 3,
+        "only {} of {} kills timed by events landed in a reused WAL file",
+        summary.event_timed_in_recycled_wal,
+        summary.event_timed_rounds
     );
+    assert!(summary.rounds_in_recycled_wal >= summary.event_timed_in_recycled_wal);
     eprintln!("{summary:?}");
 }

@@ -381,11 +381,35 @@ fn gateway_events(events: &[Value]) -> Vec<&Value> {
         .collect()
 }
 
-/// No session events: nothing was audited, because nothing got in.
-fn assert_only_genesis(site: &Site, after: &str) {
+/// The ledger's head, as `sealgate head` gives it (the gateway may be running).
+fn head_seq(site: &Site) -> u64 {
+    let out = site
+        .sealgate()
+        .args(["head", "-o", "json"])
+        .output()
+        .expect("run sealgate head");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let head: Value = serde_json::from_slice(&out.stdout).expect("head JSON");
+    head["seq"].as_u64().expect("head seq")
+}
+
+/// Nothing was written after `before` (the head before the refused
+/// requests), whatever it names, but the aggregate records of refused
+/// authentications (`access.refused`, one per source, reason and server
+/// every `access_log_interval_sec`), where `refusals_aggregated`: nothing
+/// was audited, because nothing got in.
+fn assert_no_trace(site: &Site, before: u64, refusals_aggregated: bool, after: &str) {
     let events = site.events();
-    let kinds: Vec<&str> = gateway_events(&events).into_iter().map(kind).collect();
-    assert!(kinds.is_empty(), "{after} left events in the ledger: {kinds:?}");
+    let written: Vec<&str> = events
+        .iter()
+        .filter(|e| seq(e) > before)
+        .map(kind)
+        .filter(|k| !(refusals_aggregated && *k == "access.refused"))
+        .collect();
+    assert!(written.is_empty(), "{after} left events in the ledger: {written:?}");
+    if !refusals_aggregated {
+        assert_eq!(head_seq(site), before, "{after} moved the head");
+    }
 }
 
 /// Every event the gateway wrote names this principal, these teams and
@@ -585,7 +609,8 @@ fn assert_rejected(url: &str, token: &str, why: &str) {
 
 /// Static tokens: the holder of alice's token is alice, on every event; no
 /// token or a wrong one gets a 401 that says where to get one, and leaves
-/// no trace in the ledger.
+/// nothing in the ledger but the aggregate record of refusals
+/// (`access.refused`).
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn static_tokens_name_the_caller_and_strangers_get_401() {
@@ -598,6 +623,7 @@ fn static_tokens_name_the_caller_and_strangers_get_401() {
         "the tokens file holds the token itself:\n{stored}"
     );
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let metadata = format!("{}/.well-known/oauth-protected-resource/mcp/everything", served.base);
     let init = initialize_message().to_string();
@@ -634,7 +660,7 @@ fn static_tokens_name_the_caller_and_strangers_get_401() {
     let report = scenario(&peers, &["--call", "echo", "--header", &bearer("sg_wrong"), &url]);
     assert_eq!(report["ok"], false, "a wrong token was accepted: {report:#}");
     assert_eq!(report["request"], "initialize", "{report:#}");
-    assert_only_genesis(&site, "unauthenticated requests");
+    assert_no_trace(&site, before, true, "unauthenticated requests");
 
     let report = scenario(
         &peers,
@@ -669,6 +695,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
         stdio_server("everything", "node", &["never-started.js"]).replace("approve = true\n", "")
     ));
     let served = site.serve();
+    let before = head_seq(&site);
     let reply = http(
         "GET",
         &format!("{}/.well-known/oauth-protected-resource/mcp/everything", served.base),
@@ -695,7 +722,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
         "{metadata}"
     );
     assert_eq!(metadata["bearer_methods_supported"], json!(["header"]), "{metadata}");
-    assert_only_genesis(&site, "metadata requests");
+    assert_no_trace(&site, before, false, "metadata requests");
     served.stop();
     site.verify();
 }
@@ -703,7 +730,7 @@ fn protected_resource_metadata_follows_rfc_9728() {
 /// JWTs from a JWKS file: a valid token names its `sub` (in the issuer's
 /// namespace) and `groups`; an expired, premature, misaddressed,
 /// foreign-issued or foreign-signed one gets a 401 for that reason and
-/// leaves nothing in the ledger.
+/// leaves nothing in the ledger but the aggregate record of refusals.
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
@@ -723,6 +750,7 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
         ),
     );
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let now = unix_now();
 
@@ -753,7 +781,7 @@ fn jwts_from_a_jwks_file_name_sub_and_groups_and_bad_ones_get_401() {
         kid: "rotated-away".into(),
     };
     assert_rejected(&url, &unknown_kid.sign(&claims(json!({}))), "no key in the jwks");
-    assert_only_genesis(&site, "rejected JWTs");
+    assert_no_trace(&site, before, true, "rejected JWTs");
 
     // The issuer is the default authorization server of the metadata.
     let reply = http(
@@ -856,7 +884,8 @@ fn jwks_urls_off_loopback_stop_serve_from_starting() {
 }
 
 /// Bodies that are not JSON, not JSON-RPC, or too large are answered by the
-/// gateway itself, before the relay, and leave no events.
+/// gateway itself, before the relay, and leave no events (the one
+/// unauthenticated request among them only its aggregate record).
 #[test]
 #[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
 fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
@@ -864,6 +893,7 @@ fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
     let site = token_site("max_body_bytes = 2048\n", &everything(&peers));
     let alice = create_token(&site, "alice", &[]);
     let served = site.serve();
+    let before = head_seq(&site);
     let url = served.url("everything");
     let auth = format!("Bearer {alice}");
     let post = |body: Body<'_>| http("POST", &url, &[("Authorization", &auth), ACCEPT, JSON], body);
@@ -907,7 +937,8 @@ fn malformed_and_oversized_bodies_are_refused_with_json_rpc_errors() {
             "{how}: the message does not name the limit: {answer}"
         );
     }
-    assert_only_genesis(&site, "refused bodies");
+    // (The 401 above is one of the refusals recorded in aggregate.)
+    assert_no_trace(&site, before, true, "refused bodies");
 
     // Within the limit, the same gateway relays as usual.
     let report = scenario(
@@ -962,11 +993,14 @@ async def hang() -> str:
 app.run("stdio")
 "#;
 
-/// Seconds the flaky upstream gets per request. Starting it has a timeout
-/// of its own (`start_timeout_sec`, 120 s): the Python SDK's import alone
-/// takes 0.7 s of CPU, and 4 s for the whole start (when one timeout bounded
-/// both) failed CI on a loaded two-core machine.
-const FLAKY_TIMEOUT_SEC: u64 = 4;
+/// Seconds the flaky upstream gets per request: every request, `tools/list`
+/// and the `ok` call included, which a Python upstream on a loaded two-core
+/// machine answers in well under a second, but not always within 4 s (the
+/// timeout before). Starting it has a timeout of its own
+/// (`start_timeout_sec`, 120 s): the Python SDK's import alone takes 0.7 s
+/// of CPU, and 4 s for the whole start (when one timeout bounded both)
+/// failed CI on a loaded two-core machine.
+const FLAKY_TIMEOUT_SEC: u64 = 10;
 
 /// An upstream that crashes mid-call is reported unavailable, one that
 /// hangs times out, both are recorded as failed executions, and the next
@@ -1003,7 +1037,13 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
         message.contains(&format!("{} ms", FLAKY_TIMEOUT_SEC * 1000)),
         "the timeout is not the configured one: {message}"
     );
-    assert!(took < Duration::from_secs(20), "hang took {took:?} to fail");
+    // The client's own view, from its start to the answer: the timeout and
+    // a margin for the client and a loaded machine (the ledger's measure
+    // of the upstream's time is checked below).
+    assert!(
+        took < Duration::from_secs(FLAKY_TIMEOUT_SEC + 30),
+        "hang took {took:?} to fail"
+    );
 
     let report = scenario(&peers, &["--call", "ok", "--timeout", "30", "--header", &auth, &url]);
     assert_eq!(report["ok"], true, "a new session after the crash: {report:#}");
@@ -1020,7 +1060,7 @@ fn crashing_and_hanging_upstreams_fail_the_call_and_the_next_session_recovers() 
     assert_eq!(*body(hung, "outcome"), json!("timeout"), "{hung}");
     let waited = body(hung, "duration_ns").as_u64().unwrap_or_default();
     assert!(
-        waited >= FLAKY_TIMEOUT_SEC * 1_000_000_000 * 9 / 10,
+        (FLAKY_TIMEOUT_SEC * 1_000_000_000 * 9 / 10..(FLAKY_TIMEOUT_SEC + 5) * 1_000_000_000).contains(&waited),
         "the timeout came after {waited} ns"
     );
     let (_, _, fine) = find_call(&calls, "tools/call", Some("ok"));

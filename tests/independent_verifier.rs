@@ -1,8 +1,10 @@
 //! `tools/verify_export.py`, written from `docs/FORMAT.md` alone with only a
 //! BLAKE3 and an Ed25519 library, agrees with the ledger's own verifier: it
 //! accepts what `sealgate` writes (rotations, escapes, unicode, big integers)
-//! and finds tampering at the same sequence number. If it disagrees, either
-//! the document or the code is wrong.
+//! and, given the same tampered log, reports the same failure kind at the
+//! same sequence number as `sealgate verify` (run on a store that holds
+//! exactly the tampered export's records). If they disagree, either the
+//! document or the code is wrong.
 //!
 //! Needs `SEALGATE_VERIFY_PYTHON` (set by `tools/test.sh` from `tools/setup.sh`).
 
@@ -46,6 +48,68 @@ fn sealgate(data: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_export.py")
+}
+
+/// The store a (possibly tampered) export stands for: a copy of `data`
+/// whose ledger holds, in place of its events, each line's record (its
+/// hash, signature and the canonical encoding of its envelope) under the
+/// line's `seq`, which stands for the store's key (FORMAT.md §9, §10).
+/// `meta`, the time index and the acknowledged mark stay as they were.
+fn store_of(data: &Path, lines: &[String], copy: &Path) -> PathBuf {
+    let status = Command::new("cp").arg("-a").arg(data).arg(copy).status().expect("cp");
+    assert!(status.success(), "copy the data dir");
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        copy.join("ledger"),
+        ["events", "time", "meta"],
+    )
+    .expect("open the copy's store");
+    let events = db.cf_handle("events").expect("events cf");
+    let keys: Vec<Box<[u8]>> = db
+        .iterator_cf(events, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.expect("read").0)
+        .collect();
+    for k in keys {
+        db.delete_cf(events, k).expect("delete");
+    }
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).expect("line");
+        let seq = v["seq"].as_u64().expect("seq");
+        let mut record = vec![ledger::RECORD_VERSION];
+        record.extend(hex::decode(v["hash"].as_str().expect("hash")).expect("hex"));
+        record.extend(hex::decode(v["signature"].as_str().expect("signature")).expect("hex"));
+        record.extend(
+            ledger::Value::from_json_str(&v["event"].to_string())
+                .expect("envelope")
+                .to_canonical(),
+        );
+        db.put_cf(events, seq.to_be_bytes(), record).expect("put");
+    }
+    copy.to_path_buf()
+}
+
+/// `sealgate verify -o json` (with `extra`) on a data dir: (exit code, report).
+fn sealgate_verify(data: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["verify", "-o", "json"])
+        .args(extra)
+        .output()
+        .expect("run sealgate verify");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// The (kind, seq) of a report's failure, from either verifier.
+fn verdict(report: &serde_json::Value) -> (Option<&str>, Option<u64>) {
+    (report["failure"]["kind"].as_str(), report["failure"]["seq"].as_u64())
 }
 
 /// Runs the Python verifier on an export; returns (exit code, JSON report).
@@ -109,6 +173,31 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
     let (code, report) = verify_export(&py, &path, &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["events"], 12);
+    // The store an export stands for is the store it came from, record for
+    // record: what the tampered exports below stand for is what they say.
+    {
+        let copy = store_of(&data, &lines, &dir.path().join("as-exported"));
+        type Records = Vec<(Box<[u8]>, Box<[u8]>)>;
+        let stored = |dir: &Path| -> Records {
+            let db = rocksdb::DB::open_cf_for_read_only(
+                &rocksdb::Options::default(),
+                dir.join("ledger"),
+                ["events", "time", "meta"],
+                false,
+            )
+            .expect("open read-only");
+            let cf = db.cf_handle("events").expect("events cf");
+            db.iterator_cf(cf, rocksdb::IteratorMode::Start)
+                .map(|kv| kv.expect("read"))
+                .collect()
+        };
+        assert!(
+            stored(&copy) == stored(&data),
+            "an export's records are not the store's"
+        );
+        let (code, ours) = sealgate_verify(&copy, &[]);
+        assert_eq!(code, 0, "{ours}");
+    }
     let head: serde_json::Value =
         serde_json::from_slice(&sealgate(&data, &["head", "-o", "json"], None).stdout).expect("head");
     assert_eq!(report["last"]["hash"], head["hash"]);
@@ -122,6 +211,20 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
         let mut out = lines.clone();
         out[seq] = v.to_string();
         out
+    };
+    // Line 9's record (hash, signature, envelope) at position 3 and line
+    // 3's at 9, each line keeping its `seq`: what swapping two events in a
+    // store (whose keys stay put) looks like in an export.
+    let swapped_records = {
+        let mut l = lines.clone();
+        let (mut a, mut b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&lines[3]).expect("line"),
+            serde_json::from_str(&lines[9]).expect("line"),
+        );
+        std::mem::swap(&mut a["seq"], &mut b["seq"]);
+        l[3] = b.to_string();
+        l[9] = a.to_string();
+        l
     };
     let cases: Vec<(&str, Vec<String>, u64, &str)> = vec![
         (
@@ -153,6 +256,8 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
         ),
         // In an export a line's `seq` moves with its event, so a swap shows as
         // a gap where a store (whose keys stay put) shows a sequence mismatch.
+        // No store holds this export (its keys would put the lines back in
+        // order), so only the Python verifier sees it.
         (
             "swapped lines",
             {
@@ -163,23 +268,31 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
             3,
             "gap|sequence_mismatch",
         ),
+        ("swapped records", swapped_records, 3, "sequence_mismatch"),
+        // A truncated export against a pinned head.
+        ("truncated", lines[..10].to_vec(), 10, "truncated"),
     ];
-    for (what, tampered, seq, kind) in cases {
+    for (i, (what, tampered, seq, kind)) in cases.into_iter().enumerate() {
         let p = dir.path().join("tampered.jsonl");
         std::fs::write(&p, tampered.join("\n") + "\n").expect("write");
-        let (code, report) = verify_export(&py, &p, &[]);
+        let extra: &[&str] = if what == "truncated" { &["--head", pin] } else { &[] };
+        let (code, report) = verify_export(&py, &p, extra);
         assert_eq!(code, 1, "{what}: {report}");
         assert_eq!(report["failure"]["seq"], seq, "{what}: {report}");
         let got = report["failure"]["kind"].as_str().unwrap_or("");
         assert!(kind.split('|').any(|k| k == got), "{what}: expected {kind}: {report}");
+        if what == "swapped lines" {
+            continue;
+        }
+        // Sealgate's own verifier, on the store this export stands for,
+        // says the same: the same kind at the same sequence number.
+        let copy = store_of(&data, &tampered, &dir.path().join(format!("case-{i}")));
+        let (our_code, ours) = sealgate_verify(&copy, extra);
+        assert_eq!(our_code, 1, "{what}: sealgate verify: {ours}");
+        assert_eq!(
+            verdict(&ours),
+            verdict(&report),
+            "{what}: sealgate verify and verify_export.py disagree:\nsealgate: {ours}\npython: {report}"
+        );
     }
-    // A truncated export against a pinned head.
-    let p = dir.path().join("truncated.jsonl");
-    std::fs::write(&p, lines[..10].join("\n") + "\n").expect("write");
-    let (code, report) = verify_export(&py, &p, &["--head", pin]);
-    assert_eq!(
-        (code, report["failure"]["kind"].as_str()),
-        (1, Some("truncated")),
-        "{report}"
-    );
 }

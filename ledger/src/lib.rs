@@ -39,5 +39,5 @@ pub use projection::{Folded, Projection, Snapshots, fold_to};
 pub use schedule::{KeyEntry, KeySchedule};
 pub use store::{CommitStats, Head, StoreOptions};
 pub use timestamp::Timestamp;
-pub use verify::{Anchor, Report, VerifyOptions};
+pub use verify::{Anchor, Report, VerifyOptions, verify_records};
 pub use writer::Receipt;

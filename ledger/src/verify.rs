@@ -448,6 +448,69 @@ fn rotation_index_mismatch(logged: &[(u64, KeyId)], indexed: &[(u64, Option<KeyI
     }
 }
 
+/// Verifies `records` (sequence number, stored record), which must start at
+/// the genesis, with the checks [`Ledger::verify`] runs on every record
+/// (decoding, hashes, links, keys and rotations, timestamps, signatures:
+/// the same stages), as `sealgate verify --from FROM --head PIN` would:
+/// events before `from` get every check but their signature (a rotation's
+/// is checked too), and the log must reach `pinned_head`, if given. What
+/// only a store has is not checked: `meta`, the time index, the
+/// acknowledged mark. `ledger_id` stands for the store's, which the genesis
+/// must name. For tests that try a change to a record many thousand times,
+/// where writing each into a store and opening it would take hours.
+#[doc(hidden)]
+pub fn verify_records(
+    ledger_id: [u8; 16],
+    records: Vec<(u64, Box<[u8]>)>,
+    from: u64,
+    pinned_head: Option<(u64, Hash)>,
+) -> Report {
+    let start = Start {
+        seq: 0,
+        prev: Hash::ZERO,
+        prev_ts: Timestamp::EPOCH,
+        schedule: None,
+    };
+    let plan = Plan {
+        declared_keys: Vec::new(),
+        sig_from: from,
+        sig_until: u64::MAX,
+        read_until: None,
+        anchor: pinned_head.map(|(seq, hash)| Anchor {
+            seq,
+            hash,
+            source: "pinned",
+        }),
+        tolerance: 0,
+        ledger_id,
+        keys_from_index: false,
+    };
+    // One window, on this thread: the stages and the anchor check of
+    // `run`, without its reader threads (a whole log fits one window here).
+    let mut state = SeqState {
+        index: None,
+        expected: start.seq,
+        prev: start.prev,
+        prev_ts: start.prev_ts,
+        schedule: start.schedule,
+        ledger_id,
+        verified: 0,
+        linked: 0,
+        last: None,
+    };
+    let failure = check_stages(&mut state, records, &plan).or_else(|| anchor_failure(&state, &plan));
+    Report {
+        ledger_id,
+        from,
+        to: state.last.map(|(s, _)| s),
+        verified: state.verified,
+        linked: state.linked,
+        anchor: plan.anchor.clone(),
+        last: state.last,
+        failure,
+    }
+}
+
 /// Runs the pipeline over records in key order.
 /// Also returns the key schedule as the run left it: every rotation it
 /// passed, for a full run all of the log's.
@@ -546,19 +609,7 @@ where
                     break;
                 }
             };
-            // Stage 1: decode and hash, in parallel.
-            let decoded: Vec<Decoded> = window.par_iter().map(|(k, bytes)| decode(*k, bytes)).collect();
-            drop(window);
-            // Stage 2: sequential checks; collect signatures for stage 3.
-            let mut sigs: Vec<(u64, VerifyingKey, Hash, Signature)> = Vec::with_capacity(decoded.len());
-            let seq_failure = state.check_window(decoded, plan, &mut sigs);
-            // Stage 3: signatures in parallel batches.
-            let sig_failure = verify_signatures(&sigs);
-            state.verified += sigs.len() as u64;
-            let first = match (seq_failure, sig_failure) {
-                (Some(a), Some(b)) => Some(if b.seq < a.seq { b } else { a }),
-                (a, b) => a.or(b),
-            };
+            let first = check_stages(&mut state, window, plan);
             progress(state.verified + state.linked);
             if first.is_some() {
                 failure = first;
@@ -574,23 +625,8 @@ where
         // Dropping rx (and the walk) stops the readers.
     });
 
-    if failure.is_none()
-        && let Some(anchor) = &plan.anchor
-    {
-        let last_seq = state.last.map(|(s, _)| s);
-        if last_seq.is_none_or(|s| s < anchor.seq) {
-            let next = last_seq.map_or(state.expected, |s| s + 1);
-            failure = Some(Failure::new(
-                next,
-                FailureKind::Truncated,
-                format!(
-                    "the log ends before the {} head at seq {} ({})",
-                    anchor.source,
-                    anchor.seq,
-                    anchor.hash.short()
-                ),
-            ));
-        }
+    if failure.is_none() {
+        failure = anchor_failure(&state, plan);
     }
     let report = Report {
         ledger_id: plan.ledger_id,
@@ -603,6 +639,43 @@ where
         failure,
     };
     (report, state.schedule, index_failure)
+}
+
+/// The three stages over one window of records (see the module's doc);
+/// the failure with the lowest sequence number, if any.
+fn check_stages(state: &mut SeqState<'_>, window: Vec<(u64, Box<[u8]>)>, plan: &Plan) -> Option<Failure> {
+    // Stage 1: decode and hash, in parallel.
+    let decoded: Vec<Decoded> = window.par_iter().map(|(k, bytes)| decode(*k, bytes)).collect();
+    drop(window);
+    // Stage 2: sequential checks; collect signatures for stage 3.
+    let mut sigs: Vec<(u64, VerifyingKey, Hash, Signature)> = Vec::with_capacity(decoded.len());
+    let seq_failure = state.check_window(decoded, plan, &mut sigs);
+    // Stage 3: signatures in parallel batches.
+    let sig_failure = verify_signatures(&sigs);
+    state.verified += sigs.len() as u64;
+    match (seq_failure, sig_failure) {
+        (Some(a), Some(b)) => Some(if b.seq < a.seq { b } else { a }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// After the last record: the log must reach the anchor.
+fn anchor_failure(state: &SeqState<'_>, plan: &Plan) -> Option<Failure> {
+    let anchor = plan.anchor.as_ref()?;
+    let last_seq = state.last.map(|(s, _)| s);
+    last_seq.is_none_or(|s| s < anchor.seq).then(|| {
+        let next = last_seq.map_or(state.expected, |s| s + 1);
+        Failure::new(
+            next,
+            FailureKind::Truncated,
+            format!(
+                "the log ends before the {} head at seq {} ({})",
+                anchor.source,
+                anchor.seq,
+                anchor.hash.short()
+            ),
+        )
+    })
 }
 
 /// The time index's entries as `(ts nanos, seq)`, or why one cannot be read.

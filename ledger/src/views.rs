@@ -452,22 +452,34 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let readers = held(dir.path(), READERS);
         let _deletions = lock_file(dir.path(), DELETIONS).expect("lock file");
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            readers.unlock().expect("unlock");
-            readers
-        });
+        // Set just before the writer lets go: an open that finds it unset
+        // ran while the writer held the lock (no clock involved).
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let release = {
+            let released = released.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                released.store(true, std::sync::atomic::Ordering::SeqCst);
+                readers.unlock().expect("unlock");
+                readers
+            })
+        };
         let store = dir.path().to_path_buf();
-        let started = Instant::now();
+        let early = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, noted) = (released.clone(), early.clone());
         let (result, opened) = bounded(move |opened| {
             read_only_within(&store, Duration::from_secs(5), || {
+                if !seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    noted.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 opened();
                 Ok(())
             })
         });
         result.expect("the open waits, then runs");
+        assert!(opened, "the open did not run");
         assert!(
-            opened && started.elapsed() >= Duration::from_millis(150),
+            !early.load(std::sync::atomic::Ordering::SeqCst),
             "opened while the writer held the lock"
         );
         // The reader let go of both: a writer can take them again.

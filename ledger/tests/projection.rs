@@ -89,11 +89,19 @@ proptest! {
 
         let full = fold_to::<Digest>(&ledger, None, head).expect("full replay");
         prop_assert_eq!(full.state(), live.state());
+        prop_assert_eq!(full.snapshot_seq(), None);
+        // Each fold with snapshots starts from the newest one at or before
+        // where it stops: a snapshot passed over (a replay from the log's
+        // start, which gives the same state) fails here.
+        let saved = snapshots.list::<Digest>().expect("list");
+        let newest_at_or_before = |n: u64| saved.iter().copied().filter(|&s| s <= n).max();
         let from_snapshot = fold_to::<Digest>(&ledger, Some(&snapshots), head).expect("snapshot + tail");
         prop_assert_eq!(from_snapshot.state(), live.state());
-        for at in snapshots.list::<Digest>().expect("list") {
+        prop_assert_eq!(from_snapshot.snapshot_seq(), newest_at_or_before(head));
+        for &at in &saved {
             let f = fold_to::<Digest>(&ledger, Some(&snapshots), at).expect("as of a snapshot");
             prop_assert_eq!(f.state(), &naive(&ledger, at));
+            prop_assert_eq!(f.snapshot_seq(), Some(at));
         }
 
         for probe in probes {
@@ -101,6 +109,7 @@ proptest! {
             let as_of = fold_to::<Digest>(&ledger, Some(&snapshots), n).expect("as of");
             prop_assert_eq!(as_of.seq(), Some(n));
             prop_assert_eq!(as_of.state(), &naive(&ledger, n));
+            prop_assert_eq!(as_of.snapshot_seq(), newest_at_or_before(n));
         }
     }
 }
@@ -360,6 +369,7 @@ fn snapshots_signed_before_a_key_rotation_are_not_used_after_it() {
     let head = ledger.head().seq;
     let at_head = fold_to::<Digest>(&ledger, Some(&snapshots), head).expect("fold to head");
     assert_eq!(at_head.state(), &naive(&ledger, head));
+    assert_eq!(at_head.snapshot_seq(), Some(10), "the new key's snapshot was not used");
 }
 
 /// Only the writer holds the key: a read-only handle cannot save a

@@ -544,63 +544,83 @@ fn rich_draft() -> ledger::Draft {
     .expect("rich draft")
 }
 
-/// What the verifier would say of one stored record, read in-process: the
-/// record must fail to parse or decode, or no longer hash to its stored hash,
-/// or carry a signature the key does not accept.
-fn record_is_rejected(bytes: &[u8], ledger_id: &[u8; 16], key: &ed25519_dalek::VerifyingKey) -> bool {
-    let Ok(raw) = ledger::RawRecord::parse(bytes) else {
-        return true;
-    };
-    let Ok(event) = ledger::Event::decode(raw.canonical) else {
-        return true;
-    };
-    // The verifier reads these bodies too; they must not panic either.
-    let _ = ledger::Genesis::from_event(&event);
-    let _ = ledger::Rotation::from_event(&event, ledger_id);
-    let hash = ledger::event_hash(&event.prev, raw.canonical);
-    hash != raw.hash
-        || key
-            .verify_strict(&hash.0, &ed25519_dalek::Signature::from_bytes(&raw.signature))
-            .is_err()
-}
-
 #[test]
-fn every_single_byte_change_to_each_kind_of_record_is_rejected_without_panicking() {
-    // The proptest above samples changes; this tries all 255 of every byte,
-    // of a genesis, a rotation and a rich event. Each stored record is first
-    // checked to be accepted as it is, so the loop cannot pass vacuously.
+fn every_single_byte_change_to_each_kind_of_record_is_found_at_its_event_without_panicking() {
+    // The proptest above samples changes through a store; this tries all
+    // 255 of every byte of a genesis, a rotation and two rich events (one
+    // per key), each as the last event of the log up to it, through the
+    // verifier's own stages (`ledger::verify_records`: what `Ledger::verify`
+    // runs on every record, without writing each change into a store), as
+    // `sealgate verify --from SEQ --head SEQ:HASH` with the head as stored
+    // would: the events before it get every check but their signatures
+    // (the rotation's is checked), which the whole log, verified as stored
+    // first, already passed. Each such log as stored is also checked to
+    // verify, so the loop cannot pass vacuously.
     let f = build(vec![rich_draft()], true, vec![rich_draft()]);
     let rotation = f.rotation.expect("rotated");
-    let (a, b) = (
-        SigningKey::from_seed(KEY_A).public(),
-        SigningKey::from_seed(KEY_B).public(),
-    );
-    let db = raw_db(&f.path);
-    let genesis = ledger::SealedEvent::decode(&get_record(&db, 0)).expect("genesis");
-    let ledger_id = ledger::Genesis::from_event(&genesis.event)
-        .expect("genesis body")
-        .ledger_id;
-    let records: Vec<_> = [(0, &a), (1, &a), (rotation, &a), (f.head, &b)]
-        .into_iter()
-        .map(|(seq, key)| (seq, key, get_record(&db, seq)))
+    let (ledger_id, pin, log) = {
+        let l = ledger::Ledger::open_read_only(&f.path).expect("open");
+        let head = l.head();
+        let log: Vec<(u64, Box<[u8]>)> = l
+            .raw_records(0)
+            .expect("records")
+            .map(|r| r.expect("read record"))
+            .collect();
+        (l.ledger_id(), (head.seq, head.hash), log)
+    };
+    assert_eq!(log.len() as u64, f.head + 1);
+    let as_stored = ledger::verify_records(ledger_id, log.clone(), 0, Some(pin));
+    assert!(as_stored.ok(), "the log as stored: {:?}", as_stored.failure);
+    assert_eq!(as_stored.verified, f.head + 1);
+    // The store's own verifier agrees on the log as stored.
+    assert!(verify(&f.path, Some(pin)).ok());
+    let targets = [0, 1, rotation, f.head];
+    assert_eq!(targets, [0, 1, 2, 3], "genesis, event, rotation, event");
+    // Each target's log as stored and its pin (its head as stored).
+    type Log = Vec<(u64, Box<[u8]>)>;
+    let logs: Vec<(u64, Log, (u64, ledger::Hash))> = targets
+        .iter()
+        .map(|&seq| {
+            let upto = log[..=seq as usize].to_vec();
+            let pin = (
+                seq,
+                ledger::SealedEvent::decode(&upto[seq as usize].1).expect("decode").hash,
+            );
+            let as_stored = ledger::verify_records(ledger_id, upto.clone(), seq, Some(pin));
+            assert!(as_stored.ok(), "the log up to {seq} as stored: {:?}", as_stored.failure);
+            (seq, upto, pin)
+        })
         .collect();
+    // Every (log, byte) pair, dealt out to the workers in turn.
+    let jobs: Vec<(usize, usize)> = logs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (seq, upto, _))| (0..upto[*seq as usize].1.len()).map(move |at| (i, at)))
+        .collect();
+    const WORKERS: usize = 4;
     let tried: usize = std::thread::scope(|s| {
-        let workers: Vec<_> = records
-            .iter()
-            .map(|(seq, key, record)| {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (logs, jobs) = (&logs, &jobs);
                 s.spawn(move || {
-                    assert!(!record_is_rejected(record, &ledger_id, key), "record {seq} as stored");
-                    for at in 0..record.len() {
+                    let mut tried = 0;
+                    for &(i, at) in jobs.iter().skip(w).step_by(WORKERS) {
+                        let (seq, upto, pin) = &logs[i];
                         for flip in 1..=255u8 {
-                            let mut changed = record.clone();
-                            changed[at] ^= flip;
-                            assert!(
-                                record_is_rejected(&changed, &ledger_id, key),
-                                "record {seq}: byte {at} xor {flip:#04x} was accepted"
+                            let mut changed = upto.clone();
+                            changed[*seq as usize].1[at] ^= flip;
+                            let report = ledger::verify_records(ledger_id, changed, *seq, Some(*pin));
+                            let failure = report
+                                .failure
+                                .unwrap_or_else(|| panic!("record {seq}: byte {at} xor {flip:#04x} was accepted"));
+                            assert_eq!(
+                                failure.seq, *seq,
+                                "record {seq}: byte {at} xor {flip:#04x} found elsewhere: {failure}"
                             );
+                            tried += 1;
                         }
                     }
-                    record.len() * 255
+                    tried
                 })
             })
             .collect();
@@ -614,14 +634,19 @@ fn every_single_byte_change_to_each_kind_of_record_is_rejected_without_panicking
 
 /// `meta` (store format, ledger id, head, current key, rotation index) is
 /// not signed: someone with the disk can edit it. For every entry, deleted
-/// or with any one of its bytes changed: full verification fails (or the
-/// store does not open); `head_checked` refuses a changed head; the writer
-/// either refuses to open the ledger or carries on from the truth (the last
-/// event's sequence number, hash and time; the genesis ledger id; the log's
-/// current key); and nothing panics. Each change is undone before the next.
+/// or with any one of its bytes changed, full verification says what
+/// `docs/FORMAT.md` (§9, §10) says it must, at the sequence number it must
+/// (see [`meta_edit_verdict`]); exactly the edits listed there stop the
+/// store opening at all, each with its reason; `head_checked` refuses a
+/// changed head; the writer refuses the ledger, except for a changed entry
+/// of the rotation index, where it carries on from the truth (the last
+/// event's sequence number, hash and time; the genesis ledger id; the
+/// log's current key); and nothing panics. Each change is undone before
+/// the next.
 #[test]
 fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
     let f = build(drafts(5), true, drafts(3));
+    let rotation = f.rotation.expect("rotated");
     let (truth, ledger_id, key) = {
         let l = ledger::Ledger::open_read_only(&f.path).expect("open");
         let last = l.get(f.head).expect("get").expect("last event");
@@ -639,7 +664,24 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).expect("read meta"))
             .collect()
     };
-    assert!(entries.len() >= 5, "{} meta entries", entries.len());
+    let names: Vec<String> = entries
+        .iter()
+        .map(|(k, _)| match k.strip_prefix(b"rotation/") {
+            Some(seq) => format!("rotation/{}", u64::from_be_bytes(seq.try_into().expect("8-byte seq"))),
+            None => String::from_utf8_lossy(k).into_owned(),
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "format",
+            "head",
+            "key/current",
+            "ledger_id",
+            &format!("rotation/{rotation}")
+        ],
+        "the entries FORMAT.md §10 lists, and no others"
+    );
     let mut changes = Vec::new();
     for (k, v) in &entries {
         changes.push((k.clone(), None));
@@ -651,12 +693,15 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
             }
         }
     }
-    let (mut refused, mut overruled) = (0, 0);
+    let (mut refused, mut overruled, mut unopened) = (0, 0, 0);
     for (k, change) in changes {
         let what = format!(
             "meta `{}` {}",
             String::from_utf8_lossy(&k),
-            if change.is_some() { "changed" } else { "deleted" }
+            match &change {
+                Some(v) => format!("changed to {}", hex::encode(v)),
+                None => "deleted".into(),
+            }
         );
         let original = entries
             .iter()
@@ -671,12 +716,27 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
                 None => db.delete_cf(meta, &k).expect("delete"),
             }
         }
-        // Full verification reports every change, or cannot open the store.
-        if let Ok(l) = ledger::Ledger::open_read_only(&f.path) {
-            let report = l
-                .verify(&ledger::VerifyOptions::default(), &|_, _| {})
-                .expect("verify runs");
-            assert!(!report.ok(), "{what}: verification passed");
+        // Full verification reports the documented failure, or the store
+        // does not open, for the documented reason, and only where listed.
+        match (
+            meta_edit_verdict(&k, change.as_deref(), &truth, rotation),
+            ledger::Ledger::open_read_only(&f.path),
+        ) {
+            (MetaVerdict::Fails(kind, seq), Ok(l)) => {
+                let report = l
+                    .verify(&ledger::VerifyOptions::default(), &|_, _| {})
+                    .expect("verify runs");
+                let failure = report.failure.unwrap_or_else(|| panic!("{what}: verification passed"));
+                assert_eq!((failure.kind, failure.seq), (kind, seq), "{what}: {failure}");
+            }
+            (MetaVerdict::DoesNotOpen(why), Err(e)) => {
+                assert!(e.to_string().contains(why), "{what}: refused for another reason: {e}");
+                unopened += 1;
+            }
+            (MetaVerdict::Fails(kind, seq), Err(e)) => {
+                panic!("{what}: the store did not open ({e}), where verification must fail with {kind:?} at {seq}")
+            }
+            (MetaVerdict::DoesNotOpen(why), Ok(_)) => panic!("{what}: the store opened, where it must refuse: {why}"),
         }
         // What `sealgate head` prints for an auditor to pin: the truth, or
         // an error; for any changed byte of the head, the error says so.
@@ -687,12 +747,17 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
             }
             Err(_) => {}
         }
+        // The writer refuses every edit but a changed rotation index entry,
+        // which it overrules (it takes the log's rotations, not the index).
+        let overrule = k.starts_with(b"rotation/") && change.is_some();
         match ledger::Ledger::open(&f.path, &f.keys) {
             Err(e) => {
+                assert!(!overrule, "{what}: the writer refused: {e}");
                 assert!(!e.to_string().is_empty(), "{what}: empty error");
                 refused += 1;
             }
             Ok(l) => {
+                assert!(overrule, "{what}: the writer opened an edited ledger");
                 assert_eq!(l.head(), truth, "{what}: the writer carried on from an altered head");
                 assert_eq!(l.ledger_id(), ledger_id, "{what}: the writer took an altered ledger id");
                 assert_eq!(
@@ -707,9 +772,60 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
         let meta = db.cf_handle("meta").expect("meta cf");
         db.put_cf(meta, &k, &original).expect("restore");
     }
-    assert!(refused > 0, "refused {refused}, overruled {overruled}");
+    // format: 1 deletion + 2 changes; ledger_id and head: 1 deletion each.
+    assert_eq!(unopened, 5, "stores that did not open");
+    // 32 changed bytes of the rotation index entry.
+    assert_eq!(overruled, 32, "refused {refused}, overruled {overruled}");
     // Restored, the ledger is what it was.
     assert!(verify(&f.path, None).ok());
+}
+
+/// What one edit of `meta` must lead to (`docs/FORMAT.md` §9, §10).
+#[derive(Debug)]
+enum MetaVerdict {
+    /// The store does not open; the error says this.
+    DoesNotOpen(&'static str),
+    /// Full verification fails with this kind at this sequence number.
+    Fails(FailureKind, u64),
+}
+
+/// The verdict on `key` deleted (`None`) or changed to `value`, in a log
+/// whose last event is `truth` and whose one rotation is at `rotation`:
+/// - `format`: the store does not open, changed (an unknown format) or
+///   deleted;
+/// - `ledger_id`: deleted, the store does not open; changed, the genesis no
+///   longer matches the store (`bad_genesis` at 0);
+/// - `head`: deleted, the store does not open; its sequence number moved
+///   past the log's end, the log is `truncated` there; moved back, the
+///   event there is not the recorded head (`head_mismatch` at the recorded
+///   seq); its hash changed, `head_mismatch` at the head; its time changed,
+///   `meta_mismatch` at the head;
+/// - `key/current`, changed or deleted: `meta_mismatch` at the head;
+/// - `rotation/N`, changed or deleted: `meta_mismatch` at N.
+fn meta_edit_verdict(key: &[u8], value: Option<&[u8]>, truth: &ledger::Head, rotation: u64) -> MetaVerdict {
+    use MetaVerdict::*;
+    match (key, value) {
+        (b"format", Some(_)) => DoesNotOpen("unknown store format"),
+        (b"format", None) => DoesNotOpen("the store format is missing"),
+        (b"ledger_id", Some(_)) => Fails(FailureKind::BadGenesis, 0),
+        (b"ledger_id", None) => DoesNotOpen("ledger id missing or malformed"),
+        (b"head", None) => DoesNotOpen("head missing or malformed"),
+        (b"head", Some(v)) => {
+            let seq = u64::from_be_bytes(v[..8].try_into().expect("8-byte seq"));
+            if seq > truth.seq {
+                Fails(FailureKind::Truncated, truth.seq + 1)
+            } else if seq < truth.seq {
+                Fails(FailureKind::HeadMismatch, seq)
+            } else if v[8..40] != truth.hash.0 {
+                Fails(FailureKind::HeadMismatch, truth.seq)
+            } else {
+                Fails(FailureKind::MetaMismatch, truth.seq)
+            }
+        }
+        (b"key/current", _) => Fails(FailureKind::MetaMismatch, truth.seq),
+        (k, _) if k.starts_with(b"rotation/") => Fails(FailureKind::MetaMismatch, rotation),
+        (k, _) => panic!("no verdict for meta `{}`", String::from_utf8_lossy(k)),
+    }
 }
 
 /// A key file moved into the current key's place (a consistent file of

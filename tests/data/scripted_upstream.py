@@ -34,6 +34,8 @@ Behaviour, by request:
   (not waiting for answers), then answers.
 - initialize from a client (not the gateway's own listing session):
   refused with an error holding $SCRIPTED_INIT_ERROR, if set.
+- tools/call hang: never answers (what it receives after is still logged,
+  e.g. the gateway's notifications/cancelled).
 - completion/complete: values holding $SCRIPTED_SECRET.
 - ping: answered with $SCRIPTED_SECRET in the result's `_meta`, if set.
 - prompts/list, resources/list, resources/templates/list: empty.
@@ -110,7 +112,7 @@ def handle(msg):
         described = os.environ.get("SCRIPTED_DESCRIPTION", "a tool")
         tools = [tool("echo", described), tool("env"), tool("chatter"), tool("dup_answer"), tool("ask_client"),
                  tool("roots"), tool("fail"), tool("malformed"), tool("stray_member"),
-                 tool("flood_list_changed"), tool("ask_many")]
+                 tool("flood_list_changed"), tool("ask_many"), tool("hang")]
         if "sampling" in client_caps:
             tools.append(tool("needs_sampling"))
         if os.environ.get("SCRIPTED_DUP_FILE") and os.path.exists(os.environ["SCRIPTED_DUP_FILE"]):
@@ -168,6 +170,8 @@ def handle(msg):
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": "key " + SECRET}})
         elif name == "stray_member":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": []}, SECRET or "x": 1})
+        elif name == "hang":
+            pass
         elif name == "needs_sampling":
             send({"jsonrpc": "2.0", "id": mid, "result": {"content": [{"type": "text", "text": "sampled"}]}})
         else:

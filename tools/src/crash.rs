@@ -9,8 +9,13 @@
 //! others from its first acknowledgement, so they land while appends flow
 //! however long the start took (a loaded machine starts the child slower,
 //! and kills timed from the start alone then mostly hit it before it had
-//! acknowledged anything). After every kill the log must open, verify, and
-//! hold every acknowledged event with the hash that was acknowledged.
+//! acknowledged anything). Every other round is timed by events instead:
+//! its kill lands once the child has acknowledged a few thousand events
+//! (with a small random delay), which with a small memtable is past two
+//! or more WAL switches, so that kills land in reused WAL files however
+//! fast or slow the machine is. After every kill the log must open,
+//! verify, and hold every acknowledged event with the hash that was
+//! acknowledged.
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -43,23 +48,35 @@ pub struct CrashOptions {
 #[derive(Clone, Copy, Debug)]
 pub struct KillAt {
     pub delay: Duration,
-    /// `delay` counts from the child's first acknowledgement, not its start.
-    pub after_first_ack: bool,
+    /// `delay` counts from the child's acknowledgement number `after_acks`
+    /// (1: the first), or from its start if 0.
+    pub after_acks: usize,
 }
 
 impl std::fmt::Display for KillAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.delay.as_secs_f64() * 1e3;
-        if self.after_first_ack {
-            write!(f, "{ms:.1} ms after the first acknowledgement")
-        } else {
-            write!(f, "{ms:.1} ms after start")
+        match self.after_acks {
+            0 => write!(f, "{ms:.1} ms after start"),
+            1 => write!(f, "{ms:.1} ms after the first acknowledgement"),
+            n => write!(f, "{ms:.1} ms after acknowledgement {n}"),
         }
     }
 }
 
-/// Waits at most this long for a child's first acknowledgement.
-const FIRST_ACK_PATIENCE: Duration = Duration::from_secs(60);
+/// Waits at most this long for the acknowledgement a kill is timed from
+/// (a guard against a hung child, not a bound on speed: past it, the kill
+/// lands anyway).
+const ACK_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Every this many rounds, one is timed by events: killed after
+/// `EVENT_TIMED_ACKS` acknowledgements (plus up to an eighth of the
+/// maximum delay).
+const EVENT_TIMED_EVERY: u32 = 2;
+/// With a 1 MiB memtable RocksDB switches WAL files every ~1,300 events; a
+/// child starts with no flushed WAL to reuse, so its first reuse comes
+/// with its second switch at the earliest.
+const EVENT_TIMED_ACKS: std::ops::Range<u64> = 3_000..9_000;
 
 /// What one round saw.
 #[derive(Clone, Debug)]
@@ -83,6 +100,10 @@ pub struct Summary {
     /// Rounds in which the child was killed while writing into a reused
     /// WAL file.
     pub rounds_in_recycled_wal: u32,
+    /// Rounds timed by events (killed after thousands of acknowledgements),
+    /// and how many of them were killed in a reused WAL file.
+    pub event_timed_rounds: u32,
+    pub event_timed_in_recycled_wal: u32,
     pub head: u64,
 }
 
@@ -122,13 +143,24 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
     let mut pinned: Option<(u64, ledger::Hash)> = None;
     let mut wals = Wals::default();
     for round in 0..opts.rounds {
-        let kill = KillAt {
-            after_first_ack: rng.below(4) != 0,
-            delay: Duration::from_micros(rng.below(opts.max_delay.as_micros() as u64 + 1)),
+        let max_us = opts.max_delay.as_micros() as u64;
+        let event_timed = round % EVENT_TIMED_EVERY == EVENT_TIMED_EVERY - 1;
+        let kill = if event_timed {
+            KillAt {
+                after_acks: (EVENT_TIMED_ACKS.start + rng.below(EVENT_TIMED_ACKS.end - EVENT_TIMED_ACKS.start))
+                    as usize,
+                delay: Duration::from_micros(rng.below(max_us / 8 + 1)),
+            }
+        } else {
+            KillAt {
+                after_acks: usize::from(rng.below(4) != 0),
+                delay: Duration::from_micros(rng.below(max_us + 1)),
+            }
         };
+        let started = std::time::SystemTime::now();
         let acks =
             kill_one(opts, round, kill, &mut rng).with_context(|| format!("round {round} (seed {})", opts.seed))?;
-        let in_recycled_wal = wals.child_wrote_a_reused_one(&ledger_dir)?;
+        let in_recycled_wal = wals.child_wrote_a_reused_one(&ledger_dir, started)?;
         let full = round % 10 == 0 || round + 1 == opts.rounds;
         let (head, hash) = check(&ledger_dir, round, &acks, if full { None } else { pinned }).with_context(|| {
             format!(
@@ -141,6 +173,8 @@ pub fn run(opts: &CrashOptions, mut on_round: impl FnMut(u32, &RoundOutcome)) ->
         summary.acked += acks.len() as u64;
         summary.rounds_with_acks += u32::from(!acks.is_empty());
         summary.rounds_in_recycled_wal += u32::from(in_recycled_wal);
+        summary.event_timed_rounds += u32::from(event_timed);
+        summary.event_timed_in_recycled_wal += u32::from(event_timed && in_recycled_wal);
         summary.head = head;
         pinned = Some((head, hash));
         on_round(
@@ -168,13 +202,14 @@ struct Wals {
 }
 
 impl Wals {
-    /// Whether the child just killed was writing into a reused WAL file:
-    /// the newest WAL is one the child made (a number greater than any
-    /// before it ran) and is older than a WAL with a smaller number.
-    /// RocksDB reuses a flushed WAL file by renaming it to the next WAL's
-    /// number, so the file keeps its creation time. False where the
-    /// filesystem keeps no creation time.
-    fn child_wrote_a_reused_one(&mut self, dir: &Path) -> Result<bool> {
+    /// Whether the child just killed (started at `child_started`) was
+    /// writing into a reused WAL file: the newest WAL is one the child made
+    /// (a number greater than any before it ran) and was created before the
+    /// child started, or before a WAL with a smaller number. RocksDB reuses
+    /// a flushed WAL file by renaming it to the next WAL's number, so the
+    /// file keeps its creation time. False where the filesystem keeps no
+    /// creation time.
+    fn child_wrote_a_reused_one(&mut self, dir: &Path, child_started: std::time::SystemTime) -> Result<bool> {
         let mut wals = Vec::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
             let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
@@ -190,7 +225,8 @@ impl Wals {
             return Ok(false);
         };
         let made_by_child = self.newest_before.as_ref().is_none_or(|before| newest > *before);
-        let reused = born.is_some_and(|born| wals.iter().any(|(_, b)| b.is_some_and(|b| b > born)));
+        let reused =
+            born.is_some_and(|born| born < child_started || wals.iter().any(|(_, b)| b.is_some_and(|b| b > born)));
         self.newest_before = Some(newest);
         Ok(made_by_child && reused)
     }
@@ -238,7 +274,8 @@ fn kill_one(opts: &CrashOptions, round: u32, kill: KillAt, rng: &mut Rng) -> Res
             }
         }
     });
-    let (first_ack, acked) = mpsc::channel::<()>();
+    let (timed_ack, acked) = mpsc::channel::<()>();
+    let wanted = kill.after_acks;
     let reader = std::thread::spawn(move || -> Result<Vec<Ack>> {
         let mut acks = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -254,17 +291,17 @@ fn kill_one(opts: &CrashOptions, round: u32, kill: KillAt, rng: &mut Rng) -> Res
                 seq: field("seq")?.as_u64().context("seq")?,
                 hash: field("hash")?.as_str().context("hash")?.to_owned(),
             });
-            if acks.len() == 1 {
-                let _ = first_ack.send(());
+            if acks.len() == wanted {
+                let _ = timed_ack.send(());
             }
         }
         Ok(acks)
     });
 
-    if kill.after_first_ack {
-        // Ends early, with no acknowledgement, if the child exits (the
+    if kill.after_acks > 0 {
+        // Ends early, without that acknowledgement, if the child exits (the
         // reader then drops the sender): the check below says why.
-        let _ = acked.recv_timeout(FIRST_ACK_PATIENCE);
+        let _ = acked.recv_timeout(ACK_PATIENCE);
     }
     std::thread::sleep(kill.delay);
     let exited_early = child.try_wait()?.is_some();
