@@ -354,6 +354,42 @@ fn registry_approvals_grants_and_as_of_end_to_end() {
         digests.len() == 2 && digests[0] != digests[1],
         "the held calls' args_digests: {digests:?}"
     );
+    // Approvals join their call in one hop: each decision answers the
+    // call's request event and names its subject, requester and session.
+    for (k, approval_id) in [("approval.granted", &id), ("approval.expired", &id_two)] {
+        let decided = events
+            .iter()
+            .find(|e| kind(e) == k && body(e, "approval_id") == approval_id.as_str())
+            .unwrap_or_else(|| panic!("no {k} for {approval_id}"));
+        let call = events
+            .iter()
+            .find(|e| Some(seq(e)) == decided["correlation"]["answers"].as_u64())
+            .unwrap_or_else(|| panic!("{k} answers no event: {decided}"));
+        assert_eq!(kind(call), "tool_call.requested", "{k} must answer the call: {decided}");
+        assert_eq!(decided["subject"]["tool"], "write_file", "{decided}");
+        assert_eq!(decided["subject"]["env"], call["subject"]["env"], "{decided}");
+        assert_eq!(
+            decided["correlation"]["request_id"], call["correlation"]["request_id"],
+            "{decided}"
+        );
+        assert_eq!(*body(decided, "requester"), call["actor"]["principal"], "{decided}");
+        assert_eq!(*body(decided, "mcp.session.id"), call["actor"]["session"], "{decided}");
+        // And the call ends once: run (granted) or refused (expired).
+        let terminal: Vec<&str> = events
+            .iter()
+            .filter(|e| {
+                e["correlation"]["answers"] == call["seq"]
+                    && matches!(kind(e), "execution.completed" | "execution.failed" | "call.refused")
+            })
+            .map(kind)
+            .collect();
+        let want = if k == "approval.granted" {
+            "execution.completed"
+        } else {
+            "call.refused"
+        };
+        assert_eq!(terminal, vec![want], "{k}: the call's terminal events");
+    }
     // The call after the revocation: its decision is DENY by the grant
     // gate in the ledger too, and it never ran.
     let refused = events
@@ -368,6 +404,11 @@ fn registry_approvals_grants_and_as_of_end_to_end() {
             .any(|e| kind(e).starts_with("execution.") && e["correlation"]["answers"] == refused_seq),
         "the refused call has an execution event"
     );
+    let ended = events
+        .iter()
+        .find(|e| kind(e) == "call.refused" && e["correlation"]["answers"] == refused_seq)
+        .expect("the refused call ends in call.refused");
+    assert_eq!(body(ended, "refused_by"), "grant", "{ended}");
     // The approved write executed exactly once.
     let writes: Vec<&Value> = events
         .iter()
@@ -547,7 +588,7 @@ fn admin_get(gw: &Served, path: &str, token: &str) -> String {
 
 /// The newest governance snapshot file in the site's data dir.
 fn newest_snapshot(site: &Site) -> std::path::PathBuf {
-    let dir = site.path("data/snapshots/governance/v1");
+    let dir = site.path("data/snapshots/governance/v2");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("snapshot dir")
         .map(|e| e.expect("entry").path())

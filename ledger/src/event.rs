@@ -99,6 +99,10 @@ event_kinds! {
     /// Refused authentications and requests for unknown or unusable
     /// servers, counted per source, reason and server over an interval.
     AccessRefused = "access.refused",
+    /// A recorded call that did not run (denied, or its approval denied,
+    /// expired or withdrawn): its terminal event, as an execution outcome is
+    /// for a call that ran.
+    CallRefused = "call.refused",
 }
 
 impl EventKind {

@@ -437,6 +437,29 @@ impl Audit {
     }
 }
 
+impl Audit {
+    /// The terminal event of a recorded call that did not run: why, the
+    /// gate or step that refused it, and the error its caller got.
+    pub fn call_refused(
+        &self,
+        scope: &Scope,
+        call: &CallInfo,
+        requested: &Receipt,
+        step: &str,
+        code: i64,
+        reason: &str,
+    ) -> Draft {
+        let mut draft = base(EventKind::CallRefused, scope, Some(call));
+        draft.correlation.answers = Some(requested.seq);
+        let body = &mut draft.body;
+        body.insert("outcome".into(), "refused".into());
+        body.insert("refused_by".into(), step.to_string().into());
+        body.insert("reason".into(), reason.to_string().into());
+        body.insert("error".into(), error_obj(Some(code as i32), reason));
+        draft
+    }
+}
+
 impl Direction {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -490,7 +513,7 @@ fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
 
 /// An integer id that fits `i64` is recorded as one; a larger one as its
 /// text.
-fn request_id(id: &Id) -> ledger::RequestId {
+pub fn request_id(id: &Id) -> ledger::RequestId {
     match id {
         Id::Int(text) => text
             .parse()

@@ -49,6 +49,38 @@ pub struct Approval {
     /// Not grantable at or after this time (nanoseconds since the epoch).
     pub expires_at: u64,
     pub state: State,
+    /// The held call's session, JSON-RPC id and server environment (absent
+    /// in approvals recorded before they were written).
+    #[serde(default)]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub request_id: Option<CallRequestId>,
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// A JSON-RPC id as the call's request event has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CallRequestId {
+    Int(i64),
+    Str(String),
+}
+
+impl CallRequestId {
+    pub fn from_ledger(id: &ledger::RequestId) -> CallRequestId {
+        match id {
+            ledger::RequestId::Int(n) => CallRequestId::Int(*n),
+            ledger::RequestId::Str(s) => CallRequestId::Str(s.clone()),
+        }
+    }
+
+    pub fn to_ledger(&self) -> ledger::RequestId {
+        match self {
+            CallRequestId::Int(n) => ledger::RequestId::Int(*n),
+            CallRequestId::Str(s) => ledger::RequestId::Str(s.clone()),
+        }
+    }
 }
 
 impl Approval {
@@ -97,7 +129,12 @@ impl Approvals {
                     requested_at: event.ts.as_nanos(),
                     principal: event.actor.principal.clone().unwrap_or_default(),
                     server: event.subject.server.clone().unwrap_or_default(),
-                    tool: event.subject.tool.clone(),
+                    tool: event
+                        .subject
+                        .tool
+                        .clone()
+                        .or_else(|| event.subject.prompt.clone())
+                        .or_else(|| event.subject.resource.clone()),
                     method: str_field(body, "mcp.method.name").unwrap_or_default(),
                     args_digest: str_field(body, "args_digest").unwrap_or_default(),
                     policy_hash: str_field(body, "policy_hash").unwrap_or_default(),
@@ -106,6 +143,9 @@ impl Approvals {
                     approver_principals: str_list(body, "approver_principals"),
                     expires_at,
                     state: State::Pending,
+                    session: event.actor.session.clone(),
+                    request_id: event.correlation.request_id.as_ref().map(CallRequestId::from_ledger),
+                    env: event.subject.env.clone(),
                 });
             }
             kind @ (EventKind::ApprovalGranted | EventKind::ApprovalDenied | EventKind::ApprovalExpired) => {

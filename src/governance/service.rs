@@ -101,7 +101,13 @@ pub struct GrantSpec {
 pub struct ApprovalSpec {
     pub request_seq: u64,
     pub principal: Principal,
+    /// The held call's session and JSON-RPC id.
+    pub session: Option<String>,
+    pub request_id: Option<ledger::RequestId>,
     pub server: String,
+    /// The server's environment labels.
+    pub env: Vec<String>,
+    /// The tool, prompt or resource the call names (by `method`).
     pub tool: Option<String>,
     pub method: String,
     pub args_digest: String,
@@ -545,8 +551,10 @@ impl Governance {
         let _w = self.writes.lock().await;
         let id = new_id("a");
         let mut d = draft(EventKind::ApprovalRequested, &spec.principal, Some(&spec.server));
-        d.subject.tool = spec.tool.clone();
+        d.subject = call_subject(&spec.server, &spec.method, spec.tool.clone(), &spec.env);
+        d.actor.session = spec.session.clone();
         d.correlation.answers = Some(spec.request_seq);
+        d.correlation.request_id = spec.request_id.clone();
         let b = &mut d.body;
         b.insert("approval_id".into(), id.clone().into());
         b.insert("mcp.method.name".into(), spec.method.clone().into());
@@ -593,8 +601,7 @@ impl Governance {
             EventKind::ApprovalDenied
         };
         let mut d = draft(kind, by, Some(&item.server));
-        d.subject.tool = item.tool.clone();
-        d.correlation.answers = Some(item.requested_seq);
+        join_call(&mut d, item);
         d.body.insert("approval_id".into(), id.to_string().into());
         opt_insert(&mut d.body, "reason", reason);
         self.commit_one(d).await
@@ -616,12 +623,44 @@ impl Governance {
         };
         let system = Principal::system("sealgate:gateway");
         let mut d = draft(EventKind::ApprovalExpired, &system, Some(&item.server));
-        d.subject.tool = item.tool.clone();
-        d.correlation.answers = Some(item.requested_seq);
+        join_call(&mut d, item);
         d.body.insert("approval_id".into(), id.to_string().into());
         d.body.insert("reason".into(), reason.to_string().into());
         Ok(Some(self.commit_one(d).await?))
     }
+}
+
+/// The subject of a call: its server, environment, and the tool, prompt or
+/// resource its method names.
+fn call_subject(server: &str, method: &str, target: Option<String>, env: &[String]) -> ledger::Subject {
+    let mut subject = ledger::Subject {
+        server: Some(server.to_string()),
+        env: env.to_vec(),
+        ..ledger::Subject::default()
+    };
+    match method {
+        "prompts/get" => subject.prompt = target,
+        "resources/read" => subject.resource = target,
+        _ => subject.tool = target,
+    }
+    subject
+}
+
+/// An approval's decision joined to its call in one hop: it answers the
+/// call's request event and names the call's subject, JSON-RPC id, session
+/// and requester; `approval.requested_seq` links the approval itself.
+fn join_call(d: &mut Draft, item: &super::approvals::Approval) {
+    d.subject = call_subject(&item.server, &item.method, item.tool.clone(), &item.env);
+    d.correlation.answers = Some(item.request_seq.unwrap_or(item.requested_seq));
+    d.correlation.request_id = item.request_id.as_ref().map(|id| id.to_ledger());
+    let b = &mut d.body;
+    b.insert(
+        "approval.requested_seq".into(),
+        Value::Int(i128::from(item.requested_seq)),
+    );
+    b.insert("requester".into(), item.principal.clone().into());
+    b.insert("mcp.method.name".into(), item.method.clone().into());
+    opt_insert(b, "mcp.session.id", item.session.clone());
 }
 
 /// The registered server `name`, or why not.

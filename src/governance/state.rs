@@ -31,7 +31,8 @@ pub struct GovState {
 
 impl Projection for GovState {
     const NAME: &'static str = "governance";
-    const VERSION: u32 = 1;
+    /// 2: approvals keep their call's session, request id and environment.
+    const VERSION: u32 = 2;
 
     fn apply(&mut self, event: &Event) {
         match &event.kind {

@@ -362,11 +362,12 @@ pub fn body<'a>(e: &'a Value, key: &str) -> &'a Value {
     &e["body"][key]
 }
 
-/// Every audited request has exactly one decision and, unless denied, one
-/// outcome answering it, in that order (a session's `initialize` ends in
-/// `session.opened`), and every gateway event names a principal. Returns
-/// the (request, decision, outcome) triples of the calls that ran (not the
-/// sessions opened).
+/// Every audited request has exactly one decision and exactly one terminal
+/// event answering it, in that order: an outcome if it ran, `call.refused`
+/// if it did not (denied, or its approval denied or expired), a session's
+/// `initialize` `session.opened`; and every gateway event names a
+/// principal. Returns the (request, decision, outcome) triples of the
+/// calls that ran (not the sessions opened).
 pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
     let mut calls = Vec::new();
     for e in events {
@@ -389,8 +390,14 @@ pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
                 .collect()
         };
         let decisions = answers(&["policy.decision"]);
-        // A session's `initialize` ends in `session.opened`.
-        let outcomes = answers(&["execution.completed", "execution.failed", "session.opened"]);
+        // A call ends in one terminal event: an outcome if it ran,
+        // `call.refused` if it did not; a session in `session.opened`.
+        let terminal = answers(&[
+            "execution.completed",
+            "execution.failed",
+            "session.opened",
+            "call.refused",
+        ]);
         assert_eq!(
             decisions.len(),
             1,
@@ -398,16 +405,27 @@ pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
             seq(e),
             decisions.len()
         );
-        // A denied request never runs, so it has no outcome.
-        if body(&decisions[0], "decision") == "DENY" {
-            assert!(outcomes.is_empty(), "denied request {} has an outcome", seq(e));
+        assert_eq!(
+            terminal.len(),
+            1,
+            "request {} has {} terminal events: {terminal:?}",
+            seq(e),
+            terminal.len()
+        );
+        assert!(seq(e) < seq(&decisions[0]) && seq(&decisions[0]) < seq(&terminal[0]));
+        // A denied request never runs: it ends refused.
+        if body(&decisions[0], "decision") == "DENY" || kind(&terminal[0]) == "call.refused" {
+            assert_eq!(
+                kind(&terminal[0]),
+                "call.refused",
+                "request {} was denied: {terminal:?}",
+                seq(e)
+            );
             continue;
         }
-        assert_eq!(outcomes.len(), 1, "request {} has {} outcomes", seq(e), outcomes.len());
-        assert!(seq(e) < seq(&decisions[0]) && seq(&decisions[0]) < seq(&outcomes[0]));
         // Opening a session is checked above, but is no call.
         if body(e, "mcp.method.name") != "initialize" {
-            calls.push((e.clone(), decisions[0].clone(), outcomes[0].clone()));
+            calls.push((e.clone(), decisions[0].clone(), terminal[0].clone()));
         }
     }
     calls

@@ -317,17 +317,31 @@ impl Session {
                 constraints,
                 output,
             }),
-            Verdict::Deny => Err(denied(
-                codes::DENIED,
-                "DENY",
-                ruling.reason.clone(),
-                &requested,
-                ruling.evaluation.as_ref().and_then(|e| e.rule.as_deref()),
-                ruling.gate.as_str(),
-            )),
+            Verdict::Deny => {
+                let e = denied(
+                    codes::DENIED,
+                    "DENY",
+                    ruling.reason.clone(),
+                    &requested,
+                    ruling.evaluation.as_ref().and_then(|e| e.rule.as_deref()),
+                    ruling.gate.as_str(),
+                );
+                Err(self.end_refused(call, &requested, ruling.gate.as_str(), e).await)
+            }
             Verdict::RequireApproval => {
-                self.await_approval(call, &requested, &ruling, &args_digest, cancelled)
-                    .await?;
+                if let Err(e) = self
+                    .await_approval(call, &requested, &ruling, &args_digest, cancelled)
+                    .await
+                {
+                    // Denied, expired, withdrawn or outlived by a policy
+                    // change: the call ends here. (Other errors are the
+                    // ledger's: nothing more can be recorded.)
+                    return Err(if e.code == codes::DENIED {
+                        self.end_refused(call, &requested, "approval", e).await
+                    } else {
+                        e
+                    });
+                }
                 Ok(Admitted {
                     requested,
                     ruling,
@@ -336,6 +350,19 @@ impl Session {
                     output,
                 })
             }
+        }
+    }
+
+    /// Records that a recorded call ends refused (`call.refused`) and gives
+    /// back the refusal; if that cannot be recorded, the ledger's error.
+    pub(super) async fn end_refused(&self, call: &CallInfo, requested: &Receipt, step: &str, e: RpcError) -> RpcError {
+        let audit = &self.core.audit;
+        match audit
+            .append(audit.call_refused(&self.scope(), call, requested, step, e.code, &e.message))
+            .await
+        {
+            Ok(_) => e,
+            Err(err) => audit_withheld(&self.server.name, &err),
         }
     }
 
@@ -368,7 +395,10 @@ impl Session {
         let spec = ApprovalSpec {
             request_seq: requested.seq,
             principal: self.owner.clone(),
+            session: Some(self.id.clone()),
+            request_id: Some(crate::gateway::audit::request_id(&call.request_id)),
             server: name.clone(),
+            env: self.server.env.clone(),
             tool: call.tool.clone().or(call.prompt.clone()).or(call.resource.clone()),
             method: call.method.clone(),
             args_digest: args_digest.to_string(),

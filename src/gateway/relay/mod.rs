@@ -387,14 +387,25 @@ impl Session {
             .await
             .map_err(|e| audit_refused(&name, &e))?;
         let Ok(slot) = slot else {
-            return Err(admission::denied(
+            let e = admission::denied(
                 code,
                 "DENY",
                 ruling.reason.clone(),
                 &requested,
                 None,
                 ruling.gate.as_str(),
-            ));
+            );
+            // The session's terminal event: it never opened.
+            let step = if code == codes::LIMIT_REACHED {
+                "limit"
+            } else {
+                ruling.gate.as_str()
+            };
+            audit
+                .append(audit.call_refused(&scope, &call, &requested, step, e.code, &e.message))
+                .await
+                .map_err(|err| audit_refused(&name, &err))?;
+            return Err(e);
         };
 
         // What the upstream is asked: the client's version if the gateway
