@@ -131,9 +131,9 @@ fn verify_export(py: &Path, export: &Path, extra: &[&str]) -> (i32, serde_json::
     (out.status.code().unwrap_or(-1), report)
 }
 
-const EVENTS: &str = r#"{"kind":"tool_call.requested","actor":{"principal":"alice","teams":["sre","db"],"agent":"claude","session":"s1"},"subject":{"server":"fs","tool":"write_file","env":["prod"]},"correlation":{"request_id":"req-\"7\"","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7"},"body":{"arguments":"{\"path\":\"/tmp/x\",\"ratio\":0.5}","big":18446744073709551615,"neg":-9223372036854775808}}
-{"kind":"policy.decision","actor":{"principal":"ünïcødé 😀"},"correlation":{"request_id":-3,"answers":1},"body":{"decision":"ALLOW","ctl":"\u0000\u001f\b\f\n\r\t\"\\/","nested":{"z":[1,[2,{"a":null}]],"A":true,"é":false,"":""}}}
-{"kind":"execution.completed","subject":{"resource":"file:///srv/a%20b"},"body":{}}
+const EVENTS: &str = r#"{"kind":"x.call","actor":{"principal":"alice","teams":["sre","db"],"agent":"claude","session":"s1"},"subject":{"server":"fs","tool":"write_file","env":["prod"]},"correlation":{"request_id":"req-\"7\"","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","call_id":"9f86d081884c7d659a2feaa0c55ad015"},"body":{"arguments":"{\"path\":\"/tmp/x\",\"ratio\":0.5}","big":18446744073709551615,"neg":-9223372036854775808}}
+{"kind":"x.decision","actor":{"principal":"ünïcødé 😀"},"correlation":{"request_id":-3,"answers":1},"body":{"decision":"ALLOW","ctl":"\u0000\u001f\b\f\n\r\t\"\\/","nested":{"z":[1,[2,{"a":null}]],"A":true,"é":false,"":""}}}
+{"kind":"x.call.done","subject":{"resource":"file:///srv/a%20b"},"body":{}}
 "#;
 
 #[test]

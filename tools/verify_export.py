@@ -366,7 +366,7 @@ def _check_correlation(obj: Any) -> None:
         elif member == "span_id":
             if not is_hex(value, 16):
                 raise FormatError(f"{where} is not 16 lowercase hex digits")
-        elif member == "trace_id":
+        elif member == "trace_id" or member == "call_id":
             if not is_hex(value, 32):
                 raise FormatError(f"{where} is not 32 lowercase hex digits")
         else:

@@ -115,6 +115,25 @@ impl EventKind {
     pub fn is_known(&self) -> bool {
         !matches!(self, EventKind::Other(_))
     }
+
+    /// A kind of the extension namespace, for operators' own events (notes,
+    /// imports): `x.` and one or more dot-separated segments of `a-z`,
+    /// `0-9`, `_` and `-` (`x.note`, `x.import.splunk`). No writer of
+    /// Sealgate's own uses it, and `sealgate append` writes nothing else.
+    pub fn is_extension(&self) -> bool {
+        let EventKind::Other(name) = self else {
+            return false;
+        };
+        name.len() <= MAX_NAME_LEN
+            && name.strip_prefix("x.").is_some_and(|rest| {
+                rest.split('.').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                })
+            })
+    }
 }
 
 impl fmt::Display for EventKind {
@@ -241,6 +260,9 @@ pub struct Correlation {
     pub span_id: Option<String>,
     /// Sequence number of the event this one answers.
     pub answers: Option<u64>,
+    /// The id its writer gives every event of one call (32 lowercase hex
+    /// digits): unique in the log, unlike a JSON-RPC id.
+    pub call_id: Option<String>,
 }
 
 /// The caller-supplied part of an event; the ledger adds sequence number,
@@ -287,9 +309,9 @@ impl Draft {
         let mut f = Fields::new("", value)?;
         let kind_name = f.req_str("kind")?;
         let kind = EventKind::from_name(&kind_name);
-        if !kind.is_known() {
+        if !kind.is_known() && !kind.is_extension() {
             return Err(format!(
-                "kind: unknown event kind `{kind_name}` (known: {})",
+                "kind: unknown event kind `{kind_name}` (extension kinds are `x.<name>`; known: {})",
                 EventKind::KNOWN
                     .iter()
                     .filter(|k| !k.is_reserved())
@@ -395,7 +417,8 @@ impl Correlation {
     /// See [`Draft::check`].
     pub fn check(&self) -> Result<(), String> {
         check_hex_id("correlation.trace_id", self.trace_id.as_deref(), 32)?;
-        check_hex_id("correlation.span_id", self.span_id.as_deref(), 16)
+        check_hex_id("correlation.span_id", self.span_id.as_deref(), 16)?;
+        check_hex_id("correlation.call_id", self.call_id.as_deref(), 32)
     }
 }
 
@@ -514,6 +537,7 @@ impl Event {
             sep.key(out, "answers");
             push_int(out, n);
         }
+        opt_field(out, &mut sep, "call_id", c.call_id.as_deref());
         match &c.request_id {
             Some(RequestId::Int(n)) => {
                 sep.key(out, "request_id");
@@ -751,6 +775,7 @@ fn correlation_to(c: &Correlation) -> Value {
     }
     put_opt(&mut o, "trace_id", &c.trace_id);
     put_opt(&mut o, "span_id", &c.span_id);
+    put_opt(&mut o, "call_id", &c.call_id);
     if let Some(seq) = c.answers {
         o.insert("answers".into(), seq.into());
     }
@@ -777,11 +802,13 @@ fn correlation_from(f: &mut Fields) -> Result<Correlation, String> {
     let trace_id = f.opt_string("trace_id")?;
     let span_id = f.opt_string("span_id")?;
     let answers = f.opt_u64("answers")?;
+    let call_id = f.opt_string("call_id")?;
     Ok(Correlation {
         request_id,
         trace_id,
         span_id,
         answers,
+        call_id,
     })
 }
 
@@ -997,6 +1024,7 @@ mod tests {
             span_id: Some("00f067aa0ba902b7".into()),
             answers: Some(u64::MAX),
             trace_id: None,
+            call_id: Some("0123456789abcdef0123456789abcdef".into()),
         };
         e.seq = 0;
         assert_eq!(e.canonical_bytes(), generic(&e));
@@ -1005,6 +1033,30 @@ mod tests {
         e.subject = Subject::default();
         e.body = Object::new();
         assert_eq!(e.canonical_bytes(), generic(&e));
+    }
+
+    #[test]
+    fn the_extension_namespace_is_x_dot_and_lowercase_segments() {
+        for ok in ["x.note", "x.import.splunk", "x.a-b_c.9"] {
+            assert!(EventKind::from_name(ok).is_extension(), "{ok}");
+        }
+        for no in [
+            "x.",
+            "x",
+            "x..a",
+            "x.Note",
+            "x.a.",
+            "y.note",
+            "xx.note",
+            "x.a b",
+            "tool_call.requested",
+        ] {
+            assert!(!EventKind::from_name(no).is_extension(), "{no}");
+        }
+        let d = Draft::from_json(r#"{"kind":"x.note","body":{"text":"hi"}}"#).expect("extension kind");
+        assert_eq!(d.kind, EventKind::Other("x.note".into()));
+        let err = Draft::from_json(r#"{"kind":"x.Note"}"#).expect_err("not an extension");
+        assert!(err.contains("extension kinds are `x.<name>`"), "{err}");
     }
 
     #[test]

@@ -395,7 +395,7 @@ impl Ledger {
     fn append_command(&self, drafts: Vec<Draft>) -> Result<(Command, Pending)> {
         for (i, draft) in drafts.iter().enumerate() {
             let refused = |reason: String| Error::InvalidEvent(format!("event {i} of the request: {reason}"));
-            if draft.kind.is_reserved() || !draft.kind.is_known() {
+            if draft.kind.is_reserved() || !(draft.kind.is_known() || draft.kind.is_extension()) {
                 return Err(refused(format!("kind `{}` cannot be appended", draft.kind)));
             }
             draft.check().map_err(refused)?;

@@ -172,6 +172,7 @@ impl Reader<'_> {
         let mut c = Correlation::default();
         self.object_fields(|r, n| match n {
             b"answers" => set(&mut c.answers, u64::try_from(r.int()?).ok()?),
+            b"call_id" => set(&mut c.call_id, r.string()?),
             b"request_id" => {
                 let id = if r.b.get(r.at) == Some(&b'"') {
                     RequestId::Str(r.string()?)

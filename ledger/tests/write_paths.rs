@@ -131,12 +131,14 @@ fn good_correlation() -> impl Strategy<Value = Correlation> {
         prop::option::of(lower_hex(32)),
         prop::option::of(lower_hex(16)),
         prop::option::of(any::<u64>()),
+        prop::option::of(lower_hex(32)),
     )
-        .prop_map(|(request_id, trace_id, span_id, answers)| Correlation {
+        .prop_map(|(request_id, trace_id, span_id, answers, call_id)| Correlation {
             request_id,
             trace_id,
             span_id,
             answers,
+            call_id,
         })
 }
 
@@ -324,6 +326,7 @@ fn wild_draft() -> impl Strategy<Value = Draft> {
                 span_id: c.1,
                 request_id: c.2.map(RequestId::Str),
                 answers: c.3,
+                call_id: None,
             },
             body,
         })
@@ -376,6 +379,9 @@ fn any_reason() -> impl Strategy<Value = Option<String>> {
     ]
 }
 
+// A test's operation list: a few hundred at most, so the size of the
+// largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 enum Op {
     /// One request through `submit`.
