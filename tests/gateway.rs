@@ -63,10 +63,13 @@ fn check_ledger(site: &Site, principal: &str, downstream: &str, upstream: &str) 
             .is_some_and(|r| r.contains("Echo: "))
     );
     assert!(body(done, "duration_ns").as_u64().is_some());
-    let id = body(req, "jsonrpc.request.id")
-        .as_str()
-        .and_then(|s| s.parse::<i64>().ok());
-    assert_eq!(req["correlation"]["request_id"].as_i64(), id);
+    // The JSON-RPC id is kept once, as sent (an integer here); the call id
+    // joins the call's events.
+    assert!(req["correlation"]["request_id"].is_i64(), "{req}");
+    assert!(body(req, "jsonrpc.request.id").is_null(), "{req}");
+    let call_id = req["correlation"]["call_id"].as_str().expect("call id");
+    assert_eq!(done["correlation"]["call_id"].as_str(), Some(call_id));
+    assert_eq!(decision["correlation"]["call_id"].as_str(), Some(call_id));
 
     find_call(&calls, "tools/call", Some("get-sum"));
     find_call(&calls, "tools/call", Some("trigger-long-running-operation"));

@@ -733,7 +733,7 @@ fn a_session_does_not_keep_teams_its_owner_lost() {
     assert!(!echoed, "dave's call ran on a team he left ({status}): {text}");
     let events = site.events();
     for e in events.iter().filter(|e| kind(e) == "policy.decision") {
-        if e["actor"]["session"] == s.id.as_str() && body(e, "jsonrpc.request.id") == "2" {
+        if e["actor"]["session"] == s.id.as_str() && e["correlation"]["request_id"] == 2 {
             assert_ne!(body(e, "decision"), "ALLOW", "{e}");
         }
     }

@@ -211,7 +211,7 @@ async fn registry_action(
                 .gateway
                 .server_spec(&name)
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no server named {name:?} in the config")))?;
-            let r = gov.register(&p, &spec, reason, "api").await?;
+            let r = gov.register(&p, &spec, reason, events::RegistrySource::Api).await?;
             ok(json!({"server": name, "event": r.as_ref().map(receipt)}))
         }
         "tools" => Err(ApiError(

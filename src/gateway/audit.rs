@@ -4,17 +4,20 @@
 //! exist (`mcp.method.name`, `mcp.session.id`, `mcp.protocol.version`,
 //! `jsonrpc.request.id`, `gen_ai.tool.name`, `gen_ai.prompt.name`,
 //! `mcp.resource.uri`, `error.type`), so an exporter maps them one to one.
-//! `docs/GATEWAY.md` lists every body.
+//! Each body is the event catalogue's type for its kind (the
+//! `sealgate-events` crate, `docs/EVENTS.md`); a body that cannot be built
+//! is an error, and the call it belongs to fails closed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
+use events::{Blob, CallFields, ErrorInfo, ErrorType, ReasonCode, RefusedBy};
+use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Receipt, Subject};
 
 use super::mcp::Id;
 use super::safety::Report;
+use crate::governance::Principal;
 use crate::governance::Ruling;
-use crate::governance::{Principal, to_ledger_value as to_value};
 use crate::json::Json;
 
 /// Where the gateway's events go. Every append waits until the event is
@@ -47,6 +50,9 @@ pub struct Scope {
 /// One audited request: what was asked, of what.
 #[derive(Clone, Debug)]
 pub struct CallInfo {
+    /// Unique in the ledger: every event of the call carries it as
+    /// `correlation.call_id`.
+    pub call_id: String,
     pub method: String,
     /// The JSON-RPC id as its sender wrote it (the client's; for
     /// server-to-client requests, the upstream's).
@@ -75,6 +81,7 @@ impl CallInfo {
     /// A request of `method` with nothing named yet.
     pub fn new(method: &str, request_id: Id, direction: Direction) -> CallInfo {
         CallInfo {
+            call_id: uuid::Uuid::new_v4().simple().to_string(),
             method: method.to_string(),
             request_id,
             tool: None,
@@ -124,80 +131,101 @@ impl Audit {
         Audit { ledger, limits }
     }
 
-    pub async fn append(&self, draft: Draft) -> ledger::Result<Receipt> {
-        self.ledger.append(draft).await
+    /// Appends `draft` and waits until it is durable. A draft that could
+    /// not be built is refused here, as a ledger that cannot record is.
+    pub async fn append(&self, draft: ledger::Result<Draft>) -> ledger::Result<Receipt> {
+        self.ledger.append(draft?).await
     }
 
-    pub fn session_opened(&self, scope: &Scope, body: Object) -> Draft {
-        let mut draft = base(EventKind::SessionOpened, scope, None);
-        draft.body.extend(body);
-        draft
+    /// The `initialize` call's terminal event, when the session was let in.
+    pub fn session_opened(
+        &self,
+        scope: &Scope,
+        call: &CallInfo,
+        body: &events::SessionOpened,
+    ) -> ledger::Result<Draft> {
+        base(scope, Some(call), body)
+    }
+
+    /// The fields every event of `scope` (and `call`) carries.
+    pub fn fields(scope: &Scope, call: Option<&CallInfo>) -> CallFields {
+        CallFields {
+            session_id: scope.session_id.clone(),
+            auth_method: scope.principal.method.to_event(),
+            protocol_version: scope.protocol_version.clone(),
+            method: call.map(|c| c.method.clone()),
+            tool: call.and_then(|c| c.tool.clone()),
+            operation: call.and_then(|c| c.tool.as_ref()).map(|_| "execute_tool".to_string()),
+            prompt: call.and_then(|c| c.prompt.clone()),
+            resource_uri: call.and_then(|c| c.resource.clone()),
+        }
     }
 
     /// The request; `stored` is the arguments as the ledger may keep them
     /// (redacted per policy). Their size and digest are of the stored text,
     /// so a digest cannot be used to test guesses at a redacted value;
     /// `original_bytes` is the size of the arguments as sent.
-    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: &Stored) -> Draft {
-        let kind = if call.method == "tools/call" {
-            EventKind::ToolCallRequested
-        } else {
-            EventKind::McpRequested
-        };
-        let mut draft = base(kind, scope, Some(call));
-        if let Some(args) = &call.arguments {
+    pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: &Stored) -> ledger::Result<Draft> {
+        let arguments = call.arguments.as_ref().map(|args| {
             let kept = stored.arguments.as_ref().unwrap_or(args);
-            let mut b = blob(&kept.to_text(), self.limits.max_argument_bytes);
-            if let Value::Object(obj) = &mut b {
-                obj.insert("original_bytes".into(), Value::Int(args.to_text().len() as i128));
-                if kept != args {
-                    obj.insert("redacted".into(), true.into());
-                }
+            Blob {
+                original_bytes: Some(args.to_text().len() as u64),
+                redacted: kept != args,
+                ..blob(&kept.to_text(), self.limits.max_argument_bytes)
             }
-            draft.body.insert("arguments".into(), b);
+        });
+        let meta = stored
+            .meta
+            .as_ref()
+            .or(call.meta.as_ref())
+            .map(|meta| blob(&meta.to_text(), self.limits.max_argument_bytes));
+        let mut draft = base(
+            scope,
+            Some(call),
+            &events::Requested {
+                call: Audit::fields(scope, Some(call)),
+                arguments,
+                meta,
+                direction: (call.direction == Direction::ServerToClient).then_some(events::Direction::ServerToClient),
+            },
+        )?;
+        if call.method != "tools/call" {
+            draft.kind = EventKind::McpRequested;
         }
-        if let Some(meta) = stored.meta.as_ref().or(call.meta.as_ref()) {
-            draft
-                .body
-                .insert("meta".into(), blob(&meta.to_text(), self.limits.max_argument_bytes));
-        }
-        if call.direction == Direction::ServerToClient {
-            draft.body.insert("direction".into(), "server_to_client".into());
-        }
-        draft
+        Ok(draft)
     }
 
-    pub fn decision(&self, scope: &Scope, call: &CallInfo, requested: &Receipt, ruling: &Ruling) -> Draft {
-        let mut draft = base(EventKind::PolicyDecision, scope, Some(call));
-        draft.correlation.answers = Some(requested.seq);
+    pub fn decision(
+        &self,
+        scope: &Scope,
+        call: &CallInfo,
+        requested: &Receipt,
+        ruling: &Ruling,
+    ) -> ledger::Result<Draft> {
         let evaluation = ruling.evaluation.as_ref();
-        let body = &mut draft.body;
-        body.insert("decision".into(), ruling.verdict.to_string().into());
-        body.insert("reason".into(), ruling.reason.clone().into());
-        body.insert("gate".into(), ruling.gate.as_str().into());
-        body.insert("rule".into(), opt(evaluation.and_then(|e| e.rule.clone())));
-        body.insert("policy_hash".into(), opt(ruling.policy_hash.clone()));
-        body.insert("grant_id".into(), opt(ruling.grant.clone()));
-        body.insert("action".into(), opt(ruling.action.map(|a| a.as_str().to_string())));
-        if let Some(e) = evaluation {
-            if let Some(a) = &e.approval {
-                body.insert(
-                    "approval".into(),
-                    to_value(&serde_json::to_value(a).unwrap_or_default()),
-                );
-            }
-            if let Some(c) = &e.constraints {
-                body.insert(
-                    "constraints".into(),
-                    to_value(&serde_json::to_value(c).unwrap_or_default()),
-                );
-            }
-            body.insert(
-                "output".into(),
-                to_value(&serde_json::to_value(e.output).unwrap_or_default()),
-            );
-        }
-        draft
+        let mut draft = base(
+            scope,
+            Some(call),
+            &events::Decision {
+                call: Audit::fields(scope, Some(call)),
+                decision: ruling.verdict.to_event(),
+                gate: ruling.gate,
+                reason_code: Some(ruling.code),
+                reason: ruling.reason.clone(),
+                rule: evaluation.and_then(|e| e.rule.clone()),
+                policy_hash: ruling.policy_hash.clone(),
+                grant_id: ruling.grant.clone(),
+                action: ruling.action.map(|a| a.to_event()),
+                server_status: ruling.server_status.map(|s| s.to_event()),
+                pin: ruling.pin.clone(),
+                listed: ruling.listed.clone(),
+                approval: evaluation.and_then(|e| e.approval.as_ref()).map(|a| a.to_event()),
+                constraints: evaluation.and_then(|e| e.constraints).map(|c| c.to_event()),
+                output: evaluation.map(|e| e.output.to_event()),
+            },
+        )?;
+        draft.correlation.answers = Some(requested.seq);
+        Ok(draft)
     }
 
     /// What output safety found in a result (never the data itself), and
@@ -209,27 +237,28 @@ impl Audit {
         requested: Option<&Receipt>,
         report: &Report,
         quarantine_id: Option<&str>,
-    ) -> Draft {
-        let kind = if quarantine_id.is_some() {
-            EventKind::OutputQuarantined
-        } else {
-            EventKind::OutputRedacted
-        };
+    ) -> ledger::Result<Draft> {
         // Findings in a message that answers no recorded request (a
         // notification, a listing) name its method only.
-        let mut draft = base(kind, scope, requested.map(|_| call));
+        let joined = requested.map(|_| call);
+        let mut fields = Audit::fields(scope, joined);
         if requested.is_none() {
-            draft.body.insert("mcp.method.name".into(), call.method.clone().into());
+            fields.method = Some(call.method.clone());
+        }
+        let mut draft = base(
+            scope,
+            joined,
+            &events::OutputFound {
+                call: fields,
+                findings: report.to_event(),
+                quarantine_id: quarantine_id.map(str::to_string),
+            },
+        )?;
+        if quarantine_id.is_some() {
+            draft.kind = EventKind::OutputQuarantined;
         }
         draft.correlation.answers = requested.map(|r| r.seq);
-        draft.body.insert(
-            "findings".into(),
-            to_value(&serde_json::to_value(report).unwrap_or_default()),
-        );
-        if let Some(id) = quarantine_id {
-            draft.body.insert("quarantine_id".into(), id.to_string().into());
-        }
-        draft
+        Ok(draft)
     }
 
     pub fn outcome(
@@ -240,20 +269,23 @@ impl Audit {
         elapsed: Duration,
         outcome: &Outcome<'_>,
         ruling: Option<&Ruling>,
-    ) -> Draft {
-        let ok = matches!(outcome, Outcome::Result { .. } | Outcome::Quarantined { .. });
-        let kind = if ok {
-            EventKind::ExecutionCompleted
-        } else {
-            EventKind::ExecutionFailed
+    ) -> ledger::Result<Draft> {
+        let mut body = events::Executed {
+            call: Audit::fields(scope, Some(call)),
+            outcome: events::Outcome::Ok,
+            duration_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            is_error: None,
+            result: None,
+            constraints: None,
+            quarantine_id: None,
+            error: None,
+            error_type: None,
         };
-        let mut draft = base(kind, scope, Some(call));
-        draft.correlation.answers = Some(requested.seq);
-        let body = &mut draft.body;
-        body.insert(
-            "duration_ns".into(),
-            Value::Int(elapsed.as_nanos().min(i128::MAX as u128) as i128),
-        );
+        let failed = |body: &mut events::Executed, outcome, error_type, code: Option<i64>, message: Option<String>| {
+            body.outcome = outcome;
+            body.error_type = Some(error_type);
+            body.error = message.map(|message| ErrorInfo { code, message });
+        };
         match outcome {
             Outcome::Result {
                 json,
@@ -261,92 +293,88 @@ impl Audit {
                 original_bytes,
                 truncated,
             } => {
-                let tool_error = is_error.unwrap_or(false);
-                body.insert("outcome".into(), if tool_error { "tool_error" } else { "ok" }.into());
-                if let Some(flag) = is_error {
-                    body.insert("is_error".into(), (*flag).into());
+                if is_error.unwrap_or(false) {
+                    body.outcome = events::Outcome::ToolError;
                 }
-                let mut result = blob(&json.to_text(), self.limits.result_excerpt_bytes);
-                if let Value::Object(obj) = &mut result {
-                    obj.insert("original_bytes".into(), Value::Int(*original_bytes as i128));
-                    if *truncated {
-                        obj.insert("delivered_truncated".into(), true.into());
-                    }
-                }
-                body.insert("result".into(), result);
-                if let Some(c) = ruling.and_then(|r| r.evaluation.as_ref()).and_then(|e| e.constraints) {
-                    body.insert(
-                        "constraints".into(),
-                        to_value(&serde_json::to_value(c).unwrap_or_default()),
-                    );
-                }
+                body.is_error = *is_error;
+                body.result = Some(Blob {
+                    original_bytes: Some(*original_bytes as u64),
+                    delivered_truncated: *truncated,
+                    ..blob(&json.to_text(), self.limits.result_excerpt_bytes)
+                });
+                body.constraints = ruling
+                    .and_then(|r| r.evaluation.as_ref())
+                    .and_then(|e| e.constraints)
+                    .map(|c| c.to_event());
             }
             Outcome::Quarantined { id } => {
-                body.insert("outcome".into(), "quarantined".into());
-                body.insert("quarantine_id".into(), id.to_string().into());
+                body.outcome = events::Outcome::Quarantined;
+                body.quarantine_id = Some(id.to_string());
             }
-            Outcome::Oversize { bytes, limit } => {
-                body.insert("outcome".into(), "refused_oversize".into());
-                body.insert("error.type".into(), "max_result_bytes".into());
-                let message = format!("result of {bytes} bytes exceeds max_result_bytes {limit}");
-                body.insert("error".into(), error_obj(None, &message));
-            }
-            Outcome::Error { code, message } => {
-                body.insert("outcome".into(), "error".into());
-                body.insert("error.type".into(), "jsonrpc_error".into());
-                body.insert("error".into(), error_obj(Some(*code), message));
-            }
-            Outcome::Timeout { after } => {
-                body.insert("outcome".into(), "timeout".into());
-                body.insert("error.type".into(), "timeout".into());
-                let message = format!("no answer within {} ms; request cancelled", after.as_millis());
-                body.insert("error".into(), error_obj(None, &message));
-            }
-            Outcome::Cancelled => {
-                body.insert("outcome".into(), "cancelled".into());
-                body.insert("error.type".into(), "cancelled".into());
-            }
-            Outcome::Unavailable { message } => {
-                body.insert("outcome".into(), "unavailable".into());
-                body.insert("error.type".into(), "upstream_unavailable".into());
-                body.insert("error".into(), error_obj(None, message));
-            }
+            Outcome::Oversize { bytes, limit } => failed(
+                &mut body,
+                events::Outcome::RefusedOversize,
+                ErrorType::MaxResultBytes,
+                None,
+                Some(format!("result of {bytes} bytes exceeds max_result_bytes {limit}")),
+            ),
+            Outcome::Error { code, message } => failed(
+                &mut body,
+                events::Outcome::Error,
+                ErrorType::JsonrpcError,
+                Some(i64::from(*code)),
+                Some(message.to_string()),
+            ),
+            Outcome::Timeout { after } => failed(
+                &mut body,
+                events::Outcome::Timeout,
+                ErrorType::Timeout,
+                None,
+                Some(format!("no answer within {} ms; request cancelled", after.as_millis())),
+            ),
+            Outcome::Cancelled => failed(&mut body, events::Outcome::Cancelled, ErrorType::Cancelled, None, None),
+            Outcome::Unavailable { message } => failed(
+                &mut body,
+                events::Outcome::Unavailable,
+                ErrorType::UpstreamUnavailable,
+                None,
+                Some(message.to_string()),
+            ),
         }
-        draft
+        let completed = matches!(
+            body.outcome,
+            events::Outcome::Ok | events::Outcome::ToolError | events::Outcome::Quarantined
+        );
+        let mut draft = base(scope, Some(call), &body)?;
+        if !completed {
+            draft.kind = EventKind::ExecutionFailed;
+        }
+        draft.correlation.answers = Some(requested.seq);
+        Ok(draft)
     }
 
     /// A listing's result: the digest of the set (in the order listed), its
     /// size, and the names.
-    pub fn listing(&self, scope: &Scope, method: &str, request_id: &Id, items: &Listing) -> Draft {
+    pub fn listing(&self, scope: &Scope, method: &str, request_id: &Id, items: &Listing) -> ledger::Result<Draft> {
         let call = CallInfo::new(method, request_id.clone(), Direction::ClientToServer);
-        let mut draft = base(EventKind::ListingObserved, scope, Some(&call));
-        let body = &mut draft.body;
-        body.insert("digest".into(), digest(items.items.to_text().as_bytes()).into());
-        body.insert("count".into(), Value::Int(items.names.len() as i128));
-        body.insert(
-            "names".into(),
-            Value::Array(items.names.iter().cloned().map(Value::String).collect()),
-        );
-        body.insert(
-            "hidden".into(),
-            Value::Array(items.hidden.iter().cloned().map(Value::String).collect()),
-        );
-        if let Some(cursor) = &items.cursor {
-            body.insert("cursor".into(), cursor.clone().into());
-        }
-        if let Some(next) = &items.next_cursor {
-            body.insert("next_cursor".into(), next.clone().into());
-        }
-        if !items.changed.is_empty() || !items.added.is_empty() {
-            let map = |m: &std::collections::BTreeMap<String, String>| {
-                Value::Object(m.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
-            };
-            let mut differs = Object::new();
-            differs.insert("changed".into(), map(&items.changed));
-            differs.insert("added".into(), map(&items.added));
-            body.insert("differs_from_pins".into(), Value::Object(differs));
-        }
-        draft
+        let differs = !items.changed.is_empty() || !items.added.is_empty();
+        base(
+            scope,
+            Some(&call),
+            &events::ListingObserved {
+                call: Audit::fields(scope, Some(&call)),
+                digest: digest(items.items.to_text().as_bytes()),
+                count: items.names.len() as u64,
+                names: items.names.clone(),
+                hidden: items.hidden.clone(),
+                cursor: items.cursor.clone(),
+                next_cursor: items.next_cursor.clone(),
+                differs_from_pins: differs.then(|| events::PinDiff {
+                    changed: items.changed.clone(),
+                    added: items.added.clone(),
+                }),
+            },
+        )
     }
 }
 
@@ -376,8 +404,11 @@ pub struct AccessCount {
     /// `sha256:` of the first 16 hex digits of the presented token's
     /// SHA-256: enough to tell tokens apart, useless to replay one.
     pub token: Option<String>,
-    pub reason: String,
+    pub reason: events::AccessReason,
     pub server: Option<String>,
+    /// Counted with others past the gateway's cap on distinct keys per
+    /// interval (token, server and principal dropped).
+    pub aggregated: bool,
     pub count: u64,
     pub first: ledger::Timestamp,
     pub last: ledger::Timestamp,
@@ -399,45 +430,46 @@ pub struct Listing {
 }
 
 impl Audit {
-    pub fn refused(&self, scope: &Scope, refused: &Refused<'_>) -> Draft {
-        let mut draft = base(EventKind::MessageRefused, scope, None);
-        if let Some(id) = refused.request_id {
-            draft.correlation.request_id = Some(request_id(id));
-            draft.body.insert("jsonrpc.request.id".into(), id.to_string().into());
-        }
-        let body = &mut draft.body;
-        body.insert("direction".into(), refused.direction.as_str().into());
-        if let Some(method) = refused.method {
-            body.insert("mcp.method.name".into(), method.to_string().into());
-        }
-        body.insert("error.type".into(), "refused".into());
-        body.insert("error".into(), error_obj(Some(refused.code as i32), refused.reason));
-        body.insert("bytes".into(), Value::Int(refused.bytes as i128));
-        draft
+    pub fn refused(&self, scope: &Scope, refused: &Refused<'_>) -> ledger::Result<Draft> {
+        let mut fields = Audit::fields(scope, None);
+        fields.method = refused.method.map(str::to_string);
+        let mut draft = base(
+            scope,
+            None,
+            &events::MessageRefused {
+                call: fields,
+                direction: refused.direction.to_event(),
+                error: ErrorInfo {
+                    code: Some(refused.code),
+                    message: refused.reason.to_string(),
+                },
+                error_type: ErrorType::Refused,
+                bytes: refused.bytes as u64,
+            },
+        )?;
+        draft.correlation.request_id = refused.request_id.map(request_id);
+        Ok(draft)
     }
 
-    pub fn access_refused(&self, count: &AccessCount, interval: Duration) -> Draft {
+    pub fn access_refused(&self, count: &AccessCount, interval: Duration) -> ledger::Result<Draft> {
+        let body = events::AccessRefused {
+            source_address: count.source.clone(),
+            principal: count.principal.clone(),
+            token: count.token.clone(),
+            reason: count.reason,
+            count: count.count,
+            first: count.first.to_string(),
+            last: count.last.to_string(),
+            interval_sec: interval.as_secs(),
+            aggregated: count.aggregated,
+        };
         let mut draft = Draft::new(EventKind::AccessRefused);
         draft.actor.principal = Some(count.principal.clone().unwrap_or_else(|| "sealgate:gateway".into()));
         draft.subject.server = count.server.clone();
-        let body = &mut draft.body;
-        body.insert("source.address".into(), count.source.clone().into());
-        if let Some(p) = &count.principal {
-            body.insert("principal".into(), p.clone().into());
-        }
-        if let Some(t) = &count.token {
-            body.insert("token".into(), t.clone().into());
-        }
-        body.insert("reason".into(), count.reason.clone().into());
-        body.insert("count".into(), Value::Int(i128::from(count.count)));
-        body.insert("first".into(), count.first.to_string().into());
-        body.insert("last".into(), count.last.to_string().into());
-        body.insert("interval_sec".into(), Value::Int(i128::from(interval.as_secs())));
-        draft
+        draft.body = encode(&body)?;
+        Ok(draft)
     }
-}
 
-impl Audit {
     /// The terminal event of a recorded call that did not run: why, the
     /// gate or step that refused it, and the error its caller got.
     pub fn call_refused(
@@ -445,22 +477,46 @@ impl Audit {
         scope: &Scope,
         call: &CallInfo,
         requested: &Receipt,
-        step: &str,
-        code: i64,
-        reason: &str,
-    ) -> Draft {
-        let mut draft = base(EventKind::CallRefused, scope, Some(call));
+        refusal: &Refusal,
+    ) -> ledger::Result<Draft> {
+        let mut draft = base(
+            scope,
+            Some(call),
+            &events::CallRefused {
+                call: Audit::fields(scope, Some(call)),
+                outcome: events::RefusedOutcome::Refused,
+                refused_by: refusal.by,
+                reason_code: Some(refusal.code),
+                reason: refusal.message.clone(),
+                error: ErrorInfo {
+                    code: Some(refusal.rpc_code),
+                    message: refusal.message.clone(),
+                },
+            },
+        )?;
         draft.correlation.answers = Some(requested.seq);
-        let body = &mut draft.body;
-        body.insert("outcome".into(), "refused".into());
-        body.insert("refused_by".into(), step.to_string().into());
-        body.insert("reason".into(), reason.to_string().into());
-        body.insert("error".into(), error_obj(Some(code as i32), reason));
-        draft
+        Ok(draft)
     }
 }
 
+/// Why a recorded call did not run: the step, its code, and what the caller
+/// was answered.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub by: RefusedBy,
+    pub code: ReasonCode,
+    pub rpc_code: i64,
+    pub message: String,
+}
+
 impl Direction {
+    pub fn to_event(self) -> events::Direction {
+        match self {
+            Direction::ClientToServer => events::Direction::ClientToServer,
+            Direction::ServerToClient => events::Direction::ServerToClient,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ClientToServer => "client_to_server",
@@ -469,7 +525,18 @@ impl Direction {
     }
 }
 
-fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
+/// The ledger body of `body`; a body that cannot be built is refused.
+fn encode<B: events::Body>(body: &B) -> ledger::Result<ledger::Object> {
+    events::encode(body).map_err(|e| ledger::Error::InvalidEvent(e.to_string()))
+}
+
+/// An event of `body`'s (first) kind for `scope` and `call`: the envelope
+/// every gateway event shares (actor, subject, request id, call id).
+fn base<B: events::Body>(scope: &Scope, call: Option<&CallInfo>, body: &B) -> ledger::Result<Draft> {
+    let kind = B::KINDS
+        .first()
+        .cloned()
+        .ok_or_else(|| ledger::Error::InvalidEvent("an event body type names no kind".into()))?;
     let mut draft = Draft::new(kind);
     draft.actor = Actor {
         principal: Some(scope.principal.name.clone()),
@@ -484,31 +551,15 @@ fn base(kind: EventKind, scope: &Scope, call: Option<&CallInfo>) -> Draft {
         prompt: call.and_then(|c| c.prompt.clone()),
         env: scope.env.clone(),
     };
-    let body = &mut draft.body;
-    body.insert("mcp.session.id".into(), scope.session_id.clone().into());
-    body.insert("auth.method".into(), scope.principal.method.as_str().into());
-    if let Some(v) = &scope.protocol_version {
-        body.insert("mcp.protocol.version".into(), v.clone().into());
-    }
     if let Some(call) = call {
         draft.correlation = Correlation {
             request_id: Some(request_id(&call.request_id)),
+            call_id: Some(call.call_id.clone()),
             ..Correlation::default()
         };
-        body.insert("mcp.method.name".into(), call.method.clone().into());
-        body.insert("jsonrpc.request.id".into(), call.request_id.to_string().into());
-        if let Some(tool) = &call.tool {
-            body.insert("gen_ai.tool.name".into(), tool.clone().into());
-            body.insert("gen_ai.operation.name".into(), "execute_tool".into());
-        }
-        if let Some(prompt) = &call.prompt {
-            body.insert("gen_ai.prompt.name".into(), prompt.clone().into());
-        }
-        if let Some(uri) = &call.resource {
-            body.insert("mcp.resource.uri".into(), uri.clone().into());
-        }
     }
-    draft
+    draft.body = encode(body)?;
+    Ok(draft)
 }
 
 /// An integer id that fits `i64` is recorded as one; a larger one as its
@@ -530,31 +581,20 @@ pub fn digest(bytes: &[u8]) -> String {
 /// A JSON text stored as it is (so numbers of any size and floats keep
 /// their written form), with size and digest of the whole and at most
 /// `limit` bytes of it.
-fn blob(text: &str, limit: usize) -> Value {
-    let mut obj = Object::new();
-    obj.insert("bytes".into(), Value::Int(text.len() as i128));
-    obj.insert("digest".into(), digest(text.as_bytes()).into());
-    let truncated = text.len() > limit;
+fn blob(text: &str, limit: usize) -> Blob {
     let mut cut = limit.min(text.len());
     while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    obj.insert("json".into(), text[..cut].to_string().into());
-    obj.insert("truncated".into(), truncated.into());
-    Value::Object(obj)
-}
-
-fn error_obj(code: Option<i32>, message: &str) -> Value {
-    let mut obj = Object::new();
-    if let Some(code) = code {
-        obj.insert("code".into(), Value::Int(code.into()));
+    Blob {
+        json: text[..cut].to_string(),
+        bytes: text.len() as u64,
+        digest: digest(text.as_bytes()),
+        truncated: text.len() > limit,
+        original_bytes: None,
+        redacted: false,
+        delivered_truncated: false,
     }
-    obj.insert("message".into(), message.to_string().into());
-    Value::Object(obj)
-}
-
-fn opt(v: Option<String>) -> Value {
-    v.map(Value::String).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -564,26 +604,13 @@ mod tests {
     #[test]
     fn blobs_keep_whole_digest_and_cut_on_char_boundaries() {
         let text = r#"{"n":1.5,"text":"ééééé"}"#.to_string();
-        let Value::Object(obj) = blob(&text, 12) else {
-            panic!("object")
-        };
-        assert_eq!(obj["bytes"], Value::Int(text.len() as i128));
-        assert_eq!(obj["digest"], Value::String(digest(text.as_bytes())));
-        assert_eq!(obj["truncated"], Value::Bool(true));
-        let Value::String(cut) = &obj["json"] else {
-            panic!("string")
-        };
-        assert!(cut.len() <= 12 && text.starts_with(cut.as_str()));
-        let Value::Object(whole) = blob(&text, 1 << 20) else {
-            panic!("object")
-        };
-        assert_eq!(whole["json"], Value::String(text));
-        assert_eq!(whole["truncated"], Value::Bool(false));
-    }
-
-    #[test]
-    fn floats_become_text() {
-        assert_eq!(to_value(&serde_json::json!(1.5)), Value::String("1.5".into()));
-        assert_eq!(to_value(&serde_json::json!(-3)), Value::Int(-3));
+        let cut = blob(&text, 12);
+        assert_eq!(cut.bytes, text.len() as u64);
+        assert_eq!(cut.digest, digest(text.as_bytes()));
+        assert!(cut.truncated);
+        assert!(cut.json.len() <= 12 && text.starts_with(cut.json.as_str()));
+        let whole = blob(&text, 1 << 20);
+        assert_eq!(whole.json, text);
+        assert!(!whole.truncated);
     }
 }

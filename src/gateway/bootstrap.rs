@@ -27,7 +27,12 @@ pub async fn bootstrap(gov: &Arc<Governance>, gateway: &Gateway, config: &Config
             .server_spec(name)
             .context("configured server without upstream")?;
         if let Some(r) = gov
-            .register(&by, &spec, Some(format!("declared in {origin}")), "config")
+            .register(
+                &by,
+                &spec,
+                Some(format!("declared in {origin}")),
+                events::RegistrySource::Config,
+            )
             .await
             .with_context(|| format!("registering server {name}"))?
         {

@@ -210,15 +210,19 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
         Ok(principal) => principal,
         Err(e) => {
             let (reason, token) = match &e {
-                AuthError::Missing => ("missing_token", None),
-                AuthError::Invalid(_) => ("invalid_token", authorization.as_deref().map(fingerprint)),
+                AuthError::Missing => (events::AccessReason::MissingToken, None),
+                AuthError::Invalid(_) => (
+                    events::AccessReason::InvalidToken,
+                    authorization.as_deref().map(fingerprint),
+                ),
             };
             front.access.count(AccessKey {
                 source,
                 principal: None,
                 token,
-                reason: reason.into(),
+                reason,
                 server: Some(truncate(&server, 64)),
+                aggregated: false,
             });
             return unauthorized(&front, &server, e);
         }
@@ -228,8 +232,9 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
             source,
             principal: Some(principal.name.clone()),
             token: None,
-            reason: "unknown_server".into(),
+            reason: events::AccessReason::UnknownServer,
             server: Some(truncate(&server, 64)),
+            aggregated: false,
         });
         return (
             StatusCode::NOT_FOUND,
@@ -592,8 +597,10 @@ struct AccessKey {
     source: String,
     principal: Option<String>,
     token: Option<String>,
-    reason: String,
+    reason: events::AccessReason,
     server: Option<String>,
+    /// Counted with others past the distinct-key cap.
+    aggregated: bool,
 }
 
 /// Distinct keys counted per interval; past it, refusals are counted under
@@ -645,7 +652,7 @@ impl AccessLog {
             key.token = None;
             key.server = None;
             key.principal = None;
-            key.reason = format!("{} (more distinct keys than {ACCESS_KEYS} in the interval)", key.reason);
+            key.aggregated = true;
             if !counts.contains_key(&key) && counts.len() >= 2 * ACCESS_KEYS {
                 key.source = MANY_SOURCES.to_string();
             }
@@ -654,8 +661,9 @@ impl AccessLog {
             source: key.source.clone(),
             principal: key.principal.clone(),
             token: key.token.clone(),
-            reason: key.reason.clone(),
+            reason: key.reason,
             server: key.server.clone(),
+            aggregated: key.aggregated,
             count: 0,
             first: now,
             last: now,
@@ -710,8 +718,9 @@ mod tests {
                 source: format!("2001:db8::{i:x}"),
                 principal: None,
                 token: Some(format!("sha256:{i:016x}")),
-                reason: "invalid_token".into(),
+                reason: events::AccessReason::InvalidToken,
                 server: Some("up".into()),
+                aggregated: false,
             });
         }
         let counts = lock(&log.counts);

@@ -18,6 +18,8 @@
 mod audit;
 mod auth;
 mod bootstrap;
+#[cfg(test)]
+mod golden;
 mod http;
 mod lines;
 pub mod listener;
@@ -139,7 +141,7 @@ impl Gateway {
         let labels = self.labels.get(server)?;
         Some(crate::governance::ServerSpec {
             name: server.to_string(),
-            transport: entry.upstream.kind().to_string(),
+            transport: entry.upstream.transport(),
             address: entry.upstream.address(),
             owner: labels.owner.clone(),
             env: entry.env.clone(),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use ledger::{Event, EventKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::body::{str_field, str_list};
+use events::{ApprovalDecided, ApprovalRequested, decode};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
@@ -57,6 +57,9 @@ pub struct Approval {
     pub request_id: Option<CallRequestId>,
     #[serde(default)]
     pub env: Vec<String>,
+    /// The held call's id (`correlation.call_id`; absent in older logs).
+    #[serde(default)]
+    pub call_id: Option<String>,
 }
 
 /// A JSON-RPC id as the call's request event has it.
@@ -112,49 +115,65 @@ pub struct Approvals {
 }
 
 impl Approvals {
-    pub fn apply(&mut self, event: &Event) {
-        let body = &event.body;
-        let Some(id) = str_field(body, "approval_id") else {
-            return;
-        };
+    /// Folds one approval event; an event whose body is not its kind's
+    /// shape (or a bad deadline) changes nothing and is reported.
+    pub fn apply(&mut self, event: &Event) -> Result<(), events::Error> {
         match &event.kind {
             EventKind::ApprovalRequested => {
-                let expires_at = str_field(body, "expires_at")
-                    .and_then(|t| Timestamp::parse_rfc3339(&t).ok())
-                    .map_or(0, Timestamp::as_nanos);
+                let body: ApprovalRequested = decode(event)?;
+                let bad = |message: String| events::Error::Decode {
+                    seq: event.seq,
+                    kind: event.kind.to_string(),
+                    message,
+                };
+                let expires_at = Timestamp::parse_rfc3339(&body.expires_at)
+                    .map_err(|e| bad(format!("expires_at {:?}: {e}", body.expires_at)))?
+                    .as_nanos();
+                let (Some(principal), Some(server)) = (&event.actor.principal, &event.subject.server) else {
+                    return Err(bad(
+                        "an approval names its requester (actor.principal) and server".into()
+                    ));
+                };
+                let id = body.approval_id;
                 self.items.entry(id.clone()).or_insert(Approval {
                     id,
                     request_seq: event.correlation.answers,
                     requested_seq: event.seq,
                     requested_at: event.ts.as_nanos(),
-                    principal: event.actor.principal.clone().unwrap_or_default(),
-                    server: event.subject.server.clone().unwrap_or_default(),
+                    principal: principal.clone(),
+                    server: server.clone(),
                     tool: event
                         .subject
                         .tool
                         .clone()
                         .or_else(|| event.subject.prompt.clone())
                         .or_else(|| event.subject.resource.clone()),
-                    method: str_field(body, "mcp.method.name").unwrap_or_default(),
-                    args_digest: str_field(body, "args_digest").unwrap_or_default(),
-                    policy_hash: str_field(body, "policy_hash").unwrap_or_default(),
-                    rule: str_field(body, "rule"),
-                    approver_teams: str_list(body, "approver_teams"),
-                    approver_principals: str_list(body, "approver_principals"),
+                    method: body.method,
+                    args_digest: body.args_digest,
+                    policy_hash: body.policy_hash,
+                    rule: body.rule,
+                    approver_teams: body.approver_teams,
+                    approver_principals: body.approver_principals,
                     expires_at,
                     state: State::Pending,
                     session: event.actor.session.clone(),
                     request_id: event.correlation.request_id.as_ref().map(CallRequestId::from_ledger),
                     env: event.subject.env.clone(),
+                    call_id: event.correlation.call_id.clone(),
                 });
             }
             kind @ (EventKind::ApprovalGranted | EventKind::ApprovalDenied | EventKind::ApprovalExpired) => {
+                let body: ApprovalDecided = decode(event)?;
                 // Only a pending approval moves, and only once.
-                let Some(item) = self.items.get_mut(&id).filter(|a| a.state == State::Pending) else {
-                    return;
+                let Some(item) = self
+                    .items
+                    .get_mut(&body.approval_id)
+                    .filter(|a| a.state == State::Pending)
+                else {
+                    return Ok(());
                 };
                 let by = event.actor.principal.clone().unwrap_or_default();
-                let reason = str_field(body, "reason");
+                let reason = body.reason;
                 item.state = match kind {
                     EventKind::ApprovalGranted => State::Granted {
                         by,
@@ -171,5 +190,6 @@ impl Approvals {
             }
             _ => {}
         }
+        Ok(())
     }
 }

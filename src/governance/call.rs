@@ -18,6 +18,16 @@ pub enum AuthMethod {
 }
 
 impl AuthMethod {
+    /// The event catalogue's value.
+    pub fn to_event(self) -> events::AuthMethod {
+        match self {
+            AuthMethod::Token => events::AuthMethod::Token,
+            AuthMethod::Jwt => events::AuthMethod::Jwt,
+            AuthMethod::Stdio => events::AuthMethod::Stdio,
+            AuthMethod::Anonymous => events::AuthMethod::Anonymous,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::Token => "token",
@@ -75,6 +85,18 @@ pub enum Verdict {
     Deny,
     RequireApproval,
     AllowWithConstraints,
+}
+
+impl Verdict {
+    /// The event catalogue's value.
+    pub fn to_event(self) -> events::Verdict {
+        match self {
+            Verdict::Allow => events::Verdict::Allow,
+            Verdict::Deny => events::Verdict::Deny,
+            Verdict::RequireApproval => events::Verdict::RequireApproval,
+            Verdict::AllowWithConstraints => events::Verdict::AllowWithConstraints,
+        }
+    }
 }
 
 impl fmt::Display for Verdict {

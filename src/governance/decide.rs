@@ -9,6 +9,8 @@
 
 use ledger::Timestamp;
 
+use events::ReasonCode;
+
 use super::call::{CallRequest, Verdict};
 use super::policy::{Action, Evaluation, Facts, OutputPolicy, Policy};
 use super::registry::{Server, Status};
@@ -25,31 +27,23 @@ pub struct ToolFacts {
     pub destructive: Option<bool>,
 }
 
-/// Which gate decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Gate {
-    Registry,
-    Pin,
-    Grant,
-    Policy,
-}
-
-impl Gate {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Gate::Registry => "registry",
-            Gate::Pin => "pin",
-            Gate::Grant => "grant",
-            Gate::Policy => "policy",
-        }
-    }
-}
+/// Which gate decided (the event catalogue's type).
+pub use events::Gate;
 
 #[derive(Clone, Debug)]
 pub struct Ruling {
     pub gate: Gate,
     pub verdict: Verdict,
+    /// Why, as a closed code; `reason` says it in words.
+    pub code: ReasonCode,
     pub reason: String,
+    /// The registry gate's finding: the server's status, when it refused
+    /// a registered server.
+    pub server_status: Option<Status>,
+    /// The pin gate's findings: the pinned hash, and the definition as
+    /// listed when they differ.
+    pub pin: Option<String>,
+    pub listed: Option<String>,
     pub grant: Option<String>,
     pub action: Option<Action>,
     /// The policy's evaluation, when the call got that far.
@@ -58,11 +52,15 @@ pub struct Ruling {
 }
 
 impl Ruling {
-    fn deny(gate: Gate, reason: String) -> Ruling {
+    fn deny(gate: Gate, code: ReasonCode, reason: String) -> Ruling {
         Ruling {
             gate,
             verdict: Verdict::Deny,
+            code,
             reason,
+            server_status: None,
+            pin: None,
+            listed: None,
             grant: None,
             action: None,
             evaluation: None,
@@ -81,7 +79,11 @@ impl Ruling {
 /// destructive.
 pub fn action_of(server: &Server, tool: Option<&str>, facts: Option<&ToolFacts>) -> Option<Action> {
     if let Some(label) = tool.and_then(|t| server.actions.get(t)) {
-        return Action::parse(label);
+        return Some(match label {
+            events::ActionLabel::Read => Action::Read,
+            events::ActionLabel::Write => Action::Write,
+            events::ActionLabel::Destructive => Action::Destructive,
+        });
     }
     let facts = facts?;
     Some(match (facts.read_only, facts.destructive) {
@@ -105,25 +107,34 @@ pub fn decide(
     let name = call.server;
     let server = match registry_gate(state, name) {
         Ok(server) => server,
-        Err(reason) => return Ruling::deny(Gate::Registry, reason),
+        Err(refused) => return *refused,
     };
 
     if call.method == "tools/call"
         && let Some(t) = call.target
     {
+        let pinned = server.pins.get(t);
+        let pin_refusal = |code, reason| Ruling {
+            pin: pinned.cloned(),
+            ..Ruling::deny(Gate::Pin, code, reason)
+        };
         if let Some(drift) = server.drift.get(t) {
-            return Ruling::deny(
-                Gate::Pin,
-                format!(
-                    "tool {t:?} on {name:?} is {} since its approval (drift at seq {}): it must be re-approved",
-                    drift.change, drift.seq
-                ),
-            );
+            return Ruling {
+                listed: drift.hash.clone(),
+                ..pin_refusal(
+                    ReasonCode::ToolDrifted,
+                    format!(
+                        "tool {t:?} on {name:?} is {} since its approval (drift at seq {}): it must be re-approved",
+                        drift.change.as_str(),
+                        drift.seq
+                    ),
+                )
+            };
         }
-        match (server.pins.get(t), tool) {
+        match (pinned, tool) {
             (None, _) => {
-                return Ruling::deny(
-                    Gate::Pin,
+                return pin_refusal(
+                    ReasonCode::ToolUnpinned,
                     format!("tool {t:?} on {name:?} was not approved (not pinned)"),
                 );
             }
@@ -131,18 +142,21 @@ pub fn decide(
             // offer it to this client, or could not list): there is no
             // definition to hold to the pin, nor annotations to label it.
             (Some(_), None) => {
-                return Ruling::deny(
-                    Gate::Pin,
+                return pin_refusal(
+                    ReasonCode::ToolUnlisted,
                     format!(
                         "tool {t:?} on {name:?} is not listed in this session: its definition cannot be checked against its pin"
                     ),
                 );
             }
             (Some(pin), Some(live)) if *pin != live.hash => {
-                return Ruling::deny(
-                    Gate::Pin,
-                    format!("tool {t:?} on {name:?} changed since its approval: it must be re-approved"),
-                );
+                return Ruling {
+                    listed: Some(live.hash.clone()),
+                    ..pin_refusal(
+                        ReasonCode::ToolChanged,
+                        format!("tool {t:?} on {name:?} changed since its approval: it must be re-approved"),
+                    )
+                };
             }
             _ => {}
         }
@@ -163,6 +177,7 @@ pub fn decide(
             None => {
                 return Ruling::deny(
                     Gate::Grant,
+                    ReasonCode::NoGrant,
                     format!(
                         "no grant lets {:?} (teams {:?}) use {target:?} on {name:?}",
                         call.principal.name, call.principal.teams
@@ -174,7 +189,11 @@ pub fn decide(
 
     let action = action_of(server, call.target, tool);
     let Some(policy) = policy else {
-        let mut r = Ruling::deny(Gate::Policy, "no policy is loaded: default DENY".into());
+        let mut r = Ruling::deny(
+            Gate::Policy,
+            ReasonCode::NoPolicy,
+            "no policy is loaded: default DENY".into(),
+        );
         r.grant = grant;
         r.action = action;
         return r;
@@ -189,10 +208,21 @@ pub fn decide(
         risk: &server.risk,
         action,
     });
+    let code = match (&evaluation.rule, evaluation.verdict) {
+        (None, _) => ReasonCode::NoRule,
+        (Some(_), Verdict::Allow) => ReasonCode::RuleAllow,
+        (Some(_), Verdict::Deny) => ReasonCode::RuleDeny,
+        (Some(_), Verdict::RequireApproval) => ReasonCode::RuleRequireApproval,
+        (Some(_), Verdict::AllowWithConstraints) => ReasonCode::RuleAllowWithConstraints,
+    };
     Ruling {
         gate: Gate::Policy,
         verdict: evaluation.verdict,
+        code,
         reason: evaluation.reason.clone(),
+        server_status: None,
+        pin: None,
+        listed: None,
         grant,
         action,
         policy_hash: Some(policy.hash().to_string()),
@@ -200,16 +230,28 @@ pub fn decide(
     }
 }
 
-/// The registry gate: the server, registered and approved, or why not.
-fn registry_gate<'a>(state: &'a GovState, name: &str) -> Result<&'a Server, String> {
+/// The registry gate: the server, registered and approved, or its refusal.
+fn registry_gate<'a>(state: &'a GovState, name: &str) -> Result<&'a Server, Box<Ruling>> {
     let Some(server) = state.registry.get(name) else {
-        return Err(format!("server {name:?} is not registered: shadow MCP server"));
+        return Err(Box::new(Ruling::deny(
+            Gate::Registry,
+            ReasonCode::UnregisteredServer,
+            format!("server {name:?} is not registered: shadow MCP server"),
+        )));
     };
-    match server.status {
-        Status::Approved => Ok(server),
-        Status::Registered => Err(format!("server {name:?} is registered but not approved")),
-        status => Err(format!("server {name:?} is {}", status.as_str())),
-    }
+    let (code, reason) = match server.status {
+        Status::Approved => return Ok(server),
+        Status::Registered => (
+            ReasonCode::UnapprovedServer,
+            format!("server {name:?} is registered but not approved"),
+        ),
+        Status::Quarantined => (ReasonCode::QuarantinedServer, format!("server {name:?} is quarantined")),
+        Status::Revoked => (ReasonCode::RevokedServer, format!("server {name:?} is revoked")),
+    };
+    Err(Box::new(Ruling {
+        server_status: Some(server.status),
+        ..Ruling::deny(Gate::Registry, code, reason)
+    }))
 }
 
 /// The decision for a request that is not a call: opening a session
@@ -223,7 +265,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
     let name = call.server;
     let server = match registry_gate(state, name) {
         Ok(server) => server,
-        Err(reason) => return Ruling::deny(Gate::Registry, reason),
+        Err(refused) => return *refused,
     };
     let p = call.principal;
     let grant = match call.target {
@@ -234,6 +276,10 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
         Some(g) => Ruling {
             gate: Gate::Grant,
             verdict: Verdict::Allow,
+            code: ReasonCode::Granted,
+            server_status: None,
+            pin: None,
+            listed: None,
             reason: format!("grant {} lets {:?} use {name:?} ({})", g.id, p.name, call.method),
             grant: Some(g.id.clone()),
             action: None,
@@ -242,6 +288,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
         },
         None => Ruling::deny(
             Gate::Grant,
+            ReasonCode::NoGrant,
             match call.target {
                 Some(target) => format!(
                     "no grant lets {:?} (teams {:?}) use {target:?} on {name:?}",
@@ -273,7 +320,7 @@ pub fn tool_hash(tool: &serde_json::Value) -> String {
             pinned.insert(field.to_string(), v.clone());
         }
     }
-    let canonical = super::body::to_ledger_value(&serde_json::Value::Object(pinned)).to_canonical();
+    let canonical = events::to_ledger_value(&serde_json::Value::Object(pinned)).to_canonical();
     format!("blake3:{}", blake3::hash(&canonical).to_hex())
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use ledger::{Event, EventKind, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::body::str_field;
 use super::policy::glob_matches as glob;
+use events::{GrantIssued, GrantRevoked, decode};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,44 +75,56 @@ pub struct Grants {
 }
 
 impl Grants {
-    pub fn apply(&mut self, event: &Event) {
-        let body = &event.body;
+    /// Folds one grant event; an event whose body is not its kind's shape
+    /// (or names no grantee, or a bad expiry) changes nothing and is
+    /// reported: a grant is never read wider than it was written.
+    pub fn apply(&mut self, event: &Event) -> Result<(), events::Error> {
+        let bad = |message: String| events::Error::Decode {
+            seq: event.seq,
+            kind: event.kind.to_string(),
+            message,
+        };
         match &event.kind {
             EventKind::GrantIssued => {
-                let Some(id) = str_field(body, "grant_id") else { return };
-                let grantee = match (str_field(body, "principal"), str_field(body, "team")) {
+                let body: GrantIssued = decode(event)?;
+                let grantee = match (body.principal, body.team) {
                     (Some(p), None) => Grantee::Principal(p),
                     (None, Some(t)) => Grantee::Team(t),
-                    _ => return,
+                    _ => return Err(bad("a grant names exactly one of principal and team".into())),
                 };
                 let Some(server) = event.subject.server.clone() else {
-                    return;
+                    return Err(bad("a grant names its server in subject.server".into()));
                 };
-                let expires_at = str_field(body, "expires_at")
-                    .and_then(|t| Timestamp::parse_rfc3339(&t).ok())
-                    .map(Timestamp::as_nanos);
+                let expires_at = match body.expires_at {
+                    Some(t) => Some(
+                        Timestamp::parse_rfc3339(&t)
+                            .map_err(|e| bad(format!("expires_at {t:?}: {e}")))?
+                            .as_nanos(),
+                    ),
+                    None => None,
+                };
                 self.grants.insert(
-                    id.clone(),
+                    body.grant_id.clone(),
                     Grant {
-                        id,
+                        id: body.grant_id,
                         grantee,
                         server,
-                        tool: str_field(body, "tool").unwrap_or_else(|| "*".into()),
-                        env: str_field(body, "env"),
+                        tool: body.tool,
+                        env: body.env,
                         expires_at,
                         issued_by: event.actor.principal.clone(),
                         issued_seq: event.seq,
-                        reason: str_field(body, "reason"),
+                        reason: body.reason,
                     },
                 );
             }
             EventKind::GrantRevoked => {
-                if let Some(id) = str_field(body, "grant_id") {
-                    self.grants.remove(&id);
-                }
+                let body: GrantRevoked = decode(event)?;
+                self.grants.remove(&body.grant_id);
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// The first grant (by id) that covers the call, if any.

@@ -11,7 +11,6 @@
 //! - `call`: who is calling and what they ask for.
 
 pub mod approvals;
-mod body;
 mod call;
 mod decide;
 pub mod grants;
@@ -20,9 +19,9 @@ pub mod registry;
 mod service;
 pub mod state;
 
-pub use body::to_ledger_value;
 pub use call::{AuthMethod, CallRequest, Principal, Verdict};
 pub use decide::{Gate, Ruling, ToolFacts, decide, decide_access, tool_facts};
+pub use events::to_ledger_value;
 pub use registry::Status;
 pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, Revealer, ServerSpec, View, resolve_as_of};
 pub use state::{GovState, render};

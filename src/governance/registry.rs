@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use events::{ServerRegistered, ServerStep, ToolsDrifted, ToolsPinned, Transport, decode};
 use ledger::{Event, EventKind};
 use serde::{Deserialize, Serialize};
-
-use super::body::{str_field, str_list, str_map};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -20,6 +19,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// The event catalogue's value.
+    pub fn to_event(self) -> events::ServerStatus {
+        match self {
+            Status::Registered => events::ServerStatus::Registered,
+            Status::Approved => events::ServerStatus::Approved,
+            Status::Quarantined => events::ServerStatus::Quarantined,
+            Status::Revoked => events::ServerStatus::Revoked,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Registered => "registered",
@@ -40,11 +49,32 @@ pub struct Step {
     pub reason: Option<String>,
 }
 
+/// How a tool's live definition departs from its pin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftChange {
+    /// Listed with another definition.
+    Changed,
+    /// Listed, never pinned.
+    Added,
+    /// Pinned, no longer listed.
+    Removed,
+}
+
+impl DriftChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftChange::Changed => "changed",
+            DriftChange::Added => "added",
+            DriftChange::Removed => "removed",
+        }
+    }
+}
+
 /// A tool whose live definition no longer matches its pin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
-    /// `changed`, `added` or `removed`.
-    pub change: String,
+    pub change: DriftChange,
     /// Hash of the live definition (none when removed).
     pub hash: Option<String>,
     pub seq: u64,
@@ -53,14 +83,14 @@ pub struct Drift {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Server {
     pub name: String,
-    pub transport: String,
+    pub transport: Transport,
     pub address: String,
     pub owner: Option<String>,
     pub env: Vec<String>,
     pub risk: Vec<String>,
-    /// Action labels (`read`, `write`, `destructive`) the registry assigns
-    /// to tools; they take precedence over the tools' own annotations.
-    pub actions: BTreeMap<String, String>,
+    /// Action labels the registry assigns to tools; they take precedence
+    /// over the tools' own annotations.
+    pub actions: BTreeMap<String, events::ActionLabel>,
     pub status: Status,
     pub history: Vec<Step>,
     /// Tool name → hash of its definition, pinned at approval.
@@ -73,8 +103,8 @@ pub struct Server {
 impl Server {
     /// The definition of where and how the server runs, for telling a
     /// re-registration that moves it from one that only relabels it.
-    pub fn location(&self) -> (&str, &str) {
-        (&self.transport, &self.address)
+    pub fn location(&self) -> (Transport, &str) {
+        (self.transport, &self.address)
     }
 }
 
@@ -88,31 +118,32 @@ impl Registry {
         self.servers.get(name)
     }
 
-    pub fn apply(&mut self, event: &Event) {
+    /// Folds one registry event; an event whose body is not its kind's
+    /// shape changes nothing and is reported.
+    pub fn apply(&mut self, event: &Event) -> Result<(), events::Error> {
         let Some(name) = event.subject.server.as_deref() else {
-            return;
+            return Ok(());
         };
-        let step = |status| Step {
+        let step = |status, reason| Step {
             status,
             seq: event.seq,
             ts: event.ts.to_string(),
             by: event.actor.principal.clone(),
-            reason: str_field(&event.body, "reason"),
+            reason,
         };
         match &event.kind {
             EventKind::ServerRegistered => {
-                let transport = str_field(&event.body, "transport").unwrap_or_default();
-                let address = str_field(&event.body, "address").unwrap_or_default();
+                let body: ServerRegistered = decode(event)?;
                 let fresh = Server {
                     name: name.to_string(),
-                    transport,
-                    address,
-                    owner: str_field(&event.body, "owner"),
+                    transport: body.transport,
+                    address: body.address,
+                    owner: body.owner,
                     env: event.subject.env.clone(),
-                    risk: str_list(&event.body, "risk"),
-                    actions: str_map(&event.body, "actions"),
+                    risk: body.risk,
+                    actions: body.actions,
                     status: Status::Registered,
-                    history: vec![step(Status::Registered)],
+                    history: vec![step(Status::Registered, body.reason.clone())],
                     pins: BTreeMap::new(),
                     drift: BTreeMap::new(),
                 };
@@ -124,10 +155,7 @@ impl Registry {
                         old.env = fresh.env;
                         old.risk = fresh.risk;
                         old.actions = fresh.actions;
-                        old.history.push(Step {
-                            status: old.status,
-                            ..step(old.status)
-                        });
+                        old.history.push(step(old.status, body.reason));
                     }
                     // New, revoked before, or moved: a new server as far as
                     // trust goes; it must be approved (and pinned) again.
@@ -141,53 +169,59 @@ impl Registry {
                     }
                 }
             }
-            EventKind::ServerApproved => self.transition(name, Status::Approved, step(Status::Approved)),
-            EventKind::ServerQuarantined => self.transition(name, Status::Quarantined, step(Status::Quarantined)),
-            EventKind::ServerRevoked => self.transition(name, Status::Revoked, step(Status::Revoked)),
-            EventKind::ToolsPinned => {
-                let Some(server) = self.servers.get_mut(name) else {
-                    return;
+            kind @ (EventKind::ServerApproved | EventKind::ServerQuarantined | EventKind::ServerRevoked) => {
+                let body: ServerStep = decode(event)?;
+                let to = match kind {
+                    EventKind::ServerApproved => Status::Approved,
+                    EventKind::ServerQuarantined => Status::Quarantined,
+                    _ => Status::Revoked,
                 };
-                let replace = matches!(event.body.get("replace"), Some(ledger::Value::Bool(true)));
-                if replace {
+                self.transition(name, to, step(to, body.reason));
+            }
+            EventKind::ToolsPinned => {
+                let body: ToolsPinned = decode(event)?;
+                let Some(server) = self.servers.get_mut(name) else {
+                    return Ok(());
+                };
+                if body.replace {
                     server.pins.clear();
                     server.drift.clear();
                 }
-                if let Some(tools) = event.body.get("tools").and_then(ledger::Value::as_object) {
-                    for (tool, hash) in tools {
-                        match hash.as_str() {
-                            Some(h) => {
-                                server.pins.insert(tool.clone(), h.to_string());
-                            }
-                            None => {
-                                server.pins.remove(tool);
-                            }
+                for (tool, hash) in body.tools {
+                    match hash {
+                        Some(h) => {
+                            server.pins.insert(tool.clone(), h);
                         }
-                        server.drift.remove(tool);
+                        None => {
+                            server.pins.remove(&tool);
+                        }
                     }
+                    server.drift.remove(&tool);
                 }
             }
             EventKind::ToolsDrifted => {
+                let body: ToolsDrifted = decode(event)?;
                 let Some(server) = self.servers.get_mut(name) else {
-                    return;
+                    return Ok(());
                 };
-                for change in ["changed", "added"] {
-                    for (tool, hash) in str_map(&event.body, change) {
+                let listed = [(DriftChange::Changed, body.changed), (DriftChange::Added, body.added)];
+                for (change, tools) in listed {
+                    for (tool, hash) in tools {
                         server.drift.insert(
                             tool,
                             Drift {
-                                change: change.to_string(),
+                                change,
                                 hash: Some(hash),
                                 seq: event.seq,
                             },
                         );
                     }
                 }
-                for tool in str_list(&event.body, "removed") {
+                for tool in body.removed {
                     server.drift.insert(
                         tool,
                         Drift {
-                            change: "removed".into(),
+                            change: DriftChange::Removed,
                             hash: None,
                             seq: event.seq,
                         },
@@ -196,6 +230,7 @@ impl Registry {
             }
             _ => {}
         }
+        Ok(())
     }
 
     /// Lifecycle steps the log records are applied only where the

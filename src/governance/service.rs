@@ -11,12 +11,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use ledger::{Actor, Draft, EventKind, Folded, Ledger, Object, Receipt, Snapshots, Timestamp, Value};
+use ledger::{Actor, Draft, EventKind, Folded, Ledger, Receipt, Snapshots, Timestamp};
 
 use super::approvals::State as ApprovalState;
 use super::call::Principal;
 use super::policy::Policy;
-use super::registry::{Status, allowed};
+use super::registry::{DriftChange, Status, allowed};
 use super::state::GovState;
 
 /// Why a mutation was refused, or could not be written.
@@ -76,7 +76,7 @@ pub struct Governance {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerSpec {
     pub name: String,
-    pub transport: String,
+    pub transport: events::Transport,
     pub address: String,
     pub owner: Option<String>,
     pub env: Vec<String>,
@@ -104,6 +104,8 @@ pub struct ApprovalSpec {
     /// The held call's session and JSON-RPC id.
     pub session: Option<String>,
     pub request_id: Option<ledger::RequestId>,
+    /// The held call's id (`correlation.call_id`).
+    pub call_id: Option<String>,
     pub server: String,
     /// The server's environment labels.
     pub env: Vec<String>,
@@ -135,21 +137,18 @@ pub struct Revealer {
     pub principal: String,
 }
 
-fn draft(kind: EventKind, by: &Principal, server: Option<&str>) -> Draft {
+/// An event of `body`'s (first) kind by `by`, about `server`. A body that
+/// cannot be built fails the change: nothing is written.
+fn draft<B: events::Body>(by: &Principal, server: Option<&str>, body: &B) -> Result<Draft> {
+    let kind = B::KINDS
+        .first()
+        .cloned()
+        .ok_or_else(|| GovError::Invalid("an event body type names no kind".into()))?;
     let mut d = Draft::new(kind);
     d.actor = actor(by);
     d.subject.server = server.map(str::to_string);
-    d
-}
-
-fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().cloned().map(Value::String).collect())
-}
-
-fn opt_insert(body: &mut Object, key: &str, value: Option<String>) {
-    if let Some(v) = value {
-        body.insert(key.into(), v.into());
-    }
+    d.body = events::encode(body).map_err(|e| GovError::Invalid(e.to_string()))?;
+    Ok(d)
 }
 
 /// A new identifier for a grant or an approval: `PREFIX-` and 12 hex digits.
@@ -275,10 +274,25 @@ impl Governance {
         by: &Principal,
         spec: &ServerSpec,
         reason: Option<String>,
-        source: &str,
+        source: events::RegistrySource,
     ) -> Result<Option<Receipt>> {
         if spec.name.is_empty() {
             return Err(GovError::Invalid("server name is empty".into()));
+        }
+        let mut actions = BTreeMap::new();
+        for (tool, action) in &spec.actions {
+            let label = match super::policy::Action::parse(action) {
+                Some(super::policy::Action::Read) => events::ActionLabel::Read,
+                Some(super::policy::Action::Write) => events::ActionLabel::Write,
+                Some(super::policy::Action::Destructive) => events::ActionLabel::Destructive,
+                None => {
+                    return Err(GovError::Invalid(format!(
+                        "server {}: action {action:?} of tool {tool:?} is not read, write or destructive",
+                        spec.name
+                    )));
+                }
+            };
+            actions.insert(tool.clone(), label);
         }
         let _w = self.writes.lock().await;
         let view = self.view().await?;
@@ -289,36 +303,24 @@ impl Governance {
             && s.owner == spec.owner
             && s.env == spec.env
             && s.risk == spec.risk
-            && s.actions == spec.actions
+            && s.actions == actions
         {
             return Ok(None);
         }
-        for (tool, action) in &spec.actions {
-            if super::policy::Action::parse(action).is_none() {
-                return Err(GovError::Invalid(format!(
-                    "server {}: action {action:?} of tool {tool:?} is not read, write or destructive",
-                    spec.name
-                )));
-            }
-        }
-        let mut d = draft(EventKind::ServerRegistered, by, Some(&spec.name));
+        let mut d = draft(
+            by,
+            Some(&spec.name),
+            &events::ServerRegistered {
+                transport: spec.transport,
+                address: spec.address.clone(),
+                owner: spec.owner.clone(),
+                risk: spec.risk.clone(),
+                actions,
+                source: Some(source),
+                reason,
+            },
+        )?;
         d.subject.env = spec.env.clone();
-        let b = &mut d.body;
-        b.insert("transport".into(), spec.transport.clone().into());
-        b.insert("address".into(), spec.address.clone().into());
-        opt_insert(b, "owner", spec.owner.clone());
-        b.insert("risk".into(), strings(&spec.risk));
-        b.insert(
-            "actions".into(),
-            Value::Object(
-                spec.actions
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone().into()))
-                    .collect(),
-            ),
-        );
-        b.insert("source".into(), source.to_string().into());
-        opt_insert(b, "reason", reason);
         Ok(Some(self.commit_one(d).await?))
     }
 
@@ -333,15 +335,14 @@ impl Governance {
     ) -> Result<Vec<Receipt>> {
         let _w = self.writes.lock().await;
         self.check_transition(name, Status::Approved).await?;
-        let mut approve = draft(EventKind::ServerApproved, by, Some(name));
-        opt_insert(&mut approve.body, "reason", reason.clone());
+        let approve = step_draft(EventKind::ServerApproved, by, name, reason.clone())?;
         let pins = pin_draft(
             by,
             name,
             tools.iter().map(|(k, v)| (k.clone(), Some(v.clone()))),
             true,
             reason,
-        );
+        )?;
         self.commit(vec![approve, pins]).await
     }
 
@@ -365,9 +366,7 @@ impl Governance {
         };
         let _w = self.writes.lock().await;
         self.check_transition(name, to).await?;
-        let mut d = draft(kind, by, Some(name));
-        opt_insert(&mut d.body, "reason", reason);
-        self.commit_one(d).await
+        self.commit_one(step_draft(kind, by, name, reason)?).await
     }
 
     async fn check_transition(self: &Arc<Self>, name: &str, to: Status) -> Result<()> {
@@ -413,7 +412,7 @@ impl Governance {
                 .ok_or_else(|| GovError::Conflict(format!("tool {tool:?} on {name:?} has not drifted")))?;
             pins.push((tool, drift.hash.clone()));
         }
-        self.commit_one(pin_draft(by, name, pins, false, reason)).await
+        self.commit_one(pin_draft(by, name, pins, false, reason)?).await
     }
 
     /// Records what an upstream listing shows that differs from the pins,
@@ -432,22 +431,22 @@ impl Governance {
         let Some(server) = view.state.registry.get(name).filter(|s| s.status == Status::Approved) else {
             return Ok(None);
         };
-        let known = |tool: &str, change: &str, hash: Option<&String>| {
+        let known = |tool: &str, change: DriftChange, hash: Option<&String>| {
             server
                 .drift
                 .get(tool)
                 .is_some_and(|d| d.change == change && d.hash.as_ref() == hash)
         };
-        let mut changed = Object::new();
-        let mut added = Object::new();
+        let mut changed = BTreeMap::new();
+        let mut added = BTreeMap::new();
         for (tool, hash) in listed {
             match server.pins.get(tool) {
                 Some(pin) if pin == hash => {}
-                Some(_) if !known(tool, "changed", Some(hash)) => {
-                    changed.insert(tool.clone(), hash.clone().into());
+                Some(_) if !known(tool, DriftChange::Changed, Some(hash)) => {
+                    changed.insert(tool.clone(), hash.clone());
                 }
-                None if !known(tool, "added", Some(hash)) => {
-                    added.insert(tool.clone(), hash.clone().into());
+                None if !known(tool, DriftChange::Added, Some(hash)) => {
+                    added.insert(tool.clone(), hash.clone());
                 }
                 _ => {}
             }
@@ -455,24 +454,29 @@ impl Governance {
         let removed: Vec<String> = server
             .pins
             .keys()
-            .filter(|t| complete && !listed.contains_key(*t) && !known(t, "removed", None))
+            .filter(|t| complete && !listed.contains_key(*t) && !known(t, DriftChange::Removed, None))
             .cloned()
             .collect();
         if changed.is_empty() && added.is_empty() && removed.is_empty() {
             return Ok(None);
         }
         let system = Principal::system("sealgate:gateway");
-        let mut d = draft(EventKind::ToolsDrifted, &system, Some(name));
+        let mut d = draft(
+            &system,
+            Some(name),
+            &events::ToolsDrifted {
+                changed,
+                added,
+                removed,
+                revealed_by: revealed_by.map(|r| events::Revealer {
+                    principal: r.principal.clone(),
+                    session: r.session.clone(),
+                }),
+            },
+        )?;
         if let Some(r) = revealed_by {
             d.actor.session = Some(r.session.clone());
-            let mut who = Object::new();
-            who.insert("principal".into(), r.principal.clone().into());
-            who.insert("session".into(), r.session.clone().into());
-            d.body.insert("revealed_by".into(), Value::Object(who));
         }
-        d.body.insert("changed".into(), Value::Object(changed));
-        d.body.insert("added".into(), Value::Object(added));
-        d.body.insert("removed".into(), strings(&removed));
         Ok(Some(self.commit_one(d).await?))
     }
 
@@ -498,15 +502,24 @@ impl Governance {
         }
         let _w = self.writes.lock().await;
         let id = new_id("g");
-        let mut d = draft(EventKind::GrantIssued, by, Some(&spec.server));
+        let (principal, team) = match grantee {
+            ("principal", p) => (Some(p), None),
+            (_, t) => (None, Some(t)),
+        };
+        let mut d = draft(
+            by,
+            Some(&spec.server),
+            &events::GrantIssued {
+                grant_id: id.clone(),
+                principal,
+                team,
+                tool: spec.tool.clone(),
+                env: spec.env.clone(),
+                expires_at: spec.expires_at.map(|t| t.to_string()),
+                reason: spec.reason.clone(),
+            },
+        )?;
         d.subject.tool = Some(spec.tool.clone());
-        let b = &mut d.body;
-        b.insert("grant_id".into(), id.clone().into());
-        b.insert(grantee.0.into(), grantee.1.into());
-        b.insert("tool".into(), spec.tool.clone().into());
-        opt_insert(b, "env", spec.env.clone());
-        opt_insert(b, "expires_at", spec.expires_at.map(|t| t.to_string()));
-        opt_insert(b, "reason", spec.reason.clone());
         Ok((id, self.commit_one(d).await?))
     }
 
@@ -519,9 +532,14 @@ impl Governance {
             .grants
             .get(id)
             .ok_or_else(|| GovError::NotFound(format!("no grant {id:?} is in force (never issued, or revoked)")))?;
-        let mut d = draft(EventKind::GrantRevoked, by, Some(&grant.server));
-        d.body.insert("grant_id".into(), id.to_string().into());
-        opt_insert(&mut d.body, "reason", reason);
+        let d = draft(
+            by,
+            Some(&grant.server),
+            &events::GrantRevoked {
+                grant_id: id.to_string(),
+                reason,
+            },
+        )?;
         self.commit_one(d).await
     }
 
@@ -537,11 +555,16 @@ impl Governance {
         if view.state.policy.as_ref().is_some_and(|p| p.hash == policy.hash()) {
             return Ok(None);
         }
-        let mut d = draft(EventKind::PolicyLoaded, by, None);
-        d.body.insert("text".into(), text.to_string().into());
-        d.body.insert("hash".into(), policy.hash().to_string().into());
-        d.body.insert("origin".into(), origin.to_string().into());
-        d.body.insert("rules".into(), Value::Int(policy.rules().len() as i128));
+        let d = draft(
+            by,
+            None,
+            &events::PolicyLoaded {
+                text: text.to_string(),
+                hash: policy.hash().to_string(),
+                origin: origin.to_string(),
+                rules: policy.rules().len() as u64,
+            },
+        )?;
         Ok(Some(self.commit_one(d).await?))
     }
 
@@ -550,20 +573,25 @@ impl Governance {
     pub async fn request_approval(self: &Arc<Self>, spec: &ApprovalSpec) -> Result<(String, Receipt)> {
         let _w = self.writes.lock().await;
         let id = new_id("a");
-        let mut d = draft(EventKind::ApprovalRequested, &spec.principal, Some(&spec.server));
+        let mut d = draft(
+            &spec.principal,
+            Some(&spec.server),
+            &events::ApprovalRequested {
+                approval_id: id.clone(),
+                method: spec.method.clone(),
+                args_digest: spec.args_digest.clone(),
+                policy_hash: spec.policy_hash.clone(),
+                rule: spec.rule.clone(),
+                approver_teams: spec.approver_teams.clone(),
+                approver_principals: spec.approver_principals.clone(),
+                expires_at: spec.expires_at.to_string(),
+            },
+        )?;
         d.subject = call_subject(&spec.server, &spec.method, spec.tool.clone(), &spec.env);
         d.actor.session = spec.session.clone();
         d.correlation.answers = Some(spec.request_seq);
         d.correlation.request_id = spec.request_id.clone();
-        let b = &mut d.body;
-        b.insert("approval_id".into(), id.clone().into());
-        b.insert("mcp.method.name".into(), spec.method.clone().into());
-        b.insert("args_digest".into(), spec.args_digest.clone().into());
-        b.insert("policy_hash".into(), spec.policy_hash.clone().into());
-        opt_insert(b, "rule", spec.rule.clone());
-        b.insert("approver_teams".into(), strings(&spec.approver_teams));
-        b.insert("approver_principals".into(), strings(&spec.approver_principals));
-        b.insert("expires_at".into(), spec.expires_at.to_string().into());
+        d.correlation.call_id = spec.call_id.clone();
         Ok((id, self.commit_one(d).await?))
     }
 
@@ -600,11 +628,7 @@ impl Governance {
         } else {
             EventKind::ApprovalDenied
         };
-        let mut d = draft(kind, by, Some(&item.server));
-        join_call(&mut d, item);
-        d.body.insert("approval_id".into(), id.to_string().into());
-        opt_insert(&mut d.body, "reason", reason);
-        self.commit_one(d).await
+        self.commit_one(decided_draft(kind, by, item, reason)?).await
     }
 
     /// Marks a pending approval expired (its deadline passed, or the held
@@ -622,10 +646,7 @@ impl Governance {
             return Ok(None);
         };
         let system = Principal::system("sealgate:gateway");
-        let mut d = draft(EventKind::ApprovalExpired, &system, Some(&item.server));
-        join_call(&mut d, item);
-        d.body.insert("approval_id".into(), id.to_string().into());
-        d.body.insert("reason".into(), reason.to_string().into());
+        let d = decided_draft(EventKind::ApprovalExpired, &system, item, Some(reason.to_string()))?;
         Ok(Some(self.commit_one(d).await?))
     }
 }
@@ -649,21 +670,34 @@ fn call_subject(server: &str, method: &str, target: Option<String>, env: &[Strin
 /// An approval's decision joined to its call in one hop: it answers the
 /// call's request event and names the call's subject, JSON-RPC id, session
 /// and requester; `approval.requested_seq` links the approval itself.
-fn join_call(d: &mut Draft, item: &super::approvals::Approval) {
+/// An approval's decision, joined to its call: the call's subject,
+/// request, JSON-RPC id and call id.
+fn decided_draft(
+    kind: EventKind,
+    by: &Principal,
+    item: &super::approvals::Approval,
+    reason: Option<String>,
+) -> Result<Draft> {
+    let mut d = draft(
+        by,
+        Some(&item.server),
+        &events::ApprovalDecided {
+            approval_id: item.id.clone(),
+            requested_seq: Some(item.requested_seq),
+            requester: Some(item.principal.clone()),
+            session_id: item.session.clone(),
+            method: Some(item.method.clone()),
+            reason,
+        },
+    )?;
+    d.kind = kind;
     d.subject = call_subject(&item.server, &item.method, item.tool.clone(), &item.env);
     d.correlation.answers = Some(item.request_seq.unwrap_or(item.requested_seq));
     d.correlation.request_id = item.request_id.as_ref().map(|id| id.to_ledger());
-    let b = &mut d.body;
-    b.insert(
-        "approval.requested_seq".into(),
-        Value::Int(i128::from(item.requested_seq)),
-    );
-    b.insert("requester".into(), item.principal.clone().into());
-    b.insert("mcp.method.name".into(), item.method.clone().into());
-    opt_insert(b, "mcp.session.id", item.session.clone());
+    d.correlation.call_id = item.call_id.clone();
+    Ok(d)
 }
 
-/// The registered server `name`, or why not.
 fn registered<'a>(view: &'a View, name: &str) -> Result<&'a super::registry::Server> {
     view.state
         .registry
@@ -704,20 +738,22 @@ fn pin_draft(
     tools: impl IntoIterator<Item = (String, Option<String>)>,
     replace: bool,
     reason: Option<String>,
-) -> Draft {
-    let mut d = draft(EventKind::ToolsPinned, by, Some(name));
-    d.body.insert(
-        "tools".into(),
-        Value::Object(
-            tools
-                .into_iter()
-                .map(|(k, v)| (k, v.map(Value::String).unwrap_or(Value::Null)))
-                .collect(),
-        ),
-    );
-    d.body.insert("replace".into(), replace.into());
-    opt_insert(&mut d.body, "reason", reason);
-    d
+) -> Result<Draft> {
+    draft(
+        by,
+        Some(name),
+        &events::ToolsPinned {
+            tools: tools.into_iter().collect(),
+            replace,
+            reason,
+        },
+    )
+}
+
+fn step_draft(kind: EventKind, by: &Principal, name: &str, reason: Option<String>) -> Result<Draft> {
+    let mut d = draft(by, Some(name), &events::ServerStep { reason })?;
+    d.kind = kind;
+    Ok(d)
 }
 
 /// The view of `folded`, reusing `previous`'s compiled policy when the

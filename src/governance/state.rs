@@ -5,8 +5,9 @@
 use ledger::{Event, EventKind, Projection};
 use serde::{Deserialize, Serialize};
 
+use events::{PolicyLoaded, decode};
+
 use super::approvals::Approvals;
-use super::body::str_field;
 use super::grants::Grants;
 use super::registry::Registry;
 
@@ -27,14 +28,23 @@ pub struct GovState {
     pub grants: Grants,
     pub policy: Option<PolicyRecord>,
     pub approvals: Approvals,
+    /// Governance events whose body is not their kind's shape: folded as
+    /// if absent (a grant is never read wider than it was written), and
+    /// listed here so that `sealgate state` shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Unreadable>,
 }
 
-impl Projection for GovState {
-    const NAME: &'static str = "governance";
-    /// 2: approvals keep their call's session, request id and environment.
-    const VERSION: u32 = 2;
+/// A governance event the fold could not read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    pub seq: u64,
+    pub kind: String,
+    pub error: String,
+}
 
-    fn apply(&mut self, event: &Event) {
+impl GovState {
+    fn fold(&mut self, event: &Event) -> Result<(), events::Error> {
         match &event.kind {
             EventKind::ServerRegistered
             | EventKind::ServerApproved
@@ -48,18 +58,36 @@ impl Projection for GovState {
             | EventKind::ApprovalDenied
             | EventKind::ApprovalExpired => self.approvals.apply(event),
             EventKind::PolicyLoaded => {
-                if let (Some(text), Some(hash)) = (str_field(&event.body, "text"), str_field(&event.body, "hash")) {
-                    self.policy = Some(PolicyRecord {
-                        text,
-                        hash,
-                        seq: event.seq,
-                        ts: event.ts.to_string(),
-                        by: event.actor.principal.clone(),
-                        origin: str_field(&event.body, "origin"),
-                    });
-                }
+                let body: PolicyLoaded = decode(event)?;
+                self.policy = Some(PolicyRecord {
+                    text: body.text,
+                    hash: body.hash,
+                    seq: event.seq,
+                    ts: event.ts.to_string(),
+                    by: event.actor.principal.clone(),
+                    origin: Some(body.origin),
+                });
+                Ok(())
             }
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Projection for GovState {
+    const NAME: &'static str = "governance";
+    /// 3: typed bodies (drift changes, transports, action labels as
+    /// enums), approvals keep their call id, unreadable events listed.
+    const VERSION: u32 = 3;
+
+    fn apply(&mut self, event: &Event) {
+        if let Err(e) = self.fold(event) {
+            tracing::warn!(seq = event.seq, kind = %event.kind, "governance event not folded: {e}");
+            self.unreadable.push(Unreadable {
+                seq: event.seq,
+                kind: event.kind.to_string(),
+                error: e.to_string(),
+            });
         }
     }
 
@@ -99,6 +127,7 @@ pub fn render(state: &GovState, part: &str) -> Result<serde_json::Value, String>
 #[cfg(test)]
 mod tests {
     use ledger::{Actor, Draft, EventKind, Folded, KeyDir, Ledger, SigningKey, Snapshots, Value, fold_to};
+    use ledger::{Event, Hash, KeyId, Timestamp};
     use proptest::prelude::*;
 
     use super::*;
@@ -117,75 +146,105 @@ mod tests {
         (0usize..12, 0usize..3, 0usize..3, 0usize..4, "[a-z]{1,3}").prop_map(|(k, s, t, n, who)| {
             let server = SERVERS[s];
             let tool = TOOLS[t];
-            let (kind, body): (EventKind, Vec<(&str, Value)>) = match k {
+            let body = |b: Result<ledger::Object, events::Error>| b.expect("body");
+            let (kind, body): (EventKind, ledger::Object) = match k {
                 0 => (
                     EventKind::ServerRegistered,
-                    vec![
-                        ("transport", "stdio".into()),
-                        ("address", format!("node {server}-{}.js", n % 2).into()),
-                    ],
+                    body(events::encode(&events::ServerRegistered {
+                        transport: events::Transport::Stdio,
+                        address: format!("node {server}-{}.js", n % 2),
+                        owner: None,
+                        risk: Vec::new(),
+                        actions: Default::default(),
+                        source: Some(events::RegistrySource::Api),
+                        reason: None,
+                    })),
                 ),
-                1 => (EventKind::ServerApproved, vec![]),
-                2 => (EventKind::ServerQuarantined, vec![]),
-                3 => (EventKind::ServerRevoked, vec![]),
-                4 => {
-                    let mut tools = ledger::Object::new();
-                    tools.insert(tool.into(), format!("blake3:{n}").into());
-                    (
-                        EventKind::ToolsPinned,
-                        vec![("tools", Value::Object(tools)), ("replace", (n == 0).into())],
-                    )
-                }
-                5 => {
-                    let mut changed = ledger::Object::new();
-                    changed.insert(tool.into(), format!("blake3:x{n}").into());
-                    (EventKind::ToolsDrifted, vec![("changed", Value::Object(changed))])
-                }
+                1 => (EventKind::ServerApproved, ledger::Object::new()),
+                2 => (EventKind::ServerQuarantined, ledger::Object::new()),
+                3 => (EventKind::ServerRevoked, ledger::Object::new()),
+                4 => (
+                    EventKind::ToolsPinned,
+                    body(events::encode(&events::ToolsPinned {
+                        tools: [(tool.to_string(), Some(format!("blake3:{n}")))].into(),
+                        replace: n == 0,
+                        reason: None,
+                    })),
+                ),
+                5 => (
+                    EventKind::ToolsDrifted,
+                    body(events::encode(&events::ToolsDrifted {
+                        changed: [(tool.to_string(), format!("blake3:x{n}"))].into(),
+                        added: Default::default(),
+                        removed: Vec::new(),
+                        revealed_by: None,
+                    })),
+                ),
                 6 => (
                     EventKind::GrantIssued,
-                    vec![
-                        ("grant_id", format!("g-{n}").into()),
-                        ("principal", who.clone().into()),
-                        ("tool", tool.into()),
-                    ],
+                    body(events::encode(&events::GrantIssued {
+                        grant_id: format!("g-{n}"),
+                        principal: Some(who.clone()),
+                        team: None,
+                        tool: tool.into(),
+                        env: None,
+                        expires_at: None,
+                        reason: None,
+                    })),
                 ),
-                7 => (EventKind::GrantRevoked, vec![("grant_id", format!("g-{n}").into())]),
+                7 => (
+                    EventKind::GrantRevoked,
+                    body(events::encode(&events::GrantRevoked {
+                        grant_id: format!("g-{n}"),
+                        reason: None,
+                    })),
+                ),
                 8 => {
                     let text = POLICIES[n % 2];
                     (
                         EventKind::PolicyLoaded,
-                        vec![
-                            ("text", text.into()),
-                            (
-                                "hash",
-                                format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex()).into(),
-                            ),
-                        ],
+                        body(events::encode(&events::PolicyLoaded {
+                            text: text.into(),
+                            hash: format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex()),
+                            origin: "api".into(),
+                            rules: 1,
+                        })),
                     )
                 }
                 9 => (
                     EventKind::ApprovalRequested,
-                    vec![
-                        ("approval_id", format!("a-{n}").into()),
-                        ("expires_at", "2030-01-01T00:00:00Z".into()),
-                    ],
+                    body(events::encode(&events::ApprovalRequested {
+                        approval_id: format!("a-{n}"),
+                        method: "tools/call".into(),
+                        args_digest: "blake3:00".into(),
+                        policy_hash: "blake3:00".into(),
+                        rule: None,
+                        approver_teams: vec!["sec".into()],
+                        approver_principals: Vec::new(),
+                        expires_at: "2030-01-01T00:00:00Z".into(),
+                    })),
                 ),
-                10 => (
-                    EventKind::ApprovalGranted,
-                    vec![("approval_id", format!("a-{n}").into())],
-                ),
-                _ => (
-                    EventKind::ApprovalExpired,
-                    vec![("approval_id", format!("a-{n}").into())],
+                k => (
+                    if k == 10 {
+                        EventKind::ApprovalGranted
+                    } else {
+                        EventKind::ApprovalExpired
+                    },
+                    body(events::encode(&events::ApprovalDecided {
+                        approval_id: format!("a-{n}"),
+                        requested_seq: None,
+                        requester: None,
+                        session_id: None,
+                        method: None,
+                        reason: None,
+                    })),
                 ),
             };
             let mut d = Draft::new(kind);
             d.actor.principal = Some(who);
             d.subject.server = Some(server.into());
             d.subject.tool = Some(tool.into());
-            for (k, v) in body {
-                d.body.insert(k.into(), v);
-            }
+            d.body = body;
             d
         })
     }
@@ -232,6 +291,8 @@ mod tests {
             let head = ledger.head().seq;
             let full = fold_to::<GovState>(&ledger, None, head).expect("replay");
             prop_assert_eq!(full.state(), live.state());
+            // Every event the generator writes has its kind's shape.
+            prop_assert!(live.state().unreadable.is_empty(), "{:?}", live.state().unreadable);
             let snap = fold_to::<GovState>(&ledger, Some(&snapshots), head).expect("snapshot + tail");
             prop_assert_eq!(snap.state(), live.state());
             // Snapshots round-trip through their encoding.
@@ -243,5 +304,46 @@ mod tests {
                 prop_assert_eq!(as_of.state(), &naive(&ledger, n));
             }
         }
+    }
+
+    fn event(kind: EventKind, server: &str, body: &[(&str, Value)]) -> Event {
+        let mut d = Draft::new(kind);
+        d.actor.principal = Some("root".into());
+        d.subject.server = Some(server.into());
+        for (k, v) in body {
+            d.body.insert((*k).into(), v.clone());
+        }
+        Event::from_draft(d, 1, Timestamp::from_nanos(1), Hash::ZERO, KeyId([0; 16]))
+    }
+
+    /// A grant whose expiry does not read as a time used to fold as a
+    /// grant that never expires; a body missing what its kind requires
+    /// used to fold with defaults. Both are now left out and listed.
+    #[test]
+    fn events_whose_body_is_not_their_kinds_shape_are_listed_not_folded() {
+        let mut state = GovState::default();
+        state.apply(&event(
+            EventKind::GrantIssued,
+            "fs",
+            &[
+                ("grant_id", "g-1".into()),
+                ("principal", "alice".into()),
+                ("tool", "*".into()),
+                ("expires_at", "next tuesday".into()),
+            ],
+        ));
+        state.apply(&event(
+            EventKind::GrantIssued,
+            "fs",
+            &[("grant_id", "g-2".into()), ("principal", "bob".into())],
+        ));
+        state.apply(&event(EventKind::PolicyLoaded, "fs", &[("text", "version: v1".into())]));
+        assert!(state.grants.grants.is_empty(), "{:?}", state.grants);
+        assert!(state.policy.is_none());
+        let errors: Vec<&str> = state.unreadable.iter().map(|u| u.error.as_str()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("expires_at \"next tuesday\""), "{errors:?}");
+        assert!(errors[1].contains("missing field `tool`"), "{errors:?}");
+        assert!(errors[2].contains("missing field `hash`"), "{errors:?}");
     }
 }

@@ -365,11 +365,13 @@ pub fn body<'a>(e: &'a Value, key: &str) -> &'a Value {
 /// Every audited request has exactly one decision and exactly one terminal
 /// event answering it, in that order: an outcome if it ran, `call.refused`
 /// if it did not (denied, or its approval denied or expired), a session's
-/// `initialize` `session.opened`; and every gateway event names a
-/// principal. Returns the (request, decision, outcome) triples of the
-/// calls that ran (not the sessions opened).
+/// `initialize` `session.opened`; every event answering a request carries
+/// the request's `correlation.call_id`, and no two requests share one; and
+/// every gateway event names a principal. Returns the (request, decision,
+/// outcome) triples of the calls that ran (not the sessions opened).
 pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
     let mut calls = Vec::new();
+    let mut call_ids = std::collections::BTreeSet::new();
     for e in events {
         if kind(e) == "ledger.genesis" {
             continue;
@@ -389,6 +391,25 @@ pub fn audited_calls(events: &[Value]) -> Vec<(Value, Value, Value)> {
                 .cloned()
                 .collect()
         };
+        let call_id = e["correlation"]["call_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("request {} has no call id: {e}", seq(e)));
+        assert!(
+            call_ids.insert(call_id.to_string()),
+            "call id {call_id} on two requests"
+        );
+        for x in events
+            .iter()
+            .filter(|x| x["correlation"]["answers"].as_u64() == Some(seq(e)))
+        {
+            assert_eq!(
+                x["correlation"]["call_id"].as_str(),
+                Some(call_id),
+                "event {} answers request {} under another call id: {x}",
+                seq(x),
+                seq(e)
+            );
+        }
         let decisions = answers(&["policy.decision"]);
         // A call ends in one terminal event: an outcome if it ran,
         // `call.refused` if it did not; a session in `session.opened`.

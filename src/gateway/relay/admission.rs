@@ -25,7 +25,9 @@ use ledger::{Receipt, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use super::{Forwarded, Session, audit_refused, audit_withheld, codes, lock, rpc};
-use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, Stored, digest};
+use events::{ReasonCode, RefusedBy};
+
+use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, Refusal, Stored, digest};
 use crate::gateway::mcp::{self, Class, Id, Message, RpcError};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
@@ -289,6 +291,7 @@ impl Session {
             *n += 1;
             if *n > limit + 1 {
                 ruling.verdict = Verdict::Deny;
+                ruling.code = ReasonCode::RetryLimit;
                 ruling.reason = format!(
                     "{}; and this call was already attempted {} times in this session (max_retries {limit})",
                     ruling.reason,
@@ -326,20 +329,24 @@ impl Session {
                     ruling.evaluation.as_ref().and_then(|e| e.rule.as_deref()),
                     ruling.gate.as_str(),
                 );
-                Err(self.end_refused(call, &requested, ruling.gate.as_str(), e).await)
+                let by = if ruling.code == ReasonCode::RetryLimit {
+                    RefusedBy::Limit
+                } else {
+                    ruling.gate.refused_by()
+                };
+                Err(self.end_refused(call, &requested, by, ruling.code, e).await)
             }
             Verdict::RequireApproval => {
-                if let Err(e) = self
+                if let Err((code, e)) = self
                     .await_approval(call, &requested, &ruling, &args_digest, cancelled)
                     .await
                 {
                     // Denied, expired, withdrawn or outlived by a policy
                     // change: the call ends here. (Other errors are the
                     // ledger's: nothing more can be recorded.)
-                    return Err(if e.code == codes::DENIED {
-                        self.end_refused(call, &requested, "approval", e).await
-                    } else {
-                        e
+                    return Err(match code {
+                        Some(code) => self.end_refused(call, &requested, RefusedBy::Approval, code, e).await,
+                        None => e,
                     });
                 }
                 Ok(Admitted {
@@ -355,10 +362,23 @@ impl Session {
 
     /// Records that a recorded call ends refused (`call.refused`) and gives
     /// back the refusal; if that cannot be recorded, the ledger's error.
-    pub(super) async fn end_refused(&self, call: &CallInfo, requested: &Receipt, step: &str, e: RpcError) -> RpcError {
+    pub(super) async fn end_refused(
+        &self,
+        call: &CallInfo,
+        requested: &Receipt,
+        by: RefusedBy,
+        code: ReasonCode,
+        e: RpcError,
+    ) -> RpcError {
         let audit = &self.core.audit;
+        let refusal = Refusal {
+            by,
+            code,
+            rpc_code: e.code,
+            message: e.message.clone(),
+        };
         match audit
-            .append(audit.call_refused(&self.scope(), call, requested, step, e.code, &e.message))
+            .append(audit.call_refused(&self.scope(), call, requested, &refusal))
             .await
         {
             Ok(_) => e,
@@ -374,18 +394,21 @@ impl Session {
         ruling: &Ruling,
         args_digest: &str,
         cancelled: &CancellationToken,
-    ) -> Result<(), RpcError> {
+    ) -> Result<(), (Option<ReasonCode>, RpcError)> {
         let gov = &self.core.gov;
         let name = &self.server.name;
         let evaluation = ruling.evaluation.as_ref();
         let approval = evaluation.and_then(|e| e.approval.clone()).ok_or_else(|| {
-            denied(
-                codes::DENIED,
-                "REQUIRE_APPROVAL",
-                "the rule names no approvers".into(),
-                requested,
-                None,
-                "policy",
+            (
+                Some(ReasonCode::NoApprovers),
+                denied(
+                    codes::DENIED,
+                    "REQUIRE_APPROVAL",
+                    "the rule names no approvers".into(),
+                    requested,
+                    None,
+                    "policy",
+                ),
             )
         })?;
         let policy_hash = ruling.policy_hash.clone().unwrap_or_default();
@@ -397,6 +420,7 @@ impl Session {
             principal: self.owner.clone(),
             session: Some(self.id.clone()),
             request_id: Some(crate::gateway::audit::request_id(&call.request_id)),
+            call_id: Some(call.call_id.clone()),
             server: name.clone(),
             env: self.server.env.clone(),
             tool: call.tool.clone().or(call.prompt.clone()).or(call.resource.clone()),
@@ -408,15 +432,21 @@ impl Session {
             approver_principals: approval.approvers.principals.clone(),
             expires_at: Timestamp::from_nanos(deadline),
         };
-        let (id, _) = gov.request_approval(&spec).await.map_err(|e| gov_refused(name, &e))?;
-        let refuse = |reason: String| {
-            denied(
-                codes::DENIED,
-                "REQUIRE_APPROVAL",
-                reason,
-                requested,
-                spec.rule.as_deref(),
-                "approval",
+        let (id, _) = gov
+            .request_approval(&spec)
+            .await
+            .map_err(|e| (None, gov_refused(name, &e)))?;
+        let refuse = |code: ReasonCode, reason: String| {
+            (
+                Some(code),
+                denied(
+                    codes::DENIED,
+                    "REQUIRE_APPROVAL",
+                    reason,
+                    requested,
+                    spec.rule.as_deref(),
+                    "approval",
+                ),
             )
         };
         let progress = lock(&self.state)
@@ -428,29 +458,38 @@ impl Session {
         let every = self.core.approval_progress;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
+            let view = gov.view().await.map_err(|e| (None, gov_unavailable(name, e)))?;
             let state = view.state.approvals.items.get(&id).map(|a| a.state.clone());
             match state {
                 Some(ApprovalState::Granted { by, .. }) => {
                     // Bound to the policy it was asked under.
                     if view.policy.as_ref().map(|p| p.hash()) != Some(policy_hash.as_str()) {
-                        return Err(refuse(format!(
-                            "approval {id} was granted by {by:?}, but the policy changed while the call waited"
-                        )));
+                        return Err(refuse(
+                            ReasonCode::ApprovalOutdated,
+                            format!(
+                                "approval {id} was granted by {by:?}, but the policy changed while the call waited"
+                            ),
+                        ));
                     }
                     return Ok(());
                 }
                 Some(ApprovalState::Denied { by, reason, .. }) => {
-                    return Err(refuse(format!(
-                        "approval {id} was denied by {by:?}{}",
-                        reason.map(|r| format!(": {r}")).unwrap_or_default()
-                    )));
+                    return Err(refuse(
+                        ReasonCode::ApprovalDenied,
+                        format!(
+                            "approval {id} was denied by {by:?}{}",
+                            reason.map(|r| format!(": {r}")).unwrap_or_default()
+                        ),
+                    ));
                 }
                 Some(ApprovalState::Expired { .. }) => {
-                    return Err(refuse(format!(
-                        "approval {id} expired after {} s without a decision",
-                        approval.timeout_sec
-                    )));
+                    return Err(refuse(
+                        ReasonCode::ApprovalExpired,
+                        format!(
+                            "approval {id} expired after {} s without a decision",
+                            approval.timeout_sec
+                        ),
+                    ));
                 }
                 Some(ApprovalState::Pending) | None => {}
             }
@@ -458,7 +497,7 @@ impl Session {
             if now >= deadline {
                 gov.expire_approval(&id, "no decision before the deadline")
                     .await
-                    .map_err(|e| gov_refused(name, &e))?;
+                    .map_err(|e| (None, gov_refused(name, &e)))?;
                 continue;
             }
             let left = Duration::from_nanos(deadline - now);
@@ -467,8 +506,11 @@ impl Session {
                 _ = cancelled.cancelled() => {
                     gov.expire_approval(&id, "the held call was cancelled by its caller")
                         .await
-                        .map_err(|e| gov_refused(name, &e))?;
-                    return Err(refuse(format!("approval {id} withdrawn: the call was cancelled")));
+                        .map_err(|e| (None, gov_refused(name, &e)))?;
+                    return Err(refuse(
+                        ReasonCode::ApprovalWithdrawn,
+                        format!("approval {id} withdrawn: the call was cancelled"),
+                    ));
                 }
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(left) => {}

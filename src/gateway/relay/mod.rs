@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{Audit, CallInfo, Direction, Refused, Scope};
+use super::audit::{Audit, CallInfo, Direction, Refusal, Refused, Scope};
 use super::mcp::{self, Class, Id, Message, RpcError, code};
 use super::safety::{self, ScanPolicy};
 use super::upstream::{self, Inbound, LinkLimits, ProcessLimit, Upstream};
@@ -109,10 +109,10 @@ pub enum Downstream {
 }
 
 impl Downstream {
-    fn as_str(self) -> &'static str {
+    fn to_event(self) -> events::Transport {
         match self {
-            Downstream::Http => "http",
-            Downstream::Stdio => "stdio",
+            Downstream::Http => events::Transport::Http,
+            Downstream::Stdio => events::Transport::Stdio,
         }
     }
 }
@@ -377,6 +377,7 @@ impl Session {
         let slot = match ruling.verdict {
             Verdict::Allow => core.sessions.reserve(&principal.name).map_err(|reason| {
                 ruling.verdict = Verdict::Deny;
+                ruling.code = events::ReasonCode::SessionLimit;
                 ruling.reason = reason;
                 code = codes::LIMIT_REACHED;
             }),
@@ -396,13 +397,18 @@ impl Session {
                 ruling.gate.as_str(),
             );
             // The session's terminal event: it never opened.
-            let step = if code == codes::LIMIT_REACHED {
-                "limit"
-            } else {
-                ruling.gate.as_str()
+            let refusal = Refusal {
+                by: if code == codes::LIMIT_REACHED {
+                    events::RefusedBy::Limit
+                } else {
+                    ruling.gate.refused_by()
+                },
+                code: ruling.code,
+                rpc_code: e.code,
+                message: e.message.clone(),
             };
             audit
-                .append(audit.call_refused(&scope, &call, &requested, step, e.code, &e.message))
+                .append(audit.call_refused(&scope, &call, &requested, &refusal))
                 .await
                 .map_err(|err| audit_refused(&name, &err))?;
             return Err(e);
@@ -443,47 +449,46 @@ impl Session {
             Ok((link, result, version))
         });
 
-        let mut body = ledger::Object::new();
-        body.insert("downstream.transport".into(), downstream.as_str().into());
-        body.insert("upstream.transport".into(), server.upstream.kind().into());
-        body.insert("upstream.address".into(), server.upstream.address().into());
-        body.insert("mcp.protocol.version.requested".into(), requested_version.into());
-        body.insert(
-            "client".into(),
-            crate::governance::to_ledger_value(&client_info.to_serde()),
-        );
-        body.insert(
-            "client.capabilities".into(),
-            crate::governance::to_ledger_value(&client_capabilities.to_serde()),
-        );
         let mut opened_scope = scope.clone();
         let default_output = admission::default_output(&view);
+        let mut body = events::SessionOpened {
+            call: Audit::fields(&scope, Some(&call)),
+            downstream_transport: downstream.to_event(),
+            upstream_transport: server.upstream.transport(),
+            upstream_address: server.upstream.address(),
+            protocol_version_requested: requested_version,
+            client: open_object(client_info.to_serde()),
+            client_capabilities: open_object(client_capabilities.to_serde()),
+            server: None,
+            outcome: events::SessionOutcome::Ok,
+            error: None,
+            error_type: None,
+        };
         let outcome = match connected {
             Ok((link, result, version)) => {
                 opened_scope.protocol_version = Some(version.clone());
-                body.insert("outcome".into(), "ok".into());
+                body.call.protocol_version = Some(version.clone());
                 let server_info = result.get("serverInfo").cloned().unwrap_or(Json::Null);
-                body.insert(
-                    "server".into(),
-                    crate::governance::to_ledger_value(
-                        &safety::scan_json(&server_info, &scan_policy(default_output))
-                            .redacted
-                            .to_serde(),
-                    ),
-                );
+                body.server = Some(open_object(
+                    safety::scan_json(&server_info, &scan_policy(default_output))
+                        .redacted
+                        .to_serde(),
+                ));
                 Ok((link, result, version))
             }
             Err(message) => {
                 // It may quote the upstream (its refusal, a type error).
                 let message = safety::redact_text_for_log(&message);
-                body.insert("outcome".into(), "unavailable".into());
-                body.insert("error.type".into(), "upstream_unavailable".into());
-                body.insert("error".into(), message.clone().into());
+                body.outcome = events::SessionOutcome::Unavailable;
+                body.error_type = Some(events::ErrorType::UpstreamUnavailable);
+                body.error = Some(message.clone());
                 Err(message)
             }
         };
-        let mut opened = audit.session_opened(&opened_scope, body);
-        opened.correlation.answers = Some(requested.seq);
+        let opened = audit.session_opened(&opened_scope, &call, &body).map(|mut d| {
+            d.correlation.answers = Some(requested.seq);
+            d
+        });
         audit.append(opened).await.map_err(|e| audit_refused(&name, &e))?;
         let (link, result, version) = outcome.map_err(|m| rpc(codes::UPSTREAM_UNAVAILABLE, m))?;
 
@@ -1062,10 +1067,14 @@ impl Session {
         }
         let call = CallInfo::new(what, Id::Str(String::new()), Direction::ServerToClient);
         let audit = &self.core.audit;
-        let mut draft = audit.output(&self.scope(), &call, None, &scan.report, None);
-        if scan.quarantine {
-            draft.kind = ledger::EventKind::OutputQuarantined;
-        }
+        let draft = audit
+            .output(&self.scope(), &call, None, &scan.report, None)
+            .map(|mut d| {
+                if scan.quarantine {
+                    d.kind = ledger::EventKind::OutputQuarantined;
+                }
+                d
+            });
         if let Err(e) = audit.append(draft).await {
             // The finding is not on record: nothing of it goes out.
             tracing::error!(server = %self.server.name, "output finding not recorded: {e}");
@@ -1455,4 +1464,13 @@ fn call_info(method: &str, id: &Id, params: Option<&Json>) -> CallInfo {
         _ => call.arguments = params.cloned(),
     }
     call
+}
+
+/// A peer's JSON object as an event keeps it; anything else (which the
+/// handshake's checks let through only as an object) under `value`.
+fn open_object(json: serde_json::Value) -> events::OpenObject {
+    match json {
+        serde_json::Value::Object(map) => map,
+        other => events::OpenObject::from_iter([("value".to_string(), other)]),
+    }
 }

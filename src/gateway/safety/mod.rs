@@ -165,6 +165,36 @@ impl Report {
     pub fn is_empty(&self) -> bool {
         self.findings.is_empty()
     }
+
+    /// The findings as the event catalogue has them.
+    pub fn to_event(&self) -> Vec<events::Finding> {
+        self.findings
+            .iter()
+            .map(|f| events::Finding {
+                detector: f.detector.to_string(),
+                category: match f.category {
+                    Category::Secret => events::Category::Secret,
+                    Category::Pii => events::Category::Pii,
+                },
+                action: match f.action {
+                    Action::Redact => events::SafetyAction::Redact,
+                    Action::Quarantine => events::SafetyAction::Quarantine,
+                    Action::Allow => events::SafetyAction::Allow,
+                },
+                count: f.count as u64,
+                locations: f
+                    .locations
+                    .iter()
+                    .map(|l| events::Location {
+                        pointer: l.pointer.clone(),
+                        offset: l.offset as u64,
+                        key: l.key,
+                    })
+                    .collect(),
+                truncated: f.truncated,
+            })
+            .collect()
+    }
 }
 
 /// The findings in `text`, non-overlapping, in order (see the module

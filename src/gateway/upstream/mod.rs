@@ -117,10 +117,10 @@ impl Sender {
 }
 
 impl Upstream {
-    pub fn kind(&self) -> &'static str {
+    pub fn transport(&self) -> events::Transport {
         match self {
-            Upstream::Stdio { .. } => "stdio",
-            Upstream::Http { .. } => "http",
+            Upstream::Stdio { .. } => events::Transport::Stdio,
+            Upstream::Http { .. } => events::Transport::Http,
         }
     }
 

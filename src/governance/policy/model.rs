@@ -32,6 +32,15 @@ impl Action {
         Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
+    /// The event catalogue's value.
+    pub fn to_event(self) -> events::ActionLabel {
+        match self {
+            Action::Read => events::ActionLabel::Read,
+            Action::Write => events::ActionLabel::Write,
+            Action::Destructive => events::ActionLabel::Destructive,
+        }
+    }
+
     pub(super) fn bit(self) -> u8 {
         match self {
             Action::Read => 1,
@@ -84,6 +93,14 @@ impl OutputAction {
     pub fn parse(s: &str) -> Option<OutputAction> {
         OutputAction::ALL.into_iter().find(|a| a.as_str() == s)
     }
+
+    pub fn to_event(self) -> events::SafetyAction {
+        match self {
+            OutputAction::Redact => events::SafetyAction::Redact,
+            OutputAction::Quarantine => events::SafetyAction::Quarantine,
+            OutputAction::Allow => events::SafetyAction::Allow,
+        }
+    }
 }
 
 impl fmt::Display for OutputAction {
@@ -97,6 +114,41 @@ impl fmt::Display for OutputAction {
 pub struct OutputPolicy {
     pub secrets: OutputAction,
     pub pii: OutputAction,
+}
+
+impl OutputPolicy {
+    pub fn to_event(self) -> events::OutputRule {
+        events::OutputRule {
+            secrets: self.secrets.to_event(),
+            pii: self.pii.to_event(),
+        }
+    }
+}
+
+impl Approval {
+    pub fn to_event(&self) -> events::RuleApproval {
+        events::RuleApproval {
+            timeout_sec: self.timeout_sec,
+            approvers: events::Approvers {
+                teams: self.approvers.teams.clone(),
+                principals: self.approvers.principals.clone(),
+            },
+        }
+    }
+}
+
+impl Constraints {
+    pub fn to_event(self) -> events::RuleConstraints {
+        events::RuleConstraints {
+            max_runtime_sec: self.max_runtime_sec,
+            max_retries: self.max_retries,
+            max_result_bytes: self.max_result_bytes,
+            on_oversize: match self.on_oversize {
+                OnOversize::Truncate => events::OnOversize::Truncate,
+                OnOversize::Refuse => events::OnOversize::Refuse,
+            },
+        }
+    }
 }
 
 impl Default for OutputPolicy {
