@@ -83,6 +83,27 @@ impl Env {
     fn head(&self) -> serde_json::Value {
         self.run(&["head", "-o", "json"], "").ok().json()
     }
+
+    /// Appends a `server.registered` event as governance writes it (the
+    /// command line writes only `x.*` kinds), through the ledger crate.
+    fn register_server(&self, name: &str) {
+        let data = self.data();
+        let ledger = ledger::Ledger::open(&data.join("ledger"), &ledger::KeyDir::new(data.join("keys"))).expect("open");
+        let mut draft = ledger::Draft::new(ledger::EventKind::ServerRegistered);
+        draft.actor.principal = Some("root".into());
+        draft.subject.server = Some(name.into());
+        draft.body = events::encode(&events::ServerRegistered {
+            transport: events::Transport::Stdio,
+            address: format!("{name}-server"),
+            owner: None,
+            risk: Vec::new(),
+            actions: Default::default(),
+            source: Some(events::RegistrySource::Config),
+            reason: None,
+        })
+        .expect("body");
+        ledger.submit(vec![draft]).expect("submit").wait().expect("append");
+    }
 }
 
 fn event(kind: &str, principal: &str) -> String {
@@ -91,11 +112,9 @@ fn event(kind: &str, principal: &str) -> String {
     )
 }
 
-/// `n` lines of `tool_call.requested` input, by principals `p0`, `p1`, ...
+/// `n` lines of `x.call` input, by principals `p0`, `p1`, ...
 fn calls(n: usize) -> String {
-    (0..n)
-        .map(|i| event("tool_call.requested", &format!("p{i}")) + "\n")
-        .collect()
+    (0..n).map(|i| event("x.call", &format!("p{i}")) + "\n").collect()
 }
 
 #[test]
@@ -313,9 +332,9 @@ fn append_prints_seq_and_hash_per_durable_event() {
     env.run(&["init"], "").ok();
     let input = format!(
         "{}\n\n{}\n{}\n",
-        event("tool_call.requested", "a"),
-        event("policy.decision", "a"),
-        event("grant.issued", "b")
+        event("x.call", "a"),
+        event("x.decision", "a"),
+        event("x.grant", "b")
     );
     let r = env.run(&["append"], &input).ok();
     let acks: Vec<(u64, String)> = r
@@ -342,10 +361,7 @@ fn append_prints_seq_and_hash_per_durable_event() {
 
     // JSON acks name the input line (blank lines count).
     let r = env
-        .run(
-            &["append", "-o", "json"],
-            &format!("\n{}\n", event("grant.revoked", "c")),
-        )
+        .run(&["append", "-o", "json"], &format!("\n{}\n", event("x.revoke", "c")))
         .ok();
     let ack = r.json();
     assert_eq!((ack["line"].as_u64(), ack["seq"].as_u64()), (Some(2), Some(4)));
@@ -356,13 +372,15 @@ fn malformed_input_is_rejected_line_by_line_and_nothing_is_written() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     let input = [
-        event("grant.issued", "ok"),
+        event("x.grant", "ok"),
         "{not json".to_owned(),
-        event("grant.issued", "ok"),
-        r#"{"kind":"grant.issued","body":{"ratio":0.5}}"#.to_owned(),
+        event("x.grant", "ok"),
+        r#"{"kind":"x.grant","body":{"ratio":0.5}}"#.to_owned(),
         r#"{"kind":"grant.isued"}"#.to_owned(),
-        r#"{"kind":"grant.issued","actor":{"principal":"x","role":"admin"}}"#.to_owned(),
+        r#"{"kind":"x.grant","actor":{"principal":"x","role":"admin"}}"#.to_owned(),
         r#"{"kind":"ledger.genesis"}"#.to_owned(),
+        event("grant.issued", "forger"),
+        event("x.Upper", "a"),
     ]
     .join("\n");
     let r = env.run(&["append"], &input);
@@ -375,6 +393,8 @@ fn malformed_input_is_rejected_line_by_line_and_nothing_is_written() {
         "line 5: kind: unknown event kind `grant.isued`",
         "line 6: unknown field `actor.role`",
         "line 7: kind: `ledger.genesis` is written only by the ledger",
+        "line 8: kind: `grant.issued` is written only by Sealgate's own writers; `sealgate append` writes extension kinds, `x.<name>`",
+        "line 9: kind: unknown event kind `x.Upper` (extension kinds are `x.<name>`",
         "nothing from it was written",
     ] {
         assert!(err.contains(want), "stderr lacks `{want}`:\n{err}");
@@ -391,11 +411,11 @@ fn batches_before_a_rejected_batch_are_written_and_acknowledged() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     let input = [
-        event("grant.issued", "a"),
-        event("grant.issued", "b"),
-        event("grant.issued", "c"),
+        event("x.grant", "a"),
+        event("x.grant", "b"),
+        event("x.grant", "c"),
         "[]".to_owned(),
-        event("grant.issued", "e"),
+        event("x.grant", "e"),
     ]
     .join("\n");
     let r = env.run(&["append", "--batch-size", "2"], &input);
@@ -589,16 +609,9 @@ fn verify_exit_codes_reports_and_pinned_heads() {
 fn log_filters_by_kind_time_and_limit() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    let input = [
-        event("tool_call.requested", "a"),
-        event("policy.decision", "a"),
-        event("tool_call.requested", "b"),
-    ]
-    .join("\n");
+    let input = [event("x.call", "a"), event("x.decision", "a"), event("x.call", "b")].join("\n");
     env.run(&["append"], &input).ok();
-    let r = env
-        .run(&["log", "--kind", "tool_call.requested", "-o", "json"], "")
-        .ok();
+    let r = env.run(&["log", "--kind", "x.call", "-o", "json"], "").ok();
     let seqs: Vec<u64> = r
         .stdout()
         .lines()
@@ -629,7 +642,7 @@ fn log_by_time_does_not_let_an_edited_index_leave_events_out() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     for p in ["a", "b", "c"] {
-        env.run(&["append"], &event("tool_call.requested", p)).ok();
+        env.run(&["append"], &event("x.call", p)).ok();
     }
     let at = |seq: &str| {
         let r = env.run(&["log", "--from", seq, "--to", seq, "-o", "json"], "").ok();
@@ -680,13 +693,9 @@ fn state_as_of_a_time_is_not_moved_by_an_edited_index() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     for p in ["a", "b"] {
-        env.run(&["append"], &event("tool_call.requested", p)).ok();
+        env.run(&["append"], &event("x.call", p)).ok();
     }
-    env.run(
-        &["append"],
-        r#"{"kind":"server.registered","actor":{"principal":"root"},"subject":{"server":"late"},"body":{"transport":"stdio","address":"late-server"}}"#,
-    )
-    .ok();
+    env.register_server("late");
     let r = env.run(&["log", "--from", "2", "--to", "2", "-o", "json"], "").ok();
     let ts2 = serde_json::from_str::<serde_json::Value>(r.stdout().trim()).expect("json")["event"]["ts"]
         .as_str()
@@ -756,7 +765,7 @@ fn a_ledger_without_current_is_damaged_not_missing() {
     let env = Env::new();
     env.run(&["init"], "").ok();
     for p in ["a", "b"] {
-        env.run(&["append"], &event("tool_call.requested", p)).ok();
+        env.run(&["append"], &event("x.call", p)).ok();
     }
     let head = env.head();
     let current = env.data().join("ledger/CURRENT");
@@ -803,7 +812,7 @@ fn a_ledger_without_current_is_damaged_not_missing() {
 fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    env.run(&["append"], &event("tool_call.requested", "a")).ok();
+    env.run(&["append"], &event("x.call", "a")).ok();
     let mark = env.data().join("ledger/SEALGATE-ACKED");
     std::fs::write(&mark, b"garbage").expect("damage the mark");
     let r = env.run(&["verify"], "").ok();
@@ -817,7 +826,7 @@ fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
         "no colour codes on a pipe: {:?}",
         r.stderr()
     );
-    env.run(&["append"], &event("tool_call.requested", "b")).ok();
+    env.run(&["append"], &event("x.call", "b")).ok();
     assert_eq!(std::fs::metadata(&mark).expect("mark").len(), 56, "rewritten");
     let r = env.run(&["verify"], "").ok();
     assert!(!r.stderr().contains("acknowledged mark"), "{}", r.stderr());
@@ -832,12 +841,8 @@ fn an_unreadable_acknowledged_mark_is_said_and_rewritten() {
 fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     let env = Env::new();
     env.run(&["init"], "").ok();
-    env.run(
-        &["append"],
-        r#"{"kind":"server.registered","actor":{"principal":"root"},"subject":{"server":"real"},"body":{"transport":"stdio","address":"real-server"}}"#,
-    )
-    .ok();
-    env.run(&["append"], &event("tool_call.requested", "a")).ok();
+    env.register_server("real");
+    env.run(&["append"], &event("x.call", "a")).ok();
     let head = env.head();
     let all = env.run(&["state", "all"], "").ok().json();
     let mut state = all["all"].clone();
@@ -846,7 +851,7 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     forged["name"] = "forged".into();
     servers.insert("forged".into(), forged);
     let bytes = serde_json::to_vec(&state).expect("encode");
-    let dir = env.data().join("snapshots/governance/v2");
+    let dir = env.data().join("snapshots/governance/v3");
     std::fs::create_dir_all(&dir).expect("snapshot dir");
     let path = dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq")));
     let write = |header: serde_json::Value| {
@@ -859,7 +864,7 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
         serde_json::json!({
             "magic": magic,
             "projection": "governance",
-            "version": 2,
+            "version": 3,
             "ledger_id": head["ledger_id"],
             "seq": head["seq"],
             "hash": head["hash"],
@@ -992,7 +997,7 @@ fn verify_runs_beside_a_process_that_appends() {
                     continue;
                 }
                 let line = format!(
-                    r#"{{"kind":"tool_call.requested","actor":{{"principal":"p{}"}},"subject":{{"server":"fs","tool":"read"}},"body":{{"i":{i},"pad":"{pad}"}}}}"#,
+                    r#"{{"kind":"x.call","actor":{{"principal":"p{}"}},"subject":{{"server":"fs","tool":"read"}},"body":{{"i":{i},"pad":"{pad}"}}}}"#,
                     i % 7
                 );
                 if writeln!(stdin, "{line}").is_err() {

@@ -7,6 +7,11 @@
 //! without waiting, so many appends are in flight and share WAL syncs; a
 //! printer thread reports each event (`SEQ HASH`) once it is durable, in
 //! input order.
+//!
+//! It writes only kinds of the extension namespace (`x.<name>`: operators'
+//! notes and imports). Gateway, governance and ledger kinds are written by
+//! their own writers alone, so that every such event in the log is one
+//! they wrote (and folds and queries can trust its shape).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -43,6 +48,10 @@ pub fn run(paths: &Paths, batch_size: usize, output: AckFormat) -> Result<ExitCo
                 continue;
             }
             match Draft::from_json(&line) {
+                Ok(d) if !d.kind.is_extension() => errors.push(format!(
+                    "line {line_no}: kind: `{}` is written only by Sealgate's own writers; `sealgate append` writes extension kinds, `x.<name>` (docs/EVENTS.md)",
+                    d.kind
+                )),
                 Ok(d) => batch.push((line_no, d)),
                 Err(e) => errors.push(format!("line {line_no}: {e}")),
             }

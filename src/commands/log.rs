@@ -10,7 +10,7 @@ use crate::config::Paths;
 pub fn run(paths: &Paths, range: &Range, kinds: &[String], limit: Option<u64>, output: LogFormat) -> Result<ExitCode> {
     let ledger = super::open_read_only(paths)?;
     let kinds: Vec<EventKind> = kinds.iter().map(|k| EventKind::from_name(k)).collect();
-    if let Some(unknown) = kinds.iter().find(|k| !k.is_known()) {
+    if let Some(unknown) = kinds.iter().find(|k| !k.is_known() && !k.is_extension()) {
         bail!("--kind {unknown}: unknown event kind");
     }
     // A time is checked against the events, not taken from the time index

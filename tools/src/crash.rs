@@ -264,7 +264,7 @@ fn kill_one(opts: &CrashOptions, round: u32, kill: KillAt, rng: &mut Rng) -> Res
         for line in 1u64.. {
             let pad_len = pad.below(600) as usize;
             let text = format!(
-                r#"{{"kind":"tool_call.requested","actor":{{"principal":"crash-harness","session":"r{round}"}},"subject":{{"server":"crash","tool":"t{}"}},"correlation":{{"request_id":"{}"}},"body":{{"line":{line},"pad":"{}"}}}}"#,
+                r#"{{"kind":"x.crash.call","actor":{{"principal":"crash-harness","session":"r{round}"}},"subject":{{"server":"crash","tool":"t{}"}},"correlation":{{"request_id":"{}"}},"body":{{"line":{line},"pad":"{}"}}}}"#,
                 line % 13,
                 marker(round, line),
                 "p".repeat(pad_len)
