@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Object, Receipt, Subject, Value};
 
+use super::findable::Findable;
 use super::mcp::Id;
 use super::safety::Report;
 use crate::governance::Ruling;
@@ -64,11 +65,14 @@ pub struct CallInfo {
 }
 
 /// What the request event keeps of a call's arguments and `_meta`:
-/// redacted as the policy redacts output.
+/// redacted as the policy redacts output, with the keyed digests of what
+/// was redacted (`findable`).
 #[derive(Clone, Debug, Default)]
 pub struct Stored {
     pub arguments: Option<Json>,
     pub meta: Option<Json>,
+    pub arguments_findable: Option<Findable>,
+    pub meta_findable: Option<Findable>,
 }
 
 impl CallInfo {
@@ -104,13 +108,18 @@ pub enum Outcome<'a> {
         is_error: Option<bool>,
         original_bytes: usize,
         truncated: bool,
+        findable: Option<&'a Findable>,
     },
     /// The result was withheld and kept for review under `id`.
     Quarantined { id: &'a str },
     /// The result was refused for its size.
     Oversize { bytes: u64, limit: u64 },
     /// The peer answered with a JSON-RPC error.
-    Error { code: i32, message: &'a str },
+    Error {
+        code: i32,
+        message: &'a str,
+        findable: Option<&'a Findable>,
+    },
     /// No answer in time; the request was cancelled upstream.
     Timeout { after: Duration },
     /// The caller cancelled.
@@ -153,13 +162,16 @@ impl Audit {
                 if kept != args {
                     obj.insert("redacted".into(), true.into());
                 }
+                stored.arguments_findable.iter().for_each(|f| f.insert_into(obj));
             }
             draft.body.insert("arguments".into(), b);
         }
         if let Some(meta) = stored.meta.as_ref().or(call.meta.as_ref()) {
-            draft
-                .body
-                .insert("meta".into(), blob(&meta.to_text(), self.limits.max_argument_bytes));
+            let mut b = blob(&meta.to_text(), self.limits.max_argument_bytes);
+            if let (Value::Object(obj), Some(f)) = (&mut b, &stored.meta_findable) {
+                f.insert_into(obj);
+            }
+            draft.body.insert("meta".into(), b);
         }
         if call.direction == Direction::ServerToClient {
             draft.body.insert("direction".into(), "server_to_client".into());
@@ -260,6 +272,7 @@ impl Audit {
                 is_error,
                 original_bytes,
                 truncated,
+                findable,
             } => {
                 let tool_error = is_error.unwrap_or(false);
                 body.insert("outcome".into(), if tool_error { "tool_error" } else { "ok" }.into());
@@ -272,6 +285,7 @@ impl Audit {
                     if *truncated {
                         obj.insert("delivered_truncated".into(), true.into());
                     }
+                    findable.iter().for_each(|f| f.insert_into(obj));
                 }
                 body.insert("result".into(), result);
                 if let Some(c) = ruling.and_then(|r| r.evaluation.as_ref()).and_then(|e| e.constraints) {
@@ -291,10 +305,18 @@ impl Audit {
                 let message = format!("result of {bytes} bytes exceeds max_result_bytes {limit}");
                 body.insert("error".into(), error_obj(None, &message));
             }
-            Outcome::Error { code, message } => {
+            Outcome::Error {
+                code,
+                message,
+                findable,
+            } => {
                 body.insert("outcome".into(), "error".into());
                 body.insert("error.type".into(), "jsonrpc_error".into());
-                body.insert("error".into(), error_obj(Some(*code), message));
+                let mut error = error_obj(Some(*code), message);
+                if let (Value::Object(obj), Some(f)) = (&mut error, findable) {
+                    f.insert_into(obj);
+                }
+                body.insert("error".into(), error);
             }
             Outcome::Timeout { after } => {
                 body.insert("outcome".into(), "timeout".into());
