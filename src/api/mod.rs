@@ -334,7 +334,7 @@ async fn approvals(State(api): State<Api>, axum::Extension(p): axum::Extension<P
         .values()
         .map(|a| {
             let mut v = serde_json::to_value(a).unwrap_or_default();
-            v["waiting_sec"] = json!(now.saturating_sub(a.requested_at) / 1_000_000_000);
+            v["waiting_sec"] = json!(a.waiting_sec(now));
             v
         })
         .collect();

@@ -32,7 +32,8 @@ pub struct GovState {
 impl Projection for GovState {
     const NAME: &'static str = "governance";
     /// 2: approvals keep their call's session, request id and environment.
-    const VERSION: u32 = 2;
+    /// 3: times are RFC 3339; approvals keep when they ended.
+    const VERSION: u32 = 3;
 
     fn apply(&mut self, event: &Event) {
         match &event.kind {
