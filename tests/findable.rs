@@ -216,6 +216,20 @@ fn a_redacted_customer_id_is_found_and_stored_nowhere() {
         ] {
             api.push(admin_find(&gw, &auditor, &body).await);
         }
+        // A range (sequence numbers, inclusive): the failed call's request
+        // only. Its seq is found below; 1 past the first call's outcome is
+        // a lower bound of the range that leaves the first call out.
+        let first = admin_find(&gw, &auditor, &json!({ "value": CUSTOMER }).to_string()).await;
+        let after_lookup = first.1["matches"][1]["seq"].as_u64().unwrap_or(0) + 1;
+        let fail_request = first.1["matches"][2]["seq"].as_u64().unwrap_or(0);
+        api.push(
+            admin_find(
+                &gw,
+                &auditor,
+                &json!({ "value": CUSTOMER, "from": after_lookup, "to": fail_request }).to_string(),
+            )
+            .await,
+        );
         // Only auditors (and admins) may search; approvers and callers not.
         let refused = [
             admin_find(&gw, &approver, &json!({ "value": CUSTOMER }).to_string()).await,
@@ -294,6 +308,16 @@ fn a_redacted_customer_id_is_found_and_stored_nowhere() {
     assert!(api_matches(&api[2].1).is_empty(), "{}", api[2].1);
     let theirs: Vec<u64> = api_matches(&api[3].1).iter().map(|m| m.0).collect();
     assert_eq!(theirs, [seq(other), outcome_of(other)], "{}", api[3].1);
+    assert_eq!(api[4].0, 200, "{}", api[4].1);
+    assert_eq!(api_matches(&api[4].1), expected[2..3], "{}", api[4].1);
+    assert_eq!(api[4].1["from"], json!(outcome_of(lookup) + 1), "{}", api[4].1);
+    assert_eq!(api[4].1["to"], json!(seq(fail)), "{}", api[4].1);
+    let whole = &api[0].1;
+    assert_eq!(whole["from"], 0, "{whole}");
+    assert!(
+        whole["to"].as_u64() >= Some(outcome_of(fail)) && whole["events_read"].as_u64() > whole["to"].as_u64(),
+        "the whole log is searched by default: {whole}"
+    );
     for (status, answer) in &refused {
         assert_eq!(*status, 403, "{answer}");
     }

@@ -402,19 +402,22 @@ async fn find(
     {
         return Err(ApiError(StatusCode::BAD_REQUEST, format!("from {f} is after to {t}")));
     }
-    let (from, to) = (request.from, request.to);
-    let (matches, read) = api.gateway.find(request.value, from, to).await.map_err(|e| {
-        let status = match e {
-            crate::gateway::findable::FindError::Query(_) => StatusCode::BAD_REQUEST,
-            _ => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError(status, e.to_string())
-    })?;
+    let found = api
+        .gateway
+        .find(request.value, request.from, request.to)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                crate::gateway::findable::FindError::Query(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError(status, e.to_string())
+        })?;
     tracing::info!(
         principal = %p.name,
-        found = matches.len(),
-        read,
+        found = found.matches.len(),
+        read = found.events_read,
         "admin API: a search by value (the value is not logged)"
     );
-    ok(json!({"events_read": read, "from": from.unwrap_or(0), "to": to, "matches": matches}))
+    ok(serde_json::to_value(&found).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
 }

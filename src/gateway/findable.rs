@@ -63,6 +63,8 @@ pub enum FindError {
     },
     #[error("{0}")]
     Query(String),
+    #[error("the search stopped: {0}")]
+    Stopped(String),
     #[error("reading the ledger: {0}")]
     Ledger(#[from] ledger::Error),
 }
@@ -174,30 +176,35 @@ impl FindKey {
         if values.is_empty() {
             return None;
         }
-        // Whole values first, then compact forms, then parts.
-        let mut whole = Vec::new();
-        let mut compact = Vec::new();
-        let mut parts = Vec::new();
-        for (category, text) in values.iter() {
-            let (mut w, p) = pieces(category, text);
-            compact.extend(w.drain(1.min(w.len())..));
-            whole.extend(w);
-            parts.extend(p);
-        }
-        let mut digests = Vec::new();
+        // Whole values first, then compact forms, then parts; work stops
+        // once the list is full, however many values a result holds.
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = Vec::new();
         let mut truncated = false;
-        for piece in whole.into_iter().chain(compact).chain(parts) {
-            let d = self.mac(&piece);
-            if digests.contains(&d) {
-                continue;
+        'tiers: for tier in 0..3 {
+            for (category, text) in values.iter() {
+                let (first, parts) = pieces(category, text);
+                let tiered: Vec<String> = match tier {
+                    0 => first.into_iter().take(1).collect(),
+                    1 => first.into_iter().skip(1).collect(),
+                    _ => parts,
+                };
+                for piece in tiered {
+                    if seen.contains(&piece) {
+                        continue;
+                    }
+                    if kept.len() == MAX_DIGESTS {
+                        truncated = true;
+                        break 'tiers;
+                    }
+                    seen.insert(piece.clone());
+                    kept.push(piece);
+                }
             }
-            if digests.len() == MAX_DIGESTS {
-                truncated = true;
-                break;
-            }
-            digests.push(d);
         }
+        let mut digests: Vec<String> = kept.iter().map(|piece| self.mac(piece)).collect();
         digests.sort();
+        digests.dedup();
         Some(Findable { digests, truncated })
     }
 
@@ -393,22 +400,36 @@ impl Match {
     }
 }
 
+/// What a search found, and where it looked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Found {
+    /// The range searched (inclusive).
+    pub from: u64,
+    pub to: u64,
+    pub events_read: u64,
+    pub matches: Vec<Match>,
+}
+
 /// The events from `from` to `to` (inclusive) that carried `value`, in
-/// order, and how many events were read. Reads every event of the range:
-/// there is no index of digests. Blocking.
-pub fn search(ledger: &Ledger, key: &FindKey, value: &str, from: u64, to: u64) -> Result<(Vec<Match>, u64), FindError> {
+/// order. Reads every event of the range: there is no index of digests.
+/// Blocking.
+pub fn search(ledger: &Ledger, key: &FindKey, value: &str, from: u64, to: u64) -> Result<Found, FindError> {
     let digests = key.query(value)?;
-    let mut found = Vec::new();
-    let mut read = 0;
+    let mut found = Found {
+        from,
+        to,
+        events_read: 0,
+        matches: Vec::new(),
+    };
     for sealed in ledger.events(from, to)? {
         let sealed = sealed?;
-        read += 1;
+        found.events_read += 1;
         let fields = matched_fields(&sealed.event, &digests);
         if !fields.is_empty() {
-            found.push(Match::new(&sealed.event, fields));
+            found.matches.push(Match::new(&sealed.event, fields));
         }
     }
-    Ok((found, read))
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -126,14 +126,14 @@ impl Gateway {
     }
 
     /// The events from `from` to `to` (inclusive; default the whole log)
-    /// that carried `value` in a redacted field, and how many events were
-    /// read (see `findable`). Reads the ledger off the async workers.
+    /// that carried `value` in a redacted field (see `findable`). Reads
+    /// the ledger off the async workers.
     pub async fn find(
         &self,
         value: String,
         from: Option<u64>,
         to: Option<u64>,
-    ) -> Result<(Vec<findable::Match>, u64), findable::FindError> {
+    ) -> Result<findable::Found, findable::FindError> {
         let core = self.core();
         tokio::task::spawn_blocking(move || {
             let last = core.ledger.last_stored_seq()?.unwrap_or(0).max(core.ledger.head().seq);
@@ -141,7 +141,7 @@ impl Gateway {
             findable::search(&core.ledger, &core.find_key, &value, from.unwrap_or(0), to)
         })
         .await
-        .map_err(|e| findable::FindError::Query(format!("the search stopped: {e}")))?
+        .map_err(|e| findable::FindError::Stopped(e.to_string()))?
     }
 
     fn core(&self) -> Arc<Core> {
