@@ -865,7 +865,10 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     forged["name"] = "forged".into();
     servers.insert("forged".into(), forged);
     let bytes = serde_json::to_vec(&state).expect("encode");
-    let dir = env.data().join("snapshots/governance/v2");
+    // The governance projection's version names the directory its
+    // snapshots are looked for in.
+    let version = <sealgate::governance::GovState as ledger::Projection>::VERSION;
+    let dir = env.data().join(format!("snapshots/governance/v{version}"));
     std::fs::create_dir_all(&dir).expect("snapshot dir");
     let path = dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq")));
     let write = |header: serde_json::Value| {
@@ -878,7 +881,7 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
         serde_json::json!({
             "magic": magic,
             "projection": "governance",
-            "version": 2,
+            "version": version,
             "ledger_id": head["ledger_id"],
             "seq": head["seq"],
             "hash": head["hash"],

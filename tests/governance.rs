@@ -616,7 +616,8 @@ fn admin_get(gw: &Served, path: &str, token: &str) -> String {
 
 /// The newest governance snapshot file in the site's data dir.
 fn newest_snapshot(site: &Site) -> std::path::PathBuf {
-    let dir = site.path("data/snapshots/governance/v2");
+    let version = <sealgate::governance::GovState as ledger::Projection>::VERSION;
+    let dir = site.path(&format!("data/snapshots/governance/v{version}"));
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("snapshot dir")
         .map(|e| e.expect("entry").path())
