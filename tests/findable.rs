@@ -197,7 +197,27 @@ fn a_redacted_customer_id_is_found_and_stored_nowhere() {
     let alice = token_with(&site, "alice", &[]);
     let auditor = token_with(&site, "audrey", &["auditor"]);
     let approver = token_with(&site, "bob", &["approver"]);
+    // A ledger made before find keys existed: `init` makes one, which is
+    // removed; `serve` makes a new one (0600, 32 bytes) in its place.
+    let init = site.sealgate().arg("init").output().expect("sealgate init");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let keys = site.path("data").join("keys");
+    let find_key = || {
+        files(&keys)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("find-")))
+    };
+    std::fs::remove_file(find_key().expect("init made a find key")).expect("remove the find key");
     let gw = site.serve();
+    let made = find_key().expect("serve made a find key");
+    let meta = std::fs::metadata(&made).expect("find key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        (meta.permissions().mode() & 0o777, meta.len()),
+        (0o600, 32),
+        "{}",
+        made.display()
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     let (looked_up, failed, api) = rt.block_on(async {
