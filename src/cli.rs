@@ -81,6 +81,21 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = LogFormat::Table)]
         output: LogFormat,
     },
+    /// Find the events that carried a value output safety redacted (by its keyed digests;
+    /// docs/EVENTS.md "Findable redactions"). Reads the ledger and the ledger's find key.
+    Find {
+        /// The value: whole (`billing+cust-4711@example.com`) or a part of a redacted personal
+        /// value (`cust-4711`, `example.com`); case-insensitive, at least 3 characters.
+        #[arg(long, required_unless_present = "value_stdin")]
+        value: Option<String>,
+        /// Read the value from stdin instead (keeps it out of the process list and shell history).
+        #[arg(long, conflicts_with = "value")]
+        value_stdin: bool,
+        #[command(flatten)]
+        range: Range,
+        #[arg(long, short = 'o', value_enum, default_value_t = LogFormat::Table)]
+        output: LogFormat,
+    },
     /// Verify hashes, links, signatures, key validity, sequence and time order.
     Verify {
         #[command(flatten)]

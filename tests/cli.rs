@@ -123,13 +123,32 @@ fn init_uses_embedded_defaults_and_refuses_to_run_twice() {
     let r = env.run(&["init"], "").ok();
     assert!(r.stdout().contains("ledger_id"), "{}", r.stdout());
     assert!(env.data().join("ledger").join("CURRENT").exists());
-    let keys: Vec<_> = std::fs::read_dir(env.data().join("keys")).expect("keys dir").collect();
-    assert_eq!(keys.len(), 1);
-    let key = keys.into_iter().next().expect("one").expect("entry").path();
-    assert_eq!(
-        std::fs::metadata(&key).expect("meta").permissions().mode() & 0o777,
-        0o600
-    );
+    // The signing key and the find key (`find-<ledger id>.secret`).
+    let keys: Vec<_> = std::fs::read_dir(env.data().join("keys"))
+        .expect("keys dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for key in &keys {
+        assert_eq!(
+            std::fs::metadata(key).expect("meta").permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            key.display()
+        );
+    }
+    let name = |p: &std::path::PathBuf| p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let find_key = keys
+        .iter()
+        .find(|k| name(k).starts_with("find-") && name(k).ends_with(".secret"))
+        .unwrap_or_else(|| panic!("no find key in {keys:?}"));
+    assert_eq!(std::fs::metadata(find_key).expect("meta").len(), 32);
+    let stdout = r.stdout();
+    let printed = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("find_key "))
+        .unwrap_or_default();
+    assert!(printed.ends_with(&name(find_key)), "{stdout}");
     assert_eq!(env.head()["seq"], 0);
 
     let again = env.run(&["init"], "");
@@ -851,7 +870,10 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
     forged["name"] = "forged".into();
     servers.insert("forged".into(), forged);
     let bytes = serde_json::to_vec(&state).expect("encode");
-    let dir = env.data().join("snapshots/governance/v3");
+    // The governance projection's version names the directory its
+    // snapshots are looked for in.
+    let version = <sealgate::governance::GovState as ledger::Projection>::VERSION;
+    let dir = env.data().join(format!("snapshots/governance/v{version}"));
     std::fs::create_dir_all(&dir).expect("snapshot dir");
     let path = dir.join(format!("{:020}.snap", head["seq"].as_u64().expect("seq")));
     let write = |header: serde_json::Value| {
@@ -864,7 +886,7 @@ fn state_does_not_use_snapshot_files_the_log_key_did_not_sign() {
         serde_json::json!({
             "magic": magic,
             "projection": "governance",
-            "version": 3,
+            "version": version,
             "ledger_id": head["ledger_id"],
             "seq": head["seq"],
             "hash": head["hash"],

@@ -224,8 +224,9 @@ fn world() -> World {
         )
         .expect("governance"),
     );
-    let gateway =
-        sealgate::gateway::Gateway::new(Arc::clone(&ledger), &config, Arc::clone(&gov), &data).expect("gateway");
+    let find_key = sealgate::gateway::findable::FindKey::from_bytes([7; 32]);
+    let gateway = sealgate::gateway::Gateway::new(Arc::clone(&ledger), &config, Arc::clone(&gov), &data, find_key)
+        .expect("gateway");
     let url = rt.block_on(async {
         sealgate::gateway::bootstrap(&gov, &gateway, &config, "test")
             .await

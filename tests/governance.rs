@@ -275,6 +275,34 @@ fn registry_approvals_grants_and_as_of_end_to_end() {
     assert_eq!(report["result"]["isError"], true, "{report:#}");
     assert!(text_of(&report).contains("expired"), "{report:#}");
     assert!(!b_txt.exists(), "an expired approval let the write through");
+    // The queue speaks RFC 3339 like the events, and a call's waiting time
+    // stops when its approval ends (granted, or expired at its deadline).
+    let ended = |state: &str, id: &str| -> Value {
+        w.approvals("write_file", state)
+            .into_iter()
+            .find(|a| a["id"] == id)
+            .unwrap_or_else(|| panic!("no {state} approval {id}"))
+    };
+    let (granted, expired) = (ended("granted", &id), ended("expired", &id_two));
+    for a in [&granted, &expired] {
+        for field in ["requested_at", "expires_at", "ended_at"] {
+            let t = a[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} is not a string: {a}"));
+            assert!(
+                t.len() == 30 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+                "{field} is not RFC 3339: {a}"
+            );
+        }
+    }
+    let waited = expired["waiting_sec"].as_u64().expect("waiting_sec");
+    assert!(
+        waited <= APPROVAL_TIMEOUT_SEC && waited + 2 >= APPROVAL_TIMEOUT_SEC,
+        "an expired call waited its timeout: {expired}"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(ended("expired", &id_two)["waiting_sec"], expired["waiting_sec"]);
+    assert_eq!(ended("granted", &id)["waiting_sec"], granted["waiting_sec"]);
 
     // A revoked grant stops the next call of an open session.
     let (ok, out) = state_cli(&w.site, "grants", None);
@@ -588,7 +616,8 @@ fn admin_get(gw: &Served, path: &str, token: &str) -> String {
 
 /// The newest governance snapshot file in the site's data dir.
 fn newest_snapshot(site: &Site) -> std::path::PathBuf {
-    let dir = site.path("data/snapshots/governance/v2");
+    let version = <sealgate::governance::GovState as ledger::Projection>::VERSION;
+    let dir = site.path(&format!("data/snapshots/governance/v{version}"));
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("snapshot dir")
         .map(|e| e.expect("entry").path())

@@ -5,7 +5,11 @@
 //!
 //! Callers authenticate with the gateway's bearer tokens; roles decide
 //! what they may do: `auditor` reads, `approver` also decides approvals,
-//! `admin` does everything.
+//! `admin` does everything. `POST /admin/find` (auditor or admin) finds the
+//! events that carried a redacted value (`gateway::findable`); the value is
+//! in the body, never in the URL, an answer, an error or a log line.
+//!
+//! Times are RFC 3339 strings, as in events.
 
 use std::sync::Arc;
 
@@ -77,6 +81,7 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>) -> Router {
         .route("/admin/policy", get(policy).put(load_policy))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/{action}", post(decide_approval))
+        .route("/admin/find", post(find))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
 }
@@ -329,7 +334,7 @@ async fn approvals(State(api): State<Api>, axum::Extension(p): axum::Extension<P
         .values()
         .map(|a| {
             let mut v = serde_json::to_value(a).unwrap_or_default();
-            v["waiting_sec"] = json!(now.saturating_sub(a.requested_at) / 1_000_000_000);
+            v["waiting_sec"] = json!(a.waiting_sec(now));
             v
         })
         .collect();
@@ -356,4 +361,63 @@ async fn decide_approval(
     let reason = body.and_then(|b| b.0.reason);
     let r = api.gov().decide_approval(&p, &id, grant, reason).await?;
     ok(json!({"approval_id": id, "decision": action, "event": receipt(&r)}))
+}
+
+/// `POST /admin/find`: `{"value": "...", "from": SEQ, "to": SEQ}` (range
+/// optional, inclusive).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FindRequest {
+    value: String,
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+async fn find(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    require(&p, "auditor")?;
+    // Parsed here rather than by axum's extractor, whose errors quote the
+    // offending value.
+    let request: FindRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be a JSON object {{\"value\": string, \"from\": seq, \"to\": seq}} (from, to optional): \
+                 {} at line {}, column {}",
+                match e.classify() {
+                    serde_json::error::Category::Io | serde_json::error::Category::Eof => "incomplete",
+                    serde_json::error::Category::Syntax => "not JSON",
+                    serde_json::error::Category::Data => "wrong member or type",
+                },
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    if let (Some(f), Some(t)) = (request.from, request.to)
+        && f > t
+    {
+        return Err(ApiError(StatusCode::BAD_REQUEST, format!("from {f} is after to {t}")));
+    }
+    let found = api
+        .gateway
+        .find(request.value, request.from, request.to)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                crate::gateway::findable::FindError::Query(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError(status, e.to_string())
+        })?;
+    tracing::info!(
+        principal = %p.name,
+        found = found.matches.len(),
+        read = found.events_read,
+        "admin API: a search by value (the value is not logged)"
+    );
+    ok(serde_json::to_value(&found).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod append;
+mod find;
 mod init;
 mod log;
 mod policy;
@@ -38,6 +39,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             output,
         } => log::run(&paths, &range, &kind, limit, output),
+        Command::Find {
+            value,
+            value_stdin,
+            range,
+            output,
+        } => find::run(&paths, value, value_stdin, &range, output),
         Command::Verify {
             range,
             head,

@@ -10,6 +10,7 @@ use ledger::{Actor, Ledger, SigningKey};
 
 use crate::cli::Global;
 use crate::config::{Config, Paths};
+use crate::gateway::findable::FindKey;
 use crate::gateway::{AuthMethod, Authenticator, Gateway, Principal};
 use crate::governance::Governance;
 
@@ -53,7 +54,10 @@ fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
         )
         .context("cannot load the governance state")?,
     );
-    Gateway::new(ledger, config, gov, &paths.data_dir)
+    // A ledger made before find keys existed gets one now.
+    let find_key = FindKey::open_or_create(&paths.key_dir, &ledger.ledger_id())
+        .context("cannot open or create the ledger's find key")?;
+    Gateway::new(ledger, config, gov, &paths.data_dir, find_key)
 }
 
 /// Makes what the config declares into events (see `governance::bootstrap`).

@@ -14,6 +14,7 @@ use std::time::Duration;
 use events::{Blob, CallFields, ErrorInfo, ErrorType, ReasonCode, RefusedBy};
 use ledger::{Actor, Correlation, Draft, EventKind, Ledger, Receipt, Subject};
 
+use super::findable::Findable;
 use super::mcp::Id;
 use super::safety::Report;
 use crate::governance::Principal;
@@ -70,11 +71,14 @@ pub struct CallInfo {
 }
 
 /// What the request event keeps of a call's arguments and `_meta`:
-/// redacted as the policy redacts output.
+/// redacted as the policy redacts output, with the keyed digests of what
+/// was redacted (`findable`).
 #[derive(Clone, Debug, Default)]
 pub struct Stored {
     pub arguments: Option<Json>,
     pub meta: Option<Json>,
+    pub arguments_findable: Option<Findable>,
+    pub meta_findable: Option<Findable>,
 }
 
 impl CallInfo {
@@ -111,13 +115,18 @@ pub enum Outcome<'a> {
         is_error: Option<bool>,
         original_bytes: usize,
         truncated: bool,
+        findable: Option<&'a Findable>,
     },
     /// The result was withheld and kept for review under `id`.
     Quarantined { id: &'a str },
     /// The result was refused for its size.
     Oversize { bytes: u64, limit: u64 },
     /// The peer answered with a JSON-RPC error.
-    Error { code: i32, message: &'a str },
+    Error {
+        code: i32,
+        message: &'a str,
+        findable: Option<&'a Findable>,
+    },
     /// No answer in time; the request was cancelled upstream.
     Timeout { after: Duration },
     /// The caller cancelled.
@@ -168,17 +177,21 @@ impl Audit {
     pub fn requested(&self, scope: &Scope, call: &CallInfo, stored: &Stored) -> ledger::Result<Draft> {
         let arguments = call.arguments.as_ref().map(|args| {
             let kept = stored.arguments.as_ref().unwrap_or(args);
-            Blob {
-                original_bytes: Some(args.to_text().len() as u64),
-                redacted: kept != args,
-                ..blob(&kept.to_text(), self.limits.max_argument_bytes)
-            }
+            findable(
+                Blob {
+                    original_bytes: Some(args.to_text().len() as u64),
+                    redacted: kept != args,
+                    ..blob(&kept.to_text(), self.limits.max_argument_bytes)
+                },
+                stored.arguments_findable.as_ref(),
+            )
         });
-        let meta = stored
-            .meta
-            .as_ref()
-            .or(call.meta.as_ref())
-            .map(|meta| blob(&meta.to_text(), self.limits.max_argument_bytes));
+        let meta = stored.meta.as_ref().or(call.meta.as_ref()).map(|meta| {
+            findable(
+                blob(&meta.to_text(), self.limits.max_argument_bytes),
+                stored.meta_findable.as_ref(),
+            )
+        });
         let mut draft = base(
             scope,
             Some(call),
@@ -284,7 +297,12 @@ impl Audit {
         let failed = |body: &mut events::Executed, outcome, error_type, code: Option<i64>, message: Option<String>| {
             body.outcome = outcome;
             body.error_type = Some(error_type);
-            body.error = message.map(|message| ErrorInfo { code, message });
+            body.error = message.map(|message| ErrorInfo {
+                code,
+                message,
+                findable: None,
+                findable_truncated: false,
+            });
         };
         match outcome {
             Outcome::Result {
@@ -292,16 +310,20 @@ impl Audit {
                 is_error,
                 original_bytes,
                 truncated,
+                findable: findable_digests,
             } => {
                 if is_error.unwrap_or(false) {
                     body.outcome = events::Outcome::ToolError;
                 }
                 body.is_error = *is_error;
-                body.result = Some(Blob {
-                    original_bytes: Some(*original_bytes as u64),
-                    delivered_truncated: *truncated,
-                    ..blob(&json.to_text(), self.limits.result_excerpt_bytes)
-                });
+                body.result = Some(findable(
+                    Blob {
+                        original_bytes: Some(*original_bytes as u64),
+                        delivered_truncated: *truncated,
+                        ..blob(&json.to_text(), self.limits.result_excerpt_bytes)
+                    },
+                    *findable_digests,
+                ));
                 body.constraints = ruling
                     .and_then(|r| r.evaluation.as_ref())
                     .and_then(|e| e.constraints)
@@ -318,13 +340,23 @@ impl Audit {
                 None,
                 Some(format!("result of {bytes} bytes exceeds max_result_bytes {limit}")),
             ),
-            Outcome::Error { code, message } => failed(
-                &mut body,
-                events::Outcome::Error,
-                ErrorType::JsonrpcError,
-                Some(i64::from(*code)),
-                Some(message.to_string()),
-            ),
+            Outcome::Error {
+                code,
+                message,
+                findable: digests,
+            } => {
+                failed(
+                    &mut body,
+                    events::Outcome::Error,
+                    ErrorType::JsonrpcError,
+                    Some(i64::from(*code)),
+                    Some(message.to_string()),
+                );
+                if let (Some(error), Some(f)) = (&mut body.error, digests) {
+                    error.findable = Some(f.digests.clone());
+                    error.findable_truncated = f.truncated;
+                }
+            }
             Outcome::Timeout { after } => failed(
                 &mut body,
                 events::Outcome::Timeout,
@@ -442,6 +474,7 @@ impl Audit {
                 error: ErrorInfo {
                     code: Some(refused.code),
                     message: refused.reason.to_string(),
+                    ..ErrorInfo::default()
                 },
                 error_type: ErrorType::Refused,
                 bytes: refused.bytes as u64,
@@ -491,6 +524,7 @@ impl Audit {
                 error: ErrorInfo {
                     code: Some(refusal.rpc_code),
                     message: refusal.message.clone(),
+                    ..ErrorInfo::default()
                 },
             },
         )?;
@@ -578,6 +612,15 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(bytes).to_hex())
 }
 
+/// `blob` with the keyed digests of what was redacted from it, if any.
+fn findable(mut blob: Blob, digests: Option<&Findable>) -> Blob {
+    if let Some(f) = digests {
+        blob.findable = Some(f.digests.clone());
+        blob.findable_truncated = f.truncated;
+    }
+    blob
+}
+
 /// A JSON text stored as it is (so numbers of any size and floats keep
 /// their written form), with size and digest of the whole and at most
 /// `limit` bytes of it.
@@ -594,6 +637,8 @@ fn blob(text: &str, limit: usize) -> Blob {
         original_bytes: None,
         redacted: false,
         delivered_truncated: false,
+        findable: None,
+        findable_truncated: false,
     }
 }
 

@@ -407,9 +407,12 @@ async fn write_every_kind() -> Vec<Event> {
             pii: safety::Action::Redact,
         },
     );
+    let find_key = super::findable::FindKey::from_bytes([7; 32]);
     let stored = Stored {
         arguments: Some(scan.redacted.clone()),
         meta: None,
+        arguments_findable: find_key.findable(&scan.values),
+        meta_findable: None,
     };
     let req = audit
         .append(audit.requested(&scope, &write, &stored))
@@ -484,6 +487,7 @@ async fn write_every_kind() -> Vec<Event> {
                 is_error: Some(false),
                 original_bytes: result.to_text().len(),
                 truncated: false,
+                findable: find_key.findable(&out.values).as_ref(),
             },
             Some(&r),
         ))

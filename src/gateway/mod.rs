@@ -13,11 +13,13 @@
 //! - `bootstrap`: the config's governance declarations made into events at
 //!   start (it lists upstream tools to pin them, so it lives here).
 //! - `safety`: secrets and personal data in what upstreams send.
+//! - `findable`: keyed digests of redacted values, and the search by value.
 //! - `auth`: bearer tokens and JWTs.
 
 mod audit;
 mod auth;
 mod bootstrap;
+pub mod findable;
 #[cfg(test)]
 mod golden;
 mod http;
@@ -58,13 +60,15 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// The gateway on its ledger. Fails if a server's credentials
-    /// (environment or header values given by reference) cannot be read.
+    /// The gateway on its ledger; `find_key` digests what output safety
+    /// redacts (`findable`). Fails if a server's credentials (environment
+    /// or header values given by reference) cannot be read.
     pub fn new(
         ledger: Arc<Ledger>,
         config: &Config,
         gov: Arc<Governance>,
         data_dir: &std::path::Path,
+        find_key: findable::FindKey,
     ) -> Result<Gateway> {
         let g = &config.gateway;
         let limits = Limits {
@@ -97,7 +101,9 @@ impl Gateway {
         }
         Ok(Gateway {
             core: Arc::new(Core {
-                audit: Audit::new(ledger, limits),
+                audit: Audit::new(Arc::clone(&ledger), limits),
+                ledger,
+                find_key,
                 gov,
                 quarantine_dir: data_dir.join("quarantine"),
                 approval_progress: Duration::from_secs(config.governance.approval_progress_sec.max(1)),
@@ -119,6 +125,25 @@ impl Gateway {
 
     pub fn governance(&self) -> &Arc<Governance> {
         &self.core.gov
+    }
+
+    /// The events from `from` to `to` (inclusive; default the whole log)
+    /// that carried `value` in a redacted field (see `findable`). Reads
+    /// the ledger off the async workers.
+    pub async fn find(
+        &self,
+        value: String,
+        from: Option<u64>,
+        to: Option<u64>,
+    ) -> Result<findable::Found, findable::FindError> {
+        let core = self.core();
+        tokio::task::spawn_blocking(move || {
+            let last = core.ledger.last_stored_seq()?.unwrap_or(0).max(core.ledger.head().seq);
+            let to = to.map_or(last, |t| t.min(last));
+            findable::search(&core.ledger, &core.find_key, &value, from.unwrap_or(0), to)
+        })
+        .await
+        .map_err(|e| findable::FindError::Stopped(e.to_string()))?
     }
 
     fn core(&self) -> Arc<Core> {

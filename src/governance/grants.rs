@@ -27,7 +27,9 @@ pub struct Grant {
     pub tool: String,
     /// Only on a server with this environment label.
     pub env: Option<String>,
-    /// Not valid at or after this time (nanoseconds since the epoch).
+    /// Not valid at or after this time (nanoseconds since the epoch;
+    /// RFC 3339 when shown).
+    #[serde(default, with = "super::times::rfc3339::option")]
     pub expires_at: Option<u64>,
     pub issued_by: Option<String>,
     pub issued_seq: u64,

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod registry;
 mod service;
 pub mod state;
+mod times;
 
 pub use call::{AuthMethod, CallRequest, Principal, Verdict};
 pub use decide::{Gate, Ruling, ToolFacts, decide, decide_access, tool_facts};

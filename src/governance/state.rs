@@ -77,7 +77,8 @@ impl GovState {
 impl Projection for GovState {
     const NAME: &'static str = "governance";
     /// 3: typed bodies (drift changes, transports, action labels as
-    /// enums), approvals keep their call id, unreadable events listed.
+    /// enums), approvals keep their call id and when they ended, times in
+    /// RFC 3339, unreadable events listed.
     const VERSION: u32 = 3;
 
     fn apply(&mut self, event: &Event) {

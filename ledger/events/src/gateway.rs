@@ -90,15 +90,29 @@ pub struct Blob {
     /// The client got the result cut at the policy's `max_result_bytes`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub delivered_truncated: bool,
+    /// Keyed digests (`mac:` and 16 hex digits) of the values redacted from
+    /// the text, so that someone holding a value and the ledger's find key
+    /// can find the event (`sealgate find`); sorted, no repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findable: Option<Vec<String>>,
+    /// More pieces were redacted than digests are kept.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub findable_truncated: bool,
 }
 
 /// An error as the caller or the ledger sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// The JSON-RPC error code, when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i64>,
     pub message: String,
+    /// Keyed digests of values redacted from a peer's error (as in
+    /// [`Blob::findable`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findable: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub findable_truncated: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

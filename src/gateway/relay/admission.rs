@@ -28,6 +28,7 @@ use super::{Forwarded, Session, audit_refused, audit_withheld, codes, lock, rpc}
 use events::{ReasonCode, RefusedBy};
 
 use crate::gateway::audit::{CallInfo, Direction, Listing, Outcome, Refusal, Stored, digest};
+use crate::gateway::findable::FindKey;
 use crate::gateway::mcp::{self, Class, Id, Message, RpcError};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
@@ -64,13 +65,18 @@ pub(super) fn default_output(view: &crate::governance::View) -> OutputPolicy {
 }
 
 /// The arguments as the request event keeps them: redacted as the policy
-/// redacts output (the rule that will decide is not known yet).
-pub(super) fn redact_arguments(call: &CallInfo, view: &crate::governance::View) -> Stored {
+/// redacts output (the rule that will decide is not known yet), with the
+/// digests of what was redacted under the ledger's find key.
+pub(super) fn redact_arguments(call: &CallInfo, view: &crate::governance::View, key: &FindKey) -> Stored {
     let policy = scan_policy(default_output(view));
-    let redact = |v: &Option<Json>| v.as_ref().map(|a| safety::scan_json(a, &policy).redacted);
+    let scan = |v: &Option<Json>| v.as_ref().map(|a| safety::scan_json(a, &policy));
+    let (arguments, meta) = (scan(&call.arguments), scan(&call.meta));
+    let findable = |s: &Option<safety::ScanOutcome>| s.as_ref().and_then(|s| key.findable(&s.values));
     Stored {
-        arguments: redact(&call.arguments),
-        meta: redact(&call.meta),
+        arguments_findable: findable(&arguments),
+        meta_findable: findable(&meta),
+        arguments: arguments.map(|s| s.redacted),
+        meta: meta.map(|s| s.redacted),
     }
 }
 
@@ -234,7 +240,7 @@ impl Session {
         let name = &self.server.name;
         let scope = self.scope();
         let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
-        let stored = redact_arguments(call, &view);
+        let stored = redact_arguments(call, &view, &self.core.find_key);
         let audit = &self.core.audit;
         let requested = audit
             .append(audit.requested(&scope, call, &stored))
@@ -554,12 +560,14 @@ impl Session {
             // data, in the ledger and, from an upstream, for the client.
             let mut forwarded = forwarded;
             let mut recorded = None;
+            let mut findable = None;
             if let Forwarded::PeerError(e) = &mut forwarded {
-                let redacted = redact_error(e, &admitted.output);
+                let (redacted, values) = redact_error(e, &admitted.output);
                 if towards_client {
                     *e = redacted.clone();
                 }
                 recorded = Some(redacted);
+                findable = self.core.find_key.findable(&values);
             }
             let malformed;
             let outcome = match &forwarded {
@@ -568,6 +576,7 @@ impl Session {
                     Outcome::Error {
                         code: e.code as i32,
                         message: &e.message,
+                        findable: findable.as_ref(),
                     }
                 }
                 Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
@@ -578,6 +587,7 @@ impl Session {
                     Outcome::Error {
                         code: mcp::code::INTERNAL_ERROR as i32,
                         message: &malformed,
+                        findable: None,
                     }
                 }
                 Forwarded::Answer(_) => Outcome::Cancelled,
@@ -654,11 +664,13 @@ impl Session {
                 truncated = true;
             }
         }
+        let findable = self.core.find_key.findable(&scan.values);
         let outcome = Outcome::Result {
             json: &scan.redacted,
             is_error: flag,
             original_bytes,
             truncated,
+            findable: findable.as_ref(),
         };
         audit
             .append(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
@@ -884,11 +896,11 @@ fn listing_key(method: &str) -> &'static str {
 }
 
 /// `e` with the findings `output` does not allow redacted from its message
-/// and data.
-fn redact_error(e: &RpcError, output: &ScanPolicy) -> RpcError {
+/// and data, and what was redacted.
+fn redact_error(e: &RpcError, output: &ScanPolicy) -> (RpcError, safety::RedactedValues) {
     let scan = safety::scan_json(&e.to_json(), output);
     if scan.report.is_empty() {
-        return e.clone();
+        return (e.clone(), scan.values);
     }
     let message = scan
         .redacted
@@ -896,11 +908,12 @@ fn redact_error(e: &RpcError, output: &ScanPolicy) -> RpcError {
         .and_then(Json::as_str)
         .unwrap_or("[REDACTED: the error could not be scanned]")
         .to_string();
-    RpcError {
+    let redacted = RpcError {
         code: e.code,
         message,
         data: scan.redacted.get("data").cloned(),
-    }
+    };
+    (redacted, scan.values)
 }
 
 /// Shortens the text contents of a tool result until it fits `limit`

@@ -76,6 +76,10 @@ pub mod codes {
 /// What all sessions share.
 pub struct Core {
     pub audit: Audit,
+    /// The ledger `audit` writes to, for searches by value.
+    pub ledger: Arc<ledger::Ledger>,
+    /// Digests what output safety redacts (`findable`).
+    pub find_key: crate::gateway::findable::FindKey,
     pub gov: Arc<Governance>,
     /// Where quarantined results are kept for review.
     pub quarantine_dir: std::path::PathBuf,
@@ -356,7 +360,7 @@ impl Session {
             .view()
             .await
             .map_err(|e| admission::gov_unavailable(&name, e))?;
-        let stored = admission::redact_arguments(&call, &view);
+        let stored = admission::redact_arguments(&call, &view, &core.find_key);
         let requested = audit
             .append(audit.requested(&scope, &call, &stored))
             .await

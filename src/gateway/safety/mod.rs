@@ -8,6 +8,9 @@
 //!   does both (for error messages and log lines).
 //! - [`scan_json`] walks a JSON value (an MCP result) and applies a
 //!   [`ScanPolicy`]; its [`Report`] says what was found where, never what.
+//!   What it redacted is kept in memory ([`ScanOutcome::values`], never
+//!   serialised) for the keyed digests that make it findable
+//!   (`gateway::findable`).
 //!
 //! The detectors (`detectors.rs`) are secrets — `private_key_block`, `jwt`,
 //! `github_token`, `slack_token`, `aws_access_key_id`,
@@ -124,6 +127,40 @@ pub struct ScanOutcome {
     /// result.
     pub quarantine: bool,
     pub report: Report,
+    /// The text of every finding the policy did not allow (so redacted in
+    /// [`ScanOutcome::redacted`]): what findable digests are made of
+    /// (`gateway::findable`). Never serialised; `Debug` shows the count.
+    pub values: RedactedValues,
+}
+
+/// The original text of redacted findings, each with its category, in the
+/// order they were found. Held in memory only, to digest them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedactedValues(Vec<(Category, String)>);
+
+impl RedactedValues {
+    pub fn iter(&self) -> impl Iterator<Item = (Category, &str)> {
+        self.0.iter().map(|(c, s)| (*c, s.as_str()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Both lists, `self`'s first.
+    pub fn extend(&mut self, other: RedactedValues) {
+        self.0.extend(other.0);
+    }
+}
+
+impl std::fmt::Debug for RedactedValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedactedValues({} values)", self.0.len())
+    }
 }
 
 /// At most this many locations are listed per detector; `count` is always
@@ -267,12 +304,14 @@ pub fn scan_json(value: &Json, policy: &ScanPolicy) -> ScanOutcome {
         pointer: String::new(),
         hits: Vec::new(),
         quarantine: false,
+        values: Vec::new(),
     };
     let redacted = walk.value(value, None);
     ScanOutcome {
         redacted,
         quarantine: walk.quarantine,
         report: report(walk.hits, policy),
+        values: RedactedValues(walk.values),
     }
 }
 
@@ -298,6 +337,7 @@ pub async fn scan_json_async(value: Json, policy: ScanPolicy) -> ScanOutcome {
                     truncated: false,
                 }],
             },
+            values: RedactedValues::default(),
         },
     }
 }
@@ -369,6 +409,8 @@ struct Walk {
     pointer: String,
     hits: Vec<Hit>,
     quarantine: bool,
+    /// The text of each finding redacted.
+    values: Vec<(Category, String)>,
 }
 
 impl Walk {
@@ -437,13 +479,19 @@ impl Walk {
         }
     }
 
-    /// `s` with the findings the policy does not allow redacted.
-    fn apply(&self, s: &str, findings: &[Finding]) -> String {
+    /// `s` with the findings the policy does not allow redacted (their
+    /// text kept in `values`).
+    fn apply(&mut self, s: &str, findings: &[Finding]) -> String {
         let hidden: Vec<Finding> = findings
             .iter()
             .filter(|f| self.policy.action(f.category) != Action::Allow)
             .copied()
             .collect();
+        for f in &hidden {
+            if let Some(text) = s.get(f.start..f.end) {
+                self.values.push((f.category, text.to_string()));
+            }
+        }
         if hidden.is_empty() {
             s.to_string()
         } else {
