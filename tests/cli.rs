@@ -5,8 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-#[path = "../ledger/tests/common/table.rs"]
-mod table;
+use sealgate_tools::table;
 
 struct Run {
     out: Output,

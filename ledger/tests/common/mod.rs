@@ -2,7 +2,7 @@
 //! that directory for tampering.
 #![allow(dead_code)]
 
-pub mod table;
+pub use sealgate_tools::table;
 
 use std::path::{Path, PathBuf};
 

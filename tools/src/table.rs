@@ -1,6 +1,5 @@
 //! Damage to a RocksDB table file, shared by the ledger's tamper tests and
-//! the CLI's end-to-end tests (`tests/cli.rs` includes this file by path):
-//! it needs nothing but `std`.
+//! the CLI's end-to-end tests.
 
 use std::path::{Path, PathBuf};
 
