@@ -3,8 +3,18 @@
 //! The envelope is protocol-agnostic. Kind names such as
 //! `tool_call.requested` exist here so that every writer and reader agrees on
 //! them, but the ledger does not interpret the body of any kind except its
-//! own (`ledger.genesis`, `key.rotated`); the gateway and governance code
-//! define and check the bodies they write.
+//! own (`ledger.genesis`, `key.rotated`); the bodies of gateway and
+//! governance kinds are the `sealgate-events` crate's. `x.*` kinds are
+//! operators' own ([`EventKind::is_extension`]).
+//!
+//! Field checks name the path of what is wrong (`actor.principal:
+//! expected a string`): one function per structure (`Actor::check`,
+//! `Subject::check`, `Correlation::check`, the body's in `canonical.rs`,
+//! the envelope's size). The writer applies them before it signs (`submit`
+//! refuses a draft, `create` a genesis, the writer a rotation, which is
+//! also checked against the key schedule as the verifier checks it) and
+//! the decoder to every envelope it reads, so that no write path can sign
+//! an event the verifier calls malformed.
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,11 @@
 //! The public face of the log: create, open, append, read.
+//!
+//! Appends are blocking (`submit`, then `Pending::wait`) or async
+//! (`append`). A caller that is the only one waiting polls for its
+//! acknowledgement for up to 400 µs before it sleeps: a blocking one by
+//! spinning, an async one by yielding to its runtime between polls (so the
+//! runtime's other tasks still run); with others waiting, callers sleep at
+//! once. Reads go by sequence number and by time (`locate.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,6 +10,16 @@
 //!
 //! Every append writes all three in one `WriteBatch` with a synced WAL, so
 //! the head in `meta` and the last event can never disagree after a crash.
+//!
+//! A new ledger is built in `NAME.partial` and renamed into place once its
+//! genesis is durable, so an interrupted create leaves nothing half made.
+//! Opening recovers: the head in `meta` must be the last event, its hash
+//! and its time, and the last 64 events must hash, link and verify before
+//! the writer continues. Flushed WAL files are reused
+//! (`recycle_log_file_num`), so a sync writes over allocated blocks and
+//! commits no new file size. `StoreOptions` holds the memtable size
+//! (config key `ledger.memtable_mb`); the commit counters are behind
+//! `Ledger::commit_stats`.
 
 use std::fs;
 use std::path::{Path, PathBuf};

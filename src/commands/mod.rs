@@ -1,4 +1,19 @@
 //! One module per subcommand.
+//!
+//! `append` validates whole batches before writing, pipelines requests to
+//! the writer, and prints each acknowledgement as soon as it is durable;
+//! it writes only `x.*` kinds. `serve` runs the gateway over HTTP, `stdio`
+//! one session on stdin/stdout; both create the ledger (and its find key)
+//! with a generated key on first use. `head` and `log` take nothing in
+//! `meta` (not signed) on trust: `head` prints the log's own last event and
+//! refuses a head in meta that disagrees; `log` runs to the last stored
+//! event, and a range asked for by time is found through
+//! `Ledger::locate_*`, so an edited time index cannot leave events out (it
+//! is named in a warning). `state --as-of TIME` (and the API's `as_of`)
+//! resolves its time the same way; `verify` resolves through the index
+//! alone and reports a disagreement as `range_mismatch`. `find` reads the
+//! log like `log`, with the ledger's find key, and prints the events whose
+//! findable digests match a value.
 
 mod admin;
 mod append;
