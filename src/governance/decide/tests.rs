@@ -1,6 +1,6 @@
 //! Table tests of [`decide`] and [`decide_access`]: one row per case, the
-//! inputs in columns, the expected ruling as one line
-//! (`VERDICT gate [grant G] [action A]: reason`).
+//! inputs in columns, then on the next line `=>` and the expected ruling
+//! (`VERDICT gate [grant G] [action A]: reason`). `#` starts a comment.
 //!
 //! The world of every row: server `fs` holding tool `t`, caller `alice`
 //! (team `ops`), at a fixed time. Columns of [`check`]:
@@ -175,152 +175,188 @@ fn render(r: &Ruling) -> String {
     format!("{out}: {}", r.reason)
 }
 
-/// One row of the table: the columns described at the top, separated by
-/// whitespace, then `=>` and the expected ruling.
+/// Rows of `table`: (line number, input, expected).
+fn rows(table: &str) -> Vec<(usize, &str, &str)> {
+    let mut rows = Vec::new();
+    let mut input: Option<(usize, &str)> = None;
+    for (n, line) in table.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match (line.strip_prefix("=>"), input.take()) {
+            (Some(expected), Some((at, cols))) => rows.push((at, cols, expected.trim())),
+            (None, None) => input = Some((n + 1, line)),
+            _ => panic!(
+                "table line {}: a row is one line of columns, then one `=> ruling` line",
+                n + 1
+            ),
+        }
+    }
+    assert!(input.is_none(), "the table's last row has no `=> ruling` line");
+    rows
+}
+
+/// Checks every row of a [`decide`] table (columns as described at the
+/// top); reports every failing row, not just the first.
 #[track_caller]
-fn check(row: &str) {
-    let (input, expected) = row.split_once("=>").unwrap_or_else(|| panic!("no `=>` in {row:?}"));
-    let cols: Vec<&str> = input.split_whitespace().collect();
-    let [registry, pin, listing, label, g, env, policy, request] = cols[..] else {
-        panic!("a row has 8 columns: {row:?}");
-    };
-    let w = world(registry, pin, listing, label, g, env, policy);
-    let (method, target, s2c) = match request {
-        "call" => ("tools/call", Some("t"), false),
-        "read" => ("resources/read", Some("file:///a"), false),
-        "s2c" => ("sampling/createMessage", None, true),
-        other => panic!("unknown request column {other:?}"),
-    };
-    let call = CallRequest {
-        server: "fs",
-        principal: &w.principal,
-        method,
-        target,
-    };
-    // The relay passes what it knows of the tool for tool calls only.
-    let tool = if request == "call" { w.listing.as_ref() } else { None };
-    let ruling = decide(&w.state, w.policy.as_ref(), &call, tool, s2c, NOW);
-    assert_eq!(render(&ruling), expected.trim(), "row: {row}");
-    // The policy's hash and evaluation are recorded iff the policy was asked.
-    let asked = ruling.gate == Gate::Policy && w.policy.is_some();
-    assert_eq!(ruling.evaluation.is_some(), asked, "row: {row}");
-    assert_eq!(ruling.policy_hash.is_some(), asked, "row: {row}");
+fn check(table: &str) {
+    let mut failed = Vec::new();
+    for (line, input, expected) in rows(table) {
+        let cols: Vec<&str> = input.split_whitespace().collect();
+        let [registry, pin, listing, label, g, env, policy, request] = cols[..] else {
+            panic!("table line {line}: a row has 8 columns: {input:?}");
+        };
+        let w = world(registry, pin, listing, label, g, env, policy);
+        let (method, target, s2c) = match request {
+            "call" => ("tools/call", Some("t"), false),
+            "read" => ("resources/read", Some("file:///a"), false),
+            "s2c" => ("sampling/createMessage", None, true),
+            other => panic!("unknown request column {other:?}"),
+        };
+        let call = CallRequest {
+            server: "fs",
+            principal: &w.principal,
+            method,
+            target,
+        };
+        // The relay passes what it knows of the tool for tool calls only.
+        let tool = if request == "call" { w.listing.as_ref() } else { None };
+        let ruling = decide(&w.state, w.policy.as_ref(), &call, tool, s2c, NOW);
+        let got = render(&ruling);
+        if got != expected {
+            failed.push(format!(
+                "line {line}: {input}\n  expected => {expected}\n       got => {got}"
+            ));
+        }
+        // The policy's hash and evaluation are recorded iff it was asked.
+        let asked = ruling.gate == Gate::Policy && w.policy.is_some();
+        if ruling.evaluation.is_some() != asked || ruling.policy_hash.is_some() != asked {
+            failed.push(format!(
+                "line {line}: {input}\n  evaluation/policy hash recorded: {ruling:?}"
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
 }
 
 #[test]
 fn registry_gate() {
-    // registry    pin      listing label grant  env  policy request
     check(
-        r#"-           pinned   ro      -     alice  prod std    call => DENY registry: server "fs" is not registered: shadow MCP server"#,
-    );
-    check(
-        r#"registered  pinned   ro      -     alice  prod std    call => DENY registry: server "fs" is registered but not approved"#,
-    );
-    check(r#"quarantined pinned   ro      -     alice  prod std    call => DENY registry: server "fs" is quarantined"#);
-    check(r#"revoked     pinned   ro      -     alice  prod std    call => DENY registry: server "fs" is revoked"#);
-    // The registry is asked before anything else, server requests included.
-    check(r#"revoked     pinned   ro      -     alice  prod std    s2c  => DENY registry: server "fs" is revoked"#);
-    check(
-        r#"-           pinned   ro      -     alice  prod std    read => DENY registry: server "fs" is not registered: shadow MCP server"#,
+        r#"
+# registry  pin      listing label grant  env  policy request
+-           pinned   ro      -     alice  prod std    call
+  => DENY registry: server "fs" is not registered: shadow MCP server
+registered  pinned   ro      -     alice  prod std    call
+  => DENY registry: server "fs" is registered but not approved
+quarantined pinned   ro      -     alice  prod std    call
+  => DENY registry: server "fs" is quarantined
+revoked     pinned   ro      -     alice  prod std    call
+  => DENY registry: server "fs" is revoked
+# It is asked before anything else, server requests included.
+revoked     pinned   -       -     alice  prod std    s2c
+  => DENY registry: server "fs" is revoked
+-           pinned   -       -     alice  prod std    read
+  => DENY registry: server "fs" is not registered: shadow MCP server
+"#,
     );
 }
 
 #[test]
 fn pin_gate() {
     check(
-        r#"approved    unpinned ro      -     alice  prod std    call => DENY pin: tool "t" on "fs" was not approved (not pinned)"#,
+        r#"
+# registry  pin      listing label grant  env  policy request
+approved    unpinned ro      -     alice  prod std    call
+  => DENY pin: tool "t" on "fs" was not approved (not pinned)
+approved    drifted  ro      -     alice  prod std    call
+  => DENY pin: tool "t" on "fs" is changed since its approval (drift at seq 7): it must be re-approved
+approved    pinned   changed -     alice  prod std    call
+  => DENY pin: tool "t" on "fs" changed since its approval: it must be re-approved
+approved    pinned   -       read  alice  prod std    call
+  => DENY pin: tool "t" on "fs" is not listed in this session: its definition cannot be checked against its pin
+# Drift is recorded state: it refuses even when this session's listing
+# matches the pin.
+approved    drifted  ro      read  alice  prod std    call
+  => DENY pin: tool "t" on "fs" is changed since its approval (drift at seq 7): it must be re-approved
+# Only tool calls have pins.
+approved    unpinned -       -     alice  prod std    read
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "file:///a" on "fs"
+approved    unpinned -       -     -      prod std    s2c
+  => ALLOW policy: rule "sampling" matched
+"#,
     );
-    check(
-        r#"approved    drifted  ro      -     alice  prod std    call => DENY pin: tool "t" on "fs" is changed since its approval (drift at seq 7): it must be re-approved"#,
-    );
-    check(
-        r#"approved    pinned   changed -     alice  prod std    call => DENY pin: tool "t" on "fs" changed since its approval: it must be re-approved"#,
-    );
-    check(
-        r#"approved    pinned   -       read  alice  prod std    call => DENY pin: tool "t" on "fs" is not listed in this session: its definition cannot be checked against its pin"#,
-    );
-    // Drift is recorded state: it refuses even when this session's listing
-    // matches the pin.
-    check(
-        r#"approved    drifted  ro      read  alice  prod std    call => DENY pin: tool "t" on "fs" is changed since its approval (drift at seq 7): it must be re-approved"#,
-    );
-    // Only tool calls have pins.
-    check(
-        r#"approved    unpinned -       -     alice  prod std    read => DENY grant: no grant lets "alice" (teams ["ops"]) use "file:///a" on "fs""#,
-    );
-    check(r#"approved    unpinned -       -     -      prod std    s2c  => ALLOW policy: rule "sampling" matched"#);
 }
 
 #[test]
 fn grant_gate() {
     check(
-        r#"approved    pinned   ro      -     -      prod std    call => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs""#,
-    );
-    check(
-        r#"approved    pinned   ro      -     other  prod std    call => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs""#,
-    );
-    check(
-        r#"approved    pinned   ro      -     expired prod std   call => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs""#,
-    );
-    check(
-        r#"approved    pinned   ro      -     staging prod std   call => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs""#,
-    );
-    check(
-        r#"approved    pinned   ro      -     staging staging std call => ALLOW policy grant g-staging action read: rule "allow-read" matched"#,
-    );
-    check(
-        r#"approved    pinned   ro      -     team   prod std    call => ALLOW policy grant g-team action read: rule "allow-read" matched"#,
-    );
-    check(
-        r#"approved    pinned   ro      -     alice  prod std    call => ALLOW policy grant g-alice action read: rule "allow-read" matched"#,
-    );
-    // The server's own requests skip it (they are not the caller's).
-    check(r#"approved    pinned   ro      -     -      prod std    s2c  => ALLOW policy: rule "sampling" matched"#);
-    check(
-        r#"approved    pinned   ro      -     -      -    std    s2c  => DENY policy: no rule matched: default DENY"#,
+        r#"
+# registry  pin      listing label grant   env     policy request
+approved    pinned   ro      -     -       prod    std    call
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs"
+approved    pinned   ro      -     other   prod    std    call
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs"
+approved    pinned   ro      -     expired prod    std    call
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs"
+approved    pinned   ro      -     staging prod    std    call
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs"
+approved    pinned   ro      -     staging staging std    call
+  => ALLOW policy grant g-staging action read: rule "allow-read" matched
+approved    pinned   ro      -     team    prod    std    call
+  => ALLOW policy grant g-team action read: rule "allow-read" matched
+approved    pinned   ro      -     alice   prod    std    call
+  => ALLOW policy grant g-alice action read: rule "allow-read" matched
+# The server's own requests skip it (they are not the caller's).
+approved    pinned   -       -     -       prod    std    s2c
+  => ALLOW policy: rule "sampling" matched
+approved    pinned   -       -     -       -       std    s2c
+  => DENY policy: no rule matched: default DENY
+"#,
     );
 }
 
 #[test]
 fn action_labels() {
-    // The registry's label wins over what the tool claims.
     check(
-        r#"approved    pinned   ro      write alice  prod std    call => REQUIRE_APPROVAL policy grant g-alice action write: rule "approve-prod-writes" matched"#,
-    );
-    check(
-        r#"approved    pinned   ro      destructive alice staging std call => DENY policy grant g-alice action destructive: no rule matched: default DENY"#,
-    );
-    // Without a label, the annotations; a tool that says nothing may be
-    // destructive.
-    check(
-        r#"approved    pinned   ro      -     alice  staging std call => ALLOW policy grant g-alice action read: rule "allow-read" matched"#,
-    );
-    // (`rw` and `bare` listings differ from the pinned definition, so they
-    // reach the policy only when pinned as listed: see `listing_as_pinned`.)
-    // A label the registry does not know is no action: no `action:` rule
-    // matches it.
-    check(
-        r#"approved    pinned   ro      bogus alice  prod std    call => DENY policy grant g-alice: no rule matched: default DENY"#,
+        r#"
+# registry  pin      listing label       grant  env     policy request
+# The registry's label wins over what the tool claims.
+approved    pinned   ro      write       alice  prod    std    call
+  => REQUIRE_APPROVAL policy grant g-alice action write: rule "approve-prod-writes" matched
+approved    pinned   ro      destructive alice  staging std    call
+  => DENY policy grant g-alice action destructive: no rule matched: default DENY
+# Without a label, the tool's annotations (a tool listed as pinned:
+# `listing_as_pinned` has the other hints).
+approved    pinned   ro      -           alice  staging std    call
+  => ALLOW policy grant g-alice action read: rule "allow-read" matched
+# A label the registry does not know is no action: no `action:` rule
+# matches it.
+approved    pinned   ro      bogus       alice  prod    std    call
+  => DENY policy grant g-alice: no rule matched: default DENY
+"#,
     );
 }
 
 #[test]
 fn policy_verdicts() {
     check(
-        r#"approved    pinned   ro      write alice  staging std call => ALLOW_WITH_CONSTRAINTS policy grant g-alice action write: rule "constrain-staging-writes" matched"#,
-    );
-    check(
-        r#"approved    pinned   ro      write alice  -    std    call => DENY policy grant g-alice action write: no rule matched: default DENY"#,
-    );
-    check(
-        r#"approved    pinned   ro      read  alice  prod -      call => DENY policy grant g-alice action read: no policy is loaded: default DENY"#,
-    );
-    check(
-        r#"approved    unpinned -       -     team   prod std    read => ALLOW policy grant g-team: rule "resources" matched"#,
+        r#"
+# registry  pin      listing label grant  env     policy request
+approved    pinned   ro      write alice  staging std    call
+  => ALLOW_WITH_CONSTRAINTS policy grant g-alice action write: rule "constrain-staging-writes" matched
+approved    pinned   ro      write alice  -       std    call
+  => DENY policy grant g-alice action write: no rule matched: default DENY
+approved    pinned   ro      read  alice  prod    -      call
+  => DENY policy grant g-alice action read: no policy is loaded: default DENY
+approved    unpinned -       -     team   prod    std    read
+  => ALLOW policy grant g-team: rule "resources" matched
+"#,
     );
 }
 
-/// Hints reach the policy for a tool pinned as it is listed now.
+/// The hints reach the policy for a tool pinned as it is listed now; one
+/// that says nothing may be destructive.
 #[test]
 fn listing_as_pinned() {
     for (listing, expected) in [
@@ -353,53 +389,68 @@ fn listing_as_pinned() {
     }
 }
 
-/// One row of the access table (`initialize` and gated methods): registry,
-/// grant and env columns as in [`check`], the request's target (`-` for
-/// none), `=>`, the expected ruling. The policy is never asked.
+/// Checks every row of a [`decide_access`] table (`initialize` and gated
+/// methods): registry, grant and env columns as in [`check`], then the
+/// request's target (`-`: none, an `initialize`; else a
+/// `completion/complete` naming it). The policy is never asked.
 #[track_caller]
-fn check_access(row: &str) {
-    let (input, expected) = row.split_once("=>").unwrap_or_else(|| panic!("no `=>` in {row:?}"));
-    let cols: Vec<&str> = input.split_whitespace().collect();
-    let [registry, g, env, target] = cols[..] else {
-        panic!("an access row has 4 columns: {row:?}");
-    };
-    let w = world(registry, "pinned", "ro", "-", g, env, "std");
-    let call = CallRequest {
-        server: "fs",
-        principal: &w.principal,
-        method: if target == "-" {
-            "initialize"
-        } else {
-            "completion/complete"
-        },
-        target: (target != "-").then_some(target),
-    };
-    let ruling = decide_access(&w.state, &call, NOW);
-    assert_eq!(render(&ruling), expected.trim(), "row: {row}");
-    assert!(
-        ruling.evaluation.is_none() && ruling.policy_hash.is_none(),
-        "row: {row}"
-    );
+fn check_access(table: &str) {
+    let mut failed = Vec::new();
+    for (line, input, expected) in rows(table) {
+        let cols: Vec<&str> = input.split_whitespace().collect();
+        let [registry, g, env, target] = cols[..] else {
+            panic!("table line {line}: an access row has 4 columns: {input:?}");
+        };
+        let w = world(registry, "pinned", "ro", "-", g, env, "std");
+        let call = CallRequest {
+            server: "fs",
+            principal: &w.principal,
+            method: if target == "-" {
+                "initialize"
+            } else {
+                "completion/complete"
+            },
+            target: (target != "-").then_some(target),
+        };
+        let ruling = decide_access(&w.state, &call, NOW);
+        let got = render(&ruling);
+        if got != expected {
+            failed.push(format!(
+                "line {line}: {input}\n  expected => {expected}\n       got => {got}"
+            ));
+        }
+        if ruling.evaluation.is_some() || ruling.policy_hash.is_some() {
+            failed.push(format!("line {line}: {input}\n  the policy was asked: {ruling:?}"));
+        }
+    }
+    assert!(failed.is_empty(), "\n{}", failed.join("\n"));
 }
 
 #[test]
 fn access() {
-    // registry   grant   env   target
-    check_access(r#"-          alice   prod  -  => DENY registry: server "fs" is not registered: shadow MCP server"#);
-    check_access(r#"quarantined alice  prod  -  => DENY registry: server "fs" is quarantined"#);
-    check_access(r#"approved   -       prod  -  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs""#);
-    check_access(r#"approved   expired prod  -  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs""#);
-    check_access(r#"approved   staging prod  -  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs""#);
-    // Opening a session needs a grant on the server, whatever its tool.
     check_access(
-        r#"approved   other   prod  -  => ALLOW grant grant g-other: grant g-other lets "alice" use "fs" (initialize)"#,
-    );
-    check_access(
-        r#"approved   team    prod  -  => ALLOW grant grant g-team: grant g-team lets "alice" use "fs" (initialize)"#,
-    );
-    // A request that names its target needs a grant on that target.
-    check_access(r#"approved   other   prod  t  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs""#);
-    check_access(
-        r#"approved   alice   prod  t  => ALLOW grant grant g-alice: grant g-alice lets "alice" use "fs" (completion/complete)"#,
+        r#"
+# registry  grant   env   target
+-           alice   prod  -
+  => DENY registry: server "fs" is not registered: shadow MCP server
+quarantined alice   prod  -
+  => DENY registry: server "fs" is quarantined
+approved    -       prod  -
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs"
+approved    expired prod  -
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs"
+approved    staging prod  -
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "fs"
+# Opening a session needs a grant on the server, whatever its tool.
+approved    other   prod  -
+  => ALLOW grant grant g-other: grant g-other lets "alice" use "fs" (initialize)
+approved    team    prod  -
+  => ALLOW grant grant g-team: grant g-team lets "alice" use "fs" (initialize)
+# A request that names its target needs a grant on that target.
+approved    other   prod  t
+  => DENY grant: no grant lets "alice" (teams ["ops"]) use "t" on "fs"
+approved    alice   prod  t
+  => ALLOW grant grant g-alice: grant g-alice lets "alice" use "fs" (completion/complete)
+"#,
     );
 }
