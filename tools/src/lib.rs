@@ -2,3 +2,4 @@
 //! in `src/bin/` and the end-to-end tests in the root `tests/`.
 
 pub mod crash;
+pub mod fast_upstream;
