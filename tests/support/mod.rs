@@ -1,8 +1,9 @@
 //! Shared harness of the gateway's end-to-end tests: real peers (installed
 //! by `tools/peers.sh`, paths in `SEALGATE_*` variables set by
-//! `tools/test.sh`), a real `sealgate` process, its real ledger.
+//! `tools/test.sh`), a real `sealgate` process, its real ledger..
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod jwt;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};
