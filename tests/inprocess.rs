@@ -92,8 +92,22 @@ async fn authentication_comes_before_routing_and_refusals_are_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let access: Vec<&Value> = events.iter().filter(|e| kind(e) == "access.refused").collect();
-    // 3 invalid tokens, 1 unknown server (alice), 2 missing tokens (two servers).
-    assert_eq!(access.len(), 6, "{access:#?}");
+    // Counted per key: 3 invalid tokens, 2 missing tokens (two servers),
+    // 1 unknown server (alice); an interval may cut a key's count in two.
+    let keys: std::collections::BTreeSet<String> = access
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                body(e, "reason"),
+                body(e, "token"),
+                e["subject"]["server"],
+                e["actor"]["principal"]
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), 6, "{keys:#?}");
+    assert!(access.len() <= 12, "{} events for 37 refusals", access.len());
     assert!(
         access.iter().all(|e| !e.to_string().contains("sg_bad_")),
         "a presented token is in the ledger"
@@ -208,7 +222,7 @@ async fn jwts_are_checked_and_name_their_issuers_principal() {
 /// upstream or the ledger, and the session stays hers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_belongs_to_the_principal_that_opened_it() {
-    let rig = Rig::start(FAST, &[ALICE, BOB]).await;
+    let rig = Rig::start(&format!("{FAST}{}", FAST.replace("fast", "twin")), &[ALICE, BOB]).await;
     let session = rig.open("fast", "alice").await;
     rig.upstream.clear();
     let bob = rig.bearer("bob");
@@ -254,13 +268,14 @@ async fn a_session_belongs_to_the_principal_that_opened_it() {
     // Another server's endpoint does not know the session.
     let elsewhere = rig
         .send(Rig::mcp_post(
-            "other",
+            "twin",
             Some(&session.authorization),
             Some(&session.id),
             br#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#,
         ))
         .await;
     assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "{elsewhere:?}");
+    assert!(elsewhere.text().contains("no such session"), "{elsewhere:?}");
     let ended = session.without_body("DELETE", &session.authorization).await;
     assert_eq!(ended.status, StatusCode::OK, "{ended:?}");
     let gone = session.request("tools/list", json!({})).await;
