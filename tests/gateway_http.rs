@@ -15,10 +15,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::jwt::{JwtKey, jwks};
+use support::jwt::{JwtKey, carol, jwks, unix_now};
 use support::*;
 
 // ---------------------------------------------------------------- config
@@ -444,29 +444,9 @@ fn echo_text(report: &Value) -> &Value {
 
 const ISSUER: &str = "https://issuer.sealgate.test";
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
 /// Claims of a token carol may use now, with `changes` applied.
 fn claims(changes: Value) -> Value {
-    let now = unix_now();
-    let mut claims = json!({
-        "iss": ISSUER,
-        "aud": "sealgate",
-        "sub": "carol",
-        "groups": ["payments", "oncall"],
-        "iat": now,
-        "nbf": now - 5,
-        "exp": now + 600,
-    });
-    if let (Some(base), Value::Object(changes)) = (claims.as_object_mut(), changes) {
-        base.extend(changes);
-    }
-    claims
+    carol(ISSUER, changes)
 }
 
 fn jwt_issuer_section(jwks_source: &str) -> String {

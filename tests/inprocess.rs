@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use support::inproc::{FAST, Rig};
-use support::jwt::{JwtKey, jwks};
+use support::jwt::{JwtKey, carol, jwks, unix_now};
 use support::{audited_calls, body, find_call, kind};
 
 const ALICE: support::inproc::Caller = ("alice", &["security"], &[]);
@@ -130,22 +130,9 @@ async fn authentication_comes_before_routing_and_refusals_are_counted() {
 
 const ISSUER: &str = "https://issuer.sealgate.test";
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Claims of a token carol may use now, with `changes` applied.
 fn claims(changes: Value) -> Value {
-    let now = unix_now();
-    let mut claims = json!({"iss": ISSUER, "aud": "sealgate", "sub": "carol", "groups": ["payments", "oncall"],
-                            "iat": now, "nbf": now - 5, "exp": now + 600});
-    if let (Some(base), Value::Object(changes)) = (claims.as_object_mut(), changes) {
-        base.extend(changes);
-    }
-    claims
+    carol(ISSUER, changes)
 }
 
 /// JWTs from a JWKS file: a valid one opens a session whose events name
@@ -429,48 +416,26 @@ async fn calls_are_allowed_denied_and_held_for_approval() {
     assert!(!rig.upstream_handle.is_stopped());
 
     // Held: approved by root.
-    let (_, held) = session.request_message("tools/call", json!({"name": "slow", "arguments": {"ms": 1}}));
-    let waiting = rig.spawn_send(session.post_request(&session.authorization, &held));
-    let approval = wait_pending(&rig, "slow").await;
+    let (id, waiting) = hold(&rig, &session, 1).await;
     assert_eq!(
         calls_reached().len(),
         1,
         "the held call reached the upstream before its approval"
     );
-    let id = approval["id"].as_str().expect("approval id").to_string();
     // Alice cannot approve (no role); audrey (auditor) neither.
     for who in ["alice", "audrey"] {
-        let reply = rig
-            .admin("POST", &format!("/admin/approvals/{id}/approve"), Some(who), None)
-            .await;
+        let reply = decide(&rig, &id, "approve", who, None).await;
         assert!(matches!(reply.status.as_u16(), 401 | 403), "{who}: {reply:?}");
     }
-    let approved = rig
-        .admin(
-            "POST",
-            &format!("/admin/approvals/{id}/approve"),
-            Some("root"),
-            Some(json!({"reason": "ok"})),
-        )
-        .await;
+    let approved = decide(&rig, &id, "approve", "root", Some("ok")).await;
     assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
     let done = waiting.await.expect("the held call");
     assert_eq!(done.answer()["result"]["content"][0]["text"], "slept 1 ms", "{done:?}");
     assert_eq!(calls_reached().len(), 2, "the approved call did not reach the upstream");
 
     // Held: denied by root.
-    let (_, held) = session.request_message("tools/call", json!({"name": "slow", "arguments": {"ms": 2}}));
-    let waiting = rig.spawn_send(session.post_request(&session.authorization, &held));
-    let approval = wait_pending(&rig, "slow").await;
-    let id = approval["id"].as_str().expect("approval id").to_string();
-    let decided = rig
-        .admin(
-            "POST",
-            &format!("/admin/approvals/{id}/deny"),
-            Some("root"),
-            Some(json!({"reason": "not now"})),
-        )
-        .await;
+    let (id, waiting) = hold(&rig, &session, 2).await;
+    let decided = decide(&rig, &id, "deny", "root", Some("not now")).await;
     assert_eq!(decided.status, StatusCode::OK, "{decided:?}");
     let refused = waiting.await.expect("the held call");
     let result = &refused.answer()["result"];
@@ -483,9 +448,7 @@ async fn calls_are_allowed_denied_and_held_for_approval() {
     );
     assert_eq!(calls_reached().len(), 2, "a denied approval let the call through");
     // A decided approval cannot be decided again.
-    let again = rig
-        .admin("POST", &format!("/admin/approvals/{id}/approve"), Some("root"), None)
-        .await;
+    let again = decide(&rig, &id, "approve", "root", None).await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
 
     let events = rig.events();
@@ -527,6 +490,27 @@ async fn calls_are_allowed_denied_and_held_for_approval() {
     let refused: Vec<&Value> = events.iter().filter(|e| kind(e) == "mcp.refused").collect();
     assert!(refused.is_empty(), "{refused:#?}");
     rig.verify();
+}
+
+/// Sends `slow {"ms": ms}` in `session`, to be held for approval: its
+/// pending approval's id, and the reply to come.
+async fn hold(
+    rig: &Rig,
+    session: &support::inproc::McpSession<'_>,
+    ms: u64,
+) -> (String, tokio::task::JoinHandle<support::inproc::Reply>) {
+    let (_, held) = session.request_message("tools/call", json!({"name": "slow", "arguments": {"ms": ms}}));
+    let waiting = rig.spawn_send(session.post_request(&session.authorization, &held));
+    let approval = wait_pending(rig, "slow").await;
+    let id = approval["id"].as_str().expect("approval id").to_string();
+    (id, waiting)
+}
+
+/// `POST /admin/approvals/{id}/{action}` as `who`, with a reason if given.
+async fn decide(rig: &Rig, id: &str, action: &str, who: &str, reason: Option<&str>) -> support::inproc::Reply {
+    let body = reason.map(|r| json!({ "reason": r }));
+    rig.admin("POST", &format!("/admin/approvals/{id}/{action}"), Some(who), body)
+        .await
 }
 
 /// The pending approval of a call of `tool`, once there is one.
@@ -618,10 +602,10 @@ async fn a_crashing_upstream_fails_the_call_and_is_recorded() {
     rig.verify();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// A call that outlives the server's `timeout_sec` fails with -32053 and
 /// `execution.failed`; the upstream is told to cancel it; the session
 /// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_past_its_timeout_fails_and_is_cancelled_upstream() {
     let rig = Rig::start(
         &FAST.replace("approve = true", "approve = true\ntimeout_sec = 1"),
@@ -653,11 +637,11 @@ async fn a_call_past_its_timeout_fails_and_is_cancelled_upstream() {
     rig.verify();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// Bodies that are not one JSON-RPC message, or too large, or sent without
 /// the media types streamable HTTP requires, are refused with the right
 /// status and JSON-RPC code before anything is opened or recorded; a
 /// principal's sessions are capped (429, -32057).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_excess_requests_are_refused() {
     let rig = Rig::start(
         &format!("[gateway]\nmax_body_bytes = 2048\nmax_sessions_per_principal = 2\n{FAST}"),
@@ -723,9 +707,9 @@ async fn malformed_oversized_and_excess_requests_are_refused() {
     rig.verify();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// The OAuth protected-resource metadata (RFC 9728) names the resource and
 /// the JWT issuers as authorization servers, without authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_resource_metadata_names_the_resource_and_issuers() {
     let config = format!(
         "{FAST}[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n[[auth.jwt]]\nissuer = {ISSUER:?}\naudience = [\"sealgate\"]\njwks_file = \"{{dir}}/jwks.json\"\n"
@@ -798,16 +782,7 @@ async fn the_admin_api_checks_roles_and_records_every_change() {
         .admin("POST", "/admin/grants", Some("root"), Some(json!({"server": "fast"})))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
-    let bad_policy = rig
-        .send(
-            axum::http::Request::builder()
-                .method("PUT")
-                .uri("/admin/policy")
-                .header("authorization", rig.bearer("root"))
-                .body(axum::body::Body::from("version: v2\nrules: []\n"))
-                .expect("request"),
-        )
-        .await;
+    let bad_policy = rig.put_policy("root", "version: v2\nrules: []\n").await;
     assert_eq!(bad_policy.status, StatusCode::BAD_REQUEST, "{bad_policy:?}");
     assert_eq!(rig.head(), head, "a refused write wrote something");
 
@@ -860,16 +835,7 @@ async fn the_admin_api_checks_roles_and_records_every_change() {
     // A policy load is an event; the same text again is none.
     let text = GOVERNED.replace("timeout_sec: 60", "timeout_sec: 30");
     for changed in [true, false] {
-        let loaded = rig
-            .send(
-                axum::http::Request::builder()
-                    .method("PUT")
-                    .uri("/admin/policy")
-                    .header("authorization", rig.bearer("root"))
-                    .body(axum::body::Body::from(text.clone()))
-                    .expect("request"),
-            )
-            .await;
+        let loaded = rig.put_policy("root", &text).await;
         assert_eq!(loaded.status, StatusCode::OK, "{loaded:?}");
         assert_eq!(loaded.json()["changed"], changed, "{loaded:?}");
     }

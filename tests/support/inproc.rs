@@ -107,20 +107,7 @@ impl Rig {
         };
         let config = sealgate::config::load(&global).unwrap_or_else(|e| panic!("config: {e:#}\n{body}"));
         let (ledger, gov) = tokio::task::block_in_place(|| {
-            std::fs::create_dir_all(&data).expect("data dir");
-            let ledger = Arc::new(
-                Ledger::create_with(
-                    &data.join("ledger"),
-                    &ledger::KeyDir::new(data.join("keys")),
-                    ledger::SigningKey::generate(),
-                    ledger::Actor {
-                        principal: Some("sealgate:serve".into()),
-                        ..ledger::Actor::default()
-                    },
-                    &ledger::StoreOptions::default(),
-                )
-                .expect("create the ledger"),
-            );
+            let ledger = new_ledger(&data, "sealgate:serve");
             let gov = Arc::new(
                 sealgate::governance::Governance::open(
                     Arc::clone(&ledger),
@@ -273,6 +260,17 @@ impl Rig {
         self.send(r.body(body).expect("request")).await
     }
 
+    /// `PUT /admin/policy` of `text` as `caller`.
+    pub async fn put_policy(&self, caller: &str, text: &str) -> Reply {
+        let r = Request::builder()
+            .method(Method::PUT)
+            .uri("/admin/policy")
+            .header("authorization", self.bearer(caller))
+            .body(Body::from(text.to_string()))
+            .expect("request");
+        self.send(r).await
+    }
+
     /// Every event in the ledger, in order (the `event` part of its JSON
     /// form, with `seq`).
     pub fn events(&self) -> Vec<Value> {
@@ -306,6 +304,25 @@ impl Rig {
         .expect("verify");
         assert!(report.ok(), "the ledger does not verify: {report:?}");
     }
+}
+
+/// A new ledger in `data/ledger` (keys in `data/keys`, a generated key),
+/// its genesis by `principal`: as `sealgate serve` creates one on first use.
+pub fn new_ledger(data: &std::path::Path, principal: &str) -> Arc<Ledger> {
+    std::fs::create_dir_all(data).expect("data dir");
+    Arc::new(
+        Ledger::create_with(
+            &data.join("ledger"),
+            &ledger::KeyDir::new(data.join("keys")),
+            ledger::SigningKey::generate(),
+            ledger::Actor {
+                principal: Some(principal.into()),
+                ..ledger::Actor::default()
+            },
+            &ledger::StoreOptions::default(),
+        )
+        .expect("create the ledger"),
+    )
 }
 
 /// Every event in `ledger`, in order.

@@ -58,3 +58,34 @@ pub fn base64url(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// Seconds since the Unix epoch, as JWT times are written.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Claims of a token from `issuer` for `sub` for audience `sealgate`,
+/// valid from 5 s ago for ten minutes, with `extra` claims added or
+/// replacing these.
+pub fn claims(issuer: &str, sub: &str, extra: Value) -> Value {
+    let now = unix_now();
+    let mut claims =
+        json!({"iss": issuer, "aud": "sealgate", "sub": sub, "iat": now, "nbf": now - 5, "exp": now + 600});
+    if let (Some(base), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    claims
+}
+
+/// Claims of a token carol (groups `payments`, `oncall`) may use now,
+/// from `issuer`, with `changes` applied.
+pub fn carol(issuer: &str, changes: Value) -> Value {
+    let mut extra = json!({"groups": ["payments", "oncall"]});
+    if let (Some(base), Value::Object(changes)) = (extra.as_object_mut(), changes) {
+        base.extend(changes);
+    }
+    claims(issuer, "carol", extra)
+}
