@@ -264,6 +264,16 @@ impl JwtIssuerConfig {
 }
 
 impl AuthConfig {
+    /// The authorization servers the protected-resource metadata names:
+    /// `authorization_servers`, else the JWT issuers.
+    pub fn authorization_servers(&self) -> Vec<String> {
+        if self.authorization_servers.is_empty() {
+            self.jwt.iter().map(|j| j.issuer.clone()).collect()
+        } else {
+            self.authorization_servers.clone()
+        }
+    }
+
     /// Each issuer needs keys and an audience, and its principals are a
     /// namespace of their own: no issuer's prefix may be empty, start
     /// another's (then one name could come from both), or overlap the

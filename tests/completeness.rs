@@ -164,20 +164,7 @@ fn world() -> World {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
-    let ledger = Arc::new(
-        Ledger::create_with(
-            &data.join("ledger"),
-            &ledger::KeyDir::new(data.join("keys")),
-            ledger::SigningKey::generate(),
-            ledger::Actor {
-                principal: Some("completeness-test".into()),
-                ..ledger::Actor::default()
-            },
-            &ledger::StoreOptions::default(),
-        )
-        .expect("ledger"),
-    );
+    let ledger = support::inproc::new_ledger(&data, "completeness-test");
     let upstream = Upstream {
         ledger: Arc::clone(&ledger),
         log: Arc::default(),

@@ -15,9 +15,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::jwt::{JwtKey, carol, jwks, unix_now};
 use support::*;
 
 // ---------------------------------------------------------------- config
@@ -443,85 +444,9 @@ fn echo_text(report: &Value) -> &Value {
 
 const ISSUER: &str = "https://issuer.sealgate.test";
 
-/// An Ed25519 signing key with a key id, as an issuer would hold it.
-struct JwtKey {
-    key: ed25519_dalek::SigningKey,
-    kid: String,
-}
-
-impl JwtKey {
-    fn generate(kid: &str) -> JwtKey {
-        JwtKey {
-            key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
-            kid: kid.to_string(),
-        }
-    }
-
-    /// The public half as a JWK (RFC 8037 OKP).
-    fn jwk(&self) -> Value {
-        json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": base64url(self.key.verifying_key().as_bytes()),
-            "kid": self.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        })
-    }
-
-    fn sign(&self, claims: &Value) -> String {
-        // PKCS#8 v1 of an Ed25519 seed (RFC 8410): a fixed prefix, then the seed.
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend_from_slice(&self.key.to_bytes());
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key).expect("sign the JWT")
-    }
-}
-
-fn jwks(keys: &[&JwtKey]) -> Value {
-    json!({"keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>()})
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
 /// Claims of a token carol may use now, with `changes` applied.
 fn claims(changes: Value) -> Value {
-    let now = unix_now();
-    let mut claims = json!({
-        "iss": ISSUER,
-        "aud": "sealgate",
-        "sub": "carol",
-        "groups": ["payments", "oncall"],
-        "iat": now,
-        "nbf": now - 5,
-        "exp": now + 600,
-    });
-    if let (Some(base), Value::Object(changes)) = (claims.as_object_mut(), changes) {
-        base.extend(changes);
-    }
-    claims
+    carol(ISSUER, changes)
 }
 
 fn jwt_issuer_section(jwks_source: &str) -> String {

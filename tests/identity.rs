@@ -13,9 +13,10 @@ mod support;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::jwt::{JwtKey, claims, jwks};
 use support::*;
 
 const ISSUER: &str = "https://issuer.sealgate.test";
@@ -238,76 +239,17 @@ fn admin(base: &str, method: &str, path: &str, token: &str, body: Option<&Value>
 
 // ---------------------------------------------------------------- JWT
 
-/// An Ed25519 signing key with a key id, as an issuer would hold it.
-struct JwtKey {
-    key: ed25519_dalek::SigningKey,
-    kid: String,
-}
-
-impl JwtKey {
-    fn generate(kid: &str) -> JwtKey {
-        JwtKey {
-            key: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
-            kid: kid.to_string(),
-        }
-    }
-
-    /// `{"keys": [this key's public half]}` (RFC 8037 OKP).
-    fn jwks(&self) -> String {
-        json!({"keys": [{
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": base64url(self.key.verifying_key().as_bytes()),
-            "kid": self.kid,
-            "alg": "EdDSA",
-            "use": "sig",
-        }]})
-        .to_string()
-    }
-
-    /// A token from `issuer` for `sub`, valid for ten minutes, with `extra` claims.
-    fn sign(&self, issuer: &str, sub: &str, extra: Value) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs();
-        let mut claims = json!({
-            "iss": issuer, "aud": "sealgate", "sub": sub,
-            "iat": now, "nbf": now - 5, "exp": now + 600,
-        });
-        if let (Some(base), Value::Object(extra)) = (claims.as_object_mut(), extra) {
-            base.extend(extra);
-        }
-        // PKCS#8 v1 of an Ed25519 seed (RFC 8410): a fixed prefix, then the seed.
-        let mut der = vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-        ];
-        der.extend_from_slice(&self.key.to_bytes());
-        let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &key).expect("sign the JWT")
-    }
-}
-
-fn base64url(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
+/// A token `key` signs for `sub` from `issuer`, valid for ten minutes,
+/// with `extra` claims.
+fn token(key: &JwtKey, issuer: &str, sub: &str, extra: Value) -> String {
+    key.sign(&claims(issuer, sub, extra))
 }
 
 /// An `[[auth.jwt]]` table for `issuer` with its JWKS in `{dir}/NAME.json`,
 /// plus `extra` lines.
 fn issuer_section(site_dir: &std::path::Path, name: &str, issuer: &str, key: &JwtKey, extra: &str) -> String {
     let jwks_file = site_dir.join(format!("{name}.json"));
-    std::fs::write(&jwks_file, key.jwks()).expect("write JWKS");
+    std::fs::write(&jwks_file, jwks(&[key]).to_string()).expect("write JWKS");
     format!(
         "[[auth.jwt]]\nissuer = {}\naudience = [\"sealgate\"]\njwks_file = {}\n{extra}",
         q(issuer),
@@ -379,7 +321,7 @@ fn a_jwt_sub_alice_is_not_the_static_token_alice() {
     let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"]);
     let site = make_site(dir, "", &format!("{issuer}\n{everything}"));
     let alice = token_with(&site, "alice", &["security"], &[]);
-    let jwt_alice = key.sign(ISSUER, "alice", json!({"groups": ["security"]}));
+    let jwt_alice = token(&key, ISSUER, "alice", json!({"groups": ["security"]}));
     let served = site.serve();
     let url = served.url("everything");
 
@@ -496,7 +438,7 @@ fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
     let site = make_site(dir, "", &format!("{issuer}\n{IDLE_SERVER}"));
     let served = site.serve();
-    let root = key.sign(ISSUER, "root", json!({"roles": ["admin"]}));
+    let root = token(&key, ISSUER, "root", json!({"roles": ["admin"]}));
     let grant = json!({"principal": "mallory", "server": "*"});
     let (status, answer) = admin(&served.base, "POST", "/admin/grants", &root, Some(&grant));
     assert_eq!(status, 403, "an issuer without grant_roles made an admin: {answer}");
@@ -525,7 +467,7 @@ fn an_issuers_roles_claim_opens_the_admin_api_only_when_configured() {
         &served.base,
         "POST",
         "/admin/grants",
-        &other.sign(OTHER_ISSUER, "root", json!({"roles": ["admin"]})),
+        &token(&other, OTHER_ISSUER, "root", json!({"roles": ["admin"]})),
         Some(&grant),
     );
     assert_eq!(status, 403, "the other issuer made an admin: {answer}");

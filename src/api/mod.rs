@@ -11,6 +11,7 @@
 //!
 //! Times are RFC 3339 strings, as in events.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,6 +23,7 @@ use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::Config;
 use crate::gateway::{Authenticator, Gateway, Principal};
 use crate::governance::{GovError, GovState, Governance, GrantSpec, Status};
 
@@ -67,6 +69,21 @@ fn ok(value: Value) -> ApiResult {
 
 fn receipt(r: &ledger::Receipt) -> Value {
     json!({"seq": r.seq, "hash": r.hash.to_hex(), "ts": r.ts.to_string()})
+}
+
+/// The whole HTTP application `sealgate serve` listens with: the MCP
+/// front ([`crate::gateway::router`]) and the admin API, on `local_addr`
+/// (the address bound). The in-process tests drive this same router.
+pub fn app(gateway: &Gateway, auth: Arc<Authenticator>, config: &Config, local_addr: SocketAddr) -> Router {
+    let admin = router(gateway.clone(), Arc::clone(&auth));
+    crate::gateway::router(
+        gateway,
+        auth,
+        &config.gateway,
+        config.auth.authorization_servers(),
+        local_addr,
+    )
+    .merge(admin)
 }
 
 /// The admin routes, to merge into the gateway's HTTP application.

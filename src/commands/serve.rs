@@ -93,17 +93,11 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         // The tokens file is re-read on change and on SIGHUP from here on.
         auth.watch();
         bootstrap(&gateway, config, global).await?;
-        let authorization_servers = if config.auth.authorization_servers.is_empty() {
-            config.auth.jwt.iter().map(|j| j.issuer.clone()).collect()
-        } else {
-            config.auth.authorization_servers.clone()
-        };
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
         let addr = listener.local_addr()?;
-        let admin = crate::api::router(gateway.clone(), auth.clone());
-        let app = crate::gateway::router(&gateway, auth, &config.gateway, authorization_servers, addr).merge(admin);
+        let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on http://{addr}")?;

@@ -4,6 +4,9 @@
 //! Only what MCP uses: `data:` lines joined by `\n` make an event's data,
 //! a blank line ends the event; `id:`, `event:`, `retry:` and comments are
 //! read and ignored (the gateway does not resume upstream streams). An
+//! event whose data is empty carries no message and is skipped: MCP
+//! 2025-11-25 has servers open a stream with one (an id and an empty
+//! `data:`, to prime the client for resumption; rmcp's server does). An
 //! event larger than the decoder's limit is an error, not a truncation.
 
 use bytes::{Bytes, BytesMut};
@@ -51,7 +54,10 @@ impl Decoder {
             }
             if line.is_empty() {
                 if self.has_data {
-                    events.push(std::mem::take(&mut self.data));
+                    let data = std::mem::take(&mut self.data);
+                    if !data.is_empty() {
+                        events.push(data);
+                    }
                     self.has_data = false;
                 }
                 continue;
@@ -116,6 +122,19 @@ mod tests {
             got.extend(d.feed(&stream[cut..]).expect("feed"));
             assert_eq!(got, vec![b"{\"a\":\n1}".to_vec(), b"{}".to_vec()], "cut at {cut}");
         }
+    }
+
+    /// A priming event (an id and an empty `data:`) is no message; a data
+    /// line of its own in a larger event still counts.
+    #[test]
+    fn events_with_empty_data_are_skipped() {
+        let mut d = Decoder::new(1024);
+        let got = d
+            .feed(
+                b"id: 0\nretry: 3000\ndata:\n\nid: 1\ndata: \n\ndata:\ndata: {}\n\nevent: message\ndata: {\"a\":1}\n\n",
+            )
+            .expect("feed");
+        assert_eq!(got, vec![b"\n{}".to_vec(), b"{\"a\":1}".to_vec()]);
     }
 
     #[test]

@@ -336,3 +336,6 @@ pub fn tool_facts(tool: &serde_json::Value) -> ToolFacts {
         destructive: hint("destructiveHint"),
     }
 }
+
+#[cfg(test)]
+mod tests;

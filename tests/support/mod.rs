@@ -1,8 +1,12 @@
 //! Shared harness of the gateway's end-to-end tests: real peers (installed
 //! by `tools/peers.sh`, paths in `SEALGATE_*` variables set by
-//! `tools/test.sh`), a real `sealgate` process, its real ledger.
+//! `tools/test.sh`), a real `sealgate` process, its real ledger. `inproc`
+//! is the fast tier's: the gateway in process in front of the fast
+//! upstream.
 #![allow(dead_code, reason = "each test binary uses part of the harness")]
 
+pub mod inproc;
+pub mod jwt;
 pub mod wire;
 
 use std::io::{BufRead, BufReader};

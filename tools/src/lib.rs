@@ -2,4 +2,5 @@
 //! in `src/bin/` and the end-to-end tests in the root `tests/`.
 
 pub mod crash;
+pub mod fast_upstream;
 pub mod table;

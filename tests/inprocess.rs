@@ -1,0 +1,850 @@
+//! The fast tier of the gateway's tests: its HTTP application (MCP front
+//! and admin API) driven in process with `tower::ServiceExt::oneshot`, on
+//! a real ledger in a temporary directory, in front of the in-process fast
+//! upstream (`sealgate-tools`), which records every message it receives.
+//! Each test asserts the responses, what reached the upstream, and the
+//! events in the ledger (by JSON field, as the end-to-end tests do).
+//!
+//! These cover the gateway's own logic (authentication, routing, session
+//! ownership, admission, relay decisions, the admin API) in seconds; the
+//! end-to-end tier (a real `sealgate serve` in front of real MCP peers)
+//! stays in the other test files and runs under `tools/test.sh`.
+//!
+//! The tests run on a multi-threaded runtime: the rig reads the ledger
+//! with `block_in_place`.
+
+mod support;
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use support::inproc::{FAST, Rig};
+use support::jwt::{JwtKey, carol, jwks, unix_now};
+use support::{audited_calls, body, find_call, kind};
+
+const ALICE: support::inproc::Caller = ("alice", &["security"], &[]);
+const BOB: support::inproc::Caller = ("bob", &["security"], &[]);
+
+fn message_of(reply: &support::inproc::Reply) -> String {
+    reply.answer()["error"]["message"].as_str().unwrap_or("").to_string()
+}
+
+// ----------------------------------------------------------- authentication
+
+/// Without a token a configured and an unknown server look the same
+/// (401 with the same body and a challenge naming the metadata); an
+/// invalid token is a 401 that says why; a valid one reaches routing
+/// (404 for an unknown server). Nothing reaches the upstream, and the
+/// refusals are recorded in aggregate, without the presented tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_comes_before_routing_and_refusals_are_counted() {
+    let rig = Rig::start(&format!("[gateway]\naccess_log_interval_sec = 1\n{FAST}"), &[ALICE]).await;
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let known = rig.send(Rig::mcp_post("fast", None, None, ping)).await;
+    let unknown = rig.send(Rig::mcp_post("no-such-server", None, None, ping)).await;
+    assert_eq!(
+        (known.status, unknown.status),
+        (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(known.body, unknown.body, "the bodies tell the servers apart");
+    let challenge = known.header("www-authenticate").unwrap_or_default().to_string();
+    assert!(
+        challenge.starts_with(
+            "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp/fast\""
+        ),
+        "{challenge}"
+    );
+    for i in 0..30 {
+        let bad = format!("Bearer sg_bad_{}", i % 3);
+        let reply = rig.send(Rig::mcp_post("fast", Some(&bad), None, ping)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
+        assert_eq!(reply.json()["error"], "invalid_token", "{reply:?}");
+    }
+    let good = rig.bearer("alice");
+    for _ in 0..5 {
+        let reply = rig.send(Rig::mcp_post("nothing-here", Some(&good), None, ping)).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{reply:?}");
+    }
+    assert!(rig.upstream.received().is_empty(), "{:?}", rig.upstream.received());
+
+    // One event per (source, reason, token, server) per interval.
+    let counted = |events: &[Value], reason: &str| -> u64 {
+        events
+            .iter()
+            .filter(|e| kind(e) == "access.refused" && body(e, "reason") == reason)
+            .map(|e| body(e, "count").as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = rig.events();
+        if counted(&events, "invalid_token") == 30
+            && counted(&events, "unknown_server") == 5
+            && counted(&events, "missing_token") == 2
+        {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refusals not recorded: {events:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let access: Vec<&Value> = events.iter().filter(|e| kind(e) == "access.refused").collect();
+    // Counted per key: 3 invalid tokens, 2 missing tokens (two servers),
+    // 1 unknown server (alice); an interval may cut a key's count in two.
+    let keys: std::collections::BTreeSet<String> = access
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                body(e, "reason"),
+                body(e, "token"),
+                e["subject"]["server"],
+                e["actor"]["principal"]
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), 6, "{keys:#?}");
+    assert!(access.len() <= 12, "{} events for 37 refusals", access.len());
+    assert!(
+        access.iter().all(|e| !e.to_string().contains("sg_bad_")),
+        "a presented token is in the ledger"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|e| body(e, "reason") == "unknown_server" && e["actor"]["principal"] == "alice"),
+        "{access:#?}"
+    );
+    // Nothing else happened: no session, no request.
+    assert!(
+        events
+            .iter()
+            .all(|e| !kind(e).starts_with("mcp.") && !kind(e).starts_with("tool_call.") && kind(e) != "session.opened"),
+        "{events:#?}"
+    );
+    rig.verify();
+}
+
+const ISSUER: &str = "https://issuer.sealgate.test";
+
+/// Claims of a token carol may use now, with `changes` applied.
+fn claims(changes: Value) -> Value {
+    carol(ISSUER, changes)
+}
+
+/// JWTs from a JWKS file: a valid one opens a session whose events name
+/// `sub` in the issuer's namespace and `groups` as teams; an expired,
+/// premature, misaddressed, foreign-issued, foreign-signed or
+/// unknown-key one gets a 401 saying so, and nothing reaches the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_checked_and_name_their_issuers_principal() {
+    let issuer = JwtKey::generate("issuer-key-1");
+    let stranger = JwtKey::generate("issuer-key-1");
+    let config = format!(
+        "{FAST}[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n[[auth.jwt]]\nissuer = {ISSUER:?}\naudience = [\"sealgate\"]\njwks_file = \"{{dir}}/jwks.json\"\n"
+    );
+    let dir_jwks = jwks(&[&issuer]).to_string();
+    // The JWKS file must exist before the authenticator loads it: write
+    // it through a rig-independent path first.
+    let rig = {
+        let staged = tempfile::tempdir().expect("tempdir");
+        let _ = staged;
+        Rig::start_with_files(&config, &[ALICE], &[("jwks.json", &dir_jwks)]).await
+    };
+    let now = unix_now();
+    let unknown_kid = JwtKey {
+        key: issuer.key.clone(),
+        kid: "rotated-away".into(),
+    };
+    for (token, why) in [
+        (issuer.sign(&claims(json!({"exp": now - 120}))), "ExpiredSignature"),
+        (issuer.sign(&claims(json!({"nbf": now + 300}))), "ImmatureSignature"),
+        (issuer.sign(&claims(json!({"aud": "another-api"}))), "InvalidAudience"),
+        (
+            issuer.sign(&claims(json!({"iss": "https://elsewhere.test"}))),
+            "InvalidIssuer",
+        ),
+        (stranger.sign(&claims(json!({}))), "InvalidSignature"),
+        (unknown_kid.sign(&claims(json!({}))), "no key in the jwks"),
+    ] {
+        let refused = rig
+            .try_open_with("fast", &format!("Bearer {token}"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a token with {why} was accepted"));
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{why}: {refused:?}");
+        let said = refused.json()["error_description"].as_str().unwrap_or("").to_string();
+        assert!(said.contains(why), "{why}: {said}");
+    }
+    assert!(rig.upstream.received().is_empty(), "{:?}", rig.upstream.received());
+
+    let token = issuer.sign(&claims(json!({})));
+    let session = rig
+        .try_open_with("fast", &format!("Bearer {token}"))
+        .await
+        .expect("a valid JWT opens a session");
+    let reply = session.call("echo", json!({"message": "jwt"})).await;
+    assert_eq!(reply.answer()["result"]["content"][0]["text"], "jwt", "{reply:?}");
+    let events = rig.events();
+    let calls = audited_calls(&events);
+    let (request, decision, outcome) = find_call(&calls, "tools/call", Some("echo"));
+    for e in [request, decision, outcome] {
+        assert_eq!(e["actor"]["principal"], format!("{ISSUER}#carol"), "{e}");
+        assert_eq!(e["actor"]["teams"], json!(["payments", "oncall"]), "{e}");
+    }
+    assert_eq!(body(decision, "decision"), "ALLOW", "{decision}");
+    assert_eq!(kind(outcome), "execution.completed", "{outcome}");
+    rig.verify();
+}
+
+// -------------------------------------------------------------- sessions
+
+/// A session belongs to the principal that opened it: bob's requests,
+/// notifications, responses, GET and DELETE in alice's session are
+/// refused (403, -32054) without naming her, nothing of his reaches the
+/// upstream or the ledger, and the session stays hers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_belongs_to_the_principal_that_opened_it() {
+    let rig = Rig::start(&format!("{FAST}{}", FAST.replace("fast", "twin")), &[ALICE, BOB]).await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+    let bob = rig.bearer("bob");
+    let foreign: [&[u8]; 5] = [
+        br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+        br#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"echo","arguments":{"message":"from bob"}}}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#,
+        br#"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+        br#"{"jsonrpc":"2.0","id":3,"result":{"roots":[]}}"#,
+    ];
+    for message in foreign {
+        let reply = session.post_as(&bob, message).await;
+        let text = String::from_utf8_lossy(message);
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{text} as bob: {reply:?}");
+        assert_eq!(reply.json()["error"]["code"], -32054, "{text} as bob: {reply:?}");
+        assert!(
+            !reply.text().contains("alice"),
+            "the refusal names the owner: {reply:?}"
+        );
+    }
+    for method in ["GET", "DELETE"] {
+        let reply = session.without_body(method, &bob).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} as bob: {reply:?}");
+        assert_eq!(reply.json()["error"]["code"], -32054, "{method}: {reply:?}");
+    }
+    assert!(
+        rig.upstream.received().is_empty(),
+        "bob reached the upstream: {:?}",
+        rig.upstream.received()
+    );
+
+    // Still alice's.
+    let echoed = session.call("echo", json!({"message": "from alice"})).await;
+    assert_eq!(
+        echoed.answer()["result"]["content"][0]["text"],
+        "from alice",
+        "{echoed:?}"
+    );
+    assert_eq!(
+        session.without_body("GET", &session.authorization).await.status,
+        StatusCode::OK
+    );
+    // Another server's endpoint does not know the session.
+    let elsewhere = rig
+        .send(Rig::mcp_post(
+            "twin",
+            Some(&session.authorization),
+            Some(&session.id),
+            br#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#,
+        ))
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::NOT_FOUND, "{elsewhere:?}");
+    assert!(elsewhere.text().contains("no such session"), "{elsewhere:?}");
+    let ended = session.without_body("DELETE", &session.authorization).await;
+    assert_eq!(ended.status, StatusCode::OK, "{ended:?}");
+    let gone = session.request("tools/list", json!({})).await;
+    assert_eq!(
+        gone.status,
+        StatusCode::NOT_FOUND,
+        "the ended session still answers: {gone:?}"
+    );
+
+    let events = rig.events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e["actor"]["principal"] != "bob" && !e.to_string().contains("from bob")),
+        "bob's messages are in the ledger: {events:#?}"
+    );
+    let calls = audited_calls(&events);
+    let (_, decision, outcome) = find_call(&calls, "tools/call", Some("echo"));
+    assert_eq!(body(decision, "decision"), "ALLOW");
+    assert_eq!(kind(outcome), "execution.completed");
+    rig.verify();
+}
+
+// -------------------------------------------------------------- admission
+
+const GOVERNED: &str = "\
+version: v1
+output: { secrets: allow, pii: allow }
+rules:
+  - id: allow-echo
+    match: { tool: echo }
+    decision: ALLOW
+  - id: hold-slow
+    match: { tool: slow }
+    decision: REQUIRE_APPROVAL
+    approval: { timeout_sec: 60, approvers: { principal: [root] } }
+  - id: deny-crash
+    match: { tool: crash }
+    decision: DENY
+    reason: nobody crashes the upstream
+";
+
+/// A rig with [`GOVERNED`] in force; alice holds a grant on `fast`,
+/// carol none; root approves and administers, audrey audits.
+async fn governed() -> Rig {
+    let config = format!(
+        "{FAST}[governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n\n[[grants]]\nprincipal = \"alice\"\nserver = \"fast\"\n"
+    );
+    Rig::start_with_files(
+        &config,
+        &[
+            ALICE,
+            ("carol", &[], &[]),
+            ("root", &[], &["admin"]),
+            ("audrey", &[], &["auditor"]),
+        ],
+        &[("policy.yaml", GOVERNED)],
+    )
+    .await
+}
+
+/// A caller without a grant is refused at initialize (403, "no grant"),
+/// every refusal is recorded as a decision and a refused call, and
+/// nothing reaches the upstream: no session is opened there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grantless_initialize_is_refused_and_reaches_nothing() {
+    let rig = governed().await;
+    for _ in 0..20 {
+        let refused = rig.try_open("fast", "carol").await.err().expect("refused");
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+        assert_eq!(refused.answer()["error"]["code"], -32051, "{refused:?}");
+        assert!(message_of(&refused).contains("no grant"), "{refused:?}");
+    }
+    assert!(
+        rig.upstream.received().is_empty(),
+        "carol reached the upstream: {:?}",
+        rig.upstream.received()
+    );
+    let events = rig.events();
+    audited_calls(&events);
+    let carols = |k: &str| {
+        events
+            .iter()
+            .filter(|e| kind(e) == k && e["actor"]["principal"] == "carol")
+            .count()
+    };
+    assert_eq!(carols("policy.decision"), 20, "{events:#?}");
+    assert_eq!(carols("call.refused"), 20, "{events:#?}");
+    assert_eq!(carols("session.opened"), 0, "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| kind(e) == "policy.decision" && e["actor"]["principal"] == "carol")
+            .all(|d| body(d, "decision") == "DENY")
+    );
+    // Alice, who has a grant, gets through.
+    rig.open("fast", "alice").await;
+    assert_eq!(rig.upstream.methods().first().map(String::as_str), Some("initialize"));
+    rig.verify();
+}
+
+// ----------------------------------------------------------------- relay
+
+/// Allowed, denied and held calls: an allowed call reaches the upstream
+/// with its arguments and is recorded requested → ALLOW → completed; a
+/// denied one is answered -32051 with the rule's reason, never reaches
+/// the upstream, and ends `call.refused`; a held one waits for an
+/// approver (the admin API), runs when approved, and is refused when
+/// denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_allowed_denied_and_held_for_approval() {
+    let rig = governed().await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+
+    let echoed = session.call("echo", json!({"message": "hello"})).await;
+    assert_eq!(echoed.answer()["result"]["content"][0]["text"], "hello", "{echoed:?}");
+    // (The session lists the tools once, to check the called one against
+    // its pin.)
+    let calls_reached = || -> Vec<Value> {
+        rig.upstream
+            .messages()
+            .into_iter()
+            .filter(|m| m["method"] == "tools/call")
+            .collect()
+    };
+    let reached = calls_reached();
+    assert_eq!(reached.len(), 1, "{reached:#?}");
+    assert_eq!(
+        reached[0]["params"],
+        json!({"name": "echo", "arguments": {"message": "hello"}}),
+        "{reached:#?}"
+    );
+
+    let denied = session.call("crash", json!({})).await;
+    // A refused tool call is a tool error the model can read, with the
+    // decision in `_meta`.
+    let result = &denied.answer()["result"];
+    assert_eq!(result["isError"], true, "{denied:?}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .is_some_and(|m| m.contains("deny-crash") && m.contains("nobody crashes the upstream")),
+        "{denied:?}"
+    );
+    assert_eq!(
+        result["_meta"]["io.sealgate/decision"]["decision"], "DENY",
+        "{denied:?}"
+    );
+    assert_eq!(calls_reached().len(), 1, "the denied call reached the upstream");
+    assert!(!rig.upstream_handle.is_stopped());
+
+    // Held: approved by root.
+    let (id, waiting) = hold(&rig, &session, 1).await;
+    assert_eq!(
+        calls_reached().len(),
+        1,
+        "the held call reached the upstream before its approval"
+    );
+    // Alice cannot approve (no role); audrey (auditor) neither.
+    for who in ["alice", "audrey"] {
+        let reply = decide(&rig, &id, "approve", who, None).await;
+        assert!(matches!(reply.status.as_u16(), 401 | 403), "{who}: {reply:?}");
+    }
+    let approved = decide(&rig, &id, "approve", "root", Some("ok")).await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    let done = waiting.await.expect("the held call");
+    assert_eq!(done.answer()["result"]["content"][0]["text"], "slept 1 ms", "{done:?}");
+    assert_eq!(calls_reached().len(), 2, "the approved call did not reach the upstream");
+
+    // Held: denied by root.
+    let (id, waiting) = hold(&rig, &session, 2).await;
+    let decided = decide(&rig, &id, "deny", "root", Some("not now")).await;
+    assert_eq!(decided.status, StatusCode::OK, "{decided:?}");
+    let refused = waiting.await.expect("the held call");
+    let result = &refused.answer()["result"];
+    assert_eq!(result["isError"], true, "{refused:?}");
+    assert!(
+        result["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("approval {id} was denied by \"root\": not now"))),
+        "{refused:?}"
+    );
+    assert_eq!(calls_reached().len(), 2, "a denied approval let the call through");
+    // A decided approval cannot be decided again.
+    let again = decide(&rig, &id, "approve", "root", None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{again:?}");
+
+    let events = rig.events();
+    let calls = audited_calls(&events);
+    let (request, decision, outcome) = find_call(&calls, "tools/call", Some("echo"));
+    assert_eq!(
+        body(request, "arguments")["json"],
+        r#"{"message":"hello"}"#,
+        "{request}"
+    );
+    assert_eq!(body(decision, "decision"), "ALLOW", "{decision}");
+    assert_eq!(kind(outcome), "execution.completed", "{outcome}");
+    let for_tool = |tool: &str, k: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| kind(e) == k && e["subject"]["tool"] == tool)
+            .collect()
+    };
+    let crash_decision = for_tool("crash", "policy.decision");
+    assert_eq!(crash_decision.len(), 1);
+    assert_eq!(body(crash_decision[0], "decision"), "DENY");
+    assert_eq!(for_tool("crash", "call.refused").len(), 1);
+    assert!(for_tool("crash", "execution.completed").is_empty() && for_tool("crash", "execution.failed").is_empty());
+    let slow_decisions = for_tool("slow", "policy.decision");
+    assert_eq!(slow_decisions.len(), 2);
+    assert!(
+        slow_decisions.iter().all(|d| body(d, "decision") == "REQUIRE_APPROVAL"),
+        "{slow_decisions:#?}"
+    );
+    assert_eq!(for_tool("slow", "approval.requested").len(), 2);
+    assert_eq!(for_tool("slow", "approval.granted").len(), 1);
+    assert_eq!(for_tool("slow", "approval.denied").len(), 1);
+    assert_eq!(for_tool("slow", "execution.completed").len(), 1);
+    assert_eq!(for_tool("slow", "call.refused").len(), 1);
+    let granted = for_tool("slow", "approval.granted")[0];
+    assert_eq!(granted["actor"]["principal"], "root", "{granted}");
+    // Everything the upstream sent was accepted (its streams' priming
+    // events are no messages).
+    let refused: Vec<&Value> = events.iter().filter(|e| kind(e) == "mcp.refused").collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    rig.verify();
+}
+
+/// Sends `slow {"ms": ms}` in `session`, to be held for approval: its
+/// pending approval's id, and the reply to come.
+async fn hold(
+    rig: &Rig,
+    session: &support::inproc::McpSession<'_>,
+    ms: u64,
+) -> (String, tokio::task::JoinHandle<support::inproc::Reply>) {
+    let (_, held) = session.request_message("tools/call", json!({"name": "slow", "arguments": {"ms": ms}}));
+    let waiting = rig.spawn_send(session.post_request(&session.authorization, &held));
+    let approval = wait_pending(rig, "slow").await;
+    let id = approval["id"].as_str().expect("approval id").to_string();
+    (id, waiting)
+}
+
+/// `POST /admin/approvals/{id}/{action}` as `who`, with a reason if given.
+async fn decide(rig: &Rig, id: &str, action: &str, who: &str, reason: Option<&str>) -> support::inproc::Reply {
+    let body = reason.map(|r| json!({ "reason": r }));
+    rig.admin("POST", &format!("/admin/approvals/{id}/{action}"), Some(who), body)
+        .await
+}
+
+/// The pending approval of a call of `tool`, once there is one.
+async fn wait_pending(rig: &Rig, tool: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = rig.admin("GET", "/admin/approvals", Some("audrey"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        if let Some(a) = reply.json()["approvals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["tool"] == tool && a["state"]["state"] == "pending")
+        {
+            return a.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pending approval for {tool}: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A message with a key written twice (parsers disagree on which value
+/// counts) is refused before any session sees it: 400 with a JSON-RPC
+/// error, an `mcp.refused` event, nothing at the upstream. So are a
+/// batch and a request before initialize.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_keys_batches_and_sessionless_requests_are_refused() {
+    let rig = Rig::start(FAST, &[ALICE]).await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+    let duplicated = br#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"crash","name":"echo","arguments":{"message":"x"}}}"#;
+    let reply = session.post_as(&session.authorization, duplicated).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert_eq!(reply.json()["id"], 5, "{reply:?}");
+    assert!(reply.json()["error"]["code"].is_i64(), "{reply:?}");
+    let batch = br#"[{"jsonrpc":"2.0","id":6,"method":"ping"}]"#;
+    let reply = session.post_as(&session.authorization, batch).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert!(rig.upstream.received().is_empty(), "{:?}", rig.upstream.received());
+    assert!(
+        !rig.upstream_handle.is_stopped(),
+        "the duplicated `crash` reached the upstream"
+    );
+
+    let sessionless = rig
+        .send(Rig::mcp_post(
+            "fast",
+            Some(&session.authorization),
+            None,
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ))
+        .await;
+    assert_eq!(sessionless.status, StatusCode::BAD_REQUEST, "{sessionless:?}");
+    assert!(message_of(&sessionless).contains("initialize first"), "{sessionless:?}");
+
+    let events = rig.events();
+    let refused: Vec<&Value> = events.iter().filter(|e| kind(e) == "mcp.refused").collect();
+    assert_eq!(refused.len(), 2, "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|e| e["actor"]["principal"] == "alice" && e["actor"]["session"].is_string()),
+        "{refused:#?}"
+    );
+    assert!(
+        events.iter().all(|e| kind(e) != "tool_call.requested"),
+        "the duplicated call was recorded as a call"
+    );
+    rig.verify();
+}
+
+/// An upstream that dies mid-call fails the call (an error to the
+/// client, `execution.failed` in the ledger), not the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_upstream_fails_the_call_and_is_recorded() {
+    let rig = Rig::start(&format!("[gateway]\nupstream_timeout_sec = 5\n{FAST}"), &[ALICE]).await;
+    let session = rig.open("fast", "alice").await;
+    let reply = session.call("crash", json!({})).await;
+    assert!(rig.upstream_handle.is_stopped());
+    assert!(reply.answer()["error"]["code"].is_i64(), "{reply:?}");
+    let events = rig.events();
+    let calls = audited_calls(&events);
+    let (_, decision, outcome) = find_call(&calls, "tools/call", Some("crash"));
+    assert_eq!(body(decision, "decision"), "ALLOW");
+    assert_eq!(kind(outcome), "execution.failed", "{outcome}");
+    rig.verify();
+}
+
+/// A call that outlives the server's `timeout_sec` fails with -32053 and
+/// `execution.failed`; the upstream is told to cancel it; the session
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_timeout_fails_and_is_cancelled_upstream() {
+    let rig = Rig::start(
+        &FAST.replace("approve = true", "approve = true\ntimeout_sec = 1"),
+        &[ALICE],
+    )
+    .await;
+    let session = rig.open("fast", "alice").await;
+    let started = std::time::Instant::now();
+    let reply = session.call("slow", json!({"ms": 30_000})).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(reply.answer()["error"]["code"], -32053, "{reply:?}");
+    let cancelled = rig
+        .upstream
+        .wait_for(Duration::from_secs(5), |r| {
+            r.method() == Some("notifications/cancelled")
+        })
+        .await;
+    assert!(
+        cancelled.is_some(),
+        "the upstream was not told to cancel: {:?}",
+        rig.upstream.methods()
+    );
+    let echoed = session.call("echo", json!({"message": "after"})).await;
+    assert_eq!(echoed.answer()["result"]["content"][0]["text"], "after", "{echoed:?}");
+    let events = rig.events();
+    let calls = audited_calls(&events);
+    let (_, _, outcome) = find_call(&calls, "tools/call", Some("slow"));
+    assert_eq!(kind(outcome), "execution.failed", "{outcome}");
+    rig.verify();
+}
+
+/// Bodies that are not one JSON-RPC message, or too large, or sent without
+/// the media types streamable HTTP requires, are refused with the right
+/// status and JSON-RPC code before anything is opened or recorded; a
+/// principal's sessions are capped (429, -32057).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_oversized_and_excess_requests_are_refused() {
+    let rig = Rig::start(
+        &format!("[gateway]\nmax_body_bytes = 2048\nmax_sessions_per_principal = 2\n{FAST}"),
+        &[ALICE],
+    )
+    .await;
+    let auth = rig.bearer("alice");
+    let head = rig.head();
+    let post = |body: &[u8]| Rig::mcp_post("fast", Some(&auth), None, body);
+
+    let reply = rig.send(post(br#"{"jsonrpc": "2.0", "id": 1, "method": "#)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+    assert_eq!(reply.json()["error"]["code"], -32700, "{reply:?}");
+    assert_eq!(reply.json()["id"], Value::Null, "{reply:?}");
+    for (body, id) in [
+        (r#"{"id": 3, "x": 1}"#, json!(3)),
+        (r#"{"jsonrpc": "2.0", "id": "a", "method": 7}"#, json!("a")),
+        (r#""tools/list""#, Value::Null),
+    ] {
+        let reply = rig.send(post(body.as_bytes())).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {reply:?}");
+        assert_eq!(reply.json()["error"]["code"], -32600, "{body}: {reply:?}");
+        assert_eq!(reply.json()["id"], id, "{body}: {reply:?}");
+    }
+    let big = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "x".repeat(4096), "version": "1"}}});
+    let reply = rig.send(post(big.to_string().as_bytes())).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{reply:?}");
+    assert!(message_of(&reply).contains("2048"), "{reply:?}");
+    // A body without a declared length is cut at the limit too.
+    let mut streamed = post(b"");
+    *streamed.body_mut() = axum::body::Body::from_stream(futures::stream::iter(
+        big.to_string()
+            .into_bytes()
+            .chunks(512)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    ));
+    streamed.headers_mut().remove("content-length");
+    let reply = rig.send(streamed).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "streamed: {reply:?}");
+    let mut plain_text = post(b"{}");
+    plain_text
+        .headers_mut()
+        .insert("content-type", axum::http::HeaderValue::from_static("text/plain"));
+    assert_eq!(rig.send(plain_text).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut json_only = post(b"{}");
+    json_only
+        .headers_mut()
+        .insert("accept", axum::http::HeaderValue::from_static("application/json"));
+    assert_eq!(rig.send(json_only).await.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(rig.head(), head, "a refused body was recorded");
+    assert!(rig.upstream.received().is_empty(), "{:?}", rig.upstream.received());
+
+    let _one = rig.open("fast", "alice").await;
+    let _two = rig.open("fast", "alice").await;
+    let third = rig.try_open("fast", "alice").await.err().expect("capped");
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{third:?}");
+    assert_eq!(third.answer()["error"]["code"], -32057, "{third:?}");
+    assert!(message_of(&third).contains("max_sessions_per_principal"), "{third:?}");
+    let opened = rig.upstream.methods().iter().filter(|m| *m == "initialize").count();
+    assert_eq!(opened, 2, "the refused session reached the upstream");
+    rig.verify();
+}
+
+/// The OAuth protected-resource metadata (RFC 9728) names the resource and
+/// the JWT issuers as authorization servers, without authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_resource_metadata_names_the_resource_and_issuers() {
+    let config = format!(
+        "{FAST}[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n[[auth.jwt]]\nissuer = {ISSUER:?}\naudience = [\"sealgate\"]\njwks_file = \"{{dir}}/jwks.json\"\n"
+    );
+    let rig = Rig::start_with_files(&config, &[], &[("jwks.json", r#"{"keys": []}"#)]).await;
+    let get = |path: &str| {
+        axum::http::Request::builder()
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let reply = rig.send(get("/.well-known/oauth-protected-resource/mcp/fast")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let metadata = reply.json();
+    assert_eq!(metadata["resource"], "http://127.0.0.1:8080/mcp/fast", "{metadata}");
+    assert_eq!(metadata["bearer_methods_supported"], json!(["header"]), "{metadata}");
+    assert_eq!(metadata["authorization_servers"], json!([ISSUER]), "{metadata}");
+    let root = rig.send(get("/.well-known/oauth-protected-resource")).await.json();
+    assert_eq!(root["resource"], "http://127.0.0.1:8080", "{root}");
+    assert_eq!(rig.send(get("/healthz")).await.status, StatusCode::OK);
+    assert_eq!(rig.send(get("/nowhere")).await.status, StatusCode::NOT_FOUND);
+}
+
+// ------------------------------------------------------------- admin API
+
+/// Roles: no token is a 401, a caller without a role a 403; an auditor
+/// reads but cannot write; an admin issues and revokes grants (each an
+/// event naming them) and loads policies; a refused write writes
+/// nothing; the state reads as of an earlier sequence number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_checks_roles_and_records_every_change() {
+    let rig = governed().await;
+    let none = rig.admin("GET", "/admin/registry", None, None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{none:?}");
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+    let roleless = rig.admin("GET", "/admin/registry", Some("alice"), None).await;
+    assert_eq!(roleless.status, StatusCode::FORBIDDEN, "{roleless:?}");
+
+    for path in [
+        "/admin/registry",
+        "/admin/grants",
+        "/admin/policy",
+        "/admin/approvals",
+        "/admin/state/all",
+    ] {
+        let reply = rig.admin("GET", path, Some("audrey"), None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {reply:?}");
+    }
+    let registry = rig
+        .admin("GET", "/admin/state/registry", Some("audrey"), None)
+        .await
+        .json();
+    let fast = &registry["registry"]["servers"]["fast"];
+    assert_eq!(fast["status"], "approved", "{registry}");
+    assert_eq!(
+        fast["pins"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["crash".to_string(), "echo".to_string(), "slow".to_string()]),
+        "{registry}"
+    );
+    let unknown = rig.admin("GET", "/admin/state/nothing", Some("audrey"), None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{unknown:?}");
+
+    let grant = json!({"principal": "carol", "server": "fast", "tool": "echo", "reason": "ticket 7"});
+    let head = rig.head();
+    let refused = rig
+        .admin("POST", "/admin/grants", Some("audrey"), Some(grant.clone()))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    let bad = rig
+        .admin("POST", "/admin/grants", Some("root"), Some(json!({"server": "fast"})))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{bad:?}");
+    let bad_policy = rig.put_policy("root", "version: v2\nrules: []\n").await;
+    assert_eq!(bad_policy.status, StatusCode::BAD_REQUEST, "{bad_policy:?}");
+    assert_eq!(rig.head(), head, "a refused write wrote something");
+
+    let issued = rig.admin("POST", "/admin/grants", Some("root"), Some(grant)).await;
+    assert_eq!(issued.status, StatusCode::OK, "{issued:?}");
+    let grant_id = issued.json()["grant_id"].as_str().expect("grant id").to_string();
+    let seq = issued.json()["event"]["seq"].as_u64().expect("seq");
+    // Carol's grant lets her in now.
+    rig.open("fast", "carol").await;
+    let revoked = rig
+        .admin(
+            "DELETE",
+            &format!("/admin/grants/{grant_id}"),
+            Some("root"),
+            Some(json!({"reason": "done"})),
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert!(
+        rig.try_open("fast", "carol").await.is_err(),
+        "a revoked grant still opens sessions"
+    );
+
+    let events = rig.events();
+    let issued_event = &events[seq as usize];
+    assert_eq!(kind(issued_event), "grant.issued", "{issued_event}");
+    assert_eq!(issued_event["actor"]["principal"], "root", "{issued_event}");
+    assert_eq!(body(issued_event, "grant_id"), grant_id.as_str(), "{issued_event}");
+    assert_eq!(body(issued_event, "principal"), "carol", "{issued_event}");
+    assert_eq!(body(issued_event, "reason"), "ticket 7", "{issued_event}");
+    let revoked_event = events
+        .iter()
+        .find(|e| kind(e) == "grant.revoked")
+        .expect("grant.revoked");
+    assert_eq!(body(revoked_event, "grant_id"), grant_id.as_str(), "{revoked_event}");
+    assert_eq!(revoked_event["actor"]["principal"], "root");
+
+    // As of the issuing event the grant is there; now it is gone.
+    let then = rig
+        .admin("GET", &format!("/admin/state/grants?as_of={seq}"), Some("audrey"), None)
+        .await
+        .json();
+    assert!(then["grants"]["grants"].get(&grant_id).is_some(), "{then}");
+    let now = rig
+        .admin("GET", "/admin/state/grants", Some("audrey"), None)
+        .await
+        .json();
+    assert!(now["grants"]["grants"].get(&grant_id).is_none(), "{now}");
+
+    // A policy load is an event; the same text again is none.
+    let text = GOVERNED.replace("timeout_sec: 60", "timeout_sec: 30");
+    for changed in [true, false] {
+        let loaded = rig.put_policy("root", &text).await;
+        assert_eq!(loaded.status, StatusCode::OK, "{loaded:?}");
+        assert_eq!(loaded.json()["changed"], changed, "{loaded:?}");
+    }
+    let loads = rig
+        .events()
+        .into_iter()
+        .filter(|e| kind(e) == "policy.loaded")
+        .collect::<Vec<_>>();
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert_eq!(loads[1]["actor"]["principal"], "root");
+    rig.verify();
+}
