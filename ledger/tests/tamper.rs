@@ -1007,7 +1007,7 @@ fn a_damaged_table_file_is_reported_at_the_first_record_it_hides() {
     // Opening for writing flushes the events recovered from the WAL to a
     // table file.
     drop(ledger::Ledger::open(&path, &keys).expect("reopen for writing"));
-    common::table::flip_a_byte_in_the_largest_table(&path);
+    sealgate_tools::table::flip_a_byte_in_the_largest_table(&path);
 
     let l = ledger::Ledger::open_read_only(&path).expect("open read-only");
     let first_unreadable = (0..=20_000u64)

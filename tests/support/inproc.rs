@@ -118,7 +118,8 @@ impl Rig {
             );
             (ledger, gov)
         });
-        let gateway = Gateway::new(Arc::clone(&ledger), &config, Arc::clone(&gov), &data).expect("gateway");
+        let find_key = sealgate::gateway::findable::FindKey::from_bytes([7; 32]);
+        let gateway = Gateway::new(Arc::clone(&ledger), &config, Arc::clone(&gov), &data, find_key).expect("gateway");
         sealgate::gateway::bootstrap(&gov, &gateway, &config, "test")
             .await
             .unwrap_or_else(|e| panic!("bootstrap: {e:#}"));

@@ -2,7 +2,6 @@
 //! that directory for tampering.
 #![allow(dead_code)]
 
-pub use sealgate_tools::table;
 
 use std::path::{Path, PathBuf};
 

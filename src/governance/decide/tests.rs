@@ -99,7 +99,7 @@ fn world(registry: &str, pin: &str, listing: &str, label: &str, g: &str, env: &s
         let pinned = tool_facts(&tool_def("ro")).hash;
         let mut server = Server {
             name: "fs".into(),
-            transport: "stdio".into(),
+            transport: events::Transport::Stdio,
             address: "node fs.js".into(),
             owner: None,
             env: if env == "-" { vec![] } else { vec![env.into()] },
@@ -111,7 +111,13 @@ fn world(registry: &str, pin: &str, listing: &str, label: &str, g: &str, env: &s
             drift: BTreeMap::new(),
         };
         if label != "-" {
-            server.actions.insert("t".into(), label.into());
+            let label = match label {
+                "read" => events::ActionLabel::Read,
+                "write" => events::ActionLabel::Write,
+                "destructive" => events::ActionLabel::Destructive,
+                other => panic!("unknown label column {other:?}"),
+            };
+            server.actions.insert("t".into(), label);
         }
         match pin {
             "pinned" => {
@@ -123,7 +129,7 @@ fn world(registry: &str, pin: &str, listing: &str, label: &str, g: &str, env: &s
                 server.drift.insert(
                     "t".into(),
                     Drift {
-                        change: "changed".into(),
+                        change: crate::governance::registry::DriftChange::Changed,
                         hash: Some("blake3:00".into()),
                         seq: 7,
                     },
