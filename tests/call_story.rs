@@ -39,18 +39,9 @@ rules:
 ";
 
 fn token(site: &Site, principal: &str, team: &str, role: &str) -> String {
-    let mut cmd = site.sealgate();
-    cmd.args(["token", "create", "--principal", principal, "--file"])
-        .arg(site.path("tokens.toml"));
-    if !team.is_empty() {
-        cmd.args(["--team", team]);
-    }
-    if !role.is_empty() {
-        cmd.args(["--role", role]);
-    }
-    let out = cmd.output().expect("token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let teams: Vec<&str> = [team].into_iter().filter(|t| !t.is_empty()).collect();
+    let roles: Vec<&str> = [role].into_iter().filter(|r| !r.is_empty()).collect();
+    site.create_token(principal, &teams, &roles)
 }
 
 /// `sealgate ARGS` against the gateway's admin API; its stdout.

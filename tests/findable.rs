@@ -51,18 +51,6 @@ def fail(customer: str) -> str:
 app.run("stdio")
 "#;
 
-fn token_with(site: &Site, principal: &str, roles: &[&str]) -> String {
-    let mut cmd = site.sealgate();
-    cmd.args(["token", "create", "--principal", principal, "--file"])
-        .arg(site.path("tokens.toml"));
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().expect("run sealgate token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn crm_site(peers: &Peers) -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
@@ -194,9 +182,9 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
 fn a_redacted_customer_id_is_found_and_stored_nowhere() {
     let peers = peers();
     let site = crm_site(&peers);
-    let alice = token_with(&site, "alice", &[]);
-    let auditor = token_with(&site, "audrey", &["auditor"]);
-    let approver = token_with(&site, "bob", &["approver"]);
+    let alice = site.create_token("alice", &[], &[]);
+    let auditor = site.create_token("audrey", &[], &["auditor"]);
+    let approver = site.create_token("bob", &[], &["approver"]);
     // A ledger made before find keys existed: `init` makes one, which is
     // removed; `serve` makes a new one (0600, 32 bytes) in its place.
     let init = site.sealgate().arg("init").output().expect("sealgate init");

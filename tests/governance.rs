@@ -78,9 +78,9 @@ fn world() -> World {
     let site = Site::in_dir(dir, &config);
     // alice may approve, and is in the approvers' team: only being the
     // requester stops her approving her own call.
-    let alice = create_token_with(&site, "alice", &["security"], &["approver"]);
-    let bob = create_token_with(&site, "bob", &["security"], &["approver"]);
-    let admin = create_token_with(&site, "root", &[], &["admin"]);
+    let alice = site.create_token("alice", &["security"], &["approver"]);
+    let bob = site.create_token("bob", &["security"], &["approver"]);
+    let admin = site.create_token("root", &[], &["admin"]);
     let gw = site.serve();
     World {
         site,
@@ -91,21 +91,6 @@ fn world() -> World {
         admin,
         files,
     }
-}
-
-fn create_token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> String {
-    let mut cmd = site.sealgate();
-    cmd.args(["token", "create", "--principal", principal, "--file"])
-        .arg(site.path("tokens.toml"));
-    for t in teams {
-        cmd.args(["--team", t]);
-    }
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().expect("token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl World {
@@ -644,7 +629,7 @@ fn the_gateway_does_not_start_from_a_snapshot_the_ledger_key_did_not_sign() {
                   [governance]\npolicy_file = \"{dir}/policy.yaml\"\nsnapshot_every = 1\n\
                   [[grants]]\nprincipal = \"alice\"\nserver = \"*\"\n";
     let site = Site::in_dir(dir, config);
-    let admin = create_token_with(&site, "root", &[], &["admin"]);
+    let admin = site.create_token("root", &[], &["admin"]);
     let gw = site.serve();
     let grants = admin_get(&gw, "/admin/grants", &admin);
     assert!(grants.contains("alice") && !grants.contains("mallory"), "{grants}");

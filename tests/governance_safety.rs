@@ -29,18 +29,6 @@ use support::*;
 
 // ------------------------------------------------------------------ helpers
 
-fn token_with(site: &Site, principal: &str, roles: &[&str]) -> String {
-    let mut cmd = site.sealgate();
-    cmd.args(["token", "create", "--principal", principal, "--file"])
-        .arg(site.path("tokens.toml"));
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().expect("run sealgate token create");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// What a `sealgate` command did.
 struct Ran {
     ok: bool,
@@ -308,8 +296,8 @@ fn a_rug_pull_is_recorded_hidden_and_refused_until_reapproved() {
     let rug = python_server(&peers, dir.path(), "rug", RUG_SERVER, &[&state_file]);
     // No [governance]: the harness adds an allow-all policy and a grant for everyone.
     let site = tokens_site(dir, &rug);
-    let alice = token_with(&site, "alice", &[]);
-    let root = token_with(&site, "root", &["admin"]);
+    let alice = site.create_token("alice", &[], &[]);
+    let root = site.create_token("root", &[], &["admin"]);
     let gw = site.serve();
     let url = gw.url("rug");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -621,7 +609,7 @@ fn findings(e: &Value) -> std::collections::BTreeMap<String, u64> {
 fn secrets_and_personal_data_are_redacted_everywhere() {
     let peers = peers();
     let site = vault_site(&peers, "{ secrets: redact, pii: redact }");
-    let alice = token_with(&site, "alice", &[]);
+    let alice = site.create_token("alice", &[], &[]);
     let gw = site.serve();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (leaked, stored, failed) = rt.block_on(async {
@@ -717,7 +705,7 @@ fn secrets_and_personal_data_are_redacted_everywhere() {
 fn a_result_holding_a_secret_is_quarantined() {
     let peers = peers();
     let site = vault_site(&peers, "{ secrets: quarantine, pii: redact }");
-    let alice = token_with(&site, "alice", &[]);
+    let alice = site.create_token("alice", &[], &[]);
     let gw = site.serve();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let outcome = rt.block_on(async {
@@ -799,7 +787,7 @@ fn refused_admin_input_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = python_server(&peers, dir.path(), "plain", PLAIN_SERVER, &[]);
     let site = tokens_site(dir, &plain);
-    let root = token_with(&site, "root", &["admin"]);
+    let root = site.create_token("root", &[], &["admin"]);
     let gw = site.serve();
     let untouched = fingerprint(&site);
     assert!(untouched.1["policy"]["hash"].is_string(), "{}", untouched.1);
@@ -932,9 +920,9 @@ fn the_state_as_of_a_time_answers_through_the_api_and_the_cli() {
     let dir = tempfile::tempdir().expect("tempdir");
     let plain = python_server(&peers, dir.path(), "plain", PLAIN_SERVER, &[]);
     let site = tokens_site(dir, &plain);
-    let root = token_with(&site, "root", &["admin"]);
-    let auditor = token_with(&site, "ada", &["auditor"]);
-    let nobody = token_with(&site, "alice", &[]);
+    let root = site.create_token("root", &[], &["admin"]);
+    let auditor = site.create_token("ada", &[], &["auditor"]);
+    let nobody = site.create_token("alice", &[], &[]);
     let gw = site.serve();
     let ts = |site: &Site| head(site)["ts"].as_str().expect("ts").to_string();
     let policy_hash = |file: &std::path::Path| {
@@ -1087,7 +1075,7 @@ fn a_paginated_tool_listing_is_not_drift() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paged = python_server(&peers, dir.path(), "paged", PAGED_SERVER, &[]);
     let site = tokens_site(dir, &paged);
-    let alice = token_with(&site, "alice", &[]);
+    let alice = site.create_token("alice", &[], &[]);
     let gw = site.serve();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {

@@ -259,26 +259,6 @@ fn issuer_section(site_dir: &std::path::Path, name: &str, issuer: &str, key: &Jw
 
 // ---------------------------------------------------------------- sites
 
-/// `sealgate token create` into `{dir}/tokens.toml`; the printed token.
-fn token_with(site: &Site, principal: &str, teams: &[&str], roles: &[&str]) -> String {
-    let mut cmd = site.sealgate();
-    cmd.args(["token", "create", "--principal", principal, "--file"])
-        .arg(site.path("tokens.toml"));
-    for team in teams {
-        cmd.args(["--team", team]);
-    }
-    for role in roles {
-        cmd.args(["--role", role]);
-    }
-    let out = cmd.output().expect("run sealgate token create");
-    assert!(
-        out.status.success(),
-        "sealgate token create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// A server the gateway never starts: for tests of who gets in, not of relaying.
 const IDLE_SERVER: &str = "[servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\nregister = false\n";
 
@@ -320,7 +300,7 @@ fn a_jwt_sub_alice_is_not_the_static_token_alice() {
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
     let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"]);
     let site = make_site(dir, "", &format!("{issuer}\n{everything}"));
-    let alice = token_with(&site, "alice", &["security"], &[]);
+    let alice = site.create_token("alice", &["security"], &[]);
     let jwt_alice = token(&key, ISSUER, "alice", json!({"groups": ["security"]}));
     let served = site.serve();
     let url = served.url("everything");
@@ -547,8 +527,8 @@ fn a_changed_tokens_file_is_reloaded_and_a_malformed_one_keeps_the_last_good_set
     let key = JwtKey::generate("k1");
     let issuer = issuer_section(dir.path(), "jwks", ISSUER, &key, "");
     let site = make_site(dir, "", &format!("{issuer}\n{IDLE_SERVER}"));
-    let alice = token_with(&site, "alice", &[], &["auditor"]);
-    let bob = token_with(&site, "bob", &[], &["auditor"]);
+    let alice = site.create_token("alice", &[], &["auditor"]);
+    let bob = site.create_token("bob", &[], &["auditor"]);
     let served = site.serve();
     let base = served.base.clone();
     assert_eq!(status_of(&base, &alice), 200);
@@ -573,7 +553,7 @@ fn a_changed_tokens_file_is_reloaded_and_a_malformed_one_keeps_the_last_good_set
     assert!(site.log().contains("tokens file"), "{}", site.log());
 
     // Add carol, with `sealgate token create --file` (it appends).
-    let carol = token_with(&site, "carol", &[], &["auditor"]);
+    let carol = site.create_token("carol", &[], &["auditor"]);
     let took = wait_for_status(
         &base,
         &carol,
@@ -669,8 +649,8 @@ fn a_changed_tokens_file_is_reloaded_and_a_malformed_one_keeps_the_last_good_set
 fn sighup_reloads_the_tokens_file_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let site = make_site(dir, "tokens_poll_sec = 0\n", IDLE_SERVER);
-    let alice = token_with(&site, "alice", &[], &["auditor"]);
-    let bob = token_with(&site, "bob", &[], &["auditor"]);
+    let alice = site.create_token("alice", &[], &["auditor"]);
+    let bob = site.create_token("bob", &[], &["auditor"]);
     let served = site.serve();
     let base = served.base.clone();
     assert_eq!(status_of(&base, &bob), 200);

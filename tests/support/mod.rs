@@ -111,6 +111,26 @@ pub struct Site {
 }
 
 impl Site {
+    /// `sealgate token create` into the site's tokens file: the token.
+    pub fn create_token(&self, principal: &str, teams: &[&str], roles: &[&str]) -> String {
+        let mut cmd = self.sealgate();
+        cmd.args(["token", "create", "--principal", principal, "--file"])
+            .arg(self.path("tokens.toml"));
+        for team in teams {
+            cmd.args(["--team", team]);
+        }
+        for role in roles {
+            cmd.args(["--role", role]);
+        }
+        let out = cmd.output().expect("run sealgate token create");
+        assert!(
+            out.status.success(),
+            "sealgate token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// `body` is the config after `data_dir` (sections `[gateway]`,
     /// `[auth]`, `[servers.*]`); `{dir}` in it stands for the site's
     /// directory (for files such as `{dir}/tokens.toml`).

@@ -2,7 +2,6 @@
 //! that directory for tampering.
 #![allow(dead_code)]
 
-
 use std::path::{Path, PathBuf};
 
 use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, Object, Report, SigningKey, Value, VerifyOptions};
