@@ -33,16 +33,15 @@ pub fn run(
     let ledger = super::open_read_only(paths)?;
     let key = FindKey::open(&paths.key_dir, &ledger.ledger_id())?;
     let digests = key.query(&value)?;
-    let range = super::resolve_range(&ledger, range, super::Lookup::Checked)?;
-    let from = range.from.unwrap_or(0);
-    let to = range.to.unwrap_or(super::last_seq(&ledger)?);
+    let (from, to) = super::checked_seqs(&ledger, range)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if output == LogFormat::Table {
         writeln!(
             out,
-            "{:>8}  {:<30}  {:<20}  {:<16}  {:<28}  {:>8}  FOUND IN",
-            "SEQ", "TIME", "KIND", "PRINCIPAL", "SUBJECT", "REQUEST"
+            "{}  {:>8}  FOUND IN",
+            super::event_cells(super::EVENT_COLUMNS),
+            "REQUEST"
         )?;
     }
     let (mut found, mut read) = (0u64, 0u64);
@@ -62,19 +61,10 @@ pub fn run(
             }
             LogFormat::Table => {
                 let m = Match::new(&sealed.event, fields);
-                let subject = [m.server.as_deref(), m.target.as_deref()]
-                    .into_iter()
-                    .flatten()
-                    .collect::<Vec<_>>()
-                    .join("/");
                 writeln!(
                     out,
-                    "{:>8}  {:<30}  {:<20}  {:<16}  {:<28}  {:>8}  {}",
-                    m.seq,
-                    m.ts,
-                    m.kind,
-                    m.principal.as_deref().unwrap_or("-"),
-                    if subject.is_empty() { "-".to_owned() } else { subject },
+                    "{}  {:>8}  {}",
+                    super::event_row(&sealed.event),
                     m.request_seq.map_or_else(|| "-".to_owned(), |s| s.to_string()),
                     m.fields.join(",")
                 )?;

@@ -13,19 +13,11 @@ pub fn run(paths: &Paths, range: &Range, kinds: &[String], limit: Option<u64>, o
     if let Some(unknown) = kinds.iter().find(|k| !k.is_known() && !k.is_extension()) {
         bail!("--kind {unknown}: unknown event kind");
     }
-    // A time is checked against the events, not taken from the time index
-    // alone (it is not signed): an edited index must not leave events out.
-    let range = super::resolve_range(&ledger, range, super::Lookup::Checked)?;
-    let from = range.from.unwrap_or(0);
-    let to = range.to.unwrap_or(super::last_seq(&ledger)?);
+    let (from, to) = super::checked_seqs(&ledger, range)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if output == LogFormat::Table {
-        writeln!(
-            out,
-            "{:>8}  {:<30}  {:<20}  {:<16}  {:<28}  HASH",
-            "SEQ", "TIME", "KIND", "PRINCIPAL", "SUBJECT"
-        )?;
+        writeln!(out, "{}  HASH", super::event_cells(super::EVENT_COLUMNS))?;
     }
     let mut shown = 0u64;
     for e in ledger.events(from, to)? {
@@ -39,31 +31,7 @@ pub fn run(paths: &Paths, range: &Range, kinds: &[String], limit: Option<u64>, o
         shown += 1;
         match output {
             LogFormat::Json => writeln!(out, "{}", e.to_json())?,
-            LogFormat::Table => {
-                let ev = &e.event;
-                let subject = [
-                    ev.subject.server.as_deref(),
-                    ev.subject
-                        .tool
-                        .as_deref()
-                        .or(ev.subject.prompt.as_deref())
-                        .or(ev.subject.resource.as_deref()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join("/");
-                writeln!(
-                    out,
-                    "{:>8}  {:<30}  {:<20}  {:<16}  {:<28}  {}",
-                    ev.seq,
-                    ev.ts.to_string(),
-                    ev.kind.as_str(),
-                    ev.actor.principal.as_deref().unwrap_or("-"),
-                    if subject.is_empty() { "-".to_owned() } else { subject },
-                    e.hash.short()
-                )?;
-            }
+            LogFormat::Table => writeln!(out, "{}  {}", super::event_row(&e.event), e.hash.short())?,
         }
     }
     out.flush()?;

@@ -343,3 +343,44 @@ pub(crate) fn resolve_range(ledger: &Ledger, range: &Range, lookup: Lookup) -> R
         to_time,
     })
 }
+
+/// The sequence numbers a `--from`/`--to` range covers, found from the
+/// events (the time index is not signed: an edited one must not leave
+/// events out); the whole log when open-ended.
+fn checked_seqs(ledger: &ledger::Ledger, range: &crate::cli::Range) -> anyhow::Result<(u64, u64)> {
+    let range = resolve_range(ledger, range, Lookup::Checked)?;
+    Ok((range.from.unwrap_or(0), range.to.map_or_else(|| last_seq(ledger), Ok)?))
+}
+
+/// The columns every event table starts with (`log`, `find`).
+const EVENT_COLUMNS: [&str; 5] = ["SEQ", "TIME", "KIND", "PRINCIPAL", "SUBJECT"];
+
+/// Those columns' header, or one event's cells, aligned.
+fn event_cells(cells: [&str; 5]) -> String {
+    let [seq, ts, kind, principal, subject] = cells;
+    format!("{seq:>8}  {ts:<30}  {kind:<20}  {principal:<16}  {subject:<28}")
+}
+
+/// One event's cells: seq, time, kind, principal, server/target.
+fn event_row(event: &ledger::Event) -> String {
+    let subject = [
+        event.subject.server.as_deref(),
+        event
+            .subject
+            .tool
+            .as_deref()
+            .or(event.subject.prompt.as_deref())
+            .or(event.subject.resource.as_deref()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join("/");
+    event_cells([
+        &event.seq.to_string(),
+        &event.ts.to_string(),
+        event.kind.as_str(),
+        event.actor.principal.as_deref().unwrap_or("-"),
+        if subject.is_empty() { "-" } else { &subject },
+    ])
+}
