@@ -4,7 +4,12 @@
 //! and, given the same tampered log, reports the same failure kind at the
 //! same sequence number as `sealgate verify` (run on a store that holds
 //! exactly the tampered export's records). If they disagree, either the
-//! document or the code is wrong.
+//! document or the code is wrong. The cases include what FORMAT.md pins
+//! down beyond the obvious: the key order of astral and private-use
+//! characters (§2), raw U+2028/U+2029/U+0085 inside export lines (§11),
+//! nesting at and past 64 levels (§3), genesis keys that are not
+//! prime-order points (§6, §7), a key named by a later (bad) rotation
+//! (§9 step 8), partial and empty exports (§11).
 //!
 //! Needs `SEALGATE_VERIFY_PYTHON` (set by `tools/test.sh` from `tools/setup.sh`).
 
@@ -78,11 +83,10 @@ fn store_of(data: &Path, lines: &[String], copy: &Path) -> PathBuf {
         let mut record = vec![ledger::RECORD_VERSION];
         record.extend(hex::decode(v["hash"].as_str().expect("hash")).expect("hex"));
         record.extend(hex::decode(v["signature"].as_str().expect("signature")).expect("hex"));
-        record.extend(
-            ledger::Value::from_json_str(&v["event"].to_string())
-                .expect("envelope")
-                .to_canonical(),
-        );
+        // An envelope the canonical parser refuses (nested too deep) is
+        // stored as the line has it: malformed either way.
+        let text = v["event"].to_string();
+        record.extend(ledger::Value::from_json_str(&text).map_or(text.into_bytes(), |e| e.to_canonical()));
         db.put_cf(events, seq.to_be_bytes(), record).expect("put");
     }
     copy.to_path_buf()
@@ -131,10 +135,35 @@ fn verify_export(py: &Path, export: &Path, extra: &[&str]) -> (i32, serde_json::
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// Drafts for `sealgate append`. The last one's `body.deep` is `0` inside
+/// 62 arrays: at level 64 (§3), the deepest a value may be.
 const EVENTS: &str = r#"{"kind":"x.call","actor":{"principal":"alice","teams":["sre","db"],"agent":"claude","session":"s1"},"subject":{"server":"fs","tool":"write_file","env":["prod"]},"correlation":{"request_id":"req-\"7\"","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","call_id":"9f86d081884c7d659a2feaa0c55ad015"},"body":{"arguments":"{\"path\":\"/tmp/x\",\"ratio\":0.5}","big":18446744073709551615,"neg":-9223372036854775808}}
 {"kind":"x.decision","actor":{"principal":"ünïcødé 😀"},"correlation":{"request_id":-3,"answers":1},"body":{"decision":"ALLOW","ctl":"\u0000\u001f\b\f\n\r\t\"\\/","nested":{"z":[1,[2,{"a":null}]],"A":true,"é":false,"":""}}}
-{"kind":"x.call.done","subject":{"resource":"file:///srv/a%20b"},"body":{}}
+{"kind":"x.call.done","subject":{"resource":"file:///srv/a%20b"},"body":{"\ue000":"private use","\uffff":"last of the BMP","\ud83d\ude00":"astral","z":"raw in the export: \u2028 \u2029 \u0085","deep":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}}
 "#;
+
+/// The identity's encoding (a small-order point), and the key of seed
+/// `[7; 32]` plus a point of order 8 (a mixed-order point).
+const IDENTITY: [u8; 32] = {
+    let mut b = [0u8; 32];
+    b[0] = 1;
+    b
+};
+const MIXED: [u8; 32] = [
+    0x1f, 0x4f, 0x58, 0x0e, 0x73, 0xac, 0x20, 0x8f, 0x06, 0x76, 0x01, 0x90, 0xe9, 0xed, 0xc6, 0xf5, 0x91, 0x67, 0x75,
+    0xda, 0xbd, 0x9c, 0x1c, 0xdc, 0xa3, 0x93, 0x17, 0x5c, 0x2d, 0x6d, 0x10, 0x83,
+];
+
+/// The export line of `event` (an envelope as JSON) with its hash
+/// recomputed and `signature` (hex): a record someone wrote anew.
+fn resealed(seq: u64, event: &serde_json::Value, signature: impl FnOnce(&ledger::Hash) -> String) -> String {
+    let canonical = ledger::Value::from_json_str(&event.to_string())
+        .expect("envelope")
+        .to_canonical();
+    let prev: ledger::Hash = event["prev"].as_str().expect("prev").parse().expect("prev hex");
+    let hash = ledger::event_hash(&prev, &canonical);
+    serde_json::json!({"seq": seq, "hash": hash.to_hex(), "signature": signature(&hash), "event": event}).to_string()
+}
 
 #[test]
 #[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
@@ -163,6 +192,16 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
     let export = sealgate(&data, &["log", "-o", "json"], None).stdout;
     let path = dir.path().join("export.jsonl");
     std::fs::write(&path, &export).expect("write export");
+    // §11: these are raw in the export, inside a string, not line ends; and
+    // the astral key sorts after the private-use ones (§2).
+    let text = String::from_utf8(export.clone()).expect("utf8");
+    for raw in ['\u{2028}', '\u{2029}', '\u{85}'] {
+        assert!(text.contains(raw), "the export holds {raw:?} raw");
+    }
+    assert!(
+        text.contains("\"\u{e000}\":\"private use\",\"\u{ffff}\":\"last of the BMP\",\"\u{1f600}\":\"astral\""),
+        "{text}"
+    );
     let lines: Vec<String> = String::from_utf8(export)
         .expect("utf8")
         .lines()
@@ -210,6 +249,34 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
         f(&mut v);
         let mut out = lines.clone();
         out[seq] = v.to_string();
+        out
+    };
+    let export_of = |args: &[&str]| -> Vec<String> {
+        let out = sealgate(&data, &[&["log", "-o", "json"], args].concat(), None).stdout;
+        String::from_utf8(out)
+            .expect("utf8")
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // The genesis line with `public` as its key (its id in the envelope),
+    // its hash recomputed; the signature does not matter (step 7 comes first).
+    let genesis_with_key = |public: [u8; 32]| -> Vec<String> {
+        let mut v: serde_json::Value = serde_json::from_str(&lines[0]).expect("line");
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&public).expect("a point");
+        v["event"]["body"]["public_key"] = hex::encode(public).into();
+        v["event"]["key"] = ledger::key_id(&key).to_string().into();
+        let mut out = lines.clone();
+        out[0] = resealed(0, &v["event"], |_| "00".repeat(64));
+        out
+    };
+    // Line 2 re-signed by a key this log never introduced.
+    let stranger = ledger::SigningKey::from_seed([9; 32]);
+    let signed_by_stranger = {
+        let mut v: serde_json::Value = serde_json::from_str(&lines[2]).expect("line");
+        v["event"]["key"] = stranger.id().to_string().into();
+        let mut out = lines.clone();
+        out[2] = resealed(2, &v["event"], |h| hex::encode(stranger.sign_hash(h).to_bytes()));
         out
     };
     // Line 9's record (hash, signature, envelope) at position 3 and line
@@ -271,6 +338,62 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
         ("swapped records", swapped_records, 3, "sequence_mismatch"),
         // A truncated export against a pinned head.
         ("truncated", lines[..10].to_vec(), 10, "truncated"),
+        // §3: one level more than the 64 that `append` allows.
+        (
+            "nested 65 levels",
+            edit(3, &|v| {
+                let deep = v["event"]["body"]["deep"].take();
+                v["event"]["body"]["deep"] = serde_json::Value::Array(vec![deep]);
+            }),
+            3,
+            "malformed",
+        ),
+        // §11: the format of `hash` and `signature` (no store holds these).
+        (
+            "upper-case hash",
+            edit(2, &|v| {
+                v["hash"] = v["hash"].as_str().expect("hash").to_uppercase().into()
+            }),
+            2,
+            "malformed",
+        ),
+        (
+            "short signature",
+            edit(2, &|v| {
+                v["signature"] = v["signature"].as_str().expect("sig")[..126].into()
+            }),
+            2,
+            "malformed",
+        ),
+        // §11: only whole exports verify.
+        ("partial export (--from 3)", export_of(&["--from", "3"]), 0, "gap"),
+        (
+            "filtered export (--kind)",
+            export_of(&["--kind", "ledger.genesis", "--kind", "key.rotated"]),
+            1,
+            "gap",
+        ),
+        ("empty export", Vec::new(), 0, "truncated"),
+        // §6, §7: genesis keys that are not prime-order points.
+        ("small-order genesis key", genesis_with_key(IDENTITY), 0, "bad_genesis"),
+        ("mixed-order genesis key", genesis_with_key(MIXED), 0, "bad_genesis"),
+        // §9 step 8: a key no rotation names, and one a later rotation
+        // names (a bad one: no public key, no proof, not in the store's
+        // rotation index).
+        ("stranger's key", signed_by_stranger.clone(), 2, "unknown_key"),
+        (
+            "key named by a later bad rotation",
+            {
+                let mut l = signed_by_stranger.clone();
+                let mut v: serde_json::Value = serde_json::from_str(&l[6]).expect("line");
+                v["event"]["kind"] = "key.rotated".into();
+                v["event"]["body"] = serde_json::json!({"new_key": stranger.id().to_string()});
+                l[6] = v.to_string();
+                l
+            },
+            2,
+            "key_not_valid",
+        ),
     ];
     for (i, (what, tampered, seq, kind)) in cases.into_iter().enumerate() {
         let p = dir.path().join("tampered.jsonl");
@@ -281,7 +404,7 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
         assert_eq!(report["failure"]["seq"], seq, "{what}: {report}");
         let got = report["failure"]["kind"].as_str().unwrap_or("");
         assert!(kind.split('|').any(|k| k == got), "{what}: expected {kind}: {report}");
-        if what == "swapped lines" {
+        if ["swapped lines", "upper-case hash", "short signature"].contains(&what) {
             continue;
         }
         // Sealgate's own verifier, on the store this export stands for,

@@ -45,6 +45,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, NoReturn
 
 try:
     import blake3
+    import nacl.bindings
     import nacl.exceptions
     import nacl.signing
 except ImportError as _err:  # pragma: no cover - environment problem
@@ -450,8 +451,18 @@ def key_id(public_key: bytes) -> str:
     return derived[:16].hex()
 
 
+def public_key_valid(public_key: bytes) -> bool:
+    """§6: a genesis or rotation key is the canonical encoding of a point in
+    the prime-order subgroup other than the identity (libsodium's
+    crypto_core_ed25519_is_valid_point)."""
+    return len(public_key) == 32 and bool(
+        nacl.bindings.crypto_core_ed25519_is_valid_point(public_key)
+    )
+
+
 def signature_valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Strict Ed25519 verification (libsodium: canonical S, no small-order keys)."""
+    """Strict Ed25519 verification (libsodium: canonical S, no small-order R
+    or key, R compared byte for byte)."""
     try:
         nacl.signing.VerifyKey(public_key).verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.CryptoError,
@@ -505,6 +516,8 @@ def check_genesis(env: Envelope) -> tuple[bytes, bytes]:
     if not is_hex(body["public_key"], 64):
         raise FormatError("genesis public_key is not 64 lowercase hex digits")
     public_key = bytes.fromhex(body["public_key"])
+    if not public_key_valid(public_key):
+        raise FormatError("genesis public_key is not a valid Ed25519 key (§6: canonical, prime order, not the identity)")
     expected = key_id(public_key)
     if env.key != expected:
         raise FormatError(f"envelope key {env.key} is not the genesis key's id {expected}")
@@ -545,6 +558,8 @@ def check_rotation(env: Envelope, ledger_id: bytes, schedule: KeySchedule) -> tu
     if not is_hex(body["proof"], 128):
         raise FormatError("proof is not 128 lowercase hex digits")
     new_public_key = bytes.fromhex(body["new_public_key"])
+    if not public_key_valid(new_public_key):
+        raise FormatError("new_public_key is not a valid Ed25519 key (§6: canonical, prime order, not the identity)")
     new_key = body["new_key"]
     expected = key_id(new_public_key)
     if new_key != expected:
@@ -615,11 +630,13 @@ def decode_record(obj: Any) -> Record:
 
 
 def read_lines(stream: BinaryIO) -> Iterator[bytes]:
-    """The export's lines, without their line ends.
+    """The export's lines, without their line ends (§11).
 
-    A final newline is normal; blank lines after the last record are
-    tolerated, but a blank line followed by a record is returned as an empty
-    line so that it is reported as malformed.
+    Lines end at LF only (a binary stream splits there; U+2028, U+2029 and
+    U+0085 stay inside their strings). A final newline is normal; blank
+    lines after the last record are tolerated, but a blank line followed by
+    a record is returned as an empty line so that it is reported as
+    malformed.
     """
     blanks = 0
     for raw in stream:
@@ -895,6 +912,10 @@ def self_test() -> bool:
     check("keys sorted by UTF-8 bytes",
           canonical_encode({"é": 1, "a": 2, "Z": 3, "\U0001f600": 4, "\uffff": 5, 'a"': 6, "a#": 7})
           == '{"Z":3,"a":2,"a\\"":6,"a#":7,"é":1,"\uffff":5,"\U0001f600":4}'.encode())
+    # The example of FORMAT.md §2 rule 2, byte for byte.
+    check("key order example of §2",
+          canonical_encode(parse_json('{"\\ud83d\\ude00":1,"\\ue000":2,"\\u00e9":3,"z":4}')).hex()
+          == "7b227a223a342c22c3a9223a332c22ee8080223a322c22f09f9880223a317d")
     check("string escaping",
           canonical_encode("\"\\\b\t\n\f\r\x00\x01\x1f\x7f/\u2028\u2029é")
           == '"\\"\\\\\\b\\t\\n\\f\\r\\u0000\\u0001\\u001f\x7f/\u2028\u2029é"'.encode())
@@ -923,6 +944,14 @@ def self_test() -> bool:
     identity = bytes([1]) + bytes(31)  # small-order point: the identity
     check("small-order key refused",
           not signature_valid(identity, digest, identity + bytes(32)))
+    # §6 key validity: the example key passes; the identity, a non-canonical
+    # encoding (y = p + 3) and a mixed-order key (the example key plus a
+    # point of order 8) do not.
+    check("example key is a valid key", public_key_valid(public_key))
+    non_canonical = bytes([0xED + 3]) + b"\xff" * 30 + b"\x7f"
+    mixed = bytes.fromhex("1f4f580e73ac208f06760190e9edc6f5916775dabd9c1cdca393175c2d6d1083")
+    for name, key in (("identity", identity), ("non-canonical", non_canonical), ("mixed-order", mixed)):
+        check(f"{name} key is not a valid key", not public_key_valid(key))
 
     failed = [name for name, passed in results if not passed]
     print(f"self-test: {len(results) - len(failed)}/{len(results)} checks passed")

@@ -412,6 +412,18 @@ mod tests {
         assert_eq!(canon(r#"{"é":1,"a":2,"Z":3}"#), r#"{"Z":3,"a":2,"é":1}"#);
     }
 
+    /// The example of `docs/FORMAT.md` §2 rule 2: members in the order of
+    /// their keys' UTF-8 bytes (code point order), where RFC 8785's UTF-16
+    /// order would put U+1F600 (`d83d de00`) before U+E000.
+    #[test]
+    fn format_md_key_order_example() {
+        let v = Value::from_json_str(r#"{"\ud83d\ude00":1,"\ue000":2,"\u00e9":3,"z":4}"#).expect("valid json");
+        assert_eq!(
+            hex::encode(v.to_canonical()),
+            "7b227a223a342c22c3a9223a332c22ee8080223a322c22f09f9880223a317d"
+        );
+    }
+
     #[test]
     fn escapes_minimally() {
         assert_eq!(

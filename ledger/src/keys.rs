@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
@@ -27,13 +27,26 @@ pub fn key_id(public: &ed25519_dalek::VerifyingKey) -> KeyId {
     KeyId(id)
 }
 
-/// Parses and checks a public key given as 64 hex digits.
+/// Parses and checks a public key given as 64 hex digits: the key of a
+/// genesis or a rotation (`docs/FORMAT.md` §6). It must be the canonical
+/// encoding (RFC 8032 §5.1.3: `y` below the field prime, no sign bit on
+/// `x = 0`) of a point in the prime-order subgroup other than the identity,
+/// as libsodium's `crypto_core_ed25519_is_valid_point` requires. Every key
+/// an Ed25519 secret yields is one. Over such keys `verify_strict` and
+/// libsodium give the same answer for every signature.
 pub fn parse_public_key(hex_text: &str) -> Result<ed25519_dalek::VerifyingKey, String> {
     let bytes: [u8; 32] = crate::event::parse_hex_array(hex_text).map_err(|e| format!("public key {e}"))?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
         .map_err(|e| format!("public key is not a valid Ed25519 point: {e}"))?;
+    let point = key.to_edwards();
+    if point.compress().to_bytes() != bytes {
+        return Err("public key is not the canonical encoding of its Ed25519 point".into());
+    }
     if key.is_weak() {
         return Err("public key is a weak (small-order) Ed25519 key".into());
+    }
+    if !point.is_torsion_free() {
+        return Err("public key is an Ed25519 point of mixed order (it has a small-order component)".into());
     }
     Ok(key)
 }
@@ -173,7 +186,7 @@ pub fn verify_rotation_proof(
     proof: &ed25519_dalek::Signature,
 ) -> bool {
     new_public
-        .verify(rotation_message(ledger_id, old, new_public).as_bytes(), proof)
+        .verify_strict(rotation_message(ledger_id, old, new_public).as_bytes(), proof)
         .is_ok()
 }
 
@@ -298,6 +311,39 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
         let err = SigningKey::read(&path).expect_err("0644").to_string();
         assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    /// Ed25519 public keys that decode but that `parse_public_key` refuses,
+    /// each for its own reason, and the key of a real secret, which it takes.
+    #[test]
+    fn public_keys_must_be_canonical_prime_order_points() {
+        let good = SigningKey::from_seed([7; 32]);
+        assert_eq!(parse_public_key(&good.public_hex()), Ok(good.public()));
+        // y = p + 3, which decodes (to y = 3) but is not y's encoding.
+        let mut non_canonical = [0xffu8; 32];
+        non_canonical[0] = 0xed + 3;
+        non_canonical[31] = 0x7f;
+        // The identity (small order), and the identity with the sign bit of
+        // x = 0 set (neither canonical nor of large order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut negative_zero = identity;
+        negative_zero[31] |= 0x80;
+        // The key of seed 7 plus a point of order 8: what a holder of that
+        // secret could introduce to make signatures that verify or not
+        // depending on the verifier (computed with curve25519-dalek).
+        let mixed = "1f4f580e73ac208f06760190e9edc6f5916775dabd9c1cdca393175c2d6d1083";
+        let cases = [
+            (hex::encode(non_canonical), "not the canonical encoding"),
+            (hex::encode(identity), "weak (small-order)"),
+            (hex::encode(negative_zero), "not the canonical encoding"),
+            (mixed.to_owned(), "mixed order"),
+            (format!("02{}", "00".repeat(31)), "not a valid Ed25519 point"),
+        ];
+        for (hex_text, want) in cases {
+            let err = parse_public_key(&hex_text).expect_err(&hex_text);
+            assert!(err.contains(want), "{hex_text}: `{err}` does not say `{want}`");
+        }
     }
 
     #[test]

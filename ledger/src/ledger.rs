@@ -624,12 +624,6 @@ impl Ledger {
         self.store.checked_key_schedule()
     }
 
-    /// The keys the log declares and the first sequence number of each,
-    /// read without checking anything: for diagnostics only.
-    pub(crate) fn declared_keys(&self) -> Vec<(u64, KeyId)> {
-        self.store.declared_keys()
-    }
-
     /// The key that signs the next event.
     pub fn current_key_id(&self) -> Result<KeyId> {
         self.store.current_key_id()

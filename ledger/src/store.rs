@@ -619,30 +619,6 @@ impl Store {
         Ok(schedule_from(&genesis, &rotations, &self.ledger_id))
     }
 
-    /// The genesis key and every key a rotation introduces, with the first
-    /// sequence number each signs, read leniently (nothing is verified, and
-    /// whatever cannot be read is skipped). Verification uses this only to
-    /// say "not valid yet" rather than "unknown" about a key used too early.
-    pub(crate) fn declared_keys(&self) -> Vec<(u64, KeyId)> {
-        let mut out = Vec::new();
-        if let Ok(Some(g)) = self.sealed(0) {
-            out.push((0, g.event.key));
-        }
-        for seq in self.rotation_seqs().unwrap_or_default() {
-            let id = self.sealed(seq).ok().flatten().and_then(|e| {
-                e.event
-                    .body
-                    .get("new_key")
-                    .and_then(|v| v.as_str())
-                    .and_then(|s| s.parse().ok())
-            });
-            if let Some(id) = id {
-                out.push((seq + 1, id));
-            }
-        }
-        out
-    }
-
     /// Writer-side recovery: the head in `meta` must be the last stored
     /// event, and the last [`TAIL_CHECK`] events must hash, link and verify.
     pub(crate) fn check_tail(&self, schedule: &KeySchedule) -> Result<()> {

@@ -6,10 +6,18 @@
 //! 1. in parallel, each record is decoded and its hash recomputed;
 //! 2. in order, sequence numbers, links, keys, timestamps, genesis and key
 //!    rotations are checked (cheap, and inherently sequential);
-//! 3. in parallel, signatures are checked in batches; a batch that fails is
-//!    re-checked one signature at a time to find the first bad one.
+//! 3. in parallel, signatures are checked one by one with `verify_strict`
+//!    (`docs/FORMAT.md` §6), not in batches: batch verification takes
+//!    signatures that `verify_strict` refuses (a small-order or
+//!    non-canonical `R`, or one with a small-order component, which only
+//!    the key's holder can make), and whether it takes one depends on the
+//!    others in its batch, so a log's verdict would hang on how its windows
+//!    fall.
 //!
-//! The failure reported is the one with the lowest sequence number.
+//! The failure reported is the one with the lowest sequence number. A key
+//! the schedule does not hold is `key_not_valid` if a `key.rotated` event
+//! at or after its use names it (found by reading ahead, once the run has
+//! failed there), else `unknown_key`.
 
 use std::sync::mpsc;
 
@@ -26,8 +34,8 @@ use crate::timestamp::Timestamp;
 
 /// Records per window.
 const WINDOW: usize = 8192;
-/// Signatures per batch verification.
-const SIG_BATCH: usize = 64;
+/// Signatures per parallel task.
+const SIG_CHUNK: usize = 64;
 
 /// What to verify.
 #[derive(Clone, Debug, Default)]
@@ -91,14 +99,13 @@ impl Report {
 struct Start {
     seq: u64,
     prev: Hash,
-    prev_ts: Timestamp,
+    /// The latest timestamp before `seq` (FORMAT.md §9 `max_ts`): for a run
+    /// that starts after genesis, the time of the event before it.
+    max_ts: Timestamp,
     schedule: Option<KeySchedule>,
 }
 
 struct Plan {
-    /// Keys the store says the log introduces (for diagnostics only: a key
-    /// used before its rotation is reported as not valid yet, not unknown).
-    declared_keys: Vec<(u64, KeyId)>,
     /// Signatures are checked for `sig_from..=sig_until`; events outside it
     /// (between a pinned head and the range, or after the range up to the
     /// anchor) get hash and link checks only.
@@ -180,7 +187,7 @@ impl Ledger {
             Start {
                 seq: 0,
                 prev: Hash::ZERO,
-                prev_ts: Timestamp::EPOCH,
+                max_ts: Timestamp::EPOCH,
                 schedule: None,
             }
         } else {
@@ -220,12 +227,11 @@ impl Ledger {
             Start {
                 seq: read_from,
                 prev: event_hash(&before.event.prev, &before.canonical),
-                prev_ts: before.event.ts,
+                max_ts: before.event.ts,
                 schedule: Some(schedule),
             }
         };
         let plan = Plan {
-            declared_keys: self.declared_keys(),
             sig_from: from,
             sig_until,
             // A full run reads to the physical end, so that anything stored
@@ -249,6 +255,9 @@ impl Ledger {
             None
         };
         let (mut report, schedule, index_failure) = run(records, start, &plan, index, &|done| progress(done, total));
+        if let Some(f) = &mut report.failure {
+            look_ahead_for_key(f, self.raw_records(f.seq)?.map_while(|r| r.ok()));
+        }
         report.from = from;
         report.to = report.to.map(|t| t.min(to));
         if let Some(b) = bounds
@@ -468,11 +477,10 @@ pub fn verify_records(
     let start = Start {
         seq: 0,
         prev: Hash::ZERO,
-        prev_ts: Timestamp::EPOCH,
+        max_ts: Timestamp::EPOCH,
         schedule: None,
     };
     let plan = Plan {
-        declared_keys: Vec::new(),
         sig_from: from,
         sig_until: u64::MAX,
         read_until: None,
@@ -491,14 +499,18 @@ pub fn verify_records(
         index: None,
         expected: start.seq,
         prev: start.prev,
-        prev_ts: start.prev_ts,
+        max_ts: start.max_ts,
         schedule: start.schedule,
         ledger_id,
         verified: 0,
         linked: 0,
         last: None,
     };
-    let failure = check_stages(&mut state, records, &plan).or_else(|| anchor_failure(&state, &plan));
+    let mut failure = check_stages(&mut state, records.clone(), &plan).or_else(|| anchor_failure(&state, &plan));
+    if let Some(f) = &mut failure {
+        let from = f.seq;
+        look_ahead_for_key(f, records.into_iter().filter(|(seq, _)| *seq >= from));
+    }
     Report {
         ledger_id,
         from,
@@ -530,7 +542,7 @@ where
         index: None,
         expected: start.seq,
         prev: start.prev,
-        prev_ts: start.prev_ts,
+        max_ts: start.max_ts,
         schedule: start.schedule,
         ledger_id: plan.ledger_id,
         verified: 0,
@@ -786,7 +798,8 @@ struct SeqState<'a> {
     index: Option<IndexWalk<'a>>,
     expected: u64,
     prev: Hash,
-    prev_ts: Timestamp,
+    /// The latest timestamp seen (FORMAT.md §9 `max_ts`).
+    max_ts: Timestamp,
     schedule: Option<KeySchedule>,
     ledger_id: [u8; 16],
     verified: u64,
@@ -847,11 +860,11 @@ impl SeqState<'_> {
                 ),
             ));
         }
-        if e.ts.as_nanos().saturating_add(plan.tolerance) < self.prev_ts.as_nanos() {
+        if e.ts.as_nanos().saturating_add(plan.tolerance) < self.max_ts.as_nanos() {
             return Err(Failure::new(
                 seq,
                 FailureKind::TimeWentBackwards,
-                format!("timestamp {} is before its predecessor's {}", e.ts, self.prev_ts),
+                format!("timestamp {} is before the latest earlier one, {}", e.ts, self.max_ts),
             ));
         }
         if seq == 0 {
@@ -876,16 +889,10 @@ impl SeqState<'_> {
             .schedule
             .as_mut()
             .ok_or_else(|| Failure::new(seq, FailureKind::UnknownKey, "no key schedule"))?;
+        // An `unknown_key` here may yet be a key a later rotation names:
+        // `look_ahead_for_key` tells, once the run has stopped.
         let key = *schedule.key_for(seq, e.key).map_err(|f| {
-            match plan.declared_keys.iter().find(|(from, id)| *id == e.key && *from > seq) {
-                Some(later) if f.kind == FailureKind::UnknownKey => Failure::new(
-                    seq,
-                    FailureKind::KeyNotValid,
-                    format!(
-                        "signed by key {}, which the log introduces only from seq {}",
-                        e.key, later.0
-                    ),
-                ),
+            match () {
                 _ if f.kind == FailureKind::UnknownKey && plan.keys_from_index => Failure::new(
                     seq,
                     f.kind,
@@ -931,23 +938,18 @@ impl SeqState<'_> {
         self.prev = ok.hash;
         // Against the latest time seen, so steps back within the tolerance
         // cannot add up.
-        self.prev_ts = self.prev_ts.max(e.ts);
+        self.max_ts = self.max_ts.max(e.ts);
         self.last = Some((seq, ok.hash));
         self.expected = seq + 1;
         Ok(())
     }
 }
 
-/// Checks signatures in parallel batches and returns the first bad one.
+/// Checks signatures in parallel, each with `verify_strict` (see the
+/// module's doc), and returns the first bad one.
 fn verify_signatures(sigs: &[(u64, VerifyingKey, Hash, Signature)]) -> Option<Failure> {
-    sigs.par_chunks(SIG_BATCH)
+    sigs.par_chunks(SIG_CHUNK)
         .filter_map(|chunk| {
-            let messages: Vec<&[u8]> = chunk.iter().map(|(_, _, h, _)| h.0.as_slice()).collect();
-            let signatures: Vec<Signature> = chunk.iter().map(|(_, _, _, s)| *s).collect();
-            let keys: Vec<VerifyingKey> = chunk.iter().map(|(_, k, _, _)| *k).collect();
-            if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-                return None;
-            }
             chunk.iter().find_map(|(seq, key, hash, sig)| {
                 key.verify_strict(&hash.0, sig).is_err().then(|| {
                     Failure::new(
@@ -959,4 +961,43 @@ fn verify_signatures(sigs: &[(u64, VerifyingKey, Hash, Signature)]) -> Option<Fa
             })
         })
         .min_by_key(|f| f.seq)
+}
+
+/// Turns an `unknown_key` failure into `key_not_valid` if a `key.rotated`
+/// event at or after it names the key as its `new_key`: a real key of the
+/// log, used before (or by) the rotation that introduces it (FORMAT.md §9
+/// step 8). `records` run from the failure's sequence number on. They are
+/// read as plain JSON and nothing else about them is checked: verification
+/// stopped before them, and a rotation need not be valid to name a key.
+fn look_ahead_for_key(failure: &mut Failure, records: impl Iterator<Item = (u64, Box<[u8]>)>) {
+    if failure.kind != FailureKind::UnknownKey {
+        return;
+    }
+    let mut key: Option<String> = None;
+    for (seq, bytes) in records {
+        let Some(v) = RawRecord::parse(&bytes)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(raw.canonical).ok())
+        else {
+            continue;
+        };
+        if seq == failure.seq {
+            key = v["key"].as_str().map(str::to_owned);
+        }
+        // The failure's own record comes first; without its key, nothing to find.
+        let Some(key) = &key else {
+            return;
+        };
+        if v["kind"] == EventKind::KeyRotated.as_str() && v["body"]["new_key"].as_str() == Some(key) {
+            *failure = Failure::new(
+                failure.seq,
+                FailureKind::KeyNotValid,
+                format!(
+                    "signed by key {key}, which the log introduces only from seq {} (the rotation at seq {seq})",
+                    seq + 1
+                ),
+            );
+            return;
+        }
+    }
 }
