@@ -107,7 +107,6 @@ use ledger::{
 };
 use rayon::prelude::*;
 
-#[path = "ledger/floor.rs"]
 mod floor;
 
 /// Signatures per parallel task (as the ledger's verifier uses), and per
