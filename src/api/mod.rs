@@ -157,7 +157,7 @@ async fn state_at(api: &Api, as_of: Option<&str>) -> Result<(GovState, Option<u6
     let gov = api.gov().clone();
     match as_of {
         None => {
-            let view = gov.view().await?;
+            let view = gov.view_at_head().await?;
             Ok((view.state.clone(), view.seq))
         }
         Some(at) => {
@@ -185,7 +185,7 @@ async fn state(
 
 async fn registry(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
     reader(&p)?;
-    let view = api.gov().view().await?;
+    let view = api.gov().view_at_head().await?;
     ok(json!({"as_of_seq": view.seq, "registry": view.state.registry}))
 }
 
@@ -253,7 +253,7 @@ async fn registry_action(
 
 async fn grants(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
     reader(&p)?;
-    let view = api.gov().view().await?;
+    let view = api.gov().view_at_head().await?;
     ok(json!({"as_of_seq": view.seq, "grants": view.state.grants}))
 }
 
@@ -315,7 +315,7 @@ async fn revoke_grant(
 
 async fn policy(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
     reader(&p)?;
-    let view = api.gov().view().await?;
+    let view = api.gov().view_at_head().await?;
     ok(json!({"as_of_seq": view.seq, "policy": view.state.policy}))
 }
 
@@ -332,7 +332,7 @@ async fn load_policy(
         .unwrap_or("admin API")
         .to_string();
     let r = api.gov().load_policy(&p, &text, &origin).await?;
-    let view = api.gov().view().await?;
+    let view = api.gov().view_at_head().await?;
     ok(json!({
         "hash": view.state.policy.as_ref().map(|p| p.hash.clone()),
         "event": r.as_ref().map(receipt),
@@ -342,7 +342,7 @@ async fn load_policy(
 
 async fn approvals(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
     reader(&p)?;
-    let view = api.gov().view().await?;
+    let view = api.gov().view_at_head().await?;
     let now = ledger::Timestamp::now().as_nanos();
     let items: Vec<Value> = view
         .state

@@ -70,6 +70,11 @@ pub struct Governance {
     live: Mutex<Live>,
     writes: tokio::sync::Mutex<()>,
     changed: tokio::sync::watch::Sender<u64>,
+    /// The newest event this `Governance` appended. Only it appends
+    /// governance kinds (one writer process per ledger; `sealgate append`
+    /// writes only `x.*`), so events after it (the gateway's own) cannot
+    /// change the state.
+    appended: std::sync::atomic::AtomicU64,
 }
 
 /// How an upstream server runs and how it is labelled.
@@ -181,6 +186,7 @@ impl Governance {
             }),
             writes: tokio::sync::Mutex::new(()),
             changed,
+            appended: std::sync::atomic::AtomicU64::new(head),
         };
         gov.maybe_snapshot(&mut gov.lock());
         Ok(gov)
@@ -207,8 +213,29 @@ impl Governance {
         Ok(self.lock().view.clone())
     }
 
-    /// The state as of the ledger's head now.
+    /// The state every event durable now has made: the one decisions
+    /// read. It is folded up to the head only when this `Governance` has
+    /// appended since the last fold (nothing else can change the state), or
+    /// when the fold is a snapshot interval behind the head (so that
+    /// snapshots keep being taken): a call's own events move the head, and
+    /// folding them before every decision made every call wait on the
+    /// fold's lock in turn.
     pub async fn view(self: &Arc<Self>) -> Result<Arc<View>> {
+        {
+            let live = self.lock();
+            let folded = live.folded.seq();
+            let appended = self.appended.load(std::sync::atomic::Ordering::Acquire);
+            let lag = self.ledger.head().seq.saturating_sub(folded.unwrap_or(0));
+            if folded.is_some_and(|s| s >= appended) && lag < self.snapshot_every {
+                return Ok(live.view.clone());
+            }
+        }
+        self.view_at_head().await
+    }
+
+    /// The state folded up to the ledger's head now (the admin API's
+    /// answers name the head they are as of).
+    pub async fn view_at_head(self: &Arc<Self>) -> Result<Arc<View>> {
         {
             let live = self.lock();
             if live.folded.seq().is_some_and(|s| s >= self.ledger.head().seq) {
@@ -253,7 +280,10 @@ impl Governance {
     /// Appends `drafts` as one atomic unit and folds them in.
     async fn commit(self: &Arc<Self>, drafts: Vec<Draft>) -> Result<Vec<Receipt>> {
         let receipts = self.ledger.submit_async(drafts).await?.recv().await?;
-        self.view().await?;
+        if let Some(last) = receipts.last() {
+            self.appended.fetch_max(last.seq, std::sync::atomic::Ordering::AcqRel);
+        }
+        self.view_at_head().await?;
         Ok(receipts)
     }
 
@@ -787,5 +817,53 @@ fn make_view(folded: &Folded<GovState>, previous: Option<&View>) -> View {
         state,
         policy,
         seq: folded.seq(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, SigningKey, Snapshots};
+
+    use super::*;
+
+    /// A decision's view is not refolded for events that cannot change the
+    /// state (the gateway's own), and is for every change governance makes.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_view_moves_with_governance_events_not_with_the_gateways() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Arc::new(
+            Ledger::create(
+                &dir.path().join("ledger"),
+                &KeyDir::new(dir.path().join("keys")),
+                SigningKey::generate(),
+                Actor::default(),
+            )
+            .expect("create"),
+        );
+        let gov = Arc::new(
+            Governance::open(Arc::clone(&ledger), Snapshots::new(dir.path().join("snap")), 1000).expect("open"),
+        );
+        let before = gov.view().await.expect("view");
+        for _ in 0..5 {
+            ledger
+                .append(Draft::new(EventKind::from_name("x.gateway.traffic")))
+                .await
+                .expect("append");
+        }
+        let after = gov.view().await.expect("view");
+        assert!(Arc::ptr_eq(&before, &after), "refolded for events that change nothing");
+        assert_eq!(gov.view_at_head().await.expect("view").seq, Some(ledger.head().seq));
+
+        let root = Principal::system("root");
+        let policy = "version: v1\nrules:\n  - id: all\n    decision: ALLOW\n";
+        gov.load_policy(&root, policy, "test").await.expect("policy");
+        let view = gov.view().await.expect("view");
+        assert!(
+            view.policy.is_some(),
+            "a governance change is in the next decision's view"
+        );
+        assert_eq!(view.seq, Some(ledger.head().seq));
     }
 }
