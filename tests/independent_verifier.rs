@@ -94,13 +94,18 @@ fn store_of(data: &Path, lines: &[String], copy: &Path) -> PathBuf {
 
 /// `sealgate verify -o json` (with `extra`) on a data dir: (exit code, report).
 fn sealgate_verify(data: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+    command
         .arg("--data-dir")
         .arg(data)
         .args(["verify", "-o", "json"])
-        .args(extra)
-        .output()
-        .expect("run sealgate verify");
+        .args(extra);
+    json_report(command)
+}
+
+/// Runs `command`: its exit code and the JSON report on its stdout.
+fn json_report(mut command: Command) -> (i32, serde_json::Value) {
+    let out = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: stdout {} stderr {}",
@@ -118,21 +123,9 @@ fn verdict(report: &serde_json::Value) -> (Option<&str>, Option<u64>) {
 
 /// Runs the Python verifier on an export; returns (exit code, JSON report).
 fn verify_export(py: &Path, export: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
-    let out = Command::new(py)
-        .arg(script())
-        .arg(export)
-        .arg("--json")
-        .args(extra)
-        .output()
-        .expect("run python");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
+    let mut command = Command::new(py);
+    command.arg(script()).arg(export).arg("--json").args(extra);
+    json_report(command)
 }
 
 /// Drafts for `sealgate append`. The last one's `body.deep` is `0` inside

@@ -495,17 +495,7 @@ pub fn verify_records(
     };
     // One window, on this thread: the stages and the anchor check of
     // `run`, without its reader threads (a whole log fits one window here).
-    let mut state = SeqState {
-        index: None,
-        expected: start.seq,
-        prev: start.prev,
-        max_ts: start.max_ts,
-        schedule: start.schedule,
-        ledger_id,
-        verified: 0,
-        linked: 0,
-        last: None,
-    };
+    let mut state = SeqState::new(start, ledger_id);
     let mut failure = check_stages(&mut state, records.clone(), &plan).or_else(|| anchor_failure(&state, &plan));
     if let Some(f) = &mut failure {
         let from = f.seq;
@@ -538,17 +528,8 @@ fn run<'a, I>(
 where
     I: Iterator<Item = Result<(u64, Box<[u8]>)>> + Send + 'a,
 {
-    let mut state = SeqState {
-        index: None,
-        expected: start.seq,
-        prev: start.prev,
-        max_ts: start.max_ts,
-        schedule: start.schedule,
-        ledger_id: plan.ledger_id,
-        verified: 0,
-        linked: 0,
-        last: None,
-    };
+    let from = start.seq;
+    let mut state = SeqState::new(start, plan.ledger_id);
     let mut failure: Option<Failure> = None;
     let mut index_failure: Option<Failure> = None;
     let read_until = plan.read_until;
@@ -642,7 +623,7 @@ where
     }
     let report = Report {
         ledger_id: plan.ledger_id,
-        from: start.seq,
+        from,
         to: state.last.map(|(s, _)| s.min(plan.sig_until)),
         verified: state.verified,
         linked: state.linked,
@@ -805,6 +786,23 @@ struct SeqState<'a> {
     verified: u64,
     linked: u64,
     last: Option<(u64, Hash)>,
+}
+
+impl<'a> SeqState<'a> {
+    /// The state before the first record of a run that begins at `start`.
+    fn new(start: Start, ledger_id: [u8; 16]) -> SeqState<'a> {
+        SeqState {
+            index: None,
+            expected: start.seq,
+            prev: start.prev,
+            max_ts: start.max_ts,
+            schedule: start.schedule,
+            ledger_id,
+            verified: 0,
+            linked: 0,
+            last: None,
+        }
+    }
 }
 
 impl SeqState<'_> {

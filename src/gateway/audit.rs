@@ -567,11 +567,7 @@ fn encode<B: events::Body>(body: &B) -> ledger::Result<ledger::Object> {
 /// An event of `body`'s (first) kind for `scope` and `call`: the envelope
 /// every gateway event shares (actor, subject, request id, call id).
 fn base<B: events::Body>(scope: &Scope, call: Option<&CallInfo>, body: &B) -> ledger::Result<Draft> {
-    let kind = B::KINDS
-        .first()
-        .cloned()
-        .ok_or_else(|| ledger::Error::InvalidEvent("an event body type names no kind".into()))?;
-    let mut draft = Draft::new(kind);
+    let mut draft = Draft::new(B::kind());
     draft.actor = Actor {
         principal: Some(scope.principal.name.clone()),
         teams: scope.principal.teams.clone(),

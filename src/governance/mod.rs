@@ -22,7 +22,6 @@ mod times;
 
 pub use call::{AuthMethod, CallRequest, Principal, Verdict};
 pub use decide::{Gate, Ruling, ToolFacts, decide, decide_access, tool_facts};
-pub use events::to_ledger_value;
 pub use registry::Status;
 pub use service::{ApprovalSpec, GovError, Governance, GrantSpec, Revealer, ServerSpec, View, resolve_as_of};
 pub use state::{GovState, render};

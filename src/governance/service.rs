@@ -1,10 +1,11 @@
 //! The live governance state of a running gateway, and the only way to
 //! change it: by appending events.
 //!
-//! The state is the [`GovState`] projection folded from the ledger. Before
-//! every decision it is brought up to the ledger's head, so anything made
-//! durable before a call started (a revocation, a quarantine, an approval)
-//! applies to that call. Mutations are checked against the current state
+//! The state is the [`GovState`] projection folded from the ledger. Every
+//! decision reads it with every governance event durable before the call
+//! started (a revocation, a quarantine, an approval) folded in: those are
+//! appended only here, so the fold catches up whenever this service has
+//! appended, not after every event of the gateway's own (`view`). Mutations are checked against the current state
 //! and then appended; a refused mutation writes nothing. Mutations are
 //! serialized, so two conflicting ones cannot both pass their checks.
 
@@ -145,11 +146,7 @@ pub struct Revealer {
 /// An event of `body`'s (first) kind by `by`, about `server`. A body that
 /// cannot be built fails the change: nothing is written.
 fn draft<B: events::Body>(by: &Principal, server: Option<&str>, body: &B) -> Result<Draft> {
-    let kind = B::KINDS
-        .first()
-        .cloned()
-        .ok_or_else(|| GovError::Invalid("an event body type names no kind".into()))?;
-    let mut d = Draft::new(kind);
+    let mut d = Draft::new(B::kind());
     d.actor = actor(by);
     d.subject.server = server.map(str::to_string);
     d.body = events::encode(body).map_err(|e| GovError::Invalid(e.to_string()))?;

@@ -30,7 +30,13 @@ use serde::de::DeserializeOwned;
 
 /// A typed event body: the kinds it is the body of.
 pub trait Body: Serialize + DeserializeOwned {
+    /// Never empty; the first is the kind a new event of this body gets
+    /// unless its writer says otherwise.
     const KINDS: &'static [EventKind];
+
+    fn kind() -> EventKind {
+        Self::KINDS[0].clone()
+    }
 }
 
 /// A body that could not be built or read.
@@ -50,7 +56,7 @@ pub enum Error {
 
 /// The ledger body of `body`.
 pub fn encode<B: Body>(body: &B) -> Result<Object, Error> {
-    let kind = || B::KINDS.first().map_or_else(String::new, |k| k.to_string());
+    let kind = || B::kind().to_string();
     let json = serde_json::to_value(body).map_err(|e| Error::Encode {
         kind: kind(),
         message: e.to_string(),
@@ -88,7 +94,7 @@ pub fn decode<B: Body>(event: &Event) -> Result<B, Error> {
 
 /// A body as `B`, without the kind check (for bodies not yet in an event).
 pub fn decode_body<B: DeserializeOwned>(body: &Object) -> Result<B, String> {
-    let json = from_ledger_value(&ledger::Value::Object(body.clone()));
+    let json = serde_json::Value::Object(body.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
     serde_path_to_error::deserialize(json).map_err(|e| match e.path().to_string().as_str() {
         "." => e.inner().to_string(),
         path => format!("{path}: {}", e.inner()),
