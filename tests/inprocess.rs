@@ -21,7 +21,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use support::inproc::{FAST, Rig};
 use support::jwt::{JwtKey, carol, jwks, unix_now};
-use support::{audited_calls, body, find_call, kind};
+use support::{audited_calls, body, find_call, kind, seq};
 
 const ALICE: support::inproc::Caller = ("alice", &["security"], &[]);
 const BOB: support::inproc::Caller = ("bob", &["security"], &[]);
@@ -365,6 +365,51 @@ async fn a_grantless_initialize_is_refused_and_reaches_nothing() {
 }
 
 // ----------------------------------------------------------------- relay
+
+/// A call's request and decision are written as one unit (one sync: the
+/// same timestamp, adjacent, the decision answering the request), except
+/// for a tool the session has not seen listed: the gateway then lists the
+/// upstream's tools itself, and the call's request is in the log before
+/// that listing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_request_and_decision_are_one_unit_unless_the_gateway_asks_first() {
+    let rig = governed().await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+    let first = session.call("echo", json!({"message": "one"})).await;
+    assert_eq!(first.answer()["result"]["content"][0]["text"], "one", "{first:?}");
+    let methods = rig.upstream.methods();
+    assert_eq!(
+        methods,
+        ["tools/list", "tools/call"],
+        "the gateway lists an unseen tool first"
+    );
+    let second = session.call("echo", json!({"message": "two"})).await;
+    assert_eq!(second.answer()["result"]["content"][0]["text"], "two", "{second:?}");
+
+    let events = rig.events();
+    let calls = audited_calls(&events);
+    let echoes: Vec<_> = calls
+        .iter()
+        .filter(|(r, _, _)| r["subject"]["tool"] == "echo")
+        .collect();
+    assert_eq!(echoes.len(), 2, "{events:#?}");
+    let (r1, d1, _) = echoes[0];
+    let (r2, d2, _) = echoes[1];
+    assert_eq!(d1["correlation"]["answers"], r1["seq"], "{d1}");
+    assert_eq!(d2["correlation"]["answers"], r2["seq"], "{d2}");
+    // First call: the request was durable on its own before the listing
+    // went upstream, so it is in an earlier group than its decision.
+    assert!(seq(d1) > seq(r1), "{r1} {d1}");
+    assert_ne!(
+        r1["ts"], d1["ts"],
+        "an unlisted tool's request is written before the gateway lists"
+    );
+    // Second call: one unit.
+    assert_eq!(seq(d2), seq(r2) + 1, "{r2} {d2}");
+    assert_eq!(r2["ts"], d2["ts"], "request and decision in one group: {r2} {d2}");
+    rig.verify();
+}
 
 /// Allowed, denied and held calls: an allowed call reaches the upstream
 /// with its arguments and is recorded requested → ALLOW → completed; a

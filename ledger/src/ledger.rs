@@ -385,21 +385,33 @@ impl Ledger {
     /// writer, through the [`Pending`]. Either way nothing of the request is
     /// written, and the ledger goes on taking appends.
     pub fn submit(&self, drafts: Vec<Draft>) -> Result<Pending> {
-        let (command, pending) = self.append_command(drafts)?;
+        let (command, pending) = self.append_command(drafts, Vec::new())?;
         self.send_blocking(command)?;
         Ok(pending)
     }
 
     /// [`Ledger::submit`] for async callers.
     pub async fn submit_async(&self, drafts: Vec<Draft>) -> Result<Pending> {
-        let (command, pending) = self.append_command(drafts)?;
+        let (command, pending) = self.append_command(drafts, Vec::new())?;
         self.send(command).await?;
         Ok(pending)
     }
 
+    /// Appends drafts as one atomic unit (see [`Ledger::submit`]) in which
+    /// some answer others: for each `(i, j)` in `links` (`j < i`), draft
+    /// `i`'s `correlation.answers` becomes the sequence number draft `j`
+    /// gets. Resolves once the unit is durable, with a receipt per draft.
+    /// A request and the decision that answers it go together this way,
+    /// durable in one sync.
+    pub async fn append_linked(&self, drafts: Vec<Draft>, links: Vec<(usize, usize)>) -> Result<Vec<Receipt>> {
+        let (command, pending) = self.append_command(drafts, links)?;
+        self.send(command).await?;
+        pending.recv().await
+    }
+
     /// The writer's command for an append, and what its caller waits on;
     /// an error if a draft cannot be appended.
-    fn append_command(&self, drafts: Vec<Draft>) -> Result<(Command, Pending)> {
+    fn append_command(&self, drafts: Vec<Draft>, links: Vec<(usize, usize)>) -> Result<(Command, Pending)> {
         for (i, draft) in drafts.iter().enumerate() {
             let refused = |reason: String| Error::InvalidEvent(format!("event {i} of the request: {reason}"));
             if draft.kind.is_reserved() || !(draft.kind.is_known() || draft.kind.is_extension()) {
@@ -407,10 +419,19 @@ impl Ledger {
             }
             draft.check().map_err(refused)?;
         }
+        for (n, &(i, j)) in links.iter().enumerate() {
+            if j >= i || i >= drafts.len() || links[..n].iter().any(|&(k, _)| k == i) {
+                return Err(Error::InvalidRequest(format!(
+                    "link {n} of the request ({i} answers {j}) does not name a later draft answering an earlier one once, among {} drafts",
+                    drafts.len()
+                )));
+            }
+        }
         let (reply, rx) = oneshot::channel();
         let route = Route::default();
         let command = Command::Append {
             drafts,
+            links,
             reply,
             route: route.clone(),
         };
@@ -725,6 +746,46 @@ mod tests {
             "the dropped wait's append is still written before the next one"
         );
         assert_eq!(ledger.head().seq, seq + 1);
+        Ok(())
+    }
+
+    /// Linked drafts answer the sequence numbers their partners got in the
+    /// same unit, wherever the unit lands in the log; bad links are refused
+    /// before anything is queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn linked_drafts_answer_their_partners_in_the_unit() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let keys = KeyDir::new(dir.path().join("keys"));
+        let ledger = Ledger::create(
+            &dir.path().join("ledger"),
+            &keys,
+            SigningKey::from_seed([9; 32]),
+            Actor::default(),
+        )?;
+        let before = ledger.append(draft()).await?;
+        let unit = ledger
+            .append_linked(vec![draft(), draft(), draft()], vec![(1, 0), (2, 0)])
+            .await?;
+        let seqs: Vec<u64> = unit.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [before.seq + 1, before.seq + 2, before.seq + 3]);
+        let answers = |seq| -> Result<Option<u64>> {
+            let event = ledger
+                .get(seq)?
+                .ok_or_else(|| Error::InvalidRequest(format!("no event {seq}")))?;
+            Ok(event.event.correlation.answers)
+        };
+        assert_eq!(answers(seqs[0])?, None);
+        assert_eq!(answers(seqs[1])?, Some(seqs[0]));
+        assert_eq!(answers(seqs[2])?, Some(seqs[0]));
+
+        for links in [vec![(0, 0)], vec![(0, 1)], vec![(3, 0)], vec![(1, 0), (1, 0)]] {
+            let refused = ledger.append_linked(vec![draft(), draft()], links.clone()).await;
+            assert!(
+                matches!(&refused, Err(Error::InvalidRequest(m)) if m.contains("answers")),
+                "{links:?}: {refused:?}"
+            );
+        }
+        assert_eq!(ledger.head().seq, seqs[2], "a refused unit writes nothing");
         Ok(())
     }
 }

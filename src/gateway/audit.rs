@@ -146,6 +146,29 @@ impl Audit {
         self.ledger.append(draft?).await
     }
 
+    /// Appends a call's request and the decision on it (built by
+    /// [`Audit::requested`] and [`Audit::decision`]) as one unit, durable
+    /// in one sync, the decision answering the request; the request's
+    /// receipt. Neither is written if either cannot be built. The decision
+    /// needs nothing from the written request, so the call waits for one
+    /// sync here instead of two.
+    pub async fn append_decided(
+        &self,
+        requested: ledger::Result<Draft>,
+        decision: ledger::Result<Draft>,
+    ) -> ledger::Result<Receipt> {
+        let mut receipts = self
+            .ledger
+            .append_linked(vec![requested?, decision?], vec![(1, 0)])
+            .await?;
+        match (receipts.len(), receipts.drain(..).next()) {
+            (2, Some(requested)) => Ok(requested),
+            (n, _) => Err(ledger::Error::InvalidRequest(format!(
+                "a request and its decision were appended but {n} receipts came back"
+            ))),
+        }
+    }
+
     /// The `initialize` call's terminal event, when the session was let in.
     pub fn session_opened(
         &self,
@@ -208,12 +231,15 @@ impl Audit {
         Ok(draft)
     }
 
+    /// The decision on a call. It answers the call's request: `requested`
+    /// if that is already written, else the request it is appended with
+    /// by [`Audit::append_decided`].
     pub fn decision(
         &self,
         scope: &Scope,
         call: &CallInfo,
-        requested: &Receipt,
         ruling: &Ruling,
+        requested: Option<&Receipt>,
     ) -> ledger::Result<Draft> {
         let evaluation = ruling.evaluation.as_ref();
         let mut draft = base(
@@ -237,7 +263,7 @@ impl Audit {
                 output: evaluation.map(|e| e.output.to_event()),
             },
         )?;
-        draft.correlation.answers = Some(requested.seq);
+        draft.correlation.answers = requested.map(|r| r.seq);
         Ok(draft)
     }
 

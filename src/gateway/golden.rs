@@ -354,7 +354,7 @@ async fn write_every_kind() -> Vec<Event> {
     let req = audit.append(audit.requested(&scope, &init, &none)).await.expect("init");
     let allow = ruling(Gate::Grant, Verdict::Allow, ReasonCode::Granted, None);
     audit
-        .append(audit.decision(&scope, &init, &req, &allow))
+        .append(audit.decision(&scope, &init, &allow, Some(&req)))
         .await
         .expect("decision");
     let opened = events::SessionOpened {
@@ -439,7 +439,7 @@ async fn write_every_kind() -> Vec<Event> {
         Some(held),
     );
     audit
-        .append(audit.decision(&scope, &write, &req, &r))
+        .append(audit.decision(&scope, &write, &r, Some(&req)))
         .await
         .expect("decision");
     let approval = |req: &Receipt, c: &CallInfo| ApprovalSpec {
@@ -502,7 +502,7 @@ async fn write_every_kind() -> Vec<Event> {
     deny.pin = Some("blake3:aa".into());
     deny.listed = Some("blake3:cc".into());
     audit
-        .append(audit.decision(&scope, &read, &req, &deny))
+        .append(audit.decision(&scope, &read, &deny, Some(&req)))
         .await
         .expect("decision");
     let refusal = Refusal {
@@ -559,7 +559,7 @@ async fn write_every_kind() -> Vec<Event> {
         Some(constrained),
     );
     audit
-        .append(audit.decision(&scope, &res, &req, &r))
+        .append(audit.decision(&scope, &res, &r, Some(&req)))
         .await
         .expect("decision");
     audit

@@ -87,6 +87,9 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Command {
     Append {
         drafts: Vec<Draft>,
+        /// `(i, j)`: draft `i` answers draft `j` (`j < i`) of this request;
+        /// the writer sets its `correlation.answers` to `j`'s sequence number.
+        links: Vec<(usize, usize)>,
         reply: Reply<Vec<Receipt>>,
         route: Route,
     },
@@ -409,12 +412,18 @@ impl Writer {
         let mut bytes = 0usize;
         let mut commands = commands.into_iter();
         for c in commands.by_ref() {
-            let Command::Append { drafts, reply, route } = c else {
+            let Command::Append {
+                drafts,
+                links,
+                reply,
+                route,
+            } = c
+            else {
                 continue;
             };
             let start = group.sealed.len();
             let saved = (self.tip.next_seq, self.tip.prev, self.tip.last_ts);
-            match self.seal_request(drafts, now, &mut group.sealed) {
+            match self.seal_request(drafts, &links, now, &mut group.sealed) {
                 Ok(n) => {
                     bytes += n;
                     let range = dispatched + start..dispatched + group.sealed.len();
@@ -455,11 +464,21 @@ impl Writer {
         }
     }
 
-    /// Seals the drafts of one request after the current tip. Returns the
-    /// bytes added.
-    fn seal_request(&mut self, drafts: Vec<Draft>, now: Timestamp, out: &mut Vec<Sealed>) -> Result<usize> {
+    /// Seals the drafts of one request after the current tip, filling in
+    /// the `answers` of linked drafts. Returns the bytes added.
+    fn seal_request(
+        &mut self,
+        drafts: Vec<Draft>,
+        links: &[(usize, usize)],
+        now: Timestamp,
+        out: &mut Vec<Sealed>,
+    ) -> Result<usize> {
         let mut bytes = 0;
-        for (i, draft) in drafts.into_iter().enumerate() {
+        let first = self.tip.next_seq;
+        for (i, mut draft) in drafts.into_iter().enumerate() {
+            if let Some(&(_, j)) = links.iter().find(|&&(from, _)| from == i) {
+                draft.correlation.answers = Some(first + j as u64);
+            }
             let s = self.seal(draft, now);
             check_size(s.canonical_len()).map_err(|e| Error::InvalidEvent(format!("event {i} of the request: {e}")))?;
             bytes += s.record.len();

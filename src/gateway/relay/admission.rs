@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ledger::{Receipt, Timestamp};
+use ledger::{Draft, Receipt, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use super::{Forwarded, Session, audit_refused, audit_withheld, codes, lock, rpc};
@@ -119,12 +119,26 @@ fn digest_stored(stored: Option<&Json>) -> String {
     digest(stored.map(Json::to_text).unwrap_or_default().as_bytes())
 }
 
+/// A call's request event: written before the decision (when the gateway
+/// must ask the upstream something first), or still to be written with it.
+#[expect(clippy::large_enum_variant, reason = "one per call, in one stack frame")]
+enum Request {
+    Written(Receipt),
+    Unwritten(ledger::Result<Draft>),
+}
+
 impl Session {
+    /// The facts of `tool` if this session has seen it listed; asks
+    /// nobody.
+    fn listed_facts(&self, tool: &str) -> Option<ToolFacts> {
+        lock(&self.state).tools.get(tool).map(|t| tool_facts(&t.to_serde()))
+    }
+
     /// What this session knows of `tool` from the upstream's listing,
     /// listing the upstream first if the session has not seen it.
     async fn tool_facts(self: &Arc<Self>, tool: &str) -> Option<ToolFacts> {
-        if let Some(t) = lock(&self.state).tools.get(tool) {
-            return Some(tool_facts(&t.to_serde()));
+        if let Some(facts) = self.listed_facts(tool) {
+            return Some(facts);
         }
         self.refresh_tools().await;
         lock(&self.state).tools.get(tool).map(|t| tool_facts(&t.to_serde()))
@@ -242,16 +256,30 @@ impl Session {
         let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
         let stored = redact_arguments(call, &view, &self.core.find_key);
         let audit = &self.core.audit;
-        let requested = audit
-            .append(audit.requested(&scope, call, &stored))
-            .await
-            .map_err(|e| audit_refused(name, &e))?;
-
-        let facts = match (call.method.as_str(), call.tool.as_deref()) {
-            ("tools/call", Some(tool)) => self.tool_facts(tool).await,
+        let mut logged = Request::Unwritten(audit.requested(&scope, call, &stored));
+        // A tool this session has not seen listed is listed first, by the
+        // gateway's own request upstream: the call's request is written
+        // before that, so nothing is asked upstream on its behalf before
+        // the log has it. Otherwise request and decision are written
+        // together once the decision is made (one sync).
+        let tool = match (call.method.as_str(), call.tool.as_deref()) {
+            ("tools/call", Some(tool)) => Some(tool),
             _ => None,
         };
-        let view = gov.view().await.map_err(|e| gov_unavailable(name, e))?;
+        let listed = tool.and_then(|t| self.listed_facts(t));
+        let facts = match (tool, listed) {
+            (Some(tool), None) => {
+                if let Request::Unwritten(draft) = logged {
+                    logged = Request::Written(audit.append(draft).await.map_err(|e| audit_refused(name, &e))?);
+                }
+                self.tool_facts(tool).await
+            }
+            (_, listed) => listed,
+        };
+        let view = match logged {
+            Request::Written(_) => gov.view().await.map_err(|e| gov_unavailable(name, e))?,
+            Request::Unwritten(_) => view,
+        };
         let target = call
             .tool
             .as_deref()
@@ -305,10 +333,19 @@ impl Session {
                 );
             }
         }
-        audit
-            .append(audit.decision(&scope, call, &requested, &ruling))
-            .await
-            .map_err(|e| audit_refused(name, &e))?;
+        let requested = match logged {
+            Request::Written(requested) => {
+                audit
+                    .append(audit.decision(&scope, call, &ruling, Some(&requested)))
+                    .await
+                    .map_err(|e| audit_refused(name, &e))?;
+                requested
+            }
+            Request::Unwritten(draft) => audit
+                .append_decided(draft, audit.decision(&scope, call, &ruling, None))
+                .await
+                .map_err(|e| audit_refused(name, &e))?,
+        };
 
         let output = scan_policy(match &ruling.evaluation {
             Some(e) => e.output,

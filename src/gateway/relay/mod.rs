@@ -361,10 +361,6 @@ impl Session {
             .await
             .map_err(|e| admission::gov_unavailable(&name, e))?;
         let stored = admission::redact_arguments(&call, &view, &core.find_key);
-        let requested = audit
-            .append(audit.requested(&scope, &call, &stored))
-            .await
-            .map_err(|e| audit_refused(&name, &e))?;
         let mut ruling = decide_access(
             &view.state,
             &CallRequest {
@@ -387,8 +383,11 @@ impl Session {
             }),
             _ => Err(()),
         };
-        audit
-            .append(audit.decision(&scope, &call, &requested, &ruling))
+        let requested = audit
+            .append_decided(
+                audit.requested(&scope, &call, &stored),
+                audit.decision(&scope, &call, &ruling, None),
+            )
             .await
             .map_err(|e| audit_refused(&name, &e))?;
         let Ok(slot) = slot else {
