@@ -349,3 +349,51 @@ fn answers_agree_with_duckdb_over_the_log_export() {
         assert_eq!(a, b, "sealgate: {sealgate_sql}\nduckdb: {duck_sql}");
     }
 }
+
+/// `sealgate serve` follows the log for the index: started on a ledger
+/// with more than a segment's worth of events, it cuts that segment without
+/// anyone running `sealgate index`.
+#[test]
+fn serve_keeps_the_index() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir(root.path(), 17_000);
+    let config = root.path().join("sealgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[gateway]\nlisten = \"127.0.0.1:0\"\n\n[servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\napprove = false\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sealgate"))
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("SEALGATE_DATA_DIR")
+        .env_remove("SEALGATE_KEY_DIR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    // The cursor is written after its segment: its appearing means a
+    // segment is whole.
+    let cursor = data.join("derived/query/cursor.json");
+    let started = Instant::now();
+    while !cursor.exists() && started.elapsed() < Duration::from_secs(120) {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("serve exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = child.try_wait().expect("wait").is_none();
+    child.kill().expect("kill serve");
+    child.wait().expect("reap");
+    assert!(running, "serve exited");
+    assert!(cursor.exists(), "serve did not cut the first segment of 16,384 events");
+    let status = ok(
+        sealgate(&data).args(["index", "status"]).output().expect("status"),
+        "status",
+    );
+    assert!(status.contains("cursor:  seq 16383"), "{status}");
+}
