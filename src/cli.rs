@@ -162,6 +162,41 @@ pub enum Command {
     /// Check a policy file, or try a call against it without running it.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run a read-only SQL query over the `events` table (docs/QUERY.md).
+    ///
+    /// Answers from the derived index under `<data dir>/derived/query/` and,
+    /// past it, from the log; names the ledger head it was computed at.
+    Sql {
+        /// One SELECT (or WITH ... SELECT) statement.
+        query: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = SqlFormat::Table)]
+        format: SqlFormat,
+        /// Re-check the answer against the signed log: each returned row
+        /// with seq and hash, each index segment read, and the same query
+        /// over rows rebuilt from the log. Exit status 1 if anything differs.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The derived query index.
+    #[command(subcommand)]
+    Index(IndexCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Delete the index and build it again from the log (progress on stderr).
+    Rebuild,
+    /// Bring the index up to the log's head (what `serve` does continuously).
+    Update,
+    /// The cursor, the log's head and how far the index lags it.
+    Status,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 #[derive(Subcommand, Debug)]

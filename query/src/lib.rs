@@ -1,1 +1,434 @@
-//! Forensic queries over the ledger (DataFusion SQL, Tantivy full text). Empty until the query issue.
+//! SQL over the ledger: the `events` table (one row per event, the envelope
+//! flattened and the typed body's fields beside it), kept as Arrow IPC
+//! segments under `<data dir>/derived/query/` by a [`Follower`] that reads
+//! the log, and queried with DataFusion. `docs/QUERY.md` is the reference.
+//!
+//! **Architecture invariant:** derived data is never the truth. This crate
+//! opens ledgers read-only or reads through a handle it never appends
+//! with; everything it writes can be deleted and rebuilt from the log, and
+//! every answer names the head it was computed at so that `--verify` can
+//! check it against the signed log.
+#![deny(unsafe_code, clippy::unwrap_used)]
+
+pub mod row;
+pub mod store;
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use ledger::{Head, Ledger};
+
+pub use store::{Cursor, DEFAULT_SEGMENT_EVENTS, Follower, Progress, Repairs, Segment, store_dir};
+pub use table::{Bounds, EventsTable, ScanStats, Snapshot, Source};
+
+/// Everything that can go wrong reading the ledger into tables or
+/// answering a query.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{context} {path}: {source}")]
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a readable index file: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("arrow: {context}: {message}")]
+    Arrow { context: String, message: String },
+    #[error("ledger: {context}: {source}")]
+    Ledger {
+        context: &'static str,
+        source: ledger::Error,
+    },
+    #[error("the log skips from seq {expected} to {found}")]
+    Gap { expected: u64, found: u64 },
+    #[error("seq {seq}: {what} cannot be a row")]
+    Unrepresentable { seq: u64, what: String },
+    /// The query did not plan or run: DataFusion's message (with the
+    /// position, for a syntax error).
+    #[error("query: {message}")]
+    Sql { message: String },
+}
+
+impl Error {
+    pub(crate) fn io(context: &'static str, path: &Path, source: std::io::Error) -> Error {
+        Error::Io {
+            context,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn arrow(path: &Path, e: impl std::fmt::Display) -> Error {
+        Error::Arrow {
+            context: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn ledger(context: &'static str, source: ledger::Error) -> Error {
+        Error::Ledger { context, source }
+    }
+}
+
+/// A query's answer, with the head it was computed at.
+#[derive(Debug)]
+pub struct Answer {
+    pub head: Head,
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub stats: ScanStats,
+    /// Why the derived store was not used (the answer then came from the
+    /// log alone), if it was not.
+    pub store_ignored: Option<String>,
+}
+
+impl Answer {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs `sql` over `snap` from `source`. Read-only by construction: DDL,
+/// DML and statements are refused.
+pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Error::Sql {
+            message: format!("cannot start the query runtime: {e}"),
+        })?;
+    let table = Arc::new(EventsTable::new(snap.clone(), source));
+    let stats = table.stats();
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(false);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_table("events", table).map_err(sql_error)?;
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let (schema, batches) = runtime.block_on(async {
+        let frame = ctx.sql_with_options(sql, options).await.map_err(sql_error)?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(sql_error)?;
+        Ok::<_, Error>((schema, batches))
+    })?;
+    let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Ok(Answer {
+        head: snap.head,
+        schema,
+        batches,
+        stats,
+        store_ignored: snap.store_ignored.clone(),
+    })
+}
+
+fn sql_error(e: datafusion::error::DataFusionError) -> Error {
+    // An error of ours raised inside a scan keeps its own words.
+    match e.find_root() {
+        datafusion::error::DataFusionError::External(inner) => Error::Sql {
+            message: inner.to_string(),
+        },
+        root => Error::Sql {
+            message: root.strip_backtrace(),
+        },
+    }
+}
+
+/// Opens the ledger at `ledger_dir` read-only and the store in `store`, and
+/// answers `sql` at the log's head.
+pub fn query(ledger_dir: &Path, store: &Path, sql: &str) -> Result<(Answer, Arc<Snapshot>), Error> {
+    let ledger = Arc::new(Ledger::open_read_only(ledger_dir).map_err(|e| Error::ledger("opening the ledger", e))?);
+    let head = ledger
+        .head_checked()
+        .map_err(|e| Error::ledger("reading the head", e))?;
+    let snap = Arc::new(Snapshot::open(store, ledger, head)?);
+    Ok((run(snap.clone(), Source::Store, sql)?, snap))
+}
+
+/// One disagreement between an answer and the signed log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The event it is about, when one is named.
+    pub seq: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.seq {
+            Some(seq) => write!(f, "seq {seq}: {}", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// Checks `answer` (computed over `snap` from the store) against the log:
+///
+/// 1. every returned row with `seq` and `hash` columns: the log's event at
+///    that seq has that hash, and each returned column that is an `events`
+///    column equals the row rebuilt from the event;
+/// 2. every segment the answer read, row by row against rows rebuilt from
+///    the log: a row changed, missing (dropped) or not in the segment's
+///    range or repeated (invented), each named by seq;
+/// 3. the same query over rows rebuilt from the log for the same ranges:
+///    a different answer is reported even when no seq is returned.
+pub fn verify(snap: Arc<Snapshot>, answer: &Answer, sql: &str) -> Result<Vec<Finding>, Error> {
+    let mut findings = Vec::new();
+    check_rows(&snap, answer, &mut findings)?;
+    for (from, to) in &answer.stats.segments_read {
+        let Some(s) = snap.segments.iter().find(|s| s.from == *from && s.to == *to) else {
+            continue;
+        };
+        check_segment(&snap, s, &mut findings)?;
+    }
+    let again = run(snap, Source::Log, sql)?;
+    let (ours, theirs) = (render(&answer.batches)?, render(&again.batches)?);
+    if ours != theirs {
+        let mut extra = ours.clone();
+        let mut missing = theirs.clone();
+        for r in &theirs {
+            if let Some(i) = extra.iter().position(|x| x == r) {
+                extra.swap_remove(i);
+            }
+        }
+        for r in &ours {
+            if let Some(i) = missing.iter().position(|x| x == r) {
+                missing.swap_remove(i);
+            }
+        }
+        findings.push(Finding {
+            seq: None,
+            what: format!(
+                "the query over rows rebuilt from the log answers differently: {} row(s) only in the answer {:?}, {} only in the log's {:?}",
+                extra.len(),
+                extra.iter().take(5).collect::<Vec<_>>(),
+                missing.len(),
+                missing.iter().take(5).collect::<Vec<_>>()
+            ),
+        });
+    }
+    Ok(findings)
+}
+
+/// Each row of `batches` as text, sorted.
+fn render(batches: &[RecordBatch]) -> Result<Vec<String>, Error> {
+    let mut rows = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let mut cells = Vec::new();
+            for c in b.columns() {
+                let v = ScalarValue::try_from_array(c, i).map_err(|e| Error::Arrow {
+                    context: "rendering an answer".into(),
+                    message: e.to_string(),
+                })?;
+                cells.push(v.to_string());
+            }
+            rows.push(cells.join("|"));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+fn check_rows(snap: &Snapshot, answer: &Answer, findings: &mut Vec<Finding>) -> Result<(), Error> {
+    let events = row::schema();
+    for b in &answer.batches {
+        let seqs = b
+            .column_by_name("seq")
+            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
+        let hashes = b
+            .column_by_name("hash")
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let (Some(seqs), Some(hashes)) = (seqs, hashes) else {
+            return Ok(());
+        };
+        for i in 0..b.num_rows() {
+            if !seqs.is_valid(i) || !hashes.is_valid(i) {
+                continue;
+            }
+            let seq = seqs.value(i);
+            let Some(sealed) = snap
+                .ledger
+                .get(seq)
+                .map_err(|e| Error::ledger("verifying a row", e))?
+                .filter(|_| seq <= snap.head.seq)
+            else {
+                findings.push(Finding {
+                    seq: Some(seq),
+                    what: format!("invented: the log has no seq {seq} (head {})", snap.head.seq),
+                });
+                continue;
+            };
+            if sealed.hash.to_hex() != hashes.value(i) {
+                findings.push(Finding {
+                    seq: Some(seq),
+                    what: format!(
+                        "hash {} returned, the log's is {}",
+                        hashes.value(i),
+                        sealed.hash.to_hex()
+                    ),
+                });
+                continue;
+            }
+            let rebuilt = row::batch(&[row::row(&sealed)?])?;
+            for (j, field) in b.schema().fields().iter().enumerate() {
+                let Ok(k) = events.index_of(field.name()) else { continue };
+                if events.field(k).data_type() != field.data_type() {
+                    continue;
+                }
+                let got = ScalarValue::try_from_array(b.column(j), i);
+                let want = ScalarValue::try_from_array(rebuilt.column(k), 0);
+                if let (Ok(got), Ok(want)) = (got, want)
+                    && got != want
+                {
+                    findings.push(Finding {
+                        seq: Some(seq),
+                        what: format!("changed: {} is {got} in the answer, {want} in the log", field.name()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_segment(snap: &Snapshot, s: &Segment, findings: &mut Vec<Finding>) -> Result<(), Error> {
+    let stored = s.read()?;
+    let rebuilt = row::batch(&table::read_rows(&snap.ledger, s.from, s.to)?)?;
+    let log_seqs = column_u64(&rebuilt);
+    let by_seq: BTreeMap<u64, usize> = log_seqs.iter().enumerate().map(|(i, q)| (*q, i)).collect();
+    let mut seen = BTreeMap::new();
+    for b in &stored {
+        if b.schema().fields() != rebuilt.schema().fields() {
+            findings.push(Finding {
+                seq: None,
+                what: format!("segment {}: its columns are not the events table's", s.path.display()),
+            });
+            return Ok(());
+        }
+        let seqs = column_u64(b);
+        for (i, seq) in seqs.iter().enumerate() {
+            let Some(&k) = by_seq.get(seq) else {
+                findings.push(Finding {
+                    seq: Some(*seq),
+                    what: format!(
+                        "invented: a row in segment {}-{} the log does not have there",
+                        s.from, s.to
+                    ),
+                });
+                continue;
+            };
+            if std::mem::replace(seen.entry(*seq).or_insert(false), true) {
+                findings.push(Finding {
+                    seq: Some(*seq),
+                    what: format!("invented: a second row for it in segment {}-{}", s.from, s.to),
+                });
+                continue;
+            }
+            for (c, field) in rebuilt.schema().fields().iter().enumerate() {
+                let got = ScalarValue::try_from_array(b.column(c), i);
+                let want = ScalarValue::try_from_array(rebuilt.column(c), k);
+                if let (Ok(got), Ok(want)) = (got, want)
+                    && got != want
+                {
+                    findings.push(Finding {
+                        seq: Some(*seq),
+                        what: format!("changed: {} is {got} in the index, {want} in the log", field.name()),
+                    });
+                }
+            }
+        }
+    }
+    for seq in log_seqs {
+        if !seen.contains_key(&seq) {
+            findings.push(Finding {
+                seq: Some(seq),
+                what: format!("dropped: no row for it in segment {}-{}", s.from, s.to),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn column_u64(b: &RecordBatch) -> Vec<u64> {
+    b.column_by_name("seq")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map(|a| a.iter().flatten().collect())
+        .unwrap_or_default()
+}
+
+/// How an answer is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Boxed table, as `psql`/`duckdb` print.
+    Table,
+    /// `{"head": {"seq", "hash"}, "rows": [...]}`.
+    Json,
+    /// RFC 4180, with a header line.
+    Csv,
+}
+
+/// Writes `answer` to `out` as `format`.
+pub fn write_answer(answer: &Answer, format: Format, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    let arrow = |e: datafusion::arrow::error::ArrowError| Error::Arrow {
+        context: "writing the answer".into(),
+        message: e.to_string(),
+    };
+    let io = |e: std::io::Error| Error::Io {
+        context: "cannot write the answer to",
+        path: PathBuf::from("<stdout>"),
+        source: e,
+    };
+    match format {
+        Format::Table => {
+            let text = datafusion::arrow::util::pretty::pretty_format_batches(&answer.batches).map_err(arrow)?;
+            writeln!(out, "{text}").map_err(io)?;
+            writeln!(out, "({} rows)", answer.rows()).map_err(io)?;
+        }
+        Format::Csv => {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
+            if answer.batches.is_empty() {
+                w.write(&RecordBatch::new_empty(answer.schema.clone())).map_err(arrow)?;
+            }
+            for b in &answer.batches {
+                w.write(b).map_err(arrow)?;
+            }
+        }
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
+                for b in &answer.batches {
+                    w.write(b).map_err(arrow)?;
+                }
+                w.finish().map_err(arrow)?;
+            }
+            let rows: serde_json::Value = if buf.is_empty() {
+                serde_json::Value::Array(Vec::new())
+            } else {
+                serde_json::from_slice(&buf).map_err(|e| Error::Arrow {
+                    context: "writing the answer as JSON".into(),
+                    message: e.to_string(),
+                })?
+            };
+            let doc = serde_json::json!({
+                "head": {"seq": answer.head.seq, "hash": answer.head.hash.to_hex()},
+                "rows": rows,
+            });
+            writeln!(out, "{doc}").map_err(io)?;
+        }
+    }
+    Ok(())
+}

@@ -22,6 +22,7 @@ mod init;
 mod log;
 mod policy;
 mod serve;
+mod sql;
 mod state;
 mod verify;
 
@@ -86,6 +87,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals(command) => approvals(&config, command),
         Command::Registry(command) => registry(&config, command),
         Command::Grants(command) => grants(&config, command),
+        Command::Sql { query, format, verify } => sql::run(&paths, &query, format, verify),
+        Command::Index(command) => sql::index(&paths, command),
     }
 }
 

@@ -42,6 +42,11 @@ fn open_or_create(paths: &Paths) -> Result<Ledger> {
 /// The gateway on its ledger, with the governance state loaded (from the
 /// newest snapshot and the log after it). Blocking.
 fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
+    gateway_on(paths, config).map(|(g, _)| g)
+}
+
+/// [`gateway`], and the ledger it writes (for readers beside it).
+fn gateway_on(paths: &Paths, config: &Config) -> Result<(Gateway, Arc<Ledger>)> {
     if config.servers.is_empty() {
         bail!("no servers configured: add a [servers.NAME] table to the config (see docs/CONFIG.md)");
     }
@@ -57,7 +62,10 @@ fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
     // A ledger made before find keys existed gets one now.
     let find_key = FindKey::open_or_create(&paths.key_dir, &ledger.ledger_id())
         .context("cannot open or create the ledger's find key")?;
-    Gateway::new(ledger, config, gov, &paths.data_dir, find_key)
+    Ok((
+        Gateway::new(ledger.clone(), config, gov, &paths.data_dir, find_key)?,
+        ledger,
+    ))
 }
 
 /// Makes what the config declares into events (see `governance::bootstrap`).
@@ -83,8 +91,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
     raise_open_files();
-    let gateway = gateway(paths, config)?;
-    runtime()?.block_on(async {
+    let (gateway, ledger) = gateway_on(paths, config)?;
+    // The query index follows the log on a thread of its own (docs/QUERY.md).
+    let stop_follower = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = super::sql::spawn_follower(paths, ledger, stop_follower.clone());
+    let served = runtime()?.block_on(async {
         let anonymous = config.gateway.anonymous_principal.clone();
         if let Some(name) = &anonymous {
             tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
@@ -119,7 +130,12 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         };
         crate::gateway::listener::serve(listener, app, limits, shutdown, std::time::Duration::from_secs(10)).await;
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
+    if follower.is_some_and(|f| f.join().is_err()) {
+        tracing::warn!("the query follower thread panicked");
+    }
+    served
 }
 
 /// SIGINT or SIGTERM, whichever comes first: both shut down gracefully.

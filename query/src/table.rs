@@ -1,0 +1,407 @@
+//! The `events` table: segments of the derived store, pruned by seq and
+//! time, then the events past the last segment read from the log; a point
+//! lookup by key goes through the segments' key indexes and reads its
+//! events from the log.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use ledger::{Head, Ledger};
+
+use crate::Error;
+use crate::row::{self, KEY_COLUMNS, Row};
+use crate::store::{self, Segment};
+
+/// What the table read to answer a query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    /// Segments read, as (from, to) seq ranges.
+    pub segments_read: Vec<(u64, u64)>,
+    pub rows_from_segments: u64,
+    /// Events read from the log (the tail past the last segment, or a key
+    /// lookup's events).
+    pub rows_from_log: u64,
+    /// Key lookups answered from the index: (column, value, seqs found).
+    pub key_lookups: Vec<(String, String, usize)>,
+}
+
+/// Where the table's rows come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Segments and the log's tail (what queries use).
+    Store,
+    /// Every row rebuilt from the log, for the same ranges (what `--verify`
+    /// compares with).
+    Log,
+}
+
+/// The store and the log at one head.
+pub struct Snapshot {
+    pub head: Head,
+    pub segments: Vec<Segment>,
+    /// Rows past the last segment, up to the head, read from the log.
+    pub tail: Vec<Row>,
+    pub ledger: Arc<Ledger>,
+    /// Why the store was not used, if it was not.
+    pub store_ignored: Option<String>,
+}
+
+impl Snapshot {
+    /// The store in `dir` as of `head` (the chain of segments from seq 0 up
+    /// to the head whose cursor the log has), and the log past it. Writes
+    /// nothing.
+    pub fn open(dir: &Path, ledger: Arc<Ledger>, head: Head) -> Result<Snapshot, Error> {
+        let mut store_ignored = None;
+        let mut segments = Vec::new();
+        match store::read_cursor(dir)? {
+            None => store_ignored = Some(format!("no index in {} (run `sealgate index rebuild`)", dir.display())),
+            Some(c) => {
+                let ours = store::hex(&ledger.ledger_id()) == c.ledger_id
+                    && ledger
+                        .get(c.seq)
+                        .map_err(|e| Error::ledger("reading the cursor's event", e))?
+                        .is_some_and(|e| e.hash.to_hex() == c.hash);
+                if ours {
+                    for s in store::list_segments(dir)? {
+                        if s.from != segments.last().map_or(0, |l: &Segment| l.to + 1) || s.to > c.seq.min(head.seq) {
+                            break;
+                        }
+                        segments.push(s);
+                    }
+                } else {
+                    store_ignored = Some(format!(
+                        "the index in {} is of another log (its cursor, seq {}, is not in this one); run `sealgate index rebuild`",
+                        dir.display(),
+                        c.seq
+                    ));
+                }
+            }
+        }
+        let from = segments.last().map_or(0, |s| s.to + 1);
+        let tail = read_rows(&ledger, from, head.seq)?;
+        Ok(Snapshot {
+            head,
+            segments,
+            tail,
+            ledger,
+            store_ignored,
+        })
+    }
+}
+
+/// Rows of the log's events `from..=to` (none if `from > to`).
+pub fn read_rows(ledger: &Ledger, from: u64, to: u64) -> Result<Vec<Row>, Error> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let mut rows = Vec::new();
+    for e in ledger
+        .events(from, to)
+        .map_err(|e| Error::ledger("reading the log", e))?
+    {
+        rows.push(row::row(&e.map_err(|e| Error::ledger("reading the log", e))?)?);
+    }
+    Ok(rows)
+}
+
+/// The `events` table over a snapshot.
+pub struct EventsTable {
+    snap: Arc<Snapshot>,
+    source: Source,
+    stats: Arc<Mutex<ScanStats>>,
+}
+
+impl fmt::Debug for EventsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventsTable").field("source", &self.source).finish()
+    }
+}
+
+impl EventsTable {
+    pub fn new(snap: Arc<Snapshot>, source: Source) -> EventsTable {
+        EventsTable {
+            snap,
+            source,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Mutex<ScanStats>> {
+        self.stats.clone()
+    }
+}
+
+/// Inclusive seq and time bounds a query's filters imply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub seq: (u64, u64),
+    pub ts: (i64, i64),
+}
+
+impl Default for Bounds {
+    fn default() -> Bounds {
+        Bounds {
+            seq: (0, u64::MAX),
+            ts: (i64::MIN, i64::MAX),
+        }
+    }
+}
+
+impl Bounds {
+    pub fn from_filters(filters: &[Expr]) -> Bounds {
+        let mut b = Bounds::default();
+        for f in filters {
+            b.add(f);
+        }
+        b
+    }
+
+    fn add(&mut self, e: &Expr) {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
+                self.add(left);
+                self.add(right);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (col, op, lit) = match (column(left), right.as_ref()) {
+                    (Some(c), Expr::Literal(v, _)) => (c, *op, v),
+                    _ => match (left.as_ref(), column(right)) {
+                        (Expr::Literal(v, _), Some(c)) => match op.swap() {
+                            Some(op) => (c, op, v),
+                            None => return,
+                        },
+                        _ => return,
+                    },
+                };
+                self.compare(col, op, lit);
+            }
+            Expr::Between(between) if !between.negated => {
+                if let (Some(c), Expr::Literal(lo, _), Expr::Literal(hi, _)) =
+                    (column(&between.expr), between.low.as_ref(), between.high.as_ref())
+                {
+                    self.compare(c, Operator::GtEq, lo);
+                    self.compare(c, Operator::LtEq, hi);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn compare(&mut self, col: &str, op: Operator, lit: &ScalarValue) {
+        match col {
+            "seq" => {
+                let Some(v) = as_i128(lit) else { return };
+                let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+                narrow(&mut self.seq, op, v, clamp);
+            }
+            "ts" => {
+                let Some(v) = ts_nanos(lit) else { return };
+                let clamp = |v: i128| i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX });
+                narrow(&mut self.ts, op, v, clamp);
+            }
+            _ => {}
+        }
+    }
+
+    fn overlaps(&self, seq: (u64, u64), ts: (i64, i64)) -> bool {
+        seq.0 <= self.seq.1 && seq.1 >= self.seq.0 && ts.0 <= self.ts.1 && ts.1 >= self.ts.0
+    }
+
+    fn holds(&self, r: &Row) -> bool {
+        self.overlaps((r.seq, r.seq), (r.ts, r.ts))
+    }
+}
+
+fn narrow<T: Copy + Ord>(range: &mut (T, T), op: Operator, v: i128, clamp: impl Fn(i128) -> T) {
+    match op {
+        Operator::Eq => {
+            range.0 = range.0.max(clamp(v));
+            range.1 = range.1.min(clamp(v));
+        }
+        Operator::Gt => range.0 = range.0.max(clamp(v.saturating_add(1))),
+        Operator::GtEq => range.0 = range.0.max(clamp(v)),
+        Operator::Lt => range.1 = range.1.min(clamp(v.saturating_sub(1))),
+        Operator::LtEq => range.1 = range.1.min(clamp(v)),
+        _ => {}
+    }
+}
+
+/// The column `e` names, also through a cast (a cast of an integer column
+/// to a wider type keeps its order, which is all the bounds need).
+fn column(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column(&c.expr),
+        Expr::TryCast(c) => column(&c.expr),
+        _ => None,
+    }
+}
+
+fn as_i128(v: &ScalarValue) -> Option<i128> {
+    Some(match v {
+        ScalarValue::Decimal128(Some(n), _, 0) => *n,
+        ScalarValue::UInt16(Some(n)) => i128::from(*n),
+        ScalarValue::Int16(Some(n)) => i128::from(*n),
+        ScalarValue::UInt64(Some(n)) => i128::from(*n),
+        ScalarValue::UInt32(Some(n)) => i128::from(*n),
+        ScalarValue::Int64(Some(n)) => i128::from(*n),
+        ScalarValue::Int32(Some(n)) => i128::from(*n),
+        _ => return None,
+    })
+}
+
+fn ts_nanos(v: &ScalarValue) -> Option<i128> {
+    Some(match v {
+        ScalarValue::TimestampNanosecond(Some(n), _) => i128::from(*n),
+        ScalarValue::TimestampMicrosecond(Some(n), _) => i128::from(*n) * 1_000,
+        ScalarValue::TimestampMillisecond(Some(n), _) => i128::from(*n) * 1_000_000,
+        ScalarValue::TimestampSecond(Some(n), _) => i128::from(*n) * 1_000_000_000,
+        _ => return None,
+    })
+}
+
+/// A `key = 'value'` filter on a key column.
+fn key_equality(filters: &[Expr]) -> Option<(String, String)> {
+    fn find(e: &Expr) -> Option<(String, String)> {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::And => {
+                find(left).or_else(|| find(right))
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if *op == Operator::Eq => {
+                match (left.as_ref(), right.as_ref()) {
+                    (Expr::Column(c), Expr::Literal(ScalarValue::Utf8(Some(v)), _))
+                    | (Expr::Literal(ScalarValue::Utf8(Some(v)), _), Expr::Column(c))
+                        if KEY_COLUMNS.contains(&c.name.as_str()) =>
+                    {
+                        Some((c.name.clone(), v.clone()))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+    filters.iter().find_map(find)
+}
+
+fn df(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl EventsTable {
+    /// The batches for `filters`, and what was read.
+    fn batches(&self, filters: &[Expr]) -> Result<Vec<RecordBatch>, Error> {
+        let bounds = Bounds::from_filters(filters);
+        let snap = &self.snap;
+        let mut stats = ScanStats::default();
+        let mut out = Vec::new();
+        if let Some((column, value)) = key_equality(filters) {
+            let mut seqs = BTreeSet::new();
+            for s in snap
+                .segments
+                .iter()
+                .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
+            {
+                if let Some(found) = s.keys()?.get(&column).and_then(|m| m.get(&value)) {
+                    seqs.extend(found.iter().copied().filter(|q| (s.from..=s.to).contains(q)));
+                }
+            }
+            let mut rows: Vec<Row> = Vec::new();
+            for seq in seqs {
+                let e = snap
+                    .ledger
+                    .get(seq)
+                    .map_err(|e| Error::ledger("reading a looked-up event", e))?
+                    .ok_or(Error::Gap {
+                        expected: seq,
+                        found: snap.head.seq,
+                    })?;
+                let r = row::row(&e)?;
+                if bounds.holds(&r) {
+                    rows.push(r);
+                }
+            }
+            stats.rows_from_log += rows.len() as u64;
+            let tail: Vec<Row> = snap
+                .tail
+                .iter()
+                .filter(|r| bounds.holds(r) && row::key_of(r, &column) == Some(value.as_str()))
+                .cloned()
+                .collect();
+            stats.key_lookups.push((column, value, rows.len() + tail.len()));
+            rows.extend(tail);
+            out.push(row::batch(&rows)?);
+        } else {
+            for s in snap
+                .segments
+                .iter()
+                .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
+            {
+                stats.segments_read.push((s.from, s.to));
+                match self.source {
+                    Source::Store => {
+                        let batches = s.read()?;
+                        stats.rows_from_segments += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        out.extend(batches);
+                    }
+                    Source::Log => {
+                        let rows = read_rows(&snap.ledger, s.from, s.to)?;
+                        stats.rows_from_log += rows.len() as u64;
+                        out.push(row::batch(&rows)?);
+                    }
+                }
+            }
+            let tail: Vec<Row> = snap.tail.iter().filter(|r| bounds.holds(r)).cloned().collect();
+            stats.rows_from_log += tail.len() as u64;
+            out.push(row::batch(&tail)?);
+        }
+        let mut s = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.segments_read.extend(stats.segments_read);
+        s.rows_from_segments += stats.rows_from_segments;
+        s.rows_from_log += stats.rows_from_log;
+        s.key_lookups.extend(stats.key_lookups);
+        Ok(out)
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for EventsTable {
+    fn schema(&self) -> SchemaRef {
+        row::schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        // Filters only narrow what is read; DataFusion applies every one.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let batches = self.batches(filters).map_err(df)?;
+        let plan: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&[batches], row::schema(), projection.cloned())?;
+        Ok(plan)
+    }
+}

@@ -1,0 +1,169 @@
+//! `sealgate sql` and `sealgate index`: the read side of the ledger
+//! (`sealgate-query`, docs/QUERY.md). `sql` writes nothing: it opens the
+//! ledger read-only and reads the index as it is; `index` keeps the index.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use query::{Follower, Format};
+
+use crate::cli::{IndexCommand, SqlFormat};
+use crate::config::Paths;
+
+pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool) -> Result<ExitCode> {
+    let store = query::store_dir(&paths.data_dir);
+    let (answer, snap) = query::query(&paths.ledger_dir(), &store, sql)?;
+    if let Some(why) = &answer.store_ignored {
+        eprintln!("note: answering from the log alone: {why}");
+    }
+    let format = match format {
+        SqlFormat::Table => Format::Table,
+        SqlFormat::Json => Format::Json,
+        SqlFormat::Csv => Format::Csv,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    query::write_answer(&answer, format, &mut out)?;
+    out.flush()?;
+    eprintln!("head: seq {} hash {}", answer.head.seq, answer.head.hash.to_hex());
+    if !verify {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let findings = query::verify(snap, &answer, sql)?;
+    if findings.is_empty() {
+        eprintln!(
+            "verified: {} row(s) and {} index segment(s) agree with the signed log at seq {}",
+            answer.rows(),
+            answer.stats.segments_read.len(),
+            answer.head.seq
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for f in &findings {
+        eprintln!("verify: {f}");
+    }
+    eprintln!("verify: {} disagreement(s) with the signed log", findings.len());
+    Ok(ExitCode::from(1))
+}
+
+pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {
+    let store = query::store_dir(&paths.data_dir);
+    let ledger = super::open_read_only(paths)?;
+    let head = ledger.head_checked()?;
+    match command {
+        IndexCommand::Rebuild | IndexCommand::Update => {
+            if matches!(command, IndexCommand::Rebuild) {
+                query::store::wipe(&store).with_context(|| format!("cannot clear {}", store.display()))?;
+            }
+            let (mut follower, repairs) = Follower::open(&store, &ledger, query::DEFAULT_SEGMENT_EVENTS)?;
+            report_repairs(&repairs);
+            let bar = ProgressBar::with_draw_target(Some(head.seq + 1), ProgressDrawTarget::stderr_with_hz(4));
+            if let Ok(style) =
+                ProgressStyle::with_template("indexing {pos}/{len} events [{bar:30}] {per_sec} eta {eta}")
+            {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_position(follower.indexed_to());
+            let started = Instant::now();
+            let done = follower.catch_up(&ledger, &head, |seq| bar.set_position(seq + 1))?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "indexed {} event(s) in {:.2} s ({:.0} events/s): {} segment(s) to seq {}, {} event(s) past them answered from the log",
+                done.events_read,
+                secs,
+                done.events_read as f64 / secs.max(1e-9),
+                follower.segments().len(),
+                follower.indexed_to().saturating_sub(1),
+                (head.seq + 1).saturating_sub(follower.indexed_to())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        IndexCommand::Status => {
+            let cursor = query::store::read_cursor(&store)?;
+            let segments = query::store::list_segments(&store)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "index:   {}", store.display())?;
+            writeln!(out, "head:    seq {} hash {}", head.seq, head.hash.to_hex())?;
+            match &cursor {
+                Some(c) => {
+                    let ours = ledger.get(c.seq)?.is_some_and(|e| e.hash.to_hex() == c.hash);
+                    writeln!(
+                        out,
+                        "cursor:  seq {} hash {}{}",
+                        c.seq,
+                        c.hash,
+                        if ours { "" } else { " (NOT in this log: rebuild)" }
+                    )?;
+                    writeln!(
+                        out,
+                        "lag:     {} event(s) answered from the log",
+                        head.seq.saturating_sub(c.seq)
+                    )?;
+                }
+                None => {
+                    writeln!(out, "cursor:  none (no segment yet)")?;
+                    writeln!(out, "lag:     {} event(s) answered from the log", head.seq + 1)?;
+                }
+            }
+            writeln!(out, "segments: {}", segments.len())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report_repairs(r: &query::Repairs) {
+    if let Some(why) = &r.rebuilt {
+        eprintln!("index: rebuilding from the log: {why}");
+    }
+    for p in &r.removed {
+        eprintln!("index: removed {} (left by an interrupted write)", p.display());
+    }
+    if let Some(from) = r.cursor_moved_from {
+        eprintln!("index: cursor moved from seq {from} to the last segment's end");
+    }
+}
+
+/// Keeps the index of a live ledger current: a thread (off the async
+/// workers) that catches up every 250 ms until `stop` is set. The gateway
+/// does not depend on it: a store that cannot be opened is a warning and no
+/// follower (queries then read more of the log).
+pub(crate) fn spawn_follower(
+    paths: &Paths,
+    ledger: Arc<ledger::Ledger>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let store = query::store_dir(&paths.data_dir);
+    let mut follower = match Follower::open(&store, &ledger, query::DEFAULT_SEGMENT_EVENTS) {
+        Ok((f, repairs)) => {
+            report_repairs(&repairs);
+            f
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "query index: not following the log");
+            return None;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("query-follower".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let head = ledger.head();
+                if let Err(e) = follower.catch_up(&ledger, &head, |_| {}) {
+                    tracing::warn!(error = %e, "query index: catching up failed; retrying");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        });
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "query index: cannot start the follower thread");
+            None
+        }
+    }
+}
