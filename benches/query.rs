@@ -16,32 +16,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, SigningKey, Value};
+use ledger::{Actor, KeyDir, Ledger, SigningKey};
 use query::{Follower, Snapshot, Source};
-
-fn golden_drafts() -> Vec<Draft> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events");
-    let mut drafts = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    for f in files {
-        for line in std::fs::read_to_string(&f).expect("read").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            let e = v.get("event").unwrap_or(&v); // wrapped (`sealgate log -o json`) or bare
-            if EventKind::from_name(e["kind"].as_str().expect("kind")).is_reserved() {
-                continue;
-            }
-            let d = serde_json::json!({"kind": e["kind"], "actor": e["actor"], "subject": e["subject"],
-                "correlation": e["correlation"], "body": e["body"]});
-            drafts.push(Draft::from_value(Value::from_json_str(&d.to_string()).expect("value")).expect("draft"));
-        }
-    }
-    drafts
-}
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::INFINITY;
@@ -62,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(100_000);
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("ledger");
-    let drafts = golden_drafts();
+    let drafts = sealgate_tools::golden::drafts();
     {
         let ledger = Ledger::create(
             &path,

@@ -7,33 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, SigningKey, Value};
+use ledger::{Actor, KeyDir, Ledger, SigningKey};
 
 const E2E: &str = "end-to-end: needs DuckDB (tools/peers.sh); tools/test.sh runs it";
-
-fn golden_drafts() -> Vec<Draft> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    let mut drafts = Vec::new();
-    for f in files {
-        for line in std::fs::read_to_string(&f).expect("read").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("json");
-            let e = v.get("event").unwrap_or(&v); // wrapped (`sealgate log -o json`) or bare
-            if EventKind::from_name(e["kind"].as_str().expect("kind")).is_reserved() {
-                continue;
-            }
-            let d = serde_json::json!({"kind": e["kind"], "actor": e["actor"], "subject": e["subject"],
-                "correlation": e["correlation"], "body": e["body"]});
-            drafts.push(Draft::from_value(Value::from_json_str(&d.to_string()).expect("value")).expect("draft"));
-        }
-    }
-    drafts
-}
 
 /// A data dir whose ledger holds `n` golden events after its genesis.
 fn data_dir(root: &Path, n: usize) -> PathBuf {
@@ -48,7 +24,7 @@ fn data_dir(root: &Path, n: usize) -> PathBuf {
         },
     )
     .expect("create");
-    let drafts = golden_drafts();
+    let drafts = sealgate_tools::golden::drafts();
     let mut i = 0;
     while i < n {
         let take = (n - i).min(1000);

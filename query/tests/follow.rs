@@ -99,7 +99,7 @@ fn incremental_following_equals_a_rebuild_from_scratch() {
 fn every_golden_kind_gets_its_typed_columns_and_a_bad_body_keeps_its_row() {
     let dir = tempfile::tempdir().expect("tempdir");
     let live = support::create(dir.path());
-    support::append(&live, support::golden_drafts().len());
+    support::append(&live, sealgate_tools::golden::drafts().len());
     // A decision whose body is not a decision's: kept, typed columns NULL.
     let mut bad = Draft::new(EventKind::PolicyDecision);
     bad.body.insert("decision".into(), Value::String("MAYBE".into()));
@@ -426,4 +426,65 @@ fn answers_name_their_head() {
         .and_then(|c| c.as_any().downcast_ref::<UInt64Array>().map(|a| a.len()));
     assert!(seqs.is_some());
     let _ = StringArray::from(vec!["unused"]).len();
+}
+
+/// The store's answers trust its key indexes and its segments' names (that
+/// is what makes lookups and time ranges fast), but neither can hide an
+/// event: `verify` rebuilds the answer from the log without them, and a
+/// segment whose name's time range is not its events' is not used at all.
+#[test]
+fn an_edited_key_index_or_segment_name_cannot_hide_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = support::ledger_with(dir.path(), 950);
+    let store = dir.path().join("store");
+    follow(&store, &ledger);
+    let segment_of = |seq: u64| {
+        query::store::list_segments(&store)
+            .expect("list")
+            .into_iter()
+            .find(|s| (s.from..=s.to).contains(&seq))
+            .expect("segment")
+    };
+
+    // A key index with seq 555's hash taken out: the store's lookup misses
+    // it, and verify says so.
+    let hash = ledger.get(555).expect("get").expect("seq 555").hash.to_hex();
+    let lookup = format!("SELECT seq, hash FROM events WHERE hash = '{hash}'");
+    assert_eq!(verify(&store, &ledger, &lookup), Vec::<String>::new());
+    let keys = segment_of(555).keys_path();
+    let mut index: serde_json::Value = serde_json::from_slice(&fs::read(&keys).expect("read")).expect("json");
+    index["hash"]
+        .as_object_mut()
+        .expect("hash keys")
+        .remove(&hash)
+        .expect("indexed");
+    fs::write(&keys, serde_json::to_vec(&index).expect("json")).expect("write");
+    let (a, _) = ask(&store, &ledger, &lookup);
+    assert_eq!(a.rows(), 0, "the edited index hid the event from the store's answer");
+    let found = verify(&store, &ledger, &lookup);
+    assert!(found.iter().any(|f| f.contains("answers differently")), "{found:#?}");
+
+    // A segment renamed to claim another time range: not used; its events
+    // come from the log, and the answer says why.
+    let seg = segment_of(700);
+    let t = ledger.get(700).expect("get").expect("seq 700").event.ts;
+    let by_time = format!("SELECT count(*) AS n FROM events WHERE ts BETWEEN '{t}' AND '{t}'");
+    let (before, _) = ask(&store, &ledger, &by_time);
+    let forged = seg
+        .path
+        .with_file_name(format!("{:020}-{:020}-{:020}-{:020}.arrow", seg.from, seg.to, 0, 0));
+    fs::rename(seg.keys_path(), forged.with_extension("keys.json")).expect("rename keys");
+    fs::rename(&seg.path, &forged).expect("rename segment");
+    let (after, _) = ask(&store, &ledger, &by_time);
+    assert_eq!(
+        csv(&after),
+        csv(&before),
+        "a renamed segment hid events from a time range"
+    );
+    assert!(
+        after.store_ignored.as_deref().is_some_and(|w| w.contains("time range")),
+        "{:?}",
+        after.store_ignored
+    );
+    assert_eq!(verify(&store, &ledger, &by_time), Vec::<String>::new());
 }

@@ -3,4 +3,5 @@
 
 pub mod crash;
 pub mod fast_upstream;
+pub mod golden;
 pub mod table;

@@ -5,43 +5,10 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use ledger::{Actor, Draft, EventKind, KeyDir, Ledger, SigningKey, Value};
-
-pub fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/events")
-}
-
-/// The drafts of every golden event but the ledger's own kinds.
-pub fn golden_drafts() -> Vec<Draft> {
-    let mut drafts = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .expect("golden dir")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no golden event files in {}", golden_dir().display());
-    for f in files {
-        for line in std::fs::read_to_string(&f).expect("read golden").lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("golden json");
-            let e = v.get("event").unwrap_or(&v); // wrapped (`sealgate log -o json`) or bare
-            let kind = EventKind::from_name(e["kind"].as_str().expect("kind"));
-            if kind.is_reserved() {
-                continue;
-            }
-            let draft = serde_json::json!({
-                "kind": e["kind"], "actor": e["actor"], "subject": e["subject"],
-                "correlation": e["correlation"], "body": e["body"],
-            });
-            let value = Value::from_json_str(&draft.to_string()).expect("value");
-            drafts.push(Draft::from_value(value).expect("draft"));
-        }
-    }
-    drafts
-}
+use ledger::{Actor, Draft, KeyDir, Ledger, SigningKey};
 
 pub fn create(dir: &Path) -> Ledger {
     let keys = KeyDir::new(dir.join("keys"));
@@ -54,7 +21,7 @@ pub fn create(dir: &Path) -> Ledger {
 
 /// Appends `n` golden events (cycling through them), in batches.
 pub fn append(ledger: &Ledger, n: usize) {
-    let drafts = golden_drafts();
+    let drafts = sealgate_tools::golden::drafts();
     let mut left = n;
     let mut i = 0;
     while left > 0 {

@@ -1,12 +1,13 @@
 //! The audit protocol around every call and gated request, and
 //! governance's part in it:
 //!
-//! 1. `admit`: the request event (arguments redacted per the policy's
-//!    output setting) is made durable; the governance state, brought up to
-//!    the ledger's head, decides (registry, pins, grants, policy for calls;
-//!    registry and grants for gated requests); the decision event is made
-//!    durable; a REQUIRE_APPROVAL call is held until an approver decides or
-//!    its deadline passes.
+//! 1. `admit`: the governance state decides (registry, pins, grants,
+//!    policy for calls; registry and grants for gated requests); the
+//!    request event (arguments redacted per the policy's output setting)
+//!    and the decision event are made durable together, in one sync (the
+//!    request alone first if the gateway must list the upstream's tools
+//!    before deciding); a REQUIRE_APPROVAL call is held until an approver
+//!    decides or its deadline passes.
 //! 2. the request is forwarded with the decision's runtime limit.
 //! 3. `settle`: the answer is scanned for secrets and personal data and
 //!    redacted, quarantined or allowed per the policy; size limits apply;
