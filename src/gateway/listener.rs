@@ -3,12 +3,18 @@
 //! - a request's headers must arrive within `header_read_timeout`; the
 //!   same timer closes keep-alive connections idle that long (hyper starts
 //!   it whenever it waits for a request's head);
-//! - at most `max_connections` connections at once. When a new one arrives
-//!   at the cap, the oldest connection with no request in progress (still
-//!   sending its headers, or idle between requests) is closed to make room;
-//!   if every connection is serving a request, the new one is closed. A
-//!   flood of slow or half-open connections therefore never locks out a
-//!   client that completes its requests;
+//! - at most `max_connections` connections at once. At the cap, the source
+//!   holding the most connections (an IPv4 address, or an IPv6 /64) gives
+//!   one up to the newcomer: its oldest connection with no request in
+//!   progress (still sending its headers, or idle between requests); if it
+//!   has none, its oldest busy one, but only when the newcomer's source
+//!   would still hold fewer connections than it after the move; otherwise
+//!   the newcomer is closed. A flood from one source, of slow, half-open or
+//!   busy connections, therefore closes only its own connections and never
+//!   locks out a client elsewhere, however slow that client is to send its
+//!   request. Clients behind the flood's own address (one NAT, one reverse
+//!   proxy) share its fate: among one source's connections, the oldest idle
+//!   one goes first;
 //! - the body of a request is read within `gateway.body_read_timeout_sec`
 //!   (in the MCP handler);
 //! - accept errors (out of file descriptors) pause accepting for a moment
@@ -16,8 +22,8 @@
 //!
 //! Each request carries the peer's address ([`super::http::Peer`]).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,10 +44,38 @@ pub struct ListenerLimits {
     pub header_read_timeout: Duration,
 }
 
+/// Where connections come from, for sharing the cap: an IPv4 address
+/// (IPv4-mapped IPv6 included), or an IPv6 /64, the block one host
+/// usually holds.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Source {
+    V4(std::net::Ipv4Addr),
+    V6(u64),
+}
+
+impl From<IpAddr> for Source {
+    fn from(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(a) => Source::V4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => Source::V4(v4),
+                None => Source::V6((u128::from(a) >> 64) as u64),
+            },
+        }
+    }
+}
+
 struct Conn {
+    source: Source,
     /// Requests whose response (body included) is not finished.
     busy: Arc<AtomicUsize>,
     close: CancellationToken,
+}
+
+impl Conn {
+    fn idle(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) == 0
+    }
 }
 
 #[derive(Default)]
@@ -49,6 +83,60 @@ struct Conns {
     next: u64,
     /// By arrival order.
     open: BTreeMap<u64, Conn>,
+    /// The same connections by source, each set in arrival order.
+    by_source: HashMap<Source, BTreeSet<u64>>,
+}
+
+impl Conns {
+    fn insert(&mut self, conn: Conn) -> u64 {
+        self.next += 1;
+        let id = self.next;
+        self.by_source.entry(conn.source).or_default().insert(id);
+        self.open.insert(id, conn);
+        id
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let conn = self.open.remove(&id)?;
+        if let Some(ids) = self.by_source.get_mut(&conn.source) {
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_source.remove(&conn.source);
+            }
+        }
+        Some(conn)
+    }
+
+    /// How a newcomer from `newcomer` gets a place.
+    fn room(&self, newcomer: Source, max: usize) -> Room {
+        if self.open.len() < max {
+            return Room::Free;
+        }
+        let top = self.by_source.values().map(BTreeSet::len).max().unwrap_or(0);
+        let mut oldest_idle: Option<u64> = None;
+        let mut oldest: Option<u64> = None;
+        for ids in self.by_source.values().filter(|ids| ids.len() == top) {
+            let idle = ids.iter().copied().find(|id| self.open.get(id).is_some_and(Conn::idle));
+            oldest_idle = oldest_idle.into_iter().chain(idle).min();
+            oldest = oldest.into_iter().chain(ids.first().copied()).min();
+        }
+        if let Some(id) = oldest_idle {
+            return Room::Close(id);
+        }
+        let mine = self.by_source.get(&newcomer).map_or(0, BTreeSet::len);
+        match oldest {
+            Some(id) if mine + 1 < top => Room::Close(id),
+            _ => Room::Refuse,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Room {
+    Free,
+    /// Close this connection to make room.
+    Close(u64),
+    Refuse,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -79,8 +167,8 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some((id, busy, close)) = admit(&conns, limits.max_connections, &closing) else {
-            tracing::warn!(%peer, "connection limit of {} reached and every connection is busy: refused", limits.max_connections);
+        let Some((id, busy, close)) = admit(&conns, peer.ip().into(), limits.max_connections, &closing) else {
+            tracing::warn!(%peer, "connection limit of {} reached and no connection can make room: refused", limits.max_connections);
             drop(stream);
             continue;
         };
@@ -88,7 +176,7 @@ pub async fn serve(
         let conns = Arc::clone(&conns);
         tokio::spawn(async move {
             serve_connection(stream, peer, app, limits, Arc::clone(&busy), close).await;
-            lock(&conns).open.remove(&id);
+            lock(&conns).remove(id);
         });
     }
     closing.cancel();
@@ -98,34 +186,30 @@ pub async fn serve(
     }
 }
 
-/// A place for a new connection, making room if needed.
+/// A place for a new connection from `source`, making room if needed.
 fn admit(
     conns: &Mutex<Conns>,
+    source: Source,
     max: usize,
     closing: &CancellationToken,
 ) -> Option<(u64, Arc<AtomicUsize>, CancellationToken)> {
     let mut c = lock(conns);
-    if c.open.len() >= max {
-        let idle = c
-            .open
-            .iter()
-            .find(|(_, conn)| conn.busy.load(Ordering::SeqCst) == 0)
-            .map(|(id, _)| *id)?;
-        if let Some(conn) = c.open.remove(&idle) {
-            conn.close.cancel();
+    match c.room(source, max) {
+        Room::Free => {}
+        Room::Close(id) => {
+            if let Some(conn) = c.remove(id) {
+                conn.close.cancel();
+            }
         }
+        Room::Refuse => return None,
     }
-    c.next += 1;
-    let id = c.next;
     let busy = Arc::new(AtomicUsize::new(0));
     let close = closing.child_token();
-    c.open.insert(
-        id,
-        Conn {
-            busy: Arc::clone(&busy),
-            close: close.clone(),
-        },
-    );
+    let id = c.insert(Conn {
+        source,
+        busy: Arc::clone(&busy),
+        close: close.clone(),
+    });
     Some((id, busy, close))
 }
 
@@ -208,5 +292,98 @@ impl http_body::Body for Guarded {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(ip: &str) -> Source {
+        ip.parse::<IpAddr>().expect("ip").into()
+    }
+
+    /// Connections from `ip`, `busy` of them serving a request.
+    fn open(conns: &mut Conns, ip: &str, n: usize, busy: usize) -> Vec<u64> {
+        (0..n)
+            .map(|i| {
+                conns.insert(Conn {
+                    source: source(ip),
+                    busy: Arc::new(AtomicUsize::new(usize::from(i < busy))),
+                    close: CancellationToken::new(),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn below_the_cap_there_is_room() {
+        let mut c = Conns::default();
+        open(&mut c, "10.0.0.1", 3, 0);
+        assert_eq!(c.room(source("10.0.0.2"), 4), Room::Free);
+    }
+
+    #[test]
+    fn a_flood_from_one_source_closes_only_its_own_connections() {
+        let mut c = Conns::default();
+        let alice = open(&mut c, "10.0.0.1", 1, 0)[0];
+        let flood = open(&mut c, "10.0.0.2", 7, 0);
+        // alice's connection is the oldest idle one, yet the flood's oldest
+        // makes room, whoever comes next.
+        assert_eq!(c.room(source("10.0.0.2"), 8), Room::Close(flood[0]));
+        assert_eq!(c.room(source("10.0.0.1"), 8), Room::Close(flood[0]));
+        assert_eq!(c.room(source("10.0.0.3"), 8), Room::Close(flood[0]));
+        // Only when every source holds as many as alice's is hers at stake.
+        let mut even = Conns::default();
+        let first = open(&mut even, "10.0.0.1", 1, 0)[0];
+        for i in 2..=8 {
+            open(&mut even, &format!("10.0.0.{i}"), 1, 0);
+        }
+        assert_eq!(even.room(source("10.0.0.9"), 8), Room::Close(first));
+        assert!(c.remove(alice).is_some());
+    }
+
+    #[test]
+    fn the_biggest_source_gives_up_a_busy_connection_only_to_a_smaller_one() {
+        let mut c = Conns::default();
+        let alice = open(&mut c, "10.0.0.1", 2, 2);
+        let hog = open(&mut c, "10.0.0.2", 6, 6);
+        // The hog may not take more, nor close alice's busy connections.
+        assert_eq!(c.room(source("10.0.0.2"), 8), Room::Refuse);
+        // alice (2, then 3) stays below the hog (6, then 5): its oldest goes.
+        assert_eq!(c.room(source("10.0.0.1"), 8), Room::Close(hog[0]));
+        assert_eq!(c.room(source("10.0.0.3"), 8), Room::Close(hog[0]));
+        // Between even sources nothing busy is closed; a third source gets
+        // its share from the oldest of them.
+        let mut even = Conns::default();
+        let first = open(&mut even, "10.0.0.1", 4, 4);
+        open(&mut even, "10.0.0.2", 4, 4);
+        assert_eq!(even.room(source("10.0.0.1"), 8), Room::Refuse);
+        assert_eq!(even.room(source("10.0.0.2"), 8), Room::Refuse);
+        assert_eq!(even.room(source("10.0.0.3"), 8), Room::Close(first[0]));
+        // An idle connection of the biggest source goes before any busy one.
+        hog[3..]
+            .iter()
+            .for_each(|id| c.open[id].busy.store(0, Ordering::SeqCst));
+        assert_eq!(c.room(source("10.0.0.2"), 8), Room::Close(hog[3]));
+        assert!(alice.iter().all(|id| c.open.contains_key(id)));
+    }
+
+    #[test]
+    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+        assert_eq!(source("::ffff:10.0.0.1"), source("10.0.0.1"));
+        assert_eq!(source("2001:db8:1:2::1"), source("2001:db8:1:2:ffff::9"));
+        assert_ne!(source("2001:db8:1:2::1"), source("2001:db8:1:3::1"));
+        assert_ne!(source("10.0.0.1"), source("10.0.0.2"));
+    }
+
+    #[test]
+    fn closed_connections_leave_their_source() {
+        let mut c = Conns::default();
+        let ids = open(&mut c, "10.0.0.1", 2, 0);
+        ids.iter().for_each(|id| {
+            c.remove(*id);
+        });
+        assert!(c.by_source.is_empty() && c.open.is_empty());
     }
 }

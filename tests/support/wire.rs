@@ -126,10 +126,17 @@ pub fn sse_messages(body: &[u8]) -> Vec<Value> {
 
 /// Sends one request; returns once the response head is read.
 pub fn exchange(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Exchange {
+    exchange_after(Duration::ZERO, method, url, headers, body)
+}
+
+/// [`exchange`] from a client that waits `pause` between connecting and
+/// sending its request (a slow network, or a busy machine).
+pub fn exchange_after(pause: Duration, method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Exchange {
     let rest = url.strip_prefix("http://").expect("http url");
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let path = if path.is_empty() { "/" } else { path };
     let stream = TcpStream::connect(authority).expect("connect to the gateway");
+    std::thread::sleep(pause);
     stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -231,8 +238,14 @@ impl HttpSession {
 
     /// POSTs bytes into this session as `token`'s holder.
     pub fn post_raw(&self, token: &str, body: &[u8]) -> Exchange {
+        self.post_raw_after(Duration::ZERO, token, body)
+    }
+
+    /// [`HttpSession::post_raw`], waiting `pause` between connecting and sending.
+    pub fn post_raw_after(&self, pause: Duration, token: &str, body: &[u8]) -> Exchange {
         let auth = format!("Bearer {token}");
-        exchange(
+        exchange_after(
+            pause,
             "POST",
             &self.url,
             &[
@@ -248,8 +261,13 @@ impl HttpSession {
 
     /// A request; its JSON-RPC answer (from the event stream).
     pub fn request(&self, id: u64, method: &str, params: Value) -> Value {
+        self.request_after(Duration::ZERO, id, method, params)
+    }
+
+    /// [`HttpSession::request`], waiting `pause` between connecting and sending.
+    pub fn request_after(&self, pause: Duration, id: u64, method: &str, params: Value) -> Value {
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let mut ex = self.post_raw(&self.token, message.to_string().as_bytes());
+        let mut ex = self.post_raw_after(pause, &self.token, message.to_string().as_bytes());
         let status = ex.status;
         if status != 200 {
             panic!("{method}: HTTP {status}: {}", ex.text(TIMEOUT));
