@@ -162,10 +162,12 @@ pub enum Command {
     /// Check a policy file, or try a call against it without running it.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Run a read-only SQL query over the `events` table (docs/QUERY.md).
+    /// Run a read-only SQL query over the `events` table and the views
+    /// `calls`, `decisions`, `approvals`, `sessions` (docs/QUERY.md).
     ///
     /// Answers from the derived index under `<data dir>/derived/query/` and,
     /// past it, from the log; names the ledger head it was computed at.
+    #[command(visible_alias = "query")]
     Sql {
         /// One SELECT (or WITH ... SELECT) statement.
         query: String,
@@ -180,6 +182,35 @@ pub enum Command {
     /// The derived query index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// An auditor's report over a time window, computed by SQL
+    /// (docs/QUERY.md, Reports). Without a name: the list of reports.
+    Report {
+        /// The report (`sealgate report` lists them).
+        name: Option<String>,
+        /// Start of the window (RFC 3339, or a date: midnight UTC), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window (RFC 3339, or a date), exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// The window ending now: `7d`, `24h`, `30m`.
+        #[arg(long, conflicts_with_all = ["from", "to", "last_quarter"])]
+        last: Option<String>,
+        /// The previous calendar quarter, UTC.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        last_quarter: bool,
+        /// The environment label `servers-touching` asks about.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = SqlFormat::Table)]
+        format: SqlFormat,
+        /// Re-check the answer against the signed log (as `sql --verify`).
+        #[arg(long)]
+        verify: bool,
+        /// Print the report's SQL instead of running it.
+        #[arg(long)]
+        sql: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

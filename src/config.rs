@@ -40,6 +40,42 @@ pub struct Config {
     /// `sealgate:config`), and revoked at start once removed from here.
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// Targets of the governance gates (`sealgate report gates`).
+    #[serde(default)]
+    pub gates: GatesConfig,
+}
+
+/// The governance gates' targets, as `sealgate report gates` checks them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatesConfig {
+    /// p95 of the gateway's time to decide a call, in ms, at most.
+    pub decision_p95_ms: f64,
+    /// Median wait of decided approvals, in seconds, at most.
+    pub approval_median_wait_sec: f64,
+    /// Quarantined results per executed call, at most.
+    pub quarantine_ratio: f64,
+}
+
+impl Default for GatesConfig {
+    fn default() -> Self {
+        let t = query::reports::Targets::default();
+        GatesConfig {
+            decision_p95_ms: t.decision_p95_ms,
+            approval_median_wait_sec: t.approval_median_wait_sec,
+            quarantine_ratio: t.quarantine_ratio,
+        }
+    }
+}
+
+impl GatesConfig {
+    pub fn targets(&self) -> query::reports::Targets {
+        query::reports::Targets {
+            decision_p95_ms: self.decision_p95_ms,
+            approval_median_wait_sec: self.approval_median_wait_sec,
+            quarantine_ratio: self.quarantine_ratio,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -519,6 +555,16 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
 
 impl Config {
     fn check(&self) -> Result<()> {
+        let g = &self.gates;
+        for (key, v) in [
+            ("decision_p95_ms", g.decision_p95_ms),
+            ("approval_median_wait_sec", g.approval_median_wait_sec),
+            ("quarantine_ratio", g.quarantine_ratio),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("config: gates.{key} = {v}: must be a finite number, 0 or more");
+            }
+        }
         for (name, server) in &self.servers {
             if name.is_empty()
                 || !name

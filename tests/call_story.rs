@@ -90,8 +90,13 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
     let peers = peers();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("policy.yaml"), POLICY).expect("policy");
-    let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"]);
-    let other = stdio_server("other", "node", &[&peers.everything, "stdio"]);
+    // Labels for the reports: echo counts as a write (so an unapproved
+    // high-risk write runs), and `shadow` is routed but not registered.
+    let everything = stdio_server("everything", "node", &[&peers.everything, "stdio"])
+        + "env = [\"prod\", \"eu\"]\nactions = { echo = \"write\", get-sum = \"write\" }\n";
+    let other = stdio_server("other", "node", &[&peers.everything, "stdio"]) + "env = [\"staging\"]\n";
+    let shadow = stdio_server("shadow", "node", &[&peers.everything, "stdio"])
+        .replace("approve = true\n", "register = false\nenv = [\"prod\"]\n");
     // alice holds no grant for `toggle-*` tools.
     let grants: String = ["echo", "get-*", "trigger-*"]
         .iter()
@@ -101,7 +106,7 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
         dir,
         &format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\n[auth]\ntokens_file = \"{{dir}}/tokens.toml\"\n\
-             [governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n{everything}{other}{grants}"
+             [governance]\npolicy_file = \"{{dir}}/policy.yaml\"\n{everything}{other}{shadow}{grants}"
         ),
     );
     let alice = token(&site, "alice", "", "");
@@ -118,6 +123,7 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
         };
         let c = connect("everything").await.expect("session on everything");
         let on_other = connect("other").await.expect("session on other");
+        assert!(connect("shadow").await.is_err(), "a session on an unregistered server");
         let hold = |tool: &str, args: Value| {
             let (peer, params) = (c.peer().clone(), call(tool, args));
             tokio::spawn(async move { peer.call_tool(params).await })
@@ -184,7 +190,331 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
     });
     drop(rt);
     site.verify();
-    check_stories(&site.events());
+    let events = site.events();
+    check_stories(&events);
+    check_views(&site, &events);
+    check_reports(&site, &events);
+}
+
+/// `sealgate sql -o json --verify` over the run's ledger: its rows, and
+/// the head and verdict.
+fn sql(site: &Site, query: &str) -> Vec<Value> {
+    let out = site
+        .sealgate()
+        .args(["sql", "--verify", "-o", "json", query])
+        .output()
+        .expect("run sealgate sql");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sealgate sql {query}: {stderr}");
+    assert!(stderr.contains("verified:"), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json answer");
+    doc["rows"].as_array().expect("rows").clone()
+}
+
+/// The views `calls`, `approvals`, `decisions` and `sessions` say what a
+/// straightforward fold of the log says, row for row.
+fn check_views(site: &Site, events: &[Value]) {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let ts = |e: &Value| {
+        let t = e["ts"].as_str().expect("ts");
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .expect("rfc 3339")
+            .unix_timestamp_nanos() as i64
+    };
+    let of_call = |id: &str, kinds: &[&str]| -> Option<&Value> {
+        events
+            .iter()
+            .find(|e| e["correlation"]["call_id"] == id && kinds.contains(&kind(e)))
+    };
+    // calls: one row per request, with its decision, approval and end.
+    let mut want = Vec::new();
+    for q in events
+        .iter()
+        .filter(|e| matches!(kind(e), "tool_call.requested" | "mcp.requested"))
+    {
+        let id = q["correlation"]["call_id"].as_str().expect("call id");
+        let d = of_call(id, &["policy.decision"]).expect("decision");
+        let granted = of_call(id, &["approval.granted", "approval.denied", "approval.expired"]);
+        let asked = of_call(id, &["approval.requested"]);
+        let end = of_call(
+            id,
+            &[
+                "execution.completed",
+                "execution.failed",
+                "call.refused",
+                "session.opened",
+            ],
+        );
+        want.push(json!({
+            "seq": seq(q), "hash": q["hash"], "call_id": id, "principal": q["actor"]["principal"],
+            "server": q["subject"]["server"], "tool": q["subject"]["tool"],
+            "decision_seq": seq(d), "decision": body(d, "decision"), "reason_code": body(d, "reason_code"),
+            "approval": asked.map(|_| granted.map_or("pending".into(), |g| kind(g).trim_start_matches("approval.").to_string())),
+            "approver": granted.and_then(|g| text(&g["actor"]["principal"])),
+            "end_kind": end.map(kind), "outcome": end.and_then(|e| text(body(e, "outcome"))),
+        }));
+    }
+    let got = sql(
+        site,
+        "SELECT seq, hash, call_id, principal, server, tool, decision_seq, decision, reason_code, \
+         approval, approver, end_kind, outcome FROM calls ORDER BY seq",
+    );
+    assert_eq!(normalise(got), normalise(want), "calls");
+
+    // approvals: one row per request for approval, with its wait.
+    let mut want = Vec::new();
+    for r in events.iter().filter(|e| kind(e) == "approval.requested") {
+        let id = body(r, "approval_id");
+        let end = events.iter().find(|e| {
+            kind(e) != "approval.requested" && kind(e).starts_with("approval.") && body(e, "approval_id") == id
+        });
+        want.push(json!({
+            "seq": seq(r), "approval_id": id, "requester": r["actor"]["principal"],
+            "status": end.map_or("pending".into(), |e| kind(e).trim_start_matches("approval.").to_string()),
+            "approver": end.and_then(|e| text(&e["actor"]["principal"])),
+            "wait_ns": end.map(|e| ts(e) - ts(r)),
+        }));
+    }
+    let got = sql(
+        site,
+        "SELECT seq, approval_id, requester, status, approver, wait_ns FROM approvals",
+    );
+    assert_eq!(normalise(got), normalise(want), "approvals");
+
+    // decisions and sessions: one row per event of their kind.
+    let seqs = |k: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| kind(e) == k)
+            .map(|e| json!({"seq": seq(e)}))
+            .collect()
+    };
+    assert_eq!(
+        normalise(sql(site, "SELECT seq FROM decisions")),
+        normalise(seqs("policy.decision"))
+    );
+    let opened = seqs("session.opened");
+    assert_eq!(opened.len(), 2, "two sessions were opened");
+    assert_eq!(normalise(sql(site, "SELECT seq FROM sessions")), normalise(opened));
+}
+
+/// `sealgate report NAME ARGS -o json --verify`: its rows.
+fn report(site: &Site, name: &str, args: &[&str]) -> Vec<Value> {
+    let out = site
+        .sealgate()
+        .args(["report", name, "--verify", "-o", "json"])
+        .args(args)
+        .output()
+        .expect("run sealgate report");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sealgate report {name}: {stderr}");
+    assert!(stderr.contains("verified:"), "{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("json answer");
+    doc["rows"].as_array().expect("rows").clone()
+}
+
+/// The reports say what a straightforward fold of the log says.
+fn check_reports(site: &Site, events: &[Value]) {
+    // Each call folded: (request, decision, approval status, end).
+    struct Call<'a> {
+        q: &'a Value,
+        d: &'a Value,
+        approval: Option<&'a str>,
+        end: Option<&'a Value>,
+    }
+    let of_call = |id: &Value, kinds: &[&str]| {
+        events
+            .iter()
+            .find(|e| e["correlation"]["call_id"] == *id && kinds.contains(&kind(e)))
+    };
+    let calls: Vec<Call> = events
+        .iter()
+        .filter(|e| matches!(kind(e), "tool_call.requested" | "mcp.requested"))
+        .map(|q| {
+            let id = &q["correlation"]["call_id"];
+            Call {
+                q,
+                d: of_call(id, &["policy.decision"]).expect("decision"),
+                approval: of_call(id, &["approval.requested"]).map(|_| {
+                    of_call(id, &["approval.granted", "approval.denied", "approval.expired"])
+                        .map_or("pending", |g| kind(g).trim_start_matches("approval."))
+                }),
+                end: of_call(
+                    id,
+                    &[
+                        "execution.completed",
+                        "execution.failed",
+                        "call.refused",
+                        "session.opened",
+                    ],
+                ),
+            }
+        })
+        .collect();
+    let ran = |c: &Call| c.end.is_some_and(|e| kind(e).starts_with("execution."));
+    let refused = |c: &Call| c.end.is_some_and(|e| kind(e) == "call.refused");
+    let not_init = |c: &&Call| body(c.q, "mcp.method.name") != "initialize";
+
+    // servers-touching: the prod servers, with what ran and was refused.
+    let mut want: BTreeMap<String, (usize, usize, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    for c in calls.iter().filter(not_init) {
+        let env = c.q["subject"]["env"].as_array().cloned().unwrap_or_default();
+        if env.iter().any(|v| v == "prod") {
+            let row = want
+                .entry(c.q["subject"]["server"].as_str().expect("server").into())
+                .or_default();
+            row.0 += usize::from(ran(c));
+            row.1 += usize::from(refused(c));
+            row.2
+                .insert(c.q["actor"]["principal"].as_str().expect("principal").into());
+        }
+    }
+    let want: Vec<Value> = want
+        .into_iter()
+        .map(|(server, (run, refused, who))| json!({"server": server, "calls_run": run, "calls_refused": refused, "principals": who.len()}))
+        .collect();
+    let got: Vec<Value> = report(site, "servers-touching", &["--env", "prod"])
+        .into_iter()
+        .map(|r| json!({"server": r["server"], "calls_run": r["calls_run"], "calls_refused": r["calls_refused"], "principals": r["principals"]}))
+        .collect();
+    assert_eq!(normalise(got), normalise(want), "servers-touching prod");
+
+    // calls-by-principal.
+    let mut want: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for c in calls.iter().filter(not_init) {
+        let row = want
+            .entry(c.q["actor"]["principal"].as_str().expect("principal").into())
+            .or_default();
+        let d = body(c.d, "decision");
+        row[0] += 1;
+        row[1] += usize::from(d == "DENY");
+        row[2] += usize::from(d == "REQUIRE_APPROVAL");
+        row[3] += usize::from(ran(c));
+    }
+    let want: Vec<Value> = want
+        .into_iter()
+        .map(|(p, [n, denied, held, run])| json!({"principal": p, "calls": n, "denied": denied, "held": held, "run": run}))
+        .collect();
+    let got: Vec<Value> = report(site, "calls-by-principal", &[])
+        .into_iter()
+        .map(|r| json!({"principal": r["principal"], "calls": r["calls"], "denied": r["denied"], "held": r["held"], "run": r["run"]}))
+        .collect();
+    assert_eq!(normalise(got), normalise(want), "calls-by-principal");
+
+    // denials: refused calls by server, gate and reason.
+    let mut want: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for c in calls.iter().filter(|c| refused(c)) {
+        let end = c.end.expect("end");
+        let key = (
+            c.q["subject"]["server"].as_str().expect("server").to_string(),
+            body(c.d, "gate").as_str().expect("gate").to_string(),
+            body(end, "reason_code").as_str().expect("code").to_string(),
+        );
+        *want.entry(key).or_default() += 1;
+    }
+    let want: Vec<Value> = want
+        .into_iter()
+        .map(|((server, gate, code), n)| json!({"server": server, "gate": gate, "reason_code": code, "calls": n}))
+        .collect();
+    let got: Vec<Value> = report(site, "denials", &[])
+        .into_iter()
+        .map(
+            |r| json!({"server": r["server"], "gate": r["gate"], "reason_code": r["reason_code"], "calls": r["calls"]}),
+        )
+        .collect();
+    assert_eq!(normalise(got), normalise(want), "denials");
+
+    // approvals: one row per request for approval.
+    let asked = events.iter().filter(|e| kind(e) == "approval.requested").count();
+    assert_eq!(report(site, "approvals", &[]).len(), asked, "approvals");
+
+    // gates: each figure as the fold computes it.
+    let gates = report(site, "gates", &[]);
+    let gate = |name: &str| -> &Value {
+        gates
+            .iter()
+            .find(|g| g["gate"].as_str().is_some_and(|n| n.starts_with(name)))
+            .unwrap_or_else(|| panic!("no gate {name}: {gates:?}"))
+    };
+    let unapproved = calls
+        .iter()
+        .filter(|c| {
+            ran(c)
+                && matches!(body(c.d, "action").as_str(), Some("write" | "destructive"))
+                && c.approval != Some("granted")
+        })
+        .count();
+    assert!(unapproved > 0, "the run executes an unapproved write (echo)");
+    assert_eq!(gate("unapproved high-risk writes")["value"], json!(unapproved as f64));
+    assert_eq!(gate("unapproved high-risk writes")["status"], "FAIL");
+    let unknown = events
+        .iter()
+        .filter(|e| kind(e) == "policy.decision" && body(e, "reason_code") == "unregistered_server")
+        .count();
+    assert_eq!(unknown, 1, "the shadow server was asked for once");
+    assert_eq!(gate("unknown-server connections")["value"], json!(1.0));
+    assert_eq!(gate("unknown-server connections")["status"], "FAIL");
+    assert_eq!(gate("output quarantine ratio")["value"], json!(0.0));
+    assert_eq!(gate("output quarantine ratio")["status"], "PASS");
+    // Median wait of the decided approvals (exact), and the p95 of the
+    // time to decide (interpolated: between the two ranks around it).
+    let ts = |e: &Value| {
+        time::OffsetDateTime::parse(
+            e["ts"].as_str().expect("ts"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("rfc 3339")
+        .unix_timestamp_nanos() as f64
+    };
+    let mut waits: Vec<f64> = events
+        .iter()
+        .filter(|e| matches!(kind(e), "approval.granted" | "approval.denied" | "approval.expired"))
+        .map(|e| {
+            let asked = events
+                .iter()
+                .find(|r| kind(r) == "approval.requested" && body(r, "approval_id") == body(e, "approval_id"))
+                .expect("its request");
+            (ts(e) - ts(asked)) / 1e9
+        })
+        .collect();
+    waits.sort_by(f64::total_cmp);
+    assert_eq!(waits.len(), 4, "four approvals were decided");
+    let median = (waits[1] + waits[2]) / 2.0;
+    let got = gate("approval queue median wait")["value"].as_f64().expect("a median");
+    assert!((got - median).abs() < 1e-6, "median wait {got}, the fold's {median}");
+    let mut took: Vec<f64> = events
+        .iter()
+        .filter(|e| kind(e) == "policy.decision")
+        .map(|e| {
+            body(e, "decision_ns")
+                .as_u64()
+                .expect("every decision records its time") as f64
+                / 1e6
+        })
+        .collect();
+    took.sort_by(f64::total_cmp);
+    let rank = 0.95 * (took.len() - 1) as f64;
+    let (lo, hi) = (took[rank.floor() as usize], took[rank.ceil() as usize]);
+    let got = gate("policy decision latency p95")["value"].as_f64().expect("a p95");
+    assert!(
+        lo - 1e-9 <= got && got <= hi + 1e-9,
+        "p95 {got} ms, the fold's lies in {lo}..={hi}"
+    );
+}
+
+/// Rows without their null members, sorted, for comparing answers.
+fn normalise(rows: Vec<Value>) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.retain(|_, v| !v.is_null());
+            }
+            r.to_string()
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Folds the log into calls and checks each one's story against what the
@@ -307,6 +637,7 @@ fn check_stories(events: &[Value]) {
     let mut want = vec![
         "everything initialize: ALLOW, session.opened",
         "other initialize: ALLOW, session.opened",
+        "shadow initialize: DENY, refused by registry unregistered_server",
         "everything echo: ALLOW, execution.completed",
         "everything get-env: DENY, refused by policy rule_deny",
         "everything no-such-tool: DENY, refused by pin tool_unpinned",

@@ -10,9 +10,11 @@
 //! check it against the signed log.
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+pub mod reports;
 pub mod row;
 pub mod store;
 pub mod table;
+pub mod views;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,6 +91,19 @@ pub struct Answer {
     /// Why the derived store was not used (the answer then came from the
     /// log alone), if it was not.
     pub store_ignored: Option<String>,
+    /// Which columns `--verify` can check against the event the row names.
+    pub checkable: Option<Checkable>,
+}
+
+/// The columns of an answer that name an event (`seq`, `hash`, from one
+/// relation) and the columns taken unchanged from that same event's
+/// `events` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkable {
+    pub seq: usize,
+    pub hash: usize,
+    /// Columns that are `events` columns of the same row, unrenamed.
+    pub columns: Vec<usize>,
 }
 
 impl Answer {
@@ -116,11 +131,19 @@ pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Err
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let (schema, batches) = runtime.block_on(async {
+    let (schema, batches, checkable) = runtime.block_on(async {
+        for (name, definition) in views::VIEWS {
+            ctx.sql(&format!("CREATE VIEW {name} AS {definition}"))
+                .await
+                .map_err(|e| Error::Sql {
+                    message: format!("the view {name} does not plan: {}", e.strip_backtrace()),
+                })?;
+        }
         let frame = ctx.sql_with_options(sql, options).await.map_err(sql_error)?;
+        let checkable = checkable(frame.schema(), frame.logical_plan());
         let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let batches = frame.collect().await.map_err(sql_error)?;
-        Ok::<_, Error>((schema, batches))
+        Ok::<_, Error>((schema, batches, checkable))
     })?;
     let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(Answer {
@@ -129,7 +152,54 @@ pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Err
         batches,
         stats,
         store_ignored: snap.store_ignored.clone(),
+        checkable,
     })
+}
+
+/// Which output columns come unchanged from one `events` row: those
+/// qualified by a relation that is a plain scan of `events` (`events`
+/// itself, or an alias of it), the same one as the `seq` and `hash`
+/// columns. A view, a join partner, a renamed or computed column is not;
+/// a view's `seq` and `hash` still name its event.
+fn checkable(schema: &datafusion::common::DFSchema, plan: &datafusion::logical_expr::LogicalPlan) -> Option<Checkable> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut scans = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(t) if t.table_name.table() == "events" => {
+                scans.insert(t.table_name.to_string());
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                if let LogicalPlan::TableScan(t) = a.input.as_ref()
+                    && t.table_name.table() == "events"
+                {
+                    scans.insert(a.alias.to_string());
+                }
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    let fields: Vec<(Option<String>, String)> = schema
+        .iter()
+        .map(|(q, f)| (q.map(ToString::to_string), f.name().clone()))
+        .collect();
+    let find = |name: &str| fields.iter().position(|(q, n)| q.is_some() && n == name);
+    let seq = find("seq")?;
+    let qualifier = fields[seq].0.clone();
+    let hash = fields.iter().position(|(q, n)| *q == qualifier && n == "hash")?;
+    let events = row::schema();
+    let columns = match &qualifier {
+        Some(q) if scans.contains(q) => fields
+            .iter()
+            .enumerate()
+            .filter(|(_, (fq, n))| *fq == qualifier && events.index_of(n).is_ok())
+            .map(|(i, _)| i)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some(Checkable { seq, hash, columns })
 }
 
 fn sql_error(e: datafusion::error::DataFusionError) -> Error {
@@ -241,14 +311,13 @@ fn render(batches: &[RecordBatch]) -> Result<Vec<String>, Error> {
 }
 
 fn check_rows(snap: &Snapshot, answer: &Answer, findings: &mut Vec<Finding>) -> Result<(), Error> {
+    let Some(check) = &answer.checkable else {
+        return Ok(());
+    };
     let events = row::schema();
     for b in &answer.batches {
-        let seqs = b
-            .column_by_name("seq")
-            .and_then(|c| c.as_any().downcast_ref::<UInt64Array>());
-        let hashes = b
-            .column_by_name("hash")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+        let seqs = b.column(check.seq).as_any().downcast_ref::<UInt64Array>();
+        let hashes = b.column(check.hash).as_any().downcast_ref::<StringArray>();
         let (Some(seqs), Some(hashes)) = (seqs, hashes) else {
             return Ok(());
         };
@@ -280,8 +349,13 @@ fn check_rows(snap: &Snapshot, answer: &Answer, findings: &mut Vec<Finding>) -> 
                 });
                 continue;
             }
+            if check.columns.is_empty() {
+                continue;
+            }
             let rebuilt = row::batch(&[row::row(&sealed)?])?;
-            for (j, field) in b.schema().fields().iter().enumerate() {
+            let schema = b.schema();
+            for &j in &check.columns {
+                let field = schema.field(j);
                 let Ok(k) = events.index_of(field.name()) else { continue };
                 if events.field(k).data_type() != field.data_type() {
                     continue;

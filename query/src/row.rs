@@ -56,6 +56,7 @@ pub struct Typed {
     pub policy_hash: Option<String>,
     pub grant_id: Option<String>,
     pub action: Option<String>,
+    pub decision_ns: Option<u64>,
     pub refused_by: Option<String>,
     pub outcome: Option<String>,
     pub duration_ns: Option<u64>,
@@ -120,6 +121,7 @@ static COLUMNS: &[(&str, bool, Get)] = &[
     ("policy_hash", true, s!(typed.policy_hash)),
     ("grant_id", true, s!(typed.grant_id)),
     ("action", true, s!(typed.action)),
+    ("decision_ns", true, u!(typed.decision_ns)),
     ("refused_by", true, s!(typed.refused_by)),
     ("outcome", true, s!(typed.outcome)),
     ("duration_ns", true, u!(typed.duration_ns)),
@@ -171,6 +173,18 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// The `events` table's schema.
 pub fn schema() -> SchemaRef {
     SCHEMA.clone()
+}
+
+/// The columns as `name:type` joined by `,`: what the cursor records, so
+/// that a store built with other columns (another version) is rebuilt, not
+/// read.
+pub fn fingerprint() -> String {
+    SCHEMA
+        .fields()
+        .iter()
+        .map(|f| format!("{}:{}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `rows` as one batch of the `events` schema.
@@ -303,6 +317,7 @@ fn typed(e: &Event) -> Result<Typed, String> {
         t.policy_hash = d.policy_hash;
         t.grant_id = d.grant_id;
         t.action = opt_name(&d.action)?;
+        t.decision_ns = d.decision_ns;
     } else if is::<events::Executed>(e) {
         let x: events::Executed = events::decode_body(b)?;
         call(&mut t, &x.call)?;

@@ -112,6 +112,10 @@ pub struct Cursor {
     pub ledger_id: String,
     pub seq: u64,
     pub hash: String,
+    /// The segments' columns ([`row::fingerprint`]); absent in stores
+    /// built before it was recorded.
+    #[serde(default)]
+    pub columns: String,
 }
 
 fn cursor_path(dir: &Path) -> PathBuf {
@@ -237,6 +241,8 @@ impl Follower {
                     "the cursor is of ledger {}, the log is {ledger_id}",
                     c.ledger_id
                 ))
+            } else if c.columns != row::fingerprint() {
+                Some("the segments were built with other columns (another version of sealgate)".to_string())
             } else {
                 match ledger
                     .get(c.seq)
@@ -334,6 +340,7 @@ impl Follower {
             ledger_id: self.ledger_id.clone(),
             seq: last.to,
             hash: event.hash.to_hex(),
+            columns: row::fingerprint(),
         }))
     }
 
@@ -431,6 +438,7 @@ impl Follower {
             ledger_id: self.ledger_id.clone(),
             seq: last.seq,
             hash: last_hash.to_hex(),
+            columns: row::fingerprint(),
         }))?;
         self.segments.push(segment);
         Ok(())

@@ -71,7 +71,12 @@ impl Snapshot {
                         .get(c.seq)
                         .map_err(|e| Error::ledger("reading the cursor's event", e))?
                         .is_some_and(|e| e.hash.to_hex() == c.hash);
-                if ours {
+                if ours && c.columns != crate::row::fingerprint() {
+                    store_ignored = Some(format!(
+                        "the index in {} was built with other columns (another version of sealgate); run `sealgate index rebuild`",
+                        dir.display()
+                    ));
+                } else if ours {
                     for s in store::list_segments(dir)? {
                         if s.from != segments.last().map_or(0, |l: &Segment| l.to + 1) || s.to > c.seq.min(head.seq) {
                             break;

@@ -301,6 +301,38 @@ fn a_replaced_ledger_is_noticed_and_the_store_rebuilt() {
     assert_eq!(files(&store), files(&fresh));
 }
 
+/// A store built with other columns (an older version: its cursor names
+/// other columns, or none) is not read, and the follower rebuilds it.
+#[test]
+fn a_store_built_with_other_columns_is_rebuilt_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = Arc::new(support::ledger_with(&dir.path().join("l"), 300));
+    let store = dir.path().join("store");
+    follow(&store, &ledger);
+    let reference = files(&store);
+    let mut cursor: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.join("cursor.json")).expect("cursor")).expect("json");
+    cursor.as_object_mut().expect("object").remove("columns");
+    fs::write(store.join("cursor.json"), cursor.to_string()).expect("write cursor");
+    let (ans, _) = ask(&store, &ledger, "SELECT count(*) AS n FROM events");
+    assert_eq!(csv(&ans), "n\n301\n");
+    assert!(
+        ans.store_ignored
+            .as_deref()
+            .is_some_and(|w| w.contains("other columns")),
+        "{:?}",
+        ans.store_ignored
+    );
+    assert_eq!(ans.stats.segments_read.len(), 0);
+    let (mut f, repairs) = Follower::open(&store, &ledger, SEG).expect("open");
+    assert!(
+        repairs.rebuilt.as_deref().is_some_and(|w| w.contains("other columns")),
+        "{repairs:?}"
+    );
+    f.catch_up(&ledger, &head_of(&ledger), |_| {}).expect("catch up");
+    assert_eq!(files(&store), reference);
+}
+
 #[test]
 fn bad_sql_is_a_clear_error_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -369,6 +401,17 @@ fn verify_names_each_row_an_edited_index_changed_dropped_or_invented() {
     let counts = "SELECT kind, count(*) AS n FROM events WHERE seq BETWEEN 150 AND 260 GROUP BY kind";
     assert_eq!(verify(&store, &ledger, rows), Vec::<String>::new());
     assert_eq!(verify(&store, &ledger, counts), Vec::<String>::new());
+    // A renamed column, a join partner's column and a view's columns are
+    // not taken for the named event's own (no false alarm); a view's seq
+    // and hash still name its event.
+    for sql in [
+        "SELECT seq, hash, kind AS decision FROM events WHERE seq BETWEEN 150 AND 260",
+        "SELECT r.seq, r.hash, d.decision FROM events r JOIN events d ON d.answers = r.seq WHERE r.seq BETWEEN 150 AND 260",
+        "SELECT seq, hash, decision, end_kind FROM calls",
+        "SELECT seq, hash, status FROM approvals",
+    ] {
+        assert_eq!(verify(&store, &ledger, sql), Vec::<String>::new(), "{sql}");
+    }
 
     // Changed: a value in seq 160's row.
     tamper(&store, &ledger, 160, |rows| rows[60].principal = Some("mallory".into()));

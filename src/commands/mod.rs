@@ -89,6 +89,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Grants(command) => grants(&config, command),
         Command::Sql { query, format, verify } => sql::run(&paths, &query, format, verify),
         Command::Index(command) => sql::index(&paths, command),
+        Command::Report {
+            name,
+            from,
+            to,
+            last,
+            last_quarter,
+            env,
+            format,
+            verify,
+            sql: print,
+        } => {
+            let window = sql::window(from, to, last.as_deref(), last_quarter)?;
+            let params = query::reports::Params {
+                window,
+                env,
+                targets: config.gates.targets(),
+            };
+            sql::report(&paths, name.as_deref(), &params, format, verify, print)
+        }
     }
 }
 

@@ -50,6 +50,98 @@ pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool) -> Result<
     Ok(ExitCode::from(1))
 }
 
+/// `sealgate report`: the list, one report's SQL, or its answer.
+pub fn report(
+    paths: &Paths,
+    name: Option<&str>,
+    params: &query::reports::Params,
+    format: SqlFormat,
+    verify: bool,
+    print: bool,
+) -> Result<ExitCode> {
+    let Some(name) = name else {
+        for r in query::reports::REPORTS {
+            println!("{:<20} {}", r.name, r.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let Some(report) = query::reports::find(name) else {
+        let names: Vec<&str> = query::reports::REPORTS.iter().map(|r| r.name).collect();
+        anyhow::bail!("no report named {name:?}; the reports are: {}", names.join(", "));
+    };
+    let sql = report.sql(params);
+    if print {
+        println!("{sql};");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let w = &params.window;
+    eprintln!(
+        "report {name}: from {} to {}",
+        w.from.as_deref().unwrap_or("the first event"),
+        w.to.as_deref().unwrap_or("the head")
+    );
+    run(paths, &sql, format, verify)
+}
+
+/// The report window from the command line: `--from`/`--to` (RFC 3339 or a
+/// date), `--last 7d|24h|30m`, or `--last-quarter`.
+pub fn window(
+    from: Option<String>,
+    to: Option<String>,
+    last: Option<&str>,
+    last_quarter: bool,
+) -> Result<query::reports::Window> {
+    use time::format_description::well_known::Rfc3339;
+    use time::{Date, Month, OffsetDateTime, Time};
+    let text = |t: OffsetDateTime| -> Result<String> { Ok(t.format(&Rfc3339)?) };
+    let instant = |flag: &str, v: &str| -> Result<String> {
+        if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+            return text(t);
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = Date::parse(v, &format)
+            .with_context(|| format!("--{flag} {v:?}: not an RFC 3339 time or a YYYY-MM-DD date"))?;
+        text(day.with_time(Time::MIDNIGHT).assume_utc())
+    };
+    let now = OffsetDateTime::now_utc();
+    if let Some(last) = last {
+        let (n, unit) = last.split_at(last.find(|c: char| !c.is_ascii_digit()).unwrap_or(last.len()));
+        let n: i64 = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"))?;
+        let span = match unit {
+            "d" => time::Duration::days(n),
+            "h" => time::Duration::hours(n),
+            "m" => time::Duration::minutes(n),
+            _ => anyhow::bail!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"),
+        };
+        return Ok(query::reports::Window {
+            from: Some(text(now - span)?),
+            to: None,
+        });
+    }
+    if last_quarter {
+        let first_month = (u8::from(now.month()) - 1) / 3 * 3 + 1;
+        let this = Date::from_calendar_date(now.year(), Month::try_from(first_month)?, 1)?;
+        let (y, m) = if first_month == 1 {
+            (now.year() - 1, 10)
+        } else {
+            (now.year(), first_month - 3)
+        };
+        let prev = Date::from_calendar_date(y, Month::try_from(m)?, 1)?;
+        return Ok(query::reports::Window {
+            from: Some(text(prev.with_time(Time::MIDNIGHT).assume_utc())?),
+            to: Some(text(this.with_time(Time::MIDNIGHT).assume_utc())?),
+        });
+    }
+    Ok(query::reports::Window {
+        from: from.map(|v| instant("from", &v)).transpose()?,
+        to: to.map(|v| instant("to", &v)).transpose()?,
+    })
+}
+
 pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {
     let store = query::store_dir(&paths.data_dir);
     let ledger = super::open_read_only(paths)?;

@@ -233,13 +233,14 @@ impl Audit {
 
     /// The decision on a call. It answers the call's request: `requested`
     /// if that is already written, else the request it is appended with
-    /// by [`Audit::append_decided`].
+    /// by [`Audit::append_decided`]. `took`: the gateway's time to decide.
     pub fn decision(
         &self,
         scope: &Scope,
         call: &CallInfo,
         ruling: &Ruling,
         requested: Option<&Receipt>,
+        took: Duration,
     ) -> ledger::Result<Draft> {
         let evaluation = ruling.evaluation.as_ref();
         let mut draft = base(
@@ -261,6 +262,7 @@ impl Audit {
                 approval: evaluation.and_then(|e| e.approval.as_ref()).map(|a| a.to_event()),
                 constraints: evaluation.and_then(|e| e.constraints).map(|c| c.to_event()),
                 output: evaluation.map(|e| e.output.to_event()),
+                decision_ns: Some(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
             },
         )?;
         draft.correlation.answers = requested.map(|r| r.seq);

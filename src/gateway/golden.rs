@@ -35,6 +35,9 @@ use crate::governance::{
     ApprovalSpec, AuthMethod, Gate, Governance, GrantSpec, Principal, Revealer, Ruling, ServerSpec, Status, Verdict,
 };
 
+/// The time to decide the generator records.
+const TOOK: Duration = Duration::from_micros(42);
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events")
 }
@@ -354,7 +357,7 @@ async fn write_every_kind() -> Vec<Event> {
     let req = audit.append(audit.requested(&scope, &init, &none)).await.expect("init");
     let allow = ruling(Gate::Grant, Verdict::Allow, ReasonCode::Granted, None);
     audit
-        .append(audit.decision(&scope, &init, &allow, Some(&req)))
+        .append(audit.decision(&scope, &init, &allow, Some(&req), TOOK))
         .await
         .expect("decision");
     let opened = events::SessionOpened {
@@ -439,7 +442,7 @@ async fn write_every_kind() -> Vec<Event> {
         Some(held),
     );
     audit
-        .append(audit.decision(&scope, &write, &r, Some(&req)))
+        .append(audit.decision(&scope, &write, &r, Some(&req), TOOK))
         .await
         .expect("decision");
     let approval = |req: &Receipt, c: &CallInfo| ApprovalSpec {
@@ -502,7 +505,7 @@ async fn write_every_kind() -> Vec<Event> {
     deny.pin = Some("blake3:aa".into());
     deny.listed = Some("blake3:cc".into());
     audit
-        .append(audit.decision(&scope, &read, &deny, Some(&req)))
+        .append(audit.decision(&scope, &read, &deny, Some(&req), TOOK))
         .await
         .expect("decision");
     let refusal = Refusal {
@@ -559,7 +562,7 @@ async fn write_every_kind() -> Vec<Event> {
         Some(constrained),
     );
     audit
-        .append(audit.decision(&scope, &res, &r, Some(&req)))
+        .append(audit.decision(&scope, &res, &r, Some(&req), TOOK))
         .await
         .expect("decision");
     audit

@@ -348,6 +348,11 @@ pub struct Decision {
     pub constraints: Option<RuleConstraints>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputRule>,
+    /// The gateway's time to decide, in ns: from the call reaching the
+    /// gates to its ruling, not counting a listing the gateway asked the
+    /// upstream for itself. Absent in logs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_ns: Option<u64>,
 }
 
 impl Body for Decision {

@@ -251,6 +251,9 @@ impl Session {
         class: Class,
         cancelled: &CancellationToken,
     ) -> Result<Admitted, RpcError> {
+        // The time to decide, without the listing asked upstream below.
+        let started = std::time::Instant::now();
+        let mut upstream = std::time::Duration::ZERO;
         let gov = &self.core.gov;
         let name = &self.server.name;
         let scope = self.scope();
@@ -270,10 +273,13 @@ impl Session {
         let listed = tool.and_then(|t| self.listed_facts(t));
         let facts = match (tool, listed) {
             (Some(tool), None) => {
+                let asked = std::time::Instant::now();
                 if let Request::Unwritten(draft) = logged {
                     logged = Request::Written(audit.append(draft).await.map_err(|e| audit_refused(name, &e))?);
                 }
-                self.tool_facts(tool).await
+                let facts = self.tool_facts(tool).await;
+                upstream = asked.elapsed();
+                facts
             }
             (_, listed) => listed,
         };
@@ -334,16 +340,17 @@ impl Session {
                 );
             }
         }
+        let took = started.elapsed().saturating_sub(upstream);
         let requested = match logged {
             Request::Written(requested) => {
                 audit
-                    .append(audit.decision(&scope, call, &ruling, Some(&requested)))
+                    .append(audit.decision(&scope, call, &ruling, Some(&requested), took))
                     .await
                     .map_err(|e| audit_refused(name, &e))?;
                 requested
             }
             Request::Unwritten(draft) => audit
-                .append_decided(draft, audit.decision(&scope, call, &ruling, None))
+                .append_decided(draft, audit.decision(&scope, call, &ruling, None, took))
                 .await
                 .map_err(|e| audit_refused(name, &e))?,
         };

@@ -355,6 +355,7 @@ impl Session {
         let mut call = CallInfo::new("initialize", id.clone(), Direction::ClientToServer);
         call.arguments = Some(params.clone());
         let audit = &core.audit;
+        let started = std::time::Instant::now();
         let view = core
             .gov
             .view()
@@ -383,10 +384,11 @@ impl Session {
             }),
             _ => Err(()),
         };
+        let took = started.elapsed();
         let requested = audit
             .append_decided(
                 audit.requested(&scope, &call, &stored),
-                audit.decision(&scope, &call, &ruling, None),
+                audit.decision(&scope, &call, &ruling, None, took),
             )
             .await
             .map_err(|e| audit_refused(&name, &e))?;
