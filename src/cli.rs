@@ -178,6 +178,10 @@ pub enum Command {
         /// over rows rebuilt from the log. Exit status 1 if anything differs.
         #[arg(long)]
         verify: bool,
+        /// The projection tables (servers, pins, grants, policies) as of
+        /// this sequence number or RFC 3339 time, instead of the head.
+        #[arg(long)]
+        as_of: Option<String>,
     },
     /// The derived query index.
     #[command(subcommand)]

@@ -194,6 +194,73 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
     check_stories(&events);
     check_views(&site, &events);
     check_reports(&site, &events);
+    check_projections(&site, &events);
+}
+
+/// The projection tables equal `sealgate state`'s fold, at the head and as
+/// of earlier points (before and after a server was quarantined, and
+/// before anything was governed).
+fn check_projections(site: &Site, events: &[Value]) {
+    let quarantined = events
+        .iter()
+        .find(|e| kind(e) == "server.quarantined")
+        .map(seq)
+        .expect("the run quarantines a server");
+    for at in [None, Some(0), Some(quarantined - 1), Some(quarantined)] {
+        let mut cmd = site.sealgate();
+        cmd.args(["state", "all"]);
+        if let Some(at) = at {
+            cmd.args(["--as-of", &at.to_string()]);
+        }
+        let out = cmd.output().expect("sealgate state");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let state: Value = serde_json::from_slice(&out.stdout).expect("state json");
+        let state = &state["all"];
+        let query = |sql: &str| -> Vec<Value> {
+            let mut cmd = site.sealgate();
+            cmd.args(["query", "--verify", "-o", "json", sql]);
+            if let Some(at) = at {
+                cmd.args(["--as-of", &at.to_string()]);
+            }
+            let out = cmd.output().expect("sealgate query");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() && stderr.contains("verified:"), "{sql}: {stderr}");
+            let doc: Value = serde_json::from_slice(&out.stdout).expect("json answer");
+            doc["rows"].as_array().expect("rows").clone()
+        };
+        let servers = state["registry"]["servers"].as_object().cloned().unwrap_or_default();
+        let want: Vec<Value> = servers
+            .iter()
+            .map(|(name, s)| {
+                let pins = s["pins"].as_object().map_or(0, |p| p.len());
+                json!({"server": name, "status": s["status"], "pins": pins})
+            })
+            .collect();
+        let got = query("SELECT server, status, pins FROM servers");
+        assert_eq!(normalise(got), normalise(want), "servers as of {at:?}");
+        let want: Vec<Value> = state["grants"]["grants"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .keys()
+            .map(|id| json!({"grant_id": id}))
+            .collect();
+        assert_eq!(
+            normalise(query("SELECT grant_id FROM grants")),
+            normalise(want),
+            "grants as of {at:?}"
+        );
+        let want: Vec<Value> = state["policy"]["hash"]
+            .as_str()
+            .map(|h| json!({"policy_hash": h}))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            normalise(query("SELECT policy_hash FROM policies")),
+            normalise(want),
+            "policy as of {at:?}"
+        );
+    }
 }
 
 /// `sealgate sql -o json --verify` over the run's ledger: its rows, and

@@ -10,6 +10,7 @@
 //! check it against the signed log.
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+pub mod extra;
 pub mod reports;
 pub mod row;
 pub mod store;
@@ -27,6 +28,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ledger::{Head, Ledger};
 
+pub use extra::{Table, Values};
 pub use store::{Cursor, DEFAULT_SEGMENT_EVENTS, Follower, Progress, Repairs, Segment, store_dir};
 pub use table::{Bounds, EventsTable, ScanStats, Snapshot, Source};
 
@@ -115,6 +117,11 @@ impl Answer {
 /// Runs `sql` over `snap` from `source`. Read-only by construction: DDL,
 /// DML and statements are refused.
 pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Error> {
+    run_with(snap, source, sql, &[])
+}
+
+/// [`run`], with `tables` beside `events` and the views.
+pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, tables: &[Table]) -> Result<Answer, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| Error::Sql {
@@ -127,6 +134,11 @@ pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Err
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_table("events", table).map_err(sql_error)?;
+    for t in tables {
+        let batch = t.batch()?;
+        let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(sql_error)?;
+        ctx.register_table(t.name.as_str(), Arc::new(mem)).map_err(sql_error)?;
+    }
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -253,6 +265,12 @@ impl std::fmt::Display for Finding {
 /// 3. the same query over rows rebuilt from the log for the same ranges:
 ///    a different answer is reported even when no seq is returned.
 pub fn verify(snap: Arc<Snapshot>, answer: &Answer, sql: &str) -> Result<Vec<Finding>, Error> {
+    verify_with(snap, answer, sql, &[])
+}
+
+/// [`verify`] of an answer computed with `tables` (which come from the
+/// log, and are given to the rerun as they are).
+pub fn verify_with(snap: Arc<Snapshot>, answer: &Answer, sql: &str, tables: &[Table]) -> Result<Vec<Finding>, Error> {
     let mut findings = Vec::new();
     check_rows(&snap, answer, &mut findings)?;
     for (from, to) in &answer.stats.segments_read {
@@ -261,7 +279,7 @@ pub fn verify(snap: Arc<Snapshot>, answer: &Answer, sql: &str) -> Result<Vec<Fin
         };
         check_segment(&snap, s, &mut findings)?;
     }
-    let again = run(snap, Source::Log, sql)?;
+    let again = run_with(snap, Source::Log, sql, tables)?;
     let (ours, theirs) = (render(&answer.batches)?, render(&again.batches)?);
     if ours != theirs {
         let mut extra = ours.clone();

@@ -21,6 +21,7 @@ mod find;
 mod init;
 mod log;
 mod policy;
+mod projections;
 mod serve;
 mod sql;
 mod state;
@@ -87,7 +88,12 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals(command) => approvals(&config, command),
         Command::Registry(command) => registry(&config, command),
         Command::Grants(command) => grants(&config, command),
-        Command::Sql { query, format, verify } => sql::run(&paths, &query, format, verify),
+        Command::Sql {
+            query,
+            format,
+            verify,
+            as_of,
+        } => sql::run(&paths, &query, format, verify, as_of.as_deref()),
         Command::Index(command) => sql::index(&paths, command),
         Command::Report {
             name,

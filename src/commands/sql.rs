@@ -14,9 +14,28 @@ use query::{Follower, Format};
 use crate::cli::{IndexCommand, SqlFormat};
 use crate::config::Paths;
 
-pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool) -> Result<ExitCode> {
+pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool, as_of: Option<&str>) -> Result<ExitCode> {
     let store = query::store_dir(&paths.data_dir);
-    let (answer, snap) = query::query(&paths.ledger_dir(), &store, sql)?;
+    let ledger = Arc::new(super::open_read_only(paths)?);
+    let head = ledger.head_checked()?;
+    // The projections, folded to the head (or --as-of) when asked for.
+    let tables = if super::projections::wanted(sql) || as_of.is_some() {
+        let at = match as_of {
+            Some(at) => crate::governance::resolve_as_of(&ledger, at)?,
+            None => Some(head.seq),
+        };
+        if let Some(text) = as_of {
+            let seq = at.map_or("none (before the first event)".to_string(), |s| s.to_string());
+            eprintln!("projections as of {text}: seq {seq}");
+        }
+        let snapshots = ledger::Snapshots::new(paths.data_dir.join("snapshots"));
+        let state = super::projections::fold(&ledger, &snapshots, at)?;
+        super::projections::tables(&ledger, &state)?
+    } else {
+        Vec::new()
+    };
+    let snap = Arc::new(query::Snapshot::open(&store, ledger, head)?);
+    let answer = query::run_with(snap.clone(), query::Source::Store, sql, &tables)?;
     if let Some(why) = &answer.store_ignored {
         eprintln!("note: answering from the log alone: {why}");
     }
@@ -33,7 +52,7 @@ pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool) -> Result<
     if !verify {
         return Ok(ExitCode::SUCCESS);
     }
-    let findings = query::verify(snap, &answer, sql)?;
+    let findings = query::verify_with(snap, &answer, sql, &tables)?;
     if findings.is_empty() {
         eprintln!(
             "verified: {} row(s) and {} index segment(s) agree with the signed log at seq {}",
@@ -80,7 +99,7 @@ pub fn report(
         w.from.as_deref().unwrap_or("the first event"),
         w.to.as_deref().unwrap_or("the head")
     );
-    run(paths, &sql, format, verify)
+    run(paths, &sql, format, verify, None)
 }
 
 /// The report window from the command line: `--from`/`--to` (RFC 3339 or a
