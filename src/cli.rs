@@ -182,6 +182,9 @@ pub enum Command {
         /// this sequence number or RFC 3339 time, instead of the head.
         #[arg(long)]
         as_of: Option<String>,
+        /// Stop the query after this many seconds (default: query.timeout_sec).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// The derived query index.
     #[command(subcommand)]
@@ -214,6 +217,9 @@ pub enum Command {
         /// Print the report's SQL instead of running it.
         #[arg(long)]
         sql: bool,
+        /// Stop the query after this many seconds (default: query.timeout_sec).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
 }
 

@@ -43,6 +43,38 @@ pub struct Config {
     /// Targets of the governance gates (`sealgate report gates`).
     #[serde(default)]
     pub gates: GatesConfig,
+    /// Limits of `sealgate query` and `report`.
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// Limits of a query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// A query running longer is stopped.
+    pub timeout_sec: u64,
+    /// Memory a query's operators (joins, sorts, aggregates) may hold, in MiB.
+    pub memory_mb: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            timeout_sec: 60,
+            memory_mb: 1024,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// The limits, with `timeout_sec` overriding the configured time.
+    pub fn limits(&self, timeout_sec: Option<u64>) -> query::Limits {
+        query::Limits {
+            timeout: std::time::Duration::from_secs(timeout_sec.unwrap_or(self.timeout_sec)),
+            memory_bytes: usize::try_from(self.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// The governance gates' targets, as `sealgate report gates` checks them.
@@ -555,6 +587,9 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
 
 impl Config {
     fn check(&self) -> Result<()> {
+        if self.query.timeout_sec == 0 || self.query.memory_mb == 0 {
+            bail!("config: query.timeout_sec and query.memory_mb must be at least 1");
+        }
         let g = &self.gates;
         for (key, v) in [
             ("decision_p95_ms", g.decision_p95_ms),

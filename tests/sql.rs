@@ -114,6 +114,31 @@ fn sql_answers_with_its_head_and_bad_sql_is_an_error_that_writes_nothing() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{query}: {err}");
     }
+    // Over the time limit: stopped, and said so.
+    let slow = "SELECT count(*) AS n FROM events a, events b, events c WHERE a.seq + b.seq + c.seq = 7";
+    let started = std::time::Instant::now();
+    let out = sealgate(&data)
+        .args(["query", "--timeout", "1", slow])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("longer than its time limit of 1.0 s"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "stopped late: {:?}",
+        started.elapsed()
+    );
+    // Over the memory limit (1 MiB): stopped, and said so.
+    let big = "SELECT count(DISTINCT a.body || b.body) AS n FROM events a, events b";
+    let out = sealgate(&data)
+        .env("SEALGATE_QUERY__MEMORY_MB", "1")
+        .args(["query", big])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("more memory than its limit"), "{err}");
     assert_eq!(store_files(&data), before, "a refused query changed the index");
     let status = ok(
         sealgate(&data).args(["index", "status"]).output().expect("status"),

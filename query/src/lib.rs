@@ -114,15 +114,41 @@ impl Answer {
     }
 }
 
+/// How long a query may run and how much memory its operators may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: std::time::Duration,
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            timeout: std::time::Duration::from_secs(60),
+            memory_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What a query runs with besides its SQL.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// Tables beside `events` and the views.
+    pub tables: &'a [Table],
+    pub limits: Limits,
+}
+
 /// Runs `sql` over `snap` from `source`. Read-only by construction: DDL,
 /// DML and statements are refused.
 pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Error> {
-    run_with(snap, source, sql, &[])
+    run_with(snap, source, sql, &Options::default())
 }
 
-/// [`run`], with `tables` beside `events` and the views.
-pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, tables: &[Table]) -> Result<Answer, Error> {
+/// [`run`], with `opts`: extra tables, and limits on time and memory
+/// (over either, the query fails with an error saying which).
+pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'_>) -> Result<Answer, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .map_err(|e| Error::Sql {
             message: format!("cannot start the query runtime: {e}"),
@@ -132,9 +158,17 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, tables: &[Table]
     let config = SessionConfig::new()
         .with_target_partitions(2)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    // A hard memory limit, and no spilling: a query writes no file.
+    let no_spill = datafusion::execution::disk_manager::DiskManagerBuilder::default()
+        .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled);
+    let memory = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(opts.limits.memory_bytes, 1.0)
+        .with_disk_manager_builder(no_spill)
+        .build_arc()
+        .map_err(sql_error)?;
+    let ctx = SessionContext::new_with_config_rt(config, memory);
     ctx.register_table("events", table).map_err(sql_error)?;
-    for t in tables {
+    for t in opts.tables {
         let batch = t.batch()?;
         let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(sql_error)?;
         ctx.register_table(t.name.as_str(), Arc::new(mem)).map_err(sql_error)?;
@@ -151,11 +185,20 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, tables: &[Table]
                     message: format!("the view {name} does not plan: {}", e.strip_backtrace()),
                 })?;
         }
-        let frame = ctx.sql_with_options(sql, options).await.map_err(sql_error)?;
-        let checkable = checkable(frame.schema(), frame.logical_plan());
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await.map_err(sql_error)?;
-        Ok::<_, Error>((schema, batches, checkable))
+        let timeout = opts.limits.timeout;
+        let answer = tokio::time::timeout(timeout, async {
+            let frame = ctx.sql_with_options(sql, options).await.map_err(sql_error)?;
+            let checkable = checkable(frame.schema(), frame.logical_plan());
+            let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(sql_error)?;
+            Ok::<_, Error>((schema, batches, checkable))
+        });
+        answer.await.map_err(|_| Error::Sql {
+            message: format!(
+                "the query ran longer than its time limit of {:.1} s (query.timeout_sec, --timeout) and was stopped",
+                timeout.as_secs_f64()
+            ),
+        })?
     })?;
     let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(Answer {
@@ -220,6 +263,9 @@ fn sql_error(e: datafusion::error::DataFusionError) -> Error {
         datafusion::error::DataFusionError::External(inner) => Error::Sql {
             message: inner.to_string(),
         },
+        datafusion::error::DataFusionError::ResourcesExhausted(why) => Error::Sql {
+            message: format!("the query needs more memory than its limit (query.memory_mb) and was stopped: {why}"),
+        },
         root => Error::Sql {
             message: root.strip_backtrace(),
         },
@@ -265,12 +311,12 @@ impl std::fmt::Display for Finding {
 /// 3. the same query over rows rebuilt from the log for the same ranges:
 ///    a different answer is reported even when no seq is returned.
 pub fn verify(snap: Arc<Snapshot>, answer: &Answer, sql: &str) -> Result<Vec<Finding>, Error> {
-    verify_with(snap, answer, sql, &[])
+    verify_with(snap, answer, sql, &Options::default())
 }
 
-/// [`verify`] of an answer computed with `tables` (which come from the
+/// [`verify`] of an answer computed with `opts` (its tables come from the
 /// log, and are given to the rerun as they are).
-pub fn verify_with(snap: Arc<Snapshot>, answer: &Answer, sql: &str, tables: &[Table]) -> Result<Vec<Finding>, Error> {
+pub fn verify_with(snap: Arc<Snapshot>, answer: &Answer, sql: &str, opts: &Options<'_>) -> Result<Vec<Finding>, Error> {
     let mut findings = Vec::new();
     check_rows(&snap, answer, &mut findings)?;
     for (from, to) in &answer.stats.segments_read {
@@ -279,7 +325,7 @@ pub fn verify_with(snap: Arc<Snapshot>, answer: &Answer, sql: &str, tables: &[Ta
         };
         check_segment(&snap, s, &mut findings)?;
     }
-    let again = run_with(snap, Source::Log, sql, tables)?;
+    let again = run_with(snap, Source::Log, sql, opts)?;
     let (ours, theirs) = (render(&answer.batches)?, render(&again.batches)?);
     if ours != theirs {
         let mut extra = ours.clone();

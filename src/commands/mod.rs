@@ -93,7 +93,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             format,
             verify,
             as_of,
-        } => sql::run(&paths, &query, format, verify, as_of.as_deref()),
+            timeout,
+        } => sql::run(
+            &paths,
+            &query,
+            format,
+            verify,
+            as_of.as_deref(),
+            config.query.limits(timeout),
+        ),
         Command::Index(command) => sql::index(&paths, command),
         Command::Report {
             name,
@@ -105,6 +113,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             format,
             verify,
             sql: print,
+            timeout,
         } => {
             let window = sql::window(from, to, last.as_deref(), last_quarter)?;
             let params = query::reports::Params {
@@ -112,7 +121,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 env,
                 targets: config.gates.targets(),
             };
-            sql::report(&paths, name.as_deref(), &params, format, verify, print)
+            let limits = config.query.limits(timeout);
+            sql::report(&paths, name.as_deref(), &params, format, verify, print, limits)
         }
     }
 }

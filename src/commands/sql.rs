@@ -14,7 +14,14 @@ use query::{Follower, Format};
 use crate::cli::{IndexCommand, SqlFormat};
 use crate::config::Paths;
 
-pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool, as_of: Option<&str>) -> Result<ExitCode> {
+pub fn run(
+    paths: &Paths,
+    sql: &str,
+    format: SqlFormat,
+    verify: bool,
+    as_of: Option<&str>,
+    limits: query::Limits,
+) -> Result<ExitCode> {
     let store = query::store_dir(&paths.data_dir);
     let ledger = Arc::new(super::open_read_only(paths)?);
     let head = ledger.head_checked()?;
@@ -35,7 +42,11 @@ pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool, as_of: Opt
         Vec::new()
     };
     let snap = Arc::new(query::Snapshot::open(&store, ledger, head)?);
-    let answer = query::run_with(snap.clone(), query::Source::Store, sql, &tables)?;
+    let opts = query::Options {
+        tables: &tables,
+        limits,
+    };
+    let answer = query::run_with(snap.clone(), query::Source::Store, sql, &opts)?;
     if let Some(why) = &answer.store_ignored {
         eprintln!("note: answering from the log alone: {why}");
     }
@@ -52,7 +63,7 @@ pub fn run(paths: &Paths, sql: &str, format: SqlFormat, verify: bool, as_of: Opt
     if !verify {
         return Ok(ExitCode::SUCCESS);
     }
-    let findings = query::verify_with(snap, &answer, sql, &tables)?;
+    let findings = query::verify_with(snap, &answer, sql, &opts)?;
     if findings.is_empty() {
         eprintln!(
             "verified: {} row(s) and {} index segment(s) agree with the signed log at seq {}",
@@ -77,6 +88,7 @@ pub fn report(
     format: SqlFormat,
     verify: bool,
     print: bool,
+    limits: query::Limits,
 ) -> Result<ExitCode> {
     let Some(name) = name else {
         for r in query::reports::REPORTS {
@@ -99,7 +111,7 @@ pub fn report(
         w.from.as_deref().unwrap_or("the first event"),
         w.to.as_deref().unwrap_or("the head")
     );
-    run(paths, &sql, format, verify, None)
+    run(paths, &sql, format, verify, None, limits)
 }
 
 /// The report window from the command line: `--from`/`--to` (RFC 3339 or a
