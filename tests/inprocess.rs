@@ -318,6 +318,7 @@ async fn governed() -> Rig {
             ("carol", &[], &[]),
             ("root", &[], &["admin"]),
             ("audrey", &[], &["auditor"]),
+            ("bob", &[], &["approver"]),
         ],
         &[("policy.yaml", GOVERNED)],
     )
@@ -779,6 +780,120 @@ async fn protected_resource_metadata_names_the_resource_and_issuers() {
 }
 
 // ------------------------------------------------------------- admin API
+
+/// `POST /admin/query` and `GET /admin/reports[/NAME]` answer auditors
+/// (and only them) from the same tables, views, projections and reports as
+/// the CLI, with the head and, on request, the check against the log; bad
+/// input is a 400 naming what is wrong; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_queries_and_reports_for_auditors() {
+    let rig = governed().await;
+    let s = rig.open("fast", "alice").await;
+    let answer = s.call("echo", json!({"message": "hello"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let head = rig.head();
+    let query = |caller: &'static str, body: Value| rig.admin("POST", "/admin/query", Some(caller), Some(body));
+
+    for caller in ["alice", "bob"] {
+        let refused = query(caller, json!({"sql": "SELECT 1"})).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{caller}: {refused:?}");
+    }
+    let calls = query(
+        "audrey",
+        json!({"sql": "SELECT seq, hash, principal, decision, end_kind FROM calls WHERE tool = 'echo'", "verify": true}),
+    )
+    .await;
+    assert_eq!(calls.status, StatusCode::OK, "{calls:?}");
+    let doc = calls.json();
+    assert_eq!(doc["verified"], true, "{doc}");
+    assert_eq!(doc["head"]["seq"], json!(head), "{doc}");
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{doc}");
+    assert_eq!(rows[0]["principal"], "alice");
+    assert_eq!(rows[0]["decision"], "ALLOW");
+    assert_eq!(rows[0]["end_kind"], "execution.completed");
+    let servers = query("audrey", json!({"sql": "SELECT server, status FROM servers"}))
+        .await
+        .json();
+    assert_eq!(
+        servers["rows"],
+        json!([{"server": "fast", "status": "approved"}]),
+        "{servers}"
+    );
+    let before = query("audrey", json!({"sql": "SELECT server FROM servers", "as_of": "0"}))
+        .await
+        .json();
+    assert_eq!(before["rows"], json!([]), "{before}");
+    let csv = query(
+        "audrey",
+        json!({"sql": "SELECT principal FROM calls WHERE tool = 'echo'", "format": "csv"}),
+    )
+    .await;
+    assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"), "{csv:?}");
+    assert!(
+        csv.header("sealgate-head")
+            .is_some_and(|h| h.starts_with(&format!("{head} "))),
+        "{csv:?}"
+    );
+    assert_eq!(csv.text(), "principal\nalice\n");
+
+    for (body, says) in [
+        (json!({"sql": "SELEC 1"}), "Line: 1, Column: 1"),
+        (json!({"sql": "DELETE FROM events"}), "not supported"),
+        (json!({"sql": "SELECT * FROM nothing"}), "nothing"),
+        (json!({"sql": "SELECT 1", "nope": 1}), "unknown field"),
+        (json!({"sql": "SELECT 1", "format": "xml"}), "json or csv"),
+    ] {
+        let reply = query("audrey", body.clone()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {reply:?}");
+        assert!(reply.text().contains(says), "{body}: {reply:?}");
+    }
+
+    let list = rig.admin("GET", "/admin/reports", Some("audrey"), None).await.json();
+    assert!(
+        list["reports"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "gates")),
+        "{list}"
+    );
+    let by = rig
+        .admin(
+            "GET",
+            "/admin/reports/calls-by-principal?last=1d&verify=true",
+            Some("audrey"),
+            None,
+        )
+        .await;
+    assert_eq!(by.status, StatusCode::OK, "{by:?}");
+    let by = by.json();
+    assert_eq!(by["verified"], true, "{by}");
+    assert!(
+        by["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["principal"] == "alice" && r["run"] == 1)),
+        "{by}"
+    );
+    let sql = rig
+        .admin("GET", "/admin/reports/gates?sql=true", Some("audrey"), None)
+        .await
+        .json();
+    assert!(
+        sql["sql"].as_str().is_some_and(|q| q.contains("FROM decisions")),
+        "{sql}"
+    );
+    for (path, status) in [
+        ("/admin/reports/nope", StatusCode::NOT_FOUND),
+        ("/admin/reports/gates?last=7x", StatusCode::BAD_REQUEST),
+        ("/admin/reports/gates?last=7d&from=2026-01-01", StatusCode::BAD_REQUEST),
+        ("/admin/reports/gates?since=1", StatusCode::BAD_REQUEST),
+    ] {
+        let reply = rig.admin("GET", path, Some("audrey"), None).await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+    }
+    let refused = rig.admin("GET", "/admin/reports/gates", Some("alice"), None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    assert_eq!(rig.head(), head, "queries and reports wrote nothing");
+}
 
 /// Roles: no token is a 401, a caller without a role a 403; an auditor
 /// reads but cannot write; an admin issues and revokes grants (each an

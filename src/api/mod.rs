@@ -8,8 +8,12 @@
 //! `admin` does everything. `POST /admin/find` (auditor or admin) finds the
 //! events that carried a redacted value (`gateway::findable`); the value is
 //! in the body, never in the URL, an answer, an error or a log line.
+//! `POST /admin/query` and `GET /admin/reports/{name}` (auditor) answer
+//! read-only queries and reports (`query`, docs/QUERY.md).
 //!
 //! Times are RFC 3339 strings, as in events.
+
+pub mod query;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +35,9 @@ use crate::governance::{GovError, GovState, Governance, GrantSpec, Status};
 struct Api {
     gateway: Gateway,
     auth: Arc<Authenticator>,
+    /// Limits of queries through the API (`[query]`), the gates' targets.
+    query_limits: ::query::Limits,
+    targets: ::query::reports::Targets,
 }
 
 impl Api {
@@ -75,7 +82,7 @@ fn receipt(r: &ledger::Receipt) -> Value {
 /// front ([`crate::gateway::router`]) and the admin API, on `local_addr`
 /// (the address bound). The in-process tests drive this same router.
 pub fn app(gateway: &Gateway, auth: Arc<Authenticator>, config: &Config, local_addr: SocketAddr) -> Router {
-    let admin = router(gateway.clone(), Arc::clone(&auth));
+    let admin = router(gateway.clone(), Arc::clone(&auth), config);
     crate::gateway::router(
         gateway,
         auth,
@@ -87,8 +94,13 @@ pub fn app(gateway: &Gateway, auth: Arc<Authenticator>, config: &Config, local_a
 }
 
 /// The admin routes, to merge into the gateway's HTTP application.
-pub fn router(gateway: Gateway, auth: Arc<Authenticator>) -> Router {
-    let api = Api { gateway, auth };
+pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Router {
+    let api = Api {
+        gateway,
+        auth,
+        query_limits: config.query.limits(None),
+        targets: config.gates.targets(),
+    };
     Router::new()
         .route("/admin/state/{part}", get(state))
         .route("/admin/registry", get(registry))
@@ -99,6 +111,9 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>) -> Router {
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/{action}", post(decide_approval))
         .route("/admin/find", post(find))
+        .route("/admin/query", post(query::query))
+        .route("/admin/reports", get(query::reports))
+        .route("/admin/reports/{name}", get(query::report))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
 }

@@ -21,7 +21,7 @@ mod find;
 mod init;
 mod log;
 mod policy;
-mod projections;
+
 mod serve;
 mod sql;
 mod state;
@@ -115,7 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             sql: print,
             timeout,
         } => {
-            let window = sql::window(from, to, last.as_deref(), last_quarter)?;
+            let window = crate::api::query::window(from, to, last.as_deref(), last_quarter)?;
             let params = query::reports::Params {
                 window,
                 env,

@@ -26,7 +26,7 @@ pub fn run(
     let ledger = Arc::new(super::open_read_only(paths)?);
     let head = ledger.head_checked()?;
     // The projections, folded to the head (or --as-of) when asked for.
-    let tables = if super::projections::wanted(sql) || as_of.is_some() {
+    let tables = if crate::api::query::wanted(sql) || as_of.is_some() {
         let at = match as_of {
             Some(at) => crate::governance::resolve_as_of(&ledger, at)?,
             None => Some(head.seq),
@@ -36,8 +36,8 @@ pub fn run(
             eprintln!("projections as of {text}: seq {seq}");
         }
         let snapshots = ledger::Snapshots::new(paths.data_dir.join("snapshots"));
-        let state = super::projections::fold(&ledger, &snapshots, at)?;
-        super::projections::tables(&ledger, &state)?
+        let state = crate::api::query::fold(&ledger, &snapshots, at)?;
+        crate::api::query::tables(&ledger, &state)?
     } else {
         Vec::new()
     };
@@ -112,65 +112,6 @@ pub fn report(
         w.to.as_deref().unwrap_or("the head")
     );
     run(paths, &sql, format, verify, None, limits)
-}
-
-/// The report window from the command line: `--from`/`--to` (RFC 3339 or a
-/// date), `--last 7d|24h|30m`, or `--last-quarter`.
-pub fn window(
-    from: Option<String>,
-    to: Option<String>,
-    last: Option<&str>,
-    last_quarter: bool,
-) -> Result<query::reports::Window> {
-    use time::format_description::well_known::Rfc3339;
-    use time::{Date, Month, OffsetDateTime, Time};
-    let text = |t: OffsetDateTime| -> Result<String> { Ok(t.format(&Rfc3339)?) };
-    let instant = |flag: &str, v: &str| -> Result<String> {
-        if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
-            return text(t);
-        }
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        let day = Date::parse(v, &format)
-            .with_context(|| format!("--{flag} {v:?}: not an RFC 3339 time or a YYYY-MM-DD date"))?;
-        text(day.with_time(Time::MIDNIGHT).assume_utc())
-    };
-    let now = OffsetDateTime::now_utc();
-    if let Some(last) = last {
-        let (n, unit) = last.split_at(last.find(|c: char| !c.is_ascii_digit()).unwrap_or(last.len()));
-        let n: i64 = n
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"))?;
-        let span = match unit {
-            "d" => time::Duration::days(n),
-            "h" => time::Duration::hours(n),
-            "m" => time::Duration::minutes(n),
-            _ => anyhow::bail!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"),
-        };
-        return Ok(query::reports::Window {
-            from: Some(text(now - span)?),
-            to: None,
-        });
-    }
-    if last_quarter {
-        let first_month = (u8::from(now.month()) - 1) / 3 * 3 + 1;
-        let this = Date::from_calendar_date(now.year(), Month::try_from(first_month)?, 1)?;
-        let (y, m) = if first_month == 1 {
-            (now.year() - 1, 10)
-        } else {
-            (now.year(), first_month - 3)
-        };
-        let prev = Date::from_calendar_date(y, Month::try_from(m)?, 1)?;
-        return Ok(query::reports::Window {
-            from: Some(text(prev.with_time(Time::MIDNIGHT).assume_utc())?),
-            to: Some(text(this.with_time(Time::MIDNIGHT).assume_utc())?),
-        });
-    }
-    Ok(query::reports::Window {
-        from: from.map(|v| instant("from", &v)).transpose()?,
-        to: to.map(|v| instant("to", &v)).transpose()?,
-    })
 }
 
 pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {

@@ -106,6 +106,7 @@ impl Gateway {
                 find_key,
                 gov,
                 quarantine_dir: data_dir.join("quarantine"),
+                data_dir: data_dir.to_owned(),
                 approval_progress: Duration::from_secs(config.governance.approval_progress_sec.max(1)),
                 link: LinkLimits {
                     max_message_bytes: g.max_upstream_message_bytes,
@@ -117,6 +118,16 @@ impl Gateway {
             servers: Arc::new(servers),
             labels: Arc::new(config.servers.clone()),
         })
+    }
+
+    /// The ledger the gateway writes (readers use it read-only).
+    pub fn ledger(&self) -> Arc<Ledger> {
+        Arc::clone(&self.core.ledger)
+    }
+
+    /// The data directory (the ledger's, and the derived stores').
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.core.data_dir
     }
 
     pub fn server_names(&self) -> impl Iterator<Item = &str> {

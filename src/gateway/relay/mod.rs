@@ -83,6 +83,7 @@ pub struct Core {
     pub gov: Arc<Governance>,
     /// Where quarantined results are kept for review.
     pub quarantine_dir: std::path::PathBuf,
+    pub data_dir: std::path::PathBuf,
     /// How often a call held for approval tells the client it still waits.
     pub approval_progress: Duration,
     pub link: LinkLimits,

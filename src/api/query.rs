@@ -1,0 +1,476 @@
+//! Queries and reports for the admin API and the CLI (docs/QUERY.md): the
+//! governance projections as query tables (`servers`, `pins`, `grants`,
+//! `policies`), folded from the log to the head or to an as-of point (here,
+//! not in `query`, because the governance model lives in this crate); the
+//! report window; and `POST /admin/query`, `GET /admin/reports/{name}`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use ledger::{Ledger, Snapshots, Timestamp};
+use query::{Table, Values};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime, Time};
+
+use super::{Api, ApiError, ApiResult, require, state_at};
+use crate::gateway::Principal;
+use crate::governance::GovState;
+use crate::governance::grants::Grantee;
+
+/// The projection tables' names.
+pub const NAMES: &[&str] = &["servers", "pins", "grants", "policies"];
+
+/// Whether `sql` names a projection table (a word of its text, any case):
+/// only then is the state folded.
+pub fn wanted(sql: &str) -> bool {
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| NAMES.iter().any(|n| w.eq_ignore_ascii_case(n)))
+}
+
+/// The governance state at `seq` (none: before the first event), folded
+/// from the newest snapshot the log's key signed at or before it.
+pub fn fold(ledger: &Ledger, snapshots: &Snapshots, seq: Option<u64>) -> Result<GovState> {
+    match seq {
+        None => Ok(GovState::default()),
+        Some(seq) => Ok(ledger::fold_to::<GovState>(ledger, Some(snapshots), seq)
+            .with_context(|| format!("cannot replay the governance state to seq {seq}"))?
+            .into_state()),
+    }
+}
+
+fn text(v: impl Into<String>) -> Option<String> {
+    Some(v.into())
+}
+
+fn joined(v: &[String]) -> Option<String> {
+    (!v.is_empty()).then(|| v.join(","))
+}
+
+fn nanos(rfc3339: &str) -> Option<i64> {
+    Timestamp::parse_rfc3339(rfc3339)
+        .ok()
+        .and_then(|t| i64::try_from(t.as_nanos()).ok())
+}
+
+/// The hash of the event at `seq`, which every row names with its seq.
+fn hash_at(ledger: &Ledger, seq: u64) -> Result<Option<String>> {
+    Ok(ledger
+        .get(seq)
+        .with_context(|| format!("cannot read seq {seq}"))?
+        .map(|e| e.hash.to_hex()))
+}
+
+/// The tables of `state`; each row's `seq` and `hash` name the event that
+/// last set it.
+pub fn tables(ledger: &Ledger, state: &GovState) -> Result<Vec<Table>> {
+    Ok(vec![
+        servers(ledger, state)?,
+        pins(state),
+        grants(ledger, state)?,
+        policies(ledger, state)?,
+    ])
+}
+
+fn servers(ledger: &Ledger, state: &GovState) -> Result<Table> {
+    let mut c: [Vec<Option<String>>; 10] = Default::default();
+    let (mut seq, mut first, mut pins, mut drifted, mut at) = (vec![], vec![], vec![], vec![], vec![]);
+    for s in state.registry.servers.values() {
+        let last = s.history.last();
+        let step_seq = last.map(|l| l.seq);
+        seq.push(step_seq);
+        first.push(s.history.first().map(|f| f.seq));
+        c[0].push(match step_seq {
+            Some(q) => hash_at(ledger, q)?,
+            None => None,
+        });
+        c[1].push(text(&s.name));
+        c[2].push(text(s.status.as_str()));
+        c[3].push(serde_json::to_value(s.transport)?.as_str().map(str::to_string));
+        c[4].push(text(&s.address));
+        c[5].push(s.owner.clone());
+        c[6].push(joined(&s.env));
+        c[7].push(joined(&s.risk));
+        c[8].push(last.and_then(|l| l.by.clone()));
+        c[9].push(last.and_then(|l| l.reason.clone()));
+        at.push(last.and_then(|l| nanos(&l.ts)));
+        pins.push(Some(s.pins.len() as u64));
+        drifted.push(Some(s.drift.len() as u64));
+    }
+    let [hash, name, status, transport, address, owner, env, risk, by, reason] = c;
+    Ok(Table {
+        name: "servers".into(),
+        columns: vec![
+            ("seq".into(), Values::Count(seq)),
+            ("hash".into(), Values::Text(hash)),
+            ("server".into(), Values::Text(name)),
+            ("status".into(), Values::Text(status)),
+            ("status_at".into(), Values::Time(at)),
+            ("status_by".into(), Values::Text(by)),
+            ("status_reason".into(), Values::Text(reason)),
+            ("registered_seq".into(), Values::Count(first)),
+            ("transport".into(), Values::Text(transport)),
+            ("address".into(), Values::Text(address)),
+            ("owner".into(), Values::Text(owner)),
+            ("env".into(), Values::Text(env)),
+            ("risk".into(), Values::Text(risk)),
+            ("pins".into(), Values::Count(pins)),
+            ("drifted".into(), Values::Count(drifted)),
+        ],
+    })
+}
+
+fn pins(state: &GovState) -> Table {
+    let (mut server, mut tool, mut pin, mut change, mut listed, mut drift_seq) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for s in state.registry.servers.values() {
+        let names: std::collections::BTreeSet<&String> = s.pins.keys().chain(s.drift.keys()).collect();
+        for name in names {
+            let d = s.drift.get(name);
+            server.push(text(&s.name));
+            tool.push(text(name));
+            pin.push(s.pins.get(name).cloned());
+            change.push(d.map(|d| d.change.as_str().to_string()));
+            listed.push(d.and_then(|d| d.hash.clone()));
+            drift_seq.push(d.map(|d| d.seq));
+        }
+    }
+    Table {
+        name: "pins".into(),
+        columns: vec![
+            ("server".into(), Values::Text(server)),
+            ("tool".into(), Values::Text(tool)),
+            ("pin".into(), Values::Text(pin)),
+            ("drift".into(), Values::Text(change)),
+            ("listed".into(), Values::Text(listed)),
+            ("drift_seq".into(), Values::Count(drift_seq)),
+        ],
+    }
+}
+
+fn grants(ledger: &Ledger, state: &GovState) -> Result<Table> {
+    let mut c: [Vec<Option<String>>; 9] = Default::default();
+    let (mut seq, mut expires) = (vec![], vec![]);
+    for g in state.grants.grants.values() {
+        seq.push(Some(g.issued_seq));
+        c[0].push(hash_at(ledger, g.issued_seq)?);
+        c[1].push(text(&g.id));
+        let (principal, team) = match &g.grantee {
+            Grantee::Principal(p) => (text(p), None),
+            Grantee::Team(t) => (None, text(t)),
+        };
+        c[2].push(principal);
+        c[3].push(team);
+        c[4].push(text(&g.server));
+        c[5].push(text(&g.tool));
+        c[6].push(g.env.clone());
+        c[7].push(g.issued_by.clone());
+        c[8].push(g.reason.clone());
+        expires.push(g.expires_at.and_then(|t| i64::try_from(t).ok()));
+    }
+    let [hash, id, principal, team, server, tool, env, by, reason] = c;
+    Ok(Table {
+        name: "grants".into(),
+        columns: vec![
+            ("seq".into(), Values::Count(seq)),
+            ("hash".into(), Values::Text(hash)),
+            ("grant_id".into(), Values::Text(id)),
+            ("principal".into(), Values::Text(principal)),
+            ("team".into(), Values::Text(team)),
+            ("server".into(), Values::Text(server)),
+            ("tool".into(), Values::Text(tool)),
+            ("env".into(), Values::Text(env)),
+            ("expires_at".into(), Values::Time(expires)),
+            ("issued_by".into(), Values::Text(by)),
+            ("reason".into(), Values::Text(reason)),
+        ],
+    })
+}
+
+fn policies(ledger: &Ledger, state: &GovState) -> Result<Table> {
+    let p = state.policy.as_ref();
+    let hash = match p {
+        Some(p) => vec![hash_at(ledger, p.seq)?],
+        None => vec![],
+    };
+    let one = |f: fn(&crate::governance::state::PolicyRecord) -> Option<String>| p.map(f).into_iter().collect();
+    Ok(Table {
+        name: "policies".into(),
+        columns: vec![
+            (
+                "seq".into(),
+                Values::Count(p.map(|p| Some(p.seq)).into_iter().collect()),
+            ),
+            ("hash".into(), Values::Text(hash)),
+            ("policy_hash".into(), Values::Text(one(|p| Some(p.hash.clone())))),
+            (
+                "loaded_at".into(),
+                Values::Time(p.map(|p| nanos(&p.ts)).into_iter().collect()),
+            ),
+            ("loaded_by".into(), Values::Text(one(|p| p.by.clone()))),
+            ("origin".into(), Values::Text(one(|p| p.origin.clone()))),
+            ("text".into(), Values::Text(one(|p| Some(p.text.clone())))),
+        ],
+    })
+}
+
+/// The report window from the command line: `--from`/`--to` (RFC 3339 or a
+/// date), `--last 7d|24h|30m`, or `--last-quarter`.
+pub fn window(
+    from: Option<String>,
+    to: Option<String>,
+    last: Option<&str>,
+    last_quarter: bool,
+) -> Result<query::reports::Window> {
+    let text = |t: OffsetDateTime| -> Result<String> { Ok(t.format(&Rfc3339)?) };
+    let instant = |flag: &str, v: &str| -> Result<String> {
+        if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
+            return text(t);
+        }
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        let day = Date::parse(v, &format)
+            .with_context(|| format!("--{flag} {v:?}: not an RFC 3339 time or a YYYY-MM-DD date"))?;
+        text(day.with_time(Time::MIDNIGHT).assume_utc())
+    };
+    let now = OffsetDateTime::now_utc();
+    if let Some(last) = last {
+        let (n, unit) = last.split_at(last.find(|c: char| !c.is_ascii_digit()).unwrap_or(last.len()));
+        let n: i64 = n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"))?;
+        let span = match unit {
+            "d" => time::Duration::days(n),
+            "h" => time::Duration::hours(n),
+            "m" => time::Duration::minutes(n),
+            _ => anyhow::bail!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"),
+        };
+        return Ok(query::reports::Window {
+            from: Some(text(now - span)?),
+            to: None,
+        });
+    }
+    if last_quarter {
+        let first_month = (u8::from(now.month()) - 1) / 3 * 3 + 1;
+        let this = Date::from_calendar_date(now.year(), Month::try_from(first_month)?, 1)?;
+        let (y, m) = if first_month == 1 {
+            (now.year() - 1, 10)
+        } else {
+            (now.year(), first_month - 3)
+        };
+        let prev = Date::from_calendar_date(y, Month::try_from(m)?, 1)?;
+        return Ok(query::reports::Window {
+            from: Some(text(prev.with_time(Time::MIDNIGHT).assume_utc())?),
+            to: Some(text(this.with_time(Time::MIDNIGHT).assume_utc())?),
+        });
+    }
+    Ok(query::reports::Window {
+        from: from.map(|v| instant("from", &v)).transpose()?,
+        to: to.map(|v| instant("to", &v)).transpose()?,
+    })
+}
+
+/// `POST /admin/query`: `{"sql": "...", "as_of": SEQ|TIME?, "verify": bool?,
+/// "format": "json"|"csv"?}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QueryRequest {
+    sql: String,
+    as_of: Option<String>,
+    #[serde(default)]
+    verify: bool,
+    format: Option<String>,
+}
+
+pub(super) async fn query(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    require(&p, "auditor")?;
+    let request: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the body must be a JSON object {{\"sql\": string, \"as_of\": seq or RFC 3339 time, \"verify\": bool, \"format\": \"json\" or \"csv\"}} (all but sql optional): {e}"
+            ),
+        )
+    })?;
+    tracing::info!(principal = %p.name, "admin API: query");
+    answer(
+        api,
+        request.sql,
+        request.as_of,
+        request.verify,
+        request.format.as_deref(),
+    )
+    .await
+}
+
+/// `GET /admin/reports`: the reports, with what each answers.
+pub(super) async fn reports(axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    require(&p, "auditor")?;
+    let list: Vec<Value> = ::query::reports::REPORTS
+        .iter()
+        .map(|r| json!({"name": r.name, "about": r.about}))
+        .collect();
+    Ok(axum::Json(json!({"reports": list})).into_response())
+}
+
+/// `GET /admin/reports/{name}?from=&to=&last=&last_quarter=&env=&verify=&format=&sql=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+    last: Option<String>,
+    #[serde(default)]
+    last_quarter: bool,
+    env: Option<String>,
+    #[serde(default)]
+    verify: bool,
+    format: Option<String>,
+    /// Answer with the report's SQL instead of running it.
+    #[serde(default)]
+    sql: bool,
+}
+
+pub(super) async fn report(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(name): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult {
+    require(&p, "auditor")?;
+    let Some(report) = ::query::reports::find(&name) else {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no report named {name:?}")));
+    };
+    let bad = |e: anyhow::Error| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}"));
+    if q.last.is_some() && (q.from.is_some() || q.to.is_some() || q.last_quarter) {
+        return Err(bad(anyhow::anyhow!(
+            "last cannot be combined with from, to or last_quarter"
+        )));
+    }
+    if q.last_quarter && (q.from.is_some() || q.to.is_some()) {
+        return Err(bad(anyhow::anyhow!("last_quarter cannot be combined with from or to")));
+    }
+    let params = ::query::reports::Params {
+        window: window(q.from, q.to, q.last.as_deref(), q.last_quarter).map_err(bad)?,
+        env: q.env.unwrap_or_else(|| "prod".into()),
+        targets: api.targets,
+    };
+    let sql = report.sql(&params);
+    if q.sql {
+        return Ok(axum::Json(json!({"report": name, "sql": sql})).into_response());
+    }
+    tracing::info!(principal = %p.name, report = %name, "admin API: report");
+    answer(api, sql, None, q.verify, q.format.as_deref()).await
+}
+
+/// Runs `sql` off the async workers and answers with its rows, the head it
+/// was computed at, and, with `verify`, the findings of the check against
+/// the log (`verified` true when there are none).
+async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, format: Option<&str>) -> ApiResult {
+    let csv = match format {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("format {other:?}: json or csv"),
+            ));
+        }
+    };
+    let state = if wanted(&sql) || as_of.is_some() {
+        Some(state_at(&api, as_of.as_deref()).await?.0)
+    } else {
+        None
+    };
+    let limits = api.query_limits;
+    let ledger = api.gateway.ledger();
+    let store = ::query::store_dir(api.gateway.data_dir());
+    let done = tokio::task::spawn_blocking(
+        move || -> Result<(::query::Answer, Vec<::query::Finding>), QueryFailed> {
+            let tables = match &state {
+                Some(state) => tables(&ledger, state).map_err(|e| QueryFailed::Log(format!("{e:#}")))?,
+                None => Vec::new(),
+            };
+            let head = ledger.head_checked().map_err(|e| QueryFailed::Log(e.to_string()))?;
+            let snap = Arc::new(::query::Snapshot::open(&store, ledger, head).map_err(QueryFailed::from)?);
+            let opts = ::query::Options {
+                tables: &tables,
+                limits,
+            };
+            let answer = ::query::run_with(snap.clone(), ::query::Source::Store, &sql, &opts)?;
+            let findings = if verify {
+                ::query::verify_with(snap, &answer, &sql, &opts)?
+            } else {
+                Vec::new()
+            };
+            Ok((answer, findings))
+        },
+    )
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the query task failed: {e}")))?;
+    let (answer, findings) = done.map_err(|e| match e {
+        QueryFailed::Query(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        QueryFailed::Log(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
+    })?;
+    let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let mut out = Vec::new();
+    let format = if csv {
+        ::query::Format::Csv
+    } else {
+        ::query::Format::Json
+    };
+    ::query::write_answer(&answer, format, &mut out).map_err(|e| internal(e.to_string()))?;
+    let head = format!("{} {}", answer.head.seq, answer.head.hash.to_hex());
+    if csv {
+        let mut r = (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::HeaderName::from_static("sealgate-head"), head),
+            ],
+            out,
+        )
+            .into_response();
+        if verify {
+            let verdict = if findings.is_empty() { "verified" } else { "disagrees" };
+            r.headers_mut().insert(
+                header::HeaderName::from_static("sealgate-verify"),
+                header::HeaderValue::from_static(verdict),
+            );
+        }
+        return Ok(r);
+    }
+    let mut doc: Value = serde_json::from_slice(&out).map_err(|e| internal(e.to_string()))?;
+    if let Some(why) = &answer.store_ignored {
+        doc["store_ignored"] = json!(why);
+    }
+    if verify {
+        doc["verified"] = json!(findings.is_empty());
+        doc["findings"] = json!(findings.iter().map(ToString::to_string).collect::<Vec<_>>());
+    }
+    Ok(axum::Json(doc).into_response())
+}
+
+/// Why a query through the API failed: the query itself (400), or reading
+/// the log (503).
+enum QueryFailed {
+    Query(String),
+    Log(String),
+}
+
+impl From<::query::Error> for QueryFailed {
+    fn from(e: ::query::Error) -> QueryFailed {
+        match e {
+            ::query::Error::Sql { .. } => QueryFailed::Query(e.to_string()),
+            other => QueryFailed::Log(other.to_string()),
+        }
+    }
+}
