@@ -189,6 +189,9 @@ pub enum Command {
     /// The derived query index.
     #[command(subcommand)]
     Index(IndexCommand),
+    /// Copies of the log for other systems.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// An auditor's report over a time window, computed by SQL
     /// (docs/QUERY.md, Reports). Without a name: the list of reports.
     Report {
@@ -220,6 +223,30 @@ pub enum Command {
         /// Stop the query after this many seconds (default: query.timeout_sec).
         #[arg(long)]
         timeout: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// `events` and the views (calls, decisions, approvals, sessions) over a
+    /// time window as Parquet files in a new directory, with a manifest
+    /// naming the head they were computed at (docs/QUERY.md).
+    Parquet {
+        /// The directory to write (created; must not hold an export).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Start of the window (RFC 3339, or a date: midnight UTC), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the window (RFC 3339, or a date), exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// The window ending now: `7d`, `24h`, `30m`.
+        #[arg(long, conflicts_with_all = ["from", "to", "last_quarter"])]
+        last: Option<String>,
+        /// The previous calendar quarter, UTC.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        last_quarter: bool,
     },
 }
 

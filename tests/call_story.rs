@@ -195,6 +195,97 @@ fn every_call_tells_its_whole_story_in_one_ledger() {
     check_views(&site, &events);
     check_reports(&site, &events);
     check_projections(&site, &events);
+    check_parquet(&site);
+}
+
+/// `sealgate export parquet`, read by DuckDB: every report but `gates`
+/// (its approximate percentile is DataFusion's own), run by DuckDB on its
+/// printed SQL over the exported files, gives `sealgate report`'s rows
+/// (time columns aside: the engines print times differently).
+fn check_parquet(site: &Site) {
+    let python = match std::env::var("SEALGATE_DUCKDB_PYTHON").ok().filter(|v| !v.is_empty()) {
+        Some(p) => p,
+        None => panic!("DuckDB not installed: run with tools/test.sh (tools/peers.sh installs it)"),
+    };
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let dir = out_dir.path().join("export");
+    let out = site
+        .sealgate()
+        .args(["export", "parquet", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("export parquet");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["files"].as_array().map(Vec::len), Some(5), "{manifest}");
+    let again = site
+        .sealgate()
+        .args(["export", "parquet", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("export parquet again");
+    assert!(!again.status.success(), "a second export into the same directory");
+    let script = r#"
+import duckdb, json, sys
+con = duckdb.connect()
+for t in ['events', 'calls', 'decisions', 'approvals', 'sessions']:
+    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{sys.argv[1]}/{t}.parquet')")
+cur = con.execute(sys.argv[2])
+cols = [c[0] for c in cur.description]
+print(json.dumps([dict(zip(cols, r)) for r in cur.fetchall()], default=str))
+"#;
+    let timeless = |rows: Vec<Value>| -> Vec<String> {
+        normalise(
+            rows.into_iter()
+                .map(|mut r| {
+                    if let Some(o) = r.as_object_mut() {
+                        o.retain(|k, _| !(k == "ts" || k.ends_with("_at") || k.ends_with("_call")));
+                    }
+                    r
+                })
+                .collect(),
+        )
+    };
+    for name in [
+        "servers-touching",
+        "calls-by-principal",
+        "denials",
+        "approvals",
+        "drift",
+        "refused-access",
+        "output-safety",
+    ] {
+        let printed = site
+            .sealgate()
+            .args(["report", name, "--sql"])
+            .output()
+            .expect("report --sql");
+        assert!(printed.status.success());
+        let sql = String::from_utf8(printed.stdout).expect("utf8");
+        let ran = std::process::Command::new(&python)
+            .args(["-c", script])
+            .arg(&dir)
+            .arg(sql.trim().trim_end_matches(';'))
+            .output()
+            .expect("run duckdb");
+        assert!(
+            ran.status.success(),
+            "duckdb {name}: {}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let theirs: Vec<Value> = serde_json::from_slice(&ran.stdout).expect("duckdb json");
+        let ours = report(site, name, &[]);
+        assert!(
+            !ours.is_empty() || matches!(name, "drift" | "output-safety"),
+            "{name}: no rows to compare"
+        );
+        assert_eq!(
+            timeless(theirs),
+            timeless(ours),
+            "{name}: DuckDB over the Parquet export vs sealgate report"
+        );
+    }
 }
 
 /// The projection tables equal `sealgate state`'s fold, at the head and as

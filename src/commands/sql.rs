@@ -114,6 +114,29 @@ pub fn report(
     run(paths, &sql, format, verify, None, limits)
 }
 
+/// `sealgate export parquet`.
+pub fn export_parquet(
+    paths: &Paths,
+    out: &std::path::Path,
+    window: &query::reports::Window,
+    limits: query::Limits,
+) -> Result<ExitCode> {
+    let store = query::store_dir(&paths.data_dir);
+    let ledger = Arc::new(super::open_read_only(paths)?);
+    let head = ledger.head_checked()?;
+    let snap = Arc::new(query::Snapshot::open(&store, ledger, head)?);
+    if let Some(why) = &snap.store_ignored {
+        eprintln!("note: reading the log alone: {why}");
+    }
+    let opts = query::Options { tables: &[], limits };
+    let manifest = query::parquet_export::export(snap, out, window, &opts)?;
+    for f in &manifest.files {
+        eprintln!("{}: {} row(s)", out.join(&f.file).display(), f.rows);
+    }
+    eprintln!("head: seq {} hash {}", manifest.head_seq, manifest.head_hash);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {
     let store = query::store_dir(&paths.data_dir);
     let ledger = super::open_read_only(paths)?;
