@@ -194,8 +194,36 @@ pub struct Repairs {
     pub cursor_moved_from: Option<u64>,
 }
 
+/// The store's lock: held by the one follower that writes it (and briefly
+/// by [`wipe`]), so that `sealgate index rebuild` cannot write beside a
+/// running `serve`. Released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes `dir`'s lock, or says who holds it.
+    pub fn take(dir: &Path) -> Result<Lock, Error> {
+        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        let path = dir.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open", &path, e))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Lock { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Busy { path }),
+            Err(e) => Err(Error::io("cannot lock", &path, e.into())),
+        }
+    }
+}
+
 /// Keeps the derived store up to date with a ledger, reading it only.
 pub struct Follower {
+    _lock: Lock,
     dir: PathBuf,
     segment_events: usize,
     segments: Vec<Segment>,
@@ -219,6 +247,7 @@ impl Follower {
     /// Opens (creating) the store in `dir` for `ledger`, repairing what a
     /// crash or a replaced log left.
     pub fn open(dir: &Path, ledger: &Ledger, segment_events: usize) -> Result<(Follower, Repairs), Error> {
+        let lock = Lock::take(dir)?;
         let seg_dir = segments_dir(dir);
         fs::create_dir_all(&seg_dir).map_err(|e| Error::io("cannot create", &seg_dir, e))?;
         let ledger_id = hex(&ledger.ledger_id());
@@ -260,7 +289,7 @@ impl Follower {
                 }
             };
             if let Some(why) = why {
-                wipe(dir)?;
+                wipe_locked(dir)?;
                 repairs.rebuilt = Some(why);
             }
         }
@@ -287,7 +316,7 @@ impl Follower {
                     chain.pop();
                 }
                 Check::NotInLog(why) => {
-                    wipe(dir)?;
+                    wipe_locked(dir)?;
                     repairs.rebuilt = Some(why);
                     chain.clear();
                 }
@@ -306,6 +335,7 @@ impl Follower {
             }
         }
         let follower = Follower {
+            _lock: lock,
             dir: dir.to_owned(),
             segment_events: segment_events.max(1),
             next: chain.last().map_or(0, |s| s.to + 1),
@@ -375,6 +405,13 @@ impl Follower {
     /// called after each segment.
     pub fn catch_up(&mut self, ledger: &Ledger, head: &Head, mut progress: impl FnMut(u64)) -> Result<Progress, Error> {
         let mut done = Progress::default();
+        // A segment whose write failed last time is written first.
+        if self.pending.len() >= self.segment_events
+            && let Some(hash) = self.pending_hash(ledger)?
+        {
+            self.cut(&hash)?;
+            done.segments_written += 1;
+        }
         if self.next > head.seq {
             return Ok(done);
         }
@@ -402,9 +439,11 @@ impl Follower {
         Ok(done)
     }
 
-    /// Writes the pending rows as a segment, then the cursor.
+    /// Writes the pending rows as a segment, then the cursor. On failure
+    /// (a full disk) the rows stay pending and what this attempt wrote is
+    /// removed, so that the next call writes the segment again.
     fn cut(&mut self, last_hash: &Hash) -> Result<(), Error> {
-        let rows = std::mem::take(&mut self.pending);
+        let rows = &self.pending;
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return Ok(());
         };
@@ -419,7 +458,38 @@ impl Follower {
             ts_max,
             path,
         };
-        let keys = serde_json::to_vec(&key_index(&rows)).map_err(|e| Error::Corrupt {
+        let cursor = Cursor {
+            ledger_id: self.ledger_id.clone(),
+            seq: last.seq,
+            hash: last_hash.to_hex(),
+            columns: row::fingerprint(),
+        };
+        let written = self.write_segment(&segment, &cursor);
+        if let Err(e) = written {
+            // Best effort: a leftover would also be removed on the next open.
+            let _ = remove(&segment.keys_path());
+            let _ = remove(&segment.path);
+            return Err(e);
+        }
+        self.pending.clear();
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// The hash of the last pending row's event.
+    fn pending_hash(&self, ledger: &Ledger) -> Result<Option<Hash>, Error> {
+        let Some(last) = self.pending.last() else {
+            return Ok(None);
+        };
+        Ok(ledger
+            .get(last.seq)
+            .map_err(|e| Error::ledger("reading the last pending event", e))?
+            .map(|e| e.hash))
+    }
+
+    fn write_segment(&self, segment: &Segment, cursor: &Cursor) -> Result<(), Error> {
+        let rows = &self.pending;
+        let keys = serde_json::to_vec(&key_index(rows)).map_err(|e| Error::Corrupt {
             path: segment.keys_path(),
             reason: e.to_string(),
         })?;
@@ -427,21 +497,14 @@ impl Follower {
         write_atomic(&keys_path, |f| {
             f.write_all(&keys).map_err(|e| Error::io("cannot write", &keys_path, e))
         })?;
-        let batch = row::batch(&rows)?;
+        let batch = row::batch(rows)?;
         let seg_path = segment.path.clone();
         write_atomic(&seg_path, |f| {
             let mut w = FileWriter::try_new(f, &batch.schema()).map_err(|e| Error::arrow(&seg_path, e))?;
             w.write(&batch).map_err(|e| Error::arrow(&seg_path, e))?;
             w.finish().map_err(|e| Error::arrow(&seg_path, e))
         })?;
-        self.write_cursor(Some(&Cursor {
-            ledger_id: self.ledger_id.clone(),
-            seq: last.seq,
-            hash: last_hash.to_hex(),
-            columns: row::fingerprint(),
-        }))?;
-        self.segments.push(segment);
-        Ok(())
+        self.write_cursor(Some(cursor))
     }
 }
 
@@ -492,6 +555,11 @@ fn last_hash(batch: &RecordBatch) -> Option<String> {
 
 /// Removes every segment, key index and the cursor.
 pub fn wipe(dir: &Path) -> Result<(), Error> {
+    let _lock = Lock::take(dir)?;
+    wipe_locked(dir)
+}
+
+fn wipe_locked(dir: &Path) -> Result<(), Error> {
     let seg_dir = segments_dir(dir);
     match fs::remove_dir_all(&seg_dir) {
         Ok(()) => {}

@@ -27,6 +27,8 @@ use crate::store::{self, Segment};
 pub struct ScanStats {
     /// Segments read, as (from, to) seq ranges.
     pub segments_read: Vec<(u64, u64)>,
+    /// Segments that could not be read (their rows came from the log).
+    pub segments_unreadable: Vec<(u64, u64)>,
     pub rows_from_segments: u64,
     /// Events read from the log (the tail past the last segment, or a key
     /// lookup's events).
@@ -63,9 +65,14 @@ impl Snapshot {
     pub fn open(dir: &Path, ledger: Arc<Ledger>, head: Head) -> Result<Snapshot, Error> {
         let mut store_ignored = None;
         let mut segments = Vec::new();
-        match store::read_cursor(dir)? {
-            None => store_ignored = Some(format!("no index in {} (run `sealgate index rebuild`)", dir.display())),
-            Some(c) => {
+        // A store that cannot be read is not used: the log answers.
+        let cursor = store::read_cursor(dir).and_then(|c| Ok((c, store::list_segments(dir)?)));
+        match cursor {
+            Err(e) => store_ignored = Some(format!("the index cannot be read ({e}); run `sealgate index rebuild`")),
+            Ok((None, _)) => {
+                store_ignored = Some(format!("no index in {} (run `sealgate index rebuild`)", dir.display()))
+            }
+            Ok((Some(c), listed)) => {
                 let ours = store::hex(&ledger.ledger_id()) == c.ledger_id
                     && ledger
                         .get(c.seq)
@@ -77,7 +84,7 @@ impl Snapshot {
                         dir.display()
                     ));
                 } else if ours {
-                    for s in store::list_segments(dir)? {
+                    for s in listed {
                         if s.from != segments.last().map_or(0, |l: &Segment| l.to + 1) || s.to > c.seq.min(head.seq) {
                             break;
                         }
@@ -352,8 +359,23 @@ impl EventsTable {
                 .iter()
                 .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
             {
-                if let Some(found) = s.keys()?.get(&column).and_then(|m| m.get(&value)) {
-                    seqs.extend(found.iter().copied().filter(|q| (s.from..=s.to).contains(q)));
+                match s.keys() {
+                    Ok(keys) => {
+                        if let Some(found) = keys.get(&column).and_then(|m| m.get(&value)) {
+                            seqs.extend(found.iter().copied().filter(|q| (s.from..=s.to).contains(q)));
+                        }
+                    }
+                    // An unreadable key index: the segment's range is
+                    // searched in the log instead.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "query index: a key index cannot be read; its range is searched in the log (run `sealgate index rebuild`)");
+                        stats.segments_unreadable.push((s.from, s.to));
+                        for r in read_rows(&snap.ledger, s.from, s.to)? {
+                            if row::key_of(&r, &column) == Some(value.as_str()) {
+                                seqs.insert(r.seq);
+                            }
+                        }
+                    }
                 }
             }
             let mut rows: Vec<Row> = Vec::new();
@@ -389,11 +411,21 @@ impl EventsTable {
             {
                 stats.segments_read.push((s.from, s.to));
                 match self.source {
-                    Source::Store => {
-                        let batches = s.read()?;
-                        stats.rows_from_segments += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                        out.extend(batches);
-                    }
+                    Source::Store => match s.read() {
+                        Ok(batches) => {
+                            stats.rows_from_segments += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                            out.extend(batches);
+                        }
+                        // An unreadable segment costs speed, not the
+                        // answer: its range is read from the log.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "query index: a segment cannot be read; its events are read from the log (run `sealgate index rebuild`)");
+                            let rows = read_rows(&snap.ledger, s.from, s.to)?;
+                            stats.rows_from_log += rows.len() as u64;
+                            stats.segments_unreadable.push((s.from, s.to));
+                            out.push(row::batch(&rows)?);
+                        }
+                    },
                     Source::Log => {
                         let rows = read_rows(&snap.ledger, s.from, s.to)?;
                         stats.rows_from_log += rows.len() as u64;
@@ -407,6 +439,7 @@ impl EventsTable {
         }
         let mut s = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.segments_read.extend(stats.segments_read);
+        s.segments_unreadable.extend(stats.segments_unreadable);
         s.rows_from_segments += stats.rows_from_segments;
         s.rows_from_log += stats.rows_from_log;
         s.key_lookups.extend(stats.key_lookups);

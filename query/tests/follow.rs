@@ -531,3 +531,87 @@ fn an_edited_key_index_or_segment_name_cannot_hide_events() {
     );
     assert_eq!(verify(&store, &ledger, &by_time), Vec::<String>::new());
 }
+
+/// One follower writes a store at a time: a second one, and a wipe (what
+/// `sealgate index rebuild` starts with), are refused while it runs.
+#[test]
+fn the_store_is_written_by_one_follower_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = support::ledger_with(&dir.path().join("l"), 150);
+    let store = dir.path().join("store");
+    let first = follow(&store, &ledger);
+    let second = Follower::open(&store, &ledger, SEG)
+        .err()
+        .expect("a second follower refused");
+    assert!(matches!(second, query::Error::Busy { .. }), "{second}");
+    assert!(
+        second.to_string().contains("another process keeps this index"),
+        "{second}"
+    );
+    let wipe = query::store::wipe(&store).expect_err("a wipe refused");
+    assert!(matches!(wipe, query::Error::Busy { .. }), "{wipe}");
+    assert_eq!(first.segments().len(), 1, "nothing was wiped");
+    drop(first);
+    follow(&store, &ledger);
+}
+
+/// A damaged index costs speed, not the answer: an unreadable cursor, a
+/// segment or a key index that does not parse, each is passed over and
+/// its events are read from the log, and `--verify` agrees.
+#[test]
+fn a_damaged_index_costs_speed_not_the_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = support::ledger_with(&dir.path().join("l"), 500);
+    let store = dir.path().join("store");
+    follow(&store, &ledger);
+    let sql = "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind";
+    let lookup = "SELECT seq FROM events WHERE call_id = (SELECT call_id FROM events WHERE call_id IS NOT NULL AND seq > 250 LIMIT 1) ORDER BY seq";
+    let want = csv(&ask(&store, &ledger, sql).0);
+    let want_lookup = csv(&ask(&store, &ledger, lookup).0);
+    let segs = query::store::list_segments(&store).expect("list");
+    // A segment that does not parse.
+    fs::write(&segs[1].path, b"not arrow").expect("damage a segment");
+    let (a, _) = ask(&store, &ledger, sql);
+    assert_eq!(csv(&a), want);
+    assert_eq!(a.stats.segments_unreadable, vec![(segs[1].from, segs[1].to)]);
+    assert_eq!(verify(&store, &ledger, sql), Vec::<String>::new());
+    // A key index that does not parse.
+    fs::write(segs[2].keys_path(), b"{").expect("damage a key index");
+    let (a, _) = ask(&store, &ledger, lookup);
+    assert_eq!(csv(&a), want_lookup);
+    // A cursor that does not parse: the store is not used at all.
+    fs::write(store.join("cursor.json"), b"{").expect("damage the cursor");
+    let (a, _) = ask(&store, &ledger, sql);
+    assert_eq!(csv(&a), want);
+    assert!(
+        a.store_ignored.as_deref().is_some_and(|w| w.contains("cannot be read")),
+        "{:?}",
+        a.store_ignored
+    );
+}
+
+/// A segment whose write fails (here its directory is not a directory)
+/// keeps its rows pending: once the fault is gone, the next catch-up
+/// writes it, and the store equals one built without the fault.
+#[test]
+fn a_failed_segment_write_keeps_its_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = support::ledger_with(&dir.path().join("l"), 250);
+    let reference = dir.path().join("reference");
+    follow(&reference, &ledger);
+    let store = dir.path().join("store");
+    let (mut f, _) = Follower::open(&store, &ledger, SEG).expect("open");
+    let segs = store.join("segments");
+    let aside = dir.path().join("aside");
+    fs::rename(&segs, &aside).expect("move the segments away");
+    fs::write(&segs, b"in the way").expect("a file in their place");
+    assert!(
+        f.catch_up(&ledger, &head_of(&ledger), |_| {}).is_err(),
+        "the write must fail"
+    );
+    fs::remove_file(&segs).expect("remove the file");
+    fs::rename(&aside, &segs).expect("put them back");
+    f.catch_up(&ledger, &head_of(&ledger), |_| {}).expect("catch up");
+    drop(f);
+    assert_eq!(files(&store), files(&reference));
+}
