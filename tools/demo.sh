@@ -83,6 +83,8 @@ echo "== the ledger: governance declared by the config, then the session and its
 "$sealgate" --config "$config" log | tail -n 12
 echo "== the registry as the ledger tells it (sealgate state registry)"
 "$sealgate" --config "$config" state registry | head -n 20
+echo "== who called what, as an auditor asks it (sealgate report calls-by-principal --verify)"
+"$sealgate" --config "$config" report calls-by-principal --verify
 echo "== verify"
 "$sealgate" --config "$config" verify
 echo "== head (write this down to pin the log: sealgate verify --head SEQ:HASH)"

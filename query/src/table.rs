@@ -70,7 +70,11 @@ impl Snapshot {
         match cursor {
             Err(e) => store_ignored = Some(format!("the index cannot be read ({e}); run `sealgate index rebuild`")),
             Ok((None, _)) => {
-                store_ignored = Some(format!("no index in {} (run `sealgate index rebuild`)", dir.display()))
+                store_ignored = Some(format!(
+                    "no index segment in {} yet (a segment holds {} events; `sealgate serve` and `sealgate index update` cut them)",
+                    dir.display(),
+                    store::DEFAULT_SEGMENT_EVENTS
+                ))
             }
             Ok((Some(c), listed)) => {
                 let ours = store::hex(&ledger.ledger_id()) == c.ledger_id
