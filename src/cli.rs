@@ -197,18 +197,8 @@ pub enum Command {
     Report {
         /// The report (`sealgate report` lists them).
         name: Option<String>,
-        /// Start of the window (RFC 3339, or a date: midnight UTC), inclusive.
-        #[arg(long)]
-        from: Option<String>,
-        /// End of the window (RFC 3339, or a date), exclusive.
-        #[arg(long)]
-        to: Option<String>,
-        /// The window ending now: `7d`, `24h`, `30m`.
-        #[arg(long, conflicts_with_all = ["from", "to", "last_quarter"])]
-        last: Option<String>,
-        /// The previous calendar quarter, UTC.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        last_quarter: bool,
+        #[command(flatten)]
+        window: WindowArgs,
         /// The environment label `servers-touching` asks about.
         #[arg(long, default_value = "prod")]
         env: String,
@@ -226,6 +216,23 @@ pub enum Command {
     },
 }
 
+/// A time window of events: `--from`/`--to`, `--last`, or `--last-quarter`.
+#[derive(clap::Args, Debug)]
+pub struct WindowArgs {
+    /// Start of the window (RFC 3339, or a date: midnight UTC), inclusive.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the window (RFC 3339, or a date), exclusive.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The window ending now: `7d`, `24h`, `30m`.
+    #[arg(long, conflicts_with_all = ["from", "to", "last_quarter"])]
+    pub last: Option<String>,
+    /// The previous calendar quarter, UTC.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub last_quarter: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
     /// `events` and the views (calls, decisions, approvals, sessions) over a
@@ -235,18 +242,8 @@ pub enum ExportCommand {
         /// The directory to write (created; must not hold an export).
         #[arg(long)]
         out: std::path::PathBuf,
-        /// Start of the window (RFC 3339, or a date: midnight UTC), inclusive.
-        #[arg(long)]
-        from: Option<String>,
-        /// End of the window (RFC 3339, or a date), exclusive.
-        #[arg(long)]
-        to: Option<String>,
-        /// The window ending now: `7d`, `24h`, `30m`.
-        #[arg(long, conflicts_with_all = ["from", "to", "last_quarter"])]
-        last: Option<String>,
-        /// The previous calendar quarter, UTC.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        last_quarter: bool,
+        #[command(flatten)]
+        window: WindowArgs,
     },
 }
 

@@ -104,29 +104,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config.query.limits(timeout),
         ),
         Command::Index(command) => sql::index(&paths, command),
-        Command::Export(ExportCommand::Parquet {
-            out,
-            from,
-            to,
-            last,
-            last_quarter,
-        }) => {
-            let window = crate::api::query::window(from, to, last.as_deref(), last_quarter)?;
+        Command::Export(ExportCommand::Parquet { out, window }) => {
+            let window =
+                crate::api::query::window(window.from, window.to, window.last.as_deref(), window.last_quarter)?;
             sql::export_parquet(&paths, &out, &window, config.query.limits(None))
         }
         Command::Report {
             name,
-            from,
-            to,
-            last,
-            last_quarter,
+            window,
             env,
             format,
             verify,
             sql: print,
             timeout,
         } => {
-            let window = crate::api::query::window(from, to, last.as_deref(), last_quarter)?;
+            let window =
+                crate::api::query::window(window.from, window.to, window.last.as_deref(), window.last_quarter)?;
             let params = query::reports::Params {
                 window,
                 env,
