@@ -11,6 +11,7 @@
 #![deny(unsafe_code, clippy::unwrap_used)]
 
 pub mod extra;
+pub mod keys;
 pub mod parquet_export;
 pub mod reports;
 pub mod row;

@@ -179,12 +179,14 @@ pub fn schema() -> SchemaRef {
 /// that a store built with other columns (another version) is rebuilt, not
 /// read.
 pub fn fingerprint() -> String {
-    SCHEMA
+    let columns = SCHEMA
         .fields()
         .iter()
         .map(|f| format!("{}:{}", f.name(), f.data_type()))
         .collect::<Vec<_>>()
-        .join(",")
+        .join(",");
+    // The key indexes' format is part of what a store was built with.
+    format!("{columns};keys:SGKEYS01")
 }
 
 /// `rows` as one batch of the `events` schema.

@@ -13,7 +13,6 @@
 //! whose hash the log does not have means the log was replaced: the store
 //! is wiped and rebuilt.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,7 +24,7 @@ use ledger::{Hash, Head, Ledger};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::row::{self, KEY_COLUMNS, Row};
+use crate::row::{self, Row};
 
 /// Events per segment unless told otherwise.
 pub const DEFAULT_SEGMENT_EVENTS: usize = 16_384;
@@ -68,7 +67,7 @@ impl Segment {
     }
 
     pub fn keys_path(&self) -> PathBuf {
-        self.path.with_extension("keys.json")
+        self.path.with_extension("keys")
     }
 
     /// The segment's rows, as stored.
@@ -78,32 +77,11 @@ impl Segment {
         reader.map(|b| b.map_err(|e| Error::arrow(&self.path, e))).collect()
     }
 
-    /// The segment's key index: column → value → seqs.
-    pub fn keys(&self) -> Result<KeyIndex, Error> {
-        let path = self.keys_path();
-        let bytes = fs::read(&path).map_err(|e| Error::io("cannot read key index", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })
+    /// The seqs the segment's key index names for `value` in `column`
+    /// (candidates: `keys.rs`).
+    pub fn lookup(&self, column: &str, value: &str) -> Result<Vec<u64>, Error> {
+        crate::keys::lookup(&self.keys_path(), column, value)
     }
-}
-
-/// Column → key value → seqs holding it.
-pub type KeyIndex = BTreeMap<String, BTreeMap<String, Vec<u64>>>;
-
-/// The key index of `rows`.
-pub fn key_index(rows: &[Row]) -> KeyIndex {
-    let mut index = KeyIndex::new();
-    for column in KEY_COLUMNS {
-        let entry = index.entry((*column).to_owned()).or_default();
-        for r in rows {
-            if let Some(k) = row::key_of(r, column) {
-                entry.entry(k.to_owned()).or_default().push(r.seq);
-            }
-        }
-    }
-    index
 }
 
 /// The last event indexed into a segment.
@@ -327,7 +305,7 @@ impl Follower {
         for entry in entries {
             let path = entry.map_err(|e| Error::io("cannot list", &seg_dir, e))?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(stem) = name.strip_suffix(".keys.json")
+            if let Some(stem) = name.strip_suffix(".keys")
                 && !chain.iter().any(|s| s.path.with_extension("").ends_with(stem))
             {
                 remove(&path)?;
@@ -489,10 +467,7 @@ impl Follower {
 
     fn write_segment(&self, segment: &Segment, cursor: &Cursor) -> Result<(), Error> {
         let rows = &self.pending;
-        let keys = serde_json::to_vec(&key_index(rows)).map_err(|e| Error::Corrupt {
-            path: segment.keys_path(),
-            reason: e.to_string(),
-        })?;
+        let keys = crate::keys::encode(rows);
         let keys_path = segment.keys_path();
         write_atomic(&keys_path, |f| {
             f.write_all(&keys).map_err(|e| Error::io("cannot write", &keys_path, e))

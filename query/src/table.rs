@@ -363,11 +363,9 @@ impl EventsTable {
                 .iter()
                 .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
             {
-                match s.keys() {
-                    Ok(keys) => {
-                        if let Some(found) = keys.get(&column).and_then(|m| m.get(&value)) {
-                            seqs.extend(found.iter().copied().filter(|q| (s.from..=s.to).contains(q)));
-                        }
+                match s.lookup(&column, &value) {
+                    Ok(found) => {
+                        seqs.extend(found.into_iter().filter(|q| (s.from..=s.to).contains(q)));
                     }
                     // An unreadable key index: the segment's range is
                     // searched in the log instead.
@@ -393,7 +391,8 @@ impl EventsTable {
                         found: snap.head.seq,
                     })?;
                 let r = row::row(&e)?;
-                if bounds.holds(&r) {
+                // The index names candidates: the event must hold the key.
+                if bounds.holds(&r) && row::key_of(&r, &column) == Some(value.as_str()) {
                     rows.push(r);
                 }
             }
