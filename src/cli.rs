@@ -183,7 +183,7 @@ pub enum Command {
         #[arg(long)]
         as_of: Option<String>,
         /// Stop the query after this many seconds (default: query.timeout_sec).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
     },
     /// The derived query index.
@@ -211,7 +211,7 @@ pub enum Command {
         #[arg(long)]
         sql: bool,
         /// Stop the query after this many seconds (default: query.timeout_sec).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
     },
 }

@@ -559,25 +559,25 @@ fn check_reports(site: &Site, events: &[Value]) {
         .collect();
     assert_eq!(normalise(got), normalise(want), "calls-by-principal");
 
-    // denials: refused calls by server, gate and reason.
+    // denials: refused calls by server, what refused them and why.
     let mut want: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for c in calls.iter().filter(|c| refused(c)) {
         let end = c.end.expect("end");
         let key = (
             c.q["subject"]["server"].as_str().expect("server").to_string(),
-            body(c.d, "gate").as_str().expect("gate").to_string(),
+            body(end, "refused_by").as_str().expect("refused_by").to_string(),
             body(end, "reason_code").as_str().expect("code").to_string(),
         );
         *want.entry(key).or_default() += 1;
     }
     let want: Vec<Value> = want
         .into_iter()
-        .map(|((server, gate, code), n)| json!({"server": server, "gate": gate, "reason_code": code, "calls": n}))
+        .map(|((server, by, code), n)| json!({"server": server, "refused_by": by, "reason_code": code, "calls": n}))
         .collect();
     let got: Vec<Value> = report(site, "denials", &[])
         .into_iter()
         .map(
-            |r| json!({"server": r["server"], "gate": r["gate"], "reason_code": r["reason_code"], "calls": r["calls"]}),
+            |r| json!({"server": r["server"], "refused_by": r["refused_by"], "reason_code": r["reason_code"], "calls": r["calls"]}),
         )
         .collect();
     assert_eq!(normalise(got), normalise(want), "denials");

@@ -223,13 +223,22 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'
 fn checkable(schema: &datafusion::common::DFSchema, plan: &datafusion::logical_expr::LogicalPlan) -> Option<Checkable> {
     use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::logical_expr::LogicalPlan;
+    // Every relation name the plan defines (scans, aliases, CTEs, views'
+    // insides), and those that are a plain scan of `events`. A name
+    // defined more than once (an alias reused inside a view, a CTE called
+    // `events`) is not trusted: its columns are checked by the rerun only.
+    let mut names: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     let mut scans = std::collections::BTreeSet::new();
     let _ = plan.apply_with_subqueries(|node| {
         match node {
-            LogicalPlan::TableScan(t) if t.table_name.table() == "events" => {
-                scans.insert(t.table_name.to_string());
+            LogicalPlan::TableScan(t) => {
+                *names.entry(t.table_name.to_string()).or_default() += 1;
+                if t.table_name.table() == "events" {
+                    scans.insert(t.table_name.to_string());
+                }
             }
             LogicalPlan::SubqueryAlias(a) => {
+                *names.entry(a.alias.to_string()).or_default() += 1;
                 if let LogicalPlan::TableScan(t) = a.input.as_ref()
                     && t.table_name.table() == "events"
                 {
@@ -240,6 +249,7 @@ fn checkable(schema: &datafusion::common::DFSchema, plan: &datafusion::logical_e
         }
         Ok(TreeNodeRecursion::Continue)
     });
+    scans.retain(|n| names.get(n) == Some(&1));
     let fields: Vec<(Option<String>, String)> = schema
         .iter()
         .map(|(q, f)| (q.map(ToString::to_string), f.name().clone()))

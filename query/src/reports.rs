@@ -120,6 +120,11 @@ pub fn find(name: &str) -> Option<&'static Report> {
     REPORTS.iter().find(|r| r.name == name)
 }
 
+/// `s` with LIKE's wildcards (and the escape character) escaped by `\`.
+fn like_escaped(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 /// `s` as an SQL string literal.
 pub fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -133,12 +138,12 @@ fn servers_touching(p: &Params) -> String {
        count(DISTINCT principal) AS principals,
        min(ts) AS first_call, max(ts) AS last_call
 FROM calls
-WHERE {window} AND method <> 'initialize'
-  AND ',' || env || ',' LIKE {env}
+WHERE {window} AND (method IS DISTINCT FROM 'initialize')
+  AND (',' || env || ',') LIKE {env} ESCAPE '\\'
 GROUP BY server
 ORDER BY calls_run DESC, server",
         window = p.window.on("ts"),
-        env = literal(&format!("%,{},%", p.env)),
+        env = literal(&format!("%,{},%", like_escaped(&p.env))),
     )
 }
 
@@ -154,7 +159,7 @@ fn calls_by_principal(p: &Params) -> String {
        count(DISTINCT server) AS servers,
        min(ts) AS first_call, max(ts) AS last_call
 FROM calls
-WHERE {window} AND method <> 'initialize'
+WHERE {window} AND (method IS DISTINCT FROM 'initialize')
 GROUP BY principal
 ORDER BY calls DESC, principal",
         window = p.window.on("ts"),
@@ -163,12 +168,12 @@ ORDER BY calls DESC, principal",
 
 fn denials(p: &Params) -> String {
     format!(
-        "SELECT server, gate, COALESCE(refused_reason_code, reason_code) AS reason_code,
+        "SELECT server, refused_by, refused_reason_code AS reason_code,
        count(*) AS calls, count(DISTINCT principal) AS principals,
-       min(reason) AS example_reason, max(ts) AS last_call
+       min(refused_reason) AS example_reason, max(ts) AS last_call
 FROM calls
 WHERE {window} AND end_kind = 'call.refused'
-GROUP BY server, gate, COALESCE(refused_reason_code, reason_code)
+GROUP BY server, refused_by, refused_reason_code
 ORDER BY calls DESC, server, reason_code",
         window = p.window.on("ts"),
     )
@@ -199,7 +204,8 @@ ORDER BY seq",
 
 fn refused_access(p: &Params) -> String {
     format!(
-        "SELECT seq, hash, ts, kind, server, principal, COALESCE(reason_code, reason) AS reason
+        "SELECT seq, hash, ts, kind, server, principal, COALESCE(reason_code, reason) AS reason,
+       COALESCE(count, 1) AS attempts
 FROM events
 WHERE {window}
   AND (kind = 'access.refused'
@@ -244,8 +250,11 @@ g AS (
          median(CAST(wait_ns AS DOUBLE) / 1e9), {wait}, '<='
   FROM approvals WHERE {wa} AND status <> 'pending'
   UNION ALL
-  SELECT 4, 'unknown-server connections', CAST(count(*) AS DOUBLE), 0.0, '<='
-  FROM decisions WHERE {w} AND reason_code = 'unregistered_server'
+  SELECT 4, 'unknown-server connections',
+         CAST(COALESCE(sum(CASE WHEN kind = 'access.refused' THEN count ELSE 1 END), 0) AS DOUBLE), 0.0, '<='
+  FROM events WHERE {w}
+    AND ((kind = 'policy.decision' AND reason_code = 'unregistered_server')
+         OR (kind = 'access.refused' AND reason = 'unknown_server'))
   UNION ALL
   SELECT 5, 'output quarantine ratio',
          CAST(count(*) FILTER (WHERE output_quarantined) AS DOUBLE)
@@ -285,7 +294,13 @@ mod tests {
         };
         let sql = servers_touching(&p);
         assert!(sql.contains("ts >= '2026-01-01T00:00:00Z'' OR ''1''=''1'"), "{sql}");
-        assert!(sql.contains("LIKE '%,prod'' OR ''x,%'"), "{sql}");
+        assert!(sql.contains("LIKE '%,prod'' OR ''x,%' ESCAPE"), "{sql}");
+        let p = Params {
+            env: "us_east%".into(),
+            ..p
+        };
+        let sql = servers_touching(&p);
+        assert!(sql.contains(r"LIKE '%,us\_east\%,%' ESCAPE '\'"), "{sql}");
     }
 
     #[test]

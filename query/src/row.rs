@@ -69,6 +69,7 @@ pub struct Typed {
     pub result_bytes: Option<u64>,
     pub result_original_bytes: Option<u64>,
     pub approval_id: Option<String>,
+    pub count: Option<u64>,
 }
 
 enum Get {
@@ -134,6 +135,7 @@ static COLUMNS: &[(&str, bool, Get)] = &[
     ("result_bytes", true, u!(typed.result_bytes)),
     ("result_original_bytes", true, u!(typed.result_original_bytes)),
     ("approval_id", true, s!(typed.approval_id)),
+    ("count", true, u!(typed.count)),
     ("body_error", true, s!(body_error)),
     ("body", false, Get::Str(|r| Some(r.body.as_str()))),
 ];
@@ -357,6 +359,7 @@ fn typed(e: &Event) -> Result<Typed, String> {
     } else if is::<events::AccessRefused>(e) {
         let a: events::AccessRefused = events::decode_body(b)?;
         t.reason = Some(name(&a.reason)?);
+        t.count = Some(a.count);
     } else if is::<events::ApprovalRequested>(e) {
         let a: events::ApprovalRequested = events::decode_body(b)?;
         t.method = Some(a.method);

@@ -50,7 +50,7 @@ SELECT q.seq, q.hash, q.ts, q.call_id, q.kind AS request_kind, q.method, q.reque
        p.approval_id, p.status AS approval, p.approver, p.wait_ns AS approval_wait_ns,
        e.seq AS end_seq, e.kind AS end_kind, e.ts AS ended_at, e.outcome, e.duration_ns,
        e.is_error, e.error_type, e.result_digest, e.result_bytes,
-       e.reason_code AS refused_reason_code,
+       e.refused_by, e.reason_code AS refused_reason_code, e.reason AS refused_reason,
        COALESCE(s.redacted, false) AS output_redacted,
        COALESCE(s.quarantined, false) AS output_quarantined
 FROM events q
@@ -73,7 +73,7 @@ SELECT o.session, o.seq, o.hash, o.ts AS opened_at, o.principal, o.teams, o.agen
 FROM events o
 LEFT JOIN (SELECT session,
                   count(*) FILTER (WHERE kind IN ('tool_call.requested', 'mcp.requested')
-                                   AND method <> 'initialize') AS calls,
+                                   AND (method IS DISTINCT FROM 'initialize')) AS calls,
                   count(*) FILTER (WHERE kind = 'policy.decision' AND decision = 'DENY') AS denied,
                   max(ts) AS last_seen
            FROM events WHERE session IS NOT NULL GROUP BY session) a ON a.session = o.session

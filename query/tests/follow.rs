@@ -409,6 +409,11 @@ fn verify_names_each_row_an_edited_index_changed_dropped_or_invented() {
         "SELECT r.seq, r.hash, d.decision FROM events r JOIN events d ON d.answers = r.seq WHERE r.seq BETWEEN 150 AND 260",
         "SELECT seq, hash, decision, end_kind FROM calls",
         "SELECT seq, hash, status FROM approvals",
+        // The review's cases: a CTE named events, an alias reused inside a
+        // view, a view under an alias of its own insides.
+        "WITH events AS (SELECT seq, hash, upper(kind) AS kind FROM events) SELECT * FROM events",
+        "SELECT q.seq, q.hash, q.kind FROM (SELECT seq, hash, 'zzz' AS kind FROM events) q CROSS JOIN (SELECT count(*) AS n FROM calls) y",
+        "SELECT q.seq, q.hash, q.decision FROM calls q",
     ] {
         assert_eq!(verify(&store, &ledger, sql), Vec::<String>::new(), "{sql}");
     }

@@ -38,6 +38,8 @@ struct Api {
     /// Limits of queries through the API (`[query]`), the gates' targets.
     query_limits: ::query::Limits,
     targets: ::query::reports::Targets,
+    /// Queries running at once through the API (`query::MAX_RUNNING`).
+    queries: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
@@ -100,6 +102,7 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         auth,
         query_limits: config.query.limits(None),
         targets: config.gates.targets(),
+        queries: Arc::new(tokio::sync::Semaphore::new(query::MAX_RUNNING)),
     };
     Router::new()
         .route("/admin/state/{part}", get(state))

@@ -22,6 +22,10 @@ use crate::gateway::Principal;
 use crate::governance::GovState;
 use crate::governance::grants::Grantee;
 
+/// Queries the admin API runs at once; one more is answered 503 at once.
+/// Each holds a thread and up to `query.memory_mb` of operator memory.
+pub const MAX_RUNNING: usize = 2;
+
 /// The projection tables' names.
 pub const NAMES: &[&str] = &["servers", "pins", "grants", "policies"];
 
@@ -227,14 +231,21 @@ pub fn window(
     last_quarter: bool,
 ) -> Result<query::reports::Window> {
     let text = |t: OffsetDateTime| -> Result<String> { Ok(t.format(&Rfc3339)?) };
+    // The ledger's timestamps are nanoseconds since 1970 in 64 bits.
+    let in_range = |flag: &str, v: &str, t: OffsetDateTime| -> Result<String> {
+        if !(1970..=2261).contains(&t.year()) {
+            anyhow::bail!("--{flag} {v:?}: outside the years the ledger's timestamps hold (1970 to 2261)");
+        }
+        text(t)
+    };
     let instant = |flag: &str, v: &str| -> Result<String> {
         if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
-            return text(t);
+            return in_range(flag, v, t);
         }
         let format = time::macros::format_description!("[year]-[month]-[day]");
         let day = Date::parse(v, &format)
             .with_context(|| format!("--{flag} {v:?}: not an RFC 3339 time or a YYYY-MM-DD date"))?;
-        text(day.with_time(Time::MIDNIGHT).assume_utc())
+        in_range(flag, v, day.with_time(Time::MIDNIGHT).assume_utc())
     };
     let now = OffsetDateTime::now_utc();
     if let Some(last) = last {
@@ -244,14 +255,19 @@ pub fn window(
             .ok()
             .filter(|n| *n > 0)
             .with_context(|| format!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"))?;
-        let span = match unit {
-            "d" => time::Duration::days(n),
-            "h" => time::Duration::hours(n),
-            "m" => time::Duration::minutes(n),
+        let minutes = match unit {
+            "d" => n.checked_mul(24 * 60),
+            "h" => n.checked_mul(60),
+            "m" => Some(n),
             _ => anyhow::bail!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"),
         };
+        // No further back than the ledger's timestamps reach (1970).
+        let from = minutes
+            .and_then(|m| now.checked_sub(time::Duration::minutes(m)))
+            .filter(|t| t.unix_timestamp() >= 0)
+            .with_context(|| format!("--last {last:?}: reaches before 1970"))?;
         return Ok(query::reports::Window {
-            from: Some(text(now - span)?),
+            from: Some(text(from)?),
             to: None,
         });
     }
@@ -391,11 +407,18 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
     } else {
         None
     };
+    let Ok(permit) = Arc::clone(&api.queries).try_acquire_owned() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {MAX_RUNNING} queries are running; retry when one has finished"),
+        ));
+    };
     let limits = api.query_limits;
     let ledger = api.gateway.ledger();
     let store = ::query::store_dir(api.gateway.data_dir());
     let done = tokio::task::spawn_blocking(
         move || -> Result<(::query::Answer, Vec<::query::Finding>), QueryFailed> {
+            let _permit = permit;
             let tables = match &state {
                 Some(state) => tables(&ledger, state).map_err(|e| QueryFailed::Log(format!("{e:#}")))?,
                 None => Vec::new(),
@@ -472,5 +495,32 @@ impl From<::query::Error> for QueryFailed {
             ::query::Error::Sql { .. } => QueryFailed::Query(e.to_string()),
             other => QueryFailed::Log(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::window;
+
+    #[test]
+    fn windows_out_of_the_ledgers_range_are_errors_not_panics() {
+        for last in ["999999999999999d", "5000000d", "9223372036854775807m", "0d", "7x", "d"] {
+            assert!(window(None, None, Some(last), false).is_err(), "--last {last}");
+        }
+        for from in ["9999-12-31", "1969-12-31", "0001-01-01T00:00:00Z", "yesterday"] {
+            assert!(window(Some(from.into()), None, None, false).is_err(), "--from {from}");
+        }
+        assert!(window(None, None, Some("7d"), false).is_ok());
+        let w = window(
+            Some("2026-01-01".into()),
+            Some("2026-04-01T00:00:00Z".into()),
+            None,
+            false,
+        )
+        .expect("window");
+        assert_eq!(w.from.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(w.to.as_deref(), Some("2026-04-01T00:00:00Z"));
+        let q = window(None, None, None, true).expect("last quarter");
+        assert!(q.from.is_some() && q.to.is_some() && q.from < q.to);
     }
 }

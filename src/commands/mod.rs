@@ -21,7 +21,6 @@ mod find;
 mod init;
 mod log;
 mod policy;
-
 mod serve;
 mod sql;
 mod state;

@@ -4,12 +4,14 @@
 //!   same timer closes keep-alive connections idle that long (hyper starts
 //!   it whenever it waits for a request's head);
 //! - at most `max_connections` connections at once. At the cap, the source
-//!   holding the most connections (an IPv4 address, or an IPv6 /64) gives
+//!   holding the most connections (an IPv4 address, or an IPv6 /48) gives
 //!   one up to the newcomer: its oldest connection with no request in
 //!   progress (still sending its headers, or idle between requests); if it
-//!   has none, its oldest busy one, but only when the newcomer's source
-//!   would still hold fewer connections than it after the move; otherwise
-//!   the newcomer is closed. A flood from one source, of slow, half-open or
+//!   has none, the oldest such connection of any source holding more than
+//!   the newcomer's; if there is none,
+//!   the biggest source's oldest busy one, but only when the newcomer's
+//!   source holds no idle connection and would still hold fewer
+//!   connections than it after the move; otherwise the newcomer is closed. A flood from one source, of slow, half-open or
 //!   busy connections, therefore closes only its own connections and never
 //!   locks out a client elsewhere, however slow that client is to send its
 //!   request. Clients behind the flood's own address (one NAT, one reverse
@@ -45,8 +47,9 @@ pub struct ListenerLimits {
 }
 
 /// Where connections come from, for sharing the cap: an IPv4 address
-/// (IPv4-mapped IPv6 included), or an IPv6 /64, the block one host
-/// usually holds.
+/// (IPv4-mapped IPv6 included), or an IPv6 /48, the most one customer
+/// (one site) is usually given: grouping by /64 would let a customer's
+/// /48 count as 65,536 sources.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Source {
     V4(std::net::Ipv4Addr),
@@ -59,7 +62,7 @@ impl From<IpAddr> for Source {
             IpAddr::V4(a) => Source::V4(a),
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(v4) => Source::V4(v4),
-                None => Source::V6((u128::from(a) >> 64) as u64),
+                None => Source::V6((u128::from(a) >> 80) as u64),
             },
         }
     }
@@ -107,25 +110,39 @@ impl Conns {
         Some(conn)
     }
 
-    /// How a newcomer from `newcomer` gets a place.
+    /// How a newcomer from `newcomer` gets a place: the oldest idle
+    /// connection of the source holding the most (the newcomer's own among
+    /// equals); else the oldest idle connection of a source holding more
+    /// than the newcomer's; else, if the
+    /// newcomer's source holds no idle connection and would still hold
+    /// fewer than the biggest source after the move, that source's oldest
+    /// busy connection; else none.
     fn room(&self, newcomer: Source, max: usize) -> Room {
         if self.open.len() < max {
             return Room::Free;
         }
+        let idle_of = |ids: &BTreeSet<u64>| ids.iter().copied().find(|id| self.open.get(id).is_some_and(Conn::idle));
         let top = self.by_source.values().map(BTreeSet::len).max().unwrap_or(0);
-        let mut oldest_idle: Option<u64> = None;
-        let mut oldest: Option<u64> = None;
-        for ids in self.by_source.values().filter(|ids| ids.len() == top) {
-            let idle = ids.iter().copied().find(|id| self.open.get(id).is_some_and(Conn::idle));
-            oldest_idle = oldest_idle.into_iter().chain(idle).min();
-            oldest = oldest.into_iter().chain(ids.first().copied()).min();
-        }
-        if let Some(id) = oldest_idle {
+        let mine = self.by_source.get(&newcomer);
+        let mine_len = mine.map_or(0, BTreeSet::len);
+        if mine_len == top
+            && let Some(id) = mine.and_then(idle_of)
+        {
             return Room::Close(id);
         }
-        let mine = self.by_source.get(&newcomer).map_or(0, BTreeSet::len);
-        match oldest {
-            Some(id) if mine + 1 < top => Room::Close(id),
+        let tops = || self.by_source.values().filter(|ids| ids.len() == top);
+        if let Some(id) = tops().filter_map(idle_of).min() {
+            return Room::Close(id);
+        }
+        // An idle connection of a source no smaller than the newcomer's
+        // would be (so a hog cannot close a smaller source's idle ones).
+        let size = |c: &Conn| self.by_source.get(&c.source).map_or(0, BTreeSet::len);
+        if let Some((id, _)) = self.open.iter().find(|(_, c)| c.idle() && size(c) > mine_len) {
+            return Room::Close(*id);
+        }
+        let mine_idle = mine.and_then(idle_of).is_some();
+        match tops().filter_map(|ids| ids.first().copied()).min() {
+            Some(id) if !mine_idle && mine_len + 1 < top => Room::Close(id),
             _ => Room::Refuse,
         }
     }
@@ -173,16 +190,27 @@ pub async fn serve(
             continue;
         };
         let app = app.clone();
-        let conns = Arc::clone(&conns);
+        // The connection leaves the count however its task ends (a panic
+        // included).
+        let leave = Leave(Arc::clone(&conns), id);
         tokio::spawn(async move {
+            let _leave = leave;
             serve_connection(stream, peer, app, limits, Arc::clone(&busy), close).await;
-            lock(&conns).remove(id);
         });
     }
     closing.cancel();
     let deadline = tokio::time::Instant::now() + grace;
     while !lock(&conns).open.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Removes a connection from the count when dropped.
+struct Leave(Arc<Mutex<Conns>>, u64);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        lock(&self.0).remove(self.1);
     }
 }
 
@@ -370,13 +398,40 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_ipv4_addresses_and_ipv6_slash_64s() {
+    fn sources_are_ipv4_addresses_and_ipv6_slash_48s() {
         assert_eq!(source("::ffff:10.0.0.1"), source("10.0.0.1"));
-        assert_eq!(source("2001:db8:1:2::1"), source("2001:db8:1:2:ffff::9"));
-        assert_ne!(source("2001:db8:1:2::1"), source("2001:db8:1:3::1"));
+        assert_eq!(source("2001:db8:1:2::1"), source("2001:db8:1:ffff::9"));
+        assert_ne!(source("2001:db8:1::1"), source("2001:db8:2::1"));
         assert_ne!(source("10.0.0.1"), source("10.0.0.2"));
     }
 
+    /// The review's case: a source holding idle connections cannot make
+    /// room by cutting another's request in progress, nor can a hog close
+    /// a smaller source's idle connection.
+    #[test]
+    fn an_idle_holder_cannot_cut_a_busy_request_nor_a_hog_a_smaller_sources_idle_one() {
+        let mut c = Conns::default();
+        let busy = open(&mut c, "10.0.0.1", 6, 6);
+        let idle = open(&mut c, "10.0.0.2", 2, 0);
+        assert_eq!(c.room(source("10.0.0.2"), 8), Room::Refuse);
+        // A fresh source takes an idle place, not a busy one.
+        assert_eq!(c.room(source("10.0.0.3"), 8), Room::Close(idle[0]));
+        assert!(busy.iter().all(|id| c.open.contains_key(id)));
+        let mut h = Conns::default();
+        open(&mut h, "10.0.0.1", 7, 7);
+        open(&mut h, "10.0.0.2", 1, 0);
+        assert_eq!(h.room(source("10.0.0.1"), 8), Room::Refuse);
+    }
+
+    /// Between sources holding as many, the newcomer's own gives way.
+    #[test]
+    fn among_equals_the_newcomers_own_source_gives_way() {
+        let mut c = Conns::default();
+        let a = open(&mut c, "10.0.0.1", 4, 0);
+        let b = open(&mut c, "10.0.0.2", 4, 0);
+        assert_eq!(c.room(source("10.0.0.2"), 8), Room::Close(b[0]));
+        assert_eq!(c.room(source("10.0.0.1"), 8), Room::Close(a[0]));
+    }
     #[test]
     fn closed_connections_leave_their_source() {
         let mut c = Conns::default();
