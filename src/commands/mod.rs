@@ -17,6 +17,7 @@
 
 mod admin;
 mod append;
+mod export;
 mod find;
 mod init;
 mod log;
@@ -89,6 +90,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Grants(command) => grants(&config, command),
         Command::Sql { query, format, verify } => sql::run(&paths, &query, format, verify),
         Command::Index(command) => sql::index(&paths, command),
+        Command::Export(command) => export::run(&paths, &config, command),
     }
 }
 
