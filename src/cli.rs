@@ -189,7 +189,8 @@ pub enum Command {
     /// The derived query index.
     #[command(subcommand)]
     Index(IndexCommand),
-    /// Copies of the log for other systems.
+    /// Copies of the log for other systems: the configured OTLP sinks
+    /// (`[[exporters]]`, docs/EXPORT.md) and Parquet files (docs/QUERY.md).
     #[command(subcommand)]
     Export(ExportCommand),
     /// An auditor's report over a time window, computed by SQL
@@ -244,6 +245,25 @@ pub enum ExportCommand {
         out: std::path::PathBuf,
         #[command(flatten)]
         window: WindowArgs,
+    },
+    /// Per sink: cursor, lag in events and seconds, state, last error, dead letters.
+    Status {
+        #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
+    /// Send the log again from a seq (or a time): the running gateway's sink takes the
+    /// request within a moment, or the next `serve` does. The collector gets the events
+    /// again with the same `sealgate.hash`.
+    Replay {
+        /// The sink's `name`.
+        #[arg(long)]
+        sink: String,
+        /// The first seq to send again.
+        #[arg(long, required_unless_present = "since", conflicts_with = "since")]
+        from: Option<u64>,
+        /// The first event at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 

@@ -40,6 +40,9 @@ pub struct Config {
     /// `sealgate:config`), and revoked at start once removed from here.
     #[serde(default)]
     pub grants: Vec<GrantConfig>,
+    /// Sinks that export every event to a collector (`docs/EXPORT.md`).
+    #[serde(default)]
+    pub exporters: Vec<exporters::SinkConfig>,
     /// Targets of the governance gates (`sealgate report gates`).
     #[serde(default)]
     pub gates: GatesConfig,

@@ -13,6 +13,9 @@
 #     OpenTelemetry collector: a real OTLP/gRPC and OTLP/HTTP receiver
 #   - DuckDB (PyPI `duckdb`) in DIR/venv-duckdb: a second SQL engine that the
 #     query tests cross-check `sealgate sql`'s answers with
+#   - ocsf-json-schema (PyPI, with jsonschema) in DIR/venv-ocsf: the OCSF
+#     schema, by version, as JSON Schema, that the export tests check
+#     their OCSF records against
 # Registries only (npm, PyPI). Re-running only fills in what is missing.
 # Progress goes to stderr; stdout is only NAME='value' lines, so callers can
 #   eval "$(tools/peers.sh | grep -E '^[A-Z_]+=')"
@@ -25,6 +28,7 @@ DIR=$(cd "${1:-$DEFAULT_DIR}" && pwd)
 PY=${PYTHON:-python3}
 EVERYTHING_V=2026.8.31; CONFORMANCE_V=0.1.16; NODE22_V=22.23.3; MCP_PY_V=2.3.0; ROTEL_V=0.0.1a15
 MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2; DUCKDB_V=2.0.0; PYTZ_V=2025.2
+OCSF_SCHEMA_V=1.2.0; JSONSCHEMA_V=4.26.0
 
 npm_pkg() {  # npm_pkg SUBDIR pkg@ver...
   local sub=$1 s name ver need=(); shift
@@ -69,6 +73,7 @@ venv_pkg venv-mcp-proxy "mcp-proxy==$MCP_PROXY_V"
 # pytz: DuckDB hands TIMESTAMPTZ values to Python through it
 venv_pkg venv-duckdb "duckdb==$DUCKDB_V" "pytz==$PYTZ_V"
 venv_pkg venv-otel "rotel==$ROTEL_V" "opentelemetry-sdk==$OTEL_SDK_V" "opentelemetry-exporter-otlp==$OTEL_OTLP_V"
+venv_pkg venv-ocsf "ocsf-json-schema==$OCSF_SCHEMA_V" "jsonschema==$JSONSCHEMA_V"
 
 # node $EVERYTHING stdio | PORT=3001 node $EVERYTHING streamableHttp (endpoint /mcp; binds all interfaces)
 assign EVERYTHING "$M/server-everything/dist/index.js"
@@ -87,3 +92,5 @@ assign MCP_PROXY "$DIR/venv-mcp-proxy/bin/mcp-proxy"
 assign ROTEL_AGENT "$("$DIR/venv-otel/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
 # has duckdb: $DUCKDB_PYTHON -c 'import duckdb; ...'
 assign DUCKDB_PYTHON "$DIR/venv-duckdb/bin/python"
+# has ocsf_json_schema and jsonschema: $OCSF_PYTHON tools/ocsf_check.py RECORDS.jsonl
+assign OCSF_PYTHON "$DIR/venv-ocsf/bin/python"

@@ -21,7 +21,10 @@ export SEALGATE_FILESYSTEM="$(value "$peers_out" FILESYSTEM)"
 export SEALGATE_CONFORMANCE="$(value "$peers_out" CONFORMANCE)"
 export SEALGATE_MCP_PYTHON="$(value "$peers_out" MCP_PYTHON)"
 export SEALGATE_DUCKDB_PYTHON="$(value "$peers_out" DUCKDB_PYTHON)"
-for v in SEALGATE_VERIFY_PYTHON SEALGATE_EVERYTHING SEALGATE_FILESYSTEM SEALGATE_CONFORMANCE SEALGATE_MCP_PYTHON SEALGATE_DUCKDB_PYTHON; do
+export SEALGATE_ROTEL_AGENT="$(value "$peers_out" ROTEL_AGENT)"
+export SEALGATE_OCSF_PYTHON="$(value "$peers_out" OCSF_PYTHON)"
+for v in SEALGATE_VERIFY_PYTHON SEALGATE_EVERYTHING SEALGATE_FILESYSTEM SEALGATE_CONFORMANCE SEALGATE_MCP_PYTHON SEALGATE_DUCKDB_PYTHON \
+         SEALGATE_ROTEL_AGENT SEALGATE_OCSF_PYTHON; do
   if [ -z "${!v}" ]; then
     echo "test.sh: $v is empty: tools/setup.sh or tools/peers.sh did not say where it installed it" >&2
     exit 1

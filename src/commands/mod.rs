@@ -17,6 +17,7 @@
 
 mod admin;
 mod append;
+mod export;
 mod find;
 mod init;
 mod log;
@@ -33,8 +34,7 @@ use anyhow::{Context, Result, bail};
 use ledger::{Actor, Ledger, SigningKey, Timestamp};
 
 use crate::cli::{
-    ApprovalsCommand, Cli, Command, ExportCommand, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat,
-    TokenCommand,
+    ApprovalsCommand, Cli, Command, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat, TokenCommand,
 };
 use crate::config::{self, Paths};
 
@@ -103,11 +103,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             config.query.limits(timeout),
         ),
         Command::Index(command) => sql::index(&paths, command),
-        Command::Export(ExportCommand::Parquet { out, window }) => {
-            let window =
-                crate::api::query::window(window.from, window.to, window.last.as_deref(), window.last_quarter)?;
-            sql::export_parquet(&paths, &out, &window, config.query.limits(None))
-        }
         Command::Report {
             name,
             window,
@@ -127,6 +122,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let limits = config.query.limits(timeout);
             sql::report(&paths, name.as_deref(), &params, format, verify, print, limits)
         }
+        Command::Export(command) => export::run(&paths, &config, command),
     }
 }
 

@@ -94,7 +94,12 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     let (gateway, ledger) = gateway_on(paths, config)?;
     // The query index follows the log on a thread of its own (docs/QUERY.md).
     let stop_follower = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let follower = super::sql::spawn_follower(paths, ledger, stop_follower.clone());
+    let follower = super::sql::spawn_follower(paths, ledger.clone(), stop_follower.clone());
+    // Each exporter follows the log on a thread of its own (docs/EXPORT.md);
+    // a config that cannot work stops the start, a collector that is down
+    // does not.
+    let export_threads = exporters::spawn(&paths.data_dir, ledger, &config.exporters, stop_follower.clone())
+        .context("cannot start the exporters")?;
     let served = runtime()?.block_on(async {
         let anonymous = config.gateway.anonymous_principal.clone();
         if let Some(name) = &anonymous {
@@ -134,6 +139,11 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
     if follower.is_some_and(|f| f.join().is_err()) {
         tracing::warn!("the query follower thread panicked");
+    }
+    for t in export_threads {
+        if t.join().is_err() {
+            tracing::warn!("an exporter thread panicked");
+        }
     }
     served
 }

@@ -4,4 +4,5 @@
 pub mod crash;
 pub mod fast_upstream;
 pub mod golden;
+pub mod otlp;
 pub mod table;

@@ -1,0 +1,431 @@
+//! A sink: follows the log from its durable cursor and delivers it, one
+//! batch in flight at a time, on a thread of its own.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ledger::{Ledger, SealedEvent};
+use rand_core::RngCore;
+use serde::Serialize;
+
+use crate::config::{SinkConfig, validate_all};
+use crate::record::{self, Origin};
+use crate::state::{self, Cursor, DeadLetter, SinkState, Status};
+use crate::transport::{Answer, Client};
+use crate::{Error, hex};
+
+/// How often a caught-up sink looks at the log's head.
+const POLL: Duration = Duration::from_millis(50);
+/// The first wait after a retryable failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest a collector's `Retry-After` / `RetryInfo` is obeyed for.
+const MAX_COLLECTOR_DELAY: Duration = Duration::from_secs(600);
+
+/// One sink, ready to run.
+pub struct Sink {
+    config: SinkConfig,
+    dir: PathBuf,
+    client: Client,
+    origin: Origin,
+    /// The next seq to send.
+    next: u64,
+    status: Status,
+}
+
+/// What happened to a batch.
+enum Delivery {
+    Delivered,
+    Stopped,
+}
+
+impl Sink {
+    /// Builds the sink of `config` (inside a tokio runtime: the gRPC
+    /// channel is lazy and spawns its connection task there).
+    pub fn new(data_dir: &Path, config: SinkConfig, ledger_id: &[u8]) -> Result<Sink, Error> {
+        config.validate()?;
+        let headers = config.resolve_headers()?;
+        let client = Client::new(&config, &headers)?;
+        let origin = Origin {
+            ledger_id: hex(ledger_id),
+            node: config.node.clone().unwrap_or_else(record::host_name),
+        };
+        Ok(Sink {
+            dir: state::sink_dir(data_dir, &config.name),
+            config,
+            client,
+            origin,
+            next: 0,
+            status: Status {
+                pid: std::process::id(),
+                ..Status::default()
+            },
+        })
+    }
+
+    /// Reads the cursor (and a replay request), checked against the log: a
+    /// cursor of another ledger, or at an event the log does not have, is
+    /// dropped and the log sent from its start.
+    pub fn open(&mut self, ledger: &Ledger) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("cannot create", &self.dir, e))?;
+        for name in ["cursor.json.tmp", "status.json.tmp", "replay.json.tmp"] {
+            state::remove(&self.dir.join(name))?;
+        }
+        let cursor = match state::read_cursor(&self.dir) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(sink = %self.config.name, error = %e, "export: unreadable cursor; sending the log from its start");
+                None
+            }
+        };
+        self.next = match cursor {
+            None => 0,
+            Some(c) if c.ledger_id != self.origin.ledger_id => {
+                tracing::warn!(sink = %self.config.name, cursor_ledger = %c.ledger_id, "export: the cursor is of another ledger; sending this log from its start");
+                0
+            }
+            Some(c) => match ledger
+                .get(c.seq)
+                .map_err(|e| Error::ledger("reading the cursor's event", e))?
+            {
+                Some(e) if e.hash.to_hex() == c.hash => c.seq + 1,
+                _ => {
+                    tracing::warn!(sink = %self.config.name, seq = c.seq, "export: the log does not have the cursor's event; sending the log from its start");
+                    0
+                }
+            },
+        };
+        self.take_replay(ledger)
+    }
+
+    /// Applies a `sealgate export replay` request, if there is one.
+    fn take_replay(&mut self, ledger: &Ledger) -> Result<(), Error> {
+        let Some(replay) = state::read_replay(&self.dir)? else {
+            return Ok(());
+        };
+        let from = replay.from.min(ledger.head().seq + 1);
+        tracing::info!(sink = %self.config.name, from, "export: replaying");
+        self.set_cursor_before(ledger, from)?;
+        self.next = from;
+        state::remove(&state::replay_path(&self.dir))
+    }
+
+    fn set_cursor_before(&self, ledger: &Ledger, from: u64) -> Result<(), Error> {
+        match from.checked_sub(1) {
+            None => state::remove_cursor(&self.dir),
+            Some(seq) => {
+                let event = ledger
+                    .get(seq)
+                    .map_err(|e| Error::ledger("reading the replay's start", e))?
+                    .ok_or(Error::Gap {
+                        expected: seq,
+                        found: ledger.head().seq,
+                    })?;
+                self.write_cursor(seq, &event.hash.to_hex())
+            }
+        }
+    }
+
+    fn write_cursor(&self, seq: u64, hash: &str) -> Result<(), Error> {
+        state::write_cursor(
+            &self.dir,
+            &Cursor {
+                ledger_id: self.origin.ledger_id.clone(),
+                seq,
+                hash: hash.to_owned(),
+            },
+        )
+    }
+
+    fn save_status(&mut self) {
+        self.status.updated_at = state::now_rfc3339();
+        if let Err(e) = state::write_status(&self.dir, &self.status) {
+            tracing::warn!(sink = %self.config.name, error = %e, "export: cannot write status");
+        }
+    }
+
+    fn set_error(&mut self, state: SinkState, why: String) {
+        let changed = self.status.state != state || self.status.last_error.as_deref() != Some(why.as_str());
+        if changed {
+            match state {
+                SinkState::Stalled | SinkState::Failed => {
+                    tracing::error!(sink = %self.config.name, error = %why, "export: not advancing")
+                }
+                _ => tracing::warn!(sink = %self.config.name, error = %why, "export: retrying"),
+            }
+        }
+        self.status.state = state;
+        self.status.last_error = Some(why);
+        self.status.last_error_at = Some(state::now_rfc3339());
+        self.save_status();
+    }
+
+    /// Reads `[next, to]` from the log.
+    fn read(&self, ledger: &Ledger, to: u64) -> Result<Vec<SealedEvent>, Error> {
+        let mut out = Vec::with_capacity((to - self.next + 1) as usize);
+        let mut expected = self.next;
+        for sealed in ledger
+            .events(self.next, to)
+            .map_err(|e| Error::ledger("reading the log", e))?
+        {
+            let sealed = sealed.map_err(|e| Error::ledger("reading the log", e))?;
+            if sealed.event.seq != expected {
+                return Err(Error::Gap {
+                    expected,
+                    found: sealed.event.seq,
+                });
+            }
+            expected += 1;
+            out.push(sealed);
+        }
+        if expected != to + 1 {
+            return Err(Error::Gap {
+                expected,
+                found: to + 1,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Follows the log until `stop` is set.
+    pub async fn run(mut self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+        let mut last_sent = Instant::now()
+            .checked_sub(self.config.interval())
+            .unwrap_or_else(Instant::now);
+        self.save_status();
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.take_replay(&ledger) {
+                self.set_error(SinkState::Failed, format!("replay request: {e}"));
+            }
+            let head = ledger.head();
+            if self.next > head.seq {
+                nap(POLL, &stop).await;
+                continue;
+            }
+            let available = head.seq - self.next + 1;
+            let since = last_sent.elapsed();
+            if available < self.config.batch_size as u64 && since < self.config.interval() {
+                nap(POLL.min(self.config.interval() - since), &stop).await;
+                continue;
+            }
+            let to = head.seq.min(self.next + self.config.batch_size as u64 - 1);
+            let events = match self.read(&ledger, to) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.set_error(SinkState::Failed, e.to_string());
+                    nap(Duration::from_secs(1), &stop).await;
+                    continue;
+                }
+            };
+            last_sent = Instant::now();
+            match self.deliver(&events, &stop).await {
+                Ok(Delivery::Delivered) => {}
+                Ok(Delivery::Stopped) => break,
+                Err(e) => {
+                    self.set_error(SinkState::Failed, e.to_string());
+                    nap(Duration::from_secs(1), &stop).await;
+                }
+            }
+        }
+        self.status.in_flight = None;
+        self.save_status();
+    }
+
+    /// Sends `events` (those the sink wants) until the collector accepts
+    /// them, then moves the cursor past them.
+    async fn deliver(&mut self, events: &[SealedEvent], stop: &AtomicBool) -> Result<Delivery, Error> {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Ok(Delivery::Delivered);
+        };
+        let (from, to) = (first.event.seq, last.event.seq);
+        let wanted: Vec<&SealedEvent> = events
+            .iter()
+            .filter(|s| self.config.wants(s.event.kind.as_str()))
+            .collect();
+        if !wanted.is_empty() {
+            let observed = ledger::Timestamp::now().as_nanos();
+            let records = wanted
+                .iter()
+                .map(|s| record::log_record(s, &self.origin, observed))
+                .collect();
+            let request = record::request(&self.origin, records);
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Delivery::Stopped);
+                }
+                self.status.in_flight = Some((from, to));
+                self.status.requests += 1;
+                match self.client.send(&request).await {
+                    Answer::Accepted { rejected, reason } => {
+                        if rejected > 0 {
+                            tracing::warn!(sink = %self.config.name, from, to, rejected, reason = %reason, "export: the collector rejected records; dead-lettered");
+                            state::append_dead_letter(
+                                &self.dir,
+                                &DeadLetter {
+                                    at: state::now_rfc3339(),
+                                    from_seq: from,
+                                    to_seq: to,
+                                    rejected,
+                                    reason,
+                                    records: wanted.iter().map(|s| (s.event.seq, s.hash.to_hex())).collect(),
+                                },
+                            )?;
+                        } else if !reason.is_empty() {
+                            tracing::warn!(sink = %self.config.name, from, to, message = %reason, "export: the collector accepted the batch with a warning");
+                        }
+                        self.status.exported += (wanted.len() as u64).saturating_sub(rejected.max(0) as u64);
+                        self.status.last_success_at = Some(state::now_rfc3339());
+                        break;
+                    }
+                    Answer::Retry { after, why } => {
+                        self.set_error(SinkState::Retrying, why);
+                        let wait = match after {
+                            Some(d) => d.min(MAX_COLLECTOR_DELAY),
+                            None => jitter(backoff),
+                        };
+                        backoff = (backoff * 2).min(Duration::from_millis(self.config.max_backoff_ms.max(1)));
+                        nap(wait, stop).await;
+                    }
+                    Answer::Refused { why } => {
+                        self.set_error(SinkState::Stalled, why);
+                        nap(Duration::from_secs(self.config.stalled_retry_sec.max(1)), stop).await;
+                    }
+                }
+            }
+        }
+        self.write_cursor(to, &last.hash.to_hex())?;
+        self.next = to + 1;
+        self.status.state = SinkState::Running;
+        self.status.last_error = None;
+        self.status.in_flight = None;
+        self.save_status();
+        Ok(Delivery::Delivered)
+    }
+}
+
+/// A wait of `d` scaled by a random factor in [0.5, 1].
+fn jitter(d: Duration) -> Duration {
+    let r = rand_core::OsRng.next_u32() as f64 / u32::MAX as f64;
+    d.mul_f64(0.5 + r / 2.0)
+}
+
+/// Sleeps `d`, waking early when `stop` is set.
+async fn nap(d: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        tokio::time::sleep((end - now).min(POLL)).await;
+    }
+}
+
+/// Starts every configured sink on a thread of its own (named
+/// `export-NAME`, with a single-threaded runtime), following `ledger`
+/// until `stop` is set. A config that cannot work (a header's variable
+/// unset, a bad endpoint) is an error here, before anything runs; a
+/// collector that is down is not.
+pub fn spawn(
+    data_dir: &Path,
+    ledger: Arc<Ledger>,
+    configs: &[SinkConfig],
+    stop: Arc<AtomicBool>,
+) -> Result<Vec<std::thread::JoinHandle<()>>, Error> {
+    validate_all(configs)?;
+    let mut handles = Vec::new();
+    for config in configs {
+        let name = config.name.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("cannot start a runtime for exporter", Path::new(&name), e))?;
+        let sink = runtime.block_on(async { Sink::new(data_dir, config.clone(), &ledger.ledger_id()) })?;
+        let ledger = ledger.clone();
+        let stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("export-{name}"))
+            .spawn(move || {
+                let mut sink = sink;
+                // Opening reads the log: retried until it works or we stop.
+                loop {
+                    match sink.open(&ledger) {
+                        Ok(()) => break,
+                        Err(e) => {
+                            sink.set_error(SinkState::Failed, e.to_string());
+                            if stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
+                }
+                runtime.block_on(sink.run(ledger, stop));
+            })
+            .map_err(|e| Error::io("cannot start the thread of exporter", Path::new(&name), e))?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}
+
+/// One sink as `sealgate export status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub name: String,
+    pub endpoint: String,
+    /// The last event the collector accepted.
+    pub cursor: Option<u64>,
+    /// The log's head.
+    pub head: u64,
+    /// Events of the log not yet accepted.
+    pub lag_events: u64,
+    /// Age of the oldest event not yet accepted (0 when caught up).
+    pub lag_seconds: f64,
+    pub status: Option<Status>,
+    /// Dead-lettered batches and the records the collector said it rejected.
+    pub dead_letter_batches: usize,
+    pub dead_letter_records: i64,
+    /// A replay waiting to be taken by the sink.
+    pub replay_from: Option<u64>,
+}
+
+/// What each configured sink has done, from its files and the log.
+pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Result<Vec<Report>, Error> {
+    let head = ledger.head();
+    let id = hex(&ledger.ledger_id());
+    let now = ledger::Timestamp::now().as_nanos();
+    let mut out = Vec::new();
+    for c in configs {
+        let dir = state::sink_dir(data_dir, &c.name);
+        let cursor = state::read_cursor(&dir)?.filter(|cur| cur.ledger_id == id);
+        let next = cursor.as_ref().map_or(0, |cur| cur.seq + 1);
+        let lag_events = (head.seq + 1).saturating_sub(next);
+        let lag_seconds = if lag_events == 0 {
+            0.0
+        } else {
+            match ledger
+                .get(next)
+                .map_err(|e| Error::ledger("reading the first unsent event", e))?
+            {
+                Some(e) => now.saturating_sub(e.event.ts.as_nanos()) as f64 / 1e9,
+                None => 0.0,
+            }
+        };
+        let letters = state::read_dead_letters(&dir)?;
+        out.push(Report {
+            name: c.name.clone(),
+            endpoint: c.endpoint.clone(),
+            cursor: cursor.map(|c| c.seq),
+            head: head.seq,
+            lag_events,
+            lag_seconds,
+            status: state::read_status(&dir)?,
+            dead_letter_batches: letters.len(),
+            dead_letter_records: letters.iter().map(|d| d.rejected).sum(),
+            replay_from: state::read_replay(&dir)?.map(|r| r.from),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,413 @@
+//! Sending one OTLP logs request and classifying the answer as the OTLP
+//! specification says: accepted (maybe partly), retryable (with the
+//! collector's delay if it gave one), or refused for good.
+
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use prost::Message;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+
+use crate::Error;
+use crate::config::{Header, Protocol, SinkConfig};
+
+/// What the collector said to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Accepted; `rejected` records of it were not (partial success), for
+    /// `reason`. Not retried either way.
+    Accepted { rejected: i64, reason: String },
+    /// Failed in a way a later attempt can fix; `after` is the collector's
+    /// requested delay.
+    Retry { after: Option<Duration>, why: String },
+    /// Refused in a way retrying cannot fix.
+    Refused { why: String },
+}
+
+/// A sink's connection to its collector.
+pub enum Client {
+    Grpc {
+        client: LogsServiceClient<Channel>,
+        metadata: Vec<(
+            tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
+            tonic::metadata::AsciiMetadataValue,
+        )>,
+        timeout: Duration,
+    },
+    Http {
+        client: reqwest::Client,
+        url: reqwest::Url,
+        headers: reqwest::header::HeaderMap,
+        gzip: bool,
+    },
+}
+
+impl Client {
+    /// A client for `config` (connects lazily: a collector that is down
+    /// now is a retryable failure of the first request, not an error).
+    pub fn new(config: &SinkConfig, headers: &[Header]) -> Result<Client, Error> {
+        let timeout = config.timeout();
+        match config.protocol {
+            Protocol::Grpc => {
+                let endpoint = Channel::from_shared(config.endpoint.clone())
+                    .map_err(|e| Error::config(&config.name, format!("endpoint: {e}")))?
+                    .connect_timeout(timeout)
+                    .timeout(timeout);
+                let mut client = LogsServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(1 << 20);
+                if config.gzip {
+                    client = client.send_compressed(CompressionEncoding::Gzip);
+                }
+                client = client.accept_compressed(CompressionEncoding::Gzip);
+                let mut metadata = Vec::new();
+                for h in headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(h.name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| {
+                            Error::config(&config.name, format!("header {}: not a gRPC metadata key", h.name))
+                        })?;
+                    let value = tonic::metadata::AsciiMetadataValue::try_from(h.value.as_str()).map_err(|_| {
+                        Error::config(
+                            &config.name,
+                            format!("header {}: the value is not visible ASCII", h.name),
+                        )
+                    })?;
+                    metadata.push((key, value));
+                }
+                Ok(Client::Grpc {
+                    client,
+                    metadata,
+                    timeout,
+                })
+            }
+            Protocol::Http => {
+                // One crypto provider per process for https endpoints (the
+                // gateway installs the same; whoever is first wins).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let mut url = reqwest::Url::parse(&config.endpoint)
+                    .map_err(|e| Error::config(&config.name, format!("endpoint: {e}")))?;
+                if url.path() == "/" || url.path().is_empty() {
+                    url.set_path("/v1/logs");
+                }
+                let mut map = reqwest::header::HeaderMap::new();
+                for h in headers {
+                    let name = reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                        Error::config(&config.name, format!("header {}: not an HTTP header name", h.name))
+                    })?;
+                    let mut value = reqwest::header::HeaderValue::from_str(&h.value).map_err(|_| {
+                        Error::config(
+                            &config.name,
+                            format!("header {}: not a valid HTTP header value", h.name),
+                        )
+                    })?;
+                    value.set_sensitive(true);
+                    map.insert(name, value);
+                }
+                let client = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .connect_timeout(timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| Error::config(&config.name, format!("http client: {e}")))?;
+                Ok(Client::Http {
+                    client,
+                    url,
+                    headers: map,
+                    gzip: config.gzip,
+                })
+            }
+        }
+    }
+
+    /// Sends one request; never errors: every failure is an [`Answer`].
+    pub async fn send(&mut self, request: &ExportLogsServiceRequest) -> Answer {
+        match self {
+            Client::Grpc {
+                client,
+                metadata,
+                timeout,
+            } => {
+                let mut req = tonic::Request::new(request.clone());
+                req.set_timeout(*timeout);
+                for (k, v) in metadata.iter() {
+                    req.metadata_mut().insert(k.clone(), v.clone());
+                }
+                match client.export(req).await {
+                    Ok(resp) => accepted(resp.into_inner()),
+                    Err(status) => grpc_failure(&status),
+                }
+            }
+            Client::Http {
+                client,
+                url,
+                headers,
+                gzip,
+            } => {
+                let mut body = request.encode_to_vec();
+                let mut builder = client
+                    .post(url.clone())
+                    .headers(headers.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
+                if *gzip {
+                    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    if enc.write_all(&body).is_ok()
+                        && let Ok(zipped) = enc.finish()
+                    {
+                        body = zipped;
+                        builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
+                    }
+                }
+                let resp = match builder.body(body).send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Answer::Retry {
+                            after: None,
+                            why: format!("POST {url}: {}", error_chain(&e)),
+                        };
+                    }
+                };
+                let status = resp.status();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                let gzipped = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_ENCODING)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+                let bytes = match resp.bytes().await {
+                    Ok(b) => b.to_vec(),
+                    Err(e) if status.is_success() => {
+                        return Answer::Retry {
+                            after: None,
+                            why: format!("POST {url}: reading the answer: {}", error_chain(&e)),
+                        };
+                    }
+                    Err(_) => Vec::new(),
+                };
+                let bytes = if gzipped {
+                    gunzip(&bytes).unwrap_or(bytes)
+                } else {
+                    bytes
+                };
+                if status.is_success() {
+                    return match ExportLogsServiceResponse::decode(bytes.as_slice()) {
+                        Ok(r) => accepted(r),
+                        // Accepted all the same: the status says so.
+                        Err(_) => Answer::Accepted {
+                            rejected: 0,
+                            reason: String::new(),
+                        },
+                    };
+                }
+                let detail = http_detail(&bytes);
+                let why = format!("POST {url}: HTTP {}{detail}", status.as_u16());
+                match status.as_u16() {
+                    429 | 502 | 503 | 504 => Answer::Retry {
+                        after: retry_after,
+                        why,
+                    },
+                    _ => Answer::Refused { why },
+                }
+            }
+        }
+    }
+}
+
+fn accepted(resp: ExportLogsServiceResponse) -> Answer {
+    match resp.partial_success {
+        Some(p) if p.rejected_log_records > 0 || !p.error_message.is_empty() => Answer::Accepted {
+            rejected: p.rejected_log_records,
+            reason: p.error_message,
+        },
+        _ => Answer::Accepted {
+            rejected: 0,
+            reason: String::new(),
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// `google.rpc.Status` and `google.rpc.RetryInfo`, the two messages OTLP
+/// failure answers carry (declared here rather than pulling in a crate of
+/// well-known types for three fields).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<Any>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Any {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+fn retry_info(details: &[u8]) -> Option<Duration> {
+    let status = RpcStatus::decode(details).ok()?;
+    status
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("google.rpc.RetryInfo"))
+        .and_then(|a| RetryInfo::decode(a.value.as_slice()).ok())
+        .and_then(|r| r.retry_delay)
+        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.clamp(0, 999_999_999) as u32))
+}
+
+/// A short text of an HTTP failure's body: a `google.rpc.Status` message,
+/// or the start of a text body.
+fn http_detail(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return String::new();
+    }
+    if let Ok(s) = RpcStatus::decode(bytes)
+        && !s.message.is_empty()
+    {
+        return format!(": {}", excerpt(&s.message));
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.trim().is_empty() => format!(": {}", excerpt(text.trim())),
+        _ => String::new(),
+    }
+}
+
+fn excerpt(s: &str) -> String {
+    let mut end = s.len().min(300);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].replace(['\n', '\r'], " ")
+}
+
+/// The OTLP specification's retryable gRPC codes; `RESOURCE_EXHAUSTED`
+/// only when the collector says when to come back (`RetryInfo`).
+fn grpc_failure(status: &tonic::Status) -> Answer {
+    use tonic::Code;
+    let after = retry_info(status.details());
+    let why = format!("gRPC {:?}: {}", status.code(), excerpt(status.message()));
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => Answer::Retry { after, why },
+        Code::ResourceExhausted if after.is_some() => Answer::Retry { after, why },
+        _ => Answer::Refused { why },
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
+    let now = time::OffsetDateTime::now_utc();
+    Some(Duration::try_from(when - now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn grpc_codes_follow_the_otlp_specification() {
+        use tonic::Code;
+        for code in [
+            Code::Unavailable,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::DataLoss,
+        ] {
+            assert!(
+                matches!(grpc_failure(&tonic::Status::new(code, "x")), Answer::Retry { .. }),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Unknown,
+            Code::ResourceExhausted,
+        ] {
+            assert!(
+                matches!(grpc_failure(&tonic::Status::new(code, "x")), Answer::Refused { .. }),
+                "{code:?}"
+            );
+        }
+        let details = RpcStatus {
+            code: 8,
+            message: "slow down".into(),
+            details: vec![Any {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: RetryInfo {
+                    retry_delay: Some(ProtoDuration { seconds: 3, nanos: 0 }),
+                }
+                .encode_to_vec(),
+            }],
+        }
+        .encode_to_vec();
+        let st = tonic::Status::with_details(Code::ResourceExhausted, "slow down", details.into());
+        assert_eq!(
+            grpc_failure(&st),
+            Answer::Retry {
+                after: Some(Duration::from_secs(3)),
+                why: "gRPC ResourceExhausted: slow down".into()
+            }
+        );
+    }
+}
