@@ -13,6 +13,7 @@
 pub mod row;
 pub mod store;
 pub mod table;
+pub mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +57,13 @@ pub enum Error {
     /// position, for a syntax error).
     #[error("query: {message}")]
     Sql { message: String },
+    /// The search index could not be read or written.
+    #[error("search index: {message}")]
+    Search { message: String },
+    /// A search query that does not parse (the message names the
+    /// position).
+    #[error("{message}")]
+    BadSearch { message: String },
 }
 
 impl Error {
@@ -112,6 +120,7 @@ pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Err
         .with_information_schema(false);
     let ctx = SessionContext::new_with_config(config);
     ctx.register_table("events", table).map_err(sql_error)?;
+    ctx.register_udtf("search", Arc::new(text::SearchFunction::new(snap.clone(), source)));
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
