@@ -398,11 +398,12 @@ impl TextFollower {
             if fields_of(&index.schema()).is_none() {
                 return Ok(Some("its schema is not this version's".into()));
             }
-            let docs = index
-                .reader()
-                .map_err(|e| tv("opening the search index", e))?
-                .searcher()
-                .num_docs();
+            let reader: IndexReader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+                .map_err(|e| tv("opening the search index", e))?;
+            let docs = reader.searcher().num_docs();
             match cursor_of(index, &path)? {
                 None if docs == 0 => Ok(None),
                 None => Ok(Some(format!("{docs} document(s) and no cursor"))),
