@@ -387,55 +387,37 @@ pub fn wipe_text(dir: &Path) -> Result<(), Error> {
 
 impl TextFollower {
     /// Opens (creating) the index in `dir` for `ledger`. Tantivy drops what
-    /// an interrupted write left past the last commit; an index of another
-    /// log, of another schema, without a cursor, or whose document count is
-    /// not its cursor's, is wiped to be rebuilt. Takes the index's writer
-    /// lock: one follower at a time.
+    /// an interrupted write left past the last commit. An index that does
+    /// not open or is of another schema is removed and created again; then,
+    /// holding the index's writer lock (one follower at a time, so no one
+    /// commits while it is checked), an index of another log, without a
+    /// cursor, or whose document count is not its cursor's, is cleared to
+    /// be rebuilt.
     pub fn open(dir: &Path, ledger: &Ledger, commit_events: u64) -> Result<(TextFollower, TextRepairs), Error> {
         let path = index_dir(dir);
         let mut repairs = TextRepairs::default();
-        let why_not = |index: &Index| -> Result<Option<String>, Error> {
-            if fields_of(&index.schema()).is_none() {
-                return Ok(Some("its schema is not this version's".into()));
-            }
-            let reader: IndexReader = index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()
-                .map_err(|e| tv("opening the search index", e))?;
-            let docs = reader.searcher().num_docs();
-            match cursor_of(index, &path)? {
-                None if docs == 0 => Ok(None),
-                None => Ok(Some(format!("{docs} document(s) and no cursor"))),
-                Some(c) => {
-                    if let Some(why) = not_ours(ledger, &c)? {
-                        return Ok(Some(why));
-                    }
-                    Ok((docs != c.seq + 1).then(|| {
-                        format!(
-                            "{docs} document(s) for a cursor at seq {} ({} expected)",
-                            c.seq,
-                            c.seq + 1
-                        )
-                    }))
+        let existing = if path.join("meta.json").exists() {
+            match Index::open_in_dir(&path) {
+                Ok(index) if fields_of(&index.schema()).is_some() => Some(index),
+                Ok(_) => {
+                    repairs.rebuilt = Some("its schema is not this version's".into());
+                    None
+                }
+                Err(e) => {
+                    repairs.rebuilt = Some(format!("it does not open: {e}"));
+                    None
                 }
             }
-        };
-        if path.join("meta.json").exists() {
-            let why = match Index::open_in_dir(&path) {
-                Ok(index) => why_not(&index)?,
-                Err(e) => Some(format!("it does not open: {e}")),
-            };
-            if let Some(why) = why {
-                wipe_text(dir)?;
-                repairs.rebuilt = Some(why);
-            }
-        }
-        std::fs::create_dir_all(&path).map_err(|e| Error::io("cannot create", &path, e))?;
-        let index = if path.join("meta.json").exists() {
-            Index::open_in_dir(&path).map_err(|e| tv(&format!("opening {}", path.display()), e))?
         } else {
-            Index::create_in_dir(&path, schema().0).map_err(|e| tv(&format!("creating {}", path.display()), e))?
+            None
+        };
+        let index = match existing {
+            Some(index) => index,
+            None => {
+                wipe_text(dir)?;
+                std::fs::create_dir_all(&path).map_err(|e| Error::io("cannot create", &path, e))?;
+                Index::create_in_dir(&path, schema().0).map_err(|e| tv(&format!("creating {}", path.display()), e))?
+            }
         };
         let fields = fields_of(&index.schema()).ok_or_else(|| Error::Corrupt {
             path: path.clone(),
@@ -450,21 +432,68 @@ impl TextFollower {
             },
             e => tv("opening the search index's writer", e),
         })?;
-        let next = cursor_of(&index, &path)?.map_or(0, |c| c.seq + 1);
-        Ok((
-            TextFollower {
-                dir: dir.to_owned(),
-                index,
-                writer,
-                fields,
-                ledger_id: crate::store::hex(&ledger.ledger_id()),
-                next,
-                commit_events: commit_events.max(1),
-                uncommitted: 0,
-                last_hash: None,
+        let mut follower = TextFollower {
+            dir: dir.to_owned(),
+            index,
+            writer,
+            fields,
+            ledger_id: crate::store::hex(&ledger.ledger_id()),
+            next: 0,
+            commit_events: commit_events.max(1),
+            uncommitted: 0,
+            last_hash: None,
+        };
+        if let Some(why) = follower.why_not(ledger)? {
+            follower.clear()?;
+            repairs.rebuilt = Some(why);
+        }
+        follower.next = cursor_of(&follower.index, &path)?.map_or(0, |c| c.seq + 1);
+        Ok((follower, repairs))
+    }
+
+    /// Why the committed index cannot be followed from its cursor, if it
+    /// cannot.
+    fn why_not(&self, ledger: &Ledger) -> Result<Option<String>, Error> {
+        let path = index_dir(&self.dir);
+        let reader: IndexReader = self
+            .index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| tv("opening the search index", e))?;
+        let docs = reader.searcher().num_docs();
+        Ok(match cursor_of(&self.index, &path)? {
+            None if docs == 0 => None,
+            None => Some(format!("{docs} document(s) and no cursor")),
+            Some(c) => match not_ours(ledger, &c)? {
+                Some(why) => Some(why),
+                None => (docs != c.seq + 1).then(|| {
+                    format!(
+                        "{docs} document(s) for a cursor at seq {} ({} expected)",
+                        c.seq,
+                        c.seq + 1
+                    )
+                }),
             },
-            repairs,
-        ))
+        })
+    }
+
+    /// Deletes every document and the cursor (committed), keeping the
+    /// writer lock: `sealgate index rebuild`, or an index that cannot be
+    /// followed.
+    pub fn clear(&mut self) -> Result<(), Error> {
+        self.writer
+            .delete_all_documents()
+            .map_err(|e| tv("clearing the search index", e))?;
+        // No payload: no cursor.
+        self.writer
+            .prepare_commit()
+            .and_then(|c| c.commit())
+            .map_err(|e| tv("clearing the search index", e))?;
+        self.next = 0;
+        self.uncommitted = 0;
+        self.last_hash = None;
+        Ok(())
     }
 
     /// The first seq not in the index (committed or not).
@@ -692,13 +721,18 @@ impl TextSnapshot {
         // The cursor and the searcher must be of one commit: a follower may
         // commit in between; read the cursor again after the searcher, and
         // retry if it moved (commits only move it forward).
+        let mut last_error = None;
         for _ in 0..10 {
             let before = cursor_of(&index, path)?;
-            let reader: IndexReader = index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()
-                .map_err(|e| tv("opening the search index", e))?;
+            // A follower's merge may remove a segment file between the
+            // commit read and the files opened: try again.
+            let reader: IndexReader = match index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into() {
+                Ok(r) => r,
+                Err(e) => {
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+            };
             let searcher = reader.searcher();
             let after = cursor_of(&index, path)?;
             if before != after {
@@ -733,7 +767,10 @@ impl TextSnapshot {
                 c,
             )));
         }
-        Ok(Err("it kept changing while being opened".into()))
+        Ok(Err(match last_error {
+            Some(e) => format!("it kept changing while being opened ({e})"),
+            None => "it kept changing while being opened".into(),
+        }))
     }
 
     /// The seq up to which the index on disk answered (the rest came from

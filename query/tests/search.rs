@@ -377,6 +377,14 @@ fn the_follower_resumes_after_its_cursor_and_rebuilds_an_index_of_another_log() 
             ts: e.event.ts,
         };
         f.catch_up(&ledger, &short, |_| {}).expect("catch up");
+        // One follower at a time: a second is refused, and nothing is
+        // cleared under the first.
+        let second = TextFollower::open(&dir, &ledger, 100).err().map(|e| e.to_string());
+        assert!(
+            second.as_deref().is_some_and(|e| e.contains("another process")),
+            "{second:?}"
+        );
+        assert_eq!(text::read_text_cursor(&dir).expect("cursor").expect("some").seq, 650);
         f.close().expect("close");
     }
     let ledger = fx.ledger();

@@ -92,11 +92,13 @@ pub fn run(paths: &Paths, args: &SearchArgs) -> Result<ExitCode> {
 /// index, or wipes it first, and catches up to `head` with a progress bar.
 pub(crate) fn index(paths: &Paths, ledger: &Ledger, head: &Head, rebuild: bool) -> Result<()> {
     let dir = text::search_dir(&paths.data_dir);
-    if rebuild {
-        text::wipe_text(&dir)?;
-    }
+    // Opened (its writer lock taken) before it is cleared: a running
+    // follower's index is refused, not pulled from under it.
     let (mut follower, repairs) = TextFollower::open(&dir, ledger, text::DEFAULT_COMMIT_EVENTS)?;
     report_repairs(&repairs);
+    if rebuild {
+        follower.clear()?;
+    }
     let bar = ProgressBar::with_draw_target(Some(head.seq + 1), ProgressDrawTarget::stderr_with_hz(4));
     if let Ok(style) = ProgressStyle::with_template("search index {pos}/{len} events [{bar:30}] {per_sec} eta {eta}") {
         bar.set_style(style.progress_chars("=> "));
