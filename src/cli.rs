@@ -186,7 +186,12 @@ pub enum Command {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
     },
-    /// The derived query index.
+    /// Full-text search over the ledger's events, ranked (docs/QUERY.md).
+    ///
+    /// Answers from the search index under `<data dir>/derived/search/`
+    /// and, past it, from the log; names the ledger head it was computed at.
+    Search(SearchArgs),
+    /// The derived query and search indexes.
     #[command(subcommand)]
     Index(IndexCommand),
     /// Copies of the log for other systems: the configured OTLP sinks
@@ -267,13 +272,46 @@ pub enum ExportCommand {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// The query: words (all must match), "a phrase", field:word
+    /// (principal, server, tool, args, result, error, reason, body, kind),
+    /// OR, AND, NOT, -word, +word, (groups), "a prefix"*.
+    pub query: String,
+    #[command(flatten)]
+    pub range: Range,
+    /// Only events of this server (`subject.server`, exact).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Only events of this principal (`actor.principal`, exact).
+    #[arg(long)]
+    pub principal: Option<String>,
+    /// At most this many hits.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, short = 'o', value_enum, default_value_t = SearchFormat::Table)]
+    pub format: SearchFormat,
+    /// Re-check the answer against the signed log: each hit's seq, hash and
+    /// text, and every match in the range against the log indexed afresh.
+    /// Exit status 1 if anything differs.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SearchFormat {
+    Table,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum IndexCommand {
-    /// Delete the index and build it again from the log (progress on stderr).
+    /// Delete the indexes (query and search) and build them again from the
+    /// log (progress on stderr).
     Rebuild,
-    /// Bring the index up to the log's head (what `serve` does continuously).
+    /// Bring the indexes up to the log's head (what `serve` does continuously).
     Update,
-    /// The cursor, the log's head and how far the index lags it.
+    /// The cursors, the log's head and how far the indexes lag it.
     Status,
 }
 

@@ -17,6 +17,7 @@ pub mod reports;
 pub mod row;
 pub mod store;
 pub mod table;
+pub mod text;
 pub mod views;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,13 @@ pub enum Error {
     /// position, for a syntax error).
     #[error("query: {message}")]
     Sql { message: String },
+    /// The search index could not be read or written.
+    #[error("search index: {message}")]
+    Search { message: String },
+    /// A search query that does not parse (the message names the
+    /// position).
+    #[error("{message}")]
+    BadSearch { message: String },
 }
 
 impl Error {
@@ -177,6 +185,7 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'
         let mem = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).map_err(sql_error)?;
         ctx.register_table(t.name.as_str(), Arc::new(mem)).map_err(sql_error)?;
     }
+    ctx.register_udtf("search", Arc::new(text::SearchFunction::new(snap.clone(), source)));
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)

@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub ledger: Arc<Ledger>,
     /// Why the store was not used, if it was not.
     pub store_ignored: Option<String>,
+    /// The store's directory (the search index is beside it).
+    pub dir: std::path::PathBuf,
 }
 
 impl Snapshot {
@@ -121,6 +123,7 @@ impl Snapshot {
             tail,
             ledger,
             store_ignored,
+            dir: dir.to_owned(),
         })
     }
 }

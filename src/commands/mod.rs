@@ -22,6 +22,7 @@ mod find;
 mod init;
 mod log;
 mod policy;
+mod search;
 mod serve;
 mod sql;
 mod state;
@@ -102,6 +103,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             as_of.as_deref(),
             config.query.limits(timeout),
         ),
+        Command::Search(args) => search::run(&paths, &args),
         Command::Index(command) => sql::index(&paths, command),
         Command::Report {
             name,
@@ -384,7 +386,7 @@ pub(crate) fn resolve_range(ledger: &Ledger, range: &Range, lookup: Lookup) -> R
 /// The sequence numbers a `--from`/`--to` range covers, found from the
 /// events (the time index is not signed: an edited one must not leave
 /// events out); the whole log when open-ended.
-fn checked_seqs(ledger: &ledger::Ledger, range: &crate::cli::Range) -> anyhow::Result<(u64, u64)> {
+pub(crate) fn checked_seqs(ledger: &ledger::Ledger, range: &crate::cli::Range) -> anyhow::Result<(u64, u64)> {
     let range = resolve_range(ledger, range, Lookup::Checked)?;
     Ok((range.from.unwrap_or(0), range.to.map_or_else(|| last_seq(ledger), Ok)?))
 }

@@ -168,6 +168,7 @@ pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {
                 follower.indexed_to().saturating_sub(1),
                 (head.seq + 1).saturating_sub(follower.indexed_to())
             );
+            super::search::index(paths, &ledger, &head, matches!(command, IndexCommand::Rebuild))?;
             Ok(ExitCode::SUCCESS)
         }
         IndexCommand::Status => {
@@ -198,6 +199,7 @@ pub fn index(paths: &Paths, command: IndexCommand) -> Result<ExitCode> {
                 }
             }
             writeln!(out, "segments: {}", segments.len())?;
+            super::search::status(&mut out, paths, &ledger, &head)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -228,22 +230,38 @@ pub(crate) fn spawn_follower(
     let mut follower = match Follower::open(&store, &ledger, query::DEFAULT_SEGMENT_EVENTS) {
         Ok((f, repairs)) => {
             report_repairs(&repairs);
-            f
+            Some(f)
         }
         Err(e) => {
             tracing::warn!(error = %e, "query index: not following the log");
-            return None;
+            None
         }
     };
+    let mut text = super::search::follower(paths, &ledger);
+    if follower.is_none() && text.is_none() {
+        return None;
+    }
     let spawned = std::thread::Builder::new()
         .name("query-follower".into())
         .spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let head = ledger.head();
-                if let Err(e) = follower.catch_up(&ledger, &head, |_| {}) {
+                if let Some(f) = &mut follower
+                    && let Err(e) = f.catch_up(&ledger, &head, |_| {})
+                {
                     tracing::warn!(error = %e, "query index: catching up failed; retrying");
                 }
+                if let Some(t) = &mut text
+                    && let Err(e) = t.catch_up(&ledger, &head, |_| {})
+                {
+                    tracing::warn!(error = %e, "search index: catching up failed; retrying");
+                }
                 std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            if let Some(t) = text
+                && let Err(e) = t.close()
+            {
+                tracing::warn!(error = %e, "search index: closing");
             }
         });
     match spawned {
