@@ -255,15 +255,15 @@ pub fn window(
             .ok()
             .filter(|n| *n > 0)
             .with_context(|| format!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"))?;
-        let minutes = match unit {
-            "d" => n.checked_mul(24 * 60),
-            "h" => n.checked_mul(60),
-            "m" => Some(n),
+        let seconds = match unit {
+            "d" => n.checked_mul(24 * 3600),
+            "h" => n.checked_mul(3600),
+            "m" => n.checked_mul(60),
             _ => anyhow::bail!("--last {last:?}: a positive number then d, h or m (7d, 24h, 30m)"),
         };
         // No further back than the ledger's timestamps reach (1970).
-        let from = minutes
-            .and_then(|m| now.checked_sub(time::Duration::minutes(m)))
+        let from = seconds
+            .and_then(|s| now.checked_sub(time::Duration::seconds(s)))
             .filter(|t| t.unix_timestamp() >= 0)
             .with_context(|| format!("--last {last:?}: reaches before 1970"))?;
         return Ok(query::reports::Window {
