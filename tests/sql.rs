@@ -115,7 +115,9 @@ fn sql_answers_with_its_head_and_bad_sql_is_an_error_that_writes_nothing() {
         assert!(err.contains(expect), "{query}: {err}");
     }
     // Over the time limit: stopped, and said so.
-    let slow = "SELECT count(*) AS n FROM events a, events b, events c WHERE a.seq + b.seq + c.seq = 7";
+    let slow = "SELECT count(*) AS n FROM events a, events b, \
+                (SELECT e.seq FROM events e, (VALUES (1), (2), (3), (4), (5), (6), (7), (8)) v(x)) c \
+                WHERE a.seq + b.seq + c.seq = 7";
     let started = std::time::Instant::now();
     let out = sealgate(&data)
         .args(["query", "--timeout", "1", slow])

@@ -39,7 +39,7 @@ cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --workspace --all-features -- --include-ignored 2>&1 | tee "$log" || status=$?
+cargo test --locked --workspace --all-features --no-fail-fast -- --include-ignored 2>&1 | tee "$log" || status=$?
 # What ran, in all test binaries.
 awk '/^test result:/ {
        for (i = 1; i <= NF; i++) {
