@@ -271,6 +271,19 @@ impl Ledger {
 
     /// [`Ledger::open`] with the store tuned by `tuning`.
     pub fn open_with(path: &Path, key_dir: &KeyDir, tuning: &StoreOptions) -> Result<Ledger> {
+        Ledger::open_with_clock(path, key_dir, tuning, Timestamp::now)
+    }
+
+    /// [`Ledger::open_with`], with the writer taking each group's time from
+    /// `now` instead of the system clock: for benchmarks and tests that need
+    /// a log spanning months, written in minutes. Timestamps still never go
+    /// backwards (an earlier `now` keeps the last event's time).
+    pub fn open_with_clock(
+        path: &Path,
+        key_dir: &KeyDir,
+        tuning: &StoreOptions,
+        now: fn() -> Timestamp,
+    ) -> Result<Ledger> {
         // Acknowledged events the store lost would be overwritten by the
         // next appends: refuse, rather than carry on without them. Checked
         // on a read-only open first, because a read-write open runs
@@ -305,7 +318,7 @@ impl Ledger {
             .map_err(|e| Error::io("cannot write the acknowledged mark", &crate::acked::path(path), e))?;
         store.mark = Some(mark);
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
-        Ledger::start_writer(Arc::new(store), schedule, key, key_dir.clone())
+        Ledger::start_writer(Arc::new(store), schedule, key, key_dir.clone(), now)
     }
 
     /// Opens a ledger for reading only; needs no key, writes nothing, and can
@@ -320,10 +333,16 @@ impl Ledger {
         })
     }
 
-    fn start_writer(store: Arc<Store>, schedule: KeySchedule, key: SigningKey, key_dir: KeyDir) -> Result<Ledger> {
+    fn start_writer(
+        store: Arc<Store>,
+        schedule: KeySchedule,
+        key: SigningKey,
+        key_dir: KeyDir,
+        now: fn() -> Timestamp,
+    ) -> Result<Ledger> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let acks = Arc::new(Acks::default());
-        let writer = Writer::new(store.clone(), schedule, key, key_dir, acks.clone())?;
+        let writer = Writer::new(store.clone(), schedule, key, key_dir, acks.clone(), now)?;
         let current_key = writer.current_key();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

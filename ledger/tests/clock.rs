@@ -48,3 +48,34 @@ fn appends_while_the_clock_is_behind_keep_the_last_timestamp() {
     assert!(report.ok(), "{:?}", report.failure);
     assert_eq!(report.verified, f.head + 4);
 }
+
+/// The simulated time [`a_chosen_clock_dates_each_group`] hands the writer.
+static SIMULATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn simulated() -> Timestamp {
+    Timestamp::from_nanos(SIMULATED.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[test]
+fn a_chosen_clock_dates_each_group_and_never_goes_backwards() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let f = build(drafts(1), false, Vec::new());
+    let day = 86_400 * 1_000_000_000u64;
+    let start = Timestamp::now().as_nanos() + 30 * day;
+    SIMULATED.store(start, SeqCst);
+    let ledger = Ledger::open_with_clock(&f.path, &f.keys, &ledger::StoreOptions::default(), simulated)
+        .expect("open with a clock");
+    let first = ledger.submit(drafts(2)).expect("submit").wait().expect("append");
+    SIMULATED.store(start + 90 * day, SeqCst);
+    let later = ledger.append_blocking(draft(7)).expect("append");
+    SIMULATED.store(start + day, SeqCst);
+    let earlier = ledger.append_blocking(draft(8)).expect("append");
+    for r in &first {
+        assert_eq!(r.ts.as_nanos(), start, "seq {}: the chosen clock's time", r.seq);
+    }
+    assert_eq!(later.ts.as_nanos(), start + 90 * day);
+    assert_eq!(earlier.ts, later.ts, "a clock stepping back keeps the last time");
+    drop(ledger);
+    let report = verify(&f.path, None);
+    assert!(report.ok(), "{:?}", report.failure);
+}

@@ -207,6 +207,9 @@ pub(crate) struct Writer {
     syncer: Syncer,
     /// Commands taken from the queue that belong to the next group.
     carried: VecDeque<Command>,
+    /// Where the time of each group comes from: the system clock, except
+    /// where a caller chose another ([`crate::Ledger::open_with_clock`]).
+    now: fn() -> Timestamp,
     /// The clock was behind the last timestamp at the last group.
     clock_behind: bool,
     /// Where async callers' answers are handed to their runtime.
@@ -224,6 +227,7 @@ impl Writer {
         key: SigningKey,
         key_dir: KeyDir,
         acks: Arc<Acks>,
+        now: fn() -> Timestamp,
     ) -> Result<Writer> {
         if schedule.current() != key.id() {
             return Err(Error::Recovery {
@@ -261,6 +265,7 @@ impl Writer {
             pool,
             syncer,
             carried: VecDeque::new(),
+            now,
             clock_behind: false,
             acks,
             _views: views,
@@ -493,7 +498,7 @@ impl Writer {
     /// when it is noticed and once when it is over, since for that while
     /// the log's timestamps say less than usual about when events happened.
     fn clock(&mut self) -> Timestamp {
-        let now = Timestamp::now();
+        let now = (self.now)();
         let last = self.tip.last_ts;
         match (now < last, self.clock_behind) {
             (true, false) => {
