@@ -895,6 +895,66 @@ async fn the_admin_api_answers_queries_and_reports_for_auditors() {
     assert_eq!(rig.head(), head, "queries and reports wrote nothing");
 }
 
+/// `GET /admin/search` answers auditors (and only them) as `sealgate search
+/// -o json` does: ranked hits with the head, filters, a seq or time range,
+/// and on request the check against the log; bad input is a 400 naming
+/// what is wrong; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_searches_for_auditors() {
+    let rig = governed().await;
+    let s = rig.open("fast", "alice").await;
+    let answer = s.call("echo", json!({"message": "ship the kumquat crate"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let other = s.call("echo", json!({"message": "nothing to see"})).await;
+    assert_eq!(other.status, StatusCode::OK, "{other:?}");
+    let head = rig.head();
+    let rig = &rig;
+    let search = |caller: &'static str, query: String| async move {
+        rig.admin("GET", &format!("/admin/search?{query}"), Some(caller), None).await
+    };
+
+    let found = search("audrey", "q=kumquat&verify=true".into()).await;
+    assert_eq!(found.status, StatusCode::OK, "{found:?}");
+    let doc = found.json();
+    assert_eq!(doc["verified"], true, "{doc}");
+    assert_eq!(doc["head_seq"], json!(head), "{doc}");
+    let hits = doc["hits"].as_array().expect("hits");
+    assert!(!hits.is_empty(), "{doc}");
+    assert!(
+        hits.iter().all(|h| h["excerpt"].as_str().is_some_and(|e| e.contains("kumquat"))),
+        "{doc}"
+    );
+    let first = hits.iter().filter_map(|h| h["seq"].as_u64()).min().expect("a seq");
+    let after = search("audrey", format!("q=kumquat&from={}", first + 1)).await.json();
+    assert!(
+        after["hits"].as_array().is_some_and(|h| h.iter().all(|h| h["seq"].as_u64() > Some(first))),
+        "{after}"
+    );
+    let nobody = search("audrey", "q=kumquat&principal=bob".into()).await.json();
+    assert_eq!(nobody["hits"], json!([]), "{nobody}");
+    let by_time = search("audrey", "q=kumquat&from=2000-01-01T00:00:00Z".into()).await;
+    assert_eq!(by_time.status, StatusCode::OK, "{by_time:?}");
+
+    for caller in ["alice", "bob"] {
+        let refused = search(caller, "q=kumquat".into()).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{caller}: {refused:?}");
+    }
+    for (query, says) in [
+        ("q=%28kumquat", "position"),
+        ("q=kumquat&limit=0", "limit 0"),
+        ("q=kumquat&limit=100000", "limit 100000"),
+        ("q=kumquat&from=9&to=3", "after to"),
+        ("q=kumquat&from=yesterday", "not an RFC 3339 timestamp"),
+        ("q=kumquat&since=1", "unknown field"),
+        ("limit=3", "missing field"),
+    ] {
+        let reply = search("audrey", query.into()).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {reply:?}");
+        assert!(reply.text().contains(says), "{query}: {reply:?}");
+    }
+    assert_eq!(rig.head(), head, "searches wrote nothing");
+}
+
 /// Roles: no token is a 401, a caller without a role a 403; an auditor
 /// reads but cannot write; an admin issues and revokes grants (each an
 /// event naming them) and loads policies; a refused write writes

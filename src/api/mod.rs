@@ -115,6 +115,7 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         .route("/admin/approvals/{id}/{action}", post(decide_approval))
         .route("/admin/find", post(find))
         .route("/admin/query", post(query::query))
+        .route("/admin/search", get(query::search))
         .route("/admin/reports", get(query::reports))
         .route("/admin/reports/{name}", get(query::report))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))

@@ -482,6 +482,111 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
     Ok(axum::Json(doc).into_response())
 }
 
+/// `GET /admin/search?q=&from=&to=&server=&principal=&limit=&verify=`: as
+/// `sealgate search -o json`; `from`/`to` are sequence numbers or RFC 3339
+/// times.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SearchQuery {
+    q: String,
+    from: Option<String>,
+    to: Option<String>,
+    server: Option<String>,
+    principal: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    verify: bool,
+}
+
+/// The most hits one search answers with.
+const MAX_HITS: usize = 1000;
+
+pub(super) async fn search(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Query(q): Query<SearchQuery>,
+) -> ApiResult {
+    require(&p, "auditor")?;
+    let limit = q.limit.unwrap_or(20);
+    if limit == 0 || limit > MAX_HITS {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("limit {limit}: from 1 to {MAX_HITS}"),
+        ));
+    }
+    let Ok(permit) = Arc::clone(&api.queries).try_acquire_owned() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {MAX_RUNNING} queries are running; retry when one has finished"),
+        ));
+    };
+    tracing::info!(principal = %p.name, "admin API: search");
+    let ledger = api.gateway.ledger();
+    let dir = ::query::text::search_dir(api.gateway.data_dir());
+    let done = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let _permit = permit;
+        let unavailable = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
+        let head = ledger.head_checked().map_err(|e| unavailable(e.to_string()))?;
+        let from = q.from.as_deref().map(|v| seq_of(&ledger, "from", v, false)).transpose()?;
+        let to = q.to.as_deref().map(|v| seq_of(&ledger, "to", v, true)).transpose()?;
+        let (from, to) = (from.unwrap_or(0), to.unwrap_or(head.seq));
+        if from > to {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("from (seq {from}) is after to (seq {to})"),
+            ));
+        }
+        let req = ::query::text::Request {
+            query: q.q,
+            from,
+            to,
+            server: q.server,
+            principal: q.principal,
+            limit,
+        };
+        let failed = |e: ::query::Error| match e {
+            ::query::Error::BadSearch { .. } => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            other => unavailable(other.to_string()),
+        };
+        let snap = ::query::text::TextSnapshot::open(&dir, ledger, head).map_err(failed)?;
+        let answer = ::query::text::search(&snap, &req).map_err(failed)?;
+        let mut doc = serde_json::to_value(&answer)
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if q.verify {
+            let findings = ::query::text::verify(&snap, &req, &answer).map_err(failed)?;
+            doc["verified"] = json!(findings.is_empty());
+            doc["findings"] = json!(findings.iter().map(ToString::to_string).collect::<Vec<_>>());
+        }
+        Ok(doc)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the search task failed: {e}")))??;
+    Ok(axum::Json(done).into_response())
+}
+
+/// The seq a range bound names: a sequence number, or an RFC 3339 time
+/// (the first event at or after it for `from`, the last at or before it
+/// for `to`).
+fn seq_of(ledger: &Ledger, name: &str, v: &str, end: bool) -> Result<u64, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        return v
+            .parse()
+            .map_err(|e| bad(format!("{name} {v}: sequence number out of range: {e}")));
+    }
+    let ts = Timestamp::parse_rfc3339(v).map_err(|e| bad(format!("{name} {v:?}: {e}")))?;
+    let found = if end {
+        ledger.last_seq_at_or_before(ts)
+    } else {
+        ledger.first_seq_at_or_after(ts)
+    };
+    match found.map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{name} {v}: {e}")))? {
+        Some(seq) => Ok(seq),
+        None if end => Err(bad(format!("{name} {v}: no event at or before that time"))),
+        None => Err(bad(format!("{name} {v}: no event at or after that time"))),
+    }
+}
+
 /// Why a query through the API failed: the query itself (400), or reading
 /// the log (503).
 enum QueryFailed {
