@@ -895,6 +895,73 @@ async fn the_admin_api_answers_queries_and_reports_for_auditors() {
     assert_eq!(rig.head(), head, "queries and reports wrote nothing");
 }
 
+/// A large answer through the admin API is streamed as the query makes it
+/// (JSON and CSV, the same rows as a small one), and a query whose client
+/// went away stops at once and gives its place back: two running queries
+/// fill the API's places (a third is told it is busy), and when their
+/// clients leave, the next query runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_answers_stream_and_stop_when_the_client_leaves() {
+    let rig = governed().await;
+    let query = |body: Value| rig.admin("POST", "/admin/query", Some("audrey"), Some(body));
+    let big = query(json!({"sql": "SELECT value FROM generate_series(1, 200000) ORDER BY value"})).await;
+    assert_eq!(big.status, StatusCode::OK, "{big:?}");
+    assert_eq!(big.header("content-length"), None, "streamed, not sized in advance");
+    let doc = big.json();
+    assert_eq!(doc["head"]["seq"], json!(rig.head()), "{}", &doc["head"]);
+    let rows = doc["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 200_000);
+    assert_eq!(rows[0], json!({"value": 1}));
+    assert_eq!(rows[199_999], json!({"value": 200_000}));
+    let csv =
+        query(json!({"sql": "SELECT value FROM generate_series(1, 200000) ORDER BY value", "format": "csv"})).await;
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 200_001, "a header and every row");
+    assert_eq!((lines[0], lines[1], lines[200_000]), ("value", "1", "200000"));
+    let empty = query(json!({"sql": "SELECT seq FROM events WHERE seq > 1000000", "format": "csv"})).await;
+    assert_eq!(empty.text(), "seq\n", "an empty answer still has its header");
+    let empty = query(json!({"sql": "SELECT seq FROM events WHERE seq > 1000000"}))
+        .await
+        .json();
+    assert_eq!(empty["rows"], json!([]), "{empty}");
+
+    // Counting ten billion rows outlasts the test; it makes no row until done.
+    let slow = || {
+        let r = axum::http::Request::builder()
+            .method("POST")
+            .uri("/admin/query")
+            .header("authorization", rig.bearer("audrey"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"sql": "SELECT count(*) FROM generate_series(1, 10000000000)"}).to_string(),
+            ))
+            .expect("request");
+        rig.spawn_send(r)
+    };
+    let running = [slow(), slow()];
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let busy = query(json!({"sql": "SELECT 1 AS one"})).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE, "{busy:?}");
+    for r in running {
+        r.abort();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = query(json!({"sql": "SELECT 1 AS one"})).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.json()["rows"], json!([{"one": 1}]));
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned queries still hold the API's places"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// `GET /admin/search` answers auditors (and only them) as `sealgate search
 /// -o json` does: ranked hits with the head, filters, a seq or time range,
 /// and on request the check against the log; bad input is a 400 naming
@@ -910,7 +977,8 @@ async fn the_admin_api_searches_for_auditors() {
     let head = rig.head();
     let rig = &rig;
     let search = |caller: &'static str, query: String| async move {
-        rig.admin("GET", &format!("/admin/search?{query}"), Some(caller), None).await
+        rig.admin("GET", &format!("/admin/search?{query}"), Some(caller), None)
+            .await
     };
 
     let found = search("audrey", "q=kumquat&verify=true".into()).await;
@@ -921,13 +989,16 @@ async fn the_admin_api_searches_for_auditors() {
     let hits = doc["hits"].as_array().expect("hits");
     assert!(!hits.is_empty(), "{doc}");
     assert!(
-        hits.iter().all(|h| h["excerpt"].as_str().is_some_and(|e| e.contains("kumquat"))),
+        hits.iter()
+            .all(|h| h["excerpt"].as_str().is_some_and(|e| e.contains("kumquat"))),
         "{doc}"
     );
     let first = hits.iter().filter_map(|h| h["seq"].as_u64()).min().expect("a seq");
     let after = search("audrey", format!("q=kumquat&from={}", first + 1)).await.json();
     assert!(
-        after["hits"].as_array().is_some_and(|h| h.iter().all(|h| h["seq"].as_u64() > Some(first))),
+        after["hits"]
+            .as_array()
+            .is_some_and(|h| h.iter().all(|h| h["seq"].as_u64() > Some(first))),
         "{after}"
     );
     let nobody = search("audrey", "q=kumquat&principal=bob".into()).await.json();

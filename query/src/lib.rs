@@ -159,7 +159,67 @@ pub fn run(snap: Arc<Snapshot>, source: Source, sql: &str) -> Result<Answer, Err
 /// [`run`], with `opts`: extra tables, and limits on time and memory
 /// (over either, the query fails with an error saying which).
 pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'_>) -> Result<Answer, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let mut started = None;
+    let mut batches = Vec::new();
+    let stats = run_each(
+        snap,
+        source,
+        sql,
+        opts,
+        std::future::pending(),
+        |s| {
+            started = Some(s.clone());
+            Ok(())
+        },
+        |b| {
+            batches.push(b);
+            Ok(())
+        },
+    )?;
+    let s = started.ok_or_else(|| Error::Sql {
+        message: "the query ended before it started".into(),
+    })?;
+    Ok(Answer {
+        head: s.head,
+        schema: s.schema,
+        batches,
+        stats,
+        store_ignored: s.store_ignored,
+        checkable: s.checkable,
+    })
+}
+
+/// What an answer is, known once its query is planned: before any row.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub head: Head,
+    pub schema: SchemaRef,
+    pub store_ignored: Option<String>,
+    pub checkable: Option<Checkable>,
+}
+
+/// [`run_with`], handing the answer over as it is computed instead of
+/// holding it: `start` once the query is planned (an error in the query
+/// itself comes before it), then `each` with every batch of rows in order.
+/// An error from either stops the query and is returned, and so does
+/// `until` completing (the one who wanted the answer went away), even
+/// while no row is ready. The time limit covers the whole run, the
+/// callbacks included.
+pub fn run_each(
+    snap: Arc<Snapshot>,
+    source: Source,
+    sql: &str,
+    opts: &Options<'_>,
+    until: impl std::future::Future<Output = ()>,
+    start: impl FnOnce(&Started) -> Result<(), Error>,
+    mut each: impl FnMut(RecordBatch) -> Result<(), Error>,
+) -> Result<ScanStats, Error> {
+    use futures::StreamExt;
+    // Two workers: DataFusion runs a query's partitions as tasks, so a
+    // single-threaded runtime would use one core however many it plans for.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("query")
         .enable_time()
         .build()
         .map_err(|e| Error::Sql {
@@ -190,7 +250,7 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let (schema, batches, checkable) = runtime.block_on(async {
+    runtime.block_on(async {
         for (name, definition) in views::VIEWS {
             ctx.sql(&format!("CREATE VIEW {name} AS {definition}"))
                 .await
@@ -199,12 +259,27 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'
                 })?;
         }
         let timeout = opts.limits.timeout;
-        let answer = tokio::time::timeout(timeout, async {
+        let work = async {
             let frame = ctx.sql_with_options(sql, options).await.map_err(sql_error)?;
             let checkable = checkable(frame.schema(), frame.logical_plan());
             let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(sql_error)?;
-            Ok::<_, Error>((schema, batches, checkable))
+            let mut stream = frame.execute_stream().await.map_err(sql_error)?;
+            start(&Started {
+                head: snap.head,
+                schema,
+                store_ignored: snap.store_ignored.clone(),
+                checkable,
+            })?;
+            while let Some(batch) = stream.next().await {
+                each(batch.map_err(sql_error)?)?;
+            }
+            Ok::<_, Error>(())
+        };
+        let answer = tokio::time::timeout(timeout, async {
+            tokio::select! {
+                done = work => done,
+                () = until => Err(Error::Sql { message: "stopped: the answer is no longer wanted".into() }),
+            }
         });
         answer.await.map_err(|_| Error::Sql {
             message: format!(
@@ -214,14 +289,7 @@ pub fn run_with(snap: Arc<Snapshot>, source: Source, sql: &str, opts: &Options<'
         })?
     })?;
     let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    Ok(Answer {
-        head: snap.head,
-        schema,
-        batches,
-        stats,
-        store_ignored: snap.store_ignored.clone(),
-        checkable,
-    })
+    Ok(stats)
 }
 
 /// Which output columns come unchanged from one `events` row: those
@@ -541,6 +609,51 @@ pub enum Format {
     Json,
     /// RFC 4180, with a header line.
     Csv,
+}
+
+/// One batch's rows as JSON objects (as [`Format::Json`] writes them),
+/// comma-separated, with a leading comma when `more` (rows came before).
+pub fn json_rows(batch: &RecordBatch, more: bool) -> Result<Vec<u8>, Error> {
+    let mut lines = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
+        w.write(batch).map_err(|e| Error::Arrow {
+            context: "writing the answer as JSON".into(),
+            message: e.to_string(),
+        })?;
+        w.finish().map_err(|e| Error::Arrow {
+            context: "writing the answer as JSON".into(),
+            message: e.to_string(),
+        })?;
+    }
+    let mut out = Vec::with_capacity(lines.len() + 1);
+    for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        if more || i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(line);
+    }
+    Ok(out)
+}
+
+/// One batch's rows as CSV (as [`Format::Csv`] writes them), with the
+/// header line first when `header`.
+pub fn csv_rows(batch: &RecordBatch, header: bool) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+        .with_header(header)
+        .build(&mut out);
+    w.write(batch).map_err(|e| Error::Arrow {
+        context: "writing the answer as CSV".into(),
+        message: e.to_string(),
+    })?;
+    drop(w);
+    Ok(out)
+}
+
+/// The CSV header line of an answer with `schema`.
+pub fn csv_header(schema: SchemaRef) -> Result<Vec<u8>, Error> {
+    csv_rows(&RecordBatch::new_empty(schema), true)
 }
 
 /// Writes `answer` to `out` as `format`.

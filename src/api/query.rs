@@ -390,7 +390,10 @@ pub(super) async fn report(
 
 /// Runs `sql` off the async workers and answers with its rows, the head it
 /// was computed at, and, with `verify`, the findings of the check against
-/// the log (`verified` true when there are none).
+/// the log (`verified` true when there are none). Without `verify` the rows
+/// are streamed as they are computed (a large answer is never held whole);
+/// an error after the first byte cuts the answer off, so that a client
+/// cannot take a partial answer for a complete one.
 async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, format: Option<&str>) -> ApiResult {
     let csv = match format {
         None | Some("json") => false,
@@ -413,6 +416,9 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
             format!("busy: {MAX_RUNNING} queries are running; retry when one has finished"),
         ));
     };
+    if !verify {
+        return stream_answer(api, permit, state, sql, csv).await;
+    }
     let limits = api.query_limits;
     let ledger = api.gateway.ledger();
     let store = ::query::store_dir(api.gateway.data_dir());
@@ -430,20 +436,13 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
                 limits,
             };
             let answer = ::query::run_with(snap.clone(), ::query::Source::Store, &sql, &opts)?;
-            let findings = if verify {
-                ::query::verify_with(snap, &answer, &sql, &opts)?
-            } else {
-                Vec::new()
-            };
+            let findings = ::query::verify_with(snap, &answer, &sql, &opts)?;
             Ok((answer, findings))
         },
     )
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the query task failed: {e}")))?;
-    let (answer, findings) = done.map_err(|e| match e {
-        QueryFailed::Query(m) => ApiError(StatusCode::BAD_REQUEST, m),
-        QueryFailed::Log(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
-    })?;
+    let (answer, findings) = done.map_err(QueryFailed::into_api)?;
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let mut out = Vec::new();
     let format = if csv {
@@ -452,34 +451,174 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
         ::query::Format::Json
     };
     ::query::write_answer(&answer, format, &mut out).map_err(|e| internal(e.to_string()))?;
-    let head = format!("{} {}", answer.head.seq, answer.head.hash.to_hex());
+    let verdict = if findings.is_empty() { "verified" } else { "disagrees" };
     if csv {
-        let mut r = (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-                (header::HeaderName::from_static("sealgate-head"), head),
-            ],
-            out,
-        )
-            .into_response();
-        if verify {
-            let verdict = if findings.is_empty() { "verified" } else { "disagrees" };
-            r.headers_mut().insert(
-                header::HeaderName::from_static("sealgate-verify"),
-                header::HeaderValue::from_static(verdict),
-            );
-        }
+        let mut r = csv_response(&answer.head, axum::body::Body::from(out));
+        r.headers_mut().insert(
+            header::HeaderName::from_static("sealgate-verify"),
+            header::HeaderValue::from_static(verdict),
+        );
         return Ok(r);
     }
     let mut doc: Value = serde_json::from_slice(&out).map_err(|e| internal(e.to_string()))?;
     if let Some(why) = &answer.store_ignored {
         doc["store_ignored"] = json!(why);
     }
-    if verify {
-        doc["verified"] = json!(findings.is_empty());
-        doc["findings"] = json!(findings.iter().map(ToString::to_string).collect::<Vec<_>>());
-    }
+    doc["verified"] = json!(findings.is_empty());
+    doc["findings"] = json!(findings.iter().map(ToString::to_string).collect::<Vec<_>>());
     Ok(axum::Json(doc).into_response())
+}
+
+fn csv_response(head: &ledger::Head, body: axum::body::Body) -> axum::response::Response {
+    let head = format!("{} {}", head.seq, head.hash.to_hex());
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::HeaderName::from_static("sealgate-head"), head),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Batches of an answer in flight between the query and the client: the
+/// query waits when the client reads slowly, and stops when it goes away.
+const STREAM_DEPTH: usize = 4;
+
+/// [`answer`] without `verify`: the rows go out as the query makes them, as
+/// JSON (`{"head": …, "rows": [`, the rows, `], "store_ignored"?}`) or CSV.
+async fn stream_answer(
+    api: Api,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    state: Option<GovState>,
+    sql: String,
+    csv: bool,
+) -> ApiResult {
+    type Chunk = Result<bytes::Bytes, std::io::Error>;
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<ledger::Head, QueryFailed>>();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(STREAM_DEPTH);
+    let limits = api.query_limits;
+    let ledger = api.gateway.ledger();
+    let store = ::query::store_dir(api.gateway.data_dir());
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut started_tx = Some(started_tx);
+        // The receiver goes with the response, or with the handler if the
+        // client left before it: either way the query stops.
+        let gone_away = {
+            let tx = tx.clone();
+            async move { tx.closed().await }
+        };
+        // The query's own runtime calls these from inside it; a bounded
+        // channel's send, waited for on this thread, is the backpressure.
+        let send = |chunk: Chunk| futures::executor::block_on(tx.send(chunk)).is_ok();
+        let gone = || ::query::Error::Sql {
+            message: "the client went away".into(),
+        };
+        let run = || -> Result<Option<String>, QueryFailed> {
+            let tables = match &state {
+                Some(state) => tables(&ledger, state).map_err(|e| QueryFailed::Log(format!("{e:#}")))?,
+                None => Vec::new(),
+            };
+            let head = ledger.head_checked().map_err(|e| QueryFailed::Log(e.to_string()))?;
+            let snap = Arc::new(::query::Snapshot::open(&store, ledger.clone(), head).map_err(QueryFailed::from)?);
+            let opts = ::query::Options {
+                tables: &tables,
+                limits,
+            };
+            let mut rows = 0usize;
+            let mut schema = None;
+            let mut ignored = None;
+            ::query::run_each(
+                snap,
+                ::query::Source::Store,
+                &sql,
+                &opts,
+                gone_away,
+                |s| {
+                    schema = Some(s.schema.clone());
+                    ignored = s.store_ignored.clone();
+                    if !csv {
+                        let open = format!(
+                            "{{\"head\":{{\"seq\":{},\"hash\":\"{}\"}},\"rows\":[",
+                            s.head.seq,
+                            s.head.hash.to_hex()
+                        );
+                        if !send(Ok(open.into())) {
+                            return Err(gone());
+                        }
+                    }
+                    if let Some(tx) = started_tx.take() {
+                        let _ = tx.send(Ok(s.head));
+                    }
+                    Ok(())
+                },
+                |batch| {
+                    let chunk = if csv {
+                        ::query::csv_rows(&batch, rows == 0)?
+                    } else {
+                        ::query::json_rows(&batch, rows > 0)?
+                    };
+                    rows += batch.num_rows();
+                    if batch.num_rows() > 0 && !send(Ok(chunk.into())) {
+                        return Err(gone());
+                    }
+                    Ok(())
+                },
+            )?;
+            if csv
+                && rows == 0
+                && let Some(schema) = schema
+            {
+                let header = ::query::csv_header(schema)?;
+                if !send(Ok(header.into())) {
+                    return Err(QueryFailed::from(gone()));
+                }
+            }
+            Ok(ignored)
+        };
+        match run() {
+            Ok(ignored) => {
+                if !csv {
+                    let close = match ignored {
+                        Some(why) => format!("],\"store_ignored\":{}}}\n", json!(why)),
+                        None => "]}\n".to_string(),
+                    };
+                    send(Ok(close.into()));
+                }
+            }
+            Err(e) => match started_tx.take() {
+                // Before the first byte: the client gets the error.
+                Some(tx) => {
+                    let _ = tx.send(Err(e));
+                }
+                // After it: the answer is cut off.
+                None => {
+                    let why = match e {
+                        QueryFailed::Query(m) | QueryFailed::Log(m) => m,
+                    };
+                    tracing::warn!(error = %why, "admin API: a streamed answer was cut off");
+                    send(Err(std::io::Error::other(why)));
+                }
+            },
+        }
+    });
+    let head = started_rx
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "the query task failed".into()))?
+        .map_err(QueryFailed::into_api)?;
+    let body = axum::body::Body::from_stream(tokio_stream_of(rx));
+    if csv {
+        return Ok(csv_response(&head, body));
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// The receiving end of a channel as a stream.
+fn tokio_stream_of<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// `GET /admin/search?q=&from=&to=&server=&principal=&limit=&verify=`: as
@@ -527,7 +666,11 @@ pub(super) async fn search(
         let _permit = permit;
         let unavailable = |e: String| ApiError(StatusCode::SERVICE_UNAVAILABLE, e);
         let head = ledger.head_checked().map_err(|e| unavailable(e.to_string()))?;
-        let from = q.from.as_deref().map(|v| seq_of(&ledger, "from", v, false)).transpose()?;
+        let from = q
+            .from
+            .as_deref()
+            .map(|v| seq_of(&ledger, "from", v, false))
+            .transpose()?;
         let to = q.to.as_deref().map(|v| seq_of(&ledger, "to", v, true)).transpose()?;
         let (from, to) = (from.unwrap_or(0), to.unwrap_or(head.seq));
         if from > to {
@@ -550,8 +693,8 @@ pub(super) async fn search(
         };
         let snap = ::query::text::TextSnapshot::open(&dir, ledger, head).map_err(failed)?;
         let answer = ::query::text::search(&snap, &req).map_err(failed)?;
-        let mut doc = serde_json::to_value(&answer)
-            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let mut doc =
+            serde_json::to_value(&answer).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         if q.verify {
             let findings = ::query::text::verify(&snap, &req, &answer).map_err(failed)?;
             doc["verified"] = json!(findings.is_empty());
@@ -560,7 +703,12 @@ pub(super) async fn search(
         Ok(doc)
     })
     .await
-    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the search task failed: {e}")))??;
+    .map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the search task failed: {e}"),
+        )
+    })??;
     Ok(axum::Json(done).into_response())
 }
 
@@ -592,6 +740,15 @@ fn seq_of(ledger: &Ledger, name: &str, v: &str, end: bool) -> Result<u64, ApiErr
 enum QueryFailed {
     Query(String),
     Log(String),
+}
+
+impl QueryFailed {
+    fn into_api(self) -> ApiError {
+        match self {
+            QueryFailed::Query(m) => ApiError(StatusCode::BAD_REQUEST, m),
+            QueryFailed::Log(m) => ApiError(StatusCode::SERVICE_UNAVAILABLE, m),
+        }
+    }
 }
 
 impl From<::query::Error> for QueryFailed {
