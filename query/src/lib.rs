@@ -250,7 +250,7 @@ pub fn run_each(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    runtime.block_on(async {
+    let answer = runtime.block_on(async {
         for (name, definition) in views::VIEWS {
             ctx.sql(&format!("CREATE VIEW {name} AS {definition}"))
                 .await
@@ -270,7 +270,20 @@ pub fn run_each(
                 store_ignored: snap.store_ignored.clone(),
                 checkable,
             })?;
-            while let Some(batch) = stream.next().await {
+            // The plan runs on a worker; this thread only hands its batches
+            // on and watches the clock, so the time limit and `until` stop
+            // the query on time even while an operator computes for long
+            // without yielding a batch.
+            let (batches, mut received) = tokio::sync::mpsc::channel(2);
+            let pump = tokio::spawn(async move {
+                while let Some(batch) = stream.next().await {
+                    if batches.send(batch).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let _abort = AbortOnDrop(pump);
+            while let Some(batch) = received.recv().await {
                 each(batch.map_err(sql_error)?)?;
             }
             Ok::<_, Error>(())
@@ -287,9 +300,22 @@ pub fn run_each(
                 timeout.as_secs_f64()
             ),
         })?
-    })?;
+    });
+    // A worker may still be inside an operator that has not yielded: the
+    // runtime is left to wind down on its own rather than waited for.
+    runtime.shutdown_background();
+    answer?;
     let stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(stats)
+}
+
+/// Aborts the task when dropped: a query stopped early stops its plan.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Which output columns come unchanged from one `events` row: those

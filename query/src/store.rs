@@ -72,8 +72,15 @@ impl Segment {
 
     /// The segment's rows, as stored.
     pub fn read(&self) -> Result<Vec<RecordBatch>, Error> {
+        self.read_columns(None)
+    }
+
+    /// The segment's rows, only the columns `projection` names (by index,
+    /// in that order), when it names some.
+    pub fn read_columns(&self, projection: Option<&[usize]>) -> Result<Vec<RecordBatch>, Error> {
         let file = File::open(&self.path).map_err(|e| Error::io("cannot open segment", &self.path, e))?;
-        let reader = FileReader::try_new(file, None).map_err(|e| Error::arrow(&self.path, e))?;
+        let reader = FileReader::try_new(std::io::BufReader::new(file), projection.map(<[usize]>::to_vec))
+            .map_err(|e| Error::arrow(&self.path, e))?;
         reader.map(|b| b.map_err(|e| Error::arrow(&self.path, e))).collect()
     }
 

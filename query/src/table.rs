@@ -348,8 +348,204 @@ fn df(e: Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
+/// What a scan reads, in seq order: segments, then the rows past them.
+#[derive(Clone)]
+enum Piece {
+    Segment(Segment),
+    Tail(Vec<Row>),
+}
+
+/// A scan of `events` without a key lookup: its pieces, read one at a time
+/// when the plan pulls rows, each cut to the projected columns.
+struct Scan {
+    snap: Arc<Snapshot>,
+    source: Source,
+    stats: Arc<Mutex<ScanStats>>,
+    pieces: Vec<Piece>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for Scan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scan")
+            .field("source", &self.source)
+            .field("pieces", &self.pieces.len())
+            .field("projection", &self.projection)
+            .finish()
+    }
+}
+
+impl Scan {
+    fn new(table: &EventsTable, filters: &[Expr], projection: Option<&[usize]>) -> Result<Scan, DataFusionError> {
+        let bounds = Bounds::from_filters(filters);
+        let snap = &table.snap;
+        let mut pieces: Vec<Piece> = snap
+            .segments
+            .iter()
+            .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
+            .map(|s| Piece::Segment(s.clone()))
+            .collect();
+        pieces.push(Piece::Tail(
+            snap.tail.iter().filter(|r| bounds.holds(r)).cloned().collect(),
+        ));
+        let full = row::schema();
+        let schema = match projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full,
+        };
+        Ok(Scan {
+            snap: snap.clone(),
+            source: table.source,
+            stats: table.stats.clone(),
+            pieces,
+            projection: projection.map(<[usize]>::to_vec),
+            schema,
+        })
+    }
+
+    /// One piece's rows, projected, and what reading it cost.
+    fn read(&self, piece: &Piece) -> Result<Vec<RecordBatch>, Error> {
+        let mut stats = ScanStats::default();
+        let from_rows = |rows: &[Row]| -> Result<RecordBatch, Error> {
+            if self.projection.as_deref() == Some(&[]) {
+                return no_columns(Path::new("<log>"), rows.len());
+            }
+            let b = row::batch(rows)?;
+            match &self.projection {
+                Some(p) => b.project(p).map_err(|e| Error::Arrow {
+                    context: "projecting rows".into(),
+                    message: e.to_string(),
+                }),
+                None => Ok(b),
+            }
+        };
+        let out = match piece {
+            Piece::Segment(s) => {
+                stats.segments_read.push((s.from, s.to));
+                // A plan that needs no column (`count(*)`) still needs the
+                // row count: one column is read, then dropped.
+                let columns = match self.projection.as_deref() {
+                    Some([]) => Some(&[0][..]),
+                    p => p,
+                };
+                let stored = match self.source {
+                    Source::Store => match s.read_columns(columns) {
+                        Ok(batches) if self.projection.as_deref() == Some(&[]) => Some(
+                            batches
+                                .iter()
+                                .map(|b| no_columns(&s.path, b.num_rows()))
+                                .collect::<Result<_, _>>()?,
+                        ),
+                        Ok(batches) => Some(batches),
+                        // An unreadable segment costs speed, not the
+                        // answer: its range is read from the log.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "query index: a segment cannot be read; its events are read from the log (run `sealgate index rebuild`)");
+                            stats.segments_unreadable.push((s.from, s.to));
+                            None
+                        }
+                    },
+                    Source::Log => None,
+                };
+                match stored {
+                    Some(batches) => {
+                        stats.rows_from_segments += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                        let narrowed = self
+                            .projection
+                            .as_ref()
+                            .is_some_and(|p| !p.is_empty() && p.len() < row::schema().fields().len());
+                        if narrowed {
+                            batches
+                                .into_iter()
+                                .map(|b| detached(&s.path, b))
+                                .collect::<Result<_, _>>()?
+                        } else {
+                            batches
+                        }
+                    }
+                    None => {
+                        let rows = read_rows(&self.snap.ledger, s.from, s.to)?;
+                        stats.rows_from_log += rows.len() as u64;
+                        vec![from_rows(&rows)?]
+                    }
+                }
+            }
+            Piece::Tail(rows) => {
+                stats.rows_from_log += rows.len() as u64;
+                vec![from_rows(rows)?]
+            }
+        };
+        let mut s = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.segments_read.extend(stats.segments_read);
+        s.segments_unreadable.extend(stats.segments_unreadable);
+        s.rows_from_segments += stats.rows_from_segments;
+        s.rows_from_log += stats.rows_from_log;
+        Ok(out)
+    }
+}
+
+/// A batch of `rows` rows and no column (what `count(*)` scans).
+fn no_columns(path: &Path, rows: usize) -> Result<RecordBatch, Error> {
+    RecordBatch::try_new_with_options(
+        Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+        Vec::new(),
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| Error::arrow(path, e))
+}
+
+/// `b`'s columns copied out of the segment's block: a projected column read
+/// from an IPC file shares the buffer of the whole record (every column),
+/// which would stay in memory as long as any operator kept the column.
+fn detached(path: &Path, b: RecordBatch) -> Result<RecordBatch, Error> {
+    use datafusion::arrow::array::{MutableArrayData, make_array};
+    let columns = b
+        .columns()
+        .iter()
+        .map(|c| {
+            let data = c.to_data();
+            let mut copy = MutableArrayData::new(vec![&data], false, data.len());
+            copy.extend(0, 0, data.len());
+            make_array(copy.freeze())
+        })
+        .collect();
+    RecordBatch::try_new(b.schema(), columns).map_err(|e| Error::arrow(path, e))
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for Scan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        let me = Scan {
+            snap: self.snap.clone(),
+            source: self.source,
+            stats: self.stats.clone(),
+            pieces: Vec::new(),
+            projection: self.projection.clone(),
+            schema: self.schema.clone(),
+        };
+        let pieces = self.pieces.clone();
+        // Reads block the query's own runtime (lib.rs), one piece at a time.
+        let batches = pieces.into_iter().flat_map(move |p| match me.read(&p) {
+            Ok(batches) => batches.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(df(e))],
+        });
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(batches),
+        ))
+    }
+}
+
 impl EventsTable {
-    /// The batches for `filters`, and what was read.
+    /// The rows of a key lookup (`filters` hold `key = 'value'`) from the
+    /// store's key indexes, and what was read.
     fn batches(&self, filters: &[Expr]) -> Result<Vec<RecordBatch>, Error> {
         let bounds = Bounds::from_filters(filters);
         let snap = &self.snap;
@@ -358,91 +554,58 @@ impl EventsTable {
         // Key indexes serve the store's answers only: the log's (what
         // `--verify` compares with) never reads them, so an edited key
         // index cannot hide a row from both.
-        let key = key_equality(filters).filter(|_| self.source == Source::Store);
-        if let Some((column, value)) = key {
-            let mut seqs = BTreeSet::new();
-            for s in snap
-                .segments
-                .iter()
-                .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
-            {
-                match s.lookup(&column, &value) {
-                    Ok(found) => {
-                        seqs.extend(found.into_iter().filter(|q| (s.from..=s.to).contains(q)));
-                    }
-                    // An unreadable key index: the segment's range is
-                    // searched in the log instead.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "query index: a key index cannot be read; its range is searched in the log (run `sealgate index rebuild`)");
-                        stats.segments_unreadable.push((s.from, s.to));
-                        for r in read_rows(&snap.ledger, s.from, s.to)? {
-                            if row::key_of(&r, &column) == Some(value.as_str()) {
-                                seqs.insert(r.seq);
-                            }
+        let Some((column, value)) = key_equality(filters) else {
+            return Ok(out);
+        };
+        let mut seqs = BTreeSet::new();
+        for s in snap
+            .segments
+            .iter()
+            .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
+        {
+            match s.lookup(&column, &value) {
+                Ok(found) => {
+                    seqs.extend(found.into_iter().filter(|q| (s.from..=s.to).contains(q)));
+                }
+                // An unreadable key index: the segment's range is
+                // searched in the log instead.
+                Err(e) => {
+                    tracing::warn!(error = %e, "query index: a key index cannot be read; its range is searched in the log (run `sealgate index rebuild`)");
+                    stats.segments_unreadable.push((s.from, s.to));
+                    for r in read_rows(&snap.ledger, s.from, s.to)? {
+                        if row::key_of(&r, &column) == Some(value.as_str()) {
+                            seqs.insert(r.seq);
                         }
                     }
                 }
             }
-            let mut rows: Vec<Row> = Vec::new();
-            for seq in seqs {
-                let e = snap
-                    .ledger
-                    .get(seq)
-                    .map_err(|e| Error::ledger("reading a looked-up event", e))?
-                    .ok_or(Error::Gap {
-                        expected: seq,
-                        found: snap.head.seq,
-                    })?;
-                let r = row::row(&e)?;
-                // The index names candidates: the event must hold the key.
-                if bounds.holds(&r) && row::key_of(&r, &column) == Some(value.as_str()) {
-                    rows.push(r);
-                }
-            }
-            stats.rows_from_log += rows.len() as u64;
-            let tail: Vec<Row> = snap
-                .tail
-                .iter()
-                .filter(|r| bounds.holds(r) && row::key_of(r, &column) == Some(value.as_str()))
-                .cloned()
-                .collect();
-            stats.key_lookups.push((column, value, rows.len() + tail.len()));
-            rows.extend(tail);
-            out.push(row::batch(&rows)?);
-        } else {
-            for s in snap
-                .segments
-                .iter()
-                .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
-            {
-                stats.segments_read.push((s.from, s.to));
-                match self.source {
-                    Source::Store => match s.read() {
-                        Ok(batches) => {
-                            stats.rows_from_segments += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                            out.extend(batches);
-                        }
-                        // An unreadable segment costs speed, not the
-                        // answer: its range is read from the log.
-                        Err(e) => {
-                            tracing::warn!(error = %e, "query index: a segment cannot be read; its events are read from the log (run `sealgate index rebuild`)");
-                            let rows = read_rows(&snap.ledger, s.from, s.to)?;
-                            stats.rows_from_log += rows.len() as u64;
-                            stats.segments_unreadable.push((s.from, s.to));
-                            out.push(row::batch(&rows)?);
-                        }
-                    },
-                    Source::Log => {
-                        let rows = read_rows(&snap.ledger, s.from, s.to)?;
-                        stats.rows_from_log += rows.len() as u64;
-                        out.push(row::batch(&rows)?);
-                    }
-                }
-            }
-            let tail: Vec<Row> = snap.tail.iter().filter(|r| bounds.holds(r)).cloned().collect();
-            stats.rows_from_log += tail.len() as u64;
-            out.push(row::batch(&tail)?);
         }
+        let mut rows: Vec<Row> = Vec::new();
+        for seq in seqs {
+            let e = snap
+                .ledger
+                .get(seq)
+                .map_err(|e| Error::ledger("reading a looked-up event", e))?
+                .ok_or(Error::Gap {
+                    expected: seq,
+                    found: snap.head.seq,
+                })?;
+            let r = row::row(&e)?;
+            // The index names candidates: the event must hold the key.
+            if bounds.holds(&r) && row::key_of(&r, &column) == Some(value.as_str()) {
+                rows.push(r);
+            }
+        }
+        stats.rows_from_log += rows.len() as u64;
+        let tail: Vec<Row> = snap
+            .tail
+            .iter()
+            .filter(|r| bounds.holds(r) && row::key_of(r, &column) == Some(value.as_str()))
+            .cloned()
+            .collect();
+        stats.key_lookups.push((column, value, rows.len() + tail.len()));
+        rows.extend(tail);
+        out.push(row::batch(&rows)?);
         let mut s = self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.segments_read.extend(stats.segments_read);
         s.segments_unreadable.extend(stats.segments_unreadable);
@@ -478,9 +641,26 @@ impl TableProvider for EventsTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let batches = self.batches(filters).map_err(df)?;
-        let plan: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&[batches], row::schema(), projection.cloned())?;
-        Ok(plan)
+        // A key lookup reads a few events: they are read now. A scan reads
+        // its segments one at a time as the plan asks for rows, only the
+        // columns it needs, so that memory holds what the plan's operators
+        // keep (which the memory limit counts), not the table.
+        if key_equality(filters).is_some() && self.source == Source::Store {
+            let batches = self.batches(filters).map_err(df)?;
+            let plan: Arc<dyn ExecutionPlan> =
+                MemorySourceConfig::try_new_exec(&[batches], row::schema(), projection.cloned())?;
+            return Ok(plan);
+        }
+        let scan = Arc::new(Scan::new(self, filters, projection.map(Vec::as_slice))?);
+        let schema = scan.schema.clone();
+        let plan = datafusion::physical_plan::streaming::StreamingTableExec::try_new(
+            schema,
+            vec![scan],
+            None,
+            Vec::new(),
+            false,
+            None,
+        )?;
+        Ok(Arc::new(plan))
     }
 }

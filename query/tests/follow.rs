@@ -566,7 +566,7 @@ fn a_damaged_index_costs_speed_not_the_answer() {
     let store = dir.path().join("store");
     follow(&store, &ledger);
     let sql = "SELECT kind, count(*) AS n FROM events GROUP BY kind ORDER BY kind";
-    let lookup = "SELECT seq FROM events WHERE call_id = (SELECT call_id FROM events WHERE call_id IS NOT NULL AND seq > 250 LIMIT 1) ORDER BY seq";
+    let lookup = "SELECT seq FROM events WHERE call_id = (SELECT call_id FROM events WHERE call_id IS NOT NULL AND seq > 250 ORDER BY seq LIMIT 1) ORDER BY seq";
     let want = csv(&ask(&store, &ledger, sql).0);
     let want_lookup = csv(&ask(&store, &ledger, lookup).0);
     let segs = query::store::list_segments(&store).expect("list");
