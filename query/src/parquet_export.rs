@@ -46,6 +46,17 @@ pub struct ExportedFile {
 /// written to a `.tmp`, fsynced and renamed, the manifest last: a directory
 /// without a manifest is an export that did not finish.
 pub fn export(snap: Arc<Snapshot>, dir: &Path, window: &Window, opts: &Options<'_>) -> Result<Manifest, Error> {
+    export_tables(snap, dir, window, opts, TABLES)
+}
+
+/// [`export`] of `tables` only (names and time columns, as in [`TABLES`]).
+pub fn export_tables(
+    snap: Arc<Snapshot>,
+    dir: &Path,
+    window: &Window,
+    opts: &Options<'_>,
+    tables: &[(&str, &str)],
+) -> Result<Manifest, Error> {
     let manifest_path = dir.join("manifest.json");
     if manifest_path.exists() {
         return Err(Error::Corrupt {
@@ -55,7 +66,7 @@ pub fn export(snap: Arc<Snapshot>, dir: &Path, window: &Window, opts: &Options<'
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
     let mut files = Vec::new();
-    for (table, column) in TABLES {
+    for (table, column) in tables {
         let sql = format!("SELECT * FROM {table} WHERE {} ORDER BY seq", window.on(column));
         let answer = run_with(snap.clone(), Source::Store, &sql, opts)?;
         let path: PathBuf = dir.join(format!("{table}.parquet"));

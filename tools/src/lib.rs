@@ -6,3 +6,4 @@ pub mod fast_upstream;
 pub mod golden;
 pub mod otlp;
 pub mod table;
+pub mod traffic;
