@@ -13,6 +13,25 @@ pub const VIEWS: &[(&str, &str)] = &[
     ("sessions", SESSIONS),
 ];
 
+/// Whether a query with text `sql` needs view `name`: it names it, or
+/// names a view built on it (`calls` uses `approvals`). A name counts
+/// wherever it stands as a word (in a string or a comment too: planning
+/// a view that is not used costs time, not answers).
+pub fn wanted(sql: &str, name: &str) -> bool {
+    let users: &[&str] = match name {
+        "approvals" => &["approvals", "calls"],
+        other => &[other][..],
+    };
+    let text = sql.to_ascii_lowercase();
+    users.iter().any(|u| mentions(&text, u))
+}
+
+fn mentions(text: &str, word: &str) -> bool {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    text.match_indices(word)
+        .any(|(i, _)| !ident(text[..i].chars().next_back()) && !ident(text[i + word.len()..].chars().next()))
+}
+
 /// One row per `policy.decision`.
 const DECISIONS: &str = "
 SELECT seq, hash, ts, call_id, answers AS request_seq, request_id, trace_id,
@@ -78,3 +97,23 @@ LEFT JOIN (SELECT session,
                   max(ts) AS last_seen
            FROM events WHERE session IS NOT NULL GROUP BY session) a ON a.session = o.session
 WHERE o.kind = 'session.opened'";
+
+#[cfg(test)]
+mod tests {
+    use super::wanted;
+
+    #[test]
+    fn a_view_is_wanted_where_its_name_stands_as_a_word() {
+        assert!(wanted("SELECT * FROM calls", "calls"));
+        assert!(wanted("SELECT * FROM CALLS c", "calls"));
+        assert!(wanted("select * from \"calls\"", "calls"));
+        assert!(
+            wanted("SELECT * FROM calls", "approvals"),
+            "calls is built on approvals"
+        );
+        assert!(!wanted("SELECT * FROM calls", "sessions"));
+        assert!(!wanted("SELECT recalls, calls_x FROM events", "calls"));
+        assert!(!wanted("SELECT seq FROM events WHERE hash = 'x'", "decisions"));
+        assert!(wanted("SELECT 1 FROM events JOIN decisions USING (seq)", "decisions"));
+    }
+}
