@@ -34,10 +34,11 @@ fn request_id(event: &Event) -> Option<String> {
     })
 }
 
-/// OCSF severity_id: 1 Informational, 3 Medium, 4 High.
+/// OCSF severity_id: 1 Informational, 3 Medium, 4 High, 5 Critical.
 fn severity_id(event: &Event) -> (u8, &'static str) {
     use opentelemetry_proto::tonic::logs::v1::SeverityNumber as S;
     match crate::record::severity(event) {
+        S::Fatal => (5, "Critical"),
         S::Error => (4, "High"),
         S::Warn => (3, "Medium"),
         _ => (1, "Informational"),
@@ -337,7 +338,7 @@ pub fn ocsf(sealed: &SealedEvent, ledger_id: &str) -> Value {
             obj.insert("policy".into(), Value::Object(policy));
         }
     }
-    if kind == "tools.drifted" {
+    if kind == "tools.drifted" || kind == "alert.raised" {
         profiles.push("security_control");
         obj.insert("is_alert".into(), json!(true));
     }
