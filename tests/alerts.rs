@@ -5,7 +5,8 @@
 //! HTTP receiver (axum on a loopback port) for the webhooks. Each detection
 //! fires on its traffic and not on clean traffic; a restarted detector
 //! neither repeats nor misses an alert; a webhook gets the approval
-//! notification with its commands and is retried after a 500. The tool-drift detection needs an
+//! notification with its commands and is retried after a 500; the admin
+//! API shows the exporters' status. The tool-drift detection needs an
 //! upstream whose tools change: `tests/alerts_e2e.rs`.
 
 mod support;
@@ -577,4 +578,75 @@ async fn webhooks_announce_approvals_and_are_retried() {
         "the webhook's secret is in the ledger"
     );
     rig.verify();
+}
+
+// ------------------------------------------------------------- admin API
+
+/// `GET /admin/export` shows each sink as `sealgate export status` does
+/// (auditors and admins; approvers and callers without a role are
+/// refused); `POST /admin/export/{sink}/replay` (admins) asks for a replay,
+/// which the status then shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_shows_export_status() {
+    let rig = rig(
+        "[alerts]\nenabled = false\n\n[[exporters]]\nname = \"soc\"\nendpoint = \"http://127.0.0.1:9\"\nprotocol = \"grpc\"\n",
+    )
+    .await;
+    let status = rig.admin("GET", "/admin/export", Some("audrey"), None).await;
+    assert_eq!(status.status, StatusCode::OK, "{status:?}");
+    let sinks = status.json()["sinks"].clone();
+    let head = rig.head();
+    assert_eq!(sinks[0]["name"], "soc", "{sinks:#}");
+    assert_eq!(sinks[0]["endpoint"], "http://127.0.0.1:9");
+    assert_eq!(sinks[0]["cursor"], Value::Null, "never ran: {sinks:#}");
+    assert_eq!(sinks[0]["head"].as_u64(), Some(head));
+    assert_eq!(sinks[0]["lag_events"].as_u64(), Some(head + 1), "{sinks:#}");
+    assert_eq!(sinks[0]["status"], Value::Null);
+    assert_eq!(sinks[0]["replay_from"], Value::Null);
+
+    for (who, code) in [("bob", StatusCode::FORBIDDEN), ("alice", StatusCode::FORBIDDEN)] {
+        let r = rig.admin("GET", "/admin/export", Some(who), None).await;
+        assert_eq!(r.status, code, "{who}: {r:?}");
+    }
+    let r = rig.admin("GET", "/admin/export", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+
+    let r = rig
+        .admin(
+            "POST",
+            "/admin/export/soc/replay",
+            Some("audrey"),
+            Some(json!({"from": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "an auditor asked for a replay: {r:?}");
+    let r = rig
+        .admin(
+            "POST",
+            "/admin/export/nope/replay",
+            Some("root"),
+            Some(json!({"from": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    let r = rig
+        .admin(
+            "POST",
+            "/admin/export/soc/replay",
+            Some("root"),
+            Some(json!({"from": head + 5})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    let r = rig
+        .admin(
+            "POST",
+            "/admin/export/soc/replay",
+            Some("root"),
+            Some(json!({"from": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let status = rig.admin("GET", "/admin/export", Some("root"), None).await;
+    assert_eq!(status.json()["sinks"][0]["replay_from"], 1, "{status:?}");
 }
