@@ -463,3 +463,44 @@ pub fn ocsf(sealed: &SealedEvent, ledger_id: &str) -> Value {
     }
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The golden `alert.raised` event (`tests/data/events/`), with its
+    /// body's severity set to `severity`.
+    fn alert(severity: &str) -> Event {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/events/written-2026-12-07c.jsonl"
+        );
+        let text = std::fs::read_to_string(path).expect("golden file");
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"kind\":\"alert.raised\""))
+            .expect("an alert.raised event");
+        let value = ledger::Value::from_json_str(line).expect("JSON");
+        let mut event = Event::decode(&value.to_canonical()).expect("event");
+        event
+            .body
+            .insert("severity".into(), ledger::Value::String(severity.into()));
+        event
+    }
+
+    /// An alert is exported high at least: OTLP ERROR and OCSF High, and
+    /// FATAL / Critical when it is critical (docs/EXPORT.md, Severity).
+    #[test]
+    fn alerts_are_exported_with_high_or_critical_severity() {
+        use opentelemetry_proto::tonic::logs::v1::SeverityNumber as S;
+        for (severity, otlp, ocsf) in [
+            ("medium", S::Error, (4, "High")),
+            ("high", S::Error, (4, "High")),
+            ("critical", S::Fatal, (5, "Critical")),
+        ] {
+            let e = alert(severity);
+            assert_eq!(crate::record::severity(&e), otlp, "{severity}");
+            assert_eq!(severity_id(&e), ocsf, "{severity}");
+        }
+    }
+}
