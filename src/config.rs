@@ -49,6 +49,12 @@ pub struct Config {
     /// Limits of `sealgate query` and `report`.
     #[serde(default)]
     pub query: QueryConfig,
+    /// The alert detections and their thresholds (`docs/ALERTS.md`).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertsConfig,
+    /// Webhooks for approvals waiting and alerts (`docs/ALERTS.md`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::alerts::notify::WebhookConfig>,
 }
 
 /// Limits of a query.
@@ -601,6 +607,16 @@ impl Config {
         ] {
             if !v.is_finite() || v < 0.0 {
                 bail!("config: gates.{key} = {v}: must be a finite number, 0 or more");
+            }
+        }
+        self.alerts
+            .thresholds(&self.gates)
+            .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        let mut names = std::collections::BTreeSet::new();
+        for hook in &self.webhooks {
+            hook.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+            if !names.insert(hook.name.as_str()) {
+                bail!("config: two webhooks are named {:?}", hook.name);
             }
         }
         for (name, server) in &self.servers {

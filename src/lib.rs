@@ -4,6 +4,7 @@
 //! (`docs/ARCHITECTURE.md`).
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+pub mod alerts;
 pub mod api;
 pub mod cli;
 pub mod commands;

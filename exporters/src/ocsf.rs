@@ -34,10 +34,11 @@ fn request_id(event: &Event) -> Option<String> {
     })
 }
 
-/// OCSF severity_id: 1 Informational, 3 Medium, 4 High.
+/// OCSF severity_id: 1 Informational, 3 Medium, 4 High, 5 Critical.
 fn severity_id(event: &Event) -> (u8, &'static str) {
     use opentelemetry_proto::tonic::logs::v1::SeverityNumber as S;
     match crate::record::severity(event) {
+        S::Fatal => (5, "Critical"),
         S::Error => (4, "High"),
         S::Warn => (3, "Medium"),
         _ => (1, "Informational"),
@@ -337,7 +338,7 @@ pub fn ocsf(sealed: &SealedEvent, ledger_id: &str) -> Value {
             obj.insert("policy".into(), Value::Object(policy));
         }
     }
-    if kind == "tools.drifted" {
+    if kind == "tools.drifted" || kind == "alert.raised" {
         profiles.push("security_control");
         obj.insert("is_alert".into(), json!(true));
     }
@@ -461,4 +462,45 @@ pub fn ocsf(sealed: &SealedEvent, ledger_id: &str) -> Value {
         _ => {}
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The golden `alert.raised` event (`tests/data/events/`), with its
+    /// body's severity set to `severity`.
+    fn alert(severity: &str) -> Event {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/events/written-2026-12-07c.jsonl"
+        );
+        let text = std::fs::read_to_string(path).expect("golden file");
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"kind\":\"alert.raised\""))
+            .expect("an alert.raised event");
+        let value = ledger::Value::from_json_str(line).expect("JSON");
+        let mut event = Event::decode(&value.to_canonical()).expect("event");
+        event
+            .body
+            .insert("severity".into(), ledger::Value::String(severity.into()));
+        event
+    }
+
+    /// An alert is exported high at least: OTLP ERROR and OCSF High, and
+    /// FATAL / Critical when it is critical (docs/EXPORT.md, Severity).
+    #[test]
+    fn alerts_are_exported_with_high_or_critical_severity() {
+        use opentelemetry_proto::tonic::logs::v1::SeverityNumber as S;
+        for (severity, otlp, ocsf) in [
+            ("medium", S::Error, (4, "High")),
+            ("high", S::Error, (4, "High")),
+            ("critical", S::Fatal, (5, "Critical")),
+        ] {
+            let e = alert(severity);
+            assert_eq!(crate::record::severity(&e), otlp, "{severity}");
+            assert_eq!(severity_id(&e), ocsf, "{severity}");
+        }
+    }
 }

@@ -104,6 +104,13 @@ pub fn severity(event: &Event) -> SeverityNumber {
         | "approval.expired" | "server.quarantined" | "server.revoked" => S::Warn,
         // The pins no longer match what the server lists: a possible rug pull.
         "tools.drifted" => S::Error,
+        // A detection fired (docs/ALERTS.md): high at least, critical for
+        // what must never happen.
+        "alert.raised" => match body_str(event, "severity") {
+            Some("critical") => S::Fatal,
+            _ => S::Error,
+        },
+        "notification.failed" => S::Warn,
         _ => S::Info,
     }
 }
@@ -112,6 +119,7 @@ fn severity_text(s: SeverityNumber) -> &'static str {
     match s {
         SeverityNumber::Warn => "WARN",
         SeverityNumber::Error => "ERROR",
+        SeverityNumber::Fatal => "FATAL",
         _ => "INFO",
     }
 }

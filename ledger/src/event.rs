@@ -113,6 +113,13 @@ event_kinds! {
     /// expired or withdrawn): its terminal event, as an execution outcome is
     /// for a call that ran.
     CallRefused = "call.refused",
+    /// A detection over the log fired (written by the gateway's alert
+    /// detector, naming the events it was computed from).
+    AlertRaised = "alert.raised",
+    /// A webhook accepted a notification.
+    NotificationDelivered = "notification.delivered",
+    /// A webhook notification given up on.
+    NotificationFailed = "notification.failed",
 }
 
 impl EventKind {

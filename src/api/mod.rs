@@ -9,7 +9,11 @@
 //! events that carried a redacted value (`gateway::findable`); the value is
 //! in the body, never in the URL, an answer, an error or a log line.
 //! `POST /admin/query` and `GET /admin/reports/{name}` (auditor) answer
-//! read-only queries and reports (`query`, docs/QUERY.md).
+//! read-only queries and reports (`query`, docs/QUERY.md). `GET
+//! /admin/export` (auditor) is `sealgate export status`, `POST
+//! /admin/export/{sink}/replay` (admin) `sealgate export replay`
+//! (docs/EXPORT.md): they read and write the sinks' files, never the
+//! ledger.
 //!
 //! Times are RFC 3339 strings, as in events.
 
@@ -40,6 +44,8 @@ struct Api {
     targets: ::query::reports::Targets,
     /// Queries running at once through the API (`query::MAX_RUNNING`).
     queries: Arc<tokio::sync::Semaphore>,
+    /// The `[[exporters]]` sinks, for `/admin/export`.
+    exporters: Arc<Vec<exporters::SinkConfig>>,
 }
 
 impl Api {
@@ -103,6 +109,7 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         query_limits: config.query.limits(None),
         targets: config.gates.targets(),
         queries: Arc::new(tokio::sync::Semaphore::new(query::MAX_RUNNING)),
+        exporters: Arc::new(config.exporters.clone()),
     };
     Router::new()
         .route("/admin/state/{part}", get(state))
@@ -118,6 +125,8 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         .route("/admin/search", get(query::search))
         .route("/admin/reports", get(query::reports))
         .route("/admin/reports/{name}", get(query::report))
+        .route("/admin/export", get(export_status))
+        .route("/admin/export/{sink}/replay", post(export_replay))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
 }
@@ -456,4 +465,64 @@ async fn find(
         "admin API: a search by value (the value is not logged)"
     );
     ok(serde_json::to_value(&found).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?)
+}
+
+/// `GET /admin/export`: every sink's cursor, lag, state, last error and
+/// dead letters, the figures of `sealgate export status`.
+async fn export_status(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    require(&p, "auditor")?;
+    let ledger = api.gateway.ledger();
+    let data_dir = api.gateway.data_dir().to_owned();
+    let sinks = Arc::clone(&api.exporters);
+    let reports = tokio::task::spawn_blocking(move || exporters::report(&data_dir, &ledger, &sinks))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let sinks =
+        serde_json::to_value(&reports).map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    ok(json!({"sinks": sinks}))
+}
+
+/// `POST /admin/export/{sink}/replay` with `{"from": SEQ}`: the sink sends
+/// the log again from `SEQ` (`sealgate export replay`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayRequest {
+    from: u64,
+}
+
+async fn export_replay(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(sink): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    require(&p, "admin")?;
+    if !api.exporters.iter().any(|s| s.name == sink) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no exporter named {sink:?} in the config"),
+        ));
+    }
+    let request: ReplayRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be {{\"from\": seq}}: {e}"),
+        )
+    })?;
+    let head = api.gateway.ledger().head().seq;
+    if request.from > head {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("seq {} is past the log's head (seq {head})", request.from),
+        ));
+    }
+    let dir = exporters::sink_dir(api.gateway.data_dir(), &sink);
+    let from = request.from;
+    tokio::task::spawn_blocking(move || exporters::request_replay(&dir, from))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    tracing::info!(principal = %p.name, sink = %sink, from, "admin API: export replay requested");
+    ok(json!({"sink": sink, "replay_from": from, "head": head}))
 }

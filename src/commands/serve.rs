@@ -98,8 +98,20 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     // Each exporter follows the log on a thread of its own (docs/EXPORT.md);
     // a config that cannot work stops the start, a collector that is down
     // does not.
-    let export_threads = exporters::spawn(&paths.data_dir, ledger, &config.exporters, stop_follower.clone())
-        .context("cannot start the exporters")?;
+    let export_threads = exporters::spawn(
+        &paths.data_dir,
+        ledger.clone(),
+        &config.exporters,
+        stop_follower.clone(),
+    )
+    .context("cannot start the exporters")?;
+    // The alert detector and the webhooks follow the log on threads of
+    // their own and append through this process's writer (docs/ALERTS.md).
+    let alerts = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop_follower.clone())
+        .map_err(anyhow::Error::msg)?;
+    // The webhooks start once the address is bound: it is their default
+    // link to the admin API.
+    let mut notify = None;
     let served = runtime()?.block_on(async {
         let anonymous = config.gateway.anonymous_principal.clone();
         if let Some(name) = &anonymous {
@@ -113,6 +125,18 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             .await
             .with_context(|| format!("cannot listen on {}", config.gateway.listen))?;
         let addr = listener.local_addr()?;
+        let admin_url = config
+            .gateway
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        notify = crate::alerts::notify::spawn(
+            ledger.clone(),
+            &config.webhooks,
+            &admin_url,
+            stop_follower.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
@@ -139,6 +163,11 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
     if follower.is_some_and(|f| f.join().is_err()) {
         tracing::warn!("the query follower thread panicked");
+    }
+    for (what, t) in [("alerts", alerts), ("webhooks", notify)] {
+        if t.is_some_and(|t| t.join().is_err()) {
+            tracing::warn!("the {what} thread panicked");
+        }
     }
     for t in export_threads {
         if t.join().is_err() {

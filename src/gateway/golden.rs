@@ -629,6 +629,54 @@ async fn write_every_kind() -> Vec<Event> {
         .await
         .expect("revoke");
 
+    // An alert, and a webhook's outcomes for it (the writers of
+    // `crate::alerts`).
+    let drifted = ledger
+        .events(0, ledger.head().seq)
+        .expect("events")
+        .map(|e| e.expect("event"))
+        .find(|e| e.event.kind == EventKind::ToolsDrifted)
+        .expect("a tools.drifted event");
+    let mut detector = crate::alerts::Detector::new(crate::alerts::Thresholds {
+        disabled: Default::default(),
+        unknown_server: 1,
+        unknown_server_window_sec: 60,
+        auth_burst: 1,
+        auth_burst_window_sec: 60,
+        quarantine_ratio: 0.5,
+        quarantine_window_sec: 60,
+        quarantine_min_calls: 1,
+        approval_wait_sec: 3600,
+    });
+    let alert = detector.observe(&drifted).pop().expect("a tool_drift alert");
+    let raised = ledger
+        .append(crate::alerts::draft(&alert).expect("alert draft"))
+        .await
+        .expect("alert.raised");
+    let raised = ledger.get(raised.seq).expect("get").expect("the alert");
+    for (status, attempts, error) in [
+        (Some(200), 2, None),
+        (
+            Some(500),
+            6,
+            Some("http://hooks.example answered 500 Internal Server Error"),
+        ),
+    ] {
+        let d = crate::alerts::notify::Delivery {
+            delivered: status == Some(200),
+            attempts,
+            status,
+            error: error.map(str::to_owned),
+        };
+        ledger
+            .append(
+                crate::alerts::notify::outcome_draft("ops", events::NotificationTopic::Alert, &raised, &d)
+                    .expect("outcome draft"),
+            )
+            .await
+            .expect("notification outcome");
+    }
+
     let head = ledger.head().seq;
     let out: Vec<Event> = ledger
         .events(0, head)

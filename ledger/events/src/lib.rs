@@ -16,10 +16,12 @@
 //! version must still decode and fold both.
 #![deny(unsafe_code, clippy::unwrap_used)]
 
+mod alerts;
 mod codec;
 mod gateway;
 mod governance;
 
+pub use alerts::*;
 pub use codec::{from_ledger_value, to_ledger_value};
 pub use gateway::*;
 pub use governance::*;
@@ -139,6 +141,8 @@ pub const ALL_KINDS: &[&[EventKind]] = &[
     PolicyLoaded::KINDS,
     ApprovalRequested::KINDS,
     ApprovalDecided::KINDS,
+    AlertRaised::KINDS,
+    NotificationOutcome::KINDS,
 ];
 
 /// How closely [`check_event`] holds a body to its type.
@@ -188,6 +192,8 @@ pub fn check_event(event: &Event, check: Check) -> Result<bool, String> {
         PolicyLoaded,
         ApprovalRequested,
         ApprovalDecided,
+        AlertRaised,
+        NotificationOutcome,
     );
     Ok(false)
 }

@@ -1,0 +1,654 @@
+//! The detections as a pure state machine over the log: events go in, in
+//! `seq` order ([`Detector::observe`]), with the clock ticking between
+//! them ([`Detector::tick`]); alerts come out. No I/O and no clock of its
+//! own, so a replay of the same events gives the same alerts with the same
+//! keys, which is what lets the runner resume from the log
+//! (`super::run`). `docs/ALERTS.md` says what each detection means.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use events::{AlertRaised, AlertSeverity, Detection, Evidence};
+use ledger::{EventKind, SealedEvent};
+
+/// The most evidence events an alert lists.
+pub const MAX_EVIDENCE: usize = 32;
+/// Held calls (REQUIRE_APPROVAL decisions without a terminal event) and
+/// pending approvals kept; past it the oldest are forgotten (a log whose
+/// calls are never settled, e.g. a gateway killed in a loop).
+const MAX_OPEN: usize = 100_000;
+/// Keys with a window kept per counting detection; past it the key with the
+/// oldest activity is dropped.
+const MAX_KEYS: usize = 10_000;
+
+const NS: u64 = 1_000_000_000;
+
+/// The detections' thresholds (`[alerts]`, `docs/CONFIG.md`).
+#[derive(Clone, Debug)]
+pub struct Thresholds {
+    pub disabled: BTreeSet<Detection>,
+    /// Registry refusals for one server in the window that raise an alert.
+    pub unknown_server: u64,
+    pub unknown_server_window_sec: u64,
+    /// Refused authentications from one source in the window.
+    pub auth_burst: u64,
+    pub auth_burst_window_sec: u64,
+    /// Quarantined results per call that ran, over the window, above which
+    /// an alert is raised (the `[gates]` target by default).
+    pub quarantine_ratio: f64,
+    pub quarantine_window_sec: u64,
+    /// Calls that ran in the window before the ratio is judged.
+    pub quarantine_min_calls: u64,
+    /// An approval unresolved this long raises an alert.
+    pub approval_wait_sec: u64,
+}
+
+impl Thresholds {
+    /// How far back of the last alert a resumed detector must read to
+    /// rebuild the state it had then: every window twice, and an approval's
+    /// wait.
+    pub fn lookback_sec(&self) -> u64 {
+        let windows = self
+            .unknown_server_window_sec
+            .max(self.auth_burst_window_sec)
+            .max(self.quarantine_window_sec);
+        windows.saturating_mul(2).saturating_add(self.approval_wait_sec)
+    }
+}
+
+/// One event as evidence, with the time it was written.
+#[derive(Clone, Debug)]
+struct Seen {
+    seq: u64,
+    hash: String,
+    kind: String,
+    ts: u64,
+}
+
+impl Seen {
+    fn of(e: &SealedEvent) -> Seen {
+        Seen {
+            seq: e.event.seq,
+            hash: e.hash.to_hex(),
+            kind: e.event.kind.to_string(),
+            ts: e.event.ts.as_nanos(),
+        }
+    }
+
+    fn evidence(&self) -> Evidence {
+        Evidence {
+            seq: self.seq,
+            hash: self.hash.clone(),
+            kind: self.kind.clone(),
+        }
+    }
+}
+
+/// An alert to write: its body and the server it is about.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub body: AlertRaised,
+    pub server: Option<String>,
+}
+
+/// Counts per key over a sliding window, and when each key last alerted.
+#[derive(Default)]
+struct Windows {
+    keys: BTreeMap<String, Window>,
+}
+
+#[derive(Default)]
+struct Window {
+    items: VecDeque<(Seen, u64)>,
+    sum: u64,
+    /// The time of the last alert for this key: none again until a window
+    /// has passed.
+    alerted_at: Option<u64>,
+}
+
+impl Windows {
+    /// Adds `n` for `key` at `seen`; the window's items and sum when that
+    /// reaches `threshold` and the key is not cooling down.
+    fn add(&mut self, key: &str, seen: Seen, n: u64, window_ns: u64, threshold: u64) -> Option<(Vec<Seen>, u64)> {
+        if !self.keys.contains_key(key) && self.keys.len() >= MAX_KEYS {
+            let oldest = self
+                .keys
+                .iter()
+                .min_by_key(|(_, w)| w.items.back().map_or(0, |(s, _)| s.ts))
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.keys.remove(&k);
+            }
+        }
+        let now = seen.ts;
+        let w = self.keys.entry(key.to_owned()).or_default();
+        w.items.push_back((seen, n));
+        w.sum = w.sum.saturating_add(n);
+        while let Some((first, m)) = w.items.front() {
+            if now.saturating_sub(first.ts) >= window_ns {
+                w.sum = w.sum.saturating_sub(*m);
+                w.items.pop_front();
+            } else {
+                break;
+            }
+        }
+        let cooling = w.alerted_at.is_some_and(|t| now.saturating_sub(t) < window_ns);
+        if w.sum >= threshold.max(1) && !cooling {
+            w.alerted_at = Some(now);
+            Some((w.items.iter().map(|(s, _)| s.clone()).collect(), w.sum))
+        } else {
+            None
+        }
+    }
+}
+
+/// A REQUIRE_APPROVAL decision waiting for its call's terminal event.
+struct Held {
+    decision: Seen,
+    granted: bool,
+}
+
+/// An `approval.requested` not yet resolved.
+struct Pending {
+    requested: Seen,
+    /// The held call's request (what the `approval.requested` answers).
+    request: Option<u64>,
+    approval_id: String,
+    server: Option<String>,
+    tool: Option<String>,
+    requester: Option<String>,
+    alerted: bool,
+}
+
+/// The detections' state.
+pub struct Detector {
+    t: Thresholds,
+    /// Calls held for approval, by their request's seq.
+    held: BTreeMap<u64, Held>,
+    /// Approvals not yet resolved, by the `approval.requested` seq.
+    pending: BTreeMap<u64, Pending>,
+    unknown: Windows,
+    auth: Windows,
+    /// Calls that ran in the quarantine window: (evidence, quarantined).
+    ran: VecDeque<(Seen, bool)>,
+    quarantined: u64,
+    quarantine_alerted_at: Option<u64>,
+    /// Keys of the alerts already in the log (seen as `alert.raised`).
+    written: BTreeSet<String>,
+    /// The last event read.
+    at_seq: u64,
+}
+
+fn body_str<'a>(e: &'a SealedEvent, key: &str) -> Option<&'a str> {
+    e.event.body.get(key).and_then(ledger::Value::as_str)
+}
+
+fn body_u64(e: &SealedEvent, key: &str) -> Option<u64> {
+    match e.event.body.get(key) {
+        Some(ledger::Value::Int(n)) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// Decimal text of a ratio, for signed data (no floats there).
+fn ratio_text(r: f64) -> String {
+    let s = format!("{r:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() { "0".into() } else { s.to_owned() }
+}
+
+fn evidence(seen: &[Seen]) -> (Vec<Evidence>, bool) {
+    let truncated = seen.len() > MAX_EVIDENCE;
+    // The first and the newest matter most: the first names the episode,
+    // the newest what tipped it.
+    let list = if truncated {
+        seen.iter()
+            .take(MAX_EVIDENCE / 2)
+            .chain(seen.iter().skip(seen.len() - MAX_EVIDENCE / 2))
+            .map(Seen::evidence)
+            .collect()
+    } else {
+        seen.iter().map(Seen::evidence).collect()
+    };
+    (list, truncated)
+}
+
+impl Detector {
+    pub fn new(t: Thresholds) -> Detector {
+        Detector {
+            t,
+            held: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            unknown: Windows::default(),
+            auth: Windows::default(),
+            ran: VecDeque::new(),
+            quarantined: 0,
+            quarantine_alerted_at: None,
+            written: BTreeSet::new(),
+            at_seq: 0,
+        }
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.t
+    }
+
+    /// An alert of this key is in the log already: it is never raised again.
+    pub fn seed_written(&mut self, key: String) {
+        self.written.insert(key);
+    }
+
+    /// Whether an alert of this key is already in the log.
+    pub fn is_written(&self, key: &str) -> bool {
+        self.written.contains(key)
+    }
+
+    fn on(&self, d: Detection) -> bool {
+        !self.t.disabled.contains(&d)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one alert's fields, named at each call")]
+    fn alert(
+        &self,
+        detection: Detection,
+        severity: AlertSeverity,
+        key: String,
+        summary: String,
+        seen: &[Seen],
+        threshold: String,
+        observed: String,
+        window_sec: Option<u64>,
+        server: Option<String>,
+    ) -> Alert {
+        let (evidence, evidence_truncated) = evidence(seen);
+        Alert {
+            body: AlertRaised {
+                detection,
+                severity,
+                summary,
+                at_seq: self.at_seq,
+                key,
+                evidence,
+                evidence_truncated,
+                threshold,
+                observed,
+                window_sec,
+            },
+            server,
+        }
+    }
+
+    /// Reads the next event of the log; the alerts it raises.
+    pub fn observe(&mut self, e: &SealedEvent) -> Vec<Alert> {
+        self.at_seq = e.event.seq;
+        let mut out = Vec::new();
+        let answers = e.event.correlation.answers;
+        let server = e.event.subject.server.clone();
+        match &e.event.kind {
+            // No alert is ever about an alert or a notification.
+            EventKind::AlertRaised => {
+                if let Some(key) = body_str(e, "key") {
+                    self.written.insert(key.to_owned());
+                }
+            }
+            EventKind::NotificationDelivered | EventKind::NotificationFailed => {}
+            EventKind::PolicyDecision => {
+                let decision = body_str(e, "decision");
+                if decision == Some("REQUIRE_APPROVAL")
+                    && let Some(r) = answers
+                {
+                    if self.held.len() >= MAX_OPEN {
+                        self.held.pop_first();
+                    }
+                    self.held.insert(
+                        r,
+                        Held {
+                            decision: Seen::of(e),
+                            granted: false,
+                        },
+                    );
+                }
+                if decision == Some("DENY") && body_str(e, "gate") == Some("registry") {
+                    self.unknown_server(e, server.as_deref().unwrap_or("?"), 1, &mut out);
+                }
+            }
+            EventKind::ApprovalRequested => {
+                if self.pending.len() >= MAX_OPEN {
+                    self.pending.pop_first();
+                }
+                self.pending.insert(
+                    e.event.seq,
+                    Pending {
+                        requested: Seen::of(e),
+                        request: answers,
+                        approval_id: body_str(e, "approval_id").unwrap_or("?").to_owned(),
+                        server,
+                        tool: e
+                            .event
+                            .subject
+                            .tool
+                            .clone()
+                            .or_else(|| e.event.subject.prompt.clone())
+                            .or_else(|| e.event.subject.resource.clone()),
+                        requester: e.event.actor.principal.clone(),
+                        alerted: false,
+                    },
+                );
+            }
+            EventKind::ApprovalGranted | EventKind::ApprovalDenied | EventKind::ApprovalExpired => {
+                // It answers the call's request; in logs written before
+                // 2026-12-07, the `approval.requested` event.
+                let request = answers.map(|a| self.pending.get(&a).and_then(|p| p.request).unwrap_or(a));
+                if e.event.kind == EventKind::ApprovalGranted
+                    && let Some(h) = request.and_then(|r| self.held.get_mut(&r))
+                {
+                    h.granted = true;
+                }
+                let id = body_str(e, "approval_id");
+                match body_u64(e, "approval.requested_seq") {
+                    Some(s) => {
+                        self.pending.remove(&s);
+                    }
+                    None => self.pending.retain(|_, p| Some(p.approval_id.as_str()) != id),
+                }
+            }
+            EventKind::ExecutionCompleted | EventKind::ExecutionFailed => {
+                if let Some(h) = answers.and_then(|r| self.held.remove(&r))
+                    && !h.granted
+                    && self.on(Detection::ApprovalBypassed)
+                {
+                    let exec = Seen::of(e);
+                    let tool = e.event.subject.tool.as_deref().unwrap_or("?");
+                    out.push(self.alert(
+                        Detection::ApprovalBypassed,
+                        AlertSeverity::Critical,
+                        format!("approval_bypassed:{}", exec.seq),
+                        format!(
+                            "call to {tool} on {} ran (seq {}) although its decision (seq {}) required approval \
+                             and no approval.granted answers it: this must never happen; stop the gateway, \
+                             keep the ledger and verify it",
+                            server.as_deref().unwrap_or("?"),
+                            exec.seq,
+                            h.decision.seq
+                        ),
+                        &[h.decision, exec],
+                        "0".into(),
+                        "1".into(),
+                        None,
+                        server.clone(),
+                    ));
+                }
+                self.ran(e, &mut out);
+            }
+            EventKind::CallRefused => {
+                if let Some(r) = answers {
+                    self.held.remove(&r);
+                }
+            }
+            EventKind::AccessRefused => {
+                let n = body_u64(e, "count").unwrap_or(1);
+                match body_str(e, "reason") {
+                    Some("unknown_server") => {
+                        self.unknown_server(e, server.as_deref().unwrap_or("?"), n, &mut out);
+                    }
+                    Some(_) => self.auth_burst(e, n, &mut out),
+                    None => {}
+                }
+            }
+            EventKind::ToolsDrifted if self.on(Detection::ToolDrift) => {
+                let seen = Seen::of(e);
+                let names = |key: &str| -> Vec<String> {
+                    match e.event.body.get(key) {
+                        Some(ledger::Value::Object(o)) => o.keys().cloned().collect(),
+                        Some(ledger::Value::Array(a)) => {
+                            a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+                        }
+                        _ => Vec::new(),
+                    }
+                };
+                let (changed, added, removed) = (names("changed"), names("added"), names("removed"));
+                let count = changed.len() + added.len() + removed.len();
+                let who = match e.event.body.get("revealed_by") {
+                    Some(ledger::Value::Object(r)) => r.get("principal").and_then(ledger::Value::as_str),
+                    _ => None,
+                }
+                .or(e.event.actor.principal.as_deref())
+                .unwrap_or("?");
+                out.push(self.alert(
+                    Detection::ToolDrift,
+                    AlertSeverity::High,
+                    format!("tool_drift:{}", seen.seq),
+                    format!(
+                        "server {} lists tools that differ from their pins (changed {changed:?}, added {added:?}, \
+                         removed {removed:?}; revealed to {who}): calls to them are refused until re-approved; \
+                         read the new definitions before `sealgate registry approve-tools`",
+                        server.as_deref().unwrap_or("?"),
+                    ),
+                    &[seen],
+                    "0".into(),
+                    count.to_string(),
+                    None,
+                    server.clone(),
+                ));
+            }
+            _ => {}
+        }
+        out.extend(self.tick(e.event.ts.as_nanos()));
+        out.retain(|a| !self.written.contains(&a.body.key));
+        out
+    }
+
+    fn unknown_server(&mut self, e: &SealedEvent, server: &str, n: u64, out: &mut Vec<Alert>) {
+        if !self.on(Detection::UnknownServer) {
+            return;
+        }
+        let window = self.t.unknown_server_window_sec;
+        let Some((seen, sum)) =
+            self.unknown
+                .add(server, Seen::of(e), n, window.saturating_mul(NS), self.t.unknown_server)
+        else {
+            return;
+        };
+        let first = seen.first().map_or(0, |s| s.seq);
+        out.push(self.alert(
+            Detection::UnknownServer,
+            AlertSeverity::High,
+            format!("unknown_server:{server}:{first}"),
+            format!(
+                "{sum} request(s) in {window} s for server {server:?}, which the registry does not let in \
+                 (unregistered, unapproved, quarantined or revoked): a shadow or stale MCP server; find the \
+                 callers in the evidence, register the server or stop them"
+            ),
+            &seen,
+            self.t.unknown_server.to_string(),
+            sum.to_string(),
+            Some(window),
+            Some(server.to_owned()).filter(|s| s != "?"),
+        ));
+    }
+
+    fn auth_burst(&mut self, e: &SealedEvent, n: u64, out: &mut Vec<Alert>) {
+        if !self.on(Detection::AuthBurst) {
+            return;
+        }
+        let source = body_str(e, "source.address").unwrap_or("?").to_owned();
+        let window = self.t.auth_burst_window_sec;
+        let Some((seen, sum)) = self
+            .auth
+            .add(&source, Seen::of(e), n, window.saturating_mul(NS), self.t.auth_burst)
+        else {
+            return;
+        };
+        let first = seen.first().map_or(0, |s| s.seq);
+        out.push(self.alert(
+            Detection::AuthBurst,
+            AlertSeverity::High,
+            format!("auth_burst:{source}:{first}"),
+            format!(
+                "{sum} refused authentication(s) from {source} in {window} s: someone guessing or replaying \
+                 tokens, or a client with a revoked one; check the token hashes in the evidence and block \
+                 the source if it is not yours"
+            ),
+            &seen,
+            self.t.auth_burst.to_string(),
+            sum.to_string(),
+            Some(window),
+            None,
+        ));
+    }
+
+    fn ran(&mut self, e: &SealedEvent, out: &mut Vec<Alert>) {
+        let seen = Seen::of(e);
+        let now = seen.ts;
+        let window_ns = self.t.quarantine_window_sec.saturating_mul(NS);
+        let quarantined = body_str(e, "outcome") == Some("quarantined");
+        self.ran.push_back((seen, quarantined));
+        self.quarantined += u64::from(quarantined);
+        while let Some((first, q)) = self.ran.front() {
+            if now.saturating_sub(first.ts) >= window_ns {
+                self.quarantined -= u64::from(*q);
+                self.ran.pop_front();
+            } else {
+                break;
+            }
+        }
+        if !self.on(Detection::QuarantineRatio) {
+            return;
+        }
+        let calls = self.ran.len() as u64;
+        let cooling = self
+            .quarantine_alerted_at
+            .is_some_and(|t| now.saturating_sub(t) < window_ns);
+        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        let ratio = self.quarantined as f64 / calls.max(1) as f64;
+        if calls < self.t.quarantine_min_calls.max(1) || ratio <= self.t.quarantine_ratio || cooling {
+            return;
+        }
+        self.quarantine_alerted_at = Some(now);
+        let window = self.t.quarantine_window_sec;
+        let q: Vec<Seen> = self.ran.iter().filter(|(_, q)| *q).map(|(s, _)| s.clone()).collect();
+        let first = q.first().map_or(0, |s| s.seq);
+        out.push(self.alert(
+            Detection::QuarantineRatio,
+            AlertSeverity::High,
+            format!("quarantine_ratio:{first}"),
+            format!(
+                "{} of {calls} call(s) in {window} s had their result quarantined (ratio {}, gate {}): an \
+                 upstream returning secrets or personal data; review the quarantined results and the servers \
+                 in the evidence",
+                self.quarantined,
+                ratio_text(ratio),
+                ratio_text(self.t.quarantine_ratio)
+            ),
+            &q,
+            ratio_text(self.t.quarantine_ratio),
+            ratio_text(ratio),
+            Some(window),
+            None,
+        ));
+    }
+
+    /// The clock reached `now_ns` (UTC ns): approvals waiting longer than
+    /// the gate.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Alert> {
+        if !self.on(Detection::ApprovalWaiting) {
+            return Vec::new();
+        }
+        let wait_ns = self.t.approval_wait_sec.saturating_mul(NS);
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.alerted && now_ns.saturating_sub(p.requested.ts) >= wait_ns)
+            .map(|(s, _)| *s)
+            .collect();
+        let mut out = Vec::new();
+        for s in due {
+            let Some(p) = self.pending.get_mut(&s) else {
+                continue;
+            };
+            p.alerted = true;
+            let waited = now_ns.saturating_sub(p.requested.ts) / NS;
+            let (id, server, tool, requester, seen) = (
+                p.approval_id.clone(),
+                p.server.clone(),
+                p.tool.clone(),
+                p.requester.clone(),
+                p.requested.clone(),
+            );
+            out.push(self.alert(
+                Detection::ApprovalWaiting,
+                AlertSeverity::High,
+                format!("approval_waiting:{s}"),
+                format!(
+                    "approval {id} ({} on {}, asked by {}) has waited {waited} s, over the gate of {} s: an \
+                     approver should decide it (`sealgate approvals approve {id}` or `deny`)",
+                    tool.as_deref().unwrap_or("?"),
+                    server.as_deref().unwrap_or("?"),
+                    requester.as_deref().unwrap_or("?"),
+                    self.t.approval_wait_sec
+                ),
+                &[seen],
+                self.t.approval_wait_sec.to_string(),
+                waited.to_string(),
+                None,
+                server,
+            ));
+        }
+        out.retain(|a| !self.written.contains(&a.body.key));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(seq: u64, sec: u64) -> Seen {
+        Seen {
+            seq,
+            hash: format!("{seq:064x}"),
+            kind: "access.refused".into(),
+            ts: sec * NS,
+        }
+    }
+
+    /// A window raises at the threshold, not before; then not again for
+    /// the same key until a window has passed; old counts leave the window.
+    #[test]
+    fn a_window_raises_once_per_episode() {
+        let mut w = Windows::default();
+        let window = 60 * NS;
+        assert!(w.add("a", seen(1, 0), 2, window, 5).is_none());
+        assert!(
+            w.add("b", seen(2, 1), 9, window, 5).is_some(),
+            "another key counts alone"
+        );
+        let (items, sum) = w.add("a", seen(3, 10), 3, window, 5).expect("at the threshold");
+        assert_eq!((items.len(), sum), (2, 5));
+        assert!(w.add("a", seen(4, 20), 9, window, 5).is_none(), "cooling down");
+        // At 75 s the first two have left the window and the cooldown is over.
+        let (items, sum) = w.add("a", seen(5, 75), 1, window, 5).expect("a new episode");
+        assert_eq!(items.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(sum, 10);
+        assert!(w.add("c", seen(6, 80), 4, window, 5).is_none(), "under the threshold");
+    }
+
+    #[test]
+    fn ratios_are_decimal_text() {
+        assert_eq!(ratio_text(2.0 / 3.0), "0.6667");
+        assert_eq!(ratio_text(0.3), "0.3");
+        assert_eq!(ratio_text(0.0), "0");
+        assert_eq!(ratio_text(1.0), "1");
+    }
+
+    /// At most 32 evidence events: the first and the last 16.
+    #[test]
+    fn evidence_keeps_the_first_and_the_last() {
+        let many: Vec<Seen> = (0..40).map(|i| seen(i, i)).collect();
+        let (list, truncated) = evidence(&many);
+        assert!(truncated);
+        let seqs: Vec<u64> = list.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (0..16).chain(24..40).collect::<Vec<_>>());
+        let (list, truncated) = evidence(&many[..3]);
+        assert_eq!((list.len(), truncated), (3, false));
+    }
+}

@@ -1,0 +1,310 @@
+//! Alerts and notifications (`docs/ALERTS.md`): detections over the log
+//! the gateway writes, each written back to the ledger as an `alert.raised`
+//! event by the gateway's own writer, and webhooks for approvals waiting
+//! and for alerts, whose outcome is written as `notification.*`.
+//!
+//! - `detect`: the detections, a pure state machine over events.
+//! - this module: the detector's thread, following the published head,
+//!   and where it resumes after a restart.
+//! - `notify`: the webhooks' deliveries.
+//!
+//! Both run beside the gateway in its process, on threads of their own:
+//! they read what the gateway made durable and append through the same
+//! ledger handle; a call never waits for them, and a failure to write an
+//! alert or an outcome is logged and retried, never a call's failure.
+//! They depend on `ledger` and `events` only (`commands::serve` starts
+//! them).
+
+pub mod detect;
+pub mod notify;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use events::Detection;
+use ledger::{Actor, Draft, EventKind, Ledger, Receipt, Subject, Timestamp};
+use serde::Deserialize;
+
+pub use detect::{Alert, Detector, Thresholds};
+
+/// The principal of the alerts the detector writes.
+pub const ALERTS_ACTOR: &str = "sealgate:alerts";
+
+/// `[alerts]` (`docs/CONFIG.md`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Run the detector at all.
+    pub enabled: bool,
+    /// Detections not to run, by name (`tool_drift`, ...).
+    pub disabled: Vec<Detection>,
+    /// How often the detector looks for new events, in ms.
+    pub poll_ms: u64,
+    pub unknown_server_threshold: u64,
+    pub unknown_server_window_sec: u64,
+    pub auth_burst_threshold: u64,
+    pub auth_burst_window_sec: u64,
+    /// Default: `gates.quarantine_ratio`.
+    pub quarantine_ratio: Option<f64>,
+    pub quarantine_window_sec: u64,
+    pub quarantine_min_calls: u64,
+    /// Default: `gates.approval_median_wait_sec`.
+    pub approval_wait_sec: Option<u64>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            disabled: Vec::new(),
+            poll_ms: 200,
+            unknown_server_threshold: 1,
+            unknown_server_window_sec: 300,
+            auth_burst_threshold: 20,
+            auth_burst_window_sec: 60,
+            quarantine_ratio: None,
+            quarantine_window_sec: 3600,
+            quarantine_min_calls: 20,
+            approval_wait_sec: None,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// The thresholds, with the gates' targets where `[alerts]` leaves
+    /// them unset. An error names the key that cannot work.
+    pub fn thresholds(&self, gates: &crate::config::GatesConfig) -> Result<Thresholds, String> {
+        let ratio = self.quarantine_ratio.unwrap_or(gates.quarantine_ratio);
+        if !ratio.is_finite() || ratio < 0.0 {
+            return Err(format!(
+                "alerts.quarantine_ratio = {ratio}: must be a finite number, 0 or more"
+            ));
+        }
+        for (key, v) in [
+            ("poll_ms", self.poll_ms),
+            ("unknown_server_window_sec", self.unknown_server_window_sec),
+            ("auth_burst_window_sec", self.auth_burst_window_sec),
+            ("quarantine_window_sec", self.quarantine_window_sec),
+            ("unknown_server_threshold", self.unknown_server_threshold),
+            ("auth_burst_threshold", self.auth_burst_threshold),
+        ] {
+            if v == 0 {
+                return Err(format!("alerts.{key} must be at least 1"));
+            }
+        }
+        let wait = match self.approval_wait_sec {
+            Some(w) => w,
+            // The gate is a median in (fractional) seconds; an approval
+            // alone is held to it whole, at least 1 s.
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "checked finite, >= 0"
+            )]
+            None => (gates.approval_median_wait_sec.ceil() as u64).max(1),
+        };
+        if wait == 0 {
+            return Err("alerts.approval_wait_sec must be at least 1".into());
+        }
+        Ok(Thresholds {
+            disabled: self.disabled.iter().copied().collect(),
+            unknown_server: self.unknown_server_threshold,
+            unknown_server_window_sec: self.unknown_server_window_sec,
+            auth_burst: self.auth_burst_threshold,
+            auth_burst_window_sec: self.auth_burst_window_sec,
+            quarantine_ratio: ratio,
+            quarantine_window_sec: self.quarantine_window_sec,
+            quarantine_min_calls: self.quarantine_min_calls,
+            approval_wait_sec: wait,
+        })
+    }
+}
+
+/// What the alert thread could not do.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("alerts: reading the ledger: {0}")]
+    Ledger(#[from] ledger::Error),
+    #[error("alerts: {0}")]
+    Body(#[from] events::Error),
+}
+
+/// The draft of an `alert.raised` event.
+pub fn draft(alert: &Alert) -> Result<Draft, events::Error> {
+    let mut d = Draft::new(EventKind::AlertRaised);
+    d.actor = Actor {
+        principal: Some(ALERTS_ACTOR.into()),
+        ..Actor::default()
+    };
+    d.subject = Subject {
+        server: alert.server.clone(),
+        ..Subject::default()
+    };
+    d.body = events::encode(&alert.body)?;
+    Ok(d)
+}
+
+/// Where a detector starts: the state it had rebuilt from the log, the seq
+/// to read from, and the newest `at_seq` of the alerts already written
+/// (nothing computed at or before it is written again).
+pub struct Resumed {
+    pub detector: Detector,
+    pub from: u64,
+    pub written_up_to: Option<u64>,
+}
+
+/// A detector resumed on `ledger`: it reads back from the published head
+/// over the thresholds' lookback, learning the alerts already written (their
+/// keys, the newest `at_seq`), and starts far enough before the first of
+/// them to rebuild the windows it had when it wrote it. Blocking.
+pub fn resume(ledger: &Ledger, t: Thresholds) -> Result<Resumed, AlertError> {
+    let head = ledger.head();
+    let lookback = t.lookback_sec().saturating_mul(1_000_000_000);
+    let locate = |ns: u64| -> Result<u64, AlertError> {
+        Ok(ledger
+            .locate_at_or_after(Timestamp::from_nanos(ns))?
+            .seq
+            .unwrap_or(head.seq + 1)
+            .min(head.seq + 1))
+    };
+    let mut from = locate(head.ts.as_nanos().saturating_sub(lookback))?;
+    let mut detector = Detector::new(t);
+    let mut first_at: Option<u64> = None;
+    let mut last_at: Option<u64> = None;
+    if from <= head.seq {
+        for e in ledger.events(from, head.seq)? {
+            let e = e?;
+            if e.event.kind == EventKind::AlertRaised
+                && let Ok(a) = events::decode::<events::AlertRaised>(&e.event)
+            {
+                detector.seed_written(a.key);
+                first_at = Some(first_at.map_or(a.at_seq, |f| f.min(a.at_seq)));
+                last_at = Some(last_at.map_or(a.at_seq, |l| l.max(a.at_seq)));
+            }
+        }
+    }
+    if let Some(first) = first_at
+        && let Some(at) = ledger.get(first)?
+    {
+        from = from.min(locate(at.event.ts.as_nanos().saturating_sub(lookback))?);
+    }
+    Ok(Resumed {
+        detector,
+        from,
+        written_up_to: last_at,
+    })
+}
+
+/// Appends `alert`, retrying with backoff until it is durable or `stop`
+/// is set: a failed append (a full disk, a poisoned writer) is logged and
+/// retried, and never reaches a call.
+fn write(ledger: &Ledger, alert: &Alert, stop: &AtomicBool) -> Option<Receipt> {
+    let draft = match draft(alert) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(key = %alert.body.key, "alerts: cannot build an alert.raised body: {e}");
+            return None;
+        }
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match ledger.append_blocking(draft.clone()) {
+            Ok(r) => {
+                tracing::warn!(
+                    seq = r.seq,
+                    detection = alert.body.detection.as_str(),
+                    severity = ?alert.body.severity,
+                    "alert: {}",
+                    alert.body.summary
+                );
+                return Some(r);
+            }
+            Err(e) => {
+                tracing::error!(key = %alert.body.key, "alerts: cannot write an alert.raised event (retrying in {backoff:?}): {e}");
+                let until = std::time::Instant::now() + backoff;
+                while std::time::Instant::now() < until {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// The alerts `detector` raises reading `from..=to` of the log (nothing is
+/// written). Blocking.
+pub fn scan(ledger: &Ledger, detector: &mut Detector, from: u64, to: u64) -> Result<Vec<Alert>, AlertError> {
+    let mut out = Vec::new();
+    if from <= to {
+        for e in ledger.events(from, to)? {
+            out.extend(detector.observe(&e?));
+        }
+    }
+    Ok(out)
+}
+
+/// The detector's loop: read up to the published head, raise, write, tick
+/// the clock, sleep `poll`; until `stop`. Blocking.
+pub fn run(ledger: &Ledger, resumed: Resumed, poll: Duration, stop: &AtomicBool) -> Result<(), AlertError> {
+    let Resumed {
+        mut detector,
+        from,
+        written_up_to,
+    } = resumed;
+    let mut next = from;
+    let fresh = |a: &Alert| written_up_to.is_none_or(|w| a.body.at_seq > w);
+    while !stop.load(Ordering::Relaxed) {
+        let head = ledger.head().seq;
+        if next <= head {
+            for e in ledger.events(next, head)? {
+                let e = e?;
+                next = e.event.seq + 1;
+                for a in detector.observe(&e) {
+                    if fresh(&a) {
+                        write(ledger, &a, stop);
+                    }
+                }
+            }
+        }
+        for a in detector.tick(Timestamp::now().as_nanos()) {
+            if fresh(&a) && !detector.is_written(&a.body.key) {
+                write(ledger, &a, stop);
+            }
+        }
+        std::thread::sleep(poll);
+    }
+    Ok(())
+}
+
+/// Starts the detector on a thread of its own (`sealgate-alerts`): resumes
+/// from the log, then follows it until `stop`. A detector that cannot read
+/// the log logs why and stops; the gateway keeps serving.
+pub fn spawn(
+    ledger: Arc<Ledger>,
+    config: &AlertsConfig,
+    gates: &crate::config::GatesConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>, String> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let t = config.thresholds(gates)?;
+    let poll = Duration::from_millis(config.poll_ms);
+    std::thread::Builder::new()
+        .name("sealgate-alerts".into())
+        .spawn(move || {
+            let result = resume(&ledger, t).and_then(|r| {
+                tracing::info!(from = r.from, "alerts: detector following the log");
+                run(&ledger, r, poll, &stop)
+            });
+            if let Err(e) = result {
+                tracing::error!("{e}; no more alerts are raised until the gateway restarts");
+            }
+        })
+        .map(Some)
+        .map_err(|e| format!("cannot start the alerts thread: {e}"))
+}

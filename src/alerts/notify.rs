@@ -1,0 +1,569 @@
+//! Webhooks (`[[webhooks]]`, `docs/ALERTS.md`): each follows the log on
+//! its own task and posts approvals waiting (`approval.requested`, with the
+//! approve and deny commands and the admin API's link) and alerts
+//! (`alert.raised`), as generic JSON or a Slack-compatible body; retried
+//! with exponential backoff; the outcome of each is written to the ledger
+//! as `notification.delivered` or `notification.failed`. A webhook resumes
+//! after the last outcome it wrote, so a restart neither repeats nor
+//! skips a notification (one cut off mid-delivery is sent again).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use events::{NotificationOutcome, NotificationTopic};
+use ledger::{Actor, Draft, EventKind, Ledger, SealedEvent, Subject, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::Secret;
+
+/// The principal of the outcomes the notifier writes.
+pub const NOTIFY_ACTOR: &str = "sealgate:notify";
+
+/// The body a webhook receives.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{"topic", "text", "event", "approval" | "alert"}`.
+    Generic,
+    /// `{"text", "blocks"}`, what a Slack incoming webhook takes.
+    Slack,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    Approvals,
+    Alerts,
+}
+
+/// One `[[webhooks]]` table (`docs/CONFIG.md`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the webhook in outcomes and logs.
+    pub name: String,
+    /// Text, or by reference like a header (a Slack webhook's URL is its
+    /// secret).
+    pub url: Secret,
+    #[serde(default = "generic")]
+    pub format: Format,
+    #[serde(default = "both")]
+    pub events: Vec<Topic>,
+    /// Extra headers (an `Authorization`), values as text or by reference
+    /// (`{ env = "NAME" }`, `{ file = "PATH" }`), read at start.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// The admin API as approvers reach it, for the link and the commands
+    /// in approval notifications. Default: `http://` and `gateway.listen`.
+    pub admin_url: Option<String>,
+    #[serde(default = "six")]
+    pub max_attempts: u64,
+    /// The first retry's wait, doubled at each attempt (at most 60 s).
+    #[serde(default = "thousand")]
+    pub backoff_ms: u64,
+    #[serde(default = "ten")]
+    pub timeout_sec: u64,
+    /// Events older than this are not notified (after a long outage).
+    #[serde(default = "hour")]
+    pub max_age_sec: u64,
+}
+
+fn generic() -> Format {
+    Format::Generic
+}
+fn both() -> Vec<Topic> {
+    vec![Topic::Approvals, Topic::Alerts]
+}
+fn six() -> u64 {
+    6
+}
+fn thousand() -> u64 {
+    1000
+}
+fn ten() -> u64 {
+    10
+}
+fn hour() -> u64 {
+    3600
+}
+
+impl WebhookConfig {
+    pub fn check(&self) -> Result<(), String> {
+        let at = format!("webhooks {:?}", self.name);
+        if self.name.is_empty() {
+            return Err("webhooks: name must not be empty".into());
+        }
+        if let Secret::Text(url) = &self.url {
+            check_url(&at, url)?;
+        }
+        for (key, v) in [
+            ("max_attempts", self.max_attempts),
+            ("timeout_sec", self.timeout_sec),
+            ("max_age_sec", self.max_age_sec),
+        ] {
+            if v == 0 {
+                return Err(format!("{at}: {key} must be at least 1"));
+            }
+        }
+        if self.events.is_empty() {
+            return Err(format!("{at}: events must name approvals, alerts or both"));
+        }
+        Ok(())
+    }
+
+    fn topic(&self, e: &SealedEvent) -> Option<NotificationTopic> {
+        match e.event.kind {
+            EventKind::ApprovalRequested if self.events.contains(&Topic::Approvals) => {
+                Some(NotificationTopic::Approval)
+            }
+            EventKind::AlertRaised if self.events.contains(&Topic::Alerts) => Some(NotificationTopic::Alert),
+            _ => None,
+        }
+    }
+}
+
+fn check_url(at: &str, url: &str) -> Result<(), String> {
+    // The URL itself may be secret: errors do not quote it.
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{at}: url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{at}: url must be http or https"));
+    }
+    Ok(())
+}
+
+/// A webhook's URL and headers, read at start.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+/// The URL as logs and outcomes may name it: scheme, host and port only
+/// (user info, path and query may hold the webhook's secret: a Slack URL's
+/// path is its token).
+fn safe_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+        ),
+        Err(_) => "(invalid url)".into(),
+    }
+}
+
+fn body_str<'a>(e: &'a SealedEvent, key: &str) -> Option<&'a str> {
+    e.event.body.get(key).and_then(ledger::Value::as_str)
+}
+
+/// What a webhook is sent for `e`: the message text, and the JSON body in
+/// the webhook's format.
+pub fn message(hook: &WebhookConfig, admin_url: &str, topic: NotificationTopic, e: &SealedEvent) -> (String, Value) {
+    let event = json!({
+        "seq": e.event.seq,
+        "hash": e.hash.to_hex(),
+        "kind": e.event.kind.as_str(),
+        "ts": e.event.ts.to_string(),
+    });
+    let server = e.event.subject.server.as_deref().unwrap_or("?");
+    let (text, detail) = match topic {
+        NotificationTopic::Approval => {
+            let id = body_str(e, "approval_id").unwrap_or("?");
+            let what = e
+                .event
+                .subject
+                .tool
+                .as_deref()
+                .or(e.event.subject.prompt.as_deref())
+                .or(e.event.subject.resource.as_deref())
+                .unwrap_or("?");
+            let requester = e.event.actor.principal.as_deref().unwrap_or("?");
+            let expires = body_str(e, "expires_at").unwrap_or("?");
+            let api = format!(" --api {admin_url}");
+            let approve = format!("sealgate approvals approve {id}{api}");
+            let deny = format!("sealgate approvals deny {id}{api}");
+            let list = format!("{admin_url}/admin/approvals");
+            let text = format!(
+                "Approval waiting: {what} on {server}, asked by {requester} (approval {id}, expires {expires}).\n\
+                 Approve: `{approve}`\nDeny: `{deny}`\nQueue: {list}"
+            );
+            let detail = json!({
+                "approval_id": id,
+                "server": server,
+                "tool": what,
+                "requester": requester,
+                "rule": body_str(e, "rule"),
+                "expires_at": expires,
+                "approve_command": approve,
+                "deny_command": deny,
+                "approvals_url": list,
+                "approve_url": format!("{admin_url}/admin/approvals/{id}/approve"),
+                "deny_url": format!("{admin_url}/admin/approvals/{id}/deny"),
+            });
+            (text, ("approval", detail))
+        }
+        NotificationTopic::Alert => {
+            let body: serde_json::Map<String, Value> =
+                e.event.body.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            let severity = body_str(e, "severity").unwrap_or("high");
+            let detection = body_str(e, "detection").unwrap_or("?");
+            let summary = body_str(e, "summary").unwrap_or("");
+            let text = format!(
+                "Sealgate alert ({severity}): {detection} (seq {}).\n{summary}",
+                e.event.seq
+            );
+            (text, ("alert", Value::Object(body)))
+        }
+    };
+    let body = match hook.format {
+        Format::Generic => {
+            let mut body = json!({ "topic": detail.0, "text": text, "event": event });
+            body[detail.0] = detail.1;
+            body
+        }
+        Format::Slack => json!({
+            "text": text,
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+        }),
+    };
+    (text, body)
+}
+
+/// How one delivery ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub delivered: bool,
+    pub attempts: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// Posts `body` until a 2xx, an answer not worth retrying (a 4xx other
+/// than 408 and 429), `max_attempts`, or `stop`.
+async fn deliver(
+    client: &reqwest::Client,
+    hook: &WebhookConfig,
+    target: &Target,
+    body: &Value,
+    stop: &AtomicBool,
+) -> Delivery {
+    let mut wait = Duration::from_millis(hook.backoff_ms);
+    let mut last = Delivery {
+        delivered: false,
+        attempts: 0,
+        status: None,
+        error: None,
+    };
+    while last.attempts < hook.max_attempts {
+        last.attempts += 1;
+        let sent = client
+            .post(&target.url)
+            .headers(target.headers.clone())
+            .timeout(Duration::from_secs(hook.timeout_sec))
+            .json(body)
+            .send()
+            .await;
+        let retry = match sent {
+            Ok(resp) => {
+                let status = resp.status();
+                last.status = Some(status.as_u16());
+                if status.is_success() {
+                    last.delivered = true;
+                    last.error = None;
+                    return last;
+                }
+                last.error = Some(format!("{} answered {status}", safe_url(&target.url)));
+                status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429
+            }
+            Err(e) => {
+                last.status = None;
+                // reqwest's error names the URL; keep only what it says
+                // went wrong.
+                let kind = if e.is_timeout() {
+                    "timed out"
+                } else if e.is_connect() {
+                    "cannot connect"
+                } else {
+                    "request failed"
+                };
+                last.error = Some(format!("{}: {kind}", safe_url(&target.url)));
+                true
+            }
+        };
+        if !retry || last.attempts >= hook.max_attempts || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        tracing::warn!(
+            webhook = %hook.name,
+            attempt = last.attempts,
+            "webhook: {} (retrying in {wait:?})",
+            last.error.as_deref().unwrap_or("?")
+        );
+        pause(wait, stop).await;
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+    last
+}
+
+/// Sleeps `d`, or less once `stop` is set.
+async fn pause(d: Duration, stop: &AtomicBool) {
+    let until = tokio::time::Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100).min(until - tokio::time::Instant::now())).await;
+    }
+}
+
+/// The `notification.*` event of a delivery.
+pub fn outcome_draft(
+    hook: &str,
+    topic: NotificationTopic,
+    e: &SealedEvent,
+    d: &Delivery,
+) -> Result<Draft, events::Error> {
+    let kind = if d.delivered {
+        EventKind::NotificationDelivered
+    } else {
+        EventKind::NotificationFailed
+    };
+    let mut draft = Draft::new(kind);
+    draft.actor = Actor {
+        principal: Some(NOTIFY_ACTOR.into()),
+        ..Actor::default()
+    };
+    draft.subject = Subject {
+        server: e.event.subject.server.clone(),
+        ..Subject::default()
+    };
+    draft.body = events::encode(&NotificationOutcome {
+        webhook: hook.to_owned(),
+        topic,
+        event_seq: e.event.seq,
+        event_hash: e.hash.to_hex(),
+        attempts: d.attempts,
+        status: d.status.map(u64::from),
+        error: d.error.clone(),
+    })?;
+    Ok(draft)
+}
+
+/// Where webhook `name` resumes: after the newest event it wrote an
+/// outcome for, within the last `max_age` before the head; else at the
+/// first event of that span. Blocking.
+pub fn resume_from(ledger: &Ledger, name: &str, max_age: Duration) -> Result<u64, ledger::Error> {
+    let head = ledger.head();
+    let since = head
+        .ts
+        .as_nanos()
+        .saturating_sub(u64::try_from(max_age.as_nanos()).unwrap_or(u64::MAX));
+    let from = ledger
+        .locate_at_or_after(Timestamp::from_nanos(since))?
+        .seq
+        .unwrap_or(head.seq + 1)
+        .min(head.seq + 1);
+    let mut next = from;
+    if from <= head.seq {
+        for e in ledger.events(from, head.seq)? {
+            let e = e?;
+            if matches!(
+                e.event.kind,
+                EventKind::NotificationDelivered | EventKind::NotificationFailed
+            ) && let Ok(o) = events::decode::<NotificationOutcome>(&e.event)
+                && o.webhook == name
+            {
+                next = next.max(o.event_seq + 1);
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// One webhook following the log until `stop`.
+async fn follow(ledger: Arc<Ledger>, hook: WebhookConfig, admin_url: String, stop: Arc<AtomicBool>) {
+    let target = match resolve(&hook) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(webhook = %hook.name, "webhook stopped: {e}");
+            return;
+        }
+    };
+    let client = reqwest::Client::new();
+    let max_age = Duration::from_secs(hook.max_age_sec);
+    let l = Arc::clone(&ledger);
+    let name = hook.name.clone();
+    let mut next = match tokio::task::spawn_blocking(move || resume_from(&l, &name, max_age)).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(e)) => {
+            tracing::error!(webhook = %hook.name, "webhook stopped: reading the ledger: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(webhook = %hook.name, "webhook stopped: {e}");
+            return;
+        }
+    };
+    tracing::info!(webhook = %hook.name, url = %safe_url(&target.url), from = next, "webhook following the log");
+    while !stop.load(Ordering::Relaxed) {
+        let head = ledger.head().seq;
+        if next > head {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let to = head.min(next + 999);
+        let l = Arc::clone(&ledger);
+        let from = next;
+        let batch = tokio::task::spawn_blocking(move || -> Result<Vec<SealedEvent>, ledger::Error> {
+            l.events(from, to)?.collect()
+        })
+        .await;
+        let batch = match batch {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::error!(webhook = %hook.name, "webhook: reading the ledger at seq {from}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(webhook = %hook.name, "webhook stopped: {e}");
+                return;
+            }
+        };
+        for e in batch {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(topic) = hook.topic(&e) else {
+                next = e.event.seq + 1;
+                continue;
+            };
+            let age = Timestamp::now().as_nanos().saturating_sub(e.event.ts.as_nanos());
+            if u128::from(age) > max_age.as_nanos() {
+                next = e.event.seq + 1;
+                continue;
+            }
+            let (_, body) = message(&hook, &admin_url, topic, &e);
+            let d = deliver(&client, &hook, &target, &body, &stop).await;
+            if !d.delivered && stop.load(Ordering::Relaxed) {
+                // Cut off by the shutdown: sent again after the restart,
+                // not recorded as failed.
+                return;
+            }
+            if d.delivered {
+                tracing::info!(webhook = %hook.name, seq = e.event.seq, attempts = d.attempts, "webhook: delivered");
+            } else {
+                tracing::warn!(
+                    webhook = %hook.name,
+                    seq = e.event.seq,
+                    attempts = d.attempts,
+                    "webhook: gave up: {}",
+                    d.error.as_deref().unwrap_or("?")
+                );
+            }
+            record(&ledger, &hook.name, topic, &e, &d, &stop).await;
+            next = e.event.seq + 1;
+        }
+    }
+}
+
+/// Writes a delivery's outcome, retrying with backoff until durable or
+/// `stop` (a failure is logged; no call waits for it).
+async fn record(
+    ledger: &Ledger,
+    hook: &str,
+    topic: NotificationTopic,
+    e: &SealedEvent,
+    d: &Delivery,
+    stop: &AtomicBool,
+) {
+    let draft = match outcome_draft(hook, topic, e, d) {
+        Ok(d) => d,
+        Err(err) => {
+            tracing::error!(webhook = %hook, "webhook: cannot build the outcome's body: {err}");
+            return;
+        }
+    };
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match ledger.append(draft.clone()).await {
+            Ok(_) => return,
+            Err(err) => {
+                tracing::error!(webhook = %hook, seq = e.event.seq, "webhook: cannot write the outcome (retrying in {wait:?}): {err}");
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                pause(wait, stop).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn resolve(hook: &WebhookConfig) -> Result<Target, String> {
+    let at = format!("webhooks {:?}", hook.name);
+    let url = hook.url.resolve().map_err(|e| format!("{at}: url: {e:#}"))?;
+    check_url(&at, &url)?;
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in &hook.headers {
+        let value = v
+            .resolve()
+            .map_err(|e| format!("webhooks {:?} headers.{k}: {e:#}", hook.name))?;
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| format!("webhooks {:?} headers.{k}: {e}", hook.name))?;
+        let value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("webhooks {:?} headers.{k}: not a valid header value", hook.name))?;
+        map.insert(name, value);
+    }
+    Ok(Target { url, headers: map })
+}
+
+/// Starts every webhook on one thread with a runtime of its own
+/// (`sealgate-notify`), until `stop`. The headers are checked now, so a
+/// reference that cannot be read stops the start.
+pub fn spawn(
+    ledger: Arc<Ledger>,
+    hooks: &[WebhookConfig],
+    default_admin_url: &str,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>, String> {
+    if hooks.is_empty() {
+        return Ok(None);
+    }
+    for h in hooks {
+        h.check()?;
+        resolve(h)?;
+    }
+    let hooks = hooks.to_vec();
+    let default_admin_url = default_admin_url.trim_end_matches('/').to_owned();
+    std::thread::Builder::new()
+        .name("sealgate-notify".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("webhooks: cannot start their runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async {
+                let tasks: Vec<_> = hooks
+                    .into_iter()
+                    .map(|h| {
+                        let admin = h
+                            .admin_url
+                            .as_deref()
+                            .map_or_else(|| default_admin_url.clone(), |u| u.trim_end_matches('/').to_owned());
+                        tokio::spawn(follow(Arc::clone(&ledger), h, admin, Arc::clone(&stop)))
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+        .map(Some)
+        .map_err(|e| format!("cannot start the webhooks thread: {e}"))
+}
