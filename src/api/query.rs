@@ -501,7 +501,6 @@ async fn stream_answer(
     let ledger = api.gateway.ledger();
     let store = ::query::store_dir(api.gateway.data_dir());
     tokio::task::spawn_blocking(move || {
-        let _permit = permit;
         let mut started_tx = Some(started_tx);
         // The receiver goes with the response, or with the handler if the
         // client left before it: either way the query stops.
@@ -577,7 +576,11 @@ async fn stream_answer(
             }
             Ok(ignored)
         };
-        match run() {
+        let ran = run();
+        // The place is free before the client hears the end (or the
+        // error): its next query must not find this one still running.
+        drop(permit);
+        match ran {
             Ok(ignored) => {
                 if !csv {
                     let close = match ignored {
