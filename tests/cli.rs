@@ -475,7 +475,7 @@ fn raw_db(data: &Path) -> rocksdb::DB {
     rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         data.join("ledger"),
-        ["events", "time", "meta"],
+        ["events", "time", "meta", "tree"],
     )
     .expect("open raw")
 }

@@ -66,7 +66,7 @@ fn store_of(data: &Path, lines: &[String], copy: &Path) -> PathBuf {
     let db = rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         copy.join("ledger"),
-        ["events", "time", "meta"],
+        ["events", "time", "meta", "tree"],
     )
     .expect("open the copy's store");
     let events = db.cf_handle("events").expect("events cf");
