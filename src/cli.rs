@@ -117,6 +117,46 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
     },
+    /// Print a signed checkpoint (c2sp.org/tlog-checkpoint) of the Merkle tree over the log:
+    /// origin, tree size and root hash, signed with the ledger's current key. Keep it: proofs
+    /// are checked against it later (docs/FORMAT.md, "Checkpoints and proofs").
+    Checkpoint {
+        /// The tree of the first N events (default: every event up to the head).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the ledger's public keys for offline verification (`verify-proof --key`): one
+    /// `FROM VKEY` line per key, FROM the first seq the key signs.
+    KeyHistory,
+    /// Prove that an event is in the log (a c2sp.org/tlog-proof holding the event and a
+    /// checkpoint), or with --consistency that the log of OLD events is a prefix of the log of NEW.
+    Prove {
+        /// The event's sequence number.
+        #[arg(required_unless_present = "consistency", conflicts_with = "consistency")]
+        seq: Option<u64>,
+        /// Prove the event in the tree of the first N events (default: every event).
+        #[arg(long)]
+        size: Option<u64>,
+        /// A consistency proof from the tree of the first OLD events to that of the first NEW.
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "size")]
+        consistency: Option<Vec<u64>>,
+    },
+    /// Check a proof offline, with only the proof, a checkpoint and the ledger's public keys;
+    /// exit status 1 if it does not hold, with the reason.
+    VerifyProof {
+        /// The proof file (`-` for stdin).
+        proof: PathBuf,
+        /// A checkpoint held from before: for an inclusion proof, the one the proof must be
+        /// for (optional); for a consistency proof, the older one (required).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The ledger's key history (`sealgate key-history`), or a single verifier key, as a
+        /// file or inline.
+        #[arg(long)]
+        key: String,
+        #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
     /// Run the gateway over HTTP: `/mcp/{server}` for every configured server.
     Serve,
     /// Run one gateway session on stdin/stdout, relayed to a configured server

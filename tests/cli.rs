@@ -475,7 +475,7 @@ fn raw_db(data: &Path) -> rocksdb::DB {
     rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         data.join("ledger"),
-        ["events", "time", "meta"],
+        ["events", "time", "meta", "tree"],
     )
     .expect("open raw")
 }
@@ -1101,4 +1101,115 @@ fn verify_runs_beside_a_process_that_appends() {
     assert!(end > last, "the head moved from {last} to {end}");
     let r = env.run(&["verify", "-o", "json"], "").ok();
     assert_eq!(r.json()["ok"], true, "{}", r.stdout());
+}
+
+/// `checkpoint`, `key-history`, `prove` and `verify-proof` on a real data
+/// directory: an inclusion and a consistency proof verify offline with
+/// only the files the commands wrote; a changed proof, a consistency proof
+/// without the older checkpoint, and a checkpoint checked with keys from
+/// before a rotation are refused with their reasons.
+#[test]
+fn checkpoints_and_proofs_from_the_command_line_verify_offline() {
+    let env = Env::new();
+    env.run(&["init"], "").ok();
+    env.run(&["append"], &calls(10)).ok();
+    let file = |name: &str, text: String| {
+        let path = env.cwd().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    let keys = file("keys.txt", env.run(&["key-history"], "").ok().stdout());
+    let cp = env.run(&["checkpoint"], "").ok().stdout();
+    let lines: Vec<&str> = cp.lines().collect();
+    assert!(lines[0].starts_with("sealgate/ledger/"), "{cp}");
+    assert_eq!(lines[1], "11", "genesis and ten events: {cp}");
+    assert!(lines[4].starts_with(&format!("\u{2014} {} ", lines[0])), "{cp}");
+    let cp = file("cp-11.txt", cp);
+    let proof = file("seq-4.tlog-proof", env.run(&["prove", "4"], "").ok().stdout());
+    let ok = env
+        .run(
+            &[
+                "verify-proof",
+                &proof,
+                "--checkpoint",
+                &cp,
+                "--key",
+                &keys,
+                "-o",
+                "json",
+            ],
+            "",
+        )
+        .ok()
+        .json();
+    assert_eq!(ok["verified"]["seq"], 4, "{ok}");
+    assert_eq!(ok["verified"]["event"]["actor"]["principal"], "p3", "{ok}");
+
+    env.run(&["append"], &calls(5)).ok();
+    let consistency = file(
+        "11-16.proof",
+        env.run(&["prove", "--consistency", "11", "16"], "").ok().stdout(),
+    );
+    let ok = env
+        .run(&["verify-proof", &consistency, "--checkpoint", &cp, "--key", &keys], "")
+        .ok()
+        .stdout();
+    assert!(
+        ok.starts_with("OK: the tree of 11 events is a prefix of the tree of 16"),
+        "{ok}"
+    );
+    let refused = env.run(&["verify-proof", &consistency, "--key", &keys, "-o", "json"], "");
+    assert_eq!(refused.code(), 1, "{}", refused.stdout());
+    assert!(refused.stdout().contains("--checkpoint"), "{}", refused.stdout());
+
+    // One proof hash changed: the proof no longer leads to the root.
+    let text = std::fs::read_to_string(&proof).expect("read");
+    let hash_line = text.lines().nth(3).expect("a proof hash");
+    let mut changed_line = hash_line.to_owned().into_bytes();
+    changed_line[5] = if changed_line[5] == b'A' { b'B' } else { b'A' };
+    let changed = file(
+        "changed.tlog-proof",
+        text.replacen(hash_line, std::str::from_utf8(&changed_line).expect("ascii"), 1),
+    );
+    let refused = env.run(
+        &[
+            "verify-proof",
+            &changed,
+            "--checkpoint",
+            &cp,
+            "--key",
+            &keys,
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(refused.code(), 1, "{}", refused.stdout());
+    assert_eq!(refused.json()["reason"], "bad_proof", "{}", refused.stdout());
+
+    // After a rotation the checkpoints are the new key's: the keys held
+    // from before do not verify them, the new history does.
+    env.run(&["rotate-key"], "").ok();
+    let after = file("cp-after.txt", env.run(&["checkpoint"], "").ok().stdout());
+    let proof = file("after.tlog-proof", env.run(&["prove", "2"], "").ok().stdout());
+    let refused = env.run(
+        &[
+            "verify-proof",
+            &proof,
+            "--checkpoint",
+            &after,
+            "--key",
+            &keys,
+            "-o",
+            "json",
+        ],
+        "",
+    );
+    assert_eq!(refused.json()["reason"], "unknown_key", "{}", refused.stdout());
+    let new_keys = file("keys-2.txt", env.run(&["key-history"], "").ok().stdout());
+    env.run(
+        &["verify-proof", &proof, "--checkpoint", &after, "--key", &new_keys],
+        "",
+    )
+    .ok();
 }

@@ -66,7 +66,7 @@ fn store_of(data: &Path, lines: &[String], copy: &Path) -> PathBuf {
     let db = rocksdb::DB::open_cf(
         &rocksdb::Options::default(),
         copy.join("ledger"),
-        ["events", "time", "meta"],
+        ["events", "time", "meta", "tree"],
     )
     .expect("open the copy's store");
     let events = db.cf_handle("events").expect("events cf");
@@ -411,4 +411,131 @@ fn the_independent_verifier_accepts_our_logs_and_finds_the_same_tampering() {
             "{what}: sealgate verify and verify_export.py disagree:\nsealgate: {ours}\npython: {report}"
         );
     }
+}
+
+/// `tools/verify_proof.py`, written from FORMAT.md §13–14 alone, accepts the
+/// checkpoints and proofs `sealgate` writes (events with escapes and deep
+/// nesting, a rotation between them) and refuses each tampered one for the
+/// same reason as `sealgate verify-proof`.
+#[test]
+#[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
+fn the_independent_verifier_checks_our_proofs_and_refuses_the_same_ones() {
+    let py = python();
+    let proof_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_proof.py");
+    // It reproduces FORMAT.md §12's tree and checkpoint first.
+    let self_test = Command::new(&py)
+        .arg(&proof_script)
+        .arg("--self-test")
+        .output()
+        .expect("self-test");
+    assert!(
+        self_test.status.success(),
+        "self-test: {}{}",
+        String::from_utf8_lossy(&self_test.stdout),
+        String::from_utf8_lossy(&self_test.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    let out = |args: &[&str]| sealgate(&data, args, None).stdout;
+    sealgate(&data, &["init"], None);
+    sealgate(&data, &["append"], Some(EVENTS));
+    let old_keys = file("old-keys.txt", &out(&["key-history"]));
+    let early = file("early.txt", &out(&["checkpoint"]));
+    sealgate(&data, &["rotate-key"], None);
+    sealgate(&data, &["append"], Some(EVENTS));
+    let keys = file("keys.txt", &out(&["key-history"]));
+    let now = file("now.txt", &out(&["checkpoint"]));
+    let size = std::fs::read_to_string(&now)
+        .expect("read")
+        .lines()
+        .nth(1)
+        .expect("size")
+        .to_owned();
+
+    let mut cases: Vec<(String, PathBuf, Option<PathBuf>, PathBuf)> = Vec::new();
+    for seq in ["0", "1", "3", "5", "7"] {
+        let proof = file(&format!("{seq}.tlog-proof"), &out(&["prove", seq]));
+        cases.push((format!("inclusion of {seq}"), proof, Some(now.clone()), keys.clone()));
+    }
+    let consistency = file("c.proof", &out(&["prove", "--consistency", "4", &size]));
+    cases.push((
+        "consistency".into(),
+        consistency.clone(),
+        Some(early.clone()),
+        keys.clone(),
+    ));
+    let text = std::fs::read_to_string(dir.path().join("3.tlog-proof")).expect("read");
+    let line = |n: usize| text.lines().nth(n).expect("line").to_owned();
+    // One base64 character of a line changed.
+    let flip = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        String::from_utf8(b).expect("ascii")
+    };
+    let tampered = [
+        ("a proof hash", text.replacen(&line(3), &flip(&line(3), 3), 1)),
+        // Past `extra ` and the 104 bytes of leaf data (140 characters).
+        ("the event", text.replacen(&line(1), &flip(&line(1), 200), 1)),
+        ("the index", text.replacen("\nindex 3\n", "\nindex 2\n", 1)),
+        (
+            "the checkpoint's size",
+            text.replacen(&format!("\n{size}\n"), "\n4\n", 1),
+        ),
+    ];
+    for (what, changed) in tampered {
+        let path = file(&format!("{what}.tlog-proof"), changed.as_bytes());
+        cases.push((format!("changed {what}"), path, Some(now.clone()), keys.clone()));
+    }
+    cases.push((
+        "the keys from before the rotation".into(),
+        dir.path().join("3.tlog-proof"),
+        Some(now.clone()),
+        old_keys,
+    ));
+    cases.push((
+        "another checkpoint kept".into(),
+        dir.path().join("3.tlog-proof"),
+        Some(early.clone()),
+        keys.clone(),
+    ));
+    cases.push((
+        "consistency without the kept checkpoint".into(),
+        consistency,
+        None,
+        keys,
+    ));
+
+    let mut refused = 0;
+    for (what, proof, kept, keys) in &cases {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-proof")
+            .arg(proof)
+            .arg("--key")
+            .arg(keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs
+            .arg(&proof_script)
+            .arg(proof)
+            .arg("--keys")
+            .arg(keys)
+            .arg("--json");
+        if let Some(kept) = kept {
+            ours.arg("--checkpoint").arg(kept);
+            theirs.arg("--checkpoint").arg(kept);
+        }
+        let (our_code, our) = json_report(ours);
+        let (their_code, their) = json_report(theirs);
+        assert_eq!(our_code, their_code, "{what}: sealgate {our}, python {their}");
+        assert_eq!(our["reason"], their["reason"], "{what}: sealgate {our}, python {their}");
+        if our_code != 0 {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 7, "the tampered cases are refused, the others accepted");
 }

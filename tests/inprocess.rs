@@ -777,9 +777,69 @@ async fn protected_resource_metadata_names_the_resource_and_issuers() {
     assert_eq!(root["resource"], "http://127.0.0.1:8080", "{root}");
     assert_eq!(rig.send(get("/healthz")).await.status, StatusCode::OK);
     assert_eq!(rig.send(get("/nowhere")).await.status, StatusCode::NOT_FOUND);
+
+    // The signed checkpoint of the whole log, without authentication; it
+    // verifies with the ledger's keys.
+    let reply = rig.send(get("/.well-known/sealgate/checkpoint")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let keys = rig.ledger.key_history().expect("keys");
+    let checkpoint = keys.verify_checkpoint(&reply.text()).expect("the checkpoint verifies");
+    assert!(checkpoint.size >= 1 && checkpoint.size <= rig.head() + 1, "{reply:?}");
+    assert_eq!(checkpoint.root, rig.ledger.tree_root(checkpoint.size).expect("root"));
 }
 
 // ------------------------------------------------------------- admin API
+
+/// `GET /admin/proof/{inclusion,consistency}` and `/admin/key-history`
+/// give auditors what `sealgate prove` and `key-history` print; the proofs
+/// verify offline with the key history; callers without a reading role,
+/// and bad requests, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_proves_events_and_consistency_for_auditors() {
+    let rig = governed().await;
+    let s = rig.open("fast", "alice").await;
+    let answer = s.call("echo", json!({"message": "hello"})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{answer:?}");
+    let size = rig.head() + 1;
+    let r = &rig;
+    let get = move |path: String, caller: &'static str| async move { r.admin("GET", &path, Some(caller), None).await };
+    let refused = get("/admin/key-history".into(), "alice").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{refused:?}");
+    let keys = get("/admin/key-history".into(), "audrey").await;
+    assert_eq!(keys.status, StatusCode::OK, "{keys:?}");
+    let keys = ledger::KeyHistory::parse(&keys.text()).expect("a key history");
+
+    let proof = get(format!("/admin/proof/inclusion?seq=1&size={size}"), "audrey").await;
+    assert_eq!(proof.status, StatusCode::OK, "{proof:?}");
+    let included = ledger::InclusionProof::parse(&proof.text())
+        .expect("a tlog-proof")
+        .verify(&keys, None)
+        .expect("the proof verifies");
+    assert_eq!((included.seq, included.checkpoint.size), (1, size));
+
+    // A checkpoint of the first two events, as an auditor kept one then.
+    let held = tokio::task::block_in_place(|| rig.ledger.checkpoint_now(Some(2))).expect("checkpoint");
+    let consistency = get(format!("/admin/proof/consistency?old=2&new={size}"), "audrey").await;
+    assert_eq!(consistency.status, StatusCode::OK, "{consistency:?}");
+    let (old, new) = ledger::ConsistencyProof::parse(&consistency.text())
+        .expect("a consistency proof")
+        .verify(&keys, &held)
+        .expect("consistent with the kept checkpoint");
+    assert_eq!((old.size, new.size), (2, size));
+
+    for bad in [
+        format!("/admin/proof/inclusion?seq={}", size + 5),
+        "/admin/proof/inclusion?old=1".to_string(),
+        "/admin/proof/consistency?old=3&new=2".to_string(),
+    ] {
+        let r = get(bad.clone(), "audrey").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {r:?}");
+    }
+    assert_eq!(
+        get("/admin/proof/range".into(), "audrey").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
 
 /// `POST /admin/query` and `GET /admin/reports[/NAME]` answer auditors
 /// (and only them) from the same tables, views, projections and reports as

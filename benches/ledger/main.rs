@@ -1568,7 +1568,7 @@ fn full_verification(base: &Path, plan: &Plan) -> Result<Verification> {
             .collect::<ledger::Result<_>>()?
     };
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, ["events", "time", "meta"])
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &path, ["events", "time", "meta", "tree"])
             .with_context(|| format!("cannot open {} to add index entries", path.display()))?;
         let cf = db.cf_handle("time").context("no time column family")?;
         for chunk in times.chunks(10_000) {

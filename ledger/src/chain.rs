@@ -302,6 +302,43 @@ mod test_vectors {
             .collect()
     }
 
+    /// FORMAT.md §12's Merkle tree and checkpoint of the two events.
+    #[test]
+    fn format_md_worked_tree_example() {
+        use crate::checkpoint::{Checkpoint, origin};
+        use crate::merkle::{leaf_data, leaf_hash, node_hash};
+        let v = vectors();
+        let leaves: Vec<[u8; 32]> = v
+            .iter()
+            .enumerate()
+            .map(|(seq, (_, hash, sig))| {
+                let sig: [u8; 64] = hex::decode(sig).expect("hex").try_into().expect("64 bytes");
+                leaf_hash(&leaf_data(seq as u64, hash, &sig))
+            })
+            .collect();
+        let root = node_hash(&leaves[0], &leaves[1]);
+        let ledger_id = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+        ];
+        let note = Checkpoint {
+            origin: origin(&ledger_id),
+            size: 2,
+            root,
+        }
+        .sign(&SigningKey::from_seed([7; 32]));
+        let got = format!(
+            "leaf 0 {}\nleaf 1 {}\nroot {}\n{note}",
+            hex::encode(leaves[0]),
+            hex::encode(leaves[1]),
+            hex::encode(root)
+        );
+        assert_eq!(
+            got,
+            include_str!("../tests/data/format-example-tree.txt"),
+            "got:\n{got}"
+        );
+    }
+
     #[test]
     fn format_md_worked_example() {
         let key = SigningKey::from_seed([7; 32]);

@@ -37,6 +37,10 @@ pub enum FailureKind {
     /// A full verification found the (unsigned) time index out of step with
     /// the events: an entry missing, or one naming no event at its time.
     TimeIndexMismatch,
+    /// A full verification found the stored Merkle tree out of step with
+    /// the events: a node missing, differing from the events' hashes, or
+    /// stored past the log.
+    TreeMismatch,
 }
 
 impl FailureKind {
@@ -58,6 +62,7 @@ impl FailureKind {
             FailureKind::MetaMismatch => "meta_mismatch",
             FailureKind::RangeMismatch => "range_mismatch",
             FailureKind::TimeIndexMismatch => "time_index_mismatch",
+            FailureKind::TreeMismatch => "tree_mismatch",
         }
     }
 }

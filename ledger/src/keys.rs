@@ -89,6 +89,14 @@ impl SigningKey {
         self.inner.sign(&hash.0)
     }
 
+    /// Signs the text of a signed note (a checkpoint, `checkpoint.rs`).
+    /// A note's text is longer than 32 bytes, so it is never taken for an
+    /// event hash, a rotation message or a snapshot digest, which this key
+    /// also signs and which are all 32 bytes.
+    pub(crate) fn sign_note(&self, text: &[u8]) -> ed25519_dalek::Signature {
+        self.inner.sign(text)
+    }
+
     /// Writes the key to `path` with mode 0600. Never overwrites: an existing
     /// file is an error. The file and its directory are synced.
     pub fn write_new(&self, path: &Path) -> Result<()> {

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId, check_size};
 use crate::failure::Failure;
 use crate::keys::{KeyDir, SigningKey};
+use crate::merkle;
 use crate::schedule::KeySchedule;
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, CommitStats, Head, Store, StoreOptions};
 use crate::timestamp::Timestamp;
@@ -249,6 +250,13 @@ impl Ledger {
         batch.put_cf(meta, store::META_LEDGER_ID, ledger_id);
         batch.put_cf(meta, store::META_HEAD, head.encode());
         batch.put_cf(meta, store::META_CURRENT_KEY, key.id().0);
+        // The Merkle tree of the one event, in the same batch.
+        let tree = cf(crate::tree::CF_TREE)?;
+        let leaf = merkle::leaf_hash(&merkle::leaf_data(0, &hash, &signature.to_bytes()));
+        merkle::Frontier::default().push(leaf, |level, index, node| {
+            batch.put_cf(tree, crate::tree::node_key(level, index), node);
+        });
+        batch.put_cf(meta, crate::tree::META_TREE, [crate::tree::TREE_FORMAT]);
         let mut sync = rocksdb::WriteOptions::default();
         sync.set_sync(true);
         db.write_opt(batch, &sync).map_err(|e| Error::storage(&partial, e))?;
@@ -299,6 +307,9 @@ impl Ledger {
         let mut store = Store::open(path, false, tuning)?;
         let schedule = store.key_schedule()?;
         store.check_tail(&schedule)?;
+        if !store.has_tree()? {
+            crate::tree::backfill(&store)?;
+        }
         let current = store.current_key_id()?;
         if schedule.current() != current {
             return Err(Error::Recovery {
@@ -612,6 +623,15 @@ impl Ledger {
     pub(crate) fn sign_statement(&self, digest: &Hash) -> Result<(KeyId, ed25519_dalek::Signature)> {
         let key = self.current_key.as_ref().ok_or(Error::ReadOnly)?.get();
         Ok((key.id(), key.sign_hash(digest)))
+    }
+
+    /// The writer's current signing key (writing handles only).
+    pub(crate) fn writer_key(&self) -> Option<Arc<SigningKey>> {
+        self.current_key.as_ref().map(|k| k.get())
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Whether this handle owns the writer thread (opened for writing).

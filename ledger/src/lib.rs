@@ -8,24 +8,30 @@
 mod acked;
 mod canonical;
 mod chain;
+pub mod checkpoint;
 mod error;
 mod event;
 mod failure;
 mod keys;
 mod ledger;
 mod locate;
+pub mod merkle;
 mod projection;
 mod reader;
 mod schedule;
 mod signer;
 mod store;
 mod timestamp;
+mod tree;
 mod verify;
 mod views;
 mod writer;
 
 pub use canonical::{Object, Value};
 pub use chain::{EVENT_DOMAIN, Genesis, RECORD_VERSION, RawRecord, Rotation, SealedEvent, event_hash};
+pub use checkpoint::{
+    Checkpoint, ConsistencyProof, HistoryKey, Included, InclusionProof, KeyHistory, Proof, RejectKind, Rejection,
+};
 pub use error::{Error, Result};
 pub use event::{
     Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, MAX_EVENT_BYTES, MAX_NAME_LEN,

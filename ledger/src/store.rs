@@ -6,10 +6,13 @@
 //! - `time`: timestamp nanos (u64 BE) ‖ sequence number (u64 BE) → empty,
 //!   for the first event of each run of equal timestamps (one per group);
 //! - `meta`: `format`, `ledger_id`, `head` (seq ‖ hash ‖ ts), `key/current`,
-//!   and `rotation/<seq BE>` → new key id for every key rotation.
+//!   `tree` (the Merkle tree's format, once it is complete), and
+//!   `rotation/<seq BE>` → new key id for every key rotation;
+//! - `tree`: the Merkle tree's nodes (see [`crate::tree`]).
 //!
-//! Every append writes all three in one `WriteBatch` with a synced WAL, so
-//! the head in `meta` and the last event can never disagree after a crash.
+//! Every append writes all four in one `WriteBatch` with a synced WAL, so
+//! the head in `meta`, the last event and the tree can never disagree
+//! after a crash.
 //!
 //! A new ledger is built in `NAME.partial` and renamed into place once its
 //! genesis is durable, so an interrupted create leaves nothing half made.
@@ -233,11 +236,26 @@ fn cf_options(tuning: &StoreOptions) -> Options {
     opts
 }
 
+/// Every column family a ledger has. `tree` came later: a ledger made
+/// before it gets it when next opened for writing (see [`crate::tree`]).
+const COLUMN_FAMILIES: [&str; 4] = [CF_EVENTS, CF_TIME, CF_META, crate::tree::CF_TREE];
+
 fn cf_descriptors(tuning: &StoreOptions) -> Vec<ColumnFamilyDescriptor> {
-    [CF_EVENTS, CF_TIME, CF_META]
+    COLUMN_FAMILIES
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, cf_options(tuning)))
         .collect()
+}
+
+/// The column families of an existing ledger that this build knows, for a
+/// read-only open (which cannot create the ones an older ledger lacks).
+fn existing_cf_descriptors(path: &Path, tuning: &StoreOptions) -> Result<Vec<ColumnFamilyDescriptor>> {
+    let existing = DB::list_cf(&Options::default(), path).map_err(|e| Error::storage(path, e))?;
+    Ok(COLUMN_FAMILIES
+        .into_iter()
+        .filter(|name| existing.iter().any(|e| e == name))
+        .map(|name| ColumnFamilyDescriptor::new(name, cf_options(tuning)))
+        .collect())
 }
 
 /// Where [`crate::Ledger::create`] builds a ledger for `path` before it
@@ -370,16 +388,18 @@ impl Store {
                 "the acknowledged mark cannot be read, so the check that the WAL kept every acknowledged event is skipped; the writer rewrites the mark at its next acknowledgement"
             );
         }
-        let opts = db_options(false, tuning);
+        let mut opts = db_options(false, tuning);
         // A read-only open runs with a live writer's file deletions paused,
         // and a writer's open with no read-only open in progress (`views`).
         let (db, views) = if read_only {
             let db = crate::views::read_only(path, || {
-                DB::open_cf_descriptors_read_only(&opts, path, cf_descriptors(tuning), false)
+                DB::open_cf_descriptors_read_only(&opts, path, existing_cf_descriptors(path, tuning)?, false)
                     .map_err(|e| Error::storage(path, e))
             })?;
             (db, None)
         } else {
+            // The `tree` column family of a ledger made before it.
+            opts.create_missing_column_families(true);
             let (db, locks) = crate::views::read_write(path, || {
                 DB::open_cf_descriptors(&opts, path, cf_descriptors(tuning)).map_err(|e| Error::storage(path, e))
             })?;

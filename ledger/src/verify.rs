@@ -324,6 +324,12 @@ impl Ledger {
         if report.failure.is_none() {
             report.failure = index_failure;
         }
+        if report.failure.is_none()
+            && full
+            && let Some((last, _)) = report.last
+        {
+            report.failure = self.check_tree(last)?;
+        }
         Ok(report)
     }
 }

@@ -139,6 +139,8 @@ proptest! {
             for k in cut {
                 db.delete_cf(time, k).expect("delete index entry");
             }
+            // And the Merkle tree nodes of the cut events.
+            rewrite_tree(&db);
         }
         remove_acked_mark(&f.path);
         // Without the pin, the shortened log is self-consistent ...
@@ -200,6 +202,7 @@ fn pinned_head_that_was_rewritten_is_detected() {
         let (hash, rec) = signed_record(&event, &SigningKey::from_seed(KEY_B));
         put_record(&db, pin.0, &rec);
         set_meta_head(&db, pin.0, hash, event.ts.as_nanos());
+        rewrite_tree(&db);
     }
     // The writer's acknowledged mark still names the replaced event ...
     let failure = verify(&f.path, None).failure.expect("the mark gives it away");
@@ -678,7 +681,8 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
             "head",
             "key/current",
             "ledger_id",
-            &format!("rotation/{rotation}")
+            &format!("rotation/{rotation}"),
+            "tree"
         ],
         "the entries FORMAT.md §10 lists, and no others"
     );
@@ -749,7 +753,9 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
         }
         // The writer refuses every edit but a changed rotation index entry,
         // which it overrules (it takes the log's rotations, not the index).
-        let overrule = k.starts_with(b"rotation/") && change.is_some();
+        // A deleted tree marker is a tree to build again: the writer
+        // rebuilds it from the log.
+        let overrule = (k.starts_with(b"rotation/") && change.is_some()) || (k == b"tree" && change.is_none());
         match ledger::Ledger::open(&f.path, &f.keys) {
             Err(e) => {
                 assert!(!overrule, "{what}: the writer refused: {e}");
@@ -774,8 +780,8 @@ fn every_change_to_meta_is_refused_or_overruled_by_the_log() {
     }
     // format: 1 deletion + 2 changes; ledger_id and head: 1 deletion each.
     assert_eq!(unopened, 5, "stores that did not open");
-    // 32 changed bytes of the rotation index entry.
-    assert_eq!(overruled, 32, "refused {refused}, overruled {overruled}");
+    // 32 changed bytes of the rotation index entry, the deleted tree marker.
+    assert_eq!(overruled, 33, "refused {refused}, overruled {overruled}");
     // Restored, the ledger is what it was.
     assert!(verify(&f.path, None).ok());
 }
@@ -801,7 +807,9 @@ enum MetaVerdict {
 ///   seq); its hash changed, `head_mismatch` at the head; its time changed,
 ///   `meta_mismatch` at the head;
 /// - `key/current`, changed or deleted: `meta_mismatch` at the head;
-/// - `rotation/N`, changed or deleted: `meta_mismatch` at N.
+/// - `rotation/N`, changed or deleted: `meta_mismatch` at N;
+/// - `tree`, changed or deleted: `tree_mismatch` at 0 (no tree this build
+///   knows is complete).
 fn meta_edit_verdict(key: &[u8], value: Option<&[u8]>, truth: &ledger::Head, rotation: u64) -> MetaVerdict {
     use MetaVerdict::*;
     match (key, value) {
@@ -824,6 +832,7 @@ fn meta_edit_verdict(key: &[u8], value: Option<&[u8]>, truth: &ledger::Head, rot
         }
         (b"key/current", _) => Fails(FailureKind::MetaMismatch, truth.seq),
         (k, _) if k.starts_with(b"rotation/") => Fails(FailureKind::MetaMismatch, rotation),
+        (b"tree", _) => Fails(FailureKind::TreeMismatch, 0),
         (k, _) => panic!("no verdict for meta `{}`", String::from_utf8_lossy(k)),
     }
 }

@@ -337,8 +337,8 @@ fn a_log_that_steps_back_within_a_tolerance_is_not_index_damage() {
     let back = ts1 - 1_000_000;
     {
         // Seq 2 a millisecond before seq 1, signed by the log's key; seq 3
-        // re-linked to it; the head and the index follow, as that tool's
-        // writer would have recorded them.
+        // re-linked to it; the head, the index and the Merkle tree follow,
+        // as that tool's writer would have recorded them.
         let db = raw_db(&path);
         let time = db.cf_handle("time").expect("time cf");
         let mut two = ledger::SealedEvent::decode(&get_record(&db, 2)).expect("decode").event;
@@ -353,6 +353,7 @@ fn a_log_that_steps_back_within_a_tolerance_is_not_index_damage() {
         let (hash3, rec) = signed_record(&three, &key);
         put_record(&db, 3, &rec);
         set_meta_head(&db, 3, hash3, three.ts.as_nanos());
+        rewrite_tree(&db);
     }
     remove_acked_mark(&path);
     let l = Ledger::open_read_only(&path).expect("open");

@@ -14,6 +14,10 @@
 //! /admin/export/{sink}/replay` (admin) `sealgate export replay`
 //! (docs/EXPORT.md): they read and write the sinks' files, never the
 //! ledger.
+//! `GET /admin/proof/inclusion?seq=N[&size=M]`,
+//! `GET /admin/proof/consistency?old=M&new=N` and `GET /admin/key-history`
+//! (auditor) answer what `sealgate prove` and `key-history` print
+//! (docs/FORMAT.md §14), as text.
 //!
 //! Times are RFC 3339 strings, as in events.
 
@@ -121,6 +125,8 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/{action}", post(decide_approval))
         .route("/admin/find", post(find))
+        .route("/admin/proof/{kind}", get(proof))
+        .route("/admin/key-history", get(key_history))
         .route("/admin/query", post(query::query))
         .route("/admin/search", get(query::search))
         .route("/admin/reports", get(query::reports))
@@ -209,6 +215,93 @@ async fn state(
     ok(
         json!({"as_of_seq": seq, part.clone(): crate::governance::render(&state, &part).map_err(|e| ApiError(StatusCode::NOT_FOUND, e))?}),
     )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProofQuery {
+    seq: Option<u64>,
+    size: Option<u64>,
+    old: Option<u64>,
+    new: Option<u64>,
+}
+
+fn text(body: String) -> ApiResult {
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
+/// A ledger error as an answer: a request the ledger cannot answer as
+/// asked (a seq or size past the log) is the caller's; anything else is
+/// the gateway's.
+fn ledger_error(e: ledger::Error) -> ApiError {
+    match e {
+        ledger::Error::InvalidRequest(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        other => ApiError(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+/// An inclusion proof (c2sp.org/tlog-proof) or a consistency proof, with
+/// the checkpoint it is against, signed with the writer's current key.
+async fn proof(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path(kind): Path<String>,
+    Query(q): Query<ProofQuery>,
+) -> ApiResult {
+    reader(&p)?;
+    let ledger = api.gateway.ledger();
+    let made = match (kind.as_str(), q) {
+        (
+            "inclusion",
+            ProofQuery {
+                seq: Some(seq),
+                size,
+                old: None,
+                new: None,
+            },
+        ) => tokio::task::spawn_blocking(move || ledger.prove_inclusion_now(seq, size).map(|p| p.to_text())).await,
+        (
+            "consistency",
+            ProofQuery {
+                seq: None,
+                size: None,
+                old: Some(old),
+                new: Some(new),
+            },
+        ) => tokio::task::spawn_blocking(move || ledger.prove_consistency_now(old, new).map(|p| p.to_text())).await,
+        ("inclusion" | "consistency", _) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "an inclusion proof takes `seq` (and `size`), a consistency proof `old` and `new`".into(),
+            ));
+        }
+        (other, _) => {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no proof of kind `{other}`: `inclusion` or `consistency`"),
+            ));
+        }
+    };
+    text(
+        made.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the proof task failed: {e}")))?
+            .map_err(ledger_error)?,
+    )
+}
+
+/// The ledger's keys for offline verification (`sealgate key-history`).
+async fn key_history(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let ledger = api.gateway.ledger();
+    let history = tokio::task::spawn_blocking(move || ledger.key_history())
+        .await
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the key history task failed: {e}"),
+            )
+        })?
+        .map_err(ledger_error)?;
+    text(history.to_text())
 }
 
 async fn registry(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {

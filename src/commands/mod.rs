@@ -22,6 +22,7 @@ mod find;
 mod init;
 mod log;
 mod policy;
+mod proof;
 mod search;
 mod serve;
 mod sql;
@@ -71,6 +72,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
         } => verify::run(&paths, &range, head.as_deref(), time_tolerance_ms, progress, output),
         Command::Head { output } => head(&paths, output),
+        Command::Checkpoint { size } => proof::checkpoint(&paths, size),
+        Command::KeyHistory => proof::key_history(&paths),
+        Command::Prove { seq, size, consistency } => proof::prove(&paths, seq, size, consistency.as_deref()),
+        Command::VerifyProof {
+            proof: file,
+            checkpoint,
+            key,
+            output,
+        } => proof::verify_proof(&file, checkpoint.as_deref(), &key, output),
         Command::Serve => serve::serve(&cli.global, &paths, &config),
         Command::Stdio { server, principal } => serve::stdio(&cli.global, &paths, &config, &server, principal),
         Command::Token(TokenCommand::Create {

@@ -60,6 +60,8 @@ struct Front {
     authorization_servers: Vec<String>,
     sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
     access: AccessLog,
+    /// The last checkpoint served, and the tree size it is of.
+    checkpoint: Arc<Mutex<Option<(u64, String)>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -92,6 +94,7 @@ pub fn router(
         authorization_servers,
         sessions: Arc::new(Mutex::new(HashMap::new())),
         access: AccessLog::start(gateway, Duration::from_secs(config.access_log_interval_sec)),
+        checkpoint: Arc::default(),
     };
     reap_idle(
         Arc::downgrade(&front.sessions),
@@ -105,6 +108,7 @@ pub fn router(
             "/.well-known/oauth-protected-resource/mcp/{server}",
             get(server_metadata),
         )
+        .route("/.well-known/sealgate/checkpoint", get(checkpoint))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(not_found)
         .with_state(front)
@@ -559,6 +563,43 @@ async fn root_metadata(State(front): State<Front>) -> Response {
 async fn server_metadata(State(front): State<Front>, Path(server): Path<String>) -> Response {
     let resource = format!("{}/mcp/{}", front.public_url, truncate(&server, 64));
     metadata(&front, resource)
+}
+
+/// The ledger's signed checkpoint of its whole log (c2sp.org/tlog-checkpoint,
+/// docs/FORMAT.md §14), for monitors and auditors to keep. Public, like the
+/// metadata above: it tells how many events the log holds, nothing of them.
+/// Made once per tree size (signing and the tree's reads off the async
+/// workers) and served again until the log grows.
+async fn checkpoint(State(front): State<Front>) -> Response {
+    let ledger = front.gateway.ledger();
+    let cache = Arc::clone(&front.checkpoint);
+    let made = tokio::task::spawn_blocking(move || {
+        let size = ledger.tree_size();
+        if let Some((at, note)) = lock(&cache).as_ref()
+            && *at == size
+        {
+            return Ok(note.clone());
+        }
+        let note = ledger.checkpoint_now(Some(size))?;
+        *lock(&cache) = Some((size, note.clone()));
+        Ok::<_, ledger::Error>(note)
+    })
+    .await;
+    match made {
+        Ok(Ok(note)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response(),
+        Ok(Err(e)) => {
+            tracing::error!("no checkpoint could be made: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": "no checkpoint could be made; see the gateway's log"})),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::error!("the checkpoint task failed: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn not_found(request: Request) -> Response {

@@ -42,10 +42,12 @@ use crate::chain::{RECORD_HASH, RECORD_HEADER_LEN, RECORD_SIGNATURE, RECORD_VERS
 use crate::error::{Error, Result};
 use crate::event::{Actor, Draft, Event, EventKind, Hash, KeyId, check_size};
 use crate::keys::{KeyDir, SigningKey};
+use crate::merkle::{Frontier, TreeHash, leaf_data, leaf_hash};
 use crate::schedule::KeySchedule;
 use crate::signer::{self, SignPool, Signable};
 use crate::store::{self, CF_EVENTS, CF_META, CF_TIME, Head, META_CURRENT_KEY, META_HEAD, Store};
 use crate::timestamp::Timestamp;
+use crate::tree::{CF_TREE, node_key};
 use crate::views::Watcher;
 
 mod acks;
@@ -141,6 +143,9 @@ struct Sealed {
     hash: Hash,
     record: Vec<u8>,
     signed: bool,
+    /// The event's Merkle leaf hash, made with its signature (on the
+    /// signing pool, off the writer thread).
+    leaf: TreeHash,
 }
 
 impl Signable for Sealed {
@@ -158,7 +163,9 @@ impl Sealed {
     }
 
     fn set_signature(&mut self, sig: &Signature) {
-        self.record[RECORD_SIGNATURE].copy_from_slice(&sig.to_bytes());
+        let sig = sig.to_bytes();
+        self.record[RECORD_SIGNATURE].copy_from_slice(&sig);
+        self.leaf = leaf_hash(&leaf_data(self.seq, &self.hash, &sig));
         self.signed = true;
     }
 }
@@ -214,6 +221,9 @@ pub(crate) struct Writer {
     clock_behind: bool,
     /// Where async callers' answers are handed to their runtime.
     acks: Arc<Acks>,
+    /// The right edge of the Merkle tree over every event written: the
+    /// tree's new nodes go into each group's batch.
+    frontier: Frontier,
     /// Pauses file deletions for read-only opens.
     _views: Option<Watcher>,
 }
@@ -240,6 +250,7 @@ impl Writer {
             });
         }
         let head = store.head();
+        let frontier = store.frontier(head.seq + 1)?;
         // The writer signs too (a lone caller's group, and any queued chunk
         // when it has nothing else to do): with one signer less than there
         // are cores, the signing threads match the cores instead of
@@ -268,6 +279,7 @@ impl Writer {
             now,
             clock_behind: false,
             acks,
+            frontier,
             _views: views,
         })
     }
@@ -558,6 +570,7 @@ impl Writer {
             hash,
             record,
             signed: false,
+            leaf: [0; 32],
         }
     }
 
@@ -629,7 +642,7 @@ impl Writer {
         let callers: usize = groups.iter().map(|g| g.waiters.len()).sum();
         let here = callers < SYNC_OFFLOAD_MIN && self.syncer.idle();
         let started = Instant::now();
-        match write(&self.store, &groups, here) {
+        match write(&self.store, &groups, here, &mut self.frontier) {
             Ok(head) if here => {
                 let events = groups.iter().map(|g| g.sealed.len()).sum();
                 self.store.commits.record(events, started.elapsed());
@@ -649,17 +662,25 @@ impl Writer {
 }
 
 /// Writes signed groups (and, for a rotation, the key switch) in one
-/// batch; with `sync`, waits for the WAL sync. Returns the head they
-/// make, which the caller publishes once they are durable.
-fn write(store: &Store, groups: &[Group], sync: bool) -> Result<Head, String> {
+/// batch, with the Merkle tree nodes they complete; with `sync`, waits for
+/// the WAL sync. Returns the head they make, which the caller publishes
+/// once they are durable. `frontier` moves on with the events; if the
+/// write fails the writer is poisoned and never uses it again.
+fn write(store: &Store, groups: &[Group], sync: bool, frontier: &mut Frontier) -> Result<Head, String> {
     let cf = |name| store.cf(name).map_err(|e| e.to_string());
-    let (events, time, meta) = (cf(CF_EVENTS)?, cf(CF_TIME)?, cf(CF_META)?);
+    let (events, time, meta, tree) = (cf(CF_EVENTS)?, cf(CF_TIME)?, cf(CF_META)?, cf(CF_TREE)?);
     let mut sealed = groups.iter().flat_map(|g| &g.sealed);
     let (first, last) = match (sealed.next(), groups.iter().flat_map(|g| &g.sealed).next_back()) {
         (Some(f), Some(l)) => (f, l),
         _ => return Err("internal error: empty group".into()),
     };
-    let bytes: usize = groups.iter().flat_map(|g| &g.sealed).map(|s| s.record.len() + 32).sum();
+    // Per event: the record and its time key, its leaf and on average one
+    // inner node (9-byte key, 32-byte hash, batch framing each).
+    let bytes: usize = groups
+        .iter()
+        .flat_map(|g| &g.sealed)
+        .map(|s| s.record.len() + 32 + 2 * 48)
+        .sum();
     let mut batch = WriteBatch::with_capacity_bytes(bytes + 256);
     // The time index gets one entry per run of equal timestamps (a group
     // shares one): lookups seek to the first event at or after a time.
@@ -669,6 +690,16 @@ fn write(store: &Store, groups: &[Group], sync: bool) -> Result<Head, String> {
             return Err(format!("internal error: seq {} is unsigned", s.seq));
         }
         batch.put_cf(events, store::seq_key(s.seq), &s.record);
+        if frontier.size() != s.seq {
+            return Err(format!(
+                "internal error: seq {} does not follow the Merkle tree of {} events",
+                s.seq,
+                frontier.size()
+            ));
+        }
+        frontier.push(s.leaf, |level, index, node| {
+            batch.put_cf(tree, node_key(level, index), node)
+        });
         if last_ts != Some(s.ts) {
             batch.put_cf(time, store::time_key(s.ts, s.seq), []);
             last_ts = Some(s.ts);

@@ -109,7 +109,7 @@ pub fn verify(path: &Path, pinned: Option<(u64, ledger::Hash)>) -> Report {
 /// Opens the store directly, as an attacker with disk access would.
 pub fn raw_db(path: &Path) -> rocksdb::DB {
     let opts = rocksdb::Options::default();
-    rocksdb::DB::open_cf(&opts, path, ["events", "time", "meta"]).expect("open raw db")
+    rocksdb::DB::open_cf(&opts, path, ["events", "time", "meta", "tree"]).expect("open raw db")
 }
 
 pub fn get_record(db: &rocksdb::DB, seq: u64) -> Vec<u8> {
@@ -226,4 +226,42 @@ pub fn any_draft() -> impl Strategy<Value = Draft> {
             d.body = body.into_iter().collect::<Object>();
             d
         })
+}
+
+/// Rewrites the Merkle tree from the events as they now are, as an
+/// attacker with disk access who changed or cut them would: every node of
+/// every complete subtree, and nothing else.
+pub fn rewrite_tree(db: &rocksdb::DB) {
+    use ledger::merkle::{leaf_data, leaf_hash, node_hash};
+    let events = db.cf_handle("events").expect("events cf");
+    let mut level: Vec<[u8; 32]> = db
+        .iterator_cf(events, rocksdb::IteratorMode::Start)
+        .map(|kv| {
+            let (k, v) = kv.expect("read record");
+            let seq = u64::from_be_bytes((*k).try_into().expect("8-byte key"));
+            let raw = ledger::RawRecord::parse(&v).expect("record");
+            leaf_hash(&leaf_data(seq, &raw.hash, &raw.signature))
+        })
+        .collect();
+    let tree = db.cf_handle("tree").expect("tree cf");
+    let old: Vec<Box<[u8]>> = db
+        .iterator_cf(tree, rocksdb::IteratorMode::Start)
+        .map(|kv| kv.expect("read node").0)
+        .collect();
+    for k in old {
+        db.delete_cf(tree, k).expect("delete node");
+    }
+    let mut height = 0u8;
+    loop {
+        for (i, h) in level.iter().enumerate() {
+            let mut key = vec![height];
+            key.extend_from_slice(&(i as u64).to_be_bytes());
+            db.put_cf(tree, key, h).expect("put node");
+        }
+        if level.len() < 2 {
+            break;
+        }
+        level = level.chunks_exact(2).map(|c| node_hash(&c[0], &c[1])).collect();
+        height += 1;
+    }
 }
