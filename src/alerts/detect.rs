@@ -285,8 +285,15 @@ impl Detector {
         let server = e.event.subject.server.clone();
         match &e.event.kind {
             // No alert is ever about an alert or a notification.
+            // Only the detector's own alerts, about events before them,
+            // count as written: another writer's cannot silence one.
             EventKind::AlertRaised => {
-                if let Some(key) = body_str(e, "key") {
+                let ours = e.event.actor.principal.as_deref() == Some(super::ALERTS_ACTOR);
+                let before = body_u64(e, "at_seq").is_some_and(|at| at < e.event.seq);
+                if ours
+                    && before
+                    && let Some(key) = body_str(e, "key")
+                {
                     self.written.insert(key.to_owned());
                 }
             }
@@ -407,6 +414,10 @@ impl Detector {
                 };
                 let (changed, added, removed) = (names("changed"), names("added"), names("removed"));
                 let count = changed.len() + added.len() + removed.len();
+                // Tool names come from the upstream: a summary names a few,
+                // each cut short, so that no listing can make an alert too
+                // large to write.
+                let (changed, added, removed) = (few(&changed), few(&added), few(&removed));
                 let who = match e.event.body.get("revealed_by") {
                     Some(ledger::Value::Object(r)) => r.get("principal").and_then(ledger::Value::as_str),
                     _ => None,
@@ -598,6 +609,24 @@ impl Detector {
     }
 }
 
+/// At most 20 of `names`, each cut to 128 characters, and how many more.
+fn few(names: &[String]) -> String {
+    const MOST: usize = 20;
+    const LONGEST: usize = 128;
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(MOST)
+        .map(|n| {
+            let cut: String = n.chars().take(LONGEST).collect();
+            if cut.len() < n.len() { format!("{cut}…") } else { cut }
+        })
+        .collect();
+    if names.len() > MOST {
+        shown.push(format!("and {} more", names.len() - MOST));
+    }
+    format!("{shown:?}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,6 +659,17 @@ mod tests {
         assert_eq!(items.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![4, 5]);
         assert_eq!(sum, 10);
         assert!(w.add("c", seen(6, 80), 4, window, 5).is_none(), "under the threshold");
+    }
+
+    /// A drift's summary names at most 20 tools, each at most 128
+    /// characters: an upstream's listing cannot make it too large to write.
+    #[test]
+    fn a_drift_summary_names_a_few_tools_cut_short() {
+        let names: Vec<String> = (0..50).map(|i| format!("{i}{}", "\"".repeat(300_000))).collect();
+        let text = few(&names);
+        assert!(text.len() < 20 * 2 * 140 + 100, "{} bytes", text.len());
+        assert!(text.contains("and 30 more"), "{}", &text[text.len() - 40..]);
+        assert_eq!(few(&["a".into(), "b".into()]), r#"["a", "b"]"#);
     }
 
     #[test]

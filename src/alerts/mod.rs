@@ -158,7 +158,7 @@ pub struct Resumed {
 /// over the thresholds' lookback, learning the alerts already written (their
 /// keys, the newest `at_seq`), and starts far enough before the first of
 /// them to rebuild the windows it had when it wrote it. Blocking.
-pub fn resume(ledger: &Ledger, t: Thresholds) -> Result<Resumed, AlertError> {
+pub fn resume(ledger: &Ledger, t: Thresholds, stop: &AtomicBool) -> Result<Resumed, AlertError> {
     let head = ledger.head();
     let lookback = t.lookback_sec().saturating_mul(1_000_000_000);
     let locate = |ns: u64| -> Result<u64, AlertError> {
@@ -175,8 +175,14 @@ pub fn resume(ledger: &Ledger, t: Thresholds) -> Result<Resumed, AlertError> {
     if from <= head.seq {
         for e in ledger.events(from, head.seq)? {
             let e = e?;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Only the detector's own alerts, about events before them.
             if e.event.kind == EventKind::AlertRaised
+                && e.event.actor.principal.as_deref() == Some(ALERTS_ACTOR)
                 && let Ok(a) = events::decode::<events::AlertRaised>(&e.event)
+                && a.at_seq < e.event.seq
             {
                 detector.seed_written(a.key);
                 first_at = Some(first_at.map_or(a.at_seq, |f| f.min(a.at_seq)));
@@ -220,6 +226,12 @@ fn write(ledger: &Ledger, alert: &Alert, stop: &AtomicBool) -> Option<Receipt> {
                 );
                 return Some(r);
             }
+            // The ledger refused this event itself (its shape or size):
+            // retrying cannot help, and must not stop every later alert.
+            Err(e @ ledger::Error::InvalidEvent(_)) => {
+                tracing::error!(key = %alert.body.key, "alerts: the ledger refuses this alert.raised event; it is not written: {e}");
+                return None;
+            }
             Err(e) => {
                 tracing::error!(key = %alert.body.key, "alerts: cannot write an alert.raised event (retrying in {backoff:?}): {e}");
                 let until = std::time::Instant::now() + backoff;
@@ -256,15 +268,20 @@ pub fn run(ledger: &Ledger, resumed: Resumed, poll: Duration, stop: &AtomicBool)
         written_up_to,
     } = resumed;
     let mut next = from;
-    let fresh = |a: &Alert| written_up_to.is_none_or(|w| a.body.at_seq > w);
+    // Several alerts may share an `at_seq`: one of them written before a
+    // crash does not make the others old (their keys tell which were).
+    let fresh = |a: &Alert| written_up_to.is_none_or(|w| a.body.at_seq >= w);
     while !stop.load(Ordering::Relaxed) {
         let head = ledger.head().seq;
         if next <= head {
             for e in ledger.events(next, head)? {
                 let e = e?;
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 next = e.event.seq + 1;
                 for a in detector.observe(&e) {
-                    if fresh(&a) {
+                    if fresh(&a) && !detector.is_written(&a.body.key) {
                         write(ledger, &a, stop);
                     }
                 }
@@ -297,7 +314,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("sealgate-alerts".into())
         .spawn(move || {
-            let result = resume(&ledger, t).and_then(|r| {
+            let result = resume(&ledger, t, &stop).and_then(|r| {
                 tracing::info!(from = r.from, "alerts: detector following the log");
                 run(&ledger, r, poll, &stop)
             });

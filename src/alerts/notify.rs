@@ -226,12 +226,23 @@ pub fn message(hook: &WebhookConfig, admin_url: &str, topic: NotificationTopic, 
             body[detail.0] = detail.1;
             body
         }
-        Format::Slack => json!({
-            "text": text,
-            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-        }),
+        // Server and tool names, requesters and summaries come from
+        // callers and upstreams: Slack's control characters are escaped,
+        // so none can make a link, a mention or a command of its own.
+        Format::Slack => {
+            let text = slack_escaped(&text);
+            json!({
+                "text": text,
+                "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
+            })
+        }
     };
     (text, body)
+}
+
+/// `text` with `&`, `<` and `>` escaped as Slack's message format asks.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// How one delivery ended.
@@ -391,7 +402,18 @@ async fn follow(ledger: Arc<Ledger>, hook: WebhookConfig, admin_url: String, sto
             return;
         }
     };
-    let client = reqwest::Client::new();
+    // A redirect is a failure, not followed: it would carry the hook's
+    // headers (secrets by reference) to wherever it points.
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(webhook = %hook.name, "webhook stopped: cannot build its HTTP client: {e}");
+            return;
+        }
+    };
     let max_age = Duration::from_secs(hook.max_age_sec);
     let l = Arc::clone(&ledger);
     let name = hook.name.clone();
@@ -566,4 +588,15 @@ pub fn spawn(
         })
         .map(Some)
         .map_err(|e| format!("cannot start the webhooks thread: {e}"))
+}
+
+#[cfg(test)]
+mod slack_tests {
+    #[test]
+    fn slack_text_cannot_make_links_or_mentions() {
+        assert_eq!(
+            super::slack_escaped("server <https://evil|Approve> & <!channel>"),
+            "server &lt;https://evil|Approve&gt; &amp; &lt;!channel&gt;"
+        );
+    }
 }
