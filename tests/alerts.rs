@@ -650,3 +650,29 @@ async fn the_admin_api_shows_export_status() {
     let status = rig.admin("GET", "/admin/export", Some("root"), None).await;
     assert_eq!(status.json()["sinks"][0]["replay_from"], 1, "{status:?}");
 }
+
+/// Refused authentications on the root path (`/mcp`, which names no
+/// server) are recorded like those naming one, in the same flush: the
+/// refusal is evidence even when the caller named nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_on_the_root_path_are_recorded() {
+    let rig = rig("").await;
+    let ping = br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    for path in ["/mcp", "/mcp/fast"] {
+        let mut request = Rig::mcp_post("fast", Some("Bearer sg_wrong"), None, ping);
+        *request.uri_mut() = path.parse().expect("uri");
+        let reply = rig.send(request).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}: {reply:?}");
+    }
+    wait_refusals(&rig, "invalid_token", 2).await;
+    let refused: Vec<Value> = rig
+        .events()
+        .into_iter()
+        .filter(|e| kind(e) == "access.refused")
+        .collect();
+    assert!(
+        refused.iter().any(|e| e["subject"]["server"].is_null()),
+        "the root path's refusal names no server: {refused:?}"
+    );
+    assert!(refused.iter().any(|e| e["subject"]["server"] == "fast"), "{refused:?}");
+}

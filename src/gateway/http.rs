@@ -186,6 +186,12 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .any(|m| m.eq_ignore_ascii_case(media) || m == "*/*")
 }
 
+/// The server a refusal names: none on the root path (an empty name is
+/// not a name, and an event with one would be refused by the ledger).
+fn named(server: &str) -> Option<String> {
+    (!server.is_empty()).then(|| truncate(server, 64))
+}
+
 async fn mcp_root(State(front): State<Front>, request: Request) -> Response {
     mcp_request(front, String::new(), request).await
 }
@@ -225,7 +231,7 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
                 principal: None,
                 token,
                 reason,
-                server: Some(truncate(&server, 64)),
+                server: named(&server),
                 aggregated: false,
             });
             return unauthorized(&front, &server, e);
@@ -237,7 +243,7 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
             principal: Some(principal.name.clone()),
             token: None,
             reason: events::AccessReason::UnknownServer,
-            server: Some(truncate(&server, 64)),
+            server: named(&server),
             aggregated: false,
         });
         return (
