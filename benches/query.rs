@@ -154,6 +154,7 @@ if not os.path.exists(db):
     print(f"duckdb: loaded in {time.perf_counter() - t:.1f} s", file=sys.stderr)
 con = duckdb.connect(db, read_only=True)
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 for name, sql in json.loads(views_json):
     con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {sql}")
 out = {}
@@ -360,7 +361,10 @@ fn main() -> Res<()> {
     if !out.status.success() {
         return Err(format!("duckdb failed: {}", String::from_utf8_lossy(&out.stdout)).into());
     }
-    let duck: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // The answer is the script's last line (DuckDB may print before it).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let duck: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .map_err(|e| format!("duckdb's answer is not JSON ({e}): {stdout}"))?;
     if parquet.exists() {
         std::fs::remove_dir_all(&parquet)?;
     }
