@@ -482,12 +482,7 @@ impl InclusionProof {
             B64.encode(extra),
             self.index
         );
-        for h in &self.hashes {
-            out.push_str(&B64.encode(h));
-            out.push('\n');
-        }
-        out.push('\n');
-        out.push_str(&self.checkpoint);
+        push_hashes_then_checkpoint(&mut out, &self.hashes, &self.checkpoint);
         out
     }
 
@@ -645,12 +640,7 @@ pub struct ConsistencyProof {
 impl ConsistencyProof {
     pub fn to_text(&self) -> String {
         let mut out = format!("{CONSISTENCY_PROOF_HEADER}\nold {}\n", self.old);
-        for h in &self.hashes {
-            out.push_str(&B64.encode(h));
-            out.push('\n');
-        }
-        out.push('\n');
-        out.push_str(&self.checkpoint);
+        push_hashes_then_checkpoint(&mut out, &self.hashes, &self.checkpoint);
         out
     }
 
@@ -702,6 +692,17 @@ impl ConsistencyProof {
         })?;
         Ok((old, new))
     }
+}
+
+/// The end both proofs share, as [`hash_lines`] and [`rest_of`] read it:
+/// a base64 hash a line, an empty line, the checkpoint verbatim.
+fn push_hashes_then_checkpoint(out: &mut String, hashes: &[TreeHash], checkpoint: &str) {
+    for h in hashes {
+        out.push_str(&B64.encode(h));
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(checkpoint);
 }
 
 /// Either kind of proof, told apart by its first line.
