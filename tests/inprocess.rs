@@ -986,6 +986,42 @@ async fn admin_api_answers_stream_and_stop_when_the_client_leaves() {
         .json();
     assert_eq!(empty["rows"], json!([]), "{empty}");
 
+    // A query that fails after its first rows: the status and the first
+    // rows are out, so the answer is cut off where it failed, and what came
+    // does not parse as a whole answer.
+    let failing = |format: &str| {
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/admin/query")
+            .header("authorization", rig.bearer("audrey"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"sql": "SELECT value, 100 / (150000 - value) AS x FROM generate_series(1, 200000)", "format": format})
+                    .to_string(),
+            ))
+            .expect("request")
+    };
+    let (status, got, cut) = rig.send_until_cut(failing("json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        cut.as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("divide by zero")),
+        "{cut:?}"
+    );
+    assert!(
+        text.contains("{\"value\":8192,\"x\":0}"),
+        "the first rows came before the failure"
+    );
+    assert!(!text.contains("\"value\":150000"), "no row past the failure");
+    assert!(
+        serde_json::from_slice::<Value>(&got).is_err(),
+        "a cut-off answer parsed whole"
+    );
+    let (status, got, cut) = rig.send_until_cut(failing("csv")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(cut.is_some() && got.starts_with(b"value,x\n1,0\n"), "{cut:?}");
+
     // Counting ten billion rows outlasts the test; it makes no row until done.
     let slow = || {
         let r = axum::http::Request::builder()

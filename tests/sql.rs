@@ -152,6 +152,66 @@ fn sql_answers_with_its_head_and_bad_sql_is_an_error_that_writes_nothing() {
     );
 }
 
+/// `-o json` and `-o csv` write rows as the query makes them: an answer
+/// whose query fails after its first rows is cut off where it failed (the
+/// rows already made are out, the JSON does not parse) and the exit status
+/// says so; a whole answer streamed is the same as one collected.
+#[test]
+fn sql_streams_json_and_csv_and_a_failure_mid_answer_cuts_it_off() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir(root.path(), 20);
+    // Rows 1..=149_999 divide; the batch holding 150_000 fails.
+    let failing = "SELECT value, 100 / (150000 - value) AS x FROM generate_series(1, 200000)";
+    let out = sealgate(&data)
+        .args(["sql", "-o", "json", failing])
+        .output()
+        .expect("run");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.to_lowercase().contains("divide by zero"), "{stderr}");
+    assert!(
+        stdout.starts_with("{\"head\":{\"seq\":20,"),
+        "{}",
+        &stdout[..stdout.len().min(200)]
+    );
+    assert!(
+        stdout.contains("{\"value\":8192,\"x\":0}"),
+        "the first batches came out before the failure"
+    );
+    assert!(!stdout.contains("\"value\":150000"), "no row past the failure");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&stdout).is_err(),
+        "a cut-off answer must not parse as a whole one"
+    );
+    let out = sealgate(&data)
+        .args(["sql", "-o", "csv", failing])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.starts_with("value,x\n1,0\n"), "{}", &csv[..csv.len().min(100)]);
+
+    let whole = "SELECT seq, kind FROM events ORDER BY seq";
+    let streamed: serde_json::Value = serde_json::from_str(&sql(&data, whole, "json")).expect("json");
+    assert_eq!(streamed["head"]["seq"], 20, "{streamed}");
+    let rows = streamed["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 21, "genesis and 20 events");
+    assert_eq!(rows[0]["seq"], 0);
+    let csv = sql(&data, whole, "csv");
+    assert_eq!(csv.lines().count(), 22, "a header and 21 rows: {csv}");
+    assert_eq!(
+        sql(&data, "SELECT seq FROM events WHERE seq > 99", "csv"),
+        "seq\n",
+        "an empty answer has its header"
+    );
+    let empty: serde_json::Value =
+        serde_json::from_str(&sql(&data, "SELECT seq FROM events WHERE seq > 99", "json")).expect("json");
+    assert_eq!(empty["rows"], serde_json::json!([]));
+}
+
 /// `kill -9` of `sealgate index rebuild` once its first segment is on disk,
 /// then `index update`: the same index and answers as an uninterrupted build.
 #[test]

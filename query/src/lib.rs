@@ -639,102 +639,137 @@ pub enum Format {
     Csv,
 }
 
-/// One batch's rows as JSON objects (as [`Format::Json`] writes them),
-/// comma-separated, with a leading comma when `more` (rows came before).
-pub fn json_rows(batch: &RecordBatch, more: bool) -> Result<Vec<u8>, Error> {
-    let mut lines = Vec::new();
-    {
-        let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
-        w.write(batch).map_err(|e| Error::Arrow {
-            context: "writing the answer as JSON".into(),
-            message: e.to_string(),
-        })?;
-        w.finish().map_err(|e| Error::Arrow {
-            context: "writing the answer as JSON".into(),
-            message: e.to_string(),
-        })?;
-    }
-    let mut out = Vec::with_capacity(lines.len() + 1);
-    for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        if more || i > 0 {
-            out.push(b',');
+/// An answer written as its batches come, JSON or CSV, the same bytes as
+/// [`write_answer`] writes of the whole answer: [`Streamed::start`] once the
+/// query is planned, [`Streamed::rows`] for each batch in order,
+/// [`Streamed::end`] after the last. Bytes cut off before `end` are not a
+/// whole answer (JSON does not parse; a reader of CSV must be told apart,
+/// by the error that stopped it).
+pub struct Streamed {
+    csv: bool,
+    rows: usize,
+    schema: Option<SchemaRef>,
+}
+
+impl Streamed {
+    /// JSON (`{"head": …, "rows": [`, the rows, `]}`) or, if `csv`, CSV.
+    pub fn new(csv: bool) -> Streamed {
+        Streamed {
+            csv,
+            rows: 0,
+            schema: None,
         }
-        out.extend_from_slice(line);
     }
-    Ok(out)
-}
 
-/// One batch's rows as CSV (as [`Format::Csv`] writes them), with the
-/// header line first when `header`.
-pub fn csv_rows(batch: &RecordBatch, header: bool) -> Result<Vec<u8>, Error> {
-    let mut out = Vec::new();
-    let mut w = datafusion::arrow::csv::WriterBuilder::new()
-        .with_header(header)
-        .build(&mut out);
-    w.write(batch).map_err(|e| Error::Arrow {
-        context: "writing the answer as CSV".into(),
-        message: e.to_string(),
-    })?;
-    drop(w);
-    Ok(out)
-}
+    /// The opening: JSON's head and the start of its rows; nothing for CSV
+    /// (its header comes with the first rows).
+    pub fn start(&mut self, head: &Head, schema: SchemaRef) -> Vec<u8> {
+        self.schema = Some(schema);
+        if self.csv {
+            return Vec::new();
+        }
+        format!(
+            "{{\"head\":{{\"seq\":{},\"hash\":\"{}\"}},\"rows\":[",
+            head.seq,
+            head.hash.to_hex()
+        )
+        .into_bytes()
+    }
 
-/// The CSV header line of an answer with `schema`.
-pub fn csv_header(schema: SchemaRef) -> Result<Vec<u8>, Error> {
-    csv_rows(&RecordBatch::new_empty(schema), true)
+    /// One batch's rows: JSON objects, comma-separated; CSV lines, after
+    /// the header line before the first.
+    pub fn rows(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, Error> {
+        let csv = self.csv;
+        let arrow = move |e: datafusion::arrow::error::ArrowError| Error::Arrow {
+            context: if csv {
+                "writing the answer as CSV"
+            } else {
+                "writing the answer as JSON"
+            }
+            .into(),
+            message: e.to_string(),
+        };
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if self.csv {
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(self.rows == 0)
+                .build(&mut out);
+            w.write(batch).map_err(arrow)?;
+        } else {
+            let mut lines = Vec::new();
+            let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut lines);
+            w.write(batch).map_err(arrow)?;
+            w.finish().map_err(arrow)?;
+            out.reserve(lines.len() + 1);
+            for (i, line) in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+                if self.rows > 0 || i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(line);
+            }
+        }
+        self.rows += batch.num_rows();
+        Ok(out)
+    }
+
+    /// The close: JSON's end (with why the store was not used, if it was
+    /// not and `store_ignored` is given); CSV's header if no row came.
+    pub fn end(&mut self, store_ignored: Option<&str>) -> Result<Vec<u8>, Error> {
+        if self.csv {
+            return match (&self.schema, self.rows) {
+                (Some(schema), 0) => {
+                    let mut out = Vec::new();
+                    let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .build(&mut out);
+                    w.write(&RecordBatch::new_empty(schema.clone()))
+                        .map_err(|e| Error::Arrow {
+                            context: "writing the answer as CSV".into(),
+                            message: e.to_string(),
+                        })?;
+                    drop(w);
+                    Ok(out)
+                }
+                _ => Ok(Vec::new()),
+            };
+        }
+        Ok(match store_ignored {
+            Some(why) => format!("],\"store_ignored\":{}}}\n", serde_json::Value::from(why)),
+            None => "]}\n".to_string(),
+        }
+        .into_bytes())
+    }
 }
 
 /// Writes `answer` to `out` as `format`.
 pub fn write_answer(answer: &Answer, format: Format, out: &mut dyn std::io::Write) -> Result<(), Error> {
-    let arrow = |e: datafusion::arrow::error::ArrowError| Error::Arrow {
-        context: "writing the answer".into(),
-        message: e.to_string(),
-    };
     let io = |e: std::io::Error| Error::Io {
         context: "cannot write the answer to",
         path: PathBuf::from("<stdout>"),
         source: e,
     };
-    match format {
+    let csv = match format {
+        Format::Json => false,
+        Format::Csv => true,
         Format::Table => {
-            let text = datafusion::arrow::util::pretty::pretty_format_batches(&answer.batches).map_err(arrow)?;
+            let text =
+                datafusion::arrow::util::pretty::pretty_format_batches(&answer.batches).map_err(|e| Error::Arrow {
+                    context: "writing the answer as a table".into(),
+                    message: e.to_string(),
+                })?;
             writeln!(out, "{text}").map_err(io)?;
             writeln!(out, "({} rows)", answer.rows()).map_err(io)?;
+            return Ok(());
         }
-        Format::Csv => {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut *out);
-            if answer.batches.is_empty() {
-                w.write(&RecordBatch::new_empty(answer.schema.clone())).map_err(arrow)?;
-            }
-            for b in &answer.batches {
-                w.write(b).map_err(arrow)?;
-            }
-        }
-        Format::Json => {
-            let mut buf = Vec::new();
-            {
-                let mut w = datafusion::arrow::json::ArrayWriter::new(&mut buf);
-                for b in &answer.batches {
-                    w.write(b).map_err(arrow)?;
-                }
-                w.finish().map_err(arrow)?;
-            }
-            let rows: serde_json::Value = if buf.is_empty() {
-                serde_json::Value::Array(Vec::new())
-            } else {
-                serde_json::from_slice(&buf).map_err(|e| Error::Arrow {
-                    context: "writing the answer as JSON".into(),
-                    message: e.to_string(),
-                })?
-            };
-            let doc = serde_json::json!({
-                "head": {"seq": answer.head.seq, "hash": answer.head.hash.to_hex()},
-                "rows": rows,
-            });
-            writeln!(out, "{doc}").map_err(io)?;
-        }
+    };
+    let mut streamed = Streamed::new(csv);
+    out.write_all(&streamed.start(&answer.head, answer.schema.clone()))
+        .map_err(io)?;
+    for b in &answer.batches {
+        out.write_all(&streamed.rows(b)?).map_err(io)?;
     }
-    Ok(())
+    out.write_all(&streamed.end(None)?).map_err(io)
 }

@@ -514,7 +514,7 @@ async fn stream_answer(
         let gone = || ::query::Error::Sql {
             message: "the client went away".into(),
         };
-        let run = || -> Result<Option<String>, QueryFailed> {
+        let run = || -> Result<Vec<u8>, QueryFailed> {
             let tables = match &state {
                 Some(state) => tables(&ledger, state).map_err(|e| QueryFailed::Log(format!("{e:#}")))?,
                 None => Vec::new(),
@@ -525,8 +525,8 @@ async fn stream_answer(
                 tables: &tables,
                 limits,
             };
-            let mut rows = 0usize;
-            let mut schema = None;
+            // Both callbacks write through it, one at a time.
+            let streamed = std::cell::RefCell::new(::query::Streamed::new(csv));
             let mut ignored = None;
             ::query::run_each(
                 snap,
@@ -535,17 +535,10 @@ async fn stream_answer(
                 &opts,
                 gone_away,
                 |s| {
-                    schema = Some(s.schema.clone());
                     ignored = s.store_ignored.clone();
-                    if !csv {
-                        let open = format!(
-                            "{{\"head\":{{\"seq\":{},\"hash\":\"{}\"}},\"rows\":[",
-                            s.head.seq,
-                            s.head.hash.to_hex()
-                        );
-                        if !send(Ok(open.into())) {
-                            return Err(gone());
-                        }
+                    let open = streamed.borrow_mut().start(&s.head, s.schema.clone());
+                    if !open.is_empty() && !send(Ok(open.into())) {
+                        return Err(gone());
                     }
                     if let Some(tx) = started_tx.take() {
                         let _ = tx.send(Ok(s.head));
@@ -553,40 +546,22 @@ async fn stream_answer(
                     Ok(())
                 },
                 |batch| {
-                    let chunk = if csv {
-                        ::query::csv_rows(&batch, rows == 0)?
-                    } else {
-                        ::query::json_rows(&batch, rows > 0)?
-                    };
-                    rows += batch.num_rows();
-                    if batch.num_rows() > 0 && !send(Ok(chunk.into())) {
+                    let chunk = streamed.borrow_mut().rows(&batch)?;
+                    if !chunk.is_empty() && !send(Ok(chunk.into())) {
                         return Err(gone());
                     }
                     Ok(())
                 },
             )?;
-            if csv
-                && rows == 0
-                && let Some(schema) = schema
-            {
-                let header = ::query::csv_header(schema)?;
-                if !send(Ok(header.into())) {
-                    return Err(QueryFailed::from(gone()));
-                }
-            }
-            Ok(ignored)
+            Ok(streamed.into_inner().end(ignored.as_deref())?)
         };
         let ran = run();
         // The place is free before the client hears the end (or the
         // error): its next query must not find this one still running.
         drop(permit);
         match ran {
-            Ok(ignored) => {
-                if !csv {
-                    let close = match ignored {
-                        Some(why) => format!("],\"store_ignored\":{}}}\n", json!(why)),
-                        None => "]}\n".to_string(),
-                    };
+            Ok(close) => {
+                if !close.is_empty() {
                     send(Ok(close.into()));
                 }
             }

@@ -46,15 +46,18 @@ pub fn run(
         tables: &tables,
         limits,
     };
-    let answer = query::run_with(snap.clone(), query::Source::Store, sql, &opts)?;
-    if let Some(why) = &answer.store_ignored {
-        eprintln!("note: answering from the log alone: {why}");
-    }
     let format = match format {
         SqlFormat::Table => Format::Table,
         SqlFormat::Json => Format::Json,
         SqlFormat::Csv => Format::Csv,
     };
+    if !verify && format != Format::Table {
+        return stream(snap, sql, &opts, format == Format::Csv);
+    }
+    let answer = query::run_with(snap.clone(), query::Source::Store, sql, &opts)?;
+    if let Some(why) = &answer.store_ignored {
+        eprintln!("note: answering from the log alone: {why}");
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     query::write_answer(&answer, format, &mut out)?;
@@ -78,6 +81,47 @@ pub fn run(
     }
     eprintln!("verify: {} disagreement(s) with the signed log", findings.len());
     Ok(ExitCode::from(1))
+}
+
+/// JSON or CSV rows written to stdout as the query makes them, so a large
+/// answer is never held whole. An error after the first rows leaves the
+/// output cut off (JSON that does not parse) and the exit status non-zero.
+fn stream(snap: Arc<query::Snapshot>, sql: &str, opts: &query::Options<'_>, csv: bool) -> Result<ExitCode> {
+    // Both callbacks write through these, one at a time.
+    let out = std::cell::RefCell::new(std::io::stdout().lock());
+    let streamed = std::cell::RefCell::new(query::Streamed::new(csv));
+    let mut head = None;
+    let write = |bytes: &[u8]| {
+        out.borrow_mut().write_all(bytes).map_err(|e| query::Error::Io {
+            context: "cannot write the answer to",
+            path: "<stdout>".into(),
+            source: e,
+        })
+    };
+    let ran = query::run_each(
+        snap,
+        query::Source::Store,
+        sql,
+        opts,
+        std::future::pending(),
+        |s| {
+            if let Some(why) = &s.store_ignored {
+                eprintln!("note: answering from the log alone: {why}");
+            }
+            head = Some(s.head);
+            write(&streamed.borrow_mut().start(&s.head, s.schema.clone()))
+        },
+        |batch| write(&streamed.borrow_mut().rows(&batch)?),
+    );
+    let ended = ran.and_then(|_| write(&streamed.borrow_mut().end(None)?));
+    // What was written is shown even when the answer was cut off.
+    let flushed = out.borrow_mut().flush();
+    ended?;
+    flushed.context("cannot write the answer to stdout")?;
+    if let Some(head) = head {
+        eprintln!("head: seq {} hash {}", head.seq, head.hash.to_hex());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `sealgate report`: the list, one report's SQL, or its answer.

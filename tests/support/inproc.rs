@@ -167,6 +167,35 @@ impl Rig {
         send(self.app.clone(), request).await
     }
 
+    /// Sends one request and reads its body until it ends or breaks off:
+    /// the status, the bytes that came, and the error that cut the body
+    /// off, if one did.
+    pub async fn send_until_cut(&self, mut request: Request<Body>) -> (StatusCode, Bytes, Option<String>) {
+        use futures::StreamExt;
+        prepare(&mut request);
+        let exchange = async {
+            let response = self
+                .app
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("the router is infallible");
+            let status = response.status();
+            let mut body = response.into_body().into_data_stream();
+            let mut got = Vec::new();
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(bytes) => got.extend_from_slice(&bytes),
+                    Err(e) => return (status, Bytes::from(got), Some(e.to_string())),
+                }
+            }
+            (status, Bytes::from(got), None)
+        };
+        tokio::time::timeout(EXCHANGE_TIMEOUT, exchange)
+            .await
+            .expect("no end of the response in time")
+    }
+
     /// [`Rig::send`] on a task of its own: for a response that waits (a
     /// call held for approval) while the test does something else.
     pub fn spawn_send(&self, request: Request<Body>) -> tokio::task::JoinHandle<Reply> {
