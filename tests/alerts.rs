@@ -344,7 +344,7 @@ async fn each_detection_fires_on_its_traffic() {
             Some(request),
             json!({"outcome": "ok", "duration_ns": 1}),
         );
-        (decision, ran)
+        (request, decision, ran)
     });
     let bypassed = wait_alert(&rig, "approval_bypassed").await;
     assert_eq!(bypassed.len(), 1, "{bypassed:#?}");
@@ -355,7 +355,7 @@ async fn each_detection_fires_on_its_traffic() {
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(evidence, vec![bypass.0, bypass.1]);
+    assert_eq!(evidence, vec![bypass.0, bypass.1, bypass.2]);
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     running.stop();

@@ -141,10 +141,25 @@ impl Windows {
     }
 }
 
-/// A REQUIRE_APPROVAL decision waiting for its call's terminal event.
-struct Held {
-    decision: Seen,
-    granted: bool,
+/// A call (a request read from the log) waiting for its terminal event.
+#[derive(Default)]
+struct Open {
+    /// `None` when the decision came first in what was read (its request
+    /// lies before the detector's first event).
+    request: Option<Seen>,
+    decision: Option<(Seen, Permit)>,
+}
+
+/// What a call's decision let it do.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Permit {
+    /// ALLOW, ALLOW_WITH_CONSTRAINTS.
+    Run,
+    /// REQUIRE_APPROVAL: `granted` once an `approval.granted` answers it
+    /// before any other resolution; `settled` once any resolution did.
+    Held { granted: bool, settled: bool },
+    /// DENY, or a decision this detector does not know: never runs.
+    No,
 }
 
 /// An `approval.requested` not yet resolved.
@@ -162,8 +177,14 @@ struct Pending {
 /// The detections' state.
 pub struct Detector {
     t: Thresholds,
-    /// Calls held for approval, by their request's seq.
-    held: BTreeMap<u64, Held>,
+    /// Calls without a terminal event yet, by their request's seq.
+    open: BTreeMap<u64, Open>,
+    /// The newest request forgotten past `MAX_OPEN`: an execution answering
+    /// it or an older one is not judged.
+    forgotten: Option<u64>,
+    /// The first event read: an execution answering a request before it
+    /// is not judged (its story began before what was read).
+    first_seq: Option<u64>,
     /// Approvals not yet resolved, by the `approval.requested` seq.
     pending: BTreeMap<u64, Pending>,
     unknown: Windows,
@@ -216,7 +237,9 @@ impl Detector {
     pub fn new(t: Thresholds) -> Detector {
         Detector {
             t,
-            held: BTreeMap::new(),
+            open: BTreeMap::new(),
+            forgotten: None,
+            first_seq: None,
             pending: BTreeMap::new(),
             unknown: Windows::default(),
             auth: Windows::default(),
@@ -280,6 +303,7 @@ impl Detector {
     /// Reads the next event of the log; the alerts it raises.
     pub fn observe(&mut self, e: &SealedEvent) -> Vec<Alert> {
         self.at_seq = e.event.seq;
+        self.first_seq.get_or_insert(e.event.seq);
         let mut out = Vec::new();
         let answers = e.event.correlation.answers;
         let server = e.event.subject.server.clone();
@@ -298,21 +322,21 @@ impl Detector {
                 }
             }
             EventKind::NotificationDelivered | EventKind::NotificationFailed => {}
+            EventKind::ToolCallRequested | EventKind::McpRequested => {
+                self.open_call(e.event.seq).request = Some(Seen::of(e));
+            }
             EventKind::PolicyDecision => {
                 let decision = body_str(e, "decision");
-                if decision == Some("REQUIRE_APPROVAL")
-                    && let Some(r) = answers
-                {
-                    if self.held.len() >= MAX_OPEN {
-                        self.held.pop_first();
-                    }
-                    self.held.insert(
-                        r,
-                        Held {
-                            decision: Seen::of(e),
+                if let Some(r) = answers {
+                    let permit = match decision {
+                        Some("ALLOW" | "ALLOW_WITH_CONSTRAINTS") => Permit::Run,
+                        Some("REQUIRE_APPROVAL") => Permit::Held {
                             granted: false,
+                            settled: false,
                         },
-                    );
+                        _ => Permit::No,
+                    };
+                    self.open_call(r).decision = Some((Seen::of(e), permit));
                 }
                 if decision == Some("DENY") && body_str(e, "gate") == Some("registry") {
                     self.unknown_server(e, server.as_deref().unwrap_or("?"), 1, &mut out);
@@ -345,10 +369,15 @@ impl Detector {
                 // It answers the call's request; in logs written before
                 // 2026-12-07, the `approval.requested` event.
                 let request = answers.map(|a| self.pending.get(&a).and_then(|p| p.request).unwrap_or(a));
-                if e.event.kind == EventKind::ApprovalGranted
-                    && let Some(h) = request.and_then(|r| self.held.get_mut(&r))
+                // Only the first resolution counts: a grant after a denial or
+                // an expiry does not let the call run.
+                if let Some((_, Permit::Held { granted, settled })) = request
+                    .and_then(|r| self.open.get_mut(&r))
+                    .and_then(|c| c.decision.as_mut())
+                    && !*settled
                 {
-                    h.granted = true;
+                    *settled = true;
+                    *granted = e.event.kind == EventKind::ApprovalGranted;
                 }
                 let id = body_str(e, "approval_id");
                 match body_u64(e, "approval.requested_seq") {
@@ -359,36 +388,17 @@ impl Detector {
                 }
             }
             EventKind::ExecutionCompleted | EventKind::ExecutionFailed => {
-                if let Some(h) = answers.and_then(|r| self.held.remove(&r))
-                    && !h.granted
-                    && self.on(Detection::ApprovalBypassed)
+                if self.on(Detection::ApprovalBypassed)
+                    && let Some(alert) = self.unpermitted(e, answers)
                 {
-                    let exec = Seen::of(e);
-                    let tool = e.event.subject.tool.as_deref().unwrap_or("?");
-                    out.push(self.alert(
-                        Detection::ApprovalBypassed,
-                        AlertSeverity::Critical,
-                        format!("approval_bypassed:{}", exec.seq),
-                        format!(
-                            "call to {tool} on {} ran (seq {}) although its decision (seq {}) required approval \
-                             and no approval.granted answers it: this must never happen; stop the gateway, \
-                             keep the ledger and verify it",
-                            server.as_deref().unwrap_or("?"),
-                            exec.seq,
-                            h.decision.seq
-                        ),
-                        &[h.decision, exec],
-                        "0".into(),
-                        "1".into(),
-                        None,
-                        server.clone(),
-                    ));
+                    out.push(alert);
                 }
                 self.ran(e, &mut out);
             }
-            EventKind::CallRefused => {
+            // The other terminal events.
+            EventKind::CallRefused | EventKind::SessionOpened => {
                 if let Some(r) = answers {
-                    self.held.remove(&r);
+                    self.open.remove(&r);
                 }
             }
             EventKind::AccessRefused => {
@@ -505,6 +515,73 @@ impl Detector {
             Some(window),
             None,
         ));
+    }
+
+    /// The open call of request `r`, made if new (the oldest forgotten
+    /// past `MAX_OPEN`).
+    fn open_call(&mut self, r: u64) -> &mut Open {
+        if !self.open.contains_key(&r)
+            && self.open.len() >= MAX_OPEN
+            && let Some((old, _)) = self.open.pop_first()
+        {
+            self.forgotten = self.forgotten.max(Some(old));
+        }
+        self.open.entry(r).or_default()
+    }
+
+    /// An execution answering request `answers`: the alert if the log's
+    /// own story says it must not have run. It ran although its decision
+    /// was DENY (or one not known), or REQUIRE_APPROVAL without a grant
+    /// first; or with no decision; or it answers no request read (a second
+    /// terminal event, or no request at all). A call whose request lies
+    /// before what was read or was forgotten is not judged.
+    fn unpermitted(&mut self, e: &SealedEvent, answers: Option<u64>) -> Option<Alert> {
+        let exec = Seen::of(e);
+        let judged = |r: u64| self.first_seq.is_some_and(|f| r >= f) && self.forgotten.is_none_or(|f| r > f);
+        let (call, why) = match answers {
+            None => (Open::default(), "it answers no request".to_string()),
+            Some(r) => match self.open.remove(&r) {
+                Some(call) => {
+                    let why = match &call.decision {
+                        Some((_, Permit::Run | Permit::Held { granted: true, .. })) => return None,
+                        Some((d, Permit::Held { .. })) => format!(
+                            "its decision (seq {}) required approval and no approval.granted answers it first",
+                            d.seq
+                        ),
+                        Some((d, Permit::No)) => format!("its decision (seq {}) did not allow it", d.seq),
+                        None if call.request.is_some() => "no policy.decision answers its request".to_string(),
+                        None => return None,
+                    };
+                    (call, why)
+                }
+                None if judged(r) => (
+                    Open::default(),
+                    format!("its request (seq {r}) is not an open call: it already ended, or is no request"),
+                ),
+                None => return None,
+            },
+        };
+        let server = e.event.subject.server.clone();
+        let tool = e.event.subject.tool.as_deref().unwrap_or("?");
+        let mut seen: Vec<Seen> = call.request.into_iter().collect();
+        seen.extend(call.decision.map(|(d, _)| d));
+        seen.push(exec.clone());
+        Some(self.alert(
+            Detection::ApprovalBypassed,
+            AlertSeverity::Critical,
+            format!("approval_bypassed:{}", exec.seq),
+            format!(
+                "call to {tool} on {} ran (seq {}) although {why}: this must never happen; stop the gateway, \
+                 keep the ledger and verify it",
+                server.as_deref().unwrap_or("?"),
+                exec.seq,
+            ),
+            &seen,
+            "0".into(),
+            "1".into(),
+            None,
+            server,
+        ))
     }
 
     fn ran(&mut self, e: &SealedEvent, out: &mut Vec<Alert>) {
@@ -678,6 +755,174 @@ mod tests {
         assert_eq!(ratio_text(0.3), "0.3");
         assert_eq!(ratio_text(0.0), "0");
         assert_eq!(ratio_text(1.0), "1");
+    }
+
+    /// One event of a story: its kind, the seq it answers, its body.
+    type Step<'a> = (EventKind, Option<u64>, &'a [(&'a str, &'a str)]);
+
+    /// A story's events from seq 1, one second apart, as the detector
+    /// reads them.
+    fn story(events: &[Step<'_>]) -> Vec<SealedEvent> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, answers, body))| {
+                let mut d = ledger::Draft::new(kind.clone());
+                d.subject.server = Some("fs".into());
+                d.subject.tool = Some("write_file".into());
+                d.correlation.answers = *answers;
+                for (k, v) in *body {
+                    d.body.insert((*k).into(), ledger::Value::from(*v));
+                }
+                let seq = i as u64 + 1;
+                let event = ledger::Event::from_draft(
+                    d,
+                    seq,
+                    ledger::Timestamp::from_nanos(seq * NS),
+                    ledger::Hash([0; 32]),
+                    ledger::KeyId([0; 16]),
+                );
+                SealedEvent {
+                    event,
+                    hash: ledger::Hash([seq as u8; 32]),
+                    signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                    canonical: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn bypassed(events: &[SealedEvent]) -> Vec<Vec<u64>> {
+        let mut d = Detector::new(Thresholds {
+            disabled: BTreeSet::new(),
+            unknown_server: 100,
+            unknown_server_window_sec: 60,
+            auth_burst: 100,
+            auth_burst_window_sec: 60,
+            quarantine_ratio: 1.0,
+            quarantine_window_sec: 60,
+            quarantine_min_calls: 100,
+            approval_wait_sec: 3600,
+        });
+        events
+            .iter()
+            .flat_map(|e| d.observe(e))
+            .filter(|a| a.body.detection == Detection::ApprovalBypassed)
+            .map(|a| a.body.evidence.iter().map(|e| e.seq).collect())
+            .collect()
+    }
+
+    /// An execution is judged against its call's own story: it may run on
+    /// ALLOW, ALLOW_WITH_CONSTRAINTS, or REQUIRE_APPROVAL granted first;
+    /// anything else that ran is an alert naming the request, the decision
+    /// and the execution. A call whose request lies before what was read
+    /// is not judged.
+    #[test]
+    fn an_execution_must_be_permitted_by_its_own_story() {
+        use EventKind::*;
+        let decision = |d: &'static str| -> &'static [(&'static str, &'static str)] {
+            match d {
+                "ALLOW" => &[("decision", "ALLOW")],
+                "ALLOW_WITH_CONSTRAINTS" => &[("decision", "ALLOW_WITH_CONSTRAINTS")],
+                "REQUIRE_APPROVAL" => &[("decision", "REQUIRE_APPROVAL")],
+                "DENY" => &[("decision", "DENY"), ("gate", "policy")],
+                _ => &[("decision", "MAYBE")],
+            }
+        };
+        let ran: &[(&str, &str)] = &[("outcome", "ok")];
+        for ok in ["ALLOW", "ALLOW_WITH_CONSTRAINTS"] {
+            let e = story(&[
+                (ToolCallRequested, None, &[]),
+                (PolicyDecision, Some(1), decision(ok)),
+                (ExecutionCompleted, Some(1), ran),
+            ]);
+            assert_eq!(bypassed(&e), Vec::<Vec<u64>>::new(), "{ok}");
+        }
+        let granted = story(&[
+            (ToolCallRequested, None, &[]),
+            (PolicyDecision, Some(1), decision("REQUIRE_APPROVAL")),
+            (ApprovalRequested, Some(1), &[("approval_id", "a1")]),
+            (ApprovalGranted, Some(1), &[("approval_id", "a1")]),
+            (ExecutionFailed, Some(1), ran),
+        ]);
+        assert_eq!(bypassed(&granted), Vec::<Vec<u64>>::new());
+        for not in ["REQUIRE_APPROVAL", "DENY", "MAYBE"] {
+            let e = story(&[
+                (ToolCallRequested, None, &[]),
+                (PolicyDecision, Some(1), decision(not)),
+                (ExecutionCompleted, Some(1), ran),
+            ]);
+            assert_eq!(bypassed(&e), vec![vec![1, 2, 3]], "{not}");
+        }
+        // Granted only after it was denied (or expired): not a grant.
+        for first in [ApprovalDenied, ApprovalExpired] {
+            let e = story(&[
+                (ToolCallRequested, None, &[]),
+                (PolicyDecision, Some(1), decision("REQUIRE_APPROVAL")),
+                (ApprovalRequested, Some(1), &[("approval_id", "a1")]),
+                (first.clone(), Some(1), &[("approval_id", "a1")]),
+                (ApprovalGranted, Some(1), &[("approval_id", "a1")]),
+                (ExecutionCompleted, Some(1), ran),
+            ]);
+            assert_eq!(bypassed(&e), vec![vec![1, 2, 6]], "{first}");
+        }
+        // No decision; run twice; answering no request; answering an event
+        // that is no request.
+        let none = story(&[(McpRequested, None, &[]), (ExecutionCompleted, Some(1), ran)]);
+        assert_eq!(bypassed(&none), vec![vec![1, 2]]);
+        let twice = story(&[
+            (ToolCallRequested, None, &[]),
+            (PolicyDecision, Some(1), decision("ALLOW")),
+            (ExecutionCompleted, Some(1), ran),
+            (ExecutionCompleted, Some(1), ran),
+        ]);
+        assert_eq!(bypassed(&twice), vec![vec![4]]);
+        let orphan = story(&[(ExecutionCompleted, None, ran)]);
+        assert_eq!(bypassed(&orphan), vec![vec![1]]);
+        let refused_then_ran = story(&[
+            (ToolCallRequested, None, &[]),
+            (PolicyDecision, Some(1), decision("DENY")),
+            (CallRefused, Some(1), &[]),
+            (ExecutionCompleted, Some(1), ran),
+        ]);
+        assert_eq!(bypassed(&refused_then_ran), vec![vec![4]]);
+        // Read from the middle: the request and decision lie before.
+        let e = story(&[
+            (ToolCallRequested, None, &[]),
+            (PolicyDecision, Some(1), decision("DENY")),
+            (ExecutionCompleted, Some(1), ran),
+        ]);
+        assert_eq!(bypassed(&e[2..]), Vec::<Vec<u64>>::new(), "not judged");
+        assert_eq!(bypassed(&e[1..]), vec![vec![2, 3]], "the decision alone is enough");
+    }
+
+    /// A real gateway run (the recorded golden runs) raises no alert of it.
+    #[test]
+    fn recorded_gateway_runs_raise_no_bypass() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/events");
+        for name in ["gateway-run-2026-12-06.jsonl", "gateway-run-2026-12-06-withdrawn.jsonl"] {
+            let text = std::fs::read_to_string(dir.join(name)).expect("golden run");
+            let events: Vec<SealedEvent> = text
+                .lines()
+                .map(|line| {
+                    let v: serde_json::Value = serde_json::from_str(line).expect("json");
+                    let envelope = ledger::Value::from_json_str(&v["event"].to_string()).expect("value");
+                    let event = ledger::Event::decode(&envelope.to_canonical()).expect("event");
+                    SealedEvent {
+                        event,
+                        hash: ledger::Hash([0; 32]),
+                        signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                        canonical: Vec::new(),
+                    }
+                })
+                .collect();
+            let execs = events
+                .iter()
+                .filter(|e| matches!(e.event.kind, EventKind::ExecutionCompleted | EventKind::ExecutionFailed))
+                .count();
+            assert!(execs > 0 || name.contains("withdrawn"), "{name}: no execution to judge");
+            assert_eq!(bypassed(&events), Vec::<Vec<u64>>::new(), "{name}");
+        }
     }
 
     /// At most 32 evidence events: the first and the last 16.

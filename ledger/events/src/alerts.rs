@@ -12,8 +12,9 @@ use crate::Body;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Detection {
-    /// A call ran although its decision was REQUIRE_APPROVAL and no
-    /// `approval.granted` answers it: must never happen.
+    /// A call ran that its own story does not permit (DENY, REQUIRE_APPROVAL
+    /// without a grant first, no decision, a second terminal event): must
+    /// never happen.
     ApprovalBypassed,
     /// Requests for servers that are not in the registry (the registry
     /// gate's refusals and `access.refused` for unknown servers).
