@@ -139,4 +139,7 @@ fn conformance_matches_server_everything_alone() {
         site.log()
     );
     site.verify();
+    // Every execution of the run is permitted by its own call's story
+    // (sampling, elicitation and every other request the suite makes).
+    assert_eq!(site.bypasses(), Vec::<String>::new());
 }

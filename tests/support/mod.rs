@@ -192,6 +192,21 @@ impl Site {
             .collect()
     }
 
+    /// The `approval_bypassed` alerts that the detector raises over the
+    /// whole ledger (with the default thresholds): none in any real run.
+    pub fn bypasses(&self) -> Vec<String> {
+        let ledger = ledger::Ledger::open_read_only(&self.path("data").join("ledger")).expect("open the ledger");
+        let config = sealgate::config::Config::default();
+        let t = config.alerts.thresholds(&config.gates).expect("thresholds");
+        let mut d = sealgate::alerts::Detector::new(t);
+        sealgate::alerts::scan(&ledger, &mut d, 0, ledger.head().seq)
+            .expect("scan the log")
+            .into_iter()
+            .filter(|a| a.body.detection == events::Detection::ApprovalBypassed)
+            .map(|a| a.body.summary)
+            .collect()
+    }
+
     /// `sealgate verify` must pass.
     pub fn verify(&self) {
         let out = self.sealgate().arg("verify").output().expect("run sealgate verify");
