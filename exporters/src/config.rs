@@ -114,6 +114,21 @@ impl std::fmt::Debug for Header {
 }
 
 impl SinkConfig {
+    /// The endpoint as status, errors and logs name it: scheme, host, port
+    /// and path; user info and query (where collectors' tokens go) left out.
+    pub fn shown_endpoint(&self) -> String {
+        match reqwest::Url::parse(&self.endpoint) {
+            Ok(u) => format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or("?"),
+                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                if u.path() == "/" { "" } else { u.path() }
+            ),
+            Err(_) => "(invalid endpoint)".into(),
+        }
+    }
+
     /// Whether events of `kind` go to this sink.
     pub fn wants(&self, kind: &str) -> bool {
         self.kinds.is_empty()

@@ -416,7 +416,7 @@ pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Resul
         let letters = state::read_dead_letters(&dir)?;
         out.push(Report {
             name: c.name.clone(),
-            endpoint: c.endpoint.clone(),
+            endpoint: c.shown_endpoint(),
             cursor: cursor.map(|c| c.seq),
             head: head.seq,
             lag_events,

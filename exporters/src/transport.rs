@@ -40,6 +40,8 @@ pub enum Client {
     Http {
         client: reqwest::Client,
         url: reqwest::Url,
+        /// The URL as errors name it ([`SinkConfig::shown_endpoint`]).
+        shown: String,
         headers: reqwest::header::HeaderMap,
         gzip: bool,
     },
@@ -113,6 +115,7 @@ impl Client {
                 Ok(Client::Http {
                     client,
                     url,
+                    shown: config.shown_endpoint(),
                     headers: map,
                     gzip: config.gzip,
                 })
@@ -141,6 +144,7 @@ impl Client {
             Client::Http {
                 client,
                 url,
+                shown,
                 headers,
                 gzip,
             } => {
@@ -163,7 +167,7 @@ impl Client {
                     Err(e) => {
                         return Answer::Retry {
                             after: None,
-                            why: format!("POST {url}: {}", error_chain(&e)),
+                            why: format!("POST {shown}: {}", error_chain(&e.without_url())),
                         };
                     }
                 };
@@ -182,7 +186,7 @@ impl Client {
                     Err(e) if status.is_success() => {
                         return Answer::Retry {
                             after: None,
-                            why: format!("POST {url}: reading the answer: {}", error_chain(&e)),
+                            why: format!("POST {shown}: reading the answer: {}", error_chain(&e.without_url())),
                         };
                     }
                     Err(_) => Vec::new(),
@@ -203,7 +207,7 @@ impl Client {
                     };
                 }
                 let detail = http_detail(&bytes);
-                let why = format!("POST {url}: HTTP {}{detail}", status.as_u16());
+                let why = format!("POST {shown}: HTTP {}{detail}", status.as_u16());
                 match status.as_u16() {
                     429 | 502 | 503 | 504 => Answer::Retry {
                         after: retry_after,
@@ -353,6 +357,31 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An endpoint's user info and query (where a collector's token may
+    /// be) appear in no error: the status file and the admin API show them.
+    #[test]
+    fn errors_do_not_show_the_endpoints_secrets() {
+        let config: SinkConfig = toml::from_str(
+            "name = \"a\"\nprotocol = \"http\"\nendpoint = \"http://user:hunter2@127.0.0.1:1/v1/logs?token=s3cret\"\ntimeout_sec = 2\n",
+        )
+        .expect("config");
+        assert_eq!(config.shown_endpoint(), "http://127.0.0.1:1/v1/logs");
+        let mut client = Client::new(&config, &[]).expect("client");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let answer = runtime.block_on(client.send(&ExportLogsServiceRequest::default()));
+        let Answer::Retry { why, .. } = answer else {
+            panic!("a refused connection is retried");
+        };
+        assert!(why.starts_with("POST http://127.0.0.1:1/v1/logs: "), "{why}");
+        assert!(
+            !why.contains("hunter2") && !why.contains("s3cret") && !why.contains("user"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn retry_after_takes_seconds_and_dates() {
