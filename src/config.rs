@@ -466,8 +466,9 @@ fn yes() -> bool {
     true
 }
 
-/// A value given in the config, or by reference to where it is kept.
-#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+/// A value given in the config, or by reference to where it is kept. Its
+/// `Debug` never shows a value written in the config.
+#[derive(Deserialize, Clone, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Secret {
     Text(String),
@@ -479,6 +480,16 @@ pub enum Secret {
     File {
         file: PathBuf,
     },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Text(s) => write!(f, "Text(<{} bytes>)", s.len()),
+            Secret::Env { env } => write!(f, "Env({env:?})"),
+            Secret::File { file } => write!(f, "File({})", file.display()),
+        }
+    }
 }
 
 impl Secret {
@@ -773,6 +784,24 @@ mod tests {
         let (_d, path) = write("[ledger]\nmemtable_mb = 0\n");
         let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("zero"));
         assert!(msg.contains("ledger.memtable_mb"), "{msg}");
+    }
+
+    /// A secret written in the config never shows in a debug print (of the
+    /// config, in a log line or a panic); a webhook retried without a wait
+    /// is refused.
+    #[test]
+    fn secrets_are_not_debug_printed_and_webhooks_wait_between_retries() {
+        let (_d, path) = write(
+            "[[webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example.com/T0/B0/xoxb-s3cret\"\n\
+             headers = { authorization = \"Bearer hunter2\" }\n",
+        );
+        let config = load_with_env(&global(Some(path)), &[]).expect("config");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("Text(<14 bytes>)"), "{shown}");
+        let (_d, path) = write("[[webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\nbackoff_ms = 0\n");
+        let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("no wait"));
+        assert!(msg.contains("backoff_ms must be at least 1"), "{msg}");
     }
 
     #[test]

@@ -100,8 +100,10 @@ impl WebhookConfig {
         if let Secret::Text(url) = &self.url {
             check_url(&at, url)?;
         }
+        // A backoff of 0 would retry a failing receiver in a tight loop.
         for (key, v) in [
             ("max_attempts", self.max_attempts),
+            ("backoff_ms", self.backoff_ms),
             ("timeout_sec", self.timeout_sec),
             ("max_age_sec", self.max_age_sec),
         ] {
