@@ -90,10 +90,29 @@ pub struct Alert {
     pub server: Option<String>,
 }
 
+/// Alerts of one counting detection raised in its window before the rest
+/// of the window's are folded into one: a scan across many server names
+/// or source addresses raises a few alerts, not one per name.
+pub const MAX_ALERTS_PER_WINDOW: usize = 10;
+
 /// Counts per key over a sliding window, and when each key last alerted.
 #[derive(Default)]
 struct Windows {
     keys: BTreeMap<String, Window>,
+    /// When this detection's alerts of the window were raised.
+    raised: VecDeque<u64>,
+    /// When the window's alerts were last folded into one.
+    folded_at: Option<u64>,
+}
+
+/// What a key over its threshold raises.
+enum Admit {
+    /// Its own alert.
+    Alert,
+    /// The one alert that stands for the rest of the window's.
+    Fold,
+    /// Nothing: folded into the window's alert already raised.
+    Quiet,
 }
 
 #[derive(Default)]
@@ -106,6 +125,24 @@ struct Window {
 }
 
 impl Windows {
+    /// Whether a key over its threshold at `now` raises its alert: at most
+    /// [`MAX_ALERTS_PER_WINDOW`] in a window, then one that stands for the
+    /// rest, then none until the window has passed.
+    fn admit(&mut self, now: u64, window_ns: u64) -> Admit {
+        while self.raised.front().is_some_and(|t| now.saturating_sub(*t) >= window_ns) {
+            self.raised.pop_front();
+        }
+        if self.raised.len() < MAX_ALERTS_PER_WINDOW {
+            self.raised.push_back(now);
+            return Admit::Alert;
+        }
+        if self.folded_at.is_some_and(|t| now.saturating_sub(t) < window_ns) {
+            return Admit::Quiet;
+        }
+        self.folded_at = Some(now);
+        Admit::Fold
+    }
+
     /// Adds `n` for `key` at `seen`; the window's items and sum when that
     /// reaches `threshold` and the key is not cooling down.
     fn add(&mut self, key: &str, seen: Seen, n: u64, window_ns: u64, threshold: u64) -> Option<(Vec<Seen>, u64)> {
@@ -470,6 +507,29 @@ impl Detector {
             return;
         };
         let first = seen.first().map_or(0, |s| s.seq);
+        match self.unknown.admit(e.event.ts.as_nanos(), window.saturating_mul(NS)) {
+            Admit::Alert => {}
+            Admit::Quiet => return,
+            Admit::Fold => {
+                out.push(self.alert(
+                    Detection::UnknownServer,
+                    AlertSeverity::High,
+                    format!("unknown_server:many:{}", e.event.seq),
+                    format!(
+                        "more than {MAX_ALERTS_PER_WINDOW} servers the registry does not let in were asked for \
+                         in {window} s (the latest {server:?}): a scan of server names or a misconfigured \
+                         client; the window's other unknown servers raise no alert of their own: find them \
+                         with `sealgate report refused-access`"
+                    ),
+                    &seen,
+                    self.t.unknown_server.to_string(),
+                    sum.to_string(),
+                    Some(window),
+                    None,
+                ));
+                return;
+            }
+        }
         out.push(self.alert(
             Detection::UnknownServer,
             AlertSeverity::High,
@@ -500,6 +560,29 @@ impl Detector {
             return;
         };
         let first = seen.first().map_or(0, |s| s.seq);
+        match self.auth.admit(e.event.ts.as_nanos(), window.saturating_mul(NS)) {
+            Admit::Alert => {}
+            Admit::Quiet => return,
+            Admit::Fold => {
+                out.push(self.alert(
+                    Detection::AuthBurst,
+                    AlertSeverity::High,
+                    format!("auth_burst:many:{}", e.event.seq),
+                    format!(
+                        "bursts of refused authentication from more than {MAX_ALERTS_PER_WINDOW} sources in \
+                         {window} s (the latest {source}): a distributed guessing attempt or many clients with \
+                         a revoked token; the window's other sources raise no alert of their own: find them \
+                         with `sealgate report refused-access`"
+                    ),
+                    &seen,
+                    self.t.auth_burst.to_string(),
+                    sum.to_string(),
+                    Some(window),
+                    None,
+                ));
+                return;
+            }
+        }
         out.push(self.alert(
             Detection::AuthBurst,
             AlertSeverity::High,
@@ -894,6 +977,39 @@ mod tests {
         ]);
         assert_eq!(bypassed(&e[2..]), Vec::<Vec<u64>>::new(), "not judged");
         assert_eq!(bypassed(&e[1..]), vec![vec![2, 3]], "the decision alone is enough");
+    }
+
+    /// A scan over many server names raises ten alerts and then one that
+    /// stands for the rest of its window; a window later, alerts again.
+    #[test]
+    fn a_scan_of_server_names_raises_a_few_alerts_not_one_per_name() {
+        let steps: Vec<Step<'_>> = (0..100)
+            .map(|_| (EventKind::AccessRefused, None, &[("reason", "unknown_server")][..]))
+            .collect();
+        let mut events = story(&steps);
+        for (i, e) in events.iter_mut().enumerate() {
+            e.event.subject.server = Some(format!("shadow-{i}"));
+        }
+        let mut d = Detector::new(Thresholds {
+            disabled: BTreeSet::new(),
+            unknown_server: 1,
+            unknown_server_window_sec: 60,
+            auth_burst: 100,
+            auth_burst_window_sec: 60,
+            quarantine_ratio: 1.0,
+            quarantine_window_sec: 60,
+            quarantine_min_calls: 100,
+            approval_wait_sec: 3600,
+        });
+        // Seq 1..=100, one a second: the window of 60 s begins again at 61.
+        let keys: Vec<String> = events.iter().flat_map(|e| d.observe(e)).map(|a| a.body.key).collect();
+        let mut want: Vec<String> = (0..10)
+            .map(|i| format!("unknown_server:shadow-{i}:{}", i + 1))
+            .collect();
+        want.push("unknown_server:many:11".into());
+        want.extend((60..70).map(|i| format!("unknown_server:shadow-{i}:{}", i + 1)));
+        want.push("unknown_server:many:71".into());
+        assert_eq!(keys, want);
     }
 
     /// A real gateway run (the recorded golden runs) raises no alert of it.
