@@ -216,6 +216,20 @@ impl Ledger {
         Nodes { get: &get }.consistency(old, new)
     }
 
+    /// The range proof of events `[first, end)` in the tree of `size`
+    /// events ([`crate::merkle::verify_range`] checks it with the range's
+    /// leaves): at most 2 log2(size) hashes.
+    pub fn range_proof(&self, first: u64, end: u64, size: u64) -> Result<Vec<TreeHash>> {
+        self.store().tree_size_ok(size, "range proof")?;
+        if first >= end || end > size {
+            return Err(Error::InvalidRequest(format!(
+                "range proof: [{first}, {end}) is not a range of the first {size} events"
+            )));
+        }
+        let get = self.nodes_get();
+        Nodes { get: &get }.range_proof(first, end, size)
+    }
+
     /// Full verification's last step: the stored tree is exactly the tree
     /// of the log's events (every node, and nothing past the head). The
     /// events themselves were verified before.
