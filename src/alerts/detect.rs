@@ -184,6 +184,8 @@ struct Open {
     /// `None` when the decision came first in what was read (its request
     /// lies before the detector's first event).
     request: Option<Seen>,
+    /// The request's `mcp.method.name`.
+    method: Option<String>,
     decision: Option<(Seen, Permit)>,
 }
 
@@ -360,7 +362,9 @@ impl Detector {
             }
             EventKind::NotificationDelivered | EventKind::NotificationFailed => {}
             EventKind::ToolCallRequested | EventKind::McpRequested => {
-                self.open_call(e.event.seq).request = Some(Seen::of(e));
+                let call = self.open_call(e.event.seq);
+                call.request = Some(Seen::of(e));
+                call.method = body_str(e, "mcp.method.name").map(str::to_owned);
             }
             EventKind::PolicyDecision => {
                 let decision = body_str(e, "decision");
@@ -645,7 +649,16 @@ impl Detector {
             },
         };
         let server = e.event.subject.server.clone();
-        let tool = e.event.subject.tool.as_deref().unwrap_or("?");
+        // What ran: the tool, prompt or resource, else the request's method.
+        let subject = &e.event.subject;
+        let tool = subject
+            .tool
+            .as_deref()
+            .or(subject.prompt.as_deref())
+            .or(subject.resource.as_deref())
+            .or(call.method.as_deref())
+            .unwrap_or("?")
+            .to_owned();
         let mut seen: Vec<Seen> = call.request.into_iter().collect();
         seen.extend(call.decision.map(|(d, _)| d));
         seen.push(exec.clone());
@@ -654,7 +667,7 @@ impl Detector {
             AlertSeverity::Critical,
             format!("approval_bypassed:{}", exec.seq),
             format!(
-                "call to {tool} on {} ran (seq {}) although {why}: this must never happen; stop the gateway, \
+                "call of {tool} on {} ran (seq {}) although {why}: this must never happen; stop the gateway, \
                  keep the ledger and verify it",
                 server.as_deref().unwrap_or("?"),
                 exec.seq,
