@@ -10,7 +10,8 @@ use ledger::{Ledger, SealedEvent};
 use rand_core::RngCore;
 use serde::Serialize;
 
-use crate::config::{SinkConfig, validate_all};
+use crate::config::{Protocol, SinkConfig, validate_all};
+use crate::lake::Lake;
 use crate::record::{self, Origin};
 use crate::state::{self, Cursor, DeadLetter, SinkState, Status};
 use crate::transport::{Answer, Client};
@@ -27,7 +28,10 @@ const MAX_COLLECTOR_DELAY: Duration = Duration::from_secs(600);
 pub struct Sink {
     config: SinkConfig,
     dir: PathBuf,
-    client: Client,
+    /// The collector's connection (OTLP sinks).
+    client: Option<Client>,
+    /// The files' writer (`file` sinks).
+    lake: Option<Lake>,
     origin: Origin,
     /// The next seq to send.
     next: u64,
@@ -45,16 +49,23 @@ impl Sink {
     /// channel is lazy and spawns its connection task there).
     pub fn new(data_dir: &Path, config: SinkConfig, ledger_id: &[u8]) -> Result<Sink, Error> {
         config.validate()?;
-        let headers = config.resolve_headers()?;
-        let client = Client::new(&config, &headers)?;
         let origin = Origin {
             ledger_id: hex(ledger_id),
             node: config.node.clone().unwrap_or_else(record::host_name),
+        };
+        let (client, lake) = match (config.protocol, config.lake_dir(data_dir)) {
+            (Protocol::File, Some(dir)) => (
+                None,
+                Some(Lake::new(dir, &origin.ledger_id, config.roll_bytes, config.roll_sec)),
+            ),
+            (Protocol::File, None) => return Err(Error::config(&config.name, "a file sink needs path = \"DIR\"")),
+            _ => (Some(Client::new(&config, &config.resolve_headers()?)?), None),
         };
         Ok(Sink {
             dir: state::sink_dir(data_dir, &config.name),
             config,
             client,
+            lake,
             origin,
             next: 0,
             status: Status {
@@ -96,19 +107,35 @@ impl Sink {
                 }
             },
         };
-        self.take_replay(ledger)
+        // Whole files a crash left past the cursor are adopted, not
+        // written again.
+        if let Some(lake) = &mut self.lake {
+            let adopted = lake.recover(self.next, ledger)?;
+            if let Some(last) = adopted.last() {
+                tracing::info!(sink = %self.config.name, files = adopted.len(), to = last.last_seq, "export: adopting lake files written before a crash");
+                let (seq, hash) = (last.last_seq, last.last_hash.clone());
+                self.write_cursor(seq, &hash)?;
+                self.next = seq + 1;
+            }
+        }
+        self.take_replay(ledger).map(|_| ())
     }
 
-    /// Applies a `sealgate export replay` request, if there is one.
-    fn take_replay(&mut self, ledger: &Ledger) -> Result<(), Error> {
+    /// Applies a `sealgate export replay` request, if there is one; whether
+    /// there was one.
+    fn take_replay(&mut self, ledger: &Ledger) -> Result<bool, Error> {
         let Some(replay) = state::read_replay(&self.dir)? else {
-            return Ok(());
+            return Ok(false);
         };
         let from = replay.from.min(ledger.head().seq + 1);
         tracing::info!(sink = %self.config.name, from, "export: replaying");
         self.set_cursor_before(ledger, from)?;
         self.next = from;
-        state::remove(&state::replay_path(&self.dir))
+        if let Some(lake) = &mut self.lake {
+            lake.discard();
+        }
+        state::remove(&state::replay_path(&self.dir))?;
+        Ok(true)
     }
 
     fn set_cursor_before(&self, ledger: &Ledger, from: u64) -> Result<(), Error> {
@@ -189,7 +216,109 @@ impl Sink {
     }
 
     /// Follows the log until `stop` is set.
-    pub async fn run(mut self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+    pub async fn run(self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+        if self.lake.is_some() {
+            self.run_lake(ledger, stop).await
+        } else {
+            self.run_otlp(ledger, stop).await
+        }
+    }
+
+    /// A `file` sink: reads the log in batches into the file being filled,
+    /// closes it (durably, with its manifest line) when it is due, and
+    /// only then moves the cursor. The work is on this sink's own thread.
+    async fn run_lake(mut self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+        self.save_status();
+        while !stop.load(Ordering::Relaxed) {
+            match self.take_replay(&ledger) {
+                Ok(_) => {}
+                Err(e) => self.set_error(SinkState::Failed, format!("replay request: {e}")),
+            }
+            if let Err(e) = self.lake_step(&ledger) {
+                self.set_error(SinkState::Failed, e.to_string());
+                // The file being filled is dropped: the next attempt
+                // starts again from the cursor.
+                self.reset_to_cursor(&ledger);
+                nap(Duration::from_secs(1), &stop).await;
+                continue;
+            }
+            if self.next > ledger.head().seq {
+                nap(POLL, &stop).await;
+            }
+        }
+        // A clean stop closes the file being filled, so a restart does
+        // not write it again.
+        if let Err(e) = self.close_lake_file() {
+            self.set_error(SinkState::Failed, e.to_string());
+        }
+        self.status.in_flight = None;
+        self.save_status();
+    }
+
+    /// One round of a `file` sink: a file that is due is closed; else one
+    /// batch of the log, if any, goes into the file being filled.
+    fn lake_step(&mut self, ledger: &Ledger) -> Result<(), Error> {
+        if self.lake.as_ref().is_some_and(Lake::due) {
+            return self.close_lake_file();
+        }
+        let head = ledger.head();
+        if self.next > head.seq {
+            return Ok(());
+        }
+        let to = head.seq.min(self.next + self.config.batch_size as u64 - 1);
+        let events = self.read(ledger, to)?;
+        let Some(lake) = &mut self.lake else {
+            return Ok(());
+        };
+        for sealed in &events {
+            lake.add(sealed, self.config.wants(sealed.event.kind.as_str()))?;
+        }
+        lake.end_batch()?;
+        self.next = to + 1;
+        self.status.in_flight = lake.open_range();
+        // Caught up: `export status` shows the open file's range.
+        if self.next > head.seq {
+            self.save_status();
+        }
+        Ok(())
+    }
+
+    /// Closes the file being filled (if it holds records) and moves the
+    /// cursor past it.
+    fn close_lake_file(&mut self) -> Result<(), Error> {
+        let Some(lake) = &mut self.lake else {
+            return Ok(());
+        };
+        let Some(entry) = lake.finish()? else {
+            return Ok(());
+        };
+        self.write_cursor(entry.last_seq, &entry.last_hash)?;
+        self.status.exported += entry.count;
+        self.status.requests += 1;
+        self.status.last_success_at = Some(state::now_rfc3339());
+        self.status.state = SinkState::Running;
+        self.status.last_error = None;
+        self.status.in_flight = None;
+        self.save_status();
+        Ok(())
+    }
+
+    /// After a failure: forget what was read past the cursor.
+    fn reset_to_cursor(&mut self, ledger: &Ledger) {
+        if let Some(lake) = &mut self.lake {
+            lake.discard();
+        }
+        self.next = match state::read_cursor(&self.dir) {
+            Ok(Some(c)) if c.ledger_id == self.origin.ledger_id => match ledger.get(c.seq) {
+                Ok(Some(e)) if e.hash.to_hex() == c.hash => c.seq + 1,
+                _ => self.next.min(c.seq + 1),
+            },
+            _ => 0,
+        };
+    }
+
+    /// An OTLP sink: one batch in flight at a time.
+    async fn run_otlp(mut self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
         let mut last_sent = Instant::now()
             .checked_sub(self.config.interval())
             .unwrap_or_else(Instant::now);
@@ -257,7 +386,11 @@ impl Sink {
                 }
                 self.status.in_flight = Some((from, to));
                 self.status.requests += 1;
-                match self.client.send(&request).await {
+                let answer = match self.client.as_mut() {
+                    Some(client) => client.send(&request).await,
+                    None => return Err(Error::config(&self.config.name, "not an OTLP sink")),
+                };
+                match answer {
                     Answer::Accepted { rejected, reason } => {
                         if rejected > 0 {
                             tracing::warn!(sink = %self.config.name, from, to, rejected, reason = %reason, "export: the collector rejected records; dead-lettered");
@@ -374,7 +507,9 @@ pub fn spawn(
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub name: String,
+    /// The collector's URL, or `file://DIR` for a file sink.
     pub endpoint: String,
+    pub protocol: Protocol,
     /// The last event the collector accepted.
     pub cursor: Option<u64>,
     /// The log's head.
@@ -389,6 +524,9 @@ pub struct Report {
     pub dead_letter_records: i64,
     /// A replay waiting to be taken by the sink.
     pub replay_from: Option<u64>,
+    /// File sinks: the files the manifest lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lake_files: Option<usize>,
 }
 
 /// What each configured sink has done, from its files and the log.
@@ -416,7 +554,8 @@ pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Resul
         let letters = state::read_dead_letters(&dir)?;
         out.push(Report {
             name: c.name.clone(),
-            endpoint: c.endpoint.clone(),
+            endpoint: c.destination(data_dir),
+            protocol: c.protocol,
             cursor: cursor.map(|c| c.seq),
             head: head.seq,
             lag_events,
@@ -425,6 +564,10 @@ pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Resul
             dead_letter_batches: letters.len(),
             dead_letter_records: letters.iter().map(|d| d.rejected).sum(),
             replay_from: state::read_replay(&dir)?.map(|r| r.from),
+            lake_files: match c.lake_dir(data_dir) {
+                Some(lake) if c.protocol == Protocol::File => Some(crate::lake::read_manifest(&lake)?.len()),
+                _ => None,
+            },
         });
     }
     Ok(out)

@@ -81,6 +81,7 @@ impl Client {
                     timeout,
                 })
             }
+            Protocol::File => Err(Error::config(&config.name, "a file sink has no collector")),
             Protocol::Http => {
                 // One crypto provider per process for https endpoints (the
                 // gateway installs the same; whoever is first wins).
@@ -144,19 +145,13 @@ impl Client {
                 headers,
                 gzip,
             } => {
-                let mut body = request.encode_to_vec();
+                let (body, zipped) = http_body(request, *gzip);
                 let mut builder = client
                     .post(url.clone())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-                if *gzip {
-                    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    if enc.write_all(&body).is_ok()
-                        && let Ok(zipped) = enc.finish()
-                    {
-                        body = zipped;
-                        builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
-                    }
+                if zipped {
+                    builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
                 }
                 let resp = match builder.body(body).send().await {
                     Ok(r) => r,
@@ -214,6 +209,21 @@ impl Client {
             }
         }
     }
+}
+
+/// An OTLP/HTTP request body: the request as protobuf, gzipped (level
+/// `fast`) when asked; the flag says whether it is gzipped.
+pub fn http_body(request: &ExportLogsServiceRequest, gzip: bool) -> (Vec<u8>, bool) {
+    let body = request.encode_to_vec();
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        if enc.write_all(&body).is_ok()
+            && let Ok(zipped) = enc.finish()
+        {
+            return (zipped, true);
+        }
+    }
+    (body, false)
 }
 
 fn accepted(resp: ExportLogsServiceResponse) -> Answer {
