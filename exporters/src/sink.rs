@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ledger::{Ledger, SealedEvent};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use rand_core::RngCore;
 use serde::Serialize;
 
@@ -190,29 +191,7 @@ impl Sink {
 
     /// Reads `[next, to]` from the log.
     fn read(&self, ledger: &Ledger, to: u64) -> Result<Vec<SealedEvent>, Error> {
-        let mut out = Vec::with_capacity((to - self.next + 1) as usize);
-        let mut expected = self.next;
-        for sealed in ledger
-            .events(self.next, to)
-            .map_err(|e| Error::ledger("reading the log", e))?
-        {
-            let sealed = sealed.map_err(|e| Error::ledger("reading the log", e))?;
-            if sealed.event.seq != expected {
-                return Err(Error::Gap {
-                    expected,
-                    found: sealed.event.seq,
-                });
-            }
-            expected += 1;
-            out.push(sealed);
-        }
-        if expected != to + 1 {
-            return Err(Error::Gap {
-                expected,
-                found: to + 1,
-            });
-        }
-        Ok(out)
+        read(ledger, self.next, to)
     }
 
     /// Follows the log until `stop` is set.
@@ -317,68 +296,69 @@ impl Sink {
         };
     }
 
-    /// An OTLP sink: one batch in flight at a time.
+    /// An OTLP sink: one batch in flight at a time, the next one read and
+    /// encoded meanwhile on a thread of its own ([`Producer`]), so that
+    /// the log's reading and the records' building overlap the
+    /// collector's round trip; order is kept (batches come through a queue
+    /// of one, and are sent one at a time).
     async fn run_otlp(mut self, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
-        let mut last_sent = Instant::now()
-            .checked_sub(self.config.interval())
-            .unwrap_or_else(Instant::now);
         self.save_status();
+        let mut producer = self.producer(&ledger);
         while !stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.take_replay(&ledger) {
-                self.set_error(SinkState::Failed, format!("replay request: {e}"));
+            match self.take_replay(&ledger) {
+                Ok(false) => {}
+                // What was read ahead is of the old position.
+                Ok(true) => producer = self.producer(&ledger),
+                Err(e) => self.set_error(SinkState::Failed, format!("replay request: {e}")),
             }
-            let head = ledger.head();
-            if self.next > head.seq {
-                nap(POLL, &stop).await;
-                continue;
-            }
-            let available = head.seq - self.next + 1;
-            let since = last_sent.elapsed();
-            if available < self.config.batch_size as u64 && since < self.config.interval() {
-                nap(POLL.min(self.config.interval() - since), &stop).await;
-                continue;
-            }
-            let to = head.seq.min(self.next + self.config.batch_size as u64 - 1);
-            let events = match self.read(&ledger, to) {
-                Ok(e) => e,
-                Err(e) => {
+            let batch = match tokio::time::timeout(POLL, producer.batches.recv()).await {
+                Err(_) => continue,
+                Ok(Some(Ok(batch))) if batch.from == self.next => batch,
+                Ok(Some(Ok(_))) | Ok(None) => {
+                    // Not where the sink is (cannot happen), or the thread
+                    // ended: start reading again from the sink's position.
+                    producer = self.producer(&ledger);
+                    continue;
+                }
+                Ok(Some(Err(e))) => {
                     self.set_error(SinkState::Failed, e.to_string());
                     nap(Duration::from_secs(1), &stop).await;
+                    producer = self.producer(&ledger);
                     continue;
                 }
             };
-            last_sent = Instant::now();
-            match self.deliver(&events, &stop).await {
+            match self.deliver(batch, &stop).await {
                 Ok(Delivery::Delivered) => {}
                 Ok(Delivery::Stopped) => break,
                 Err(e) => {
                     self.set_error(SinkState::Failed, e.to_string());
                     nap(Duration::from_secs(1), &stop).await;
+                    producer = self.producer(&ledger);
                 }
             }
         }
+        producer.halt();
         self.status.in_flight = None;
         self.save_status();
     }
 
-    /// Sends `events` (those the sink wants) until the collector accepts
-    /// them, then moves the cursor past them.
-    async fn deliver(&mut self, events: &[SealedEvent], stop: &AtomicBool) -> Result<Delivery, Error> {
-        let (Some(first), Some(last)) = (events.first(), events.last()) else {
-            return Ok(Delivery::Delivered);
-        };
-        let (from, to) = (first.event.seq, last.event.seq);
-        let wanted: Vec<&SealedEvent> = events
-            .iter()
-            .filter(|s| self.config.wants(s.event.kind.as_str()))
-            .collect();
-        if !wanted.is_empty() {
-            let observed = ledger::Timestamp::now().as_nanos();
-            let records = wanted
-                .iter()
-                .map(|s| record::log_record(s, &self.origin, observed))
-                .collect();
-            let request = record::request(&self.origin, records);
+    /// A reader from the sink's position (the one before is halted when
+    /// the returned one replaces it).
+    fn producer(&self, ledger: &Arc<Ledger>) -> Producer {
+        Producer::start(ledger.clone(), self.config.clone(), self.origin.clone(), self.next)
+    }
+
+    /// Sends a batch (the records the sink wants) until the collector
+    /// accepts it, then moves the cursor past it.
+    async fn deliver(&mut self, batch: Batch, stop: &AtomicBool) -> Result<Delivery, Error> {
+        let Batch {
+            from,
+            to,
+            last_hash,
+            request,
+            wanted,
+        } = batch;
+        if let Some(request) = request {
             let mut backoff = FIRST_BACKOFF;
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -402,7 +382,7 @@ impl Sink {
                                     to_seq: to,
                                     rejected,
                                     reason,
-                                    records: wanted.iter().map(|s| (s.event.seq, s.hash.to_hex())).collect(),
+                                    records: wanted.clone(),
                                 },
                             )?;
                         } else if !reason.is_empty() {
@@ -428,7 +408,7 @@ impl Sink {
                 }
             }
         }
-        self.write_cursor(to, &last.hash.to_hex())?;
+        self.write_cursor(to, &last_hash)?;
         self.next = to + 1;
         self.status.state = SinkState::Running;
         self.status.last_error = None;
@@ -436,6 +416,159 @@ impl Sink {
         self.save_status();
         Ok(Delivery::Delivered)
     }
+}
+
+/// A range of the log read and encoded, ready to send.
+struct Batch {
+    from: u64,
+    to: u64,
+    /// The hash of the event at `to` (the cursor's, once accepted).
+    last_hash: String,
+    /// `None` when the sink wants none of the range's kinds.
+    request: Option<ExportLogsServiceRequest>,
+    /// Seq and hash of each record in `request` (for the dead letters).
+    wanted: Vec<(u64, String)>,
+}
+
+/// An OTLP sink's reader: a thread that follows the log from a position,
+/// cutting batches as the sink's config says (`batch_size` events, or
+/// fewer once `interval_ms` passed), building their records and handing
+/// them over through a queue of one. Halted (or dropped), it ends within a
+/// poll; it never touches the cursor.
+struct Producer {
+    batches: tokio::sync::mpsc::Receiver<Result<Batch, Error>>,
+    halted: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producer {
+    fn start(ledger: Arc<Ledger>, config: SinkConfig, origin: Origin, from: u64) -> Producer {
+        let (tx, batches) = tokio::sync::mpsc::channel(1);
+        let halted = Arc::new(AtomicBool::new(false));
+        let flag = halted.clone();
+        let name = format!("export-{}-read", config.name);
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || produce(&ledger, &config, &origin, from, &flag, &tx))
+            .map_err(|e| tracing::error!(error = %e, "export: cannot start a reader thread"))
+            .ok();
+        Producer {
+            batches,
+            halted,
+            thread,
+        }
+    }
+
+    fn halt(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.halted.store(true, Ordering::Relaxed);
+        // A thread waiting to hand a batch over sees the queue closed.
+        self.batches.close();
+        while self.batches.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn produce(
+    ledger: &Ledger,
+    config: &SinkConfig,
+    origin: &Origin,
+    from: u64,
+    halted: &AtomicBool,
+    tx: &tokio::sync::mpsc::Sender<Result<Batch, Error>>,
+) {
+    let mut next = from;
+    let mut last_cut = Instant::now()
+        .checked_sub(config.interval())
+        .unwrap_or_else(Instant::now);
+    let sleep = |d: Duration| std::thread::sleep(d.min(POLL));
+    while !halted.load(Ordering::Relaxed) {
+        let head = ledger.head();
+        if next > head.seq {
+            sleep(POLL);
+            continue;
+        }
+        let available = head.seq - next + 1;
+        let since = last_cut.elapsed();
+        if available < config.batch_size as u64 && since < config.interval() {
+            sleep(config.interval() - since);
+            continue;
+        }
+        let to = head.seq.min(next + config.batch_size as u64 - 1);
+        let batch = read(ledger, next, to).map(|events| build(&events, config, origin));
+        last_cut = Instant::now();
+        let failed = batch.is_err();
+        if tx.blocking_send(batch).is_err() {
+            return;
+        }
+        if failed {
+            // The sink restarts a reader after its pause.
+            return;
+        }
+        next = to + 1;
+    }
+}
+
+/// `events` (a range, in order, not empty) as a batch.
+fn build(events: &[SealedEvent], config: &SinkConfig, origin: &Origin) -> Batch {
+    let observed = ledger::Timestamp::now().as_nanos();
+    let mut records = Vec::with_capacity(events.len());
+    let mut wanted = Vec::with_capacity(events.len());
+    for s in events {
+        if config.wants(s.event.kind.as_str()) {
+            records.push(record::log_record(s, origin, observed));
+            wanted.push((s.event.seq, s.hash.to_hex()));
+        }
+    }
+    let (from, to, last_hash) = match (events.first(), events.last()) {
+        (Some(f), Some(l)) => (f.event.seq, l.event.seq, l.hash.to_hex()),
+        _ => (0, 0, String::new()),
+    };
+    Batch {
+        from,
+        to,
+        last_hash,
+        request: (!records.is_empty()).then(|| record::request(origin, records)),
+        wanted,
+    }
+}
+
+/// Reads `[from, to]` from the log, checking there is no gap.
+fn read(ledger: &Ledger, from: u64, to: u64) -> Result<Vec<SealedEvent>, Error> {
+    let mut out = Vec::with_capacity((to - from + 1) as usize);
+    let mut expected = from;
+    for sealed in ledger
+        .events(from, to)
+        .map_err(|e| Error::ledger("reading the log", e))?
+    {
+        let sealed = sealed.map_err(|e| Error::ledger("reading the log", e))?;
+        if sealed.event.seq != expected {
+            return Err(Error::Gap {
+                expected,
+                found: sealed.event.seq,
+            });
+        }
+        expected += 1;
+        out.push(sealed);
+    }
+    if expected != to + 1 {
+        return Err(Error::Gap {
+            expected,
+            found: to + 1,
+        });
+    }
+    Ok(out)
 }
 
 /// A wait of `d` scaled by a random factor in [0.5, 1].
