@@ -215,15 +215,17 @@ impl Client {
 /// `fast`) when asked; the flag says whether it is gzipped.
 pub fn http_body(request: &ExportLogsServiceRequest, gzip: bool) -> (Vec<u8>, bool) {
     let body = request.encode_to_vec();
-    if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
-        if enc.write_all(&body).is_ok()
-            && let Ok(zipped) = enc.finish()
-        {
-            return (zipped, true);
-        }
+    if gzip && let Some(zipped) = gzip_bytes(&body, 1) {
+        return (zipped, true);
     }
     (body, false)
+}
+
+/// `bytes` gzipped at `level` (1 fast to 9 best; tonic's gRPC gzip is 6).
+pub fn gzip_bytes(bytes: &[u8], level: u32) -> Option<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::new(level));
+    enc.write_all(bytes).ok()?;
+    enc.finish().ok()
 }
 
 fn accepted(resp: ExportLogsServiceResponse) -> Answer {
