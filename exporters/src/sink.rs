@@ -22,6 +22,9 @@ use crate::{Error, hex};
 const POLL: Duration = Duration::from_millis(50);
 /// The first wait after a retryable failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How often an OTLP sink's cursor is written while batches flow (each
+/// write is two fsyncs; a crash resends at most this much more).
+const CURSOR_EVERY: Duration = Duration::from_millis(250);
 /// The longest a collector's `Retry-After` / `RetryInfo` is obeyed for.
 const MAX_COLLECTOR_DELAY: Duration = Duration::from_secs(600);
 
@@ -36,6 +39,11 @@ pub struct Sink {
     origin: Origin,
     /// The next seq to send.
     next: u64,
+    /// OTLP sinks: the last batch the collector accepted, when the cursor
+    /// file is behind it (written at most every [`CURSOR_EVERY`] while
+    /// batches flow, at once when caught up or stopping).
+    accepted: Option<(u64, String)>,
+    cursor_written: Instant,
     status: Status,
 }
 
@@ -69,6 +77,8 @@ impl Sink {
             lake,
             origin,
             next: 0,
+            accepted: None,
+            cursor_written: Instant::now(),
             status: Status {
                 pid: std::process::id(),
                 ..Status::default()
@@ -129,6 +139,8 @@ impl Sink {
             return Ok(false);
         };
         let from = replay.from.min(ledger.head().seq + 1);
+        // An accepted position not yet written must not undo the replay.
+        self.accepted = None;
         tracing::info!(sink = %self.config.name, from, "export: replaying");
         self.set_cursor_before(ledger, from)?;
         self.next = from;
@@ -312,7 +324,13 @@ impl Sink {
                 Err(e) => self.set_error(SinkState::Failed, format!("replay request: {e}")),
             }
             let batch = match tokio::time::timeout(POLL, producer.batches.recv()).await {
-                Err(_) => continue,
+                Err(_) => {
+                    // Nothing new: the cursor catches up with what was accepted.
+                    if let Err(e) = self.write_accepted() {
+                        self.set_error(SinkState::Failed, e.to_string());
+                    }
+                    continue;
+                }
                 Ok(Some(Ok(batch))) if batch.from == self.next => batch,
                 Ok(Some(Ok(_))) | Ok(None) => {
                     // Not where the sink is (cannot happen), or the thread
@@ -328,7 +346,14 @@ impl Sink {
                 }
             };
             match self.deliver(batch, &stop).await {
-                Ok(Delivery::Delivered) => {}
+                Ok(Delivery::Delivered) => {
+                    let caught_up = self.next > ledger.head().seq;
+                    if (caught_up || self.cursor_written.elapsed() >= CURSOR_EVERY)
+                        && let Err(e) = self.write_accepted()
+                    {
+                        self.set_error(SinkState::Failed, e.to_string());
+                    }
+                }
                 Ok(Delivery::Stopped) => break,
                 Err(e) => {
                     self.set_error(SinkState::Failed, e.to_string());
@@ -338,8 +363,23 @@ impl Sink {
             }
         }
         producer.halt();
+        if let Err(e) = self.write_accepted() {
+            self.set_error(SinkState::Failed, e.to_string());
+        }
         self.status.in_flight = None;
         self.save_status();
+    }
+
+    /// Writes the cursor at the last accepted batch, if it is behind.
+    fn write_accepted(&mut self) -> Result<(), Error> {
+        if let Some((seq, hash)) = self.accepted.take() {
+            if let Err(e) = self.write_cursor(seq, &hash) {
+                self.accepted = Some((seq, hash));
+                return Err(e);
+            }
+            self.cursor_written = Instant::now();
+        }
+        Ok(())
     }
 
     /// A reader from the sink's position (the one before is halted when
@@ -408,7 +448,7 @@ impl Sink {
                 }
             }
         }
-        self.write_cursor(to, &last_hash)?;
+        self.accepted = Some((to, last_hash));
         self.next = to + 1;
         self.status.state = SinkState::Running;
         self.status.last_error = None;
