@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::Error;
 
 /// The OTLP transport of a sink.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// OTLP/gRPC (`opentelemetry.proto.collector.logs.v1.LogsService/Export`).
@@ -17,6 +17,10 @@ pub enum Protocol {
     Grpc,
     /// OTLP/HTTP with binary protobuf bodies (`POST .../v1/logs`).
     Http,
+    /// No collector: the same OCSF records as gzip JSON lines in files for
+    /// a data lake (`path`, rolled by `roll_bytes` / `roll_sec`, with a
+    /// manifest; `docs/EXPORT.md`, Files for lakes).
+    File,
 }
 
 /// Where a header's value comes from. Secrets are given by reference: the
@@ -41,7 +45,8 @@ pub struct SinkConfig {
     /// (`<data dir>/derived/export/NAME/`): `a-z`, `0-9`, `_`, `-`.
     pub name: String,
     /// `http://host:4317` (gRPC), `http(s)://host:4318` (HTTP; `/v1/logs`
-    /// is added when the URL has no path).
+    /// is added when the URL has no path). Not for `file` sinks.
+    #[serde(default)]
     pub endpoint: String,
     #[serde(default)]
     pub protocol: Protocol,
@@ -79,6 +84,17 @@ pub struct SinkConfig {
     /// The resource's `host.name` (default: the machine's host name).
     #[serde(default)]
     pub node: Option<String>,
+    /// `file` sinks: the directory the files and `manifest.jsonl` are
+    /// written to (relative: to the data dir).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `file` sinks: a file is closed once its gzip bytes reach this.
+    #[serde(default = "default_roll_bytes")]
+    pub roll_bytes: u64,
+    /// `file` sinks: a file holding records is closed once it has been
+    /// open this long, so a quiet log still reaches the lake.
+    #[serde(default = "default_roll_sec")]
+    pub roll_sec: u64,
 }
 
 fn yes() -> bool {
@@ -98,6 +114,12 @@ fn default_max_backoff_ms() -> u64 {
 }
 fn default_stalled_retry_sec() -> u64 {
     60
+}
+fn default_roll_bytes() -> u64 {
+    64 << 20
+}
+fn default_roll_sec() -> u64 {
+    300
 }
 
 /// A header with its value read: the value is never printed.
@@ -148,6 +170,19 @@ impl SinkConfig {
         Duration::from_secs(self.timeout_sec.max(1))
     }
 
+    /// Where a `file` sink writes (`path`, relative to `data_dir`).
+    pub fn lake_dir(&self, data_dir: &std::path::Path) -> Option<PathBuf> {
+        self.path.as_ref().map(|p| data_dir.join(p))
+    }
+
+    /// What `export status` names as the sink's destination.
+    pub fn destination(&self, data_dir: &std::path::Path) -> String {
+        match self.lake_dir(data_dir) {
+            Some(dir) if self.protocol == Protocol::File => format!("file://{}", dir.display()),
+            _ => self.shown_endpoint(),
+        }
+    }
+
     /// Checks what can be checked without the network.
     pub fn validate(&self) -> Result<(), Error> {
         let name = &self.name;
@@ -162,9 +197,36 @@ impl SinkConfig {
                 "name must be 1 to 64 of a-z, 0-9, _ and - (it names a directory)",
             ));
         }
-        let url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| Error::config(name, format!("endpoint {:?}: {e}", self.endpoint)))?;
-        match (self.protocol, url.scheme()) {
+        if self.protocol == Protocol::File {
+            if !self.endpoint.is_empty() {
+                return Err(Error::config(name, "a file sink has a path, not an endpoint"));
+            }
+            match &self.path {
+                Some(p) if !p.as_os_str().is_empty() => {}
+                _ => return Err(Error::config(name, "a file sink needs path = \"DIR\"")),
+            }
+            if self.roll_bytes < 1024 || self.roll_sec == 0 {
+                return Err(Error::config(
+                    name,
+                    "roll_bytes must be at least 1024 and roll_sec at least 1",
+                ));
+            }
+        } else if self.path.is_some() {
+            return Err(Error::config(name, "path is for file sinks (protocol = \"file\")"));
+        }
+        let url = if self.protocol == Protocol::File {
+            None
+        } else {
+            Some(
+                reqwest::Url::parse(&self.endpoint)
+                    .map_err(|e| Error::config(name, format!("endpoint {:?}: {e}", self.endpoint)))?,
+            )
+        };
+        match (
+            self.protocol,
+            url.as_ref().map(reqwest::Url::scheme).unwrap_or_default(),
+        ) {
+            (Protocol::File, _) => {}
             (Protocol::Grpc, "http") | (Protocol::Http, "http" | "https") => {}
             (Protocol::Grpc, "https") => {
                 return Err(Error::config(
@@ -317,6 +379,19 @@ mod tests {
             ("name = \"a\"\nendpoint = \"ftp://h:1\"\nprotocol = \"http\"", "scheme"),
             ("name = \"a\"\nendpoint = \"http://h:1\"\nbatch_size = 0", "batch_size"),
             ("name = \"a\"\nendpoint = \"http://h:1\"\nkinds = [\"exec*\"]", "kinds"),
+            ("name = \"a\"\nprotocol = \"file\"", "needs path"),
+            (
+                "name = \"a\"\nprotocol = \"file\"\npath = \"l\"\nendpoint = \"http://h:1\"",
+                "not an endpoint",
+            ),
+            (
+                "name = \"a\"\nendpoint = \"http://h:1\"\npath = \"l\"",
+                "path is for file sinks",
+            ),
+            (
+                "name = \"a\"\nprotocol = \"file\"\npath = \"l\"\nroll_bytes = 10",
+                "roll_bytes",
+            ),
         ] {
             let err = sink(&format!("[[exporters]]\n{body}\n"))
                 .validate()

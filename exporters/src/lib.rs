@@ -15,6 +15,7 @@
 #![deny(unsafe_code, clippy::unwrap_used)]
 
 pub mod config;
+pub mod lake;
 pub mod ocsf;
 pub mod record;
 pub mod sink;

@@ -83,6 +83,7 @@ impl Client {
                     timeout,
                 })
             }
+            Protocol::File => Err(Error::config(&config.name, "a file sink has no collector")),
             Protocol::Http => {
                 // One crypto provider per process for https endpoints (the
                 // gateway installs the same; whoever is first wins).
@@ -148,19 +149,13 @@ impl Client {
                 headers,
                 gzip,
             } => {
-                let mut body = request.encode_to_vec();
+                let (body, zipped) = http_body(request, *gzip);
                 let mut builder = client
                     .post(url.clone())
                     .headers(headers.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf");
-                if *gzip {
-                    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                    if enc.write_all(&body).is_ok()
-                        && let Ok(zipped) = enc.finish()
-                    {
-                        body = zipped;
-                        builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
-                    }
+                if zipped {
+                    builder = builder.header(reqwest::header::CONTENT_ENCODING, "gzip");
                 }
                 let resp = match builder.body(body).send().await {
                     Ok(r) => r,
@@ -218,6 +213,23 @@ impl Client {
             }
         }
     }
+}
+
+/// An OTLP/HTTP request body: the request as protobuf, gzipped (level
+/// `fast`) when asked; the flag says whether it is gzipped.
+pub fn http_body(request: &ExportLogsServiceRequest, gzip: bool) -> (Vec<u8>, bool) {
+    let body = request.encode_to_vec();
+    if gzip && let Some(zipped) = gzip_bytes(&body, 1) {
+        return (zipped, true);
+    }
+    (body, false)
+}
+
+/// `bytes` gzipped at `level` (1 fast to 9 best; tonic's gRPC gzip is 6).
+pub fn gzip_bytes(bytes: &[u8], level: u32) -> Option<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::new(level));
+    enc.write_all(bytes).ok()?;
+    enc.finish().ok()
 }
 
 fn accepted(resp: ExportLogsServiceResponse) -> Answer {

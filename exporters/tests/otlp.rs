@@ -67,7 +67,7 @@ fn through_rotel(protocol: Protocol) {
     let rotel = Rotel::start(site.dir.path(), &receiver.url(), free_port(), free_port());
     let endpoint = match protocol {
         Protocol::Grpc => format!("http://127.0.0.1:{}", rotel.grpc),
-        Protocol::Http => format!("http://127.0.0.1:{}", rotel.http),
+        Protocol::Http | Protocol::File => format!("http://127.0.0.1:{}", rotel.http),
     };
     let running = Running::start(&site, &[sink("siem", &endpoint, protocol)]);
     let got = receiver.wait_for_all(last, Duration::from_secs(60));

@@ -57,15 +57,28 @@ fn status(paths: &Paths, config: &Config, output: ReportFormat) -> Result<ExitCo
                 match &r.status {
                     Some(s) => {
                         let state = serde_json::to_value(s.state)?;
+                        let sends = if r.protocol == exporters::Protocol::File {
+                            "file(s) written"
+                        } else {
+                            "request(s)"
+                        };
                         writeln!(
                             out,
-                            "  state {} (pid {}, updated {}); {} record(s) exported, {} request(s)",
+                            "  state {} (pid {}, updated {}); {} record(s) exported, {} {sends}",
                             state.as_str().unwrap_or("?"),
                             s.pid,
                             s.updated_at,
                             s.exported,
                             s.requests
                         )?;
+                        if let Some((from, to)) = s.in_flight {
+                            let what = if r.protocol == exporters::Protocol::File {
+                                "file being filled"
+                            } else {
+                                "batch in flight"
+                            };
+                            writeln!(out, "  {what}: seq {from} to {to}")?;
+                        }
                         if let Some(e) = &s.last_error {
                             writeln!(out, "  last error ({}): {e}", s.last_error_at.as_deref().unwrap_or("?"))?;
                         }
@@ -77,6 +90,9 @@ fn status(paths: &Paths, config: &Config, output: ReportFormat) -> Result<ExitCo
                     "  dead letters: {} batch(es), {} record(s) rejected",
                     r.dead_letter_batches, r.dead_letter_records
                 )?;
+                if let Some(files) = r.lake_files {
+                    writeln!(out, "  lake files in the manifest: {files}")?;
+                }
                 if let Some(from) = r.replay_from {
                     writeln!(out, "  replay from seq {from} requested")?;
                 }

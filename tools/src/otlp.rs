@@ -267,6 +267,28 @@ pub struct Rotel {
 
 impl Rotel {
     pub fn start(dir: &Path, forward_to: &str, grpc: u16, http: u16) -> Rotel {
+        Rotel::with_exporter(
+            dir,
+            &[
+                "--exporter",
+                "otlp",
+                "--otlp-exporter-endpoint",
+                forward_to,
+                "--otlp-exporter-protocol",
+                "http",
+            ],
+            grpc,
+            http,
+        )
+    }
+
+    /// A real rotel collector that receives OTLP on gRPC and HTTP and
+    /// drops it (`--exporter blackhole`): the benchmark's collector.
+    pub fn blackhole(dir: &Path, grpc: u16, http: u16) -> Rotel {
+        Rotel::with_exporter(dir, &["--exporter", "blackhole"], grpc, http)
+    }
+
+    fn with_exporter(dir: &Path, exporter: &[&str], grpc: u16, http: u16) -> Rotel {
         let log = dir.join(format!("rotel-{grpc}.log"));
         let out = std::fs::File::create(&log).expect("rotel log");
         let child = Command::new(rotel_agent())
@@ -274,8 +296,7 @@ impl Rotel {
             .arg(format!("127.0.0.1:{grpc}"))
             .arg("--otlp-http-endpoint")
             .arg(format!("127.0.0.1:{http}"))
-            .args(["--exporter", "otlp", "--otlp-exporter-endpoint", forward_to])
-            .args(["--otlp-exporter-protocol", "http"])
+            .args(exporter)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)
@@ -298,6 +319,11 @@ impl Rotel {
 
     pub fn stop(mut self) {
         self.kill();
+    }
+
+    /// The collector's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn kill(&mut self) {

@@ -60,6 +60,7 @@ pub fn sink(name: &str, endpoint: &str, protocol: exporters::Protocol) -> export
     let proto = match protocol {
         exporters::Protocol::Grpc => "grpc",
         exporters::Protocol::Http => "http",
+        exporters::Protocol::File => "file",
     };
     let text = format!(
         "[[exporters]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\nprotocol = \"{proto}\"\nbatch_size = 64\ninterval_ms = 50\nmax_backoff_ms = 300\nstalled_retry_sec = 1\ntimeout_sec = 5\n"
