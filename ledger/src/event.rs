@@ -100,6 +100,9 @@ event_kinds! {
     /// A client session through the gateway began: negotiated protocol
     /// version, client and server identity.
     SessionOpened = "session.opened",
+    /// A session that opened ended: why (client, idle, upstream, shutdown,
+    /// suspension), its counts of calls, its duration.
+    SessionClosed = "session.closed",
     /// What an upstream listed (tools, prompts, resources, templates): the
     /// digest of the set it returned.
     ListingObserved = "listing.observed",

@@ -114,6 +114,7 @@ impl Gateway {
                 processes: ProcessLimit::new(g.max_upstream_processes),
                 sessions: Arc::new(SessionLimits::new(g.max_sessions, g.max_sessions_per_principal)),
                 drift: Default::default(),
+                open: Default::default(),
             }),
             servers: Arc::new(servers),
             labels: Arc::new(config.servers.clone()),
@@ -155,6 +156,16 @@ impl Gateway {
         })
         .await
         .map_err(|e| findable::FindError::Stopped(e.to_string()))?
+    }
+
+    /// Closes every open session (each recorded: `session.closed` with
+    /// `reason`), all at once; returns when all are recorded.
+    pub async fn close_sessions(&self, reason: events::CloseReason, why: &str) {
+        let sessions = self.core.open.all();
+        if !sessions.is_empty() {
+            tracing::info!("closing {} open sessions: {why}", sessions.len());
+        }
+        futures::future::join_all(sessions.iter().map(|s| s.close(reason, why, None))).await;
     }
 
     fn core(&self) -> Arc<Core> {

@@ -535,6 +535,69 @@ impl Body for SessionOpened {
     const KINDS: &'static [EventKind] = &[EventKind::SessionOpened];
 }
 
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The client ended it (HTTP `DELETE` with its `Mcp-Session-Id`).
+    ClientDelete,
+    /// The client closed its input (`sealgate stdio`: end of stdin).
+    ClientEof,
+    /// Nothing was sent in it for `gateway.session_idle_sec`.
+    IdleTimeout,
+    /// The upstream session ended on its own (the child exited or the
+    /// HTTP upstream went away).
+    UpstreamExit,
+    /// The gateway shut down (SIGINT, SIGTERM).
+    GatewayShutdown,
+    /// A suspension of its principal, team, server or session.
+    Suspended,
+}
+
+/// What one session did, as the session counted it: every count is of
+/// events it wrote (none is a default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    /// Client requests received after `initialize`, of every method (pings
+    /// and listings included, refused ones too).
+    pub requests: u64,
+    /// Calls recorded (`tool_call.requested`, `mcp.requested`), in both
+    /// directions.
+    pub calls: u64,
+    /// Calls let run (allowed outright or after approval).
+    pub allowed: u64,
+    /// Calls that ended refused (`call.refused`).
+    pub denied: u64,
+    /// Calls that ended `execution.completed`.
+    pub completed: u64,
+    /// Calls that ended `execution.failed`.
+    pub failed: u64,
+    /// Calls with no terminal event when the session closed (still running,
+    /// or their end could not be recorded): `calls` minus the three above.
+    pub unfinished: u64,
+}
+
+/// `session.closed`: a session that opened (`session.opened` with outcome
+/// `ok`) ended. A session ended by a crash of the gateway has none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClosed {
+    #[serde(flatten)]
+    pub call: CallFields,
+    pub reason: CloseReason,
+    /// The `seq` of the session's `session.opened`.
+    pub opened_seq: u64,
+    /// From the session's opening to its close.
+    pub duration_ns: u64,
+    pub counts: SessionCounts,
+    /// The suspension that closed it (reason `suspended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_id: Option<String>,
+}
+
+impl Body for SessionClosed {
+    const KINDS: &'static [EventKind] = &[EventKind::SessionClosed];
+}
+
 /// Tools listed with another definition than their pin, or unpinned.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinDiff {

@@ -275,7 +275,7 @@ impl Session {
             (Some(tool), None) => {
                 let asked = std::time::Instant::now();
                 if let Request::Unwritten(draft) = logged {
-                    logged = Request::Written(audit.append(draft).await.map_err(|e| audit_refused(name, &e))?);
+                    logged = Request::Written(self.append_counted(draft).await.map_err(|e| audit_refused(name, &e))?);
                 }
                 let facts = self.tool_facts(tool).await;
                 upstream = asked.elapsed();
@@ -349,10 +349,14 @@ impl Session {
                     .map_err(|e| audit_refused(name, &e))?;
                 requested
             }
-            Request::Unwritten(draft) => audit
-                .append_decided(draft, audit.decision(&scope, call, &ruling, None, took))
-                .await
-                .map_err(|e| audit_refused(name, &e))?,
+            Request::Unwritten(draft) => {
+                let requested = audit
+                    .append_decided(draft, audit.decision(&scope, call, &ruling, None, took))
+                    .await
+                    .map_err(|e| audit_refused(name, &e))?;
+                self.tally(&ledger::EventKind::ToolCallRequested);
+                requested
+            }
         };
 
         let output = scan_policy(match &ruling.evaluation {
@@ -364,13 +368,16 @@ impl Session {
             .and_then(|c| c.max_runtime_sec)
             .map_or(self.server.timeout, |s| self.server.timeout.min(Duration::from_secs(s)));
         match ruling.verdict {
-            Verdict::Allow | Verdict::AllowWithConstraints => Ok(Admitted {
-                requested,
-                ruling,
-                timeout,
-                constraints,
-                output,
-            }),
+            Verdict::Allow | Verdict::AllowWithConstraints => {
+                lock(&self.state).counts.allowed += 1;
+                Ok(Admitted {
+                    requested,
+                    ruling,
+                    timeout,
+                    constraints,
+                    output,
+                })
+            }
             Verdict::Deny => {
                 let e = denied(
                     codes::DENIED,
@@ -400,6 +407,7 @@ impl Session {
                         None => e,
                     });
                 }
+                lock(&self.state).counts.allowed += 1;
                 Ok(Admitted {
                     requested,
                     ruling,
@@ -428,8 +436,8 @@ impl Session {
             rpc_code: e.code,
             message: e.message.clone(),
         };
-        match audit
-            .append(audit.call_refused(&self.scope(), call, requested, &refusal))
+        match self
+            .append_counted(audit.call_refused(&self.scope(), call, requested, &refusal))
             .await
         {
             Ok(_) => e,
@@ -563,6 +571,18 @@ impl Session {
                         format!("approval {id} withdrawn: the call was cancelled"),
                     ));
                 }
+                // The session ends (closed, suspended): the held call is
+                // withdrawn, so it cannot run if approved later.
+                _ = self.closed.cancelled() => {
+                    let why = self.closing_reason();
+                    gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
+                        .await
+                        .map_err(|e| (None, gov_refused(name, &e)))?;
+                    return Err(refuse(
+                        ReasonCode::ApprovalWithdrawn,
+                        format!("approval {id} withdrawn: {why}"),
+                    ));
+                }
                 _ = changes.changed() => {}
                 _ = tokio::time::sleep(left) => {}
                 _ = tick.tick() => {
@@ -625,7 +645,8 @@ impl Session {
                     }
                 }
                 Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
-                Forwarded::Cancelled => Outcome::Cancelled,
+                Forwarded::Cancelled => Outcome::Cancelled { reason: None },
+                Forwarded::Stopped(why) => Outcome::Cancelled { reason: Some(why) },
                 Forwarded::Unavailable(message) => Outcome::Unavailable { message },
                 Forwarded::Malformed(message) => {
                     malformed = safety::redact_text_for_log(message);
@@ -635,10 +656,9 @@ impl Session {
                         findable: None,
                     }
                 }
-                Forwarded::Answer(_) => Outcome::Cancelled,
+                Forwarded::Answer(_) => Outcome::Cancelled { reason: None },
             };
-            audit
-                .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+            self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                 .await
                 .map_err(|e| audit_withheld(name, &e))?;
             return self.answer(forwarded);
@@ -667,8 +687,7 @@ impl Session {
                 .map_err(|e| audit_withheld(name, &e))?;
             if let Some(id) = quarantine_id {
                 let outcome = Outcome::Quarantined { id: &id };
-                audit
-                    .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+                self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                     .await
                     .map_err(|e| audit_withheld(name, &e))?;
                 return Err(rpc(
@@ -697,8 +716,7 @@ impl Session {
                     .unwrap_or(OnOversize::Truncate);
                 if on == OnOversize::Refuse || !truncate_contents(&mut delivered, limit) {
                     let outcome = Outcome::Oversize { bytes: size, limit };
-                    audit
-                        .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+                    self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                         .await
                         .map_err(|e| audit_withheld(name, &e))?;
                     return Err(rpc(
@@ -717,8 +735,7 @@ impl Session {
             truncated,
             findable: findable.as_ref(),
         };
-        audit
-            .append(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
+        self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
             .await
             .map_err(|e| audit_withheld(name, &e))?;
         Ok(delivered)
