@@ -58,7 +58,9 @@ fn assert_attributes(got: &[support::Got], site: &Site) {
             | "alert.raised"
             | "notification.delivered"
             | "notification.failed"
-            | "session.closed" => 0,
+            | "session.closed"
+            | "suspension.issued"
+            | "suspension.lifted" => 0,
             _ => 6003,
         };
         assert_eq!(class, want, "seq {} ({})", g.seq(), e.event.kind);

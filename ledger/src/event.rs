@@ -93,6 +93,10 @@ event_kinds! {
     GrantIssued = "grant.issued",
     GrantRevoked = "grant.revoked",
     PolicyLoaded = "policy.loaded",
+    /// A principal, team, server or session suspended (the kill switch).
+    SuspensionIssued = "suspension.issued",
+    /// A suspension ended.
+    SuspensionLifted = "suspension.lifted",
     /// A data-moving MCP request other than `tools/call` (`resources/read`,
     /// `prompts/get`, and server-to-client `sampling/createMessage`,
     /// `elicitation/create`, `roots/list`); the body names the method.

@@ -649,6 +649,19 @@ async fn write_every_kind() -> Vec<Event> {
         .await
         .expect("session.closed");
 
+    // The kill switch, pulled and released.
+    gov.suspend(&admin, events::SuspensionTarget::Principal, "alice", "incident 7")
+        .await
+        .expect("suspend");
+    gov.resume(
+        &admin,
+        events::SuspensionTarget::Principal,
+        "alice",
+        Some("resolved".into()),
+    )
+    .await
+    .expect("resume");
+
     // The end of the grant and the server.
     gov.revoke_grant(&admin, &grant_id, Some("offboarding".into()))
         .await

@@ -172,6 +172,9 @@ pub enum Gate {
     Grant,
     /// The policy's rules.
     Policy,
+    /// A suspension of the caller, a team of theirs or the server (the
+    /// kill switch), checked before every other gate.
+    Suspension,
 }
 
 impl Gate {
@@ -181,6 +184,7 @@ impl Gate {
             Gate::Pin => "pin",
             Gate::Grant => "grant",
             Gate::Policy => "policy",
+            Gate::Suspension => "suspension",
         }
     }
 
@@ -191,6 +195,7 @@ impl Gate {
             Gate::Pin => RefusedBy::Pin,
             Gate::Grant => RefusedBy::Grant,
             Gate::Policy => RefusedBy::Policy,
+            Gate::Suspension => RefusedBy::Suspension,
         }
     }
 }
@@ -238,6 +243,9 @@ pub enum ReasonCode {
     ApprovalWithdrawn,
     /// Granted, but the policy changed while the call waited.
     ApprovalOutdated,
+    /// A suspension in force stops the call (denied, or withdrawn while
+    /// held, or cancelled while running).
+    Suspended,
 }
 
 /// `read`, `write`, `destructive`: what a tool does, by the registry's
@@ -464,6 +472,8 @@ pub enum RefusedBy {
     Approval,
     /// A gateway limit (sessions, retries).
     Limit,
+    /// A suspension (the kill switch).
+    Suspension,
 }
 
 /// The one value of `call.refused`'s `outcome`.

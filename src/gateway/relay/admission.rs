@@ -403,6 +403,10 @@ impl Session {
                     // change: the call ends here. (Other errors are the
                     // ledger's: nothing more can be recorded.)
                     return Err(match code {
+                        Some(ReasonCode::Suspended) => {
+                            self.end_refused(call, &requested, RefusedBy::Suspension, ReasonCode::Suspended, e)
+                                .await
+                        }
                         Some(code) => self.end_refused(call, &requested, RefusedBy::Approval, code, e).await,
                         None => e,
                     });
@@ -561,8 +565,18 @@ impl Session {
             }
             let left = Duration::from_nanos(deadline - now);
             tokio::select! {
-                // The caller gave up: the call must not run if approved later.
+                // A withdrawal (the call's own token) is read before the session's close.
+                biased;
+                // The caller gave up, or the gateway withdrew the call (a
+                // suspension): it must not run if approved later.
                 _ = cancelled.cancelled() => {
+                    let withdrawn = lock(&self.state).client.get(&call.request_id).and_then(|c| c.withdrawn.clone());
+                    if let Some(why) = withdrawn {
+                        gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
+                            .await
+                            .map_err(|e| (None, gov_refused(name, &e)))?;
+                        return Err(refuse(ReasonCode::Suspended, format!("approval {id} withdrawn: {why}")));
+                    }
                     gov.expire_approval(&id, "the held call was cancelled by its caller")
                         .await
                         .map_err(|e| (None, gov_refused(name, &e)))?;

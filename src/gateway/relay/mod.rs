@@ -317,6 +317,9 @@ struct ClientCall {
     cancel: CancellationToken,
     up_id: Option<Id>,
     progress_token: Option<Json>,
+    /// Why the gateway withdrew it (a suspension), when it did: `cancel`
+    /// is then the gateway's, not the client's, and the call is answered.
+    withdrawn: Option<String>,
 }
 
 struct DownCall {
@@ -325,6 +328,8 @@ struct DownCall {
     up_id: Id,
     progress_token: Option<Json>,
     cancel: CancellationToken,
+    /// Why the gateway withdrew it (a suspension), when it did.
+    withdrawn: Option<String>,
 }
 
 /// `mcp.refused` events written per session at most; later refusals are
@@ -580,6 +585,11 @@ impl Session {
         Ok((session, answer))
     }
 
+    /// The principal that opened it: name and teams.
+    pub fn owner(&self) -> (String, Vec<String>) {
+        (self.owner.name.clone(), self.owner.teams.clone())
+    }
+
     pub fn server_name(&self) -> &str {
         &self.server.name
     }
@@ -646,6 +656,9 @@ impl Session {
             return;
         }
         self.core.open.remove(&self.id);
+        if reason == events::CloseReason::Suspended {
+            self.withdraw_calls(why);
+        }
         self.closed.cancel();
         let patience = Instant::now() + CLOSE_PATIENCE;
         while self.busy() && Instant::now() < patience {
@@ -679,6 +692,34 @@ impl Session {
         }
         self.upstream.close().await;
         self.ended.cancel();
+    }
+
+    /// Withdraws every call of the session in flight (a suspension): held
+    /// calls end refused, running ones are cancelled at the peer, each
+    /// recorded with `why`; the session stays open. Returns how many.
+    pub fn withdraw_calls(&self, why: &str) -> usize {
+        let mut st = lock(&self.state);
+        let mut n = 0;
+        for call in st.client.values_mut() {
+            if call.withdrawn.is_none() {
+                call.withdrawn = Some(why.to_string());
+                call.cancel.cancel();
+                n += 1;
+            }
+        }
+        for call in st.down.values_mut() {
+            if call.withdrawn.is_none() {
+                call.withdrawn = Some(why.to_string());
+                call.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether `suspension` stops this session's calls.
+    pub fn stopped_by(&self, suspension: &crate::governance::suspensions::Suspension) -> bool {
+        suspension.stops(&self.owner.name, &self.owner.teams, &self.server.name, Some(&self.id))
     }
 
     /// Why the session is closing (for its calls in flight).
@@ -841,6 +882,7 @@ impl Session {
                         cancel: cancel.clone(),
                         up_id: None,
                         progress_token: mcp::progress_token(params.as_ref()),
+                        withdrawn: None,
                     },
                 );
             }
@@ -855,9 +897,14 @@ impl Session {
             return Some(Message::Error { id: Some(id), error: e });
         }
         let answer = self.dispatch(&id, &method, params, bytes, &cancel).await;
-        lock(&self.state).client.remove(&id);
+        let withdrawn = lock(&self.state)
+            .client
+            .remove(&id)
+            .is_some_and(|c| c.withdrawn.is_some());
         match answer {
-            _ if cancel.is_cancelled() => None,
+            // Cancelled by the client: not answered. Withdrawn by the
+            // gateway: answered with why.
+            _ if cancel.is_cancelled() && !withdrawn => None,
             Ok(result) => Some(Message::Response { id, result }),
             Err(error) => Some(Message::Error { id: Some(id), error }),
         }
@@ -1083,6 +1130,8 @@ impl Session {
             return Forwarded::Unavailable(e);
         }
         let forwarded = tokio::select! {
+            // A withdrawal (the call's own token) is read before the session's close.
+            biased;
             reply = rx => match reply {
                 Ok(Reply::Result(result)) => match mcp::method(method, mcp::Direction::Up) {
                     Some(m) => match m.check_result(&result) {
@@ -1101,8 +1150,17 @@ impl Session {
                 Forwarded::Timeout(timeout)
             }
             _ = cancel.cancelled() => {
-                self.cancel_up(&up_id, "cancelled by the client").await;
-                Forwarded::Cancelled
+                let withdrawn = lock(&self.state).client.get(client_id).and_then(|c| c.withdrawn.clone());
+                match withdrawn {
+                    Some(why) => {
+                        self.cancel_up(&up_id, &why).await;
+                        Forwarded::Stopped(why)
+                    }
+                    None => {
+                        self.cancel_up(&up_id, "cancelled by the client").await;
+                        Forwarded::Cancelled
+                    }
+                }
             }
             _ = self.closed.cancelled() => {
                 let why = self.closing_reason();
@@ -1368,6 +1426,7 @@ impl Session {
                     up_id: up_id.clone(),
                     progress_token: mcp::progress_token(params.as_ref()),
                     cancel: cancel.clone(),
+                    withdrawn: None,
                 },
             );
             down_id
@@ -1382,6 +1441,8 @@ impl Session {
             return Forwarded::Unavailable(format!("the client is gone: {e}"));
         }
         let forwarded = tokio::select! {
+            // A withdrawal (the call's own token) is read before the session's close.
+            biased;
             reply = rx => match reply {
                 Ok(Reply::Result(result)) => Forwarded::Answer(result),
                 Ok(Reply::Error(e)) => Forwarded::PeerError(e),
@@ -1394,8 +1455,17 @@ impl Session {
                 Forwarded::Timeout(timeout)
             }
             _ = cancel.cancelled() => {
-                self.cancel_down(&down_id, "cancelled by the server").await;
-                Forwarded::Cancelled
+                let withdrawn = lock(&self.state).down.get(&down_id).and_then(|d| d.withdrawn.clone());
+                match withdrawn {
+                    Some(why) => {
+                        self.cancel_down(&down_id, &why).await;
+                        Forwarded::Stopped(why)
+                    }
+                    None => {
+                        self.cancel_down(&down_id, "cancelled by the server").await;
+                        Forwarded::Cancelled
+                    }
+                }
             }
             _ = self.closed.cancelled() => {
                 let why = self.closing_reason();
