@@ -59,7 +59,8 @@ pub mod codes {
     pub const AUDIT_UNAVAILABLE: i64 = -32050;
     /// The decision was not ALLOW.
     pub const DENIED: i64 = -32051;
-    /// The upstream could not be reached, crashed, or closed the session.
+    /// The upstream could not be reached, crashed, or closed the session;
+    /// or the request was stopped by its session closing or a suspension.
     pub const UPSTREAM_UNAVAILABLE: i64 = -32052;
     /// The upstream did not answer in time; the request was cancelled.
     pub const UPSTREAM_TIMEOUT: i64 = -32053;
