@@ -172,7 +172,7 @@ pub enum Command {
     /// Manage static bearer tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// The governance state (registry, grants, policy, approvals), now or as of a time or seq.
+    /// The governance state (registry, grants, policy, approvals, suspensions), now or as of a time or seq.
     ///
     /// Replayed from the log, whose last event replayed must be signed by the
     /// log's key (with every hash and link on the way checked).
@@ -199,6 +199,32 @@ pub enum Command {
     /// Grants, through the running gateway's admin API.
     #[command(subcommand)]
     Grants(GrantsCommand),
+    /// The kill switch: stop a principal's, team's, server's or session's
+    /// calls at once, through the running gateway's admin API.
+    ///
+    /// New calls are denied naming the suspension, held calls withdrawn,
+    /// running calls cancelled upstream (each recorded); a suspended session
+    /// is closed. In force until `sealgate resume` (docs/CONTROLS.md).
+    Suspend {
+        #[arg(value_enum)]
+        target: SuspensionTargetArg,
+        /// The principal, team, server or session id.
+        name: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Lift a suspension (`sealgate suspend`).
+    Resume {
+        #[arg(value_enum)]
+        target: SuspensionTargetArg,
+        name: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Check a policy file, or try a call against it without running it.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -441,11 +467,31 @@ pub struct ApiArgs {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SuspensionTargetArg {
+    Principal,
+    Team,
+    Server,
+    Session,
+}
+
+impl SuspensionTargetArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspensionTargetArg::Principal => "principal",
+            SuspensionTargetArg::Team => "team",
+            SuspensionTargetArg::Server => "server",
+            SuspensionTargetArg::Session => "session",
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatePart {
     Registry,
     Grants,
     Policy,
     Approvals,
+    Suspensions,
     All,
 }
 
@@ -456,6 +502,7 @@ impl StatePart {
             StatePart::Grants => "grants",
             StatePart::Policy => "policy",
             StatePart::Approvals => "approvals",
+            StatePart::Suspensions => "suspensions",
             StatePart::All => "all",
         }
     }

@@ -93,6 +93,10 @@ event_kinds! {
     GrantIssued = "grant.issued",
     GrantRevoked = "grant.revoked",
     PolicyLoaded = "policy.loaded",
+    /// A principal, team, server or session suspended (the kill switch).
+    SuspensionIssued = "suspension.issued",
+    /// A suspension ended.
+    SuspensionLifted = "suspension.lifted",
     /// A data-moving MCP request other than `tools/call` (`resources/read`,
     /// `prompts/get`, and server-to-client `sampling/createMessage`,
     /// `elicitation/create`, `roots/list`); the body names the method.
@@ -100,6 +104,9 @@ event_kinds! {
     /// A client session through the gateway began: negotiated protocol
     /// version, client and server identity.
     SessionOpened = "session.opened",
+    /// A session that opened ended: why (client, idle, upstream, shutdown,
+    /// suspension), its counts of calls, its duration.
+    SessionClosed = "session.closed",
     /// What an upstream listed (tools, prompts, resources, templates): the
     /// digest of the set it returned.
     ListingObserved = "listing.observed",

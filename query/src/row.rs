@@ -349,6 +349,11 @@ fn typed(e: &Event) -> Result<Typed, String> {
         call(&mut t, &s.call)?;
         t.outcome = Some(name(&s.outcome)?);
         t.error_type = opt_name(&s.error_type)?;
+    } else if is::<events::SessionClosed>(e) {
+        let s: events::SessionClosed = events::decode_body(b)?;
+        call(&mut t, &s.call)?;
+        t.reason = Some(name(&s.reason)?);
+        t.duration_ns = Some(s.duration_ns);
     } else if is::<events::ListingObserved>(e) {
         let l: events::ListingObserved = events::decode_body(b)?;
         call(&mut t, &l.call)?;

@@ -83,13 +83,16 @@ LEFT JOIN (SELECT call_id, bool_or(kind = 'output.redacted') AS redacted,
            GROUP BY call_id) s ON s.call_id = q.call_id
 WHERE q.kind IN ('tool_call.requested', 'mcp.requested')";
 
-/// One row per `session.opened`, with the session's calls so far and its
-/// last event. (A session's end is not recorded yet: issue 24.)
+/// One row per `session.opened`, with the session's calls so far, its
+/// last event and its end (`session.closed`: NULL while open, or if the
+/// gateway stopped without closing it).
 const SESSIONS: &str = "
 SELECT o.session, o.seq, o.hash, o.ts AS opened_at, o.principal, o.teams, o.agent,
        o.server, o.env, o.auth_method, o.outcome,
-       COALESCE(a.calls, 0) AS calls, COALESCE(a.denied, 0) AS denied, a.last_seen
+       COALESCE(a.calls, 0) AS calls, COALESCE(a.denied, 0) AS denied, a.last_seen,
+       c.ts AS closed_at, c.reason AS close_reason, c.duration_ns
 FROM events o
+LEFT JOIN events c ON c.kind = 'session.closed' AND c.session = o.session
 LEFT JOIN (SELECT session,
                   count(*) FILTER (WHERE kind IN ('tool_call.requested', 'mcp.requested')
                                    AND (method IS DISTINCT FROM 'initialize')) AS calls,

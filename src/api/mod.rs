@@ -19,6 +19,11 @@
 //! (auditor) answer what `sealgate prove` and `key-history` print
 //! (docs/FORMAT.md §14), as text.
 //!
+//! `POST /admin/suspensions` and `DELETE /admin/suspensions/{target}/{name}`
+//! (admin) are the kill switch (`sealgate suspend`, `resume`): the
+//! suspension is written, then made effective in the open sessions at
+//! once (docs/CONTROLS.md).
+//!
 //! Times are RFC 3339 strings, as in events.
 
 pub mod query;
@@ -121,6 +126,8 @@ pub fn router(gateway: Gateway, auth: Arc<Authenticator>, config: &Config) -> Ro
         .route("/admin/registry/{name}/{action}", post(registry_action))
         .route("/admin/grants", get(grants).post(issue_grant))
         .route("/admin/grants/{id}", delete(revoke_grant))
+        .route("/admin/suspensions", get(suspensions).post(suspend))
+        .route("/admin/suspensions/{target}/{name}", delete(resume))
         .route("/admin/policy", get(policy).put(load_policy))
         .route("/admin/approvals", get(approvals))
         .route("/admin/approvals/{id}/{action}", post(decide_approval))
@@ -432,6 +439,108 @@ async fn revoke_grant(
     let reason = body.and_then(|b| b.0.reason);
     let r = api.gov().revoke_grant(&p, &id, reason).await?;
     ok(json!({"revoked": id, "event": receipt(&r)}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSuspension {
+    target: events::SuspensionTarget,
+    name: String,
+    reason: String,
+}
+
+fn target_of(text: &str) -> Result<events::SuspensionTarget, ApiError> {
+    serde_json::from_value(json!(text)).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("unknown suspension target {text:?} (principal, team, server, session)"),
+        )
+    })
+}
+
+/// Whether a suspension's target is one this gateway knows: a server it
+/// has configured or registered; a session open now; a principal a token
+/// names, in a JWT issuer's namespace, named by a grant or owning an open
+/// session; a team a token or a grant names, or of an open session's
+/// owner. An unknown one is refused, so a typo suspends nothing silently.
+async fn known_target(api: &Api, target: events::SuspensionTarget, name: &str) -> Result<(), ApiError> {
+    use crate::governance::grants::Grantee;
+    use events::SuspensionTarget as T;
+    let view = api.gov().view_at_head().await?;
+    let grants = || view.state.grants.grants.values();
+    let owners = api.gateway.session_owners();
+    let known = match target {
+        T::Server => api.gateway.has_server(name) || view.state.registry.servers.contains_key(name),
+        T::Session => api.gateway.session_open(name),
+        T::Principal => {
+            api.auth.may_be_principal(name)
+                || grants().any(|g| g.grantee == Grantee::Principal(name.to_string()))
+                || owners.iter().any(|(p, _)| p == name)
+        }
+        T::Team => {
+            api.auth.names_team(name)
+                || grants().any(|g| g.grantee == Grantee::Team(name.to_string()))
+                || owners.iter().any(|(_, teams)| teams.iter().any(|t| t == name))
+        }
+    };
+    if known {
+        Ok(())
+    } else {
+        let what = match target {
+            T::Server => "no server of that name is configured or registered",
+            T::Session => "no session of that id is open",
+            T::Principal => "no token, JWT issuer, grant or open session names that principal",
+            T::Team => "no token, grant or open session names that team",
+        };
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "cannot suspend {} {name:?}: {what}; nothing was written",
+                target.as_str()
+            ),
+        ))
+    }
+}
+
+async fn suspensions(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {
+    reader(&p)?;
+    let view = api.gov().view_at_head().await?;
+    ok(json!({"as_of_seq": view.seq, "suspensions": view.state.suspensions}))
+}
+
+async fn suspend(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    axum::Json(s): axum::Json<NewSuspension>,
+) -> ApiResult {
+    require(&p, "admin")?;
+    known_target(&api, s.target, &s.name).await?;
+    let (id, r) = api.gov().suspend(&p, s.target, &s.name, &s.reason).await?;
+    let view = api.gov().view_at_head().await?;
+    let (closed, withdrawn) = match view.state.suspensions.items.get(&id) {
+        Some(suspension) => api.gateway.enforce_suspension(suspension).await,
+        // Lifted already by another admin: nothing to enforce.
+        None => (0, 0),
+    };
+    ok(json!({
+        "suspension_id": id,
+        "event": receipt(&r),
+        "sessions_closed": closed,
+        "calls_withdrawn": withdrawn,
+    }))
+}
+
+async fn resume(
+    State(api): State<Api>,
+    axum::Extension(p): axum::Extension<Principal>,
+    Path((target, name)): Path<(String, String)>,
+    body: Option<axum::Json<Reason>>,
+) -> ApiResult {
+    require(&p, "admin")?;
+    let target = target_of(&target)?;
+    let reason = body.and_then(|b| b.0.reason);
+    let (id, r) = api.gov().resume(&p, target, &name, reason).await?;
+    ok(json!({"resumed": id, "event": receipt(&r)}))
 }
 
 async fn policy(State(api): State<Api>, axum::Extension(p): axum::Extension<Principal>) -> ApiResult {

@@ -99,6 +99,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Approvals(command) => approvals(&config, command),
         Command::Registry(command) => registry(&config, command),
         Command::Grants(command) => grants(&config, command),
+        Command::Suspend {
+            target,
+            name,
+            reason,
+            api,
+        } => admin::Client::new(&config, api.api, api.token)?.call(
+            reqwest::Method::POST,
+            "/admin/suspensions",
+            Some(admin::Body::Json(
+                serde_json::json!({"target": target.as_str(), "name": name, "reason": reason}),
+            )),
+        ),
+        Command::Resume {
+            target,
+            name,
+            reason,
+            api,
+        } => admin::Client::new(&config, api.api, api.token)?.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/suspensions/{}/{}", target.as_str(), encode_segment(&name)),
+            reason_body(reason),
+        ),
         Command::Sql {
             query,
             format,
@@ -205,6 +227,17 @@ fn grants(config: &config::Config, command: GrantsCommand) -> Result<ExitCode> {
             reason_body(reason),
         ),
     }
+}
+
+/// A path segment with everything but unreserved characters
+/// percent-encoded (a principal may hold `/` or `:`).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn keygen(path: &std::path::Path) -> Result<ExitCode> {

@@ -148,16 +148,30 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         }
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        let closing = gateway.clone();
+        let closer = tokio::spawn(async move {
             let signal = shutdown_signal().await;
             tracing::info!("{signal}: shutting down");
             stop.cancel();
+            // Open sessions end now, each recorded, while the listener
+            // lets their connections finish.
+            let why = format!("the gateway shut down ({signal})");
+            closing.close_sessions(events::CloseReason::GatewayShutdown, &why).await;
+            why
         });
         let limits = crate::gateway::listener::ListenerLimits {
             max_connections: config.gateway.max_connections,
             header_read_timeout: std::time::Duration::from_secs(config.gateway.header_read_timeout_sec),
         };
         crate::gateway::listener::serve(listener, app, limits, shutdown, std::time::Duration::from_secs(10)).await;
+        // Every session ends recorded before the ledger's writer stops:
+        // those closed above, then any opened while connections finished.
+        let why = closer
+            .await
+            .unwrap_or_else(|_| "the gateway shut down".to_string());
+        gateway
+            .close_sessions(events::CloseReason::GatewayShutdown, &why)
+            .await;
         Ok(ExitCode::SUCCESS)
     });
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -129,8 +129,9 @@ pub enum Outcome<'a> {
     },
     /// No answer in time; the request was cancelled upstream.
     Timeout { after: Duration },
-    /// The caller cancelled.
-    Cancelled,
+    /// The caller cancelled, or (with the reason) the gateway withdrew the
+    /// request when the session ended.
+    Cancelled { reason: Option<&'a str> },
     /// The peer went away (crashed, closed, unreachable).
     Unavailable { message: &'a str },
 }
@@ -177,6 +178,11 @@ impl Audit {
         body: &events::SessionOpened,
     ) -> ledger::Result<Draft> {
         base(scope, Some(call), body)
+    }
+
+    /// A session's end (`session.closed`): `scope` is the session's.
+    pub fn session_closed(&self, scope: &Scope, body: &events::SessionClosed) -> ledger::Result<Draft> {
+        base(scope, None, body)
     }
 
     /// The fields every event of `scope` (and `call`) carries.
@@ -392,7 +398,13 @@ impl Audit {
                 None,
                 Some(format!("no answer within {} ms; request cancelled", after.as_millis())),
             ),
-            Outcome::Cancelled => failed(&mut body, events::Outcome::Cancelled, ErrorType::Cancelled, None, None),
+            Outcome::Cancelled { reason } => failed(
+                &mut body,
+                events::Outcome::Cancelled,
+                ErrorType::Cancelled,
+                None,
+                reason.map(str::to_string),
+            ),
             Outcome::Unavailable { message } => failed(
                 &mut body,
                 events::Outcome::Unavailable,

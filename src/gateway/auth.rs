@@ -252,6 +252,22 @@ impl Authenticator {
 
     /// Re-reads the tokens file and puts it in force; on any error the set
     /// in force stays as it was. Returns how many tokens are now accepted.
+    /// Whether `name` can be a principal here: a static token names it,
+    /// it is the anonymous principal, or it lies in a JWT issuer's
+    /// namespace (any subject of that issuer may come).
+    pub fn may_be_principal(&self, name: &str) -> bool {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokens.values().any(|t| t.principal == name)
+            || self.anonymous.as_deref() == Some(name)
+            || self.issuers.iter().any(|i| name.starts_with(&i.namespace))
+    }
+
+    /// Whether a static token names `team`.
+    pub fn names_team(&self, team: &str) -> bool {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokens.values().any(|t| t.teams.iter().any(|x| x == team))
+    }
+
     pub fn reload_tokens(&self) -> Result<usize> {
         let tokens = self.read_tokens_file()?;
         let count = tokens.len();

@@ -618,6 +618,50 @@ async fn write_every_kind() -> Vec<Event> {
         .await
         .expect("access.refused");
 
+    // The session's end.
+    let opened_seq = ledger
+        .events(0, ledger.head().seq)
+        .expect("events")
+        .map(|e| e.expect("event").event)
+        .find(|e| e.kind == EventKind::SessionOpened)
+        .expect("a session.opened event")
+        .seq;
+    audit
+        .append(audit.session_closed(
+            &scope,
+            &events::SessionClosed {
+                call: Audit::fields(&scope, None),
+                reason: events::CloseReason::ClientDelete,
+                opened_seq,
+                duration_ns: 1_500_000_000,
+                counts: events::SessionCounts {
+                    requests: 7,
+                    calls: 6,
+                    allowed: 2,
+                    denied: 3,
+                    completed: 1,
+                    failed: 1,
+                    unfinished: 1,
+                },
+                suspension_id: None,
+            },
+        ))
+        .await
+        .expect("session.closed");
+
+    // The kill switch, pulled and released.
+    gov.suspend(&admin, events::SuspensionTarget::Principal, "alice", "incident 7")
+        .await
+        .expect("suspend");
+    gov.resume(
+        &admin,
+        events::SuspensionTarget::Principal,
+        "alice",
+        Some("resolved".into()),
+    )
+    .await
+    .expect("resume");
+
     // The end of the grant and the server.
     gov.revoke_grant(&admin, &grant_id, Some("offboarding".into()))
         .await

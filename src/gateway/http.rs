@@ -58,7 +58,6 @@ struct Front {
     body_timeout: Duration,
     allowed_hosts: Vec<String>,
     authorization_servers: Vec<String>,
-    sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
     access: AccessLog,
     /// The last checkpoint served, and the tree size it is of.
     checkpoint: Arc<Mutex<Option<(u64, String)>>>,
@@ -92,12 +91,11 @@ pub fn router(
         body_timeout: Duration::from_secs(config.body_read_timeout_sec),
         allowed_hosts: config.allowed_hosts.clone(),
         authorization_servers,
-        sessions: Arc::new(Mutex::new(HashMap::new())),
         access: AccessLog::start(gateway, Duration::from_secs(config.access_log_interval_sec)),
         checkpoint: Arc::default(),
     };
     reap_idle(
-        Arc::downgrade(&front.sessions),
+        Arc::downgrade(&gateway.core()),
         Duration::from_secs(config.session_idle_sec),
     );
     Router::new()
@@ -114,25 +112,24 @@ pub fn router(
         .with_state(front)
 }
 
-/// Ends sessions nobody used for `idle` (none of their requests in flight).
-fn reap_idle(sessions: std::sync::Weak<Mutex<HashMap<String, Arc<Session>>>>, idle: Duration) {
+/// Ends HTTP sessions nobody used for `idle` (none of their requests in
+/// flight), each recorded (`session.closed`, `idle_timeout`).
+fn reap_idle(core: std::sync::Weak<relay::Core>, idle: Duration) {
     tokio::spawn(async move {
-        let every = (idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+        let every = (idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
         loop {
             tokio::time::sleep(every).await;
-            let Some(map) = sessions.upgrade() else { return };
-            let stale: Vec<Arc<Session>> = {
-                let mut map = lock(&map);
-                let ids: Vec<String> = map
-                    .iter()
-                    .filter(|(_, s)| s.idle_for() >= idle && !s.busy())
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                ids.iter().filter_map(|id| map.remove(id)).collect()
-            };
+            let Some(core) = core.upgrade() else { return };
+            let stale: Vec<Arc<Session>> = core
+                .open
+                .all()
+                .into_iter()
+                .filter(|s| s.streams().is_some() && s.idle_for() >= idle && !s.busy())
+                .collect();
+            drop(core);
             for session in stale {
-                tracing::info!(session = %session.id, "session idle for {} s: closed", idle.as_secs());
-                session.close().await;
+                let why = format!("idle for {} s (gateway.session_idle_sec)", idle.as_secs());
+                tokio::spawn(async move { session.close(events::CloseReason::IdleTimeout, &why, None).await });
             }
         }
     });
@@ -262,7 +259,7 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
         None => None,
         Some(Err(())) => return plain(StatusCode::BAD_REQUEST, "bad request: Mcp-Session-Id is not text"),
         Some(Ok(id)) => {
-            let found = lock(&front.sessions).get(&id).cloned();
+            let found = front.gateway.core().open.get(&id);
             // A session of another server's endpoint is no session here.
             match found.filter(|s| s.server_name() == entry.name) {
                 None => return plain(StatusCode::NOT_FOUND, "not found: no such session (it may have ended)"),
@@ -306,8 +303,8 @@ async fn mcp_request(front: Front, rest: String, request: Request) -> Response {
         Method::DELETE => match session {
             None => plain(StatusCode::BAD_REQUEST, "bad request: DELETE needs an Mcp-Session-Id"),
             Some(s) => {
-                lock(&front.sessions).remove(&s.id);
-                s.close().await;
+                s.close(events::CloseReason::ClientDelete, "the client ended it (DELETE)", None)
+                    .await;
                 StatusCode::OK.into_response()
             }
         },
@@ -474,7 +471,6 @@ async fn initialize(
     };
     match Session::open(opening).await {
         Ok((session, result)) => {
-            lock(&front.sessions).insert(session.id.clone(), Arc::clone(&session));
             let mut response = json_response(StatusCode::OK, &Message::Response { id, result });
             if let Ok(v) = HeaderValue::from_str(&session.id) {
                 response.headers_mut().insert(SESSION_ID, v);

@@ -114,6 +114,7 @@ impl Gateway {
                 processes: ProcessLimit::new(g.max_upstream_processes),
                 sessions: Arc::new(SessionLimits::new(g.max_sessions, g.max_sessions_per_principal)),
                 drift: Default::default(),
+                open: Default::default(),
             }),
             servers: Arc::new(servers),
             labels: Arc::new(config.servers.clone()),
@@ -155,6 +156,61 @@ impl Gateway {
         })
         .await
         .map_err(|e| findable::FindError::Stopped(e.to_string()))?
+    }
+
+    /// Closes every open session (each recorded: `session.closed` with
+    /// `reason`), all at once; returns when all are recorded.
+    pub async fn close_sessions(&self, reason: events::CloseReason, why: &str) {
+        let sessions = self.core.open.all();
+        if !sessions.is_empty() {
+            tracing::info!("closing {} open sessions: {why}", sessions.len());
+        }
+        futures::future::join_all(sessions.iter().map(|s| s.close(reason, why, None))).await;
+    }
+
+    /// Makes a suspension just written effective in the open sessions it
+    /// stops: a suspended session is closed (`session.closed`,
+    /// `suspended`); in the others, held calls are withdrawn and running
+    /// ones cancelled at the peer, each recorded with the suspension. New
+    /// calls are denied by the decision itself. Returns (sessions closed,
+    /// calls withdrawn).
+    pub async fn enforce_suspension(&self, suspension: &crate::governance::suspensions::Suspension) -> (usize, usize) {
+        let why = suspension.describe();
+        let mut closed = 0;
+        let mut withdrawn = 0;
+        for session in self.core.open.all() {
+            if !session.stopped_by(suspension) {
+                continue;
+            }
+            if suspension.target == events::SuspensionTarget::Session {
+                session
+                    .close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))
+                    .await;
+                closed += 1;
+            } else {
+                withdrawn += session.withdraw_calls(&why);
+            }
+        }
+        tracing::warn!(
+            suspension = %suspension.id,
+            "{why}: {closed} sessions closed, {withdrawn} calls withdrawn"
+        );
+        (closed, withdrawn)
+    }
+
+    /// Whether a session of that id is open now.
+    pub fn session_open(&self, id: &str) -> bool {
+        self.core.open.get(id).is_some()
+    }
+
+    /// The owners (name, teams) of the sessions open now.
+    pub fn session_owners(&self) -> Vec<(String, Vec<String>)> {
+        self.core.open.all().iter().map(|s| s.owner()).collect()
+    }
+
+    /// Whether `server` is configured here.
+    pub fn has_server(&self, server: &str) -> bool {
+        self.servers.contains_key(server)
     }
 
     fn core(&self) -> Arc<Core> {

@@ -39,8 +39,21 @@ pub async fn serve(
     };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut session: Option<Arc<Session>> = None;
+    let mut ended_by_client = true;
     loop {
-        let line = match next_line(&mut stdin, max_message_bytes).await? {
+        // A session that ended on its own (its upstream exited) ends the
+        // process: the client reads end of output.
+        let next = match &session {
+            Some(s) => tokio::select! {
+                line = next_line(&mut stdin, max_message_bytes) => line?,
+                _ = s.closing() => {
+                    ended_by_client = false;
+                    break;
+                }
+            },
+            None => next_line(&mut stdin, max_message_bytes).await?,
+        };
+        let line = match next {
             None => break,
             Some(Line::TooLong(n)) => {
                 let error = RpcError::new(
@@ -134,7 +147,18 @@ pub async fn serve(
         }
     }
     if let Some(s) = session {
-        s.close().await;
+        if ended_by_client {
+            s.close(events::CloseReason::ClientEof, "the client closed stdin", None)
+                .await;
+        } else {
+            // A close is under way: this waits until it is recorded.
+            s.close(
+                events::CloseReason::UpstreamExit,
+                "the upstream ended the session",
+                None,
+            )
+            .await;
+        }
     }
     drop(tx);
     // Tasks still finishing may hold the last sender for a moment.

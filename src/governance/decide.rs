@@ -104,6 +104,9 @@ pub fn decide(
     server_to_client: bool,
     now: Timestamp,
 ) -> Ruling {
+    if let Some(refused) = suspension_gate(state, call) {
+        return refused;
+    }
     let name = call.server;
     let server = match registry_gate(state, name) {
         Ok(server) => server,
@@ -262,6 +265,9 @@ fn registry_gate<'a>(state: &'a GovState, name: &str) -> Result<&'a Server, Box<
 /// resource a completion is for, the URI subscribed to), else any grant on
 /// the server. The policy decides calls only; it is not consulted.
 pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -> Ruling {
+    if let Some(refused) = suspension_gate(state, call) {
+        return refused;
+    }
     let name = call.server;
     let server = match registry_gate(state, name) {
         Ok(server) => server,
@@ -298,6 +304,14 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             },
         ),
     }
+}
+
+/// The kill switch, before every other gate: a suspension of the caller,
+/// a team of theirs or the server denies the call, naming it.
+fn suspension_gate(state: &GovState, call: &CallRequest<'_>) -> Option<Ruling> {
+    let p = call.principal;
+    let s = state.suspensions.stopping(&p.name, &p.teams, call.server, None)?;
+    Some(Ruling::deny(Gate::Suspension, ReasonCode::Suspended, s.describe()))
 }
 
 /// The fields of a tool definition that are pinned at approval: what the

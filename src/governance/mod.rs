@@ -3,7 +3,7 @@
 //! each call.
 //!
 //! - `state`: the projection (`GovState`), one fold of the parts below.
-//! - `registry`, `grants`, `approvals`: each part's fold.
+//! - `registry`, `grants`, `approvals`, `suspensions`: each part's fold.
 //! - `policy`: the policy language (parse, evaluate).
 //! - `decide`: the decision for one call, a pure function of the state.
 //! - `service`: the live state of a running gateway and the mutations
@@ -18,6 +18,7 @@ pub mod policy;
 pub mod registry;
 mod service;
 pub mod state;
+pub mod suspensions;
 mod times;
 
 pub use call::{AuthMethod, CallRequest, Principal, Verdict};

@@ -570,6 +570,85 @@ impl Governance {
         self.commit_one(d).await
     }
 
+    // ---- suspensions (the kill switch) --------------------------------
+
+    /// Suspends `target` `name` (which the caller has checked exists):
+    /// writes `suspension.issued`, and returns its id. A reason is
+    /// required; a target suspended already is a conflict (nothing
+    /// written).
+    pub async fn suspend(
+        self: &Arc<Self>,
+        by: &Principal,
+        target: events::SuspensionTarget,
+        name: &str,
+        reason: &str,
+    ) -> Result<(String, Receipt)> {
+        if name.trim().is_empty() {
+            return Err(GovError::Invalid(format!(
+                "a suspension names the {} to suspend",
+                target.as_str()
+            )));
+        }
+        if reason.trim().is_empty() {
+            return Err(GovError::Invalid("a suspension needs a reason (--reason)".into()));
+        }
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        if let Some(s) = view.state.suspensions.of(target, name) {
+            return Err(GovError::Conflict(format!(
+                "{} {name:?} is suspended already ({})",
+                target.as_str(),
+                s.id
+            )));
+        }
+        let id = new_id("s");
+        let server = (target == events::SuspensionTarget::Server).then_some(name);
+        let d = draft(
+            by,
+            server,
+            &events::SuspensionIssued {
+                suspension_id: id.clone(),
+                target,
+                name: name.to_string(),
+                reason: reason.to_string(),
+            },
+        )?;
+        Ok((id, self.commit_one(d).await?))
+    }
+
+    /// Lifts the suspension of `target` `name`: writes `suspension.lifted`
+    /// and returns the suspension's id. None in force is not found
+    /// (nothing written).
+    pub async fn resume(
+        self: &Arc<Self>,
+        by: &Principal,
+        target: events::SuspensionTarget,
+        name: &str,
+        reason: Option<String>,
+    ) -> Result<(String, Receipt)> {
+        let _w = self.writes.lock().await;
+        let view = self.view().await?;
+        let Some(s) = view.state.suspensions.of(target, name) else {
+            return Err(GovError::NotFound(format!(
+                "{} {name:?} is not suspended",
+                target.as_str()
+            )));
+        };
+        let id = s.id.clone();
+        let server = (target == events::SuspensionTarget::Server).then_some(name);
+        let d = draft(
+            by,
+            server,
+            &events::SuspensionLifted {
+                suspension_id: id.clone(),
+                target,
+                name: name.to_string(),
+                reason,
+            },
+        )?;
+        Ok((id, self.commit_one(d).await?))
+    }
+
     // ---- policy ------------------------------------------------------
 
     /// Loads a policy: it must parse (errors name line and column); the

@@ -10,6 +10,7 @@ use events::{PolicyLoaded, decode};
 use super::approvals::Approvals;
 use super::grants::Grants;
 use super::registry::Registry;
+use super::suspensions::Suspensions;
 
 /// The policy text in force and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +29,9 @@ pub struct GovState {
     pub grants: Grants,
     pub policy: Option<PolicyRecord>,
     pub approvals: Approvals,
+    /// Suspensions in force (the kill switch).
+    #[serde(default)]
+    pub suspensions: Suspensions,
     /// Governance events whose body is not their kind's shape: folded as
     /// if absent (a grant is never read wider than it was written), and
     /// listed here so that `sealgate state` shows them.
@@ -57,6 +61,7 @@ impl GovState {
             | EventKind::ApprovalGranted
             | EventKind::ApprovalDenied
             | EventKind::ApprovalExpired => self.approvals.apply(event),
+            EventKind::SuspensionIssued | EventKind::SuspensionLifted => self.suspensions.apply(event),
             EventKind::PolicyLoaded => {
                 let body: PolicyLoaded = decode(event)?;
                 self.policy = Some(PolicyRecord {
@@ -78,8 +83,8 @@ impl Projection for GovState {
     const NAME: &'static str = "governance";
     /// 3: typed bodies (drift changes, transports, action labels as
     /// enums), approvals keep their call id and when they ended, times in
-    /// RFC 3339, unreadable events listed.
-    const VERSION: u32 = 3;
+    /// RFC 3339, unreadable events listed. 4: suspensions.
+    const VERSION: u32 = 4;
 
     fn apply(&mut self, event: &Event) {
         if let Err(e) = self.fold(event) {
@@ -93,9 +98,16 @@ impl Projection for GovState {
     }
 
     fn wants(kind: &str) -> bool {
-        ["server.", "tools.", "grant.", "approval.", "policy.loaded"]
-            .iter()
-            .any(|p| kind.starts_with(p))
+        [
+            "server.",
+            "tools.",
+            "grant.",
+            "approval.",
+            "policy.loaded",
+            "suspension.",
+        ]
+        .iter()
+        .any(|p| kind.starts_with(p))
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -115,10 +127,11 @@ pub fn render(state: &GovState, part: &str) -> Result<serde_json::Value, String>
         "grants" => serde_json::to_value(&state.grants),
         "policy" => serde_json::to_value(&state.policy),
         "approvals" => serde_json::to_value(&state.approvals),
+        "suspensions" => serde_json::to_value(&state.suspensions),
         "all" => serde_json::to_value(state),
         other => {
             return Err(format!(
-                "unknown part {other:?} (registry, grants, policy, approvals, all)"
+                "unknown part {other:?} (registry, grants, policy, approvals, suspensions, all)"
             ));
         }
     };

@@ -172,6 +172,9 @@ pub enum Gate {
     Grant,
     /// The policy's rules.
     Policy,
+    /// A suspension of the caller, a team of theirs or the server (the
+    /// kill switch), checked before every other gate.
+    Suspension,
 }
 
 impl Gate {
@@ -181,6 +184,7 @@ impl Gate {
             Gate::Pin => "pin",
             Gate::Grant => "grant",
             Gate::Policy => "policy",
+            Gate::Suspension => "suspension",
         }
     }
 
@@ -191,6 +195,7 @@ impl Gate {
             Gate::Pin => RefusedBy::Pin,
             Gate::Grant => RefusedBy::Grant,
             Gate::Policy => RefusedBy::Policy,
+            Gate::Suspension => RefusedBy::Suspension,
         }
     }
 }
@@ -238,6 +243,9 @@ pub enum ReasonCode {
     ApprovalWithdrawn,
     /// Granted, but the policy changed while the call waited.
     ApprovalOutdated,
+    /// A suspension in force stops the call (denied, or withdrawn while
+    /// held, or cancelled while running).
+    Suspended,
 }
 
 /// `read`, `write`, `destructive`: what a tool does, by the registry's
@@ -464,6 +472,8 @@ pub enum RefusedBy {
     Approval,
     /// A gateway limit (sessions, retries).
     Limit,
+    /// A suspension (the kill switch).
+    Suspension,
 }
 
 /// The one value of `call.refused`'s `outcome`.
@@ -533,6 +543,69 @@ pub struct SessionOpened {
 
 impl Body for SessionOpened {
     const KINDS: &'static [EventKind] = &[EventKind::SessionOpened];
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// The client ended it (HTTP `DELETE` with its `Mcp-Session-Id`).
+    ClientDelete,
+    /// The client closed its input (`sealgate stdio`: end of stdin).
+    ClientEof,
+    /// Nothing was sent in it for `gateway.session_idle_sec`.
+    IdleTimeout,
+    /// The upstream session ended on its own (the child exited or the
+    /// HTTP upstream went away).
+    UpstreamExit,
+    /// The gateway shut down (SIGINT, SIGTERM).
+    GatewayShutdown,
+    /// A suspension of its principal, team, server or session.
+    Suspended,
+}
+
+/// What one session did, as the session counted it: every count is of
+/// events it wrote (none is a default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCounts {
+    /// Client requests received after `initialize`, of every method (pings
+    /// and listings included, refused ones too).
+    pub requests: u64,
+    /// Calls recorded (`tool_call.requested`, `mcp.requested`), in both
+    /// directions.
+    pub calls: u64,
+    /// Calls let run (allowed outright or after approval).
+    pub allowed: u64,
+    /// Calls that ended refused (`call.refused`).
+    pub denied: u64,
+    /// Calls that ended `execution.completed`.
+    pub completed: u64,
+    /// Calls that ended `execution.failed`.
+    pub failed: u64,
+    /// Calls with no terminal event when the session closed (still running,
+    /// or their end could not be recorded): `calls` minus the three above.
+    pub unfinished: u64,
+}
+
+/// `session.closed`: a session that opened (`session.opened` with outcome
+/// `ok`) ended. A session ended by a crash of the gateway has none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClosed {
+    #[serde(flatten)]
+    pub call: CallFields,
+    pub reason: CloseReason,
+    /// The `seq` of the session's `session.opened`.
+    pub opened_seq: u64,
+    /// From the session's opening to its close.
+    pub duration_ns: u64,
+    pub counts: SessionCounts,
+    /// The suspension that closed it (reason `suspended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_id: Option<String>,
+}
+
+impl Body for SessionClosed {
+    const KINDS: &'static [EventKind] = &[EventKind::SessionClosed];
 }
 
 /// Tools listed with another definition than their pin, or unpinned.

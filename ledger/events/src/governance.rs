@@ -138,6 +138,60 @@ impl Body for GrantRevoked {
     const KINDS: &'static [EventKind] = &[EventKind::GrantRevoked];
 }
 
+/// What a suspension stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspensionTarget {
+    /// Every call of one principal, in every session.
+    Principal,
+    /// Every call of a team's members.
+    Team,
+    /// Every call to one server.
+    Server,
+    /// One session (closed).
+    Session,
+}
+
+impl SuspensionTarget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SuspensionTarget::Principal => "principal",
+            SuspensionTarget::Team => "team",
+            SuspensionTarget::Server => "server",
+            SuspensionTarget::Session => "session",
+        }
+    }
+}
+
+/// `suspension.issued`: the kill switch, pulled by `actor`; in force until
+/// a `suspension.lifted` of the same id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionIssued {
+    pub suspension_id: String,
+    pub target: SuspensionTarget,
+    /// The principal, team, server or session id suspended.
+    pub name: String,
+    pub reason: String,
+}
+
+impl Body for SuspensionIssued {
+    const KINDS: &'static [EventKind] = &[EventKind::SuspensionIssued];
+}
+
+/// `suspension.lifted`: a suspension ends (`sealgate resume`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspensionLifted {
+    pub suspension_id: String,
+    pub target: SuspensionTarget,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Body for SuspensionLifted {
+    const KINDS: &'static [EventKind] = &[EventKind::SuspensionLifted];
+}
+
 /// `policy.loaded`: the policy in force from this event on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyLoaded {

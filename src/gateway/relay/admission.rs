@@ -275,7 +275,7 @@ impl Session {
             (Some(tool), None) => {
                 let asked = std::time::Instant::now();
                 if let Request::Unwritten(draft) = logged {
-                    logged = Request::Written(audit.append(draft).await.map_err(|e| audit_refused(name, &e))?);
+                    logged = Request::Written(self.append_counted(draft).await.map_err(|e| audit_refused(name, &e))?);
                 }
                 let facts = self.tool_facts(tool).await;
                 upstream = asked.elapsed();
@@ -349,10 +349,14 @@ impl Session {
                     .map_err(|e| audit_refused(name, &e))?;
                 requested
             }
-            Request::Unwritten(draft) => audit
-                .append_decided(draft, audit.decision(&scope, call, &ruling, None, took))
-                .await
-                .map_err(|e| audit_refused(name, &e))?,
+            Request::Unwritten(draft) => {
+                let requested = audit
+                    .append_decided(draft, audit.decision(&scope, call, &ruling, None, took))
+                    .await
+                    .map_err(|e| audit_refused(name, &e))?;
+                self.tally(&ledger::EventKind::ToolCallRequested);
+                requested
+            }
         };
 
         let output = scan_policy(match &ruling.evaluation {
@@ -364,13 +368,16 @@ impl Session {
             .and_then(|c| c.max_runtime_sec)
             .map_or(self.server.timeout, |s| self.server.timeout.min(Duration::from_secs(s)));
         match ruling.verdict {
-            Verdict::Allow | Verdict::AllowWithConstraints => Ok(Admitted {
-                requested,
-                ruling,
-                timeout,
-                constraints,
-                output,
-            }),
+            Verdict::Allow | Verdict::AllowWithConstraints => {
+                lock(&self.state).counts.allowed += 1;
+                Ok(Admitted {
+                    requested,
+                    ruling,
+                    timeout,
+                    constraints,
+                    output,
+                })
+            }
             Verdict::Deny => {
                 let e = denied(
                     codes::DENIED,
@@ -396,10 +403,15 @@ impl Session {
                     // change: the call ends here. (Other errors are the
                     // ledger's: nothing more can be recorded.)
                     return Err(match code {
+                        Some(ReasonCode::Suspended) => {
+                            self.end_refused(call, &requested, RefusedBy::Suspension, ReasonCode::Suspended, e)
+                                .await
+                        }
                         Some(code) => self.end_refused(call, &requested, RefusedBy::Approval, code, e).await,
                         None => e,
                     });
                 }
+                lock(&self.state).counts.allowed += 1;
                 Ok(Admitted {
                     requested,
                     ruling,
@@ -428,8 +440,8 @@ impl Session {
             rpc_code: e.code,
             message: e.message.clone(),
         };
-        match audit
-            .append(audit.call_refused(&self.scope(), call, requested, &refusal))
+        match self
+            .append_counted(audit.call_refused(&self.scope(), call, requested, &refusal))
             .await
         {
             Ok(_) => e,
@@ -553,14 +565,36 @@ impl Session {
             }
             let left = Duration::from_nanos(deadline - now);
             tokio::select! {
-                // The caller gave up: the call must not run if approved later.
+                // A withdrawal (the call's own token) is read before the session's close.
+                biased;
+                // The caller gave up, or the gateway withdrew the call (a
+                // suspension): it must not run if approved later.
                 _ = cancelled.cancelled() => {
+                    let withdrawn = lock(&self.state).client.get(&call.request_id).and_then(|c| c.withdrawn.clone());
+                    if let Some(why) = withdrawn {
+                        gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
+                            .await
+                            .map_err(|e| (None, gov_refused(name, &e)))?;
+                        return Err(refuse(ReasonCode::Suspended, format!("approval {id} withdrawn: {why}")));
+                    }
                     gov.expire_approval(&id, "the held call was cancelled by its caller")
                         .await
                         .map_err(|e| (None, gov_refused(name, &e)))?;
                     return Err(refuse(
                         ReasonCode::ApprovalWithdrawn,
                         format!("approval {id} withdrawn: the call was cancelled"),
+                    ));
+                }
+                // The session ends (closed, suspended): the held call is
+                // withdrawn, so it cannot run if approved later.
+                _ = self.closed.cancelled() => {
+                    let why = self.closing_reason();
+                    gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
+                        .await
+                        .map_err(|e| (None, gov_refused(name, &e)))?;
+                    return Err(refuse(
+                        ReasonCode::ApprovalWithdrawn,
+                        format!("approval {id} withdrawn: {why}"),
                     ));
                 }
                 _ = changes.changed() => {}
@@ -625,7 +659,8 @@ impl Session {
                     }
                 }
                 Forwarded::Timeout(after) => Outcome::Timeout { after: *after },
-                Forwarded::Cancelled => Outcome::Cancelled,
+                Forwarded::Cancelled => Outcome::Cancelled { reason: None },
+                Forwarded::Stopped(why) => Outcome::Cancelled { reason: Some(why) },
                 Forwarded::Unavailable(message) => Outcome::Unavailable { message },
                 Forwarded::Malformed(message) => {
                     malformed = safety::redact_text_for_log(message);
@@ -635,10 +670,9 @@ impl Session {
                         findable: None,
                     }
                 }
-                Forwarded::Answer(_) => Outcome::Cancelled,
+                Forwarded::Answer(_) => Outcome::Cancelled { reason: None },
             };
-            audit
-                .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+            self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                 .await
                 .map_err(|e| audit_withheld(name, &e))?;
             return self.answer(forwarded);
@@ -667,8 +701,7 @@ impl Session {
                 .map_err(|e| audit_withheld(name, &e))?;
             if let Some(id) = quarantine_id {
                 let outcome = Outcome::Quarantined { id: &id };
-                audit
-                    .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+                self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                     .await
                     .map_err(|e| audit_withheld(name, &e))?;
                 return Err(rpc(
@@ -697,8 +730,7 @@ impl Session {
                     .unwrap_or(OnOversize::Truncate);
                 if on == OnOversize::Refuse || !truncate_contents(&mut delivered, limit) {
                     let outcome = Outcome::Oversize { bytes: size, limit };
-                    audit
-                        .append(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
+                    self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, None))
                         .await
                         .map_err(|e| audit_withheld(name, &e))?;
                     return Err(rpc(
@@ -717,8 +749,7 @@ impl Session {
             truncated,
             findable: findable.as_ref(),
         };
-        audit
-            .append(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
+        self.append_counted(audit.outcome(&scope, call, requested, elapsed, &outcome, Some(&admitted.ruling)))
             .await
             .map_err(|e| audit_withheld(name, &e))?;
         Ok(delivered)

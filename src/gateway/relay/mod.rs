@@ -59,7 +59,8 @@ pub mod codes {
     pub const AUDIT_UNAVAILABLE: i64 = -32050;
     /// The decision was not ALLOW.
     pub const DENIED: i64 = -32051;
-    /// The upstream could not be reached, crashed, or closed the session.
+    /// The upstream could not be reached, crashed, or closed the session;
+    /// or the request was stopped by its session closing or a suspension.
     pub const UPSTREAM_UNAVAILABLE: i64 = -32052;
     /// The upstream did not answer in time; the request was cancelled.
     pub const UPSTREAM_TIMEOUT: i64 = -32053;
@@ -91,6 +92,31 @@ pub struct Core {
     pub sessions: Arc<SessionLimits>,
     /// Trusted tool listings for drift, one at a time per server.
     pub drift: trusted::DriftChecks,
+    /// The sessions open now, by id (HTTP and stdio alike).
+    pub open: OpenSessions,
+}
+
+/// The sessions open now: a session is here from its `session.opened` to
+/// its `session.closed`.
+#[derive(Default)]
+pub struct OpenSessions(Mutex<HashMap<String, Arc<Session>>>);
+
+impl OpenSessions {
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.0).get(id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        lock(&self.0).values().cloned().collect()
+    }
+
+    fn insert(&self, session: &Arc<Session>) {
+        lock(&self.0).insert(session.id.clone(), Arc::clone(session));
+    }
+
+    fn remove(&self, id: &str) {
+        lock(&self.0).remove(id);
+    }
 }
 
 /// A configured upstream server.
@@ -226,6 +252,9 @@ pub(crate) enum Forwarded {
     Unavailable(String),
     /// The peer's answer is not what the method returns.
     Malformed(String),
+    /// The session ended while the request was in flight (why): the
+    /// request was cancelled at the peer.
+    Stopped(String),
 }
 
 enum Reply {
@@ -250,7 +279,12 @@ pub struct Session {
     upstream: upstream::Sender,
     state: Mutex<State>,
     closed: CancellationToken,
+    /// Fired once `session.closed` is written (or could not be).
+    ended: CancellationToken,
     last_active: Mutex<Instant>,
+    opened_at: Instant,
+    /// The `seq` of its `session.opened`.
+    opened_seq: u64,
     _slot: SessionSlot,
 }
 
@@ -273,12 +307,20 @@ struct State {
     server_requests: usize,
     /// Why the upstream session ended, once it has.
     gone: Option<String>,
+    /// Why the session is closing, once it is: its calls in flight are
+    /// withdrawn with this reason.
+    closing: Option<String>,
+    /// What the session did, for its `session.closed`.
+    counts: events::SessionCounts,
 }
 
 struct ClientCall {
     cancel: CancellationToken,
     up_id: Option<Id>,
     progress_token: Option<Json>,
+    /// Why the gateway withdrew it (a suspension), when it did: `cancel`
+    /// is then the gateway's, not the client's, and the call is answered.
+    withdrawn: Option<String>,
 }
 
 struct DownCall {
@@ -287,6 +329,8 @@ struct DownCall {
     up_id: Id,
     progress_token: Option<Json>,
     cancel: CancellationToken,
+    /// Why the gateway withdrew it (a suspension), when it did.
+    withdrawn: Option<String>,
 }
 
 /// `mcp.refused` events written per session at most; later refusals are
@@ -303,6 +347,11 @@ const MAX_SERVER_REQUESTS: usize = 32;
 /// (and a held call its approval), and keeps running if its client hangs
 /// up; more are refused.
 const MAX_CLIENT_REQUESTS: usize = 64;
+
+/// How long a closing session waits for its calls in flight to record
+/// their ends before `session.closed` is written (they were cancelled, so
+/// this is the time to record that, not to run).
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What opening a session needs.
 pub struct Opening {
@@ -495,7 +544,7 @@ impl Session {
             d.correlation.answers = Some(requested.seq);
             d
         });
-        audit.append(opened).await.map_err(|e| audit_refused(&name, &e))?;
+        let opened = audit.append(opened).await.map_err(|e| audit_refused(&name, &e))?;
         let (link, result, version) = outcome.map_err(|m| rpc(codes::UPSTREAM_UNAVAILABLE, m))?;
 
         let session = Arc::new(Session {
@@ -510,9 +559,13 @@ impl Session {
             upstream: link.sender.clone(),
             state: Mutex::new(State::default()),
             closed: CancellationToken::new(),
+            ended: CancellationToken::new(),
             last_active: Mutex::new(Instant::now()),
+            opened_at: started,
+            opened_seq: opened.seq,
             _slot: slot,
         });
+        core.open.insert(&session);
         tokio::spawn(pump(Arc::downgrade(&session), link));
 
         // What the client is told: the upstream's answer, with only the
@@ -531,6 +584,11 @@ impl Session {
         }
         let answer = session.outward(answer, None, "initialize").await;
         Ok((session, answer))
+    }
+
+    /// The principal that opened it: name and teams.
+    pub fn owner(&self) -> (String, Vec<String>) {
+        (self.owner.name.clone(), self.owner.teams.clone())
     }
 
     pub fn server_name(&self) -> &str {
@@ -569,11 +627,131 @@ impl Session {
         }
     }
 
-    /// Ends the session: the upstream session ends (a stdio child is
-    /// killed), calls in flight fail.
-    pub async fn close(&self) {
+    /// Whether the session has ended (or is ending).
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// Resolves when the session starts to end.
+    pub async fn closing(&self) {
+        self.closed.cancelled().await;
+    }
+
+    /// Ends the session, once (later calls wait for that one): it leaves the
+    /// open sessions, its held calls are withdrawn and its calls in flight
+    /// cancelled at the peer (each recorded, with `why`), then, once they
+    /// have ended (or [`CLOSE_PATIENCE`] passed), `session.closed` is
+    /// written with its counts, and the upstream session ends (a stdio
+    /// child is killed).
+    pub async fn close(&self, reason: events::CloseReason, why: &str, suspension_id: Option<String>) {
+        let first = {
+            let mut st = lock(&self.state);
+            let first = st.closing.is_none();
+            if first {
+                st.closing = Some(format!("the session was closed: {why}"));
+            }
+            first
+        };
+        if !first {
+            self.ended.cancelled().await;
+            return;
+        }
+        self.core.open.remove(&self.id);
+        if reason == events::CloseReason::Suspended {
+            self.withdraw_calls(why);
+        }
         self.closed.cancel();
+        let patience = Instant::now() + CLOSE_PATIENCE;
+        while self.busy() && Instant::now() < patience {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let counts = {
+            let mut c = lock(&self.state).counts;
+            c.unfinished = c.calls.saturating_sub(c.denied + c.completed + c.failed);
+            c
+        };
+        let scope = self.scope();
+        let body = events::SessionClosed {
+            call: Audit::fields(&scope, None),
+            reason,
+            opened_seq: self.opened_seq,
+            duration_ns: u64::try_from(self.opened_at.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            counts,
+            suspension_id,
+        };
+        let audit = &self.core.audit;
+        match audit.append(audit.session_closed(&scope, &body)).await {
+            Ok(r) => {
+                tracing::info!(session = %self.id, server = %self.server.name, seq = r.seq, "session closed: {why}")
+            }
+            Err(e) => {
+                tracing::error!(session = %self.id, server = %self.server.name, "session.closed not recorded ({why}): {e}")
+            }
+        }
+        if let Some(streams) = self.streams() {
+            streams.close_get();
+        }
         self.upstream.close().await;
+        self.ended.cancel();
+    }
+
+    /// Withdraws every call of the session in flight (a suspension): held
+    /// calls end refused, running ones are cancelled at the peer, each
+    /// recorded with `why`; the session stays open. Returns how many.
+    pub fn withdraw_calls(&self, why: &str) -> usize {
+        let mut st = lock(&self.state);
+        let mut n = 0;
+        for call in st.client.values_mut() {
+            if call.withdrawn.is_none() {
+                call.withdrawn = Some(why.to_string());
+                call.cancel.cancel();
+                n += 1;
+            }
+        }
+        for call in st.down.values_mut() {
+            if call.withdrawn.is_none() {
+                call.withdrawn = Some(why.to_string());
+                call.cancel.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether `suspension` stops this session's calls.
+    pub fn stopped_by(&self, suspension: &crate::governance::suspensions::Suspension) -> bool {
+        suspension.stops(&self.owner.name, &self.owner.teams, &self.server.name, Some(&self.id))
+    }
+
+    /// Why the session is closing (for its calls in flight).
+    fn closing_reason(&self) -> String {
+        lock(&self.state)
+            .closing
+            .clone()
+            .unwrap_or_else(|| "the session was closed".into())
+    }
+
+    /// Counts what a session's event records (after it was written).
+    fn tally(&self, kind: &ledger::EventKind) {
+        let mut st = lock(&self.state);
+        let c = &mut st.counts;
+        match kind {
+            ledger::EventKind::ToolCallRequested | ledger::EventKind::McpRequested => c.calls += 1,
+            ledger::EventKind::CallRefused => c.denied += 1,
+            ledger::EventKind::ExecutionCompleted => c.completed += 1,
+            ledger::EventKind::ExecutionFailed => c.failed += 1,
+            _ => {}
+        }
+    }
+
+    /// A call's terminal or request event, appended and counted.
+    async fn append_counted(&self, draft: ledger::Result<ledger::Draft>) -> ledger::Result<ledger::Receipt> {
+        let kind = draft.as_ref().map(|d| d.kind.clone()).ok();
+        let receipt = self.core.audit.append(draft).await?;
+        if let Some(kind) = kind {
+            self.tally(&kind);
+        }
+        Ok(receipt)
     }
 
     fn scope(&self) -> Scope {
@@ -681,6 +859,11 @@ impl Session {
         if let Err(e) = self.check_owner(principal) {
             return Some(Message::Error { id: Some(id), error: e });
         }
+        if self.is_closed() {
+            let e = rpc(codes::UPSTREAM_UNAVAILABLE, self.closing_reason());
+            return Some(Message::Error { id: Some(id), error: e });
+        }
+        lock(&self.state).counts.requests += 1;
         let cancel = CancellationToken::new();
         let full = {
             let mut st = lock(&self.state);
@@ -700,6 +883,7 @@ impl Session {
                         cancel: cancel.clone(),
                         up_id: None,
                         progress_token: mcp::progress_token(params.as_ref()),
+                        withdrawn: None,
                     },
                 );
             }
@@ -714,9 +898,14 @@ impl Session {
             return Some(Message::Error { id: Some(id), error: e });
         }
         let answer = self.dispatch(&id, &method, params, bytes, &cancel).await;
-        lock(&self.state).client.remove(&id);
+        let withdrawn = lock(&self.state)
+            .client
+            .remove(&id)
+            .is_some_and(|c| c.withdrawn.is_some());
         match answer {
-            _ if cancel.is_cancelled() => None,
+            // Cancelled by the client: not answered. Withdrawn by the
+            // gateway: answered with why.
+            _ if cancel.is_cancelled() && !withdrawn => None,
             Ok(result) => Some(Message::Response { id, result }),
             Err(error) => Some(Message::Error { id: Some(id), error }),
         }
@@ -942,6 +1131,8 @@ impl Session {
             return Forwarded::Unavailable(e);
         }
         let forwarded = tokio::select! {
+            // A withdrawal (the call's own token) is read before the session's close.
+            biased;
             reply = rx => match reply {
                 Ok(Reply::Result(result)) => match mcp::method(method, mcp::Direction::Up) {
                     Some(m) => match m.check_result(&result) {
@@ -960,10 +1151,23 @@ impl Session {
                 Forwarded::Timeout(timeout)
             }
             _ = cancel.cancelled() => {
-                self.cancel_up(&up_id, "cancelled by the client").await;
-                Forwarded::Cancelled
+                let withdrawn = lock(&self.state).client.get(client_id).and_then(|c| c.withdrawn.clone());
+                match withdrawn {
+                    Some(why) => {
+                        self.cancel_up(&up_id, &why).await;
+                        Forwarded::Stopped(why)
+                    }
+                    None => {
+                        self.cancel_up(&up_id, "cancelled by the client").await;
+                        Forwarded::Cancelled
+                    }
+                }
             }
-            _ = self.closed.cancelled() => Forwarded::Unavailable("the session was closed".into()),
+            _ = self.closed.cancelled() => {
+                let why = self.closing_reason();
+                self.cancel_up(&up_id, &why).await;
+                Forwarded::Stopped(why)
+            }
         };
         lock(&self.state).up.remove(&up_id);
         forwarded
@@ -997,6 +1201,7 @@ impl Session {
                 ),
             )),
             Forwarded::Cancelled => Err(rpc(codes::UPSTREAM_UNAVAILABLE, "request cancelled")),
+            Forwarded::Stopped(why) => Err(rpc(codes::UPSTREAM_UNAVAILABLE, why)),
             // These quote the peer (a type error names the value it
             // refused, a stray member its name): redacted like a refusal's
             // reason, since they bypass output safety otherwise.
@@ -1222,6 +1427,7 @@ impl Session {
                     up_id: up_id.clone(),
                     progress_token: mcp::progress_token(params.as_ref()),
                     cancel: cancel.clone(),
+                    withdrawn: None,
                 },
             );
             down_id
@@ -1236,6 +1442,8 @@ impl Session {
             return Forwarded::Unavailable(format!("the client is gone: {e}"));
         }
         let forwarded = tokio::select! {
+            // A withdrawal (the call's own token) is read before the session's close.
+            biased;
             reply = rx => match reply {
                 Ok(Reply::Result(result)) => Forwarded::Answer(result),
                 Ok(Reply::Error(e)) => Forwarded::PeerError(e),
@@ -1248,10 +1456,23 @@ impl Session {
                 Forwarded::Timeout(timeout)
             }
             _ = cancel.cancelled() => {
-                self.cancel_down(&down_id, "cancelled by the server").await;
-                Forwarded::Cancelled
+                let withdrawn = lock(&self.state).down.get(&down_id).and_then(|d| d.withdrawn.clone());
+                match withdrawn {
+                    Some(why) => {
+                        self.cancel_down(&down_id, &why).await;
+                        Forwarded::Stopped(why)
+                    }
+                    None => {
+                        self.cancel_down(&down_id, "cancelled by the server").await;
+                        Forwarded::Cancelled
+                    }
+                }
             }
-            _ = self.closed.cancelled() => Forwarded::Unavailable("the session was closed".into()),
+            _ = self.closed.cancelled() => {
+                let why = self.closing_reason();
+                self.cancel_down(&down_id, &why).await;
+                Forwarded::Stopped(why)
+            }
         };
         lock(&self.state).down.remove(&down_id);
         forwarded
@@ -1360,7 +1581,7 @@ impl Session {
         }
     }
 
-    fn upstream_gone(&self) {
+    fn upstream_gone(self: &Arc<Self>) {
         let (up, down) = {
             let mut st = lock(&self.state);
             st.gone = Some(format!(
@@ -1375,6 +1596,16 @@ impl Session {
         for (_, call) in down {
             call.cancel.cancel();
         }
+        // The session ends with its upstream (a no-op if it was closing
+        // already, which is what ended the upstream).
+        let session = Arc::clone(self);
+        tokio::spawn(async move {
+            let why = format!(
+                "upstream {} ended the session (exited or went away)",
+                session.server.name
+            );
+            session.close(events::CloseReason::UpstreamExit, &why, None).await;
+        });
     }
 }
 

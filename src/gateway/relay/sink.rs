@@ -58,6 +58,12 @@ impl Streams {
         *lock(&self.get) = Some(tx);
     }
 
+    /// Ends the GET stream (the session ended); response streams end with
+    /// their requests.
+    pub fn close_get(&self) {
+        lock(&self.get).take();
+    }
+
     async fn send(&self, data: Bytes, related: Option<&Id>) -> Result<(), String> {
         let on_request = related.and_then(|id| lock(&self.requests).get(id).cloned());
         if let Some(tx) = on_request
