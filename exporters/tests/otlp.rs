@@ -53,7 +53,13 @@ fn assert_attributes(got: &[support::Got], site: &Site) {
             "session.opened" | "approval.granted" | "approval.denied" | "approval.expired" => 3003,
             k if k.starts_with("server.") || k.starts_with("grant.") || k.starts_with("tools.") => 3004,
             "policy.loaded" | "approval.requested" => 3004,
-            "ledger.genesis" | "key.rotated" | "alert.raised" | "notification.delivered" | "notification.failed" => 0,
+            "ledger.genesis"
+            | "key.rotated"
+            | "alert.raised"
+            | "notification.delivered"
+            | "notification.failed"
+            | "checkpoint.issued"
+            | "checkpoint.witnessed" => 0,
             _ => 6003,
         };
         assert_eq!(class, want, "seq {} ({})", g.seq(), e.event.kind);
