@@ -137,6 +137,14 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             stop_follower.clone(),
         )
         .map_err(anyhow::Error::msg)?;
+        // Checkpoints are issued (and pushed to the witnesses) beside the
+        // gateway from here to after its last request (docs/FORMAT.md §14).
+        let issuer = crate::checkpoints::start(
+            ledger.clone(),
+            &paths.data_dir,
+            &config.checkpoints,
+            &config.witnesses,
+        )?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
@@ -158,6 +166,9 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             header_read_timeout: std::time::Duration::from_secs(config.gateway.header_read_timeout_sec),
         };
         crate::gateway::listener::serve(listener, app, limits, shutdown, std::time::Duration::from_secs(10)).await;
+        if let Some(issuer) = issuer {
+            issuer.shutdown(std::time::Duration::from_secs(5)).await;
+        }
         Ok(ExitCode::SUCCESS)
     });
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
