@@ -588,6 +588,11 @@ pub async fn push(
                             }
                         }
                     }
+                    // Not followed (the client has no redirect policy): the
+                    // witness is named by its URL; retrying cannot help.
+                    300..=399 => {
+                        return refused(attempts, Some(status), format!("{status}: a redirect, not followed"));
+                    }
                     400..=499 => return refused(attempts, Some(status), format!("{status} {}", excerpt(&text))),
                     _ => (Some(status), format!("{status} {}", excerpt(&text))),
                 }

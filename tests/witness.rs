@@ -230,6 +230,10 @@ fn a_tail_cut_and_regrown_with_the_real_key_is_refused_by_a_real_witness() {
     copy_dir(&before_tail, &data);
     append(&data, 8, "regrown");
     ok(&data, &["verify"], "");
+    // The witness remembers across a restart (its state is on disk).
+    let state = w.state.clone();
+    drop(w);
+    let w = Witness::start(&state, "w1.example", &[&keys]);
     w.refuses(&data);
     // The witness kept the checkpoint it cosigned, and the refused request.
     let origin_hash_dir = w.state.join("refused");
@@ -320,6 +324,9 @@ fn the_gateway_issues_checkpoints_that_a_real_witness_cosigns() {
     site_ok(&site, &["init"]);
     let keys = key_history(&data, site.dir.path());
     let w = Witness::start(&site.path("w1"), "w1.example", &[&keys]);
+    // The witness already holds a checkpoint of this log: the gateway's
+    // first push (from 0) gets a 409 with that size and proves from it.
+    w.cosign(&data);
     let site = Site::in_dir(site.dir, &gateway_body(&w, "every_secs = 1"));
     let served = site.serve();
     wait_for("two cosigned checkpoints", Duration::from_secs(30), || {
@@ -330,6 +337,17 @@ fn the_gateway_issues_checkpoints_that_a_real_witness_cosigns() {
             >= 2
     });
     let events = site.events();
+    let first = events
+        .iter()
+        .find(|e| e["kind"] == "checkpoint.witnessed")
+        .expect("a witness's answer");
+    assert_eq!(first["body"]["outcome"], "cosigned", "{first}");
+    assert_eq!(first["body"]["witness"], "w1");
+    assert!(
+        first["body"]["cosignature"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("\u{2014} w1.example "))
+    );
     let issued: Vec<&Value> = events.iter().filter(|e| e["kind"] == "checkpoint.issued").collect();
     assert!(issued.len() >= 2, "{issued:#?}");
     assert_eq!(issued[0]["body"]["trigger"], "start");
@@ -417,6 +435,58 @@ fn http_get(url: &str) -> String {
     s.read_to_string(&mut answer).expect("read");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     answer.split_once("\r\n\r\n").expect("headers").1.to_owned()
+}
+
+/// A witness URL that redirects (here to a real witness) is not followed:
+/// the answer is recorded as refused with the 3xx, and the witness it
+/// points to is never asked.
+#[test]
+fn a_witness_url_that_redirects_is_not_followed() {
+    let site = gateway_site(None, "");
+    let data = site.path("data");
+    site_ok(&site, &["init"]);
+    let keys = key_history(&data, site.dir.path());
+    let real = Witness::start(&site.path("w1"), "w1.example", &[&keys]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let target = real.url.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 65536];
+            let _ = c.read(&mut buf);
+            let _ = write!(
+                c,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}/add-checkpoint\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    let redirecting = Witness {
+        child: Command::new("true").spawn().expect("placeholder child"),
+        url: format!("http://{addr}"),
+        vkey: real.vkey.clone(),
+        state: real.state.clone(),
+    };
+    let site = Site::in_dir(site.dir, &gateway_body(&redirecting, "every_secs = 3600"));
+    let served = site.serve();
+    let mut answer = Value::Null;
+    wait_for("the witness's answer", Duration::from_secs(20), || {
+        answer = site
+            .events()
+            .into_iter()
+            .find(|e| e["kind"] == "checkpoint.witnessed")
+            .unwrap_or(Value::Null);
+        !answer.is_null()
+    });
+    served.stop();
+    assert_eq!(answer["body"]["outcome"], "refused", "{answer}");
+    assert_eq!(answer["body"]["status"], 307, "{answer}");
+    assert!(
+        !real.state.join("logs").exists(),
+        "the witness redirected to was asked:\n{}",
+        real.log()
+    );
 }
 
 /// SIGKILL while the gateway issues a checkpoint every 200 ms: after each
