@@ -371,10 +371,16 @@ async fn issue_loop(
             Some((_, when)) if when.elapsed() >= every => Some("interval"),
             Some(_) => None,
         };
-        if let Some(trigger) = trigger
-            && let Some(i) = issue_now(&ledger, trigger, &latest, &tx).await
-        {
-            last = Some((i.size, Instant::now()));
+        if let Some(trigger) = trigger {
+            match issue_now(&ledger, trigger, &latest, &tx).await {
+                Some(i) => last = Some((i.size, Instant::now())),
+                // Logged; tried again in 5 s, not at every tick (a full
+                // disk or a poisoned writer would fill the log otherwise).
+                None => tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                },
+            }
         }
     }
 }
