@@ -255,9 +255,10 @@ pub fn targets(witnesses: &[WitnessConfig]) -> Result<Vec<Target>, CheckpointErr
     Ok(out)
 }
 
-/// Starts the issuer and the pushers on the current runtime; `None` when
-/// `[checkpoints] enabled = false`.
-pub fn start(
+/// Starts the issuer and the pushers on the current runtime, once the
+/// start checkpoint is recorded (so it precedes whatever the gateway then
+/// serves); `None` when `[checkpoints] enabled = false`.
+pub async fn start(
     ledger: Arc<Ledger>,
     data_dir: &Path,
     config: &CheckpointsConfig,
@@ -294,7 +295,11 @@ pub fn start(
             push_stop.clone(),
         )));
     }
+    let first = issue_now(&ledger, "start", &latest, &tx)
+        .await
+        .map(|i| (i.size, Instant::now()));
     let task = tokio::spawn(issue_loop(
+        first,
         Arc::clone(&ledger),
         config.clone(),
         Arc::clone(&latest),
@@ -349,6 +354,7 @@ async fn issue_now(
 }
 
 async fn issue_loop(
+    mut last: Option<(u64, Instant)>,
     ledger: Arc<Ledger>,
     config: CheckpointsConfig,
     latest: Arc<Latest>,
@@ -356,9 +362,6 @@ async fn issue_loop(
     stop: CancellationToken,
 ) {
     let every = Duration::from_secs(config.every_secs);
-    let mut last: Option<(u64, Instant)> = issue_now(&ledger, "start", &latest, &tx)
-        .await
-        .map(|i| (i.size, Instant::now()));
     loop {
         tokio::select! {
             () = stop.cancelled() => return,

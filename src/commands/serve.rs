@@ -144,7 +144,8 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             &paths.data_dir,
             &config.checkpoints,
             &config.witnesses,
-        )?;
+        )
+        .await?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
