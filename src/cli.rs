@@ -124,6 +124,9 @@ pub enum Command {
         /// The tree of the first N events (default: every event up to the head).
         #[arg(long)]
         size: Option<u64>,
+        /// The checkpoint the gateway last issued, with the witnesses' cosignatures.
+        #[arg(long, conflicts_with = "size")]
+        issued: bool,
     },
     /// Print the ledger's public keys for offline verification (`verify-proof --key`): one
     /// `FROM VKEY` line per key, FROM the first seq the key signs.
@@ -140,6 +143,10 @@ pub enum Command {
         /// A consistency proof from the tree of the first OLD events to that of the first NEW.
         #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "size")]
         consistency: Option<Vec<u64>>,
+        /// Prove the event in the tree of the checkpoint the gateway last issued (whose
+        /// cosignatures the proof then carries).
+        #[arg(long, conflicts_with_all = ["size", "consistency"])]
+        issued: bool,
     },
     /// Check a proof offline, with only the proof, a checkpoint and the ledger's public keys;
     /// exit status 1 if it does not hold, with the reason.
@@ -154,9 +161,19 @@ pub enum Command {
         /// file or inline.
         #[arg(long)]
         key: String,
+        /// A witness's verifier key (NAME+ID+KEY, as `sealgate witness serve` prints it), inline
+        /// or in a file (repeatable): cosignatures by other keys do not count.
+        #[arg(long)]
+        witness: Vec<String>,
+        /// How many of the --witness keys must have cosigned the checkpoint (default: all given).
+        #[arg(long, requires = "witness")]
+        min_witnesses: Option<usize>,
         #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
     },
+    /// A witness of Sealgate ledgers (c2sp.org/tlog-witness), or a checkpoint pushed to one.
+    #[command(subcommand)]
+    Witness(WitnessCommand),
     /// Run the gateway over HTTP: `/mcp/{server}` for every configured server.
     Serve,
     /// Run one gateway session on stdin/stdout, relayed to a configured server
@@ -386,6 +403,38 @@ pub enum SqlFormat {
     Table,
     Json,
     Csv,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WitnessCommand {
+    /// Run a witness: cosigns each checkpoint of the given logs that is consistent with the
+    /// last one it cosigned, refuses (and logs as an alarm) any other.
+    Serve {
+        /// Its key and the last checkpoint cosigned per log (made on first start).
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: std::net::SocketAddr,
+        /// The witness's name (its key name in cosignatures).
+        #[arg(long, default_value = "sealgate-witness")]
+        name: String,
+        /// A log to witness: its key history (`sealgate key-history`) or verifier key, as a
+        /// file or inline (repeatable).
+        #[arg(long, required = true)]
+        log: Vec<String>,
+    },
+    /// Push the ledger's checkpoint to a witness once; print the cosigned note.
+    Push {
+        /// The witness's URL prefix (`<url>/add-checkpoint` is posted to).
+        #[arg(long)]
+        url: String,
+        /// The witness's verifier key.
+        #[arg(long)]
+        vkey: String,
+        /// The tree of the first N events (default: every event up to the head).
+        #[arg(long)]
+        size: Option<u64>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

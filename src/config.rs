@@ -55,6 +55,12 @@ pub struct Config {
     /// Webhooks for approvals waiting and alerts (`docs/ALERTS.md`).
     #[serde(default)]
     pub webhooks: Vec<crate::alerts::notify::WebhookConfig>,
+    /// When the gateway issues signed checkpoints (`docs/FORMAT.md` §14).
+    #[serde(default)]
+    pub checkpoints: crate::checkpoints::CheckpointsConfig,
+    /// Witnesses the checkpoints are pushed to (`docs/FORMAT.md` §15).
+    #[serde(default)]
+    pub witnesses: Vec<crate::checkpoints::WitnessConfig>,
 }
 
 /// Limits of a query.
@@ -623,6 +629,10 @@ impl Config {
         self.alerts
             .thresholds(&self.gates)
             .map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        if self.checkpoints.every_events == 0 || self.checkpoints.every_secs == 0 {
+            bail!("config: checkpoints.every_events and checkpoints.every_secs must be at least 1");
+        }
+        crate::checkpoints::targets(&self.witnesses).map_err(|e| anyhow::anyhow!("config: {e}"))?;
         let mut names = std::collections::BTreeSet::new();
         for hook in &self.webhooks {
             hook.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;

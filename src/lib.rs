@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod checkpoints;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -111,6 +111,13 @@ pub fn severity(event: &Event) -> SeverityNumber {
             _ => S::Error,
         },
         "notification.failed" => S::Warn,
+        // A witness refused a checkpoint: the alarm for a forked or
+        // rewritten log (docs/FORMAT.md §15); unreachable is a warning.
+        "checkpoint.witnessed" => match body_str(event, "outcome") {
+            Some("cosigned") => S::Info,
+            Some("unreachable") => S::Warn,
+            _ => S::Fatal,
+        },
         _ => S::Info,
     }
 }

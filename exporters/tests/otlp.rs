@@ -60,7 +60,9 @@ fn assert_attributes(got: &[support::Got], site: &Site) {
             | "notification.failed"
             | "session.closed"
             | "suspension.issued"
-            | "suspension.lifted" => 0,
+            | "suspension.lifted"
+            | "checkpoint.issued"
+            | "checkpoint.witnessed" => 0,
             _ => 6003,
         };
         assert_eq!(class, want, "seq {} ({})", g.seq(), e.event.kind);

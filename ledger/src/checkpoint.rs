@@ -125,6 +125,9 @@ pub enum RejectKind {
     BadEventSignature,
     /// The Merkle proof does not lead to the checkpoint's root.
     BadProof,
+    /// Fewer of the trusted witnesses cosigned the checkpoint than the
+    /// policy requires (`docs/FORMAT.md` §15).
+    TooFewWitnesses,
 }
 
 impl RejectKind {
@@ -139,6 +142,7 @@ impl RejectKind {
             RejectKind::LeafMismatch => "leaf_mismatch",
             RejectKind::BadEventSignature => "bad_event_signature",
             RejectKind::BadProof => "bad_proof",
+            RejectKind::TooFewWitnesses => "too_few_witnesses",
         }
     }
 }
@@ -151,7 +155,7 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(kind: RejectKind, detail: impl Into<String>) -> Rejection {
+    pub(crate) fn new(kind: RejectKind, detail: impl Into<String>) -> Rejection {
         Rejection {
             kind,
             detail: detail.into(),
@@ -397,7 +401,7 @@ type NoteSignatures<'a> = Vec<(&'a str, Vec<u8>)>;
 
 /// Splits a signed note into its text (with its final newline) and its
 /// signatures.
-fn split_note(note: &str) -> Result<(&str, NoteSignatures<'_>), Rejection> {
+pub(crate) fn split_note(note: &str) -> Result<(&str, NoteSignatures<'_>), Rejection> {
     if note.chars().any(|c| c.is_control() && c != '\n' && (c as u32) < 0x20) {
         return Err(malformed("the note holds a control character"));
     }

@@ -127,6 +127,13 @@ event_kinds! {
     NotificationDelivered = "notification.delivered",
     /// A webhook notification given up on.
     NotificationFailed = "notification.failed",
+    /// The gateway issued a signed checkpoint of the log before it (the
+    /// note text, its size and root); written by its checkpoint issuer.
+    CheckpointIssued = "checkpoint.issued",
+    /// A witness's answer about an issued checkpoint: cosigned (with the
+    /// cosignature), refused (the alarm for a forked or rewritten log) or
+    /// unreachable.
+    CheckpointWitnessed = "checkpoint.witnessed",
 }
 
 impl EventKind {

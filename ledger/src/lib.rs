@@ -25,6 +25,7 @@ mod timestamp;
 mod tree;
 mod verify;
 mod views;
+pub mod witness;
 mod writer;
 
 pub use canonical::{Object, Value};
@@ -46,4 +47,5 @@ pub use schedule::{KeyEntry, KeySchedule};
 pub use store::{CommitStats, Head, StoreOptions};
 pub use timestamp::Timestamp;
 pub use verify::{Anchor, Report, VerifyOptions, verify_records};
+pub use witness::{Cosigner, Refusal, WitnessLog};
 pub use writer::Receipt;

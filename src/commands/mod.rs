@@ -28,6 +28,7 @@ mod serve;
 mod sql;
 mod state;
 mod verify;
+mod witness;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ use ledger::{Actor, Ledger, SigningKey, Timestamp};
 
 use crate::cli::{
     ApprovalsCommand, Cli, Command, GrantsCommand, PolicyCommand, Range, RegistryCommand, ReportFormat, TokenCommand,
+    WitnessCommand,
 };
 use crate::config::{self, Paths};
 
@@ -72,15 +74,29 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             output,
         } => verify::run(&paths, &range, head.as_deref(), time_tolerance_ms, progress, output),
         Command::Head { output } => head(&paths, output),
-        Command::Checkpoint { size } => proof::checkpoint(&paths, size),
+        Command::Checkpoint { size, issued } => proof::checkpoint(&paths, size, issued),
         Command::KeyHistory => proof::key_history(&paths),
-        Command::Prove { seq, size, consistency } => proof::prove(&paths, seq, size, consistency.as_deref()),
+        Command::Prove {
+            seq,
+            size,
+            consistency,
+            issued,
+        } => proof::prove(&paths, seq, size, consistency.as_deref(), issued),
         Command::VerifyProof {
             proof: file,
             checkpoint,
             key,
+            witness,
+            min_witnesses,
             output,
-        } => proof::verify_proof(&file, checkpoint.as_deref(), &key, output),
+        } => proof::verify_proof(&file, checkpoint.as_deref(), &key, &witness, min_witnesses, output),
+        Command::Witness(WitnessCommand::Serve {
+            state,
+            listen,
+            name,
+            log,
+        }) => witness::serve(&state, listen, &name, &log),
+        Command::Witness(WitnessCommand::Push { url, vkey, size }) => witness::push(&paths, &url, &vkey, size),
         Command::Serve => serve::serve(&cli.global, &paths, &config),
         Command::Stdio { server, principal } => serve::stdio(&cli.global, &paths, &config, &server, principal),
         Command::Token(TokenCommand::Create {

@@ -137,6 +137,15 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             stop_follower.clone(),
         )
         .map_err(anyhow::Error::msg)?;
+        // Checkpoints are issued (and pushed to the witnesses) beside the
+        // gateway from here to after its last request (docs/FORMAT.md §14).
+        let issuer = crate::checkpoints::start(
+            ledger.clone(),
+            &paths.data_dir,
+            &config.checkpoints,
+            &config.witnesses,
+        )
+        .await?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
@@ -172,6 +181,9 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         gateway
             .close_sessions(events::CloseReason::GatewayShutdown, &why)
             .await;
+        if let Some(issuer) = issuer {
+            issuer.shutdown(std::time::Duration::from_secs(5)).await;
+        }
         Ok(ExitCode::SUCCESS)
     });
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);

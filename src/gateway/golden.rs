@@ -721,6 +721,32 @@ async fn write_every_kind() -> Vec<Event> {
             .expect("notification outcome");
     }
 
+    // A checkpoint issued, and a witness's answer about it (the writers of
+    // `crate::checkpoints`).
+    let l = Arc::clone(&ledger);
+    let issued = tokio::task::spawn_blocking(move || crate::checkpoints::issue(&l, "events"))
+        .await
+        .expect("issue task")
+        .expect("checkpoint.issued");
+    let witness_key = SigningKey::from_seed([0x57; 32]);
+    let text = ledger::witness::note_text(&issued.note).expect("note text").to_owned();
+    let answer = crate::checkpoints::Answer {
+        outcome: events::WitnessOutcome::Cosigned,
+        attempts: 1,
+        status: Some(200),
+        cosignature: Some(ledger::witness::cosign(
+            "witness.example/1",
+            &witness_key,
+            &text,
+            1_765_000_000,
+        )),
+        error: None,
+    };
+    ledger
+        .append(crate::checkpoints::witnessed_draft("w1", &issued, &answer).expect("witnessed draft"))
+        .await
+        .expect("checkpoint.witnessed");
+
     let head = ledger.head().seq;
     let out: Vec<Event> = ledger
         .events(0, head)

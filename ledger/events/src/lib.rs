@@ -17,11 +17,13 @@
 #![deny(unsafe_code, clippy::unwrap_used)]
 
 mod alerts;
+mod checkpoints;
 mod codec;
 mod gateway;
 mod governance;
 
 pub use alerts::*;
+pub use checkpoints::*;
 pub use codec::{from_ledger_value, to_ledger_value};
 pub use gateway::*;
 pub use governance::*;
@@ -146,6 +148,8 @@ pub const ALL_KINDS: &[&[EventKind]] = &[
     ApprovalDecided::KINDS,
     AlertRaised::KINDS,
     NotificationOutcome::KINDS,
+    CheckpointIssued::KINDS,
+    CheckpointWitnessed::KINDS,
 ];
 
 /// How closely [`check_event`] holds a body to its type.
@@ -200,6 +204,8 @@ pub fn check_event(event: &Event, check: Check) -> Result<bool, String> {
         ApprovalDecided,
         AlertRaised,
         NotificationOutcome,
+        CheckpointIssued,
+        CheckpointWitnessed,
     );
     Ok(false)
 }

@@ -1,0 +1,686 @@
+//! The gateway's checkpoints (`docs/FORMAT.md` §14–15, `docs/CONFIG.md`
+//! `[checkpoints]` and `[[witnesses]]`): issued every N events or T
+//! seconds, at start and on shutdown, each recorded as a
+//! `checkpoint.issued` event by the gateway's own writer (actor
+//! `sealgate:checkpoints`), pushed to the configured witnesses, whose
+//! answers are recorded as `checkpoint.witnessed` and whose cosignatures
+//! are kept beside the checkpoint (`<data_dir>/checkpoints/latest.note`).
+//!
+//! The issuer and one pusher per witness are tasks on the gateway's
+//! runtime; the ledger's reads and signing run off the async workers, and
+//! no call waits for them. A checkpoint event grows the log it describes:
+//! the checkpoint it records is of the log before it (its size is at most
+//! its own seq), so with `every_secs` an idle log still gains one event per
+//! interval, the heartbeat that makes a cut tail show within T.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use events::{CheckpointIssued, CheckpointWitnessed, WitnessOutcome};
+use ledger::witness::{self, Cosigner};
+use ledger::{Actor, Checkpoint, Draft, EventKind, Ledger};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The principal of the events the issuer writes.
+pub const CHECKPOINTS_ACTOR: &str = "sealgate:checkpoints";
+
+/// `[checkpoints]` (`docs/CONFIG.md`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointsConfig {
+    /// Issue checkpoints at all.
+    pub enabled: bool,
+    /// A checkpoint once the log grew by this many events since the last.
+    pub every_events: u64,
+    /// A checkpoint once this many seconds passed since the last, also
+    /// when nothing else was written.
+    pub every_secs: u64,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> Self {
+        CheckpointsConfig {
+            enabled: true,
+            every_events: 10_000,
+            every_secs: 60,
+        }
+    }
+}
+
+/// `[[witnesses]]` (`docs/CONFIG.md`): a c2sp.org/tlog-witness the issued
+/// checkpoints are pushed to.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessConfig {
+    /// What the gateway calls it (in events and logs).
+    pub name: String,
+    /// The witness's submission prefix: `<url>/add-checkpoint` is posted to.
+    pub url: String,
+    /// The witness's verifier key (`NAME+ID+KEY`, type 0x04), as
+    /// `sealgate witness serve` prints it: answers are checked against it.
+    pub vkey: String,
+    /// Per request.
+    #[serde(default = "default_timeout")]
+    pub timeout_sec: u64,
+    /// Attempts per checkpoint while the witness does not answer (or
+    /// answers 5xx), with a doubling backoff from 1 s.
+    #[serde(default = "default_attempts")]
+    pub attempts: u64,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+fn default_attempts() -> u64 {
+    5
+}
+
+/// What cannot issue or push a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoints: {0}")]
+    Ledger(#[from] ledger::Error),
+    #[error("checkpoints: {0}")]
+    Format(#[from] ledger::Rejection),
+    #[error("checkpoints: {0}")]
+    Body(#[from] events::Error),
+    #[error("checkpoints: {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("checkpoints: {0}")]
+    Config(String),
+    #[error("checkpoints: the task stopped: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// The file holding the latest issued checkpoint, with the cosignatures
+/// gathered for it.
+pub fn latest_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("checkpoints").join("latest.note")
+}
+
+/// The latest issued checkpoint, cosigned as far as witnesses answered;
+/// `None` before the first.
+pub fn read_latest(data_dir: &Path) -> Result<Option<String>, CheckpointError> {
+    let path = latest_path(data_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(CheckpointError::Io { path, source }),
+    }
+}
+
+/// Writes `bytes` to `path` so that a reader (or a crash) sees the old
+/// file or the new one whole: a temp file beside it, fsynced, renamed over
+/// it, and the directory fsynced.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other(format!("{} has no parent directory", path.display())))?;
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// An issued checkpoint.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// Its `checkpoint.issued` event.
+    pub seq: u64,
+    pub size: u64,
+    /// The log's signed note (without cosignatures).
+    pub note: String,
+}
+
+/// Signs a checkpoint of the whole log as it is now and records it.
+/// Blocking.
+pub fn issue(ledger: &Ledger, trigger: &str) -> Result<Issued, CheckpointError> {
+    let size = ledger.tree_size();
+    let note = ledger.checkpoint_now(Some(size))?;
+    let text = witness::note_text(&note)?;
+    Checkpoint::parse_text(text)?;
+    // The root as the note's third line says it (base64).
+    let root = text.lines().nth(2).unwrap_or_default().to_owned();
+    let mut d = Draft::new(EventKind::CheckpointIssued);
+    d.actor = Actor {
+        principal: Some(CHECKPOINTS_ACTOR.into()),
+        ..Actor::default()
+    };
+    d.body = events::encode(&CheckpointIssued {
+        size,
+        root,
+        note: note.clone(),
+        trigger: trigger.into(),
+    })?;
+    let r = ledger.append_blocking(d)?;
+    Ok(Issued { seq: r.seq, size, note })
+}
+
+/// The issuer's shared state: the latest issued checkpoint with the
+/// cosignatures gathered for it, mirrored in `latest.note`.
+struct Latest {
+    path: PathBuf,
+    current: Mutex<Option<(u64, String)>>,
+}
+
+impl Latest {
+    fn set(&self, size: u64, note: &str) -> Result<(), CheckpointError> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        write_atomic(&self.path, note.as_bytes()).map_err(|source| CheckpointError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        *cur = Some((size, note.to_owned()));
+        Ok(())
+    }
+
+    /// Adds a cosignature line to the latest checkpoint if it is still of
+    /// `size`.
+    fn cosigned(&self, size: u64, line: &str) -> Result<(), CheckpointError> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, note)) = cur.as_ref()
+            && *at == size
+        {
+            let note = witness::add_signatures(note, line);
+            write_atomic(&self.path, note.as_bytes()).map_err(|source| CheckpointError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+            *cur = Some((size, note));
+        }
+        Ok(())
+    }
+}
+
+/// The running issuer: [`Issuer::shutdown`] issues the last checkpoint and
+/// gives the witnesses a moment to cosign it.
+pub struct Issuer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    pushers: Vec<tokio::task::JoinHandle<()>>,
+    ledger: Arc<Ledger>,
+    latest: Arc<Latest>,
+    tx: Vec<watch::Sender<Option<Arc<Issued>>>>,
+    push_stop: CancellationToken,
+}
+
+/// A witness as the gateway pushes to it.
+pub struct Target {
+    pub config: WitnessConfig,
+    pub cosigner: Cosigner,
+}
+
+/// Checks the witnesses' config: names unique, keys parse, URLs http(s).
+pub fn targets(witnesses: &[WitnessConfig]) -> Result<Vec<Target>, CheckpointError> {
+    let mut out: Vec<Target> = Vec::new();
+    for w in witnesses {
+        if out.iter().any(|t| t.config.name == w.name) {
+            return Err(CheckpointError::Config(format!(
+                "two [[witnesses]] are named `{}`",
+                w.name
+            )));
+        }
+        let cosigner =
+            Cosigner::parse_vkey(&w.vkey).map_err(|e| CheckpointError::Config(format!("witness `{}`: {e}", w.name)))?;
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            return Err(CheckpointError::Config(format!(
+                "witness `{}`: url must be http:// or https://",
+                w.name
+            )));
+        }
+        if w.attempts == 0 || w.timeout_sec == 0 {
+            return Err(CheckpointError::Config(format!(
+                "witness `{}`: attempts and timeout_sec must be at least 1",
+                w.name
+            )));
+        }
+        out.push(Target {
+            config: w.clone(),
+            cosigner,
+        });
+    }
+    Ok(out)
+}
+
+/// Starts the issuer and the pushers on the current runtime, once the
+/// start checkpoint is recorded (so it precedes whatever the gateway then
+/// serves); `None` when `[checkpoints] enabled = false`.
+pub async fn start(
+    ledger: Arc<Ledger>,
+    data_dir: &Path,
+    config: &CheckpointsConfig,
+    witnesses: &[WitnessConfig],
+) -> Result<Option<Issuer>, CheckpointError> {
+    if config.every_events == 0 || config.every_secs == 0 {
+        return Err(CheckpointError::Config(
+            "checkpoints.every_events and checkpoints.every_secs must be at least 1".into(),
+        ));
+    }
+    let targets = targets(witnesses)?;
+    if !config.enabled {
+        if !targets.is_empty() {
+            tracing::warn!("[[witnesses]] are configured but checkpoints.enabled = false: nothing is pushed");
+        }
+        return Ok(None);
+    }
+    let latest = Arc::new(Latest {
+        path: latest_path(data_dir),
+        current: Mutex::new(None),
+    });
+    let stop = CancellationToken::new();
+    let push_stop = CancellationToken::new();
+    let mut tx = Vec::new();
+    let mut pushers = Vec::new();
+    for t in targets {
+        let (s, r) = watch::channel(None);
+        tx.push(s);
+        pushers.push(tokio::spawn(push_loop(
+            Arc::clone(&ledger),
+            t,
+            r,
+            Arc::clone(&latest),
+            push_stop.clone(),
+        )));
+    }
+    let first = issue_now(&ledger, "start", &latest, &tx)
+        .await
+        .map(|i| (i.size, Instant::now()));
+    let task = tokio::spawn(issue_loop(
+        first,
+        Arc::clone(&ledger),
+        config.clone(),
+        Arc::clone(&latest),
+        tx.clone(),
+        stop.clone(),
+    ));
+    Ok(Some(Issuer {
+        stop,
+        task,
+        pushers,
+        ledger,
+        latest,
+        tx,
+        push_stop,
+    }))
+}
+
+/// Issues one checkpoint off the async workers, keeps it as the latest
+/// and hands it to the pushers. Errors are logged: the next tick retries.
+async fn issue_now(
+    ledger: &Arc<Ledger>,
+    trigger: &'static str,
+    latest: &Arc<Latest>,
+    tx: &[watch::Sender<Option<Arc<Issued>>>],
+) -> Option<Arc<Issued>> {
+    let l = Arc::clone(ledger);
+    let lt = Arc::clone(latest);
+    let made = tokio::task::spawn_blocking(move || {
+        let issued = issue(&l, trigger)?;
+        lt.set(issued.size, &issued.note)?;
+        Ok::<_, CheckpointError>(issued)
+    })
+    .await;
+    match made {
+        Ok(Ok(issued)) => {
+            tracing::info!(seq = issued.seq, size = issued.size, trigger, "checkpoint issued");
+            let issued = Arc::new(issued);
+            for s in tx {
+                s.send_replace(Some(Arc::clone(&issued)));
+            }
+            Some(issued)
+        }
+        Ok(Err(e)) => {
+            tracing::error!("cannot issue a checkpoint ({trigger}): {e}");
+            None
+        }
+        Err(e) => {
+            tracing::error!("the checkpoint task failed ({trigger}): {e}");
+            None
+        }
+    }
+}
+
+async fn issue_loop(
+    mut last: Option<(u64, Instant)>,
+    ledger: Arc<Ledger>,
+    config: CheckpointsConfig,
+    latest: Arc<Latest>,
+    tx: Vec<watch::Sender<Option<Arc<Issued>>>>,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_secs(config.every_secs);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let size = ledger.tree_size();
+        let trigger = match last {
+            None => Some("start"),
+            Some((at, _)) if size.saturating_sub(at) >= config.every_events => Some("events"),
+            Some((_, when)) if when.elapsed() >= every => Some("interval"),
+            Some(_) => None,
+        };
+        if let Some(trigger) = trigger {
+            match issue_now(&ledger, trigger, &latest, &tx).await {
+                Some(i) => last = Some((i.size, Instant::now())),
+                // Logged; tried again in 5 s, not at every tick (a full
+                // disk or a poisoned writer would fill the log otherwise).
+                None => tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                },
+            }
+        }
+    }
+}
+
+impl Issuer {
+    /// Stops the issuer, issues the shutdown checkpoint and waits up to
+    /// `grace` for the witnesses to answer about it (then stops retrying).
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        issue_now(&self.ledger, "shutdown", &self.latest, &self.tx).await;
+        drop(self.tx);
+        let mut pushers = self.pushers;
+        let all = futures::future::join_all(pushers.iter_mut());
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("witnesses did not all answer within {grace:?} of shutdown");
+            self.push_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), futures::future::join_all(pushers)).await;
+        }
+    }
+}
+
+/// One witness's pusher: always pushes the newest issued checkpoint (one
+/// at a time, in order), records each answer.
+async fn push_loop(
+    ledger: Arc<Ledger>,
+    target: Target,
+    mut rx: watch::Receiver<Option<Arc<Issued>>>,
+    latest: Arc<Latest>,
+    stop: CancellationToken,
+) {
+    // A redirect is not followed: the witness is named by its URL.
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(target.config.timeout_sec))
+        .timeout(Duration::from_secs(target.config.timeout_sec))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(witness = %target.config.name, "witness pusher stopped: cannot build its HTTP client: {e}");
+            return;
+        }
+    };
+    let mut known: Option<u64> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+        }
+        let Some(issued) = rx.borrow_and_update().clone() else {
+            continue;
+        };
+        let answer = push(&client, &ledger, &target, &issued, &mut known, &stop).await;
+        record(&ledger, &target, &issued, &answer, &latest).await;
+    }
+}
+
+/// What a witness answered about one checkpoint, after every attempt.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub outcome: WitnessOutcome,
+    pub attempts: u64,
+    pub status: Option<u16>,
+    /// The cosignature line.
+    pub cosignature: Option<String>,
+    pub error: Option<String>,
+}
+
+/// At most 300 bytes of a witness's answer, on one line.
+fn excerpt(text: &str) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut = one.len().min(300);
+    while !one.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    one[..cut].to_owned()
+}
+
+/// Pushes `issued` to the witness (c2sp.org/tlog-witness `add-checkpoint`)
+/// with a consistency proof from the size the witness holds (`known`,
+/// learnt from its 409 answers; 0 at first), retrying while it does not
+/// answer. `known` becomes the checkpoint's size once cosigned.
+pub async fn push(
+    client: &reqwest::Client,
+    ledger: &Arc<Ledger>,
+    target: &Target,
+    issued: &Issued,
+    known: &mut Option<u64>,
+    stop: &CancellationToken,
+) -> Answer {
+    let name = &target.config.name;
+    let url = format!("{}/add-checkpoint", target.config.url.trim_end_matches('/'));
+    let mut attempts = 0;
+    let mut conflicts = 0;
+    let mut backoff = Duration::from_secs(1);
+    let refused = |attempts, status: Option<u16>, error: String| {
+        tracing::error!(
+            witness = %name,
+            size = issued.size,
+            "WITNESS REFUSED the checkpoint of {} events: {error}; if it says the tree is not consistent with one it cosigned, the log was forked or rewritten",
+            issued.size
+        );
+        Answer {
+            outcome: WitnessOutcome::Refused,
+            attempts,
+            status,
+            cosignature: None,
+            error: Some(error),
+        }
+    };
+    let local_failure = |attempts, error: String| {
+        tracing::error!(witness = %name, size = issued.size, "cannot push the checkpoint: {error}");
+        Answer {
+            outcome: WitnessOutcome::Unreachable,
+            attempts,
+            status: None,
+            cosignature: None,
+            error: Some(error),
+        }
+    };
+    loop {
+        attempts += 1;
+        let old = known.unwrap_or(0);
+        if old > issued.size {
+            return refused(
+                attempts,
+                None,
+                format!(
+                    "the witness holds a tree of {old} events, the log issued one of {}: the log lost events it had",
+                    issued.size
+                ),
+            );
+        }
+        let l = Arc::clone(ledger);
+        let new = issued.size;
+        // From 0 the proof is empty (the empty tree is a prefix of any).
+        let made = tokio::task::spawn_blocking(move || {
+            if old == 0 {
+                Ok(Vec::new())
+            } else {
+                l.consistency_proof(old, new).map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        let hashes = match made {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return local_failure(attempts, format!("no consistency proof from {old} to {new}: {e}")),
+            Err(e) => return local_failure(attempts, format!("the proof task failed: {e}")),
+        };
+        // The add-checkpoint body is a consistency proof's text without
+        // its first line (docs/FORMAT.md §14).
+        let proof = ledger::ConsistencyProof {
+            old,
+            hashes,
+            checkpoint: issued.note.clone(),
+        }
+        .to_text();
+        let body = proof.split_once('\n').map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let sent = client.post(&url).body(body).send().await;
+        let transient = match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                match status {
+                    200 => {
+                        let with = witness::add_signatures(&issued.note, &text);
+                        return match target.cosigner.verify(&with) {
+                            Ok(Some(_)) => {
+                                *known = Some(issued.size);
+                                let line = text
+                                    .lines()
+                                    .find(|l| {
+                                        target
+                                            .cosigner
+                                            .verify(&witness::add_signatures(&issued.note, l))
+                                            .is_ok_and(|t| t.is_some())
+                                    })
+                                    .map(|l| format!("{l}\n"));
+                                Answer {
+                                    outcome: WitnessOutcome::Cosigned,
+                                    attempts,
+                                    status: Some(200),
+                                    cosignature: line,
+                                    error: None,
+                                }
+                            }
+                            Ok(None) => refused(
+                                attempts,
+                                Some(200),
+                                "the answer holds no cosignature by the configured witness key".into(),
+                            ),
+                            Err(e) => refused(attempts, Some(200), format!("the answer's cosignature: {e}")),
+                        };
+                    }
+                    409 => {
+                        conflicts += 1;
+                        match text.trim().parse::<u64>() {
+                            Ok(size) if conflicts <= 3 => {
+                                tracing::info!(witness = %name, "the witness holds a tree of {size} events: proving from there");
+                                *known = Some(size);
+                                attempts -= 1;
+                                continue;
+                            }
+                            _ => {
+                                return refused(
+                                    attempts,
+                                    Some(409),
+                                    format!("409 without a usable size: {}", excerpt(&text)),
+                                );
+                            }
+                        }
+                    }
+                    // Not followed (the client has no redirect policy): the
+                    // witness is named by its URL; retrying cannot help.
+                    300..=399 => {
+                        return refused(attempts, Some(status), format!("{status}: a redirect, not followed"));
+                    }
+                    400..=499 => return refused(attempts, Some(status), format!("{status} {}", excerpt(&text))),
+                    _ => (Some(status), format!("{status} {}", excerpt(&text))),
+                }
+            }
+            Err(e) => (
+                None,
+                if e.is_timeout() {
+                    format!("no answer within {} s", target.config.timeout_sec)
+                } else {
+                    format!("cannot reach the witness: {}", e.without_url())
+                },
+            ),
+        };
+        if attempts >= target.config.attempts {
+            tracing::error!(witness = %name, size = issued.size, "witness unreachable: {}", transient.1);
+            return Answer {
+                outcome: WitnessOutcome::Unreachable,
+                attempts,
+                status: transient.0,
+                cosignature: None,
+                error: Some(transient.1),
+            };
+        }
+        tracing::warn!(witness = %name, "witness did not answer ({}); retrying in {backoff:?}", transient.1);
+        tokio::select! {
+            () = stop.cancelled() => {
+                return Answer {
+                    outcome: WitnessOutcome::Unreachable,
+                    attempts,
+                    status: transient.0,
+                    cosignature: None,
+                    error: Some(format!("{} (stopped)", transient.1)),
+                };
+            }
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The `checkpoint.witnessed` draft of a witness's answer.
+pub fn witnessed_draft(witness: &str, issued: &Issued, answer: &Answer) -> Result<Draft, events::Error> {
+    let mut d = Draft::new(EventKind::CheckpointWitnessed);
+    d.actor = Actor {
+        principal: Some(CHECKPOINTS_ACTOR.into()),
+        ..Actor::default()
+    };
+    d.body = events::encode(&CheckpointWitnessed {
+        witness: witness.to_owned(),
+        outcome: answer.outcome,
+        size: issued.size,
+        issued_seq: issued.seq,
+        attempts: answer.attempts,
+        status: answer.status.map(u64::from),
+        cosignature: answer.cosignature.as_ref().map(|l| l.trim_end().to_owned()),
+        error: answer.error.clone(),
+    })?;
+    Ok(d)
+}
+
+/// Records the answer as `checkpoint.witnessed` and keeps a cosignature.
+async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: &Answer, latest: &Arc<Latest>) {
+    if let Some(line) = &answer.cosignature {
+        let lt = Arc::clone(latest);
+        let (size, line) = (issued.size, line.clone());
+        match tokio::task::spawn_blocking(move || lt.cosigned(size, &line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
+            Err(e) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
+        }
+    }
+    let d = match witnessed_draft(&target.config.name, issued, answer) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(witness = %target.config.name, "cannot build a checkpoint.witnessed body: {e}");
+            return;
+        }
+    };
+    if let Err(e) = ledger.append(d).await {
+        tracing::error!(witness = %target.config.name, "cannot record the witness's answer: {e}");
+    }
+}
