@@ -552,6 +552,112 @@ async fn hold(
     (id, waiting)
 }
 
+/// A call held before its principal is suspended cannot run when approved
+/// later, even where no sweep withdrew it (the suspension written straight
+/// through governance, as when the admin's request was cut off); and a
+/// suspended admin or approver has no admin API: a leaked token can neither
+/// approve nor lift its own suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_stops_held_calls_and_the_suspended_admin_api() {
+    let rig = governed().await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+    let (id, waiting) = hold(&rig, &session, 1).await;
+    let root = sealgate::governance::Principal {
+        name: "root".into(),
+        teams: Vec::new(),
+        method: sealgate::governance::AuthMethod::Token,
+        roles: vec!["admin".into()],
+    };
+    rig.gateway
+        .governance()
+        .suspend(&root, events::SuspensionTarget::Principal, "alice", "incident 7")
+        .await
+        .expect("suspend alice");
+    // Approved after the suspension (if it is still pending): refused.
+    let _ = decide(&rig, &id, "approve", "root", None).await;
+    let answer = waiting.await.expect("the held call");
+    let text = answer.text();
+    assert!(text.contains("suspended") && text.contains("incident 7"), "{answer:?}");
+    assert!(
+        rig.upstream.messages().iter().all(|m| m["method"] != "tools/call"),
+        "the held call of a suspended principal reached the upstream"
+    );
+
+    let suspend = |name: &str| json!({"target": "principal", "name": name, "reason": "token leaked"});
+    let done = rig
+        .admin("POST", "/admin/suspensions", Some("root"), Some(suspend("bob")))
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+    let head = rig.head();
+    for (method, path) in [
+        ("GET", "/admin/approvals"),
+        ("DELETE", "/admin/suspensions/principal/bob"),
+        ("POST", "/admin/approvals/a-1/approve"),
+    ] {
+        let refused = rig.admin(method, path, Some("bob"), None).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{method} {path}: {refused:?}");
+        assert!(refused.text().contains("suspended"), "{refused:?}");
+    }
+    assert_eq!(rig.head(), head, "a suspended principal's requests wrote nothing");
+    let lifted = rig
+        .admin("DELETE", "/admin/suspensions/principal/bob", Some("root"), None)
+        .await;
+    assert_eq!(lifted.status, StatusCode::OK, "{lifted:?}");
+    let back = rig.admin("GET", "/admin/approvals", Some("bob"), None).await;
+    assert_eq!(back.status, StatusCode::OK, "{back:?}");
+}
+
+/// A client that sends DELETE and goes away before the answer (its HTTP
+/// handler dropped while the close waits for a held call) still gets its
+/// session closed and recorded: the close does not stop half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_whose_client_went_away_still_ends_the_session() {
+    let rig = governed().await;
+    let session = rig.open("fast", "alice").await;
+    rig.upstream.clear();
+    // A call running upstream for 3 s: the close waits for it.
+    let (id, waiting) = hold(&rig, &session, 3000).await;
+    let approved = decide(&rig, &id, "approve", "root", None).await;
+    assert_eq!(approved.status, StatusCode::OK, "{approved:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while rig.upstream.messages().iter().all(|m| m["method"] != "tools/call") {
+        assert!(tokio::time::Instant::now() < deadline, "the approved call never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delete = axum::http::Request::builder()
+        .method("DELETE")
+        .uri("/mcp/fast")
+        .header("authorization", &session.authorization)
+        .header("mcp-session-id", &session.id)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    // Gone while the close waits for the running call to end (its first
+    // wait is 20 ms).
+    let gone = rig.spawn_send(delete);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    gone.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let closed: Vec<Value> = rig
+            .events()
+            .into_iter()
+            .filter(|e| kind(e) == "session.closed" && e["actor"]["session"] == session.id.as_str())
+            .collect();
+        if !closed.is_empty() {
+            assert_eq!(closed.len(), 1, "{closed:#?}");
+            assert_eq!(body(&closed[0], "reason"), "client_delete", "{:#}", closed[0]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no session.closed: the close stopped when its client went away"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = waiting.await;
+}
+
 /// `POST /admin/approvals/{id}/{action}` as `who`, with a reason if given.
 async fn decide(rig: &Rig, id: &str, action: &str, who: &str, reason: Option<&str>) -> support::inproc::Reply {
     let body = reason.map(|r| json!({ "reason": r }));

@@ -151,6 +151,20 @@ async fn authenticate(State(api): State<Api>, mut request: Request, next: Next) 
         .and_then(|v| v.to_str().ok());
     match api.auth.authenticate(header).await {
         Ok(p) if !p.roles.is_empty() => {
+            // A suspended principal (or one of a suspended team) has no
+            // admin API either: a leaked admin or approver token must not
+            // approve held calls, grant, or lift its own suspension.
+            let view = match api.gov().view_at_head().await {
+                Ok(v) => v,
+                Err(e) => return ApiError::from(e).into_response(),
+            };
+            if let Some(s) = view.state.suspensions.stopping_principal(&p.name, &p.teams) {
+                return ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("{:?} is suspended ({}): the admin API refuses it", p.name, s.id),
+                )
+                .into_response();
+            }
             request.extensions_mut().insert(p);
             next.run(request).await
         }
@@ -515,13 +529,25 @@ async fn suspend(
 ) -> ApiResult {
     require(&p, "admin")?;
     known_target(&api, s.target, &s.name).await?;
-    let (id, r) = api.gov().suspend(&p, s.target, &s.name, &s.reason).await?;
-    let view = api.gov().view_at_head().await?;
-    let (closed, withdrawn) = match view.state.suspensions.items.get(&id) {
-        Some(suspension) => api.gateway.enforce_suspension(suspension).await,
-        // Lifted already by another admin: nothing to enforce.
-        None => (0, 0),
-    };
+    // Written and enforced on a task of its own: an admin who stops waiting
+    // (Ctrl-C, a dropped connection) cannot leave a suspension written but
+    // not enforced on the open sessions, or a session half closed.
+    let task = tokio::spawn(async move {
+        let (id, r) = api.gov().suspend(&p, s.target, &s.name, &s.reason).await?;
+        let view = api.gov().view_at_head().await?;
+        let (closed, withdrawn) = match view.state.suspensions.items.get(&id) {
+            Some(suspension) => api.gateway.enforce_suspension(suspension).await,
+            // Lifted already by another admin: nothing to enforce.
+            None => (0, 0),
+        };
+        Ok::<_, ApiError>((id, r, closed, withdrawn))
+    });
+    let (id, r, closed, withdrawn) = task.await.map_err(|e| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the suspension task failed: {e}"),
+        )
+    })??;
     ok(json!({
         "suspension_id": id,
         "event": receipt(&r),

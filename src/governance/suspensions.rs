@@ -88,6 +88,19 @@ impl Suspensions {
 
     /// The first (oldest) suspension that stops a call of `principal`
     /// (with `teams`) to `server` in `session`.
+    /// The oldest suspension in force that stops this principal itself
+    /// (by name or team), whatever the server or session.
+    pub fn stopping_principal(&self, principal: &str, teams: &[String]) -> Option<&Suspension> {
+        self.items
+            .values()
+            .filter(|s| match s.target {
+                SuspensionTarget::Principal => s.name == principal,
+                SuspensionTarget::Team => teams.contains(&s.name),
+                SuspensionTarget::Server | SuspensionTarget::Session => false,
+            })
+            .min_by_key(|s| s.seq)
+    }
+
     pub fn stopping(
         &self,
         principal: &str,

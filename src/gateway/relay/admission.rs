@@ -523,6 +523,24 @@ impl Session {
         loop {
             let view = gov.view().await.map_err(|e| (None, gov_unavailable(name, e)))?;
             let state = view.state.approvals.items.get(&id).map(|a| a.state.clone());
+            // A suspension in force stops a held call of either direction (a
+            // server-to-client request is not among the calls a suspension
+            // withdraws), and an approval granted after it does not let the
+            // call run.
+            if let Some(s) = view.state.suspensions.stopping(
+                &self.owner.name,
+                &self.owner.teams,
+                &self.server.name,
+                Some(self.id.as_str()),
+            ) {
+                let why = s.describe();
+                if matches!(state, Some(ApprovalState::Pending) | None) {
+                    gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
+                        .await
+                        .map_err(|e| (None, gov_refused(name, &e)))?;
+                }
+                return Err(refuse(ReasonCode::Suspended, format!("approval {id} withdrawn: {why}")));
+            }
             match state {
                 Some(ApprovalState::Granted { by, .. }) => {
                     // Bound to the policy it was asked under.

@@ -643,7 +643,21 @@ impl Session {
     /// have ended (or [`CLOSE_PATIENCE`] passed), `session.closed` is
     /// written with its counts, and the upstream session ends (a stdio
     /// child is killed).
-    pub async fn close(&self, reason: events::CloseReason, why: &str, suspension_id: Option<String>) {
+    ///
+    /// The close runs on a task of its own: a caller that stops waiting (an
+    /// HTTP handler dropped when its client disconnects) does not stop it
+    /// half-way, which would leave the session out of the open sessions
+    /// with no `session.closed` and its upstream (a child process) running.
+    pub async fn close(self: &Arc<Self>, reason: events::CloseReason, why: &str, suspension_id: Option<String>) {
+        let this = Arc::clone(self);
+        let why = why.to_string();
+        let task = tokio::spawn(async move { this.close_now(reason, &why, suspension_id).await });
+        if let Err(e) = task.await {
+            tracing::error!(session = %self.id, "closing the session failed: {e}");
+        }
+    }
+
+    async fn close_now(&self, reason: events::CloseReason, why: &str, suspension_id: Option<String>) {
         let first = {
             let mut st = lock(&self.state);
             let first = st.closing.is_none();
