@@ -26,10 +26,16 @@ fn check_ledger(site: &Site, principal: &str, downstream: &str, upstream: &str) 
     let session = body(opened, "mcp.session.id").clone();
 
     // The session's events; the others are the config's governance
-    // declarations, written at start by `sealgate:config`.
+    // declarations, written at start by `sealgate:config`, and the
+    // checkpoints `serve` issues (`sealgate:checkpoints`).
     for e in events.iter().filter(|e| kind(e) != "ledger.genesis") {
         if !body(e, "mcp.session.id").is_string() {
-            assert_eq!(e["actor"]["principal"], "sealgate:config", "event {}", seq(e));
+            let by = e["actor"]["principal"].as_str().unwrap_or("");
+            assert!(
+                by == "sealgate:config" || (by == "sealgate:checkpoints" && kind(e) == "checkpoint.issued"),
+                "event {}: {by}",
+                seq(e)
+            );
             continue;
         }
         assert_eq!(e["actor"]["principal"], principal, "event {}", seq(e));

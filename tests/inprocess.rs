@@ -1115,18 +1115,20 @@ async fn admin_api_answers_stream_and_stop_when_the_client_leaves() {
             .is_some_and(|e| e.to_lowercase().contains("divide by zero")),
         "{cut:?}"
     );
-    assert!(
-        text.contains("{\"value\":8192,\"x\":0}"),
-        "the first rows came before the failure"
-    );
-    assert!(!text.contains("\"value\":150000"), "no row past the failure");
+    // Rows come out as the plan makes them (two partitions: not in order).
+    assert!(text.contains(",\"x\":0}"), "rows came out before the failure");
+    assert!(!text.contains("\"value\":150000,"), "no row of the failing value");
     assert!(
         serde_json::from_slice::<Value>(&got).is_err(),
         "a cut-off answer parsed whole"
     );
     let (status, got, cut) = rig.send_until_cut(failing("csv")).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(cut.is_some() && got.starts_with(b"value,x\n1,0\n"), "{cut:?}");
+    let csv = String::from_utf8_lossy(&got);
+    assert!(
+        cut.is_some() && csv.starts_with("value,x\n") && csv.lines().nth(1).is_some_and(|l| l.ends_with(",0")),
+        "{cut:?}"
+    );
 
     // Counting ten billion rows outlasts the test; it makes no row until done.
     let slow = || {

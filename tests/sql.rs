@@ -160,7 +160,7 @@ fn sql_answers_with_its_head_and_bad_sql_is_an_error_that_writes_nothing() {
 fn sql_streams_json_and_csv_and_a_failure_mid_answer_cuts_it_off() {
     let root = tempfile::tempdir().expect("tempdir");
     let data = data_dir(root.path(), 20);
-    // Rows 1..=149_999 divide; the batch holding 150_000 fails.
+    // Every value but 150_000 divides; the batch holding it fails.
     let failing = "SELECT value, 100 / (150000 - value) AS x FROM generate_series(1, 200000)";
     let out = sealgate(&data)
         .args(["sql", "-o", "json", failing])
@@ -177,11 +177,9 @@ fn sql_streams_json_and_csv_and_a_failure_mid_answer_cuts_it_off() {
         "{}",
         &stdout[..stdout.len().min(200)]
     );
-    assert!(
-        stdout.contains("{\"value\":8192,\"x\":0}"),
-        "the first batches came out before the failure"
-    );
-    assert!(!stdout.contains("\"value\":150000"), "no row past the failure");
+    // Rows come out as the plan makes them (two partitions: not in order).
+    assert!(stdout.contains(",\"x\":0}"), "rows came out before the failure");
+    assert!(!stdout.contains("\"value\":150000,"), "no row of the failing value");
     assert!(
         serde_json::from_str::<serde_json::Value>(&stdout).is_err(),
         "a cut-off answer must not parse as a whole one"
@@ -192,7 +190,11 @@ fn sql_streams_json_and_csv_and_a_failure_mid_answer_cuts_it_off() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     let csv = String::from_utf8_lossy(&out.stdout);
-    assert!(csv.starts_with("value,x\n1,0\n"), "{}", &csv[..csv.len().min(100)]);
+    assert!(
+        csv.starts_with("value,x\n") && csv.lines().nth(1).is_some_and(|l| l.ends_with(",0")),
+        "{}",
+        &csv[..csv.len().min(100)]
+    );
 
     let whole = "SELECT seq, kind FROM events ORDER BY seq";
     let streamed: serde_json::Value = serde_json::from_str(&sql(&data, whole, "json")).expect("json");
