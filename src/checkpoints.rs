@@ -174,9 +174,21 @@ pub fn issue(ledger: &Ledger, trigger: &str) -> Result<Issued, CheckpointError> 
 struct Latest {
     path: PathBuf,
     current: Mutex<Option<(u64, String)>>,
+    /// Events the issuer and its pushers appended (`checkpoint.*`): they
+    /// do not count towards `every_events`, or with `every_events` at most
+    /// one more than the witnesses each checkpoint would make the next.
+    own: std::sync::atomic::AtomicU64,
 }
 
 impl Latest {
+    fn own(&self) -> u64 {
+        self.own.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn appended(&self) {
+        self.own.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     fn set(&self, size: u64, note: &str) -> Result<(), CheckpointError> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         write_atomic(&self.path, note.as_bytes()).map_err(|source| CheckpointError::Io {
@@ -279,6 +291,7 @@ pub async fn start(
     let latest = Arc::new(Latest {
         path: latest_path(data_dir),
         current: Mutex::new(None),
+        own: std::sync::atomic::AtomicU64::new(0),
     });
     let stop = CancellationToken::new();
     let push_stop = CancellationToken::new();
@@ -297,7 +310,7 @@ pub async fn start(
     }
     let first = issue_now(&ledger, "start", &latest, &tx)
         .await
-        .map(|i| (i.size, Instant::now()));
+        .map(|i| (i.seq + 1, Instant::now(), latest.own()));
     let task = tokio::spawn(issue_loop(
         first,
         Arc::clone(&ledger),
@@ -329,6 +342,7 @@ async fn issue_now(
     let lt = Arc::clone(latest);
     let made = tokio::task::spawn_blocking(move || {
         let issued = issue(&l, trigger)?;
+        lt.appended();
         lt.set(issued.size, &issued.note)?;
         Ok::<_, CheckpointError>(issued)
     })
@@ -354,7 +368,7 @@ async fn issue_now(
 }
 
 async fn issue_loop(
-    mut last: Option<(u64, Instant)>,
+    mut last: Option<(u64, Instant, u64)>,
     ledger: Arc<Ledger>,
     config: CheckpointsConfig,
     latest: Arc<Latest>,
@@ -368,15 +382,20 @@ async fn issue_loop(
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
         let size = ledger.tree_size();
+        let own = latest.own();
         let trigger = match last {
             None => Some("start"),
-            Some((at, _)) if size.saturating_sub(at) >= config.every_events => Some("events"),
-            Some((_, when)) if when.elapsed() >= every => Some("interval"),
+            Some((at, _, own_at)) if size.saturating_sub(at).saturating_sub(own - own_at) >= config.every_events => {
+                Some("events")
+            }
+            Some((_, when, _)) if when.elapsed() >= every => Some("interval"),
             Some(_) => None,
         };
         if let Some(trigger) = trigger {
             match issue_now(&ledger, trigger, &latest, &tx).await {
-                Some(i) => last = Some((i.size, Instant::now())),
+                // From the log with this checkpoint's own event: that one
+                // does not count (nor do the pushers' answers, in `own`).
+                Some(i) => last = Some((i.seq + 1, Instant::now(), latest.own())),
                 // Logged; tried again in 5 s, not at every tick (a full
                 // disk or a poisoned writer would fill the log otherwise).
                 None => tokio::select! {
@@ -547,7 +566,10 @@ pub async fn push(
         let transient = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let text = resp.text().await.unwrap_or_default();
+                let text = match bounded_text(resp).await {
+                    Ok(t) => t,
+                    Err(why) => return refused(attempts, Some(status), why),
+                };
                 match status {
                     200 => {
                         let with = witness::add_signatures(&issued.note, &text);
@@ -663,6 +685,28 @@ pub fn witnessed_draft(witness: &str, issued: &Issued, answer: &Answer) -> Resul
 }
 
 /// Records the answer as `checkpoint.witnessed` and keeps a cosignature.
+/// The most of a witness's answer read: a cosignature or a size is a line.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// A witness's answer as text, read up to [`MAX_ANSWER`] bytes: a larger
+/// one is no witness's answer, and is not read on (a hostile witness could
+/// otherwise stream until the gateway runs out of memory).
+async fn bounded_text(mut resp: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_ANSWER {
+                    return Err(format!("the answer is larger than {MAX_ANSWER} bytes: not read"));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(String::from_utf8_lossy(&body).into_owned()),
+            Err(e) => return Err(format!("cannot read the answer: {}", e.without_url())),
+        }
+    }
+}
+
 async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: &Answer, latest: &Arc<Latest>) {
     if let Some(line) = &answer.cosignature {
         let lt = Arc::clone(latest);
@@ -680,7 +724,98 @@ async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: 
             return;
         }
     };
-    if let Err(e) = ledger.append(d).await {
-        tracing::error!(witness = %target.config.name, "cannot record the witness's answer: {e}");
+    match ledger.append(d).await {
+        Ok(_) => latest.appended(),
+        Err(e) => tracing::error!(witness = %target.config.name, "cannot record the witness's answer: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(dir: &Path) -> Arc<Ledger> {
+        let keys = ledger::KeyDir::new(dir.join("keys"));
+        Arc::new(
+            Ledger::create(
+                &dir.join("ledger"),
+                &keys,
+                ledger::SigningKey::generate(),
+                Actor::default(),
+            )
+            .expect("create"),
+        )
+    }
+
+    fn issued(l: &Ledger) -> usize {
+        l.events(0, l.head().seq)
+            .expect("events")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.event.kind == EventKind::CheckpointIssued))
+            .count()
+    }
+
+    /// The issuer's own `checkpoint.issued` events do not count towards
+    /// `every_events`: at 1, an idle log gets no checkpoint per tick (each
+    /// grew the log by one and so called for the next), only the start's
+    /// and the shutdown's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_does_not_call_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(dir.path());
+        let config = CheckpointsConfig {
+            enabled: true,
+            every_events: 1,
+            every_secs: 3600,
+        };
+        let issuer = start(Arc::clone(&l), dir.path(), &config, &[])
+            .await
+            .expect("start")
+            .expect("enabled");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(issued(&l), 1, "an idle log got checkpoints beyond the start's");
+        // Another writer's event does call for one.
+        let d = Draft::new(EventKind::from_name("x.test"));
+        l.append(d).await.expect("append");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(issued(&l), 2);
+        issuer.shutdown(Duration::from_secs(1)).await;
+    }
+
+    /// A witness's answer is read up to 64 KiB, no further.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_witness_answer_is_read_up_to_its_bound() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await;
+                    let chunk = vec![b'a'; 16 * 1024];
+                    // 100 MB, unless the reader stops.
+                    for _ in 0..6400 {
+                        let head = format!("{:x}\r\n", chunk.len());
+                        if sock.write_all(head.as_bytes()).await.is_err()
+                            || sock.write_all(&chunk).await.is_err()
+                            || sock.write_all(b"\r\n").await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("answer");
+        let why = bounded_text(resp).await.expect_err("too large");
+        assert!(why.contains("larger than 65536 bytes"), "{why}");
     }
 }
