@@ -234,6 +234,41 @@ fn a_tail_cut_and_regrown_with_the_real_key_is_refused_by_a_real_witness() {
     let state = w.state.clone();
     drop(w);
     let w = Witness::start(&state, "w1.example", &[&keys]);
+    // A second witness on the same state is refused: each would check
+    // against its own copy and could cosign a branch of a fork.
+    let mut second = sealgate()
+        .args([
+            "witness",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "w1.example",
+            "--state",
+        ])
+        .arg(&state)
+        .arg("--log")
+        .arg(&keys)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a second witness");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second witness started on the same state");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut err).expect("stderr");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("another witness serves the state directory"), "{err}");
     w.refuses(&data);
     // The witness kept the checkpoint it cosigned, and the refused request.
     let origin_hash_dir = w.state.join("refused");

@@ -105,9 +105,16 @@ impl Witness {
                         origin,
                         "ALARM: a checkpoint signed by the log's key is not consistent with the one this witness cosigned: the log was forked or rewritten: {why}"
                     );
+                    // Kept as evidence, named by its content (a refusal in
+                    // the same second never overwrites another) and at most
+                    // MAX_REFUSED of them (anyone can send a refused request).
                     let dir = self.state.join("refused");
-                    let file = dir.join(format!("{}-{now}.txt", origin_hash(origin)));
-                    if let Err(e) = checkpoints::write_atomic(&file, body.as_bytes()) {
+                    let kept = std::fs::read_dir(&dir).map_or(0, |d| d.count());
+                    let digest = blake3::hash(body.as_bytes()).to_hex();
+                    let file = dir.join(format!("{}-{now}-{}.txt", origin_hash(origin), &digest[..16]));
+                    if kept >= MAX_REFUSED {
+                        tracing::error!(origin, "{} refused requests kept already: this one is not", kept);
+                    } else if let Err(e) = checkpoints::write_atomic(&file, body.as_bytes()) {
                         tracing::error!(origin, "cannot keep the refused request as evidence: {e}");
                     }
                 } else {
@@ -157,11 +164,34 @@ fn log_keys(spec: &str) -> Result<KeyHistory> {
     KeyHistory::parse(&text).map_err(|r| anyhow::anyhow!("--log {spec}: {r}"))
 }
 
+/// Refused requests kept as evidence, at most.
+const MAX_REFUSED: usize = 1000;
+
 pub fn serve(state: &Path, listen: SocketAddr, name: &str, logs: &[String]) -> Result<ExitCode> {
     if logs.is_empty() {
         bail!("give the logs to witness with --log KEY_HISTORY_OR_VKEY (sealgate key-history prints it)");
     }
     let key = key(state)?;
+    // One witness per state directory: two processes, each checking against
+    // its own copy of the state, could each cosign a branch of a fork.
+    let lock_path = state.join("lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another witness serves the state directory {} (it holds {}): two would each cosign a branch of a fork",
+            state.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
+    }
     let vkey = witness::cosigner_vkey(name, &key.public());
     Cosigner::parse_vkey(&vkey).map_err(|e| anyhow::anyhow!("--name {name}: {e}"))?;
     std::fs::write(state.join("witness.vkey"), format!("{vkey}\n"))
