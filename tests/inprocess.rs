@@ -608,6 +608,37 @@ async fn a_suspension_stops_held_calls_and_the_suspended_admin_api() {
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
 }
 
+/// A suspended server's open sessions are closed at once (recorded, with
+/// the suspension), so nothing of that upstream reaches their clients; a
+/// new session to it is denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_server_s_sessions_are_closed() {
+    let rig = governed().await;
+    let session = rig.open("fast", "alice").await;
+    let suspend = json!({"target": "server", "name": "fast", "reason": "upstream compromised"});
+    let done = rig
+        .admin("POST", "/admin/suspensions", Some("root"), Some(suspend))
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+    assert_eq!(done.json()["sessions_closed"], 1, "{done:?}");
+    let closed: Vec<Value> = rig
+        .events()
+        .into_iter()
+        .filter(|e| kind(e) == "session.closed" && e["actor"]["session"] == session.id.as_str())
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:#?}");
+    assert_eq!(body(&closed[0], "reason"), "suspended", "{:#}", closed[0]);
+    rig.upstream.clear();
+    let after = session.call("echo", json!({"message": "still there?"})).await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND, "{after:?}");
+    assert!(
+        rig.upstream.messages().is_empty(),
+        "the closed session reached the upstream"
+    );
+    let refused = rig.try_open("fast", "alice").await.err().expect("refused");
+    assert!(refused.text().contains("suspended"), "{refused:?}");
+}
+
 /// A client that sends DELETE and goes away before the answer (its HTTP
 /// handler dropped while the close waits for a held call) still gets its
 /// session closed and recorded: the close does not stop half-way.

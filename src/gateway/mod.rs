@@ -182,7 +182,14 @@ impl Gateway {
             if !session.stopped_by(suspension) {
                 continue;
             }
-            if suspension.target == events::SuspensionTarget::Session {
+            // A suspended server's sessions are closed too: its listings,
+            // notifications and requests to the client would still flow
+            // through an open session (and a tools/list_changed could
+            // start its process again).
+            if matches!(
+                suspension.target,
+                events::SuspensionTarget::Session | events::SuspensionTarget::Server
+            ) {
                 session
                     .close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))
                     .await;
