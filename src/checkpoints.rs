@@ -457,7 +457,9 @@ async fn push_loop(
             continue;
         };
         let answer = push(&client, &ledger, &target, &issued, &mut known, &stop).await;
-        record(&ledger, &target, &issued, &answer, &latest).await;
+        if !answer.superseded {
+            record(&ledger, &target, &issued, &answer, &latest).await;
+        }
     }
 }
 
@@ -470,6 +472,10 @@ pub struct Answer {
     /// The cosignature line.
     pub cosignature: Option<String>,
     pub error: Option<String>,
+    /// The witness holds a newer tree of this log than the checkpoint
+    /// pushed (another pusher, or `sealgate witness push`, was first):
+    /// nothing to cosign and nothing wrong; not recorded.
+    pub superseded: bool,
 }
 
 /// At most 300 bytes of a witness's answer, on one line.
@@ -512,6 +518,7 @@ pub async fn push(
             status,
             cosignature: None,
             error: Some(error),
+            superseded: false,
         }
     };
     let local_failure = |attempts, error: String| {
@@ -522,11 +529,27 @@ pub async fn push(
             status: None,
             cosignature: None,
             error: Some(error),
+            superseded: false,
         }
     };
     loop {
         attempts += 1;
         let old = known.unwrap_or(0);
+        if old > issued.size && old <= ledger.tree_size() {
+            tracing::info!(
+                witness = %name,
+                "the witness holds a tree of {old} events of this log, newer than this checkpoint of {}: superseded",
+                issued.size
+            );
+            return Answer {
+                outcome: WitnessOutcome::Cosigned,
+                attempts,
+                status: Some(409),
+                cosignature: None,
+                error: None,
+                superseded: true,
+            };
+        }
         if old > issued.size {
             return refused(
                 attempts,
@@ -591,6 +614,7 @@ pub async fn push(
                                     status: Some(200),
                                     cosignature: line,
                                     error: None,
+                                    superseded: false,
                                 }
                             }
                             Ok(None) => refused(
@@ -645,6 +669,7 @@ pub async fn push(
                 status: transient.0,
                 cosignature: None,
                 error: Some(transient.1),
+                superseded: false,
             };
         }
         tracing::warn!(witness = %name, "witness did not answer ({}); retrying in {backoff:?}", transient.1);
@@ -656,6 +681,7 @@ pub async fn push(
                     status: transient.0,
                     cosignature: None,
                     error: Some(format!("{} (stopped)", transient.1)),
+                    superseded: false,
                 };
             }
             () = tokio::time::sleep(backoff) => {}
@@ -817,5 +843,68 @@ mod tests {
             .expect("answer");
         let why = bounded_text(resp).await.expect_err("too large");
         assert!(why.contains("larger than 65536 bytes"), "{why}");
+    }
+
+    /// A witness that already holds a newer tree of this log (another
+    /// pusher was first) answers 409 with its size: the older checkpoint is
+    /// superseded, not refused (no FATAL `checkpoint.witnessed`); a size
+    /// past the log's own is still the refusal "the log lost events".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_witness_ahead_of_the_pusher_supersedes_and_is_no_refusal() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(dir.path());
+        let old = tokio::task::block_in_place(|| issue(&l, "test")).expect("issue");
+        for _ in 0..3 {
+            l.append(Draft::new(EventKind::from_name("x.test")))
+                .await
+                .expect("append");
+        }
+        let size_now = l.tree_size();
+        let answer_with = |size: u64| async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            tokio::spawn(async move {
+                while let Ok((mut sock, _)) = listener.accept().await {
+                    let mut buf = vec![0u8; 65536];
+                    let _ = sock.read(&mut buf).await;
+                    let body = format!("{size}\n");
+                    let head = format!(
+                        "HTTP/1.1 409 Conflict\r\ncontent-type: text/x.tlog.size\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(body.as_bytes()).await;
+                }
+            });
+            format!("http://{addr}")
+        };
+        let key = ledger::SigningKey::generate();
+        let vkey = witness::cosigner_vkey("w.example", &key.public());
+        for (size, superseded) in [(size_now, true), (size_now + 5, false)] {
+            let url = answer_with(size).await;
+            let target = targets(&[WitnessConfig {
+                name: "w".into(),
+                url,
+                vkey: vkey.clone(),
+                timeout_sec: 5,
+                attempts: 1,
+            }])
+            .expect("target")
+            .pop()
+            .expect("one");
+            let client = reqwest::Client::new();
+            let mut known = None;
+            let answer = push(&client, &l, &target, &old, &mut known, &CancellationToken::new()).await;
+            assert_eq!(answer.superseded, superseded, "{size}: {answer:?}");
+            if !superseded {
+                assert_eq!(answer.outcome, WitnessOutcome::Refused, "{answer:?}");
+                assert!(
+                    answer.error.as_deref().is_some_and(|e| e.contains("lost events")),
+                    "{answer:?}"
+                );
+            }
+        }
     }
 }

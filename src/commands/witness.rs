@@ -287,6 +287,10 @@ pub fn push(paths: &Paths, url: &str, vkey: &str, size: Option<u64>) -> Result<E
         let stop = tokio_util::sync::CancellationToken::new();
         Ok::<_, anyhow::Error>(checkpoints::push(&client, &ledger, &target, &issued, &mut known, &stop).await)
     })?;
+    if answer.superseded {
+        eprintln!("the witness holds a newer tree of this log than this checkpoint: nothing to cosign");
+        return Ok(ExitCode::from(1));
+    }
     match answer.cosignature {
         Some(line) => {
             print!("{}", witness::add_signatures(&note, &line));

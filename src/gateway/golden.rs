@@ -741,6 +741,7 @@ async fn write_every_kind() -> Vec<Event> {
             1_765_000_000,
         )),
         error: None,
+        superseded: false,
     };
     ledger
         .append(crate::checkpoints::witnessed_draft("w1", &issued, &answer).expect("witnessed draft"))
