@@ -160,13 +160,18 @@ pub fn note_text(note: &str) -> Result<&str, Rejection> {
     crate::checkpoint::split_note(note).map(|(text, _)| text)
 }
 
-/// How many of `witnesses` (each counted once) validly cosigned `note`,
-/// and which did.
+/// How many of `witnesses` (each counted once, by name and by key) validly
+/// cosigned `note`, and which did. A cosignature does not sign its
+/// witness's name, so one key given under two names counts once: its line
+/// could be relabelled to pass for the other.
 pub fn count_cosigners(note: &str, witnesses: &[Cosigner]) -> Result<Vec<String>, Rejection> {
     let mut out: Vec<String> = Vec::new();
+    let mut keys: Vec<[u8; 32]> = Vec::new();
     for w in witnesses {
-        if w.verify(note)?.is_some() && !out.contains(&w.name) {
+        let key = w.key.to_bytes();
+        if w.verify(note)?.is_some() && !out.contains(&w.name) && !keys.contains(&key) {
             out.push(w.name.clone());
+            keys.push(key);
         }
     }
     Ok(out)

@@ -252,3 +252,26 @@ fn a_cosignature_from_an_unknown_witness_key_does_not_count() {
         Err(RejectKind::BadSignature)
     );
 }
+
+/// One witness key trusted under two names counts once: a cosignature does
+/// not sign its witness's name, so the line of one name, relabelled, would
+/// pass for the other and make one witness two.
+#[test]
+fn one_key_under_two_names_counts_once() {
+    let f = build(drafts(3), false, Vec::new());
+    let l = Ledger::open_read_only(&f.path).expect("open");
+    let mut w1 = Witness::new("w.example/1", W1, l.key_history().expect("keys"));
+    let note = w1.add(&body(&l, 0, l.tree_size())).expect("cosigned");
+    let text = witness::note_text(&note).expect("text").to_owned();
+    let relabelled = witness::add_signatures(&note, &cosign("w.example/3", &w1.key, &text, T));
+    let twin = Cosigner {
+        name: "w.example/3".into(),
+        key: w1.cosigner().key,
+    };
+    let trusted = [w1.cosigner(), twin];
+    assert_eq!(
+        require_cosigners(&relabelled, &trusted, 2).map_err(|r| r.kind),
+        Err(RejectKind::TooFewWitnesses)
+    );
+    assert_eq!(require_cosigners(&relabelled, &trusted, 1).map(|n| n.len()), Ok(1));
+}
