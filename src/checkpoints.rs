@@ -648,6 +648,9 @@ pub async fn push(
                     300..=399 => {
                         return refused(attempts, Some(status), format!("{status}: a redirect, not followed"));
                     }
+                    // Too many requests, or too slow: a busy witness, not
+                    // a refusal; tried again like a 5xx.
+                    408 | 429 => (Some(status), format!("{status} {}", excerpt(&text))),
                     400..=499 => return refused(attempts, Some(status), format!("{status} {}", excerpt(&text))),
                     _ => (Some(status), format!("{status} {}", excerpt(&text))),
                 }
@@ -845,13 +848,69 @@ mod tests {
         assert!(why.contains("larger than 65536 bytes"), "{why}");
     }
 
+    /// A fake witness answering every request with `status` and `body`.
+    async fn answering(status: u16, reason: &'static str, body: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 65536];
+                let _ = sock.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn target(url: String) -> Target {
+        let key = ledger::SigningKey::generate();
+        targets(&[WitnessConfig {
+            name: "w".into(),
+            url,
+            vkey: witness::cosigner_vkey("w.example", &key.public()),
+            timeout_sec: 5,
+            attempts: 1,
+        }])
+        .expect("target")
+        .pop()
+        .expect("one")
+    }
+
+    /// A witness answering 429 or 408 is busy, not refusing: the push is
+    /// retried and, out of attempts, unreachable (WARN), not refused (FATAL).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_witness_is_no_refusal() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(dir.path());
+        let issued = tokio::task::block_in_place(|| issue(&l, "test")).expect("issue");
+        for (status, reason) in [(429, "Too Many Requests"), (408, "Request Timeout")] {
+            let t = target(answering(status, reason, "slow down\n".into()).await);
+            let answer = push(
+                &reqwest::Client::new(),
+                &l,
+                &t,
+                &issued,
+                &mut None,
+                &CancellationToken::new(),
+            )
+            .await;
+            assert_eq!(answer.outcome, WitnessOutcome::Unreachable, "{status}: {answer:?}");
+        }
+    }
+
     /// A witness that already holds a newer tree of this log (another
     /// pusher was first) answers 409 with its size: the older checkpoint is
     /// superseded, not refused (no FATAL `checkpoint.witnessed`); a size
     /// past the log's own is still the refusal "the log lost events".
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_witness_ahead_of_the_pusher_supersedes_and_is_no_refusal() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let l = ledger(dir.path());
@@ -862,38 +921,8 @@ mod tests {
                 .expect("append");
         }
         let size_now = l.tree_size();
-        let answer_with = |size: u64| async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            tokio::spawn(async move {
-                while let Ok((mut sock, _)) = listener.accept().await {
-                    let mut buf = vec![0u8; 65536];
-                    let _ = sock.read(&mut buf).await;
-                    let body = format!("{size}\n");
-                    let head = format!(
-                        "HTTP/1.1 409 Conflict\r\ncontent-type: text/x.tlog.size\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(body.as_bytes()).await;
-                }
-            });
-            format!("http://{addr}")
-        };
-        let key = ledger::SigningKey::generate();
-        let vkey = witness::cosigner_vkey("w.example", &key.public());
         for (size, superseded) in [(size_now, true), (size_now + 5, false)] {
-            let url = answer_with(size).await;
-            let target = targets(&[WitnessConfig {
-                name: "w".into(),
-                url,
-                vkey: vkey.clone(),
-                timeout_sec: 5,
-                attempts: 1,
-            }])
-            .expect("target")
-            .pop()
-            .expect("one");
+            let target = target(answering(409, "Conflict", format!("{size}\n")).await);
             let client = reqwest::Client::new();
             let mut known = None;
             let answer = push(&client, &l, &target, &old, &mut known, &CancellationToken::new()).await;
