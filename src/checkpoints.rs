@@ -286,6 +286,14 @@ pub async fn start(
         if !targets.is_empty() {
             tracing::warn!("[[witnesses]] are configured but checkpoints.enabled = false: nothing is pushed");
         }
+        // A checkpoint left by an earlier run would be served as the latest
+        // for ever: a monitor would not see a cut tail.
+        let path = latest_path(data_dir);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("checkpoints are off: {} removed", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CheckpointError::Io { path, source }),
+        }
         return Ok(None);
     }
     let latest = Arc::new(Latest {
@@ -935,5 +943,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// With checkpoints off, an earlier run's latest checkpoint is removed,
+    /// not served for ever as the latest.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_off_serve_no_stale_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(dir.path());
+        let on = CheckpointsConfig {
+            enabled: true,
+            every_events: 100,
+            every_secs: 3600,
+        };
+        let issuer = start(Arc::clone(&l), dir.path(), &on, &[])
+            .await
+            .expect("start")
+            .expect("on");
+        issuer.shutdown(Duration::from_secs(1)).await;
+        assert!(latest_path(dir.path()).exists());
+        let off = CheckpointsConfig { enabled: false, ..on };
+        assert!(
+            start(Arc::clone(&l), dir.path(), &off, &[])
+                .await
+                .expect("start")
+                .is_none()
+        );
+        assert!(
+            !latest_path(dir.path()).exists(),
+            "a stale checkpoint is left to be served"
+        );
     }
 }
