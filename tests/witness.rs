@@ -435,7 +435,69 @@ fn the_gateway_issues_checkpoints_that_a_real_witness_cosigns() {
     let (code, v) = verify_proof(&proof, &keys, None, &[&w.vkey], None);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["verified"]["witnesses"], serde_json::json!(["w1.example"]));
+
+    // An evidence bundle of a time range the issued checkpoint covers is
+    // proved against it and carries the witness's cosignature; one the
+    // checkpoint does not cover gets a fresh checkpoint, which no witness
+    // has cosigned: a 1-of-1 policy refuses it.
+    let ts = |e: &Value| e["ts"].as_str().expect("ts").to_owned();
+    let covered = site_ok(&site, &["checkpoint", "--issued"]);
+    let covered: u64 = covered.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+    let inside: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["seq"].as_u64().is_some_and(|s| s + 2 < covered))
+        .collect();
+    let (from, to) = (ts(inside[1]), ts(inside[inside.len() - 1]));
+    let bundle = site.dir.path().join("range.evidence");
+    let made = site
+        .sealgate()
+        .args(["evidence", "--from", &from, "--to", &to, "-o"])
+        .arg(&bundle)
+        .output()
+        .expect("evidence");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let text = std::fs::read_to_string(&bundle).expect("bundle");
+    assert!(text.contains("\n\u{2014} w1.example "), "{text}");
+    let (code, v) = verify_evidence(&bundle, &keys, &[&w.vkey]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verified"]["witnesses"], serde_json::json!(["w1.example"]));
+    assert_eq!(v["verified"]["tree_size"], covered);
+    assert!(v["verified"]["complete"].is_object(), "{v}");
+
+    let later = site.dir.path().join("later.evidence");
+    let made = site
+        .sealgate()
+        .args(["evidence", "--from", &from, "--to", "2500-01-01T00:00:00Z", "-o"])
+        .arg(&later)
+        .output()
+        .expect("evidence");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stderr).contains("fresh checkpoint"));
+    let (code, v) = verify_evidence(&later, &keys, &[&w.vkey]);
+    assert_eq!(
+        (code, &v["reason"]),
+        (1, &serde_json::json!("too_few_witnesses")),
+        "{v}"
+    );
+    let (code, v) = verify_evidence(&later, &keys, &[]);
+    assert_eq!(code, 0, "without a witness policy it holds: {v}");
     site.verify();
+}
+
+/// `verify-evidence -o json`: (exit code, answer).
+fn verify_evidence(bundle: &Path, keys: &Path, witnesses: &[&str]) -> (i32, Value) {
+    let mut cmd = sealgate();
+    cmd.args(["verify-evidence", "-o", "json"])
+        .arg(bundle)
+        .arg("--key")
+        .arg(keys);
+    for w in witnesses {
+        cmd.args(["--witness", w]);
+    }
+    let out = cmd.output().expect("run verify-evidence");
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
 }
 
 fn gateway_body(w: &Witness, checkpoints: &str) -> String {
