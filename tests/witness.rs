@@ -86,12 +86,17 @@ struct Witness {
 
 impl Witness {
     fn start(state: &Path, name: &str, logs: &[&Path]) -> Witness {
+        Witness::start_with(state, name, logs, &[])
+    }
+
+    fn start_with(state: &Path, name: &str, logs: &[&Path], extra: &[&str]) -> Witness {
         let mut cmd = sealgate();
         cmd.args(["witness", "serve", "--listen", "127.0.0.1:0", "--name", name, "--state"])
             .arg(state);
         for l in logs {
             cmd.arg("--log").arg(l);
         }
+        cmd.args(extra);
         std::fs::create_dir_all(state).expect("state dir");
         let mut child = cmd
             .env("SEALGATE_LOG", "info")
@@ -632,4 +637,44 @@ fn sigkill_during_checkpointing_never_leaves_a_checkpoint_the_log_does_not_back(
         eprintln!("round {round}: {} events, {} checkpoints", events.len(), sizes.len());
     }
     assert!(checked >= 8, "only {checked} checkpoints checked");
+}
+
+/// A client that never finishes its request's headers, or its body, does
+/// not hold a witness's connection for ever (one slow client per
+/// connection would otherwise exhaust it): both are closed within the read
+/// timeout, and the witness then cosigns as before.
+#[test]
+fn a_witness_does_not_wait_for_ever_on_a_slow_client() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    ledger(&data, 3);
+    let keys = key_history(&data, dir.path());
+    let w = Witness::start_with(
+        &dir.path().join("w"),
+        "w.example",
+        &[&keys],
+        &["--read-timeout-sec", "2"],
+    );
+    let addr = w.url.strip_prefix("http://").expect("http url").to_owned();
+    let slow = [
+        "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n".to_owned(),
+        "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 1000\r\n\r\nold 0\n".to_owned(),
+    ];
+    for request in slow {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.write_all(request.as_bytes()).expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let start = Instant::now();
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer);
+        let waited = start.elapsed();
+        assert!(
+            read.is_ok() && waited < Duration::from_secs(6),
+            "{request:?}: the connection was still open after {waited:?} ({read:?})"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    w.cosign(&data);
 }
