@@ -678,3 +678,46 @@ fn a_witness_does_not_wait_for_ever_on_a_slow_client() {
     }
     w.cosign(&data);
 }
+
+/// A gateway serving a forked log (a copy of the ledger that went on
+/// differently from the one a witness cosigned) has its checkpoint refused
+/// by that witness, and raises the alarm where a SOC sees it: a critical
+/// `witness_refused` alert, whose evidence is the refusal.
+#[test]
+fn a_witness_refusing_the_gateways_checkpoint_raises_a_critical_alert() {
+    let site = gateway_site(None, "");
+    let data = site.path("data");
+    site_ok(&site, &["init"]);
+    let keys = key_history(&data, site.dir.path());
+    // The other branch: the same ledger, copied, grown and cosigned.
+    let fork = site.dir.path().join("fork");
+    copy_dir(&data, &fork);
+    append(&fork, 3, "fork");
+    let w = Witness::start(&site.path("w1"), "w1.example", &[&keys]);
+    w.cosign(&fork);
+    let site = Site::in_dir(site.dir, &gateway_body(&w, "every_secs = 1"));
+    let _served = site.serve();
+    wait_for("a witness_refused alert", Duration::from_secs(30), || {
+        site.events()
+            .iter()
+            .any(|e| e["kind"] == "alert.raised" && e["body"]["detection"] == "witness_refused")
+    });
+    let events = site.events();
+    let refusal = events
+        .iter()
+        .find(|e| e["kind"] == "checkpoint.witnessed")
+        .expect("the witness's answer");
+    assert_eq!(refusal["body"]["outcome"], "refused", "{refusal}");
+    assert_eq!(refusal["body"]["status"], 422, "{refusal}");
+    let alert = events
+        .iter()
+        .find(|e| e["kind"] == "alert.raised" && e["body"]["detection"] == "witness_refused")
+        .expect("alert");
+    assert_eq!(alert["body"]["severity"], "critical", "{alert}");
+    assert_eq!(alert["body"]["evidence"][0]["seq"], refusal["seq"], "{alert}");
+    assert!(
+        alert["body"]["summary"].as_str().is_some_and(|s| s.contains("w1")),
+        "{alert}"
+    );
+    assert!(w.log().contains("ALARM"), "{}", w.log());
+}
