@@ -121,7 +121,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other(format!("{} has no parent directory", path.display())))?;
+    // Directories made here are synced into their parents: a crash must
+    // not lose the directory with the file (a witness that forgot what it
+    // cosigned would cosign a fork).
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
     std::fs::create_dir_all(dir)?;
+    for made in missing {
+        if let Some(parent) = made.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -721,3 +721,25 @@ fn a_witness_refusing_the_gateways_checkpoint_raises_a_critical_alert() {
     );
     assert!(w.log().contains("ALARM"), "{}", w.log());
 }
+
+/// The same log given twice (say, an old and a new key history) is
+/// refused at start, naming it: one of the two would silently win.
+#[test]
+fn a_log_given_twice_to_a_witness_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    ledger(&data, 1);
+    let keys = key_history(&data, dir.path());
+    let out = sealgate()
+        .args(["witness", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.path().join("w"))
+        .arg("--log")
+        .arg(&keys)
+        .arg("--log")
+        .arg(&keys)
+        .output()
+        .expect("run witness serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("given twice") && err.contains("sealgate/ledger/"), "{err}");
+}

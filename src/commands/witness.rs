@@ -233,6 +233,12 @@ pub fn serve(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         };
+        if map.contains_key(&keys.origin) {
+            bail!(
+                "--log {spec}: the log {} is given twice (its key history once, with every key)",
+                keys.origin
+            );
+        }
         map.insert(keys.origin.clone(), WitnessLog { keys, last });
     }
     let w = Arc::new(Witness {
