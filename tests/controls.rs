@@ -238,10 +238,21 @@ fn a_suspension_stops_a_principal_at_once_and_resume_lets_calls_through() {
 
     // Every call, refused ones included, ends in one terminal event.
     let calls = audited_calls(&events);
-    let held_end = events
+    // The held call's end, found by its story (not by the kind asserted):
+    // its one terminal event answers its request.
+    let held_request = events
         .iter()
-        .find(|e| kind(e) == "call.refused" && e["subject"]["tool"] == "echo")
-        .expect("the held call's end");
+        .find(|e| kind(e) == "tool_call.requested" && e["subject"]["tool"] == "echo")
+        .expect("the held call's request");
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["correlation"]["answers"].as_u64() == Some(seq(held_request))
+                && matches!(kind(e), "execution.completed" | "execution.failed" | "call.refused")
+        })
+        .collect();
+    assert_eq!(ends.len(), 1, "{ends:#?}");
+    let held_end = ends[0];
     assert_eq!(kind(held_end), "call.refused", "{held_end}");
     assert_eq!(*body(held_end, "reason_code"), json!("suspended"), "{held_end}");
     assert_eq!(*body(held_end, "refused_by"), json!("suspension"), "{held_end}");
