@@ -169,11 +169,12 @@ impl Gateway {
     }
 
     /// Makes a suspension just written effective in the open sessions it
-    /// stops: a suspended session is closed (`session.closed`,
-    /// `suspended`); in the others, held calls are withdrawn and running
-    /// ones cancelled at the peer, each recorded with the suspension. New
-    /// calls are denied by the decision itself. Returns (sessions closed,
-    /// calls withdrawn).
+    /// stops: their held calls are withdrawn and running ones cancelled at
+    /// the peer, each recorded with the suspension, and the sessions are
+    /// closed (`session.closed`, `suspended`): nothing more flows through
+    /// them in either direction (calls, listings, pings, notifications, a
+    /// server's requests to the client). New sessions and calls are denied
+    /// by the decision itself. Returns (sessions closed, calls withdrawn).
     pub async fn enforce_suspension(&self, suspension: &crate::governance::suspensions::Suspension) -> (usize, usize) {
         let why = suspension.describe();
         let mut closed = 0;
@@ -182,21 +183,15 @@ impl Gateway {
             if !session.stopped_by(suspension) {
                 continue;
             }
-            // A suspended server's sessions are closed too: its listings,
-            // notifications and requests to the client would still flow
-            // through an open session (and a tools/list_changed could
-            // start its process again).
-            if matches!(
-                suspension.target,
-                events::SuspensionTarget::Session | events::SuspensionTarget::Server
-            ) {
-                session
-                    .close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))
-                    .await;
-                closed += 1;
-            } else {
-                withdrawn += session.withdraw_calls(&why);
-            }
+            // Closed, whatever the target: an open session would still
+            // carry listings, pings and notifications to and from a
+            // suspended principal, team or server (and a server's
+            // tools/list_changed could start its process again).
+            withdrawn += session.withdraw_calls(&why);
+            session
+                .close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))
+                .await;
+            closed += 1;
         }
         tracing::warn!(
             suspension = %suspension.id,
