@@ -43,6 +43,10 @@ pub struct Config {
     /// Sinks that export every event to a collector (`docs/EXPORT.md`).
     #[serde(default)]
     pub exporters: Vec<exporters::SinkConfig>,
+    /// Where the gateway's OTLP metrics go (`docs/EXPORT.md`, Metrics);
+    /// absent: none are exported.
+    #[serde(default)]
+    pub metrics: Option<exporters::MetricsConfig>,
     /// Targets of the governance gates (`sealgate report gates`).
     #[serde(default)]
     pub gates: GatesConfig,
