@@ -988,7 +988,6 @@ impl SessionDrift {
     }
 }
 
-/// The member of a listing result that holds its items.
 /// The gateway's added latency of a call that ran: from its arrival to its
 /// answer less the peer's time; a call held for a human is left out.
 fn record_added(admitted: &Admitted, arrived: Instant, peer: Duration) {
@@ -997,6 +996,7 @@ fn record_added(admitted: &Admitted, arrived: Instant, peer: Duration) {
     }
 }
 
+/// The member of a listing result that holds its items.
 fn listing_key(method: &str) -> &'static str {
     match method {
         "tools/list" => "tools",
