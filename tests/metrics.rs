@@ -153,7 +153,12 @@ fn counters_match_the_calls(protocol: &str) {
         "grpc" => format!("http://127.0.0.1:{}", rotel.grpc),
         _ => format!("http://127.0.0.1:{}", rotel.http),
     };
-    let site = site_with_metrics(&endpoint, protocol, &peers);
+    // A log sink too, to the same collector: its lag is a metric.
+    let sink = format!(
+        "[[exporters]]\nname = \"siem\"\nendpoint = {}\nprotocol = \"grpc\"\ninterval_ms = 100\n",
+        q(&format!("http://127.0.0.1:{}", rotel.grpc))
+    );
+    let site = site_with_metrics_and(&endpoint, protocol, &peers, &sink);
     let gw = site.serve();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let client = rt.block_on(connect(&gw.url("everything")));
@@ -195,6 +200,15 @@ fn counters_match_the_calls(protocol: &str) {
     let last = events.len() as f64 - 1.0;
     wait_latest(&receiver, "the ledger's head", |l| {
         value(l, "sealgate.ledger.head", &[]).is_some_and(|h| h >= last)
+    });
+    // The sink's lag, in events and seconds, reaches 0 once it delivered
+    // the log (its records reach the receiver through rotel too).
+    let last_seq = events.len() as u64 - 1;
+    receiver.wait_for_all(last_seq, Duration::from_secs(30));
+    let siem = [("sealgate.exporter.name", "siem")];
+    wait_latest(&receiver, "the sink's lag at 0", |l| {
+        value(l, "sealgate.export.lag", &siem) == Some(0.0)
+            && value(l, "sealgate.export.lag.duration", &siem) == Some(0.0)
     });
     // No secret and no id in any series: the attribute names are these.
     for ((name, attrs), _) in receiver.latest_points() {
