@@ -43,6 +43,10 @@ pub struct Config {
     /// Sinks that export every event to a collector (`docs/EXPORT.md`).
     #[serde(default)]
     pub exporters: Vec<exporters::SinkConfig>,
+    /// Where the gateway's OTLP metrics go (`docs/EXPORT.md`, Metrics);
+    /// absent: none are exported.
+    #[serde(default)]
+    pub metrics: Option<exporters::MetricsConfig>,
     /// Targets of the governance gates (`sealgate report gates`).
     #[serde(default)]
     pub gates: GatesConfig,
@@ -633,6 +637,9 @@ impl Config {
             bail!("config: checkpoints.every_events and checkpoints.every_secs must be at least 1");
         }
         crate::checkpoints::targets(&self.witnesses).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        if let Some(metrics) = self.metrics.as_ref().filter(|m| m.enabled) {
+            metrics.validate().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+        }
         let mut names = std::collections::BTreeSet::new();
         for hook in &self.webhooks {
             hook.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
@@ -812,6 +819,31 @@ mod tests {
         let (_d, path) = write("[[webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\nbackoff_ms = 0\n");
         let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("no wait"));
         assert!(msg.contains("backoff_ms must be at least 1"), "{msg}");
+    }
+
+    /// `[metrics]` is off unless configured, can be set from the
+    /// environment, and is checked when the config is read.
+    #[test]
+    fn metrics_are_off_by_default_and_checked() {
+        let config = load_with_env(&global(None), &[]).expect("config");
+        assert!(config.metrics.is_none());
+        let env = |endpoint: &str| {
+            vec![
+                ("SEALGATE_METRICS__ENDPOINT".to_string(), endpoint.to_string()),
+                ("SEALGATE_METRICS__INTERVAL_MS".to_string(), "500".to_string()),
+            ]
+        };
+        let config = load_with_env(&global(None), &env("http://127.0.0.1:4317")).expect("config");
+        let metrics = config.metrics.expect("[metrics] from the environment");
+        assert_eq!(
+            (metrics.interval_ms, metrics.protocol),
+            (500, exporters::Protocol::Grpc)
+        );
+        let err = format!(
+            "{:#}",
+            load_with_env(&global(None), &env("ftp://127.0.0.1:4317")).expect_err("a bad endpoint")
+        );
+        assert!(err.contains("[metrics]") && err.contains("scheme"), "{err}");
     }
 
     #[test]

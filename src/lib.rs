@@ -13,3 +13,4 @@ pub mod config;
 pub mod gateway;
 pub mod governance;
 pub mod json;
+pub mod metrics;

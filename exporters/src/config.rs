@@ -139,16 +139,7 @@ impl SinkConfig {
     /// The endpoint as status, errors and logs name it: scheme, host, port
     /// and path; user info and query (where collectors' tokens go) left out.
     pub fn shown_endpoint(&self) -> String {
-        match reqwest::Url::parse(&self.endpoint) {
-            Ok(u) => format!(
-                "{}://{}{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or("?"),
-                u.port().map(|p| format!(":{p}")).unwrap_or_default(),
-                if u.path() == "/" { "" } else { u.path() }
-            ),
-            Err(_) => "(invalid endpoint)".into(),
-        }
+        shown_endpoint(&self.endpoint)
     }
 
     /// Whether events of `kind` go to this sink.
@@ -254,57 +245,84 @@ impl SinkConfig {
                 ));
             }
         }
-        for header in self.headers.keys() {
-            let ok = !header.is_empty()
-                && header
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
-                return Err(Error::config(
-                    name,
-                    format!("header {header:?}: names are letters, digits, - and _"),
-                ));
-            }
-        }
-        Ok(())
+        check_header_names(name, &self.headers)
     }
 
     /// The headers with their values read (environment, files). Errors
     /// name the header and where its value should be, never a value.
     pub fn resolve_headers(&self) -> Result<Vec<Header>, Error> {
-        let mut out = Vec::new();
-        for (header, source) in &self.headers {
-            let value = match source {
-                HeaderSource::Value(v) => v.clone(),
-                HeaderSource::Env(var) => std::env::var(var).map_err(|_| {
-                    Error::config(
-                        &self.name,
-                        format!("header {header}: environment variable {var} is not set (or not UTF-8)"),
-                    )
-                })?,
-                HeaderSource::File(path) => std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        Error::config(
-                            &self.name,
-                            format!("header {header}: cannot read {}: {}", path.display(), e.kind()),
-                        )
-                    })?
-                    .trim_end_matches(['\n', '\r'])
-                    .to_owned(),
-            };
-            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                return Err(Error::config(
-                    &self.name,
-                    format!("header {header}: the value holds control characters"),
-                ));
-            }
-            out.push(Header {
-                name: header.clone(),
-                value,
-            });
-        }
-        Ok(out)
+        resolve_headers(&self.name, &self.headers)
     }
+}
+
+/// An endpoint as status, errors and logs name it: scheme, host, port and
+/// path; user info and query (where collectors' tokens go) left out.
+pub fn shown_endpoint(endpoint: &str) -> String {
+    match reqwest::Url::parse(endpoint) {
+        Ok(u) => format!(
+            "{}://{}{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            if u.path() == "/" { "" } else { u.path() }
+        ),
+        Err(_) => "(invalid endpoint)".into(),
+    }
+}
+
+/// `headers` with their values read (environment, files), for the sender
+/// `owner` (a sink's name, `[metrics]`). Errors name the header and where
+/// its value should be, never a value.
+pub fn resolve_headers(owner: &str, headers: &BTreeMap<String, HeaderSource>) -> Result<Vec<Header>, Error> {
+    let mut out = Vec::new();
+    for (header, source) in headers {
+        let value = match source {
+            HeaderSource::Value(v) => v.clone(),
+            HeaderSource::Env(var) => std::env::var(var).map_err(|_| {
+                Error::config(
+                    owner,
+                    format!("header {header}: environment variable {var} is not set (or not UTF-8)"),
+                )
+            })?,
+            HeaderSource::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    Error::config(
+                        owner,
+                        format!("header {header}: cannot read {}: {}", path.display(), e.kind()),
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        };
+        if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(Error::config(
+                owner,
+                format!("header {header}: the value holds control characters"),
+            ));
+        }
+        out.push(Header {
+            name: header.clone(),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Header names are letters, digits, `-` and `_` (HTTP and gRPC alike).
+pub fn check_header_names(owner: &str, headers: &BTreeMap<String, HeaderSource>) -> Result<(), Error> {
+    for header in headers.keys() {
+        let ok = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(Error::config(
+                owner,
+                format!("header {header:?}: names are letters, digits, - and _"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a whole `[[exporters]]` list: each sink, and names unique.

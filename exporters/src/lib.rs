@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod lake;
+pub mod metrics;
 pub mod ocsf;
 pub mod record;
 pub mod sink;
@@ -25,6 +26,7 @@ pub mod transport;
 use std::path::{Path, PathBuf};
 
 pub use config::{HeaderSource, Protocol, SinkConfig};
+pub use metrics::MetricsConfig;
 pub use sink::{Report, Sink, report, spawn};
 pub use state::{Cursor, DeadLetter, SinkState, Status, export_dir, request_replay, sink_dir};
 

@@ -68,7 +68,14 @@ impl Sink {
                 Some(Lake::new(dir, &origin.ledger_id, config.roll_bytes, config.roll_sec)),
             ),
             (Protocol::File, None) => return Err(Error::config(&config.name, "a file sink needs path = \"DIR\"")),
-            _ => (Some(Client::new(&config, &config.resolve_headers()?)?), None),
+            _ => (
+                Some(Client::new(
+                    &config.target(),
+                    &config.resolve_headers()?,
+                    <ExportLogsServiceRequest as crate::transport::Signal>::HTTP_PATH,
+                )?),
+                None,
+            ),
         };
         Ok(Sink {
             dir: state::sink_dir(data_dir, &config.name),

@@ -1,18 +1,117 @@
-//! Sending one OTLP logs request and classifying the answer as the OTLP
-//! specification says: accepted (maybe partly), retryable (with the
-//! collector's delay if it gave one), or refused for good.
+//! Sending one OTLP request (logs or metrics: a [`Signal`]) and
+//! classifying the answer as the OTLP specification says: accepted (maybe
+//! partly), retryable (with the collector's delay if it gave one), or
+//! refused for good.
 
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
 use crate::Error;
 use crate::config::{Header, Protocol, SinkConfig};
+
+/// An OTLP export request of one signal: its HTTP path, its gRPC service
+/// and what its answer says was rejected.
+pub trait Signal: Message + Clone + Send + Sync + 'static {
+    type Response: Message + Default + Send + 'static;
+    /// The path an OTLP/HTTP endpoint without one gets (`/v1/logs`).
+    const HTTP_PATH: &'static str;
+    /// The items a partial success rejected, and the collector's reason.
+    fn rejected(response: &Self::Response) -> Option<(i64, String)>;
+    /// The gRPC call on `channel`.
+    fn export(
+        channel: Channel,
+        gzip: bool,
+        request: tonic::Request<Self>,
+    ) -> impl Future<Output = Result<tonic::Response<Self::Response>, tonic::Status>> + Send;
+}
+
+impl Signal for ExportLogsServiceRequest {
+    type Response = ExportLogsServiceResponse;
+    const HTTP_PATH: &'static str = "/v1/logs";
+
+    fn rejected(response: &ExportLogsServiceResponse) -> Option<(i64, String)> {
+        response
+            .partial_success
+            .as_ref()
+            .map(|p| (p.rejected_log_records, p.error_message.clone()))
+    }
+
+    async fn export(
+        channel: Channel,
+        gzip: bool,
+        request: tonic::Request<Self>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let mut client = LogsServiceClient::new(channel)
+            .max_decoding_message_size(1 << 20)
+            .accept_compressed(CompressionEncoding::Gzip);
+        if gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        client.export(request).await
+    }
+}
+
+impl Signal for ExportMetricsServiceRequest {
+    type Response = ExportMetricsServiceResponse;
+    const HTTP_PATH: &'static str = "/v1/metrics";
+
+    fn rejected(response: &ExportMetricsServiceResponse) -> Option<(i64, String)> {
+        response
+            .partial_success
+            .as_ref()
+            .map(|p| (p.rejected_data_points, p.error_message.clone()))
+    }
+
+    async fn export(
+        channel: Channel,
+        gzip: bool,
+        request: tonic::Request<Self>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let mut client = MetricsServiceClient::new(channel)
+            .max_decoding_message_size(1 << 20)
+            .accept_compressed(CompressionEncoding::Gzip);
+        if gzip {
+            client = client.send_compressed(CompressionEncoding::Gzip);
+        }
+        client.export(request).await
+    }
+}
+
+/// Where a client sends: a log sink's or the metrics' collector.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Names the sender in errors (`exporter NAME`).
+    pub name: String,
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub gzip: bool,
+    pub timeout: Duration,
+    /// The endpoint as errors name it (no user info, no query).
+    pub shown: String,
+}
+
+impl SinkConfig {
+    /// Where this sink's client sends.
+    pub fn target(&self) -> Target {
+        Target {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            protocol: self.protocol,
+            gzip: self.gzip,
+            timeout: self.timeout(),
+            shown: self.shown_endpoint(),
+        }
+    }
+}
 
 /// What the collector said to one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +129,8 @@ pub enum Answer {
 /// A sink's connection to its collector.
 pub enum Client {
     Grpc {
-        client: LogsServiceClient<Channel>,
+        channel: Channel,
+        gzip: bool,
         metadata: Vec<(
             tonic::metadata::MetadataKey<tonic::metadata::Ascii>,
             tonic::metadata::AsciiMetadataValue,
@@ -50,19 +150,17 @@ pub enum Client {
 impl Client {
     /// A client for `config` (connects lazily: a collector that is down
     /// now is a retryable failure of the first request, not an error).
-    pub fn new(config: &SinkConfig, headers: &[Header]) -> Result<Client, Error> {
-        let timeout = config.timeout();
+    /// `http_path` is the path an HTTP endpoint without one gets
+    /// ([`Signal::HTTP_PATH`]).
+    pub fn new(config: &Target, headers: &[Header], http_path: &str) -> Result<Client, Error> {
+        let timeout = config.timeout;
         match config.protocol {
             Protocol::Grpc => {
                 let endpoint = Channel::from_shared(config.endpoint.clone())
                     .map_err(|e| Error::config(&config.name, format!("endpoint: {e}")))?
                     .connect_timeout(timeout)
                     .timeout(timeout);
-                let mut client = LogsServiceClient::new(endpoint.connect_lazy()).max_decoding_message_size(1 << 20);
-                if config.gzip {
-                    client = client.send_compressed(CompressionEncoding::Gzip);
-                }
-                client = client.accept_compressed(CompressionEncoding::Gzip);
+                let channel = endpoint.connect_lazy();
                 let mut metadata = Vec::new();
                 for h in headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(h.name.to_ascii_lowercase().as_bytes())
@@ -78,7 +176,8 @@ impl Client {
                     metadata.push((key, value));
                 }
                 Ok(Client::Grpc {
-                    client,
+                    channel,
+                    gzip: config.gzip,
                     metadata,
                     timeout,
                 })
@@ -91,7 +190,7 @@ impl Client {
                 let mut url = reqwest::Url::parse(&config.endpoint)
                     .map_err(|e| Error::config(&config.name, format!("endpoint: {e}")))?;
                 if url.path() == "/" || url.path().is_empty() {
-                    url.set_path("/v1/logs");
+                    url.set_path(http_path);
                 }
                 let mut map = reqwest::header::HeaderMap::new();
                 for h in headers {
@@ -116,7 +215,7 @@ impl Client {
                 Ok(Client::Http {
                     client,
                     url,
-                    shown: config.shown_endpoint(),
+                    shown: config.shown.clone(),
                     headers: map,
                     gzip: config.gzip,
                 })
@@ -125,10 +224,11 @@ impl Client {
     }
 
     /// Sends one request; never errors: every failure is an [`Answer`].
-    pub async fn send(&mut self, request: &ExportLogsServiceRequest) -> Answer {
+    pub async fn send<S: Signal>(&mut self, request: &S) -> Answer {
         match self {
             Client::Grpc {
-                client,
+                channel,
+                gzip,
                 metadata,
                 timeout,
             } => {
@@ -137,8 +237,8 @@ impl Client {
                 for (k, v) in metadata.iter() {
                     req.metadata_mut().insert(k.clone(), v.clone());
                 }
-                match client.export(req).await {
-                    Ok(resp) => accepted(resp.into_inner()),
+                match S::export(channel.clone(), *gzip, req).await {
+                    Ok(resp) => accepted::<S>(&resp.into_inner()),
                     Err(status) => grpc_failure(&status),
                 }
             }
@@ -192,8 +292,8 @@ impl Client {
                     bytes
                 };
                 if status.is_success() {
-                    return match ExportLogsServiceResponse::decode(bytes.as_slice()) {
-                        Ok(r) => accepted(r),
+                    return match S::Response::decode(bytes.as_slice()) {
+                        Ok(r) => accepted::<S>(&r),
                         // Accepted all the same: the status says so.
                         Err(_) => Answer::Accepted {
                             rejected: 0,
@@ -217,7 +317,7 @@ impl Client {
 
 /// An OTLP/HTTP request body: the request as protobuf, gzipped (level
 /// `fast`) when asked; the flag says whether it is gzipped.
-pub fn http_body(request: &ExportLogsServiceRequest, gzip: bool) -> (Vec<u8>, bool) {
+pub fn http_body(request: &impl Message, gzip: bool) -> (Vec<u8>, bool) {
     let body = request.encode_to_vec();
     if gzip && let Some(zipped) = gzip_bytes(&body, 1) {
         return (zipped, true);
@@ -232,12 +332,9 @@ pub fn gzip_bytes(bytes: &[u8], level: u32) -> Option<Vec<u8>> {
     enc.finish().ok()
 }
 
-fn accepted(resp: ExportLogsServiceResponse) -> Answer {
-    match resp.partial_success {
-        Some(p) if p.rejected_log_records > 0 || !p.error_message.is_empty() => Answer::Accepted {
-            rejected: p.rejected_log_records,
-            reason: p.error_message,
-        },
+fn accepted<S: Signal>(resp: &S::Response) -> Answer {
+    match S::rejected(resp) {
+        Some((rejected, reason)) if rejected > 0 || !reason.is_empty() => Answer::Accepted { rejected, reason },
         _ => Answer::Accepted {
             rejected: 0,
             reason: String::new(),
@@ -379,7 +476,7 @@ mod tests {
         )
         .expect("config");
         assert_eq!(config.shown_endpoint(), "http://127.0.0.1:1/v1/logs");
-        let mut client = Client::new(&config, &[]).expect("client");
+        let mut client = Client::new(&config.target(), &[], "/v1/logs").expect("client");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

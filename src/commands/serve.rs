@@ -105,6 +105,17 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         stop_follower.clone(),
     )
     .context("cannot start the exporters")?;
+    // The metrics are derived from the log and the request path's
+    // histograms, and sent on a thread of their own (docs/EXPORT.md,
+    // Metrics); a collector that is down slows nothing.
+    let metrics = crate::metrics::spawn(
+        config.metrics.as_ref(),
+        ledger.clone(),
+        &paths.data_dir,
+        &config.exporters,
+        stop_follower.clone(),
+    )
+    .context("cannot start the metrics exporter")?;
     // The alert detector and the webhooks follow the log on threads of
     // their own and append through this process's writer (docs/ALERTS.md).
     let alerts = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop_follower.clone())
@@ -190,7 +201,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     if follower.is_some_and(|f| f.join().is_err()) {
         tracing::warn!("the query follower thread panicked");
     }
-    for (what, t) in [("alerts", alerts), ("webhooks", notify)] {
+    for (what, t) in [("alerts", alerts), ("webhooks", notify), ("metrics", metrics)] {
         if t.is_some_and(|t| t.join().is_err()) {
             tracing::warn!("the {what} thread panicked");
         }

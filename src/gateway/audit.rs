@@ -144,7 +144,11 @@ impl Audit {
     /// Appends `draft` and waits until it is durable. A draft that could
     /// not be built is refused here, as a ledger that cannot record is.
     pub async fn append(&self, draft: ledger::Result<Draft>) -> ledger::Result<Receipt> {
-        self.ledger.append(draft?).await
+        let draft = draft?;
+        let started = std::time::Instant::now();
+        let receipt = self.ledger.append(draft).await;
+        crate::metrics::APPEND_LATENCY.record(started.elapsed());
+        receipt
     }
 
     /// Appends a call's request and the decision on it (built by
@@ -158,10 +162,11 @@ impl Audit {
         requested: ledger::Result<Draft>,
         decision: ledger::Result<Draft>,
     ) -> ledger::Result<Receipt> {
-        let mut receipts = self
-            .ledger
-            .append_linked(vec![requested?, decision?], vec![(1, 0)])
-            .await?;
+        let drafts = vec![requested?, decision?];
+        let started = std::time::Instant::now();
+        let appended = self.ledger.append_linked(drafts, vec![(1, 0)]).await;
+        crate::metrics::APPEND_LATENCY.record(started.elapsed());
+        let mut receipts = appended?;
         match (receipts.len(), receipts.drain(..).next()) {
             (2, Some(requested)) => Ok(requested),
             (n, _) => Err(ledger::Error::InvalidRequest(format!(

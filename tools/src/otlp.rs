@@ -1,6 +1,7 @@
 //! OTLP test peers: an in-test OTLP/HTTP logs receiver that records what
 //! it gets and answers as told (accept, an HTTP status, partial success,
-//! slowly), and rotel, a real OpenTelemetry collector (installed by
+//! slowly), and also records OTLP metrics (`/v1/metrics`, always accepted);
+//! and rotel, a real OpenTelemetry collector (installed by
 //! `tools/peers.sh`), forwarding to it.
 
 use std::collections::BTreeMap;
@@ -16,7 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 use prost::Message;
 
 /// One log record as the receiver got it.
@@ -56,9 +59,30 @@ pub enum Mode {
     Slow(Duration),
 }
 
+/// One metric data point as the receiver got it: a sum's or gauge's value,
+/// or a histogram's count (its buckets in `buckets`).
+#[derive(Clone, Debug)]
+pub struct Point {
+    pub name: String,
+    pub unit: String,
+    /// `sum`, `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub monotonic: bool,
+    pub attributes: BTreeMap<String, String>,
+    pub resource: BTreeMap<String, String>,
+    pub value: f64,
+    pub buckets: Vec<u64>,
+    pub bounds: Vec<f64>,
+    pub time_unix_nano: u64,
+    /// Which metrics request (0, 1, ...) it came in.
+    pub request: usize,
+}
+
 #[derive(Default)]
 pub struct Inbox {
     pub records: Vec<Got>,
+    pub points: Vec<Point>,
+    pub metrics_requests: usize,
     pub requests: usize,
     pub gzip_requests: usize,
     pub headers: Vec<HeaderMap>,
@@ -97,13 +121,22 @@ impl Receiver {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (i, m) = (inbox.clone(), mode.clone());
-        let app = axum::Router::new().route(
-            "/v1/logs",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (inbox, mode) = (i.clone(), m.clone());
-                async move { receive(inbox, mode, headers, body).await }
-            }),
-        );
+        let mi = inbox.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/logs",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let (inbox, mode) = (i.clone(), m.clone());
+                    async move { receive(inbox, mode, headers, body).await }
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                    let inbox = mi.clone();
+                    async move { receive_metrics(inbox, headers, body) }
+                }),
+            );
         runtime.spawn(async move { axum::serve(listener, app).await });
         Receiver {
             addr,
@@ -123,6 +156,30 @@ impl Receiver {
 
     pub fn records(&self) -> Vec<Got> {
         self.inbox.lock().expect("inbox").records.clone()
+    }
+
+    /// Every metric data point received, in arrival order.
+    pub fn points(&self) -> Vec<Point> {
+        self.inbox.lock().expect("inbox").points.clone()
+    }
+
+    /// The latest point of each series (name and attributes) received.
+    pub fn latest_points(&self) -> BTreeMap<(String, BTreeMap<String, String>), Point> {
+        let mut out = BTreeMap::new();
+        for p in self.points() {
+            let key = (p.name.clone(), p.attributes.clone());
+            let newer = out
+                .get(&key)
+                .is_none_or(|q: &Point| p.time_unix_nano >= q.time_unix_nano);
+            if newer {
+                out.insert(key, p);
+            }
+        }
+        out
+    }
+
+    pub fn metrics_requests(&self) -> usize {
+        self.inbox.lock().expect("inbox").metrics_requests
     }
 
     pub fn requests(&self) -> usize {
@@ -229,6 +286,108 @@ async fn receive(
         _ => ExportLogsServiceResponse { partial_success: None },
     };
     out_headers.insert("content-type", "application/x-protobuf".parse().expect("header"));
+    (StatusCode::OK, out_headers, response.encode_to_vec())
+}
+
+fn receive_metrics(inbox: Arc<Mutex<Inbox>>, headers: HeaderMap, body: Bytes) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let gzip = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let bytes = if gzip {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .expect("gzip body");
+        out
+    } else {
+        body.to_vec()
+    };
+    let request = ExportMetricsServiceRequest::decode(bytes.as_slice()).expect("an OTLP metrics request");
+    let attrs = |kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| -> BTreeMap<String, String> {
+        kvs.iter().map(|kv| (kv.key.clone(), value_text(&kv.value))).collect()
+    };
+    let number = |v: &Option<number_data_point::Value>| match v {
+        Some(number_data_point::Value::AsInt(n)) => *n as f64,
+        Some(number_data_point::Value::AsDouble(d)) => *d,
+        None => f64::NAN,
+    };
+    {
+        let mut inbox = inbox.lock().expect("inbox");
+        let n = inbox.metrics_requests;
+        inbox.metrics_requests += 1;
+        for rm in &request.resource_metrics {
+            let resource = rm.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+            for sm in &rm.scope_metrics {
+                for m in &sm.metrics {
+                    let point = |kind, monotonic, a, value, buckets, bounds, time_unix_nano| Point {
+                        name: m.name.clone(),
+                        unit: m.unit.clone(),
+                        kind,
+                        monotonic,
+                        attributes: a,
+                        resource: resource.clone(),
+                        value,
+                        buckets,
+                        bounds,
+                        time_unix_nano,
+                        request: n,
+                    };
+                    let points: Vec<Point> = match &m.data {
+                        Some(Data::Sum(s)) => s
+                            .data_points
+                            .iter()
+                            .map(|p| {
+                                point(
+                                    "sum",
+                                    s.is_monotonic,
+                                    attrs(&p.attributes),
+                                    number(&p.value),
+                                    Vec::new(),
+                                    Vec::new(),
+                                    p.time_unix_nano,
+                                )
+                            })
+                            .collect(),
+                        Some(Data::Gauge(g)) => g
+                            .data_points
+                            .iter()
+                            .map(|p| {
+                                point(
+                                    "gauge",
+                                    false,
+                                    attrs(&p.attributes),
+                                    number(&p.value),
+                                    Vec::new(),
+                                    Vec::new(),
+                                    p.time_unix_nano,
+                                )
+                            })
+                            .collect(),
+                        Some(Data::Histogram(h)) => h
+                            .data_points
+                            .iter()
+                            .map(|p| {
+                                point(
+                                    "histogram",
+                                    false,
+                                    attrs(&p.attributes),
+                                    p.count as f64,
+                                    p.bucket_counts.clone(),
+                                    p.explicit_bounds.clone(),
+                                    p.time_unix_nano,
+                                )
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    inbox.points.extend(points);
+                }
+            }
+        }
+    }
+    let mut out_headers = HeaderMap::new();
+    out_headers.insert("content-type", "application/x-protobuf".parse().expect("header"));
+    let response = ExportMetricsServiceResponse { partial_success: None };
     (StatusCode::OK, out_headers, response.encode_to_vec())
 }
 

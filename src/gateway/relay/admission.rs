@@ -802,6 +802,7 @@ impl Session {
         params: Option<Json>,
         cancel: &CancellationToken,
     ) -> Result<Json, RpcError> {
+        let arrived = Instant::now();
         let admitted = match self.admit(&call, class, cancel).await {
             Ok(admitted) => admitted,
             // A refused tool call is answered as a tool error, so the agent
@@ -821,6 +822,7 @@ impl Session {
                 if let Some(data) = e.data {
                     result.set("_meta", Json::Object(vec![("io.sealgate/decision".into(), data)]));
                 }
+                crate::metrics::ADDED_LATENCY.record(arrived.elapsed());
                 return Ok(result);
             }
             Err(e) => return Err(e),
@@ -829,7 +831,10 @@ impl Session {
         let forwarded = self
             .forward_up(&call.request_id, &call.method, params, admitted.timeout, cancel)
             .await;
-        self.settle(&call, &admitted, started, forwarded).await
+        let upstream = started.elapsed();
+        let answer = self.settle(&call, &admitted, started, forwarded).await;
+        record_added(&admitted, arrived, upstream);
+        answer
     }
 
     pub(super) async fn audited_down(
@@ -840,12 +845,16 @@ impl Session {
         client_id: Option<Id>,
     ) -> Result<Json, RpcError> {
         let never = CancellationToken::new();
+        let arrived = Instant::now();
         let admitted = self.admit(&call, Class::ServerCall, &never).await?;
         let started = Instant::now();
         let forwarded = self
             .forward_down(&call.request_id, method, params, client_id.as_ref(), admitted.timeout)
             .await;
-        self.settle(&call, &admitted, started, forwarded).await
+        let upstream = started.elapsed();
+        let answer = self.settle(&call, &admitted, started, forwarded).await;
+        record_added(&admitted, arrived, upstream);
+        answer
     }
 
     /// Relays a listing, filtered to what the caller may use and through
@@ -976,6 +985,14 @@ struct SessionDrift {
 impl SessionDrift {
     fn is_empty(&self) -> bool {
         self.changed.is_empty() && self.added.is_empty()
+    }
+}
+
+/// The gateway's added latency of a call that ran: from its arrival to its
+/// answer less the peer's time; a call held for a human is left out.
+fn record_added(admitted: &Admitted, arrived: Instant, peer: Duration) {
+    if admitted.ruling.verdict != Verdict::RequireApproval {
+        crate::metrics::ADDED_LATENCY.record(arrived.elapsed().saturating_sub(peer));
     }
 }
 
