@@ -539,3 +539,185 @@ fn the_independent_verifier_checks_our_proofs_and_refuses_the_same_ones() {
     }
     assert_eq!(refused, 7, "the tampered cases are refused, the others accepted");
 }
+
+/// base64 (RFC 4648 §4, padded), for the witness keys and cosignatures
+/// made below (FORMAT.md §15).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A witness of FORMAT.md §15 made here, from the document: its name, key
+/// and verifier key.
+struct TestWitness {
+    name: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl TestWitness {
+    fn new(name: &str, seed: u8) -> TestWitness {
+        TestWitness {
+            name: name.to_owned(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    fn key_id(&self) -> [u8; 4] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.name.as_bytes());
+        h.update([0x0a, 0x04]);
+        h.update(self.key.verifying_key().as_bytes());
+        let d = h.finalize();
+        [d[0], d[1], d[2], d[3]]
+    }
+
+    fn vkey(&self) -> String {
+        let mut material = vec![0x04];
+        material.extend(self.key.verifying_key().as_bytes());
+        format!("{}+{}+{}", self.name, hex::encode(self.key_id()), base64(&material))
+    }
+
+    /// `note` (a checkpoint signed by the log) with this witness's
+    /// cosignature line added.
+    fn cosign(&self, note: &str, time: u64) -> String {
+        use ed25519_dalek::Signer;
+        let text = &note[..note.find("\n\n").expect("a note") + 1];
+        let signed = format!("cosignature/v1\ntime {time}\n{text}");
+        let mut raw = self.key_id().to_vec();
+        raw.extend(time.to_be_bytes());
+        raw.extend(self.key.sign(signed.as_bytes()).to_bytes());
+        format!("{note}\u{2014} {} {}\n", self.name, base64(&raw))
+    }
+}
+
+/// The ledger `independent_verifier` tests make evidence of: EVENTS three
+/// times, a key rotation after the first and the second (seq 4 and 8), and
+/// the checkpoint of its 12 events stored as issued with `witness`'s
+/// cosignature (`<data>/checkpoints/latest.note`, FORMAT.md §15), so that
+/// proofs and bundles of that tree carry it. Returns the key history file.
+fn witnessed_ledger(data: &Path, dir: &Path, witness: &TestWitness) -> PathBuf {
+    sealgate(data, &["init"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    sealgate(data, &["rotate-key", "--reason", "quarterly"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    sealgate(data, &["rotate-key"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    let note = String::from_utf8(sealgate(data, &["checkpoint"], None).stdout).expect("utf-8");
+    assert!(note.contains("\n12\n"), "{note}");
+    std::fs::create_dir_all(data.join("checkpoints")).expect("mkdir");
+    std::fs::write(
+        data.join("checkpoints/latest.note"),
+        witness.cosign(&note, 1_765_000_000),
+    )
+    .expect("write");
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, sealgate(data, &["key-history"], None).stdout).expect("write keys");
+    keys
+}
+
+/// `verify_proof.py --witness` (FORMAT.md §15's policy) against `sealgate
+/// verify-proof --witness`, on a proof carrying a cosignature made here
+/// from the document: the same answers with one witness, with one that
+/// did not cosign, with M of N, and with the cosignature tampered.
+#[test]
+#[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
+fn the_independent_verifier_counts_the_same_cosignatures() {
+    let py = python();
+    let proof_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_proof.py");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let w1 = TestWitness::new("w1.example/witness", 0x0b);
+    let w2 = TestWitness::new("w2.example", 0x0c);
+    let keys = witnessed_ledger(&data, dir.path(), &w1);
+    let proof_text = String::from_utf8(sealgate(&data, &["prove", "5", "--issued"], None).stdout).expect("utf-8");
+    assert!(proof_text.contains("\u{2014} w1.example/witness "), "{proof_text}");
+    let proof = dir.path().join("proof.txt");
+    std::fs::write(&proof, &proof_text).expect("write");
+    // One base64 character of the cosignature's signature changed.
+    let tampered = {
+        let at =
+            proof_text.find("\u{2014} w1.example/witness ").expect("line") + "\u{2014} w1.example/witness ".len() + 40;
+        let mut b = proof_text.clone().into_bytes();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        let path = dir.path().join("tampered.txt");
+        std::fs::write(&path, b).expect("write");
+        path
+    };
+    let w1_file = dir.path().join("w1.vkey");
+    std::fs::write(&w1_file, w1.vkey() + "\n").expect("write");
+    let w1_file = w1_file.to_str().expect("utf-8 path").to_owned();
+    let (v1, v2) = (w1.vkey(), w2.vkey());
+    let cases: Vec<(&str, &PathBuf, Vec<&str>, Option<&str>, i32, Option<&str>)> = vec![
+        ("one witness, inline", &proof, vec![&v1], None, 0, None),
+        ("one witness, in a file", &proof, vec![&w1_file], None, 0, None),
+        (
+            "two given, one cosigned",
+            &proof,
+            vec![&v1, &v2],
+            None,
+            1,
+            Some("too_few_witnesses"),
+        ),
+        ("two given, one needed", &proof, vec![&v1, &v2], Some("1"), 0, None),
+        (
+            "only the one that did not cosign",
+            &proof,
+            vec![&v2],
+            None,
+            1,
+            Some("too_few_witnesses"),
+        ),
+        (
+            "a changed cosignature",
+            &tampered,
+            vec![&v1],
+            None,
+            1,
+            Some("bad_signature"),
+        ),
+    ];
+    for (what, proof, witnesses, min, code, reason) in cases {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-proof")
+            .arg(proof)
+            .arg("--key")
+            .arg(&keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs
+            .arg(&proof_script)
+            .arg(proof)
+            .arg("--keys")
+            .arg(&keys)
+            .arg("--json");
+        for w in &witnesses {
+            ours.args(["--witness", w]);
+            theirs.args(["--witness", w]);
+        }
+        if let Some(m) = min {
+            ours.args(["--min-witnesses", m]);
+            theirs.args(["--min-witnesses", m]);
+        }
+        let (our_code, our) = json_report(ours);
+        let (their_code, their) = json_report(theirs);
+        assert_eq!(our_code, code, "{what}: sealgate {our}");
+        assert_eq!(their_code, code, "{what}: python {their}");
+        assert_eq!(our["reason"].as_str(), reason, "{what}: sealgate {our}");
+        assert_eq!(their["reason"].as_str(), reason, "{what}: python {their}");
+    }
+}
