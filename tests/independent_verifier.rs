@@ -721,3 +721,257 @@ fn the_independent_verifier_counts_the_same_cosignatures() {
         assert_eq!(their["reason"].as_str(), reason, "{what}: python {their}");
     }
 }
+
+/// One character of `line` at byte `at` changed to another of the same
+/// alphabet (hex or base64), so the line still parses.
+fn flip(line: &str, at: usize) -> String {
+    let mut b = line.as_bytes().to_vec();
+    b[at] = match b[at] {
+        b'0' => b'1',
+        c if c.is_ascii_hexdigit() => b'0',
+        b'A' => b'B',
+        _ => b'A',
+    };
+    String::from_utf8(b).expect("ascii")
+}
+
+/// `tools/verify_evidence.py`, written from FORMAT.md §16 alone, accepts the
+/// evidence bundles `sealgate evidence` writes (each kind of selection, a
+/// ledger with two rotations, a witness's cosignature) and refuses each
+/// tampered one for the same reason as `sealgate verify-evidence`.
+#[test]
+#[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
+fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
+    let py = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_evidence.py");
+    let self_test = Command::new(&py)
+        .arg(&script)
+        .arg("--self-test")
+        .output()
+        .expect("self-test");
+    assert!(
+        self_test.status.success(),
+        "self-test: {}{}",
+        String::from_utf8_lossy(&self_test.stdout),
+        String::from_utf8_lossy(&self_test.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let w1 = TestWitness::new("w1.example/witness", 0x0b);
+    let w2 = TestWitness::new("w2.example", 0x0c);
+    let keys = witnessed_ledger(&data, dir.path(), &w1);
+    // The log's times: a range from event 5's time to event 6's.
+    let ts: Vec<String> = String::from_utf8(sealgate(&data, &["log", "-o", "json"], None).stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("line");
+            v["event"]["ts"].as_str().expect("ts").to_owned()
+        })
+        .collect();
+    let make = |name: &str, args: &[&str]| -> PathBuf {
+        let path = dir.path().join(name);
+        let out = path.to_str().expect("utf-8 path");
+        sealgate(&data, &[&["evidence"], args, &["-o", out]].concat(), None);
+        path
+    };
+    let call_id = "9f86d081884c7d659a2feaa0c55ad015";
+    let by_call = make("call.evidence", &["--call-id", call_id]);
+    let by_range = make("range.evidence", &["--from", &ts[5], "--to", &ts[6]]);
+    let bundles = [
+        by_call.clone(),
+        make("session.evidence", &["--session", "s1"]),
+        make("request.evidence", &["--request-id", "req-\"7\""]),
+        make(
+            "request-session.evidence",
+            &["--request-id", "req-\"7\"", "--session", "s1"],
+        ),
+        by_range.clone(),
+        make(
+            "server.evidence",
+            &["--from", &ts[0], "--to", &ts[11], "--server", "fs"],
+        ),
+        make(
+            "principal.evidence",
+            &["--from", &ts[2], "--to", &ts[10], "--principal", "alice"],
+        ),
+    ];
+    let text = |p: &Path| std::fs::read_to_string(p).expect("read bundle");
+    assert!(
+        text(&by_range).lines().any(|l| l.starts_with("range ")),
+        "{}",
+        text(&by_range)
+    );
+    assert!(
+        text(&by_call).contains("\n\u{2014} w1.example/witness "),
+        "{}",
+        text(&by_call)
+    );
+
+    // Both verifiers, with `witnesses`: (exit code, reason) of each.
+    let verify = |bundle: &Path, witnesses: &[&str]| -> ((i32, serde_json::Value), (i32, serde_json::Value)) {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-evidence")
+            .arg(bundle)
+            .arg("--key")
+            .arg(&keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs.arg(&script).arg(bundle).arg("--keys").arg(&keys).arg("--json");
+        for w in witnesses {
+            ours.args(["--witness", w]);
+            theirs.args(["--witness", w]);
+        }
+        (json_report(ours), json_report(theirs))
+    };
+    let (v1, v2) = (w1.vkey(), w2.vkey());
+    for bundle in &bundles {
+        for witnesses in [vec![], vec![v1.as_str()]] {
+            let ((our_code, our), (their_code, their)) = verify(bundle, &witnesses);
+            assert_eq!(
+                (our_code, their_code),
+                (0, 0),
+                "{bundle:?} {witnesses:?}: sealgate {our}, python {their}\n{}",
+                text(bundle)
+            );
+        }
+        let ((our_code, our), (their_code, their)) = verify(bundle, &[&v1, &v2]);
+        assert_eq!(
+            (our_code, their_code),
+            (1, 1),
+            "{bundle:?}: sealgate {our}, python {their}"
+        );
+        assert_eq!(our["reason"], "too_few_witnesses", "{our}");
+        assert_eq!(their["reason"], "too_few_witnesses", "{their}");
+    }
+
+    // Tampered bundles, each checked with the witness: one byte changed in
+    // each part, events removed and swapped, another ledger's bundle.
+    let lines = |p: &Path| -> Vec<String> { text(p).lines().map(str::to_owned).collect() };
+    let call = lines(&by_call);
+    let range = lines(&by_range);
+    let find = |l: &[String], prefix: &str| -> usize {
+        l.iter()
+            .position(|x| x.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in\n{}", l.join("\n")))
+    };
+    let event = |l: &[String], seq: u64| -> usize {
+        l.iter()
+            .position(|x| x.starts_with("event ") && x.contains(&format!(",\"seq\":{seq},\"subject\":")))
+            .unwrap_or_else(|| panic!("no event {seq} in\n{}", l.join("\n")))
+    };
+    let edit = |l: &[String], at: usize, f: &dyn Fn(&str) -> String| -> Vec<String> {
+        let mut out = l.to_vec();
+        out[at] = f(&l[at]);
+        out
+    };
+    // Event `seq`'s line and the proof line after it.
+    let without = |l: &[String], seq: u64, proof: bool| -> Vec<String> {
+        let at = event(l, seq);
+        let mut out = l.to_vec();
+        out.drain(at..at + if proof { 2 } else { 1 });
+        out
+    };
+    let swapped = {
+        let (a, b) = (event(&call, 5), event(&call, 9));
+        let mut out = call.clone();
+        out.swap(a, b);
+        out.swap(a + 1, b + 1);
+        out
+    };
+    let other_ledger = {
+        let other = dir.path().join("other");
+        sealgate(&other, &["init"], None);
+        sealgate(&other, &["append"], Some(EVENTS));
+        let path = dir.path().join("other.evidence");
+        sealgate(
+            &other,
+            &[
+                "evidence",
+                "--call-id",
+                call_id,
+                "-o",
+                path.to_str().expect("utf-8 path"),
+            ],
+            None,
+        );
+        lines(&path)
+    };
+    let checkpoint = find(&call, "checkpoint ");
+    let range_line = find(&range, "range ");
+    let range_hashes = range[range_line].match_indices(' ').nth(2).map(|(i, _)| i + 1);
+    let range_hashes = range_hashes.unwrap_or_else(|| panic!("the range proof is empty: {}", range[range_line]));
+    let cosigned = find(&call, "\u{2014} w1.example/witness ");
+    let seal_sig = call.len() - 1;
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "an event's body",
+            edit(&call, event(&call, 5), &|l| l.replacen("\"alice\"", "\"alicf\"", 1)),
+            "leaf_mismatch",
+        ),
+        (
+            "an event's hash",
+            edit(&call, event(&call, 5), &|l| flip(l, 16)),
+            "leaf_mismatch",
+        ),
+        (
+            "an event's signature",
+            edit(&call, event(&call, 5), &|l| flip(l, 6 + 65 + 10)),
+            "bad_event_signature",
+        ),
+        (
+            "a proof hash",
+            edit(&call, event(&call, 5) + 1, &|l| flip(l, 8)),
+            "bad_proof",
+        ),
+        (
+            "the range line",
+            edit(&range, range_line, &|l| flip(l, range_hashes + 2)),
+            "bad_proof",
+        ),
+        (
+            "the checkpoint's root",
+            edit(&call, checkpoint + 3, &|l| flip(l, 5)),
+            "bad_signature",
+        ),
+        (
+            "a cosignature",
+            edit(&call, cosigned, &|l| flip(l, "\u{2014} w1.example/witness ".len() + 40)),
+            "bad_signature",
+        ),
+        (
+            "the selection",
+            edit(&call, find(&call, "selection "), &|l| {
+                l.replacen(call_id, &flip(call_id, 0), 1)
+            }),
+            "selection_mismatch",
+        ),
+        (
+            "a comment line",
+            edit(&call, find(&call, "#"), &|l| flip(l, 2)),
+            "bad_seal",
+        ),
+        (
+            "the seal",
+            edit(&call, seal_sig, &|l| flip(l, l.len() - 10)),
+            "bad_seal",
+        ),
+        ("an event removed", without(&call, 5, true), "bad_seal"),
+        ("an event removed from a range", without(&range, 6, false), "malformed"),
+        ("two events swapped", swapped, "leaf_mismatch"),
+        ("a key event removed", without(&call, 4, true), "unknown_key"),
+        ("a bundle of another ledger", other_ledger, "origin_mismatch"),
+    ];
+    for (what, tampered, reason) in cases {
+        let path = dir.path().join("tampered.evidence");
+        std::fs::write(&path, tampered.join("\n") + "\n").expect("write");
+        let ((our_code, our), (their_code, their)) = verify(&path, &[&v1]);
+        assert_eq!(their_code, 1, "{what}: python {their}");
+        assert_eq!(their["reason"], reason, "{what}: python {their}");
+        assert_eq!(our_code, 1, "{what}: sealgate {our}");
+        assert_eq!(
+            our["reason"], their["reason"],
+            "{what}: sealgate verify-evidence and verify_evidence.py disagree:\nsealgate: {our}\npython: {their}"
+        );
+    }
+}
