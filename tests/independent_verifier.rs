@@ -735,6 +735,17 @@ fn flip(line: &str, at: usize) -> String {
     String::from_utf8(b).expect("ascii")
 }
 
+/// `line` with the base64 character before its last `=` changed in a
+/// padding bit: it decodes to the same bytes.
+fn padding_bit(line: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let at = line.trim_end_matches('=').len() - 1;
+    let mut b = line.as_bytes().to_vec();
+    let i = ALPHABET.iter().position(|c| *c == b[at]).expect("base64");
+    b[at] = ALPHABET[i ^ 1];
+    String::from_utf8(b).expect("ascii")
+}
+
 /// `tools/verify_evidence.py`, written from FORMAT.md §16 alone, accepts the
 /// evidence bundles `sealgate evidence` writes (each kind of selection, a
 /// ledger with two rotations, a witness's cosignature) and refuses each
@@ -956,6 +967,9 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
             edit(&call, seal_sig, &|l| flip(l, l.len() - 10)),
             "bad_seal",
         ),
+        // The last base64 character of the seal's signature with a padding
+        // bit set: the same bytes, a non-canonical encoding (RFC 4648 §3.5).
+        ("the seal's padding bits", edit(&call, seal_sig, &padding_bit), "bad_seal"),
         ("an event removed", without(&call, 5, true), "bad_seal"),
         ("an event removed from a range", without(&range, 6, false), "malformed"),
         ("two events swapped", swapped, "leaf_mismatch"),

@@ -665,6 +665,13 @@ def self_test() -> bool:
             return bytes(b)
         return fn
 
+    def padding_bits(line: bytes) -> bytes:
+        """The last base64 character before `=` with a padding bit set:
+        the same bytes, another (non-canonical) encoding."""
+        alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        at = line.rindex(b"=") - (2 if line.endswith(b"==") else 1)
+        return line[:at] + bytes([alphabet[alphabet.index(line[at]) ^ 1]]) + line[at + 1:]
+
     def drop_event(data: bytes, nth: int, with_proof: bool) -> bytes:
         lines = data.split(b"\n")
         hits = [i for i, line in enumerate(lines) if line.startswith(b"event ")]
@@ -692,6 +699,7 @@ def self_test() -> bool:
         ("the time selection", by_time.replace(b"11:06:41.500000000Z", b"11:06:40.500000000Z"), "incomplete_range"),
         ("a comment line", by_request.replace(b"(self-test)", b"(self-tesT)"), "bad_seal"),
         ("the seal", edit_line(by_request, vp.EM_DASH.encode(), -1, flip_at(60)), "bad_seal"),
+        ("the seal's padding bits", edit_line(by_request, vp.EM_DASH.encode(), -1, padding_bits), "bad_seal"),
         ("an event removed", drop_event(by_request, 3, True), "bad_seal"),
         ("an event removed from a range", drop_event(by_time, 2, False), "malformed"),
         ("two events swapped", swap_events(by_request, 2, 3), "leaf_mismatch"),

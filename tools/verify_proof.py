@@ -65,9 +65,15 @@ def malformed(detail: str) -> Refused:
 
 def b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as err:
         raise malformed(f"{what} is not base64: {err}") from None
+    # RFC 4648 §3.5: the unused bits of the last character are zero, so
+    # one byte string has one encoding (and one changed character of a
+    # signed file always changes what it says).
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise malformed(f"{what} is not canonical base64 (non-zero padding bits)")
+    return raw
 
 
 def decimal(text: str) -> int | None:
