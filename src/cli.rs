@@ -171,6 +171,62 @@ pub enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
         output: ReportFormat,
     },
+    /// Write an evidence bundle: one file proving offline that the selected events are in the
+    /// log (the events, their proofs, the checkpoint and its cosignatures, the key events, a
+    /// README), sealed with the ledger's key (docs/FORMAT.md, "Evidence bundles").
+    Evidence {
+        /// One call's story: every event with this `correlation.call_id`.
+        #[arg(long, group = "select")]
+        call_id: Option<String>,
+        /// Every event with this JSON-RPC request id (an integer, or a string in quotes:
+        /// '"abc"'), in --session if given.
+        #[arg(long, group = "select")]
+        request_id: Option<String>,
+        /// Every event of this session (with --request-id: that request in this session).
+        #[arg(long)]
+        session: Option<String>,
+        /// Every event from this time (RFC 3339), with --to: a range proved complete unless
+        /// --server or --principal filter it.
+        #[arg(long, group = "select", requires = "to")]
+        from: Option<String>,
+        /// The range's end (inclusive, RFC 3339).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Only the range's events on this server (the bundle is then not proved complete).
+        #[arg(long, requires = "from")]
+        server: Option<String>,
+        /// Only the range's events by this principal (the bundle is then not proved complete).
+        #[arg(long, requires = "from")]
+        principal: Option<String>,
+        /// Prove against a fresh checkpoint of the head, even when the gateway's last issued
+        /// (cosigned) checkpoint covers the selection.
+        #[arg(long)]
+        fresh: bool,
+        /// The bundle file to write (never overwritten).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+    /// Check an evidence bundle offline with the ledger's keys you trust (and witnesses); exit
+    /// status 1 if it does not hold, with the reason.
+    VerifyEvidence {
+        /// The bundle file (`-` for stdin).
+        bundle: PathBuf,
+        /// The ledger's key history (`sealgate key-history`) or one of its verifier keys, as a
+        /// file or inline: the bundle's keys must include it.
+        #[arg(long)]
+        key: String,
+        /// A witness's verifier key, inline or in a file (repeatable).
+        #[arg(long)]
+        witness: Vec<String>,
+        /// How many of the --witness keys must have cosigned the checkpoint (default: all given).
+        #[arg(long, requires = "witness")]
+        min_witnesses: Option<usize>,
+        /// Also print the selected events, one JSON line each (`sealgate log -o json` form).
+        #[arg(long)]
+        events: bool,
+        #[arg(long, short = 'o', value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+    },
     /// A witness of Sealgate ledgers (c2sp.org/tlog-witness), or a checkpoint pushed to one.
     #[command(subcommand)]
     Witness(WitnessCommand),

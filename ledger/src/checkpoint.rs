@@ -128,6 +128,18 @@ pub enum RejectKind {
     /// Fewer of the trusted witnesses cosigned the checkpoint than the
     /// policy requires (`docs/FORMAT.md` §15).
     TooFewWitnesses,
+    /// An evidence bundle's rotation event does not verify (§8), or is not
+    /// signed by the key before it.
+    BadRotation,
+    /// An evidence bundle holds an event its selection does not select, or
+    /// none that it does.
+    SelectionMismatch,
+    /// An evidence bundle's range does not reach before its start time or
+    /// after its end time.
+    IncompleteRange,
+    /// An evidence bundle's seal is not over its bytes, or not by the key
+    /// that signs its checkpoint's tree.
+    BadSeal,
 }
 
 impl RejectKind {
@@ -143,6 +155,10 @@ impl RejectKind {
             RejectKind::BadEventSignature => "bad_event_signature",
             RejectKind::BadProof => "bad_proof",
             RejectKind::TooFewWitnesses => "too_few_witnesses",
+            RejectKind::BadRotation => "bad_rotation",
+            RejectKind::SelectionMismatch => "selection_mismatch",
+            RejectKind::IncompleteRange => "incomplete_range",
+            RejectKind::BadSeal => "bad_seal",
         }
     }
 }

@@ -17,6 +17,7 @@
 
 mod admin;
 mod append;
+mod evidence;
 mod export;
 mod find;
 mod init;
@@ -90,6 +91,38 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             min_witnesses,
             output,
         } => proof::verify_proof(&file, checkpoint.as_deref(), &key, &witness, min_witnesses, output),
+        Command::Evidence {
+            call_id,
+            request_id,
+            session,
+            from,
+            to,
+            server,
+            principal,
+            fresh,
+            output,
+        } => evidence::write(
+            &paths,
+            evidence::Select {
+                call_id,
+                request_id,
+                session,
+                from,
+                to,
+                server,
+                principal,
+            },
+            fresh,
+            &output,
+        ),
+        Command::VerifyEvidence {
+            bundle,
+            key,
+            witness,
+            min_witnesses,
+            events,
+            output,
+        } => evidence::verify(&bundle, &key, &witness, min_witnesses, events, output),
         Command::Witness(WitnessCommand::Serve {
             state,
             listen,

@@ -18,7 +18,7 @@ use crate::cli::ReportFormat;
 use crate::config::Paths;
 
 /// The read-only ledger and its current signing key.
-fn open_with_key(paths: &Paths) -> Result<(Ledger, SigningKey)> {
+pub(super) fn open_with_key(paths: &Paths) -> Result<(Ledger, SigningKey)> {
     let ledger = super::open_read_only(paths)?;
     let current = ledger.current_key_id()?;
     let key = paths
@@ -33,7 +33,7 @@ fn size_or_head(ledger: &Ledger, size: Option<u64>) -> u64 {
 }
 
 /// The latest issued checkpoint (with its cosignatures), and its size.
-fn issued(paths: &Paths) -> Result<(u64, String)> {
+pub(super) fn issued(paths: &Paths) -> Result<(u64, String)> {
     let note = crate::checkpoints::read_latest(&paths.data_dir)?.with_context(|| {
         format!(
             "no checkpoint issued yet: {} does not exist (sealgate serve issues them)",
@@ -48,7 +48,7 @@ fn issued(paths: &Paths) -> Result<(u64, String)> {
 /// one is the same checkpoint (signing is deterministic: same key, same
 /// tree, same note).
 /// `latest`: the latest issued note as read once (else read now).
-fn with_cosignatures(paths: &Paths, note: String, latest: Option<&str>) -> String {
+pub(super) fn with_cosignatures(paths: &Paths, note: String, latest: Option<&str>) -> String {
     let read;
     let latest = match latest {
         Some(l) => Some(l),
@@ -114,7 +114,7 @@ pub fn prove(
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_text(path: &Path, what: &str) -> Result<String> {
+pub(super) fn read_text(path: &Path, what: &str) -> Result<String> {
     if path == Path::new("-") {
         let mut s = String::new();
         std::io::stdin()
@@ -126,7 +126,7 @@ fn read_text(path: &Path, what: &str) -> Result<String> {
 }
 
 /// `--key`: a key history file, or one verifier key (inline or in a file).
-fn read_keys(spec: &str) -> Result<KeyHistory> {
+pub(super) fn read_keys(spec: &str) -> Result<KeyHistory> {
     let path = Path::new(spec);
     let text = if path.exists() {
         read_text(path, "key history")?
@@ -139,7 +139,7 @@ fn read_keys(spec: &str) -> Result<KeyHistory> {
 }
 
 /// `--witness`: a witness's verifier key, inline or in a file.
-fn read_witness(spec: &str) -> Result<Cosigner> {
+pub(super) fn read_witness(spec: &str) -> Result<Cosigner> {
     let path = Path::new(spec);
     let text = if !spec.contains('+') && path.exists() {
         read_text(path, "witness key")?

@@ -1,0 +1,295 @@
+//! `evidence` and `verify-evidence`: sealed bundles that prove offline
+//! that a call, a session or a time range is in the log
+//! (`docs/FORMAT.md` §16).
+//!
+//! `evidence` opens the ledger read-only (beside a running gateway) and
+//! seals with the current key from the key directory; it proves against the
+//! gateway's last issued checkpoint, whose witnesses' cosignatures then go
+//! into the bundle, when that checkpoint covers the selection, else against
+//! a fresh checkpoint of the head. `verify-evidence` needs no ledger.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use ledger::{EvidencePlan, RequestId, Selection, Timestamp};
+
+use super::proof::{issued, open_with_key, read_keys, read_text, read_witness, with_cosignatures};
+use crate::cli::ReportFormat;
+use crate::config::Paths;
+
+/// The selection flags as given.
+pub struct Select {
+    pub call_id: Option<String>,
+    pub request_id: Option<String>,
+    pub session: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub server: Option<String>,
+    pub principal: Option<String>,
+}
+
+impl Select {
+    fn selection(self) -> Result<Selection> {
+        let time = |flag: &str, t: &str| Timestamp::parse_rfc3339(t).map_err(|e| anyhow::anyhow!("{flag} {t}: {e}"));
+        match self {
+            Select {
+                call_id: Some(c),
+                session: None,
+                ..
+            } => Ok(Selection::Call(c)),
+            Select {
+                request_id: Some(r),
+                session,
+                ..
+            } => {
+                // An integer, or a string in JSON quotes; anything else is
+                // taken as the string it is.
+                let id = match serde_json::from_str::<serde_json::Value>(&r) {
+                    Ok(serde_json::Value::Number(n)) => RequestId::Int(
+                        n.as_i64()
+                            .with_context(|| format!("--request-id {r}: not a 64-bit integer"))?,
+                    ),
+                    Ok(serde_json::Value::String(s)) => RequestId::Str(s),
+                    _ => RequestId::Str(r),
+                };
+                Ok(Selection::Request { id, session })
+            }
+            Select {
+                from: Some(from),
+                to: Some(to),
+                session: None,
+                server,
+                principal,
+                ..
+            } => {
+                let (from, to) = (time("--from", &from)?, time("--to", &to)?);
+                if from > to {
+                    bail!("--from {from} is after --to {to}");
+                }
+                Ok(Selection::Range {
+                    from,
+                    to,
+                    server,
+                    principal,
+                })
+            }
+            Select {
+                session: Some(s),
+                call_id: None,
+                from: None,
+                ..
+            } => Ok(Selection::Session(s)),
+            _ => bail!(
+                "select the events: --call-id ID, --session ID, --request-id ID [--session ID], or --from T1 --to T2 [--server S] [--principal P]"
+            ),
+        }
+    }
+}
+
+pub fn write(paths: &Paths, select: Select, fresh: bool, output: &Path) -> Result<ExitCode> {
+    let selection = select.selection()?;
+    if output.exists() {
+        bail!("{} exists: a bundle is never overwritten", output.display());
+    }
+    let (ledger, key) = open_with_key(paths)?;
+    let head = ledger.tree_size();
+    let at_head = ledger.plan_evidence(&selection, head)?;
+    // The issued checkpoint, when it proves exactly the same events.
+    let latest = if fresh { None } else { issued(paths).ok() };
+    let (plan, note): (EvidencePlan, String) = match latest {
+        Some((size, note))
+            if size > 0
+                && size <= head
+                && ledger.plan_evidence(&selection, size).ok().is_some_and(|p| {
+                    p.proved == at_head.proved && p.range == at_head.range && p.selected == at_head.selected
+                }) =>
+        {
+            let plan = ledger.plan_evidence(&selection, size)?;
+            let signed = with_cosignatures(paths, ledger.checkpoint(size, &key)?, Some(&note));
+            (plan, signed)
+        }
+        latest => {
+            if let Some((size, _)) = latest {
+                eprintln!(
+                    "note: the gateway's last issued checkpoint (tree of {size} events) does not cover the selection: proved against a fresh checkpoint of the head ({head} events), which no witness has cosigned yet; run again after the next issued checkpoint to have their cosignatures"
+                );
+            }
+            let signed = with_cosignatures(paths, ledger.checkpoint(head, &key)?, None);
+            (at_head, signed)
+        }
+    };
+    let origin = ledger::checkpoint::origin(&ledger.ledger_id());
+    let cosigned = note
+        .lines()
+        .filter(|l| l.starts_with('\u{2014}'))
+        .count()
+        .saturating_sub(1);
+    let readme = readme(&origin, &plan, cosigned);
+    let tmp = output.with_file_name(format!(
+        ".{}.{}.partial",
+        output.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
+        std::process::id()
+    ));
+    let result = (|| -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        ledger
+            .write_evidence(&plan, &note, &key, &readme, &mut out)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", tmp.display()))?;
+        // Linked, not renamed: a file that appeared meanwhile is kept.
+        std::fs::hard_link(&tmp, output).with_context(|| format!("cannot create {}", output.display()))?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result?;
+    let range = match plan.range {
+        Some((a, end)) => format!(", the complete range of seq {a} to {}", end - 1),
+        None => String::new(),
+    };
+    eprintln!(
+        "wrote {}: {} selected events{range}, {} events with their own proof, in the tree of {} events ({cosigned} cosignatures)",
+        output.display(),
+        plan.selected,
+        plan.proved.len(),
+        plan.size
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The bundle's README: its comment lines.
+fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize) -> Vec<String> {
+    let what = match &plan.selection {
+        Selection::Call(c) => format!("every event of the call {c} (correlation.call_id)"),
+        Selection::Session(s) => format!("every event of the session {s}"),
+        Selection::Request { id, session: Some(s) } => format!("every event of request {id} in session {s}"),
+        Selection::Request { id, session: None } => format!("every event of request {id}, in any session"),
+        Selection::Range {
+            from,
+            to,
+            server: None,
+            principal: None,
+        } => format!("every event from {from} to {to}, proved complete"),
+        Selection::Range {
+            from,
+            to,
+            server,
+            principal,
+        } => format!(
+            "the events from {from} to {to}{}{} (filtered: not proved complete)",
+            server.as_ref().map(|s| format!(" on server {s}")).unwrap_or_default(),
+            principal.as_ref().map(|p| format!(" by {p}")).unwrap_or_default()
+        ),
+    };
+    [
+        "Sealgate evidence bundle (docs/FORMAT.md section 16).".to_owned(),
+        format!("Ledger: {origin}"),
+        format!("Holds: {what};"),
+        format!(
+            "{} selected events, proved against a checkpoint of the first {} events ({cosigned} witness cosignatures),",
+            plan.selected, plan.size
+        ),
+        "with the events that introduce the ledger's keys, sealed with its key.".to_owned(),
+        String::new(),
+        "Verify it offline with keys you got from the ledger's operator beforehand, never from".to_owned(),
+        "this file (`sealgate key-history` prints them; one verifier key is enough):".to_owned(),
+        "  sealgate verify-evidence THIS_FILE --key KEYS [--witness VKEY ... --min-witnesses M]".to_owned(),
+        "  python3 tools/verify_evidence.py THIS_FILE --keys KEYS".to_owned(),
+        "Add --events to print the verified events. Any byte changed fails verification.".to_owned(),
+        String::new(),
+        "Lines: `event HASH SIGNATURE ENVELOPE` (the signed JSON), `proof` (its inclusion path),".to_owned(),
+        "`range` (a range proof), the checkpoint, and the seal at the end.".to_owned(),
+    ]
+    .into()
+}
+
+pub fn verify(
+    bundle: &Path,
+    key: &str,
+    witness_keys: &[String],
+    min_witnesses: Option<usize>,
+    print_events: bool,
+    output: ReportFormat,
+) -> Result<ExitCode> {
+    let keys = read_keys(key)?;
+    let witnesses = witness_keys
+        .iter()
+        .map(|w| read_witness(w))
+        .collect::<Result<Vec<_>>>()?;
+    let min = min_witnesses.unwrap_or(witnesses.len());
+    if min > witnesses.len() {
+        bail!("--min-witnesses {min}: only {} witness keys given", witnesses.len());
+    }
+    let text = read_text(bundle, "evidence bundle")?;
+    let outcome = ledger::verify_evidence(&text, &keys, &witnesses, min);
+    let mut out = std::io::stdout().lock();
+    match (&outcome, output) {
+        (Ok(v), ReportFormat::Json) => {
+            let complete = v.complete.map(|(first, last, through)| {
+                serde_json::json!({"first_seq": first, "last_seq": last, "through": through.to_string()})
+            });
+            writeln!(
+                out,
+                "{}",
+                serde_json::json!({"ok": true, "verified": {
+                    "origin": v.checkpoint.origin,
+                    "tree_size": v.checkpoint.size,
+                    "selection": v.selection.to_json(),
+                    "selected": v.events.len(),
+                    "seqs": v.events.iter().map(|e| e.event.seq).collect::<Vec<_>>(),
+                    "key_events": v.key_events,
+                    "complete": complete,
+                    "witnesses": v.witnesses,
+                }})
+            )?;
+        }
+        (Err(r), ReportFormat::Json) => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"ok": false, "reason": r.kind.as_str(), "detail": r.detail})
+        )?,
+        (Ok(v), ReportFormat::Text) => {
+            writeln!(
+                out,
+                "OK: {} selected events ({}) are in the tree of {} events of {}",
+                v.events.len(),
+                v.selection.to_json(),
+                v.checkpoint.size,
+                v.checkpoint.origin
+            )?;
+            if let Some((first, last, through)) = v.complete {
+                writeln!(
+                    out,
+                    "complete: the bundle holds every event from seq {first} to {last}, so none of the window up to {through} is left out"
+                )?;
+            }
+            if !v.witnesses.is_empty() {
+                writeln!(
+                    out,
+                    "cosigned by {} of the witnesses given: {}",
+                    v.witnesses.len(),
+                    v.witnesses.join(", ")
+                )?;
+            }
+        }
+        (Err(r), ReportFormat::Text) => writeln!(out, "FAILED: {r}")?,
+    }
+    if let (Ok(v), true) = (&outcome, print_events) {
+        for e in &v.events {
+            writeln!(out, "{}", e.to_json())?;
+        }
+    }
+    Ok(if outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
