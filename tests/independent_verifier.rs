@@ -662,7 +662,16 @@ fn the_independent_verifier_counts_the_same_cosignatures() {
     std::fs::write(&w1_file, w1.vkey() + "\n").expect("write");
     let w1_file = w1_file.to_str().expect("utf-8 path").to_owned();
     let (v1, v2) = (w1.vkey(), w2.vkey());
-    let cases: Vec<(&str, &PathBuf, Vec<&str>, Option<&str>, i32, Option<&str>)> = vec![
+    // (what, proof, witnesses, M, exit code, reason)
+    type Case<'a> = (
+        &'a str,
+        &'a PathBuf,
+        Vec<&'a str>,
+        Option<&'a str>,
+        i32,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         ("one witness, inline", &proof, vec![&v1], None, 0, None),
         ("one witness, in a file", &proof, vec![&w1_file], None, 0, None),
         (
@@ -969,11 +978,18 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
         ),
         // The last base64 character of the seal's signature with a padding
         // bit set: the same bytes, a non-canonical encoding (RFC 4648 §3.5).
-        ("the seal's padding bits", edit(&call, seal_sig, &padding_bit), "bad_seal"),
+        (
+            "the seal's padding bits",
+            edit(&call, seal_sig, &padding_bit),
+            "bad_seal",
+        ),
         ("an event removed", without(&call, 5, true), "bad_seal"),
         ("an event removed from a range", without(&range, 6, false), "malformed"),
-        ("two events swapped", swapped, "leaf_mismatch"),
-        ("a key event removed", without(&call, 4, true), "unknown_key"),
+        ("two events swapped", swapped, "malformed"),
+        // The rotation at 8 is then signed by a key the bundle never
+        // introduced; without the last one, a trusted key is missing.
+        ("a key event removed", without(&call, 4, true), "bad_rotation"),
+        ("the last key event removed", without(&call, 8, true), "unknown_key"),
         ("a bundle of another ledger", other_ledger, "origin_mismatch"),
     ];
     for (what, tampered, reason) in cases {

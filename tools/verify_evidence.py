@@ -244,11 +244,18 @@ def parse(data: bytes) -> Bundle:
         raise malformed(f"line {at()}: the file does not end after the seal's {count} lines")
     seal = "".join(line + "\n" for line in lines[i + 1:])
     sealed = data[:offsets[i]]
-    # Which events carry a proof line (an envelope that does not decode is
-    # step 4's leaf_mismatch; it is left to it).
+    # The events' order and which carry a proof line (an envelope that does
+    # not decode is step 4's leaf_mismatch; it is left to it). Events are
+    # "in increasing seq" (Lines) and "any other order is malformed", though
+    # step 4 checks the order too: this reads the order as the format's,
+    # like `sealgate verify-evidence`.
+    previous = -1
     for ev in events:
         if ev.env is None:
             continue
+        if ev.env.seq <= previous:
+            raise malformed(f"line {ev.line}: seq {ev.env.seq} does not follow the event before it ({previous})")
+        previous = ev.env.seq
         inside = rng is not None and rng.start <= ev.env.seq < rng.end
         if inside and ev.proof is not None:
             raise malformed(f"line {ev.line}: seq {ev.env.seq} is in the range and has a proof line")
@@ -702,7 +709,7 @@ def self_test() -> bool:
         ("the seal's padding bits", edit_line(by_request, vp.EM_DASH.encode(), -1, padding_bits), "bad_seal"),
         ("an event removed", drop_event(by_request, 3, True), "bad_seal"),
         ("an event removed from a range", drop_event(by_time, 2, False), "malformed"),
-        ("two events swapped", swap_events(by_request, 2, 3), "leaf_mismatch"),
+        ("two events swapped", swap_events(by_request, 2, 3), "malformed"),
         ("the key event removed", drop_event(by_request, 1, True), "unknown_key"),
         ("a line past the seal", by_request + b"# more\n", "malformed"),
         ("a CR", by_request.replace(b"\n", b"\r\n", 1), "malformed"),
