@@ -136,8 +136,9 @@ def check_selection(sel: Any) -> dict[str, Any]:
         raise malformed("selection: not a JSON object")
     keys = frozenset(sel)
     if keys == {"call_id"}:
-        if not vx.is_hex(sel["call_id"], 32):
-            raise malformed("selection: call_id is not 32 lowercase hex digits")
+        # Any string: one that is not a call id selects nothing.
+        if not isinstance(sel["call_id"], str):
+            raise malformed("selection: call_id is not a string")
     elif keys == {"session"}:
         if not _nonempty_string(sel["session"]):
             raise malformed("selection: session is not a non-empty string")
@@ -188,7 +189,9 @@ def parse(data: bytes) -> Bundle:
         raise malformed(f"line 1 is not {HEADER!r}")
     i = 1
     comments = []
-    while i < n and lines[i].startswith("#"):
+    # A comment is `#` alone or `# ` and text (§16 shows `# ...`; as
+    # `sealgate verify-evidence` reads it: `#text` is not one).
+    while i < n and (lines[i] == "#" or lines[i].startswith("# ")):
         comments.append(lines[i])
         i += 1
     if i >= n or not lines[i].startswith("selection "):
@@ -233,7 +236,11 @@ def parse(data: bytes) -> Bundle:
         try:
             ev.obj = vx.parse_json(parts[3])
             ev.env = vx.decode_envelope(ev.obj)
+            if ev.env.canonical != ev.raw:
+                raise vx.FormatError("the event's bytes are not its canonical encoding")
         except (vx.FormatError, RecursionError) as err:
+            # Not an event of the log: not a key event in step 2, and step
+            # 4's leaf_mismatch.
             ev.env, ev.error = None, str(err)
         events.append(ev)
     if i >= n or not lines[i].startswith("seal "):
@@ -244,23 +251,6 @@ def parse(data: bytes) -> Bundle:
         raise malformed(f"line {at()}: the file does not end after the seal's {count} lines")
     seal = "".join(line + "\n" for line in lines[i + 1:])
     sealed = data[:offsets[i]]
-    # The events' order and which carry a proof line (an envelope that does
-    # not decode is step 4's leaf_mismatch; it is left to it). Events are
-    # "in increasing seq" (Lines) and "any other order is malformed", though
-    # step 4 checks the order too: this reads the order as the format's,
-    # like `sealgate verify-evidence`.
-    previous = -1
-    for ev in events:
-        if ev.env is None:
-            continue
-        if ev.env.seq <= previous:
-            raise malformed(f"line {ev.line}: seq {ev.env.seq} does not follow the event before it ({previous})")
-        previous = ev.env.seq
-        inside = rng is not None and rng.start <= ev.env.seq < rng.end
-        if inside and ev.proof is not None:
-            raise malformed(f"line {ev.line}: seq {ev.env.seq} is in the range and has a proof line")
-        if not inside and ev.proof is None:
-            raise malformed(f"line {ev.line}: seq {ev.env.seq} is outside any range and has no proof line")
     return Bundle(selection, checkpoint, rng, events, sealed, seal, seal_line, comments)
 
 
@@ -442,17 +432,27 @@ def verify(data: bytes, trusted: vp.History, policy: vp.Policy | None = None) ->
         if ev.seq is not None and ev.seq >= cp.size:
             raise Refused("bad_proof", f"line {ev.line}: seq {ev.seq} is not in the checkpoint's tree of {cp.size}")
     # 4. Events.
+    rng = bundle.range
     by_seq: dict[int, Event] = {}
     previous = -1
     for ev in events:
         if ev.env is None:
             raise Refused("leaf_mismatch", f"line {ev.line}: the event does not decode: {ev.error}")
         env = ev.env
-        if env.canonical != ev.raw:
-            raise Refused("leaf_mismatch", f"line {ev.line}: the event's bytes are not its canonical encoding")
+        # §16 has events "in increasing seq" (Lines: "any other order is
+        # malformed") and checks it in step 4, beside leaf_mismatch: read,
+        # like `sealgate verify-evidence`, as step 4's check with step 1's
+        # reason.
         if env.seq <= previous:
-            raise Refused("leaf_mismatch", f"line {ev.line}: seq {env.seq} is not above the previous event's {previous}")
+            raise malformed(f"line {ev.line}: seq {env.seq} does not follow the event before it ({previous})")
         previous = env.seq
+        # Events in the range have no proof line, all others one (Lines:
+        # malformed), which needs the event's seq.
+        inside = rng is not None and rng.start <= env.seq < rng.end
+        if inside and ev.proof is not None:
+            raise malformed(f"line {ev.line}: seq {env.seq} is in the range and has a proof line")
+        if not inside and ev.proof is None:
+            raise malformed(f"line {ev.line}: seq {env.seq} is outside the range and has no proof line")
         if vx.event_hash(env.prev, ev.raw) != ev.hash:
             raise Refused("leaf_mismatch", f"line {ev.line}: seq {env.seq} does not hash to its line's hash")
         before = by_seq.get(env.seq - 1)
@@ -467,7 +467,6 @@ def verify(data: bytes, trusted: vp.History, policy: vp.Policy | None = None) ->
                 raise Refused("bad_proof", f"line {ev.line}: seq {env.seq} does not lead to the checkpoint's root")
         by_seq[env.seq] = ev
     # 5. Range.
-    rng = bundle.range
     if rng is not None:
         inside = [ev for ev in events if rng.start <= ev.seq < rng.end]
         if [ev.seq for ev in inside] != list(range(rng.start, rng.end)):
