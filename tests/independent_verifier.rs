@@ -966,6 +966,13 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
             }),
             "selection_mismatch",
         ),
+        // The window's start moved back to the genesis's time: the range's
+        // first event is no longer before it.
+        (
+            "the range's window",
+            edit(&range, find(&range, "selection "), &|l| l.replacen(&ts[5], &ts[0], 1)),
+            "incomplete_range",
+        ),
         (
             "a comment line",
             edit(&call, find(&call, "#"), &|l| flip(l, 2)),

@@ -219,10 +219,8 @@ def parse(data: bytes) -> Bundle:
             raise malformed(f"line {at()}: the range [{start}, {end}) is empty")
         rng = Range(start, end, _hashes(fields[3:], at(), MAX_RANGE_HASHES, "range"))
         i += 1
-    if (rng is not None) != is_complete_range(selection):
-        raise malformed(
-            "a range line comes with a time range without a filter, and only with one"
-        )
+    if rng is not None and not is_complete_range(selection):
+        raise malformed("a range line in a bundle whose selection is not a time range without a filter")
     events: list[Event] = []
     while i < n and lines[i].startswith("event "):
         parts = lines[i].split(" ", 3)
@@ -494,6 +492,10 @@ def verify(data: bytes, trusted: vp.History, policy: vp.Policy | None = None) ->
         inside = rng is not None and rng.start <= ev.seq < rng.end
         if not inside and not is_selected and not is_key_event(ev):
             raise Refused("selection_mismatch", f"line {ev.line}: seq {ev.seq} is neither selected nor a key event")
+    if rng is None and is_complete_range(sel):
+        # A time range without a filter is proved complete by a range line
+        # (§16, "Complete range"); without one it is not shown complete.
+        raise Refused("incomplete_range", "a time range without a filter, and no range line proving it complete")
     if rng is None and count == 0:
         raise Refused("selection_mismatch", "no event of the bundle is selected")
     result["selected"] = count
