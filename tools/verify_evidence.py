@@ -149,8 +149,10 @@ def check_selection(sel: Any) -> dict[str, Any]:
         if "session" in sel and not _nonempty_string(sel["session"]):
             raise malformed("selection: session is not a non-empty string")
     elif {"from", "to"} <= keys and keys <= {"from", "to", "server", "principal"}:
-        _timestamp(sel["from"], "from")
-        _timestamp(sel["to"], "to")
+        # §16 does not say; as `sealgate verify-evidence` reads it, an empty
+        # window (from after to) is no selection.
+        if _timestamp(sel["from"], "from") > _timestamp(sel["to"], "to"):
+            raise malformed(f"selection: from {sel['from']} is after to {sel['to']}")
         for k in ("server", "principal"):
             if k in sel and not _nonempty_string(sel[k]):
                 raise malformed(f"selection: {k} is not a non-empty string")
@@ -705,6 +707,7 @@ def self_test() -> bool:
          "bad_signature"),
         ("the selection", by_request.replace(b'"request_id":8', b'"request_id":7', 1), "selection_mismatch"),
         ("the time selection", by_time.replace(b"11:06:41.500000000Z", b"11:06:40.500000000Z"), "incomplete_range"),
+        ("a window ending before it starts", by_time.replace(b"11:06:42.500000000Z", b"11:06:41.000000000Z"), "malformed"),
         ("a comment line", by_request.replace(b"(self-test)", b"(self-tesT)"), "bad_seal"),
         ("the seal", edit_line(by_request, vp.EM_DASH.encode(), -1, flip_at(60)), "bad_seal"),
         ("the seal's padding bits", edit_line(by_request, vp.EM_DASH.encode(), -1, padding_bits), "bad_seal"),
