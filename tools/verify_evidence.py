@@ -136,9 +136,9 @@ def check_selection(sel: Any) -> dict[str, Any]:
         raise malformed("selection: not a JSON object")
     keys = frozenset(sel)
     if keys == {"call_id"}:
-        # Any string: one that is not a call id selects nothing.
-        if not isinstance(sel["call_id"], str):
-            raise malformed("selection: call_id is not a string")
+        # Any non-empty string: one that is not a call id selects nothing.
+        if not _nonempty_string(sel["call_id"]):
+            raise malformed("selection: call_id is not a non-empty string")
     elif keys == {"session"}:
         if not _nonempty_string(sel["session"]):
             raise malformed("selection: session is not a non-empty string")

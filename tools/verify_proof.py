@@ -604,6 +604,8 @@ def read_policy(args: argparse.Namespace) -> Policy | None:
             witnesses.append(parse_witness_vkey(text.strip()))
         except Refused as err:
             raise UsageError(f"--witness {given}: {err.detail}") from None
+    if args.min_witnesses is not None and args.min_witnesses > len(witnesses):
+        raise UsageError(f"--min-witnesses {args.min_witnesses}: only {len(witnesses)} witness keys given")
     return witnesses, args.min_witnesses
 
 
