@@ -121,7 +121,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| std::io::Error::other(format!("{} has no parent directory", path.display())))?;
+    // Directories made here are synced into their parents: a crash must
+    // not lose the directory with the file (a witness that forgot what it
+    // cosigned would cosign a fork).
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
     std::fs::create_dir_all(dir)?;
+    for made in missing {
+        if let Some(parent) = made.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -189,14 +201,16 @@ impl Latest {
         self.own.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Keeps `note` as the latest (in memory even when the file cannot be
+    /// written: the checkpoint is recorded, and its witnesses are still
+    /// asked; the error is for the log).
     fn set(&self, size: u64, note: &str) -> Result<(), CheckpointError> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        *cur = Some((size, note.to_owned()));
         write_atomic(&self.path, note.as_bytes()).map_err(|source| CheckpointError::Io {
             path: self.path.clone(),
             source,
-        })?;
-        *cur = Some((size, note.to_owned()));
-        Ok(())
+        })
     }
 
     /// Adds a cosignature line to the latest checkpoint if it is still of
@@ -207,11 +221,11 @@ impl Latest {
             && *at == size
         {
             let note = witness::add_signatures(note, line);
+            *cur = Some((size, note.clone()));
             write_atomic(&self.path, note.as_bytes()).map_err(|source| CheckpointError::Io {
                 path: self.path.clone(),
                 source,
             })?;
-            *cur = Some((size, note));
         }
         Ok(())
     }
@@ -351,7 +365,12 @@ async fn issue_now(
     let made = tokio::task::spawn_blocking(move || {
         let issued = issue(&l, trigger)?;
         lt.appended();
-        lt.set(issued.size, &issued.note)?;
+        if let Err(e) = lt.set(issued.size, &issued.note) {
+            tracing::error!(
+                seq = issued.seq,
+                "checkpoint recorded but not stored: {e}; it is still pushed to the witnesses, and the well-known URL serves the last one stored"
+            );
+        }
         Ok::<_, CheckpointError>(issued)
     })
     .await;
@@ -744,16 +763,9 @@ async fn bounded_text(mut resp: reqwest::Response) -> Result<String, String> {
     }
 }
 
+/// Records a witness's answer, then keeps its cosignature: a cosignature
+/// the log does not record is never served.
 async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: &Answer, latest: &Arc<Latest>) {
-    if let Some(line) = &answer.cosignature {
-        let lt = Arc::clone(latest);
-        let (size, line) = (issued.size, line.clone());
-        match tokio::task::spawn_blocking(move || lt.cosigned(size, &line)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
-            Err(e) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
-        }
-    }
     let d = match witnessed_draft(&target.config.name, issued, answer) {
         Ok(d) => d,
         Err(e) => {
@@ -763,7 +775,19 @@ async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: 
     };
     match ledger.append(d).await {
         Ok(_) => latest.appended(),
-        Err(e) => tracing::error!(witness = %target.config.name, "cannot record the witness's answer: {e}"),
+        Err(e) => {
+            tracing::error!(witness = %target.config.name, "cannot record the witness's answer: {e}; its cosignature is not kept");
+            return;
+        }
+    }
+    if let Some(line) = &answer.cosignature {
+        let lt = Arc::clone(latest);
+        let (size, line) = (issued.size, line.clone());
+        match tokio::task::spawn_blocking(move || lt.cosigned(size, &line)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
+            Err(e) => tracing::error!(witness = %target.config.name, "cannot keep the cosignature: {e}"),
+        }
     }
 }
 
@@ -943,6 +967,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A `latest.note` that cannot be written (a full disk, here a
+    /// directory in its place) does not keep a recorded checkpoint from
+    /// the witnesses: it is still handed to the pushers, and a cosignature
+    /// is still gathered for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_that_cannot_be_stored_is_still_witnessed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = ledger(dir.path());
+        let path = latest_path(dir.path());
+        std::fs::create_dir_all(path.join("in-the-way")).expect("a directory in the note's place");
+        let latest = Arc::new(Latest {
+            path,
+            current: Mutex::new(None),
+            own: std::sync::atomic::AtomicU64::new(0),
+        });
+        let (tx, rx) = watch::channel(None);
+        let issued = issue_now(&l, "start", &latest, &[tx]).await;
+        let issued = issued.expect("issued although latest.note cannot be written");
+        assert_eq!(
+            rx.borrow().as_ref().map(|i| i.seq),
+            Some(issued.seq),
+            "handed to the pushers"
+        );
+        latest.cosigned(issued.size, "\u{2014} w.example AAAA\n").ok();
+        let kept = latest.current.lock().expect("lock").clone();
+        assert!(
+            kept.is_some_and(|(_, note)| note.contains("w.example")),
+            "the cosignature is kept in memory"
+        );
     }
 
     /// With checkpoints off, an earlier run's latest checkpoint is removed,

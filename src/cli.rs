@@ -478,6 +478,10 @@ pub enum WitnessCommand {
         /// file or inline (repeatable).
         #[arg(long, required = true)]
         log: Vec<String>,
+        /// Seconds a client has to send a request's headers, and then its body, before its
+        /// connection is closed (also how long an idle keep-alive connection stays open).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        read_timeout_sec: u64,
     },
     /// Push the ledger's checkpoint to a witness once; print the cosigned note.
     Push {

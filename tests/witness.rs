@@ -86,12 +86,17 @@ struct Witness {
 
 impl Witness {
     fn start(state: &Path, name: &str, logs: &[&Path]) -> Witness {
+        Witness::start_with(state, name, logs, &[])
+    }
+
+    fn start_with(state: &Path, name: &str, logs: &[&Path], extra: &[&str]) -> Witness {
         let mut cmd = sealgate();
         cmd.args(["witness", "serve", "--listen", "127.0.0.1:0", "--name", name, "--state"])
             .arg(state);
         for l in logs {
             cmd.arg("--log").arg(l);
         }
+        cmd.args(extra);
         std::fs::create_dir_all(state).expect("state dir");
         let mut child = cmd
             .env("SEALGATE_LOG", "info")
@@ -435,7 +440,69 @@ fn the_gateway_issues_checkpoints_that_a_real_witness_cosigns() {
     let (code, v) = verify_proof(&proof, &keys, None, &[&w.vkey], None);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["verified"]["witnesses"], serde_json::json!(["w1.example"]));
+
+    // An evidence bundle of a time range the issued checkpoint covers is
+    // proved against it and carries the witness's cosignature; one the
+    // checkpoint does not cover gets a fresh checkpoint, which no witness
+    // has cosigned: a 1-of-1 policy refuses it.
+    let ts = |e: &Value| e["ts"].as_str().expect("ts").to_owned();
+    let covered = site_ok(&site, &["checkpoint", "--issued"]);
+    let covered: u64 = covered.lines().nth(1).and_then(|l| l.parse().ok()).expect("size");
+    let inside: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["seq"].as_u64().is_some_and(|s| s + 2 < covered))
+        .collect();
+    let (from, to) = (ts(inside[1]), ts(inside[inside.len() - 1]));
+    let bundle = site.dir.path().join("range.evidence");
+    let made = site
+        .sealgate()
+        .args(["evidence", "--from", &from, "--to", &to, "-o"])
+        .arg(&bundle)
+        .output()
+        .expect("evidence");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let text = std::fs::read_to_string(&bundle).expect("bundle");
+    assert!(text.contains("\n\u{2014} w1.example "), "{text}");
+    let (code, v) = verify_evidence(&bundle, &keys, &[&w.vkey]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["verified"]["witnesses"], serde_json::json!(["w1.example"]));
+    assert_eq!(v["verified"]["tree_size"], covered);
+    assert!(v["verified"]["complete"].is_object(), "{v}");
+
+    let later = site.dir.path().join("later.evidence");
+    let made = site
+        .sealgate()
+        .args(["evidence", "--from", &from, "--to", "2500-01-01T00:00:00Z", "-o"])
+        .arg(&later)
+        .output()
+        .expect("evidence");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(String::from_utf8_lossy(&made.stderr).contains("fresh checkpoint"));
+    let (code, v) = verify_evidence(&later, &keys, &[&w.vkey]);
+    assert_eq!(
+        (code, &v["reason"]),
+        (1, &serde_json::json!("too_few_witnesses")),
+        "{v}"
+    );
+    let (code, v) = verify_evidence(&later, &keys, &[]);
+    assert_eq!(code, 0, "without a witness policy it holds: {v}");
     site.verify();
+}
+
+/// `verify-evidence -o json`: (exit code, answer).
+fn verify_evidence(bundle: &Path, keys: &Path, witnesses: &[&str]) -> (i32, Value) {
+    let mut cmd = sealgate();
+    cmd.args(["verify-evidence", "-o", "json"])
+        .arg(bundle)
+        .arg("--key")
+        .arg(keys);
+    for w in witnesses {
+        cmd.args(["--witness", w]);
+    }
+    let out = cmd.output().expect("run verify-evidence");
+    let v: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), v)
 }
 
 fn gateway_body(w: &Witness, checkpoints: &str) -> String {
@@ -570,4 +637,109 @@ fn sigkill_during_checkpointing_never_leaves_a_checkpoint_the_log_does_not_back(
         eprintln!("round {round}: {} events, {} checkpoints", events.len(), sizes.len());
     }
     assert!(checked >= 8, "only {checked} checkpoints checked");
+}
+
+/// A client that never finishes its request's headers, or its body, does
+/// not hold a witness's connection for ever (one slow client per
+/// connection would otherwise exhaust it): both are closed within the read
+/// timeout, and the witness then cosigns as before.
+#[test]
+fn a_witness_does_not_wait_for_ever_on_a_slow_client() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    ledger(&data, 3);
+    let keys = key_history(&data, dir.path());
+    let w = Witness::start_with(
+        &dir.path().join("w"),
+        "w.example",
+        &[&keys],
+        &["--read-timeout-sec", "2"],
+    );
+    let addr = w.url.strip_prefix("http://").expect("http url").to_owned();
+    let slow = [
+        "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n".to_owned(),
+        "POST /add-checkpoint HTTP/1.1\r\nHost: w\r\nContent-Length: 1000\r\n\r\nold 0\n".to_owned(),
+    ];
+    for request in slow {
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        s.write_all(request.as_bytes()).expect("send");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let start = Instant::now();
+        let mut answer = Vec::new();
+        let read = s.read_to_end(&mut answer);
+        let waited = start.elapsed();
+        assert!(
+            read.is_ok() && waited < Duration::from_secs(6),
+            "{request:?}: the connection was still open after {waited:?} ({read:?})"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    w.cosign(&data);
+}
+
+/// A gateway serving a forked log (a copy of the ledger that went on
+/// differently from the one a witness cosigned) has its checkpoint refused
+/// by that witness, and raises the alarm where a SOC sees it: a critical
+/// `witness_refused` alert, whose evidence is the refusal.
+#[test]
+fn a_witness_refusing_the_gateways_checkpoint_raises_a_critical_alert() {
+    let site = gateway_site(None, "");
+    let data = site.path("data");
+    site_ok(&site, &["init"]);
+    let keys = key_history(&data, site.dir.path());
+    // The other branch: the same ledger, copied, grown and cosigned.
+    let fork = site.dir.path().join("fork");
+    copy_dir(&data, &fork);
+    append(&fork, 3, "fork");
+    let w = Witness::start(&site.path("w1"), "w1.example", &[&keys]);
+    w.cosign(&fork);
+    let site = Site::in_dir(site.dir, &gateway_body(&w, "every_secs = 1"));
+    let _served = site.serve();
+    wait_for("a witness_refused alert", Duration::from_secs(30), || {
+        site.events()
+            .iter()
+            .any(|e| e["kind"] == "alert.raised" && e["body"]["detection"] == "witness_refused")
+    });
+    let events = site.events();
+    let refusal = events
+        .iter()
+        .find(|e| e["kind"] == "checkpoint.witnessed")
+        .expect("the witness's answer");
+    assert_eq!(refusal["body"]["outcome"], "refused", "{refusal}");
+    assert_eq!(refusal["body"]["status"], 422, "{refusal}");
+    let alert = events
+        .iter()
+        .find(|e| e["kind"] == "alert.raised" && e["body"]["detection"] == "witness_refused")
+        .expect("alert");
+    assert_eq!(alert["body"]["severity"], "critical", "{alert}");
+    assert_eq!(alert["body"]["evidence"][0]["seq"], refusal["seq"], "{alert}");
+    assert!(
+        alert["body"]["summary"].as_str().is_some_and(|s| s.contains("w1")),
+        "{alert}"
+    );
+    assert!(w.log().contains("ALARM"), "{}", w.log());
+}
+
+/// The same log given twice (say, an old and a new key history) is
+/// refused at start, naming it: one of the two would silently win.
+#[test]
+fn a_log_given_twice_to_a_witness_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    ledger(&data, 1);
+    let keys = key_history(&data, dir.path());
+    let out = sealgate()
+        .args(["witness", "serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(dir.path().join("w"))
+        .arg("--log")
+        .arg(&keys)
+        .arg("--log")
+        .arg(&keys)
+        .output()
+        .expect("run witness serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("given twice") && err.contains("sealgate/ledger/"), "{err}");
 }

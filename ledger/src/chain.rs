@@ -339,6 +339,63 @@ mod test_vectors {
         );
     }
 
+    /// FORMAT.md §16's worked example: the bundle of session `s-1` in the
+    /// tree of §12's two events.
+    #[test]
+    fn format_md_worked_evidence_example() {
+        use crate::checkpoint::{Checkpoint, KeyHistory, origin, vkey};
+        use crate::evidence::{BundleWriter, Selection, verify_evidence};
+        use crate::merkle::{leaf_data, leaf_hash, node_hash};
+        let key = SigningKey::from_seed([7; 32]);
+        let sealed: Vec<SealedEvent> = vectors()
+            .into_iter()
+            .map(|(canonical, hash, sig)| {
+                let sig: [u8; 64] = hex::decode(sig).expect("hex").try_into().expect("64 bytes");
+                SealedEvent {
+                    event: Event::decode(&canonical).expect("event"),
+                    hash,
+                    signature: Signature::from_bytes(&sig),
+                    canonical,
+                }
+            })
+            .collect();
+        let leaves: Vec<[u8; 32]> = sealed
+            .iter()
+            .map(|e| leaf_hash(&leaf_data(e.event.seq, &e.hash, &e.signature.to_bytes())))
+            .collect();
+        let ledger_id = [
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff,
+        ];
+        let note = Checkpoint {
+            origin: origin(&ledger_id),
+            size: 2,
+            root: node_hash(&leaves[0], &leaves[1]),
+        }
+        .sign(&key);
+        let mut out = Vec::new();
+        let selection = Selection::Session("s-1".into());
+        let mut w = BundleWriter::start(
+            &mut out,
+            &["FORMAT.md section 16, worked example".into()],
+            &selection,
+            &note,
+        )
+        .expect("start");
+        w.event(&sealed[0], Some(&[leaves[1]])).expect("event 0");
+        w.event(&sealed[1], Some(&[leaves[0]])).expect("event 1");
+        w.seal(&origin(&ledger_id), &key).expect("seal");
+        let got = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            got,
+            include_str!("../tests/data/format-example-evidence.txt"),
+            "got:\n{got}"
+        );
+        let trusted = KeyHistory::parse(&vkey(&origin(&ledger_id), &key.public())).expect("vkey");
+        let v = verify_evidence(&got, &trusted, &[], 0).expect("the example verifies");
+        assert_eq!(v.events.len(), 1);
+        assert_eq!(v.key_events, 1);
+    }
+
     #[test]
     fn format_md_worked_example() {
         let key = SigningKey::from_seed([7; 32]);

@@ -284,27 +284,12 @@ impl Ledger {
                 plan.size
             )));
         }
-        let mut w = Sealer {
-            out,
-            sha: Sha256::new(),
-        };
-        w.line(EVIDENCE_HEADER)?;
-        for c in comments {
-            let c = c.replace(['\n', '\r'], " ");
-            w.line(&if c.is_empty() { "#".to_owned() } else { format!("# {c}") })?;
-        }
-        w.line(&format!("selection {}", plan.selection.to_json()))?;
-        let note_lines: Vec<&str> = checkpoint_note.trim_end_matches('\n').split('\n').collect();
-        w.line(&format!("checkpoint {}", note_lines.len()))?;
-        for l in &note_lines {
-            w.line(l)?;
-        }
-        let proved_line = |seq: u64, w: &mut Sealer<'_>| -> Result<()> {
+        let mut w = BundleWriter::start(out, comments, &plan.selection, checkpoint_note)?;
+        let proved_line = |seq: u64, w: &mut BundleWriter<'_>| -> Result<()> {
             let sealed = self
                 .get(seq)?
                 .ok_or_else(|| Error::InvalidRequest(format!("evidence: no event at seq {seq}")))?;
-            w.event(&sealed.hash, &sealed.signature, &sealed.canonical)?;
-            w.hashes("proof", &self.inclusion_proof(seq, plan.size)?)
+            w.event(&sealed, Some(&self.inclusion_proof(seq, plan.size)?))
         };
         match plan.range {
             None => {
@@ -313,29 +298,19 @@ impl Ledger {
                 }
             }
             Some((first, end)) => {
-                w.hashes(
-                    &format!("range {first} {end}"),
-                    &self.range_proof(first, end, plan.size)?,
-                )?;
+                w.range(first, end, &self.range_proof(first, end, plan.size)?)?;
                 for &seq in plan.proved.iter().filter(|s| **s < first) {
                     proved_line(seq, &mut w)?;
                 }
                 for sealed in self.events(first, end - 1)? {
-                    let sealed = sealed?;
-                    w.event(&sealed.hash, &sealed.signature, &sealed.canonical)?;
+                    w.event(&sealed?, None)?;
                 }
                 for &seq in plan.proved.iter().filter(|s| **s >= end) {
                     proved_line(seq, &mut w)?;
                 }
             }
         }
-        let digest = w.sha.clone().finalize();
-        let seal = format!("{EVIDENCE_HEADER}\n{origin}\n{}\n", B64.encode(digest));
-        let mut sig = note_key_id(&origin, &key.public()).to_be_bytes().to_vec();
-        sig.extend_from_slice(&key.sign_note(seal.as_bytes()).to_bytes());
-        let out = w.out;
-        write!(out, "seal 5\n{seal}\n\u{2014} {origin} {}\n", B64.encode(sig)).map_err(io)?;
-        Ok(())
+        w.seal(&origin, key)
     }
 }
 
@@ -347,13 +322,40 @@ fn io(cause: std::io::Error) -> Error {
     }
 }
 
-/// Writes lines and hashes every byte of them (the seal's digest).
-struct Sealer<'a> {
+/// Writes a bundle's lines in order (§16), hashing every byte before the
+/// seal: `start`, then an optional `range`, the `event`s, and `seal`.
+pub(crate) struct BundleWriter<'a> {
     out: &'a mut dyn Write,
     sha: Sha256,
 }
 
-impl Sealer<'_> {
+impl<'a> BundleWriter<'a> {
+    /// The header, the comment lines (each after `# `), the selection and
+    /// the checkpoint note.
+    pub(crate) fn start(
+        out: &'a mut dyn Write,
+        comments: &[String],
+        selection: &Selection,
+        checkpoint_note: &str,
+    ) -> Result<BundleWriter<'a>> {
+        let mut w = BundleWriter {
+            out,
+            sha: Sha256::new(),
+        };
+        w.line(EVIDENCE_HEADER)?;
+        for c in comments {
+            let c = c.replace(['\n', '\r'], " ");
+            w.line(&if c.is_empty() { "#".to_owned() } else { format!("# {c}") })?;
+        }
+        w.line(&format!("selection {}", selection.to_json()))?;
+        let note_lines: Vec<&str> = checkpoint_note.trim_end_matches('\n').split('\n').collect();
+        w.line(&format!("checkpoint {}", note_lines.len()))?;
+        for l in &note_lines {
+            w.line(l)?;
+        }
+        Ok(w)
+    }
+
     fn line(&mut self, line: &str) -> Result<()> {
         self.sha.update(line.as_bytes());
         self.sha.update(b"\n");
@@ -362,14 +364,23 @@ impl Sealer<'_> {
         Ok(())
     }
 
-    fn event(&mut self, hash: &Hash, signature: &Signature, canonical: &[u8]) -> Result<()> {
-        let canonical =
-            std::str::from_utf8(canonical).map_err(|_| Error::InvalidRequest("an event is not UTF-8".into()))?;
+    /// An `event` line, and its `proof` line unless it is in the range.
+    pub(crate) fn event(&mut self, e: &SealedEvent, proof: Option<&[TreeHash]>) -> Result<()> {
+        let canonical = std::str::from_utf8(&e.canonical)
+            .map_err(|_| Error::InvalidRequest(format!("the event at seq {} is not UTF-8", e.event.seq)))?;
         self.line(&format!(
             "event {} {} {canonical}",
-            hash.to_hex(),
-            hex::encode(signature.to_bytes())
-        ))
+            e.hash.to_hex(),
+            hex::encode(e.signature.to_bytes())
+        ))?;
+        match proof {
+            Some(p) => self.hashes("proof", p),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn range(&mut self, first: u64, end: u64, proof: &[TreeHash]) -> Result<()> {
+        self.hashes(&format!("range {first} {end}"), proof)
     }
 
     fn hashes(&mut self, head: &str, hashes: &[TreeHash]) -> Result<()> {
@@ -379,6 +390,16 @@ impl Sealer<'_> {
             line.push_str(&B64.encode(h));
         }
         self.line(&line)
+    }
+
+    /// The seal over every byte written, signed by `key` (the key that
+    /// signs the checkpoint's tree).
+    pub(crate) fn seal(self, origin: &str, key: &SigningKey) -> Result<()> {
+        let seal = format!("{EVIDENCE_HEADER}\n{origin}\n{}\n", B64.encode(self.sha.finalize()));
+        let mut sig = note_key_id(origin, &key.public()).to_be_bytes().to_vec();
+        sig.extend_from_slice(&key.sign_note(seal.as_bytes()).to_bytes());
+        write!(self.out, "seal 5\n{seal}\n\u{2014} {origin} {}\n", B64.encode(sig)).map_err(io)?;
+        self.out.flush().map_err(io)
     }
 }
 

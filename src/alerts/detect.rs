@@ -452,6 +452,45 @@ impl Detector {
                     None => {}
                 }
             }
+            EventKind::CheckpointWitnessed
+                if self.on(Detection::WitnessRefused) && body_str(e, "outcome") == Some("refused") =>
+            {
+                let seen = Seen::of(e);
+                let status = body_u64(e, "status");
+                let witness = body_str(e, "witness").unwrap_or("?");
+                let why = body_str(e, "error").unwrap_or("no reason given");
+                // Only 422 says the log is not the one the witness saw; the
+                // rest are a witness that does not know this log or key.
+                let (severity, meaning) = if status == Some(422) {
+                    (
+                        AlertSeverity::Critical,
+                        "the log is not consistent with the one it cosigned before: it was forked, or its tail \
+                         cut and rewritten; treat it as an incident",
+                    )
+                } else {
+                    (
+                        AlertSeverity::High,
+                        "it does not accept this log's checkpoints (unknown log or key, or a bad request): \
+                         until fixed, nothing witnesses this log",
+                    )
+                };
+                out.push(self.alert(
+                    Detection::WitnessRefused,
+                    severity,
+                    format!("witness_refused:{}", seen.seq),
+                    format!(
+                        "witness {witness} refused the checkpoint of {} events ({}: {}): {meaning}",
+                        body_u64(e, "size").unwrap_or(0),
+                        status.map_or_else(|| "no status".to_owned(), |s| s.to_string()),
+                        excerpt(why),
+                    ),
+                    &[seen],
+                    "0".into(),
+                    "1".into(),
+                    None,
+                    None,
+                ));
+            }
             EventKind::ToolsDrifted if self.on(Detection::ToolDrift) => {
                 let seen = Seen::of(e);
                 let names = |key: &str| -> Vec<String> {
@@ -800,6 +839,17 @@ fn few(names: &[String]) -> String {
     format!("{shown:?}")
 }
 
+/// A witness's words, cut short: at most 256 characters.
+fn excerpt(text: &str) -> String {
+    const LONGEST: usize = 256;
+    let cut: String = text.chars().take(LONGEST).collect();
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +936,70 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    fn thresholds() -> Thresholds {
+        Thresholds {
+            disabled: BTreeSet::new(),
+            unknown_server: 100,
+            unknown_server_window_sec: 60,
+            auth_burst: 100,
+            auth_burst_window_sec: 60,
+            quarantine_ratio: 1.0,
+            quarantine_window_sec: 60,
+            quarantine_min_calls: 100,
+            approval_wait_sec: 3600,
+        }
+    }
+
+    /// A witness's refusal is an alert, critical when it is the alarm for
+    /// a rewritten log (422); a cosignature or an unreachable witness is
+    /// not.
+    #[test]
+    fn a_witness_refusal_is_an_alert() {
+        let answers: Vec<SealedEvent> = [
+            ("cosigned", Some(200)),
+            ("unreachable", None),
+            ("refused", Some(422)),
+            ("refused", Some(403)),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (outcome, status))| {
+            let mut d = ledger::Draft::new(EventKind::CheckpointWitnessed);
+            for (k, v) in [("witness", "w1"), ("outcome", *outcome), ("error", "not consistent")] {
+                d.body.insert(k.into(), ledger::Value::from(v));
+            }
+            d.body.insert("size".into(), ledger::Value::Int(7));
+            if let Some(s) = status {
+                d.body.insert("status".into(), ledger::Value::Int(*s));
+            }
+            let seq = i as u64 + 1;
+            SealedEvent {
+                event: ledger::Event::from_draft(
+                    d,
+                    seq,
+                    ledger::Timestamp::from_nanos(seq * NS),
+                    ledger::Hash([0; 32]),
+                    ledger::KeyId([0; 16]),
+                ),
+                hash: ledger::Hash([seq as u8; 32]),
+                signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+                canonical: Vec::new(),
+            }
+        })
+        .collect();
+        let mut d = Detector::new(thresholds());
+        let raised: Vec<(u64, AlertSeverity)> = answers
+            .iter()
+            .flat_map(|e| d.observe(e))
+            .map(|a| (a.body.evidence[0].seq, a.body.severity))
+            .collect();
+        assert_eq!(raised, vec![(3, AlertSeverity::Critical), (4, AlertSeverity::High)]);
+        let mut off = thresholds();
+        off.disabled.insert(Detection::WitnessRefused);
+        let mut d = Detector::new(off);
+        assert!(answers.iter().all(|e| d.observe(e).is_empty()), "disabled");
     }
 
     fn bypassed(events: &[SealedEvent]) -> Vec<Vec<u64>> {

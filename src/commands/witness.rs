@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -127,7 +127,19 @@ impl Witness {
     }
 }
 
-async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Bytes) -> Response {
+async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Body, read_timeout: Duration) -> Response {
+    // The body within the read timeout (a client that stops sending would
+    // otherwise hold its connection for ever), and within the size limit.
+    let body = match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, format!("cannot read the body: {e}\n")).into_response(),
+        Err(_) => {
+            let mut r = (StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time\n").into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            return r;
+        }
+    };
     let Ok(body) = String::from_utf8(body.to_vec()) else {
         return (StatusCode::BAD_REQUEST, "the body is not UTF-8\n").into_response();
     };
@@ -166,8 +178,20 @@ fn log_keys(spec: &str) -> Result<KeyHistory> {
 
 /// Refused requests kept as evidence, at most.
 const MAX_REFUSED: usize = 1000;
+/// The largest `add-checkpoint` body read: a checkpoint with its
+/// cosignatures and a proof of at most 64 hashes are a few KiB.
+const MAX_BODY: usize = 64 * 1024;
+/// Connections at once, shared fairly between sources (the gateway's
+/// listener).
+const MAX_CONNECTIONS: usize = 256;
 
-pub fn serve(state: &Path, listen: SocketAddr, name: &str, logs: &[String]) -> Result<ExitCode> {
+pub fn serve(
+    state: &Path,
+    listen: SocketAddr,
+    name: &str,
+    logs: &[String],
+    read_timeout: Duration,
+) -> Result<ExitCode> {
     if logs.is_empty() {
         bail!("give the logs to witness with --log KEY_HISTORY_OR_VKEY (sealgate key-history prints it)");
     }
@@ -209,6 +233,12 @@ pub fn serve(state: &Path, listen: SocketAddr, name: &str, logs: &[String]) -> R
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
         };
+        if map.contains_key(&keys.origin) {
+            bail!(
+                "--log {spec}: the log {} is given twice (its key history once, with every key)",
+                keys.origin
+            );
+        }
         map.insert(keys.origin.clone(), WitnessLog { keys, last });
     }
     let w = Arc::new(Witness {
@@ -218,9 +248,12 @@ pub fn serve(state: &Path, listen: SocketAddr, name: &str, logs: &[String]) -> R
         logs: Mutex::new(map),
     });
     let app = Router::new()
-        .route("/add-checkpoint", post(add_checkpoint))
+        .route(
+            "/add-checkpoint",
+            post(move |state, body| add_checkpoint(state, body, read_timeout)),
+        )
         .route("/{hash}/checkpoint", get(latest))
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(w);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -236,12 +269,19 @@ pub fn serve(state: &Path, listen: SocketAddr, name: &str, logs: &[String]) -> R
         println!("witness vkey {vkey}");
         use std::io::Write;
         std::io::stdout().flush()?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the witness server failed")?;
+        // The gateway's listener: headers within the read timeout, a
+        // connection cap shared fairly between sources.
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = tokio::signal::ctrl_c().await;
+            stop.cancel();
+        });
+        let limits = crate::gateway::listener::ListenerLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: read_timeout,
+        };
+        crate::gateway::listener::serve(listener, app, limits, shutdown, Duration::from_secs(5)).await;
         Ok(ExitCode::SUCCESS)
     })
 }

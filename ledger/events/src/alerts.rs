@@ -29,16 +29,21 @@ pub enum Detection {
     QuarantineRatio,
     /// An approval waiting longer than the gate.
     ApprovalWaiting,
+    /// A witness refused to cosign a checkpoint the gateway issued
+    /// (`checkpoint.witnessed`, outcome `refused`): a 422 is the alarm for
+    /// a forked or rewritten log.
+    WitnessRefused,
 }
 
 impl Detection {
-    pub const ALL: [Detection; 6] = [
+    pub const ALL: [Detection; 7] = [
         Detection::ApprovalBypassed,
         Detection::UnknownServer,
         Detection::AuthBurst,
         Detection::ToolDrift,
         Detection::QuarantineRatio,
         Detection::ApprovalWaiting,
+        Detection::WitnessRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +54,7 @@ impl Detection {
             Detection::ToolDrift => "tool_drift",
             Detection::QuarantineRatio => "quarantine_ratio",
             Detection::ApprovalWaiting => "approval_waiting",
+            Detection::WitnessRefused => "witness_refused",
         }
     }
 }
