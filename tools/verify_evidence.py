@@ -739,9 +739,44 @@ def self_test() -> bool:
     for what, data, expected in tampered:
         got = reason(data)
         checks.append((f"tampered {what}: {expected}" + ("" if got == expected else f" (got {got})"), got == expected))
+    checks += _worked_example_checks()
     for name, passed in checks:
         print(f"{'ok  ' if passed else 'FAIL'} {name}")
     return all(passed for _, passed in checks)
+
+
+def _worked_example_checks() -> list[tuple[str, bool]]:
+    """FORMAT.md §16's worked example, made here from §12's two events and
+    key: byte for byte the file ledger/tests/data/format-example-evidence.txt."""
+    import nacl.signing
+
+    key = nacl.signing.SigningKey(vx.EXAMPLE_SEED)
+    public_key = bytes(key.verify_key)
+    origin = ORIGIN_PREFIX + "00112233445566778899aabbccddeeff"
+    chain, prev = [], vx.ZERO_HASH
+    for i in (0, 1):
+        with open(os.path.join(vx.EXAMPLE_DIR, f"format-example-{i}.json"), "rb") as f:
+            canonical = f.read().rstrip(b"\n")
+        digest = vx.event_hash(prev, canonical)
+        chain.append((canonical, digest, key.sign(digest).signature))
+        prev = digest
+    leaves = [vp.leaf_hash(i.to_bytes(8, "big") + h + s) for i, (_, h, s) in enumerate(chain)]
+    text = f"{origin}\n2\n{base64.b64encode(mth(leaves)).decode()}\n"
+    sig = vp.note_key_id(origin, public_key) + key.sign(text.encode()).signature
+    note = f"{text}\n{vp.EM_DASH} {origin} {base64.b64encode(sig).decode()}\n"
+    events = [(c, h, s, inclusion_path(leaves, i)) for i, (c, h, s) in enumerate(chain)]
+    made = _make_bundle(key, events, {"session": "s-1"}, None, note, ["# FORMAT.md section 16, worked example"])
+    with open(os.path.join(vx.EXAMPLE_DIR, "format-example-evidence.txt"), "rb") as f:
+        expected = f.read()
+    vkey = f"{origin}+{vp.note_key_id(origin, public_key).hex()}+" + base64.b64encode(b"\x01" + public_key).decode()
+    try:
+        result = verify(expected, vp.parse_history(vkey))
+    except Refused as err:
+        result = {"refused": str(err)}
+    return [
+        ("§16's worked example, made here, is format-example-evidence.txt", made == expected),
+        ("§16's worked example verifies with §12's verifier key", result.get("selected") == 1),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
