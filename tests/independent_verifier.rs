@@ -1011,4 +1011,37 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
             "{what}: sealgate verify-evidence and verify_evidence.py disagree:\nsealgate: {our}\npython: {their}"
         );
     }
+
+    // Every line of a bundle with and without a range, in turn: one ASCII
+    // letter or digit in its middle changed (to another of hex or base64's
+    // alphabet, so most lines still parse), or the line removed. Both
+    // verifiers refuse each, for the same reason.
+    let mut sweep = 0;
+    for (name, bundle) in [("call", &call), ("range", &range)] {
+        for at in 0..bundle.len() {
+            let line = &bundle[at];
+            let middle = (line.len() / 2..line.len()).find(|&i| line.as_bytes()[i].is_ascii_alphanumeric());
+            let mut variants = vec![("removed", {
+                let mut out = bundle.clone();
+                out.remove(at);
+                out
+            })];
+            if let Some(i) = middle {
+                variants.push(("changed", edit(bundle, at, &|l| flip(l, i))));
+            }
+            for (how, tampered) in variants {
+                let path = dir.path().join("swept.evidence");
+                std::fs::write(&path, tampered.join("\n") + "\n").expect("write");
+                let ((our_code, our), (their_code, their)) = verify(&path, &[&v1]);
+                let what = format!("{name} bundle, line {} {how}", at + 1);
+                assert_eq!((our_code, their_code), (1, 1), "{what}: sealgate {our}, python {their}");
+                assert_eq!(
+                    our["reason"], their["reason"],
+                    "{what}: sealgate verify-evidence and verify_evidence.py disagree:\nsealgate: {our}\npython: {their}"
+                );
+                sweep += 1;
+            }
+        }
+    }
+    assert!(sweep > 60, "{sweep} variants");
 }
