@@ -539,3 +539,509 @@ fn the_independent_verifier_checks_our_proofs_and_refuses_the_same_ones() {
     }
     assert_eq!(refused, 7, "the tampered cases are refused, the others accepted");
 }
+
+/// base64 (RFC 4648 §4, padded), for the witness keys and cosignatures
+/// made below (FORMAT.md §15).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A witness of FORMAT.md §15 made here, from the document: its name, key
+/// and verifier key.
+struct TestWitness {
+    name: String,
+    key: ed25519_dalek::SigningKey,
+}
+
+impl TestWitness {
+    fn new(name: &str, seed: u8) -> TestWitness {
+        TestWitness {
+            name: name.to_owned(),
+            key: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    fn key_id(&self) -> [u8; 4] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.name.as_bytes());
+        h.update([0x0a, 0x04]);
+        h.update(self.key.verifying_key().as_bytes());
+        let d = h.finalize();
+        [d[0], d[1], d[2], d[3]]
+    }
+
+    fn vkey(&self) -> String {
+        let mut material = vec![0x04];
+        material.extend(self.key.verifying_key().as_bytes());
+        format!("{}+{}+{}", self.name, hex::encode(self.key_id()), base64(&material))
+    }
+
+    /// `note` (a checkpoint signed by the log) with this witness's
+    /// cosignature line added.
+    fn cosign(&self, note: &str, time: u64) -> String {
+        use ed25519_dalek::Signer;
+        let text = &note[..note.find("\n\n").expect("a note") + 1];
+        let signed = format!("cosignature/v1\ntime {time}\n{text}");
+        let mut raw = self.key_id().to_vec();
+        raw.extend(time.to_be_bytes());
+        raw.extend(self.key.sign(signed.as_bytes()).to_bytes());
+        format!("{note}\u{2014} {} {}\n", self.name, base64(&raw))
+    }
+}
+
+/// The ledger `independent_verifier` tests make evidence of: EVENTS three
+/// times, a key rotation after the first and the second (seq 4 and 8), and
+/// the checkpoint of its 12 events stored as issued with `witness`'s
+/// cosignature (`<data>/checkpoints/latest.note`, FORMAT.md §15), so that
+/// proofs and bundles of that tree carry it. Returns the key history file.
+fn witnessed_ledger(data: &Path, dir: &Path, witness: &TestWitness) -> PathBuf {
+    sealgate(data, &["init"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    sealgate(data, &["rotate-key", "--reason", "quarterly"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    sealgate(data, &["rotate-key"], None);
+    sealgate(data, &["append"], Some(EVENTS));
+    let note = String::from_utf8(sealgate(data, &["checkpoint"], None).stdout).expect("utf-8");
+    assert!(note.contains("\n12\n"), "{note}");
+    std::fs::create_dir_all(data.join("checkpoints")).expect("mkdir");
+    std::fs::write(
+        data.join("checkpoints/latest.note"),
+        witness.cosign(&note, 1_765_000_000),
+    )
+    .expect("write");
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, sealgate(data, &["key-history"], None).stdout).expect("write keys");
+    keys
+}
+
+/// `verify_proof.py --witness` (FORMAT.md §15's policy) against `sealgate
+/// verify-proof --witness`, on a proof carrying a cosignature made here
+/// from the document: the same answers with one witness, with one that
+/// did not cosign, with M of N, and with the cosignature tampered.
+#[test]
+#[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
+fn the_independent_verifier_counts_the_same_cosignatures() {
+    let py = python();
+    let proof_script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_proof.py");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let w1 = TestWitness::new("w1.example/witness", 0x0b);
+    let w2 = TestWitness::new("w2.example", 0x0c);
+    let keys = witnessed_ledger(&data, dir.path(), &w1);
+    let proof_text = String::from_utf8(sealgate(&data, &["prove", "5", "--issued"], None).stdout).expect("utf-8");
+    assert!(proof_text.contains("\u{2014} w1.example/witness "), "{proof_text}");
+    let proof = dir.path().join("proof.txt");
+    std::fs::write(&proof, &proof_text).expect("write");
+    // One base64 character of the cosignature's signature changed.
+    let tampered = {
+        let at =
+            proof_text.find("\u{2014} w1.example/witness ").expect("line") + "\u{2014} w1.example/witness ".len() + 40;
+        let mut b = proof_text.clone().into_bytes();
+        b[at] = if b[at] == b'A' { b'B' } else { b'A' };
+        let path = dir.path().join("tampered.txt");
+        std::fs::write(&path, b).expect("write");
+        path
+    };
+    let w1_file = dir.path().join("w1.vkey");
+    std::fs::write(&w1_file, w1.vkey() + "\n").expect("write");
+    let w1_file = w1_file.to_str().expect("utf-8 path").to_owned();
+    let (v1, v2) = (w1.vkey(), w2.vkey());
+    // (what, proof, witnesses, M, exit code, reason)
+    type Case<'a> = (
+        &'a str,
+        &'a PathBuf,
+        Vec<&'a str>,
+        Option<&'a str>,
+        i32,
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
+        ("one witness, inline", &proof, vec![&v1], None, 0, None),
+        ("one witness, in a file", &proof, vec![&w1_file], None, 0, None),
+        (
+            "two given, one cosigned",
+            &proof,
+            vec![&v1, &v2],
+            None,
+            1,
+            Some("too_few_witnesses"),
+        ),
+        ("two given, one needed", &proof, vec![&v1, &v2], Some("1"), 0, None),
+        (
+            "only the one that did not cosign",
+            &proof,
+            vec![&v2],
+            None,
+            1,
+            Some("too_few_witnesses"),
+        ),
+        (
+            "a changed cosignature",
+            &tampered,
+            vec![&v1],
+            None,
+            1,
+            Some("bad_signature"),
+        ),
+    ];
+    for (what, proof, witnesses, min, code, reason) in cases {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-proof")
+            .arg(proof)
+            .arg("--key")
+            .arg(&keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs
+            .arg(&proof_script)
+            .arg(proof)
+            .arg("--keys")
+            .arg(&keys)
+            .arg("--json");
+        for w in &witnesses {
+            ours.args(["--witness", w]);
+            theirs.args(["--witness", w]);
+        }
+        if let Some(m) = min {
+            ours.args(["--min-witnesses", m]);
+            theirs.args(["--min-witnesses", m]);
+        }
+        let (our_code, our) = json_report(ours);
+        let (their_code, their) = json_report(theirs);
+        assert_eq!(our_code, code, "{what}: sealgate {our}");
+        assert_eq!(their_code, code, "{what}: python {their}");
+        assert_eq!(our["reason"].as_str(), reason, "{what}: sealgate {our}");
+        assert_eq!(their["reason"].as_str(), reason, "{what}: python {their}");
+    }
+}
+
+/// One character of `line` at byte `at` changed to another of the same
+/// alphabet (hex or base64), so the line still parses.
+fn flip(line: &str, at: usize) -> String {
+    let mut b = line.as_bytes().to_vec();
+    b[at] = match b[at] {
+        b'0' => b'1',
+        c if c.is_ascii_hexdigit() => b'0',
+        b'A' => b'B',
+        _ => b'A',
+    };
+    String::from_utf8(b).expect("ascii")
+}
+
+/// `line` with the base64 character before its last `=` changed in a
+/// padding bit: it decodes to the same bytes.
+fn padding_bit(line: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let at = line.trim_end_matches('=').len() - 1;
+    let mut b = line.as_bytes().to_vec();
+    let i = ALPHABET.iter().position(|c| *c == b[at]).expect("base64");
+    b[at] = ALPHABET[i ^ 1];
+    String::from_utf8(b).expect("ascii")
+}
+
+/// `tools/verify_evidence.py`, written from FORMAT.md §16 alone, accepts the
+/// evidence bundles `sealgate evidence` writes (each kind of selection, a
+/// ledger with two rotations, a witness's cosignature) and refuses each
+/// tampered one for the same reason as `sealgate verify-evidence`.
+#[test]
+#[ignore = "needs the verifier's Python (tools/setup.sh); tools/test.sh runs it"]
+fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
+    let py = python();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/verify_evidence.py");
+    let self_test = Command::new(&py)
+        .arg(&script)
+        .arg("--self-test")
+        .output()
+        .expect("self-test");
+    assert!(
+        self_test.status.success(),
+        "self-test: {}{}",
+        String::from_utf8_lossy(&self_test.stdout),
+        String::from_utf8_lossy(&self_test.stderr)
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let w1 = TestWitness::new("w1.example/witness", 0x0b);
+    let w2 = TestWitness::new("w2.example", 0x0c);
+    let keys = witnessed_ledger(&data, dir.path(), &w1);
+    // The log's times: a range from event 5's time to event 6's.
+    let ts: Vec<String> = String::from_utf8(sealgate(&data, &["log", "-o", "json"], None).stdout)
+        .expect("utf-8")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("line");
+            v["event"]["ts"].as_str().expect("ts").to_owned()
+        })
+        .collect();
+    let make = |name: &str, args: &[&str]| -> PathBuf {
+        let path = dir.path().join(name);
+        let out = path.to_str().expect("utf-8 path");
+        sealgate(&data, &[&["evidence"], args, &["-o", out]].concat(), None);
+        path
+    };
+    let call_id = "9f86d081884c7d659a2feaa0c55ad015";
+    let by_call = make("call.evidence", &["--call-id", call_id]);
+    let by_range = make("range.evidence", &["--from", &ts[5], "--to", &ts[6]]);
+    let bundles = [
+        by_call.clone(),
+        make("session.evidence", &["--session", "s1"]),
+        make("request.evidence", &["--request-id", "req-\"7\""]),
+        make(
+            "request-session.evidence",
+            &["--request-id", "req-\"7\"", "--session", "s1"],
+        ),
+        by_range.clone(),
+        make(
+            "server.evidence",
+            &["--from", &ts[0], "--to", &ts[11], "--server", "fs"],
+        ),
+        make(
+            "principal.evidence",
+            &["--from", &ts[2], "--to", &ts[10], "--principal", "alice"],
+        ),
+    ];
+    let text = |p: &Path| std::fs::read_to_string(p).expect("read bundle");
+    assert!(
+        text(&by_range).lines().any(|l| l.starts_with("range ")),
+        "{}",
+        text(&by_range)
+    );
+    assert!(
+        text(&by_call).contains("\n\u{2014} w1.example/witness "),
+        "{}",
+        text(&by_call)
+    );
+
+    // Both verifiers, with `witnesses`: (exit code, reason) of each.
+    let verify = |bundle: &Path, witnesses: &[&str]| -> ((i32, serde_json::Value), (i32, serde_json::Value)) {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-evidence")
+            .arg(bundle)
+            .arg("--key")
+            .arg(&keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs.arg(&script).arg(bundle).arg("--keys").arg(&keys).arg("--json");
+        for w in witnesses {
+            ours.args(["--witness", w]);
+            theirs.args(["--witness", w]);
+        }
+        (json_report(ours), json_report(theirs))
+    };
+    let (v1, v2) = (w1.vkey(), w2.vkey());
+    for bundle in &bundles {
+        for witnesses in [vec![], vec![v1.as_str()]] {
+            let ((our_code, our), (their_code, their)) = verify(bundle, &witnesses);
+            assert_eq!(
+                (our_code, their_code),
+                (0, 0),
+                "{bundle:?} {witnesses:?}: sealgate {our}, python {their}\n{}",
+                text(bundle)
+            );
+        }
+        let ((our_code, our), (their_code, their)) = verify(bundle, &[&v1, &v2]);
+        assert_eq!(
+            (our_code, their_code),
+            (1, 1),
+            "{bundle:?}: sealgate {our}, python {their}"
+        );
+        assert_eq!(our["reason"], "too_few_witnesses", "{our}");
+        assert_eq!(their["reason"], "too_few_witnesses", "{their}");
+    }
+
+    // Tampered bundles, each checked with the witness: one byte changed in
+    // each part, events removed and swapped, another ledger's bundle.
+    let lines = |p: &Path| -> Vec<String> { text(p).lines().map(str::to_owned).collect() };
+    let call = lines(&by_call);
+    let range = lines(&by_range);
+    let find = |l: &[String], prefix: &str| -> usize {
+        l.iter()
+            .position(|x| x.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in\n{}", l.join("\n")))
+    };
+    let event = |l: &[String], seq: u64| -> usize {
+        l.iter()
+            .position(|x| x.starts_with("event ") && x.contains(&format!(",\"seq\":{seq},\"subject\":")))
+            .unwrap_or_else(|| panic!("no event {seq} in\n{}", l.join("\n")))
+    };
+    let edit = |l: &[String], at: usize, f: &dyn Fn(&str) -> String| -> Vec<String> {
+        let mut out = l.to_vec();
+        out[at] = f(&l[at]);
+        out
+    };
+    // Event `seq`'s line and the proof line after it.
+    let without = |l: &[String], seq: u64, proof: bool| -> Vec<String> {
+        let at = event(l, seq);
+        let mut out = l.to_vec();
+        out.drain(at..at + if proof { 2 } else { 1 });
+        out
+    };
+    let swapped = {
+        let (a, b) = (event(&call, 5), event(&call, 9));
+        let mut out = call.clone();
+        out.swap(a, b);
+        out.swap(a + 1, b + 1);
+        out
+    };
+    let other_ledger = {
+        let other = dir.path().join("other");
+        sealgate(&other, &["init"], None);
+        sealgate(&other, &["append"], Some(EVENTS));
+        let path = dir.path().join("other.evidence");
+        sealgate(
+            &other,
+            &[
+                "evidence",
+                "--call-id",
+                call_id,
+                "-o",
+                path.to_str().expect("utf-8 path"),
+            ],
+            None,
+        );
+        lines(&path)
+    };
+    let checkpoint = find(&call, "checkpoint ");
+    let range_line = find(&range, "range ");
+    let range_hashes = range[range_line].match_indices(' ').nth(2).map(|(i, _)| i + 1);
+    let range_hashes = range_hashes.unwrap_or_else(|| panic!("the range proof is empty: {}", range[range_line]));
+    let cosigned = find(&call, "\u{2014} w1.example/witness ");
+    let seal_sig = call.len() - 1;
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        (
+            "an event's body",
+            edit(&call, event(&call, 5), &|l| l.replacen("\"alice\"", "\"alicf\"", 1)),
+            "leaf_mismatch",
+        ),
+        (
+            "an event's hash",
+            edit(&call, event(&call, 5), &|l| flip(l, 16)),
+            "leaf_mismatch",
+        ),
+        (
+            "an event's signature",
+            edit(&call, event(&call, 5), &|l| flip(l, 6 + 65 + 10)),
+            "bad_event_signature",
+        ),
+        (
+            "a proof hash",
+            edit(&call, event(&call, 5) + 1, &|l| flip(l, 8)),
+            "bad_proof",
+        ),
+        (
+            "the range line",
+            edit(&range, range_line, &|l| flip(l, range_hashes + 2)),
+            "bad_proof",
+        ),
+        (
+            "the checkpoint's root",
+            edit(&call, checkpoint + 3, &|l| flip(l, 5)),
+            "bad_signature",
+        ),
+        (
+            "a cosignature",
+            edit(&call, cosigned, &|l| flip(l, "\u{2014} w1.example/witness ".len() + 40)),
+            "bad_signature",
+        ),
+        (
+            "the selection",
+            edit(&call, find(&call, "selection "), &|l| {
+                l.replacen(call_id, &flip(call_id, 0), 1)
+            }),
+            "selection_mismatch",
+        ),
+        // The window's start moved back to the genesis's time: the range's
+        // first event is no longer before it.
+        (
+            "the range's window",
+            edit(&range, find(&range, "selection "), &|l| l.replacen(&ts[5], &ts[0], 1)),
+            "incomplete_range",
+        ),
+        (
+            "a comment line",
+            edit(&call, find(&call, "#"), &|l| flip(l, 2)),
+            "bad_seal",
+        ),
+        (
+            "the seal",
+            edit(&call, seal_sig, &|l| flip(l, l.len() - 10)),
+            "bad_seal",
+        ),
+        // The last base64 character of the seal's signature with a padding
+        // bit set: the same bytes, a non-canonical encoding (RFC 4648 §3.5).
+        (
+            "the seal's padding bits",
+            edit(&call, seal_sig, &padding_bit),
+            "bad_seal",
+        ),
+        ("an event removed", without(&call, 5, true), "bad_seal"),
+        ("an event removed from a range", without(&range, 6, false), "malformed"),
+        ("two events swapped", swapped, "malformed"),
+        // The rotation at 8 is then signed by a key the bundle never
+        // introduced; without the last one, a trusted key is missing.
+        ("a key event removed", without(&call, 4, true), "bad_rotation"),
+        ("the last key event removed", without(&call, 8, true), "unknown_key"),
+        ("a bundle of another ledger", other_ledger, "origin_mismatch"),
+    ];
+    for (what, tampered, reason) in cases {
+        let path = dir.path().join("tampered.evidence");
+        std::fs::write(&path, tampered.join("\n") + "\n").expect("write");
+        let ((our_code, our), (their_code, their)) = verify(&path, &[&v1]);
+        assert_eq!(their_code, 1, "{what}: python {their}");
+        assert_eq!(their["reason"], reason, "{what}: python {their}");
+        assert_eq!(our_code, 1, "{what}: sealgate {our}");
+        assert_eq!(
+            our["reason"], their["reason"],
+            "{what}: sealgate verify-evidence and verify_evidence.py disagree:\nsealgate: {our}\npython: {their}"
+        );
+    }
+
+    // Every line of a bundle with and without a range, in turn: one ASCII
+    // letter or digit in its middle changed (to another of hex or base64's
+    // alphabet, so most lines still parse), or the line removed. Both
+    // verifiers refuse each, for the same reason.
+    let mut sweep = 0;
+    for (name, bundle) in [("call", &call), ("range", &range)] {
+        for at in 0..bundle.len() {
+            let line = &bundle[at];
+            let middle = (line.len() / 2..line.len()).find(|&i| line.as_bytes()[i].is_ascii_alphanumeric());
+            let mut variants = vec![("removed", {
+                let mut out = bundle.clone();
+                out.remove(at);
+                out
+            })];
+            if let Some(i) = middle {
+                variants.push(("changed", edit(bundle, at, &|l| flip(l, i))));
+            }
+            for (how, tampered) in variants {
+                let path = dir.path().join("swept.evidence");
+                std::fs::write(&path, tampered.join("\n") + "\n").expect("write");
+                let ((our_code, our), (their_code, their)) = verify(&path, &[&v1]);
+                let what = format!("{name} bundle, line {} {how}", at + 1);
+                assert_eq!((our_code, their_code), (1, 1), "{what}: sealgate {our}, python {their}");
+                assert_eq!(
+                    our["reason"], their["reason"],
+                    "{what}: sealgate verify-evidence and verify_evidence.py disagree:\nsealgate: {our}\npython: {their}"
+                );
+                sweep += 1;
+            }
+        }
+    }
+    assert!(sweep > 60, "{sweep} variants");
+}

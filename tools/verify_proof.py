@@ -13,15 +13,20 @@ proofs without Sealgate's code. It reads:
 * the ledger's key history (``sealgate key-history``: ``FROM VKEY`` lines,
   or a single verifier key);
 * for a consistency proof, the older checkpoint the verifier kept; for an
-  inclusion proof, optionally the checkpoint the proof must be for.
+  inclusion proof, optionally the checkpoint the proof must be for;
+* optionally, the witnesses it trusts (``--witness VKEY``, repeatable, the
+  verifier key inline or in a file) and how many of them must have cosigned
+  the checkpoint (``--min-witnesses M``, default all given): §15's policy.
 
 Usage::
 
-    verify_proof.py PROOF --keys FILE [--checkpoint FILE] [--json]
+    verify_proof.py PROOF --keys FILE [--checkpoint FILE]
+                    [--witness VKEY]... [--min-witnesses M] [--json]
     verify_proof.py --self-test
 
 Exit status: 0 if the proof holds, 1 if it is refused (``REFUSED: <reason>:
-<detail>``, the reason one of FORMAT.md §14's), 2 on usage or I/O errors.
+<detail>``, the reason one of FORMAT.md §14's or §15's), 2 on usage or I/O
+errors.
 
 Dependencies: those of ``verify_export.py`` (``blake3``, ``PyNaCl``).
 """
@@ -60,9 +65,15 @@ def malformed(detail: str) -> Refused:
 
 def b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError) as err:
         raise malformed(f"{what} is not base64: {err}") from None
+    # RFC 4648 §3.5: the unused bits of the last character are zero, so
+    # one byte string has one encoding (and one changed character of a
+    # signed file always changes what it says).
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise malformed(f"{what} is not canonical base64 (non-zero padding bits)")
+    return raw
 
 
 def decimal(text: str) -> int | None:
@@ -281,6 +292,90 @@ def verify_checkpoint(note: str, history: History) -> Checkpoint:
     return cp
 
 
+# ---------------------------------------------------------------------------
+# §15 Witnesses and cosignatures
+# ---------------------------------------------------------------------------
+
+COSIGNATURE_HEADER = "cosignature/v1"
+#: §15: key id (4) ‖ time (8, BE) ‖ Ed25519 signature (64).
+COSIGNATURE_LEN = 76
+
+
+def witness_key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode("utf-8") + b"\n\x04" + public_key).digest()[:4]
+
+
+@dataclass(frozen=True)
+class Witness:
+    name: str
+    public_key: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return witness_key_id(self.name, self.public_key)
+
+
+def parse_witness_vkey(text: str) -> Witness:
+    """§15: ``name+<key id, 8 hex>+base64(0x04 ‖ public key)``."""
+    parts = text.split("+", 2)
+    if len(parts) != 3:
+        raise malformed(f"witness key {text!r} is not NAME+ID+KEY")
+    name, kid, material = parts
+    check_name(name)
+    raw = b64(material, "witness key material")
+    if len(raw) != 33 or raw[0] != 4:
+        raise malformed(f"witness key {text!r} is not a cosignature/v1 key (0x04 and 32 bytes)")
+    public_key = raw[1:]
+    if not vx.public_key_valid(public_key):
+        raise malformed(f"witness key {text!r} is not a valid Ed25519 key")
+    if kid != witness_key_id(name, public_key).hex():
+        raise malformed(f"witness key {text!r}: its id does not match its name and key")
+    return Witness(name, public_key)
+
+
+def cosigned_message(text: str, time: int) -> bytes:
+    return f"{COSIGNATURE_HEADER}\ntime {time}\n{text}".encode("utf-8")
+
+
+def cosign(text: str, name: str, signing_key, time: int) -> str:
+    """A cosignature line on a checkpoint's text (for the self-tests)."""
+    public_key = bytes(signing_key.verify_key)
+    sig = signing_key.sign(cosigned_message(text, time)).signature
+    raw = witness_key_id(name, public_key) + time.to_bytes(8, "big") + sig
+    return f"{EM_DASH} {name} {base64.b64encode(raw).decode()}\n"
+
+
+def check_witnesses(notes: list[str], witnesses: list[Witness], minimum: int | None) -> list[str]:
+    """§15's policy over the cosignatures of ``notes`` (one checkpoint, as
+    one or more copies of its note): returns the names of the witnesses
+    that cosigned. Each witness (a public key) counts once, whatever names
+    it is given under; a line under a given witness's name and key id that
+    does not verify is ``bad_signature``; lines of other keys are ignored;
+    fewer than ``minimum`` (default: every witness given) is
+    ``too_few_witnesses``."""
+    need = len(witnesses) if minimum is None else minimum
+    cosigned: dict[bytes, str] = {}
+    for note in notes:
+        text, sigs = split_note(note)
+        for name, raw in sigs:
+            for w in witnesses:
+                if w.name != name or w.key_id != raw[:4]:
+                    continue
+                time = int.from_bytes(raw[4:12], "big")
+                if len(raw) != COSIGNATURE_LEN or not vx.signature_valid(
+                    w.public_key, cosigned_message(text, time), raw[12:]
+                ):
+                    raise Refused("bad_signature", f"the cosignature of witness {name!r} ({raw[:4].hex()}) does not verify")
+                cosigned.setdefault(w.public_key, name)
+    if len(cosigned) < need:
+        who = ", ".join(sorted(cosigned.values())) or "none"
+        raise Refused(
+            "too_few_witnesses",
+            f"{len(cosigned)} of the {len(witnesses)} witnesses given cosigned ({who}), {need} needed",
+        )
+    return sorted(cosigned.values())
+
+
 def _hash_lines(lines: list[str], at: int) -> tuple[list[bytes], int]:
     hashes = []
     while True:
@@ -295,7 +390,10 @@ def _hash_lines(lines: list[str], at: int) -> tuple[list[bytes], int]:
         at += 1
 
 
-def verify_inclusion(text: str, history: History, kept: str | None) -> dict:
+Policy = tuple[list[Witness], "int | None"]
+
+
+def verify_inclusion(text: str, history: History, kept: str | None, policy: Policy | None = None) -> dict:
     lines = text.split("\n")
     if len(lines) < 4 or lines[0] != TLOG_PROOF_HEADER or not lines[1].startswith("extra "):
         raise malformed("not a Sealgate tlog-proof (header, extra line)")
@@ -304,7 +402,8 @@ def verify_inclusion(text: str, history: History, kept: str | None) -> dict:
     if index is None or len(extra) < LEAF_DATA_LEN:
         raise malformed("bad index line, or extra data shorter than the leaf data")
     path, at = _hash_lines(lines, 3)
-    cp = verify_checkpoint("\n".join(lines[at:]), history)
+    note = "\n".join(lines[at:])
+    cp = verify_checkpoint(note, history)
     if kept is not None:
         held = verify_checkpoint(kept, history)
         if (held.origin, held.size, held.root) != (cp.origin, cp.size, cp.root):
@@ -328,10 +427,16 @@ def verify_inclusion(text: str, history: History, kept: str | None) -> dict:
             raise Refused("leaf_mismatch", "the event is not the one its leaf is for")
     if root_from_inclusion(leaf_hash(leaf), index, cp.size, path) != cp.root:
         raise Refused("bad_proof", f"seq {seq} does not lead to the root of the tree of {cp.size}")
-    return {"proof": "inclusion", "seq": seq, "hash": event_hash.hex(), "tree_size": cp.size}
+    result = {"proof": "inclusion", "seq": seq, "hash": event_hash.hex(), "tree_size": cp.size}
+    if policy is not None:
+        # §15: the cosignatures on the proof's checkpoint, or on the one
+        # held (which is the same tree, checked above).
+        notes = [note] + ([kept] if kept is not None else [])
+        result["witnesses"] = check_witnesses(notes, *policy)
+    return result
 
 
-def verify_consistency(text: str, history: History, kept: str | None) -> dict:
+def verify_consistency(text: str, history: History, kept: str | None, policy: Policy | None = None) -> dict:
     if kept is None:
         raise malformed("a consistency proof is checked against the older checkpoint: give --checkpoint")
     lines = text.split("\n")
@@ -341,19 +446,26 @@ def verify_consistency(text: str, history: History, kept: str | None) -> dict:
     if old_size is None:
         raise malformed("bad old line")
     proof, at = _hash_lines(lines, 2)
-    new = verify_checkpoint("\n".join(lines[at:]), history)
+    note = "\n".join(lines[at:])
+    new = verify_checkpoint(note, history)
     old = verify_checkpoint(kept, history)
     if old.size != old_size:
         raise Refused("checkpoint_mismatch", f"the proof is from {old_size}, the kept checkpoint of {old.size}")
     check_consistency(old.size, new.size, old.root, new.root, proof)
-    return {"proof": "consistency", "old_size": old.size, "new_size": new.size}
+    result = {"proof": "consistency", "old_size": old.size, "new_size": new.size}
+    if policy is not None:
+        # The held checkpoint is an older tree: only the new one's
+        # cosignatures count (the same tree only when the sizes are equal).
+        notes = [note] + ([kept] if old.size == new.size else [])
+        result["witnesses"] = check_witnesses(notes, *policy)
+    return result
 
 
-def verify(text: str, history: History, kept: str | None) -> dict:
+def verify(text: str, history: History, kept: str | None, policy: Policy | None = None) -> dict:
     if text.startswith(TLOG_PROOF_HEADER + "\n"):
-        return verify_inclusion(text, history, kept)
+        return verify_inclusion(text, history, kept, policy)
     if text.startswith(CONSISTENCY_HEADER + "\n"):
-        return verify_consistency(text, history, kept)
+        return verify_consistency(text, history, kept, policy)
     raise malformed("not a proof")
 
 
@@ -385,9 +497,116 @@ def self_test() -> bool:
         ("the checkpoint verifies with its verifier key", verify_checkpoint(note, parse_history(vkey)).root == root),
         ("leaf 1 is leaf 0's inclusion proof", root_from_inclusion(leaves[0], 0, 2, [leaves[1]]) == root),
     ]
+    checks += _cosignature_checks(note, text)
     for name, passed in checks:
         print(f"{'ok  ' if passed else 'FAIL'} {name}")
     return all(passed for _, passed in checks)
+
+
+def refusal(fn, *args) -> str | None:
+    """The reason ``fn(*args)`` is refused, or None if it is not."""
+    try:
+        fn(*args)
+    except Refused as err:
+        return err.kind
+    return None
+
+
+def witness_vkey(name: str, public_key: bytes) -> str:
+    return f"{name}+{witness_key_id(name, public_key).hex()}+" + base64.b64encode(b"\x04" + public_key).decode()
+
+
+def _cosignature_checks(note: str, text: str) -> list[tuple[str, bool]]:
+    """§15: a witness (a key made here) cosigns §12's checkpoint."""
+    import nacl.signing
+
+    w_key = nacl.signing.SigningKey(bytes([0x0B]) * 32)
+    other = nacl.signing.SigningKey(bytes([0x0C]) * 32)
+    name = "example.com/witness"
+    w = parse_witness_vkey(witness_vkey(name, bytes(w_key.verify_key)))
+    w2 = parse_witness_vkey(witness_vkey("example.org/w2", bytes(other.verify_key)))
+    alias = Witness("example.net/alias", w.public_key)
+    line = cosign(text, name, w_key, 1_765_000_000)
+    cosigned = note + line
+    prefix, encoded = line[:-1].rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(encoded))
+
+    def with_raw(edit) -> str:
+        changed = bytearray(raw)
+        edit(changed)
+        return note + f"{prefix} {base64.b64encode(bytes(changed)).decode()}\n"
+
+    def flip(at):
+        return lambda b: b.__setitem__(at, b[at] ^ 1)
+
+    # A line under the witness's name by another key (another key id).
+    stranger = note + cosign(text, name, other, 1_765_000_000)
+    origin = text.split("\n", 1)[0]
+    vkey = f"{origin}+{note_key_id(origin, bytes(nacl.signing.SigningKey(vx.EXAMPLE_SEED).verify_key)).hex()}+"
+    vkey += base64.b64encode(b"\x01" + bytes(nacl.signing.SigningKey(vx.EXAMPLE_SEED).verify_key)).decode()
+    return [
+        ("a cosigned checkpoint still verifies as a checkpoint",
+         verify_checkpoint(cosigned, parse_history(vkey)).size == 2),
+        ("the witness's cosignature counts", check_witnesses([cosigned], [w], None) == [name]),
+        ("a witness that did not cosign: too_few_witnesses",
+         refusal(check_witnesses, [cosigned], [w, w2], None) == "too_few_witnesses"),
+        ("1 of 2 is enough with --min-witnesses 1", check_witnesses([cosigned], [w, w2], 1) == [name]),
+        ("no cosignature: too_few_witnesses", refusal(check_witnesses, [note], [w], None) == "too_few_witnesses"),
+        ("a changed signature byte: bad_signature",
+         refusal(check_witnesses, [with_raw(flip(40))], [w], None) == "bad_signature"),
+        ("a changed time: bad_signature",
+         refusal(check_witnesses, [with_raw(flip(11))], [w], None) == "bad_signature"),
+        ("a changed key id: ignored, so too_few_witnesses",
+         refusal(check_witnesses, [with_raw(flip(0))], [w], None) == "too_few_witnesses"),
+        ("another key under the witness's name: ignored",
+         refusal(check_witnesses, [stranger], [w], None) == "too_few_witnesses"),
+        ("a cosignature of another checkpoint: bad_signature",
+         refusal(check_witnesses, [note.replace("\n2\n", "\n3\n", 1) + line], [w], None) == "bad_signature"),
+        ("one key under two names counts once",
+         refusal(check_witnesses, [cosigned + cosign(text, alias.name, w_key, 1_765_000_001)], [w, alias], 2)
+         == "too_few_witnesses"),
+        ("a witness key is not a log key (type 0x04)",
+         refusal(parse_vkey, witness_vkey(name, w.public_key)) == "malformed"),
+    ]
+
+
+def add_witness_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--witness", action="append", default=[], metavar="VKEY",
+        help="a witness's verifier key (inline, or a file holding it); repeatable",
+    )
+    parser.add_argument(
+        "--min-witnesses", type=int, metavar="M",
+        help="how many of the witnesses given must have cosigned (default: all)",
+    )
+
+
+class UsageError(Exception):
+    pass
+
+
+def read_policy(args: argparse.Namespace) -> Policy | None:
+    """The witnesses given (a file's content or the argument itself) and
+    M; None without --witness. Raises OSError or UsageError (exit 2)."""
+    if not args.witness:
+        if args.min_witnesses is not None:
+            raise UsageError("--min-witnesses needs --witness")
+        return None
+    if args.min_witnesses is not None and args.min_witnesses < 0:
+        raise UsageError("--min-witnesses is not a count")
+    witnesses = []
+    for given in args.witness:
+        text = given
+        if os.path.isfile(given):
+            with open(given, encoding="utf-8") as f:
+                text = f.read()
+        try:
+            witnesses.append(parse_witness_vkey(text.strip()))
+        except Refused as err:
+            raise UsageError(f"--witness {given}: {err.detail}") from None
+    if args.min_witnesses is not None and args.min_witnesses > len(witnesses):
+        raise UsageError(f"--min-witnesses {args.min_witnesses}: only {len(witnesses)} witness keys given")
+    return witnesses, args.min_witnesses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,9 +618,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("proof")
     parser.add_argument("--keys", required=True, help="key history (sealgate key-history) or one verifier key")
     parser.add_argument("--checkpoint", help="the checkpoint kept (required for a consistency proof)")
+    add_witness_arguments(parser)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     try:
+        policy = read_policy(args)
         with open(args.proof, encoding="utf-8") as f:
             text = f.read()
         with open(args.keys, encoding="utf-8") as f:
@@ -410,11 +631,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             with open(args.checkpoint, encoding="utf-8") as f:
                 kept = f.read()
-    except (OSError, UnicodeDecodeError) as err:
+    except (OSError, UnicodeDecodeError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = verify(text, parse_history(keys_text), kept)
+        result = verify(text, parse_history(keys_text), kept, policy)
     except Refused as refusal:
         if args.json:
             print(json.dumps({"ok": False, "reason": refusal.kind, "detail": refusal.detail}))
