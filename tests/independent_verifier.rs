@@ -1012,6 +1012,30 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
         );
     }
 
+    // A byte that is not UTF-8 (the em dash of the seal's signature line cut
+    // to its first byte): refused as malformed by both, not an error.
+    {
+        let mut bytes = (call.join("\n") + "\n").into_bytes();
+        let dash = bytes
+            .windows(3)
+            .rposition(|w| w == "\u{2014}".as_bytes())
+            .expect("a signature line");
+        bytes[dash + 1] = b'x';
+        let path = dir.path().join("not-utf8.evidence");
+        std::fs::write(&path, &bytes).expect("write");
+        let ((our_code, our), (their_code, their)) = verify(&path, &[&v1]);
+        assert_eq!(
+            (their_code, &their["reason"]),
+            (1, &serde_json::json!("malformed")),
+            "python {their}"
+        );
+        assert_eq!(
+            (our_code, &our["reason"]),
+            (1, &serde_json::json!("malformed")),
+            "sealgate {our}"
+        );
+    }
+
     // Every line of a bundle with and without a range, in turn: one ASCII
     // letter or digit in its middle changed (to another of hex or base64's
     // alphabet, so most lines still parse), or the line removed. Both

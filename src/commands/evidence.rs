@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use ledger::{EvidencePlan, RequestId, Selection, Timestamp};
 
-use super::proof::{issued, open_with_key, read_keys, read_text, read_witness, with_cosignatures};
+use super::proof::{issued, open_with_key, read_keys, read_witness, with_cosignatures};
 use crate::cli::ReportFormat;
 use crate::config::Paths;
 
@@ -165,6 +165,17 @@ pub fn write(paths: &Paths, select: Select, fresh: bool, output: &Path) -> Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bundle file's bytes (`-`: stdin).
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    if path == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+            .context("cannot read the evidence bundle from stdin")?;
+        return Ok(b);
+    }
+    std::fs::read(path).with_context(|| format!("cannot read the evidence bundle {}", path.display()))
+}
+
 /// The bundle's README: its comment lines.
 fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize) -> Vec<String> {
     let what = match &plan.selection {
@@ -228,8 +239,16 @@ pub fn verify(
     if min > witnesses.len() {
         bail!("--min-witnesses {min}: only {} witness keys given", witnesses.len());
     }
-    let text = read_text(bundle, "evidence bundle")?;
-    let outcome = ledger::verify_evidence(&text, &keys, &witnesses, min);
+    // Bytes, not text: a byte that is not UTF-8 is a bundle refused
+    // (`malformed`), not an error reading it.
+    let bytes = read_bytes(bundle)?;
+    let outcome = match std::str::from_utf8(&bytes) {
+        Ok(text) => ledger::verify_evidence(text, &keys, &witnesses, min),
+        Err(e) => Err(ledger::Rejection {
+            kind: ledger::RejectKind::Malformed,
+            detail: format!("the bundle is not UTF-8: {e}"),
+        }),
+    };
     let mut out = std::io::stdout().lock();
     match (&outcome, output) {
         (Ok(v), ReportFormat::Json) => {
