@@ -1068,4 +1068,41 @@ fn the_independent_verifier_checks_our_evidence_and_refuses_the_same_bundles() {
         }
     }
     assert!(sweep > 60, "{sweep} variants");
+
+    // After one more rotation, a bundle made before it verifies with the
+    // key history of today (its tree's keys are the history's up to its
+    // size), and not with today's key alone; both verifiers agree.
+    sealgate(&data, &["rotate-key"], None);
+    let today = dir.path().join("keys-today.txt");
+    std::fs::write(&today, sealgate(&data, &["key-history"], None).stdout).expect("write");
+    let newest = dir.path().join("newest.vkey");
+    let history = std::fs::read_to_string(&today).expect("read");
+    let last = history
+        .lines()
+        .last()
+        .and_then(|l| l.split_once(' '))
+        .expect("FROM VKEY")
+        .1;
+    std::fs::write(&newest, last).expect("write");
+    for (keys, want) in [(&today, None), (&newest, Some("unknown_key"))] {
+        let mut ours = Command::new(env!("CARGO_BIN_EXE_sealgate"));
+        ours.arg("verify-evidence")
+            .arg(&by_call)
+            .arg("--key")
+            .arg(keys)
+            .args(["-o", "json"]);
+        let mut theirs = Command::new(&py);
+        theirs.arg(&script).arg(&by_call).arg("--keys").arg(keys).arg("--json");
+        let ((our_code, our), (their_code, their)) = (json_report(ours), json_report(theirs));
+        match want {
+            None => assert_eq!((our_code, their_code), (0, 0), "sealgate {our}, python {their}"),
+            Some(reason) => {
+                assert_eq!((our_code, their_code), (1, 1), "sealgate {our}, python {their}");
+                assert_eq!(
+                    (our["reason"].as_str(), their["reason"].as_str()),
+                    (Some(reason), Some(reason))
+                );
+            }
+        }
+    }
 }

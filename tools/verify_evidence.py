@@ -290,18 +290,23 @@ def build_history(bundle: Bundle, origin: str) -> tuple[vp.History, bytes]:
     return vp.History(origin, keys), ledger_id
 
 
-def compare_trusted(built: vp.History, trusted: vp.History) -> None:
+def compare_trusted(built: vp.History, trusted: vp.History, size: int) -> None:
+    """§16 step 2: the keys trusted against the bundle's, up to the tree's size."""
     if trusted.origin != built.origin:
         raise Refused("origin_mismatch", f"the bundle is of {built.origin!r}, the keys given of {trusted.origin!r}")
-    built_keys = {key: start for start, key in built.keys}
-    for start, key in trusted.keys:
-        if key not in built_keys:
-            raise Refused("unknown_key", f"trusted key {vx.key_id(key)} is not among the bundle's keys")
-        if len(trusted.keys) > 1 and built_keys[key] != start:
+    if len(trusted.keys) > 1:
+        # Cut to FROM <= n, the trusted history must be exactly the built one.
+        upto = [(start, key) for start, key in trusted.keys if start <= size]
+        if upto != list(built.keys):
             raise Refused(
                 "unknown_key",
-                f"trusted key {vx.key_id(key)} signs from seq {start}, in the bundle from {built_keys[key]}",
+                f"the bundle's keys for its tree of {size} events are not the trusted history's: a rotation is missing or forged",
             )
+        return
+    built_keys = {key for _, key in built.keys}
+    for _, key in trusted.keys:
+        if key not in built_keys:
+            raise Refused("unknown_key", f"trusted key {vx.key_id(key)} is not among the keys of the bundle's tree")
 
 
 # ---------------------------------------------------------------------------
@@ -427,7 +432,11 @@ def verify(data: bytes, trusted: vp.History, policy: vp.Policy | None = None) ->
     except Refused as err:
         raise malformed(f"the checkpoint names no origin: {err.detail}") from None
     history, _ = build_history(bundle, origin)
-    compare_trusted(history, trusted)
+    try:
+        size = vp.parse_checkpoint_text(vp.split_note(bundle.checkpoint)[0]).size
+    except Refused as err:
+        raise malformed(f"the checkpoint: {err.detail}") from None
+    compare_trusted(history, trusted, size)
     # 3. Checkpoint.
     cp = vp.verify_checkpoint(bundle.checkpoint, history)
     for ev in events:
@@ -511,8 +520,12 @@ def verify(data: bytes, trusted: vp.History, policy: vp.Policy | None = None) ->
         if not (rng.end == cp.size or last.env.ts_ns > t2):
             raise Refused("incomplete_range", f"seq {rng.end - 1} ends the range but is not after {sel['to']}")
         result["range"] = [rng.start, rng.end]
-        # Complete up to T2, or up to the tree's last event when it is not after T2.
-        result["complete_to"] = sel["to"] if last.env.ts_ns > t2 else last.env.ts
+        # Complete up to T2; or, when the tree ends at or before T2, up to a
+        # nanosecond before its last event (a later one may share its time),
+        # and not the whole window.
+        whole = last.env.ts_ns > t2
+        result["whole_window"] = whole
+        result["complete_to"] = sel["to"] if whole else f"{last.env.ts_ns - 1} ns"
     # 8. Seal.
     check_seal(bundle, history, cp)
     return result

@@ -16,7 +16,7 @@ use ed25519_dalek::Signature;
 use sha2::{Digest, Sha256};
 
 use crate::chain::{Genesis, SealedEvent, event_hash};
-use crate::checkpoint::{self, Checkpoint, KeyHistory, RejectKind, Rejection, note_key_id, split_note};
+use crate::checkpoint::{self, Checkpoint, HistoryKey, KeyHistory, RejectKind, Rejection, note_key_id, split_note};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind, Hash, RequestId};
 use crate::keys::SigningKey;
@@ -607,6 +607,20 @@ fn parse(text: &str) -> std::result::Result<Parsed, Rejection> {
     }
 }
 
+/// What a complete range shows: every event from `first` to `last` is in
+/// the bundle, so no event from the window's start up to `through` is left
+/// out. `through` is the window's end, or, when the tree ends before it, a
+/// nanosecond before the tree's last event (a later event may share its
+/// time): then `whole_window` is false, and the bundle says nothing about
+/// the rest of the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Complete {
+    pub first: u64,
+    pub last: u64,
+    pub through: Timestamp,
+    pub whole_window: bool,
+}
+
 /// What a verified bundle shows.
 #[derive(Clone, Debug)]
 pub struct Verified {
@@ -616,12 +630,16 @@ pub struct Verified {
     pub events: Vec<SealedEvent>,
     /// The key events the bundle carries (genesis and rotations).
     pub key_events: usize,
-    /// A complete range: the first and last `seq` of `[A, END)`, and the
-    /// time up to which the range is complete (the selection's `to`, or
-    /// the last event's time when the tree ends before it).
-    pub complete: Option<(u64, u64, Timestamp)>,
+    /// A complete range: what it shows.
+    pub complete: Option<Complete>,
     /// The witnesses (among those given) that cosigned the checkpoint.
     pub witnesses: Vec<String>,
+}
+
+/// A key as `name+id` (its verifier key without the key material).
+fn short_vkey(origin: &str, key: &ed25519_dalek::VerifyingKey) -> String {
+    let v = checkpoint::vkey(origin, key);
+    v.rsplit_once('+').map_or(v.clone(), |(head, _)| head.to_owned())
 }
 
 fn reject(kind: RejectKind, detail: impl Into<String>) -> Rejection {
@@ -686,30 +704,47 @@ pub fn verify_evidence(
             ),
         ));
     }
-    for t in &trusted.keys {
-        match keys.keys.iter().find(|k| k.key == t.key) {
-            None => {
-                return Err(reject(
-                    RejectKind::UnknownKey,
-                    format!(
-                        "the trusted key {} is not one of the bundle's keys",
-                        checkpoint::vkey(&trusted.origin, &t.key)
-                    ),
-                ));
-            }
-            Some(k) if trusted.keys.len() > 1 && k.from != t.from => {
-                return Err(reject(
-                    RejectKind::UnknownKey,
-                    format!(
-                        "the trusted key {} signs from seq {}, in the bundle from seq {}",
-                        checkpoint::vkey(&trusted.origin, &t.key),
-                        t.from,
-                        k.from
-                    ),
-                ));
-            }
-            Some(_) => {}
+    // The tree's size, read now (its signature is step 3's): the trusted
+    // keys are compared with the bundle's up to that size only, since a
+    // bundle holds the rotations of its own tree and none after it.
+    let size = split_note(&b.checkpoint)
+        .and_then(|(text, _)| Checkpoint::parse_text(text))
+        .map_err(|r| malformed(format!("the checkpoint: {}", r.detail)))?
+        .size;
+    if trusted.keys.len() > 1 {
+        // A history: up to the tree, exactly the bundle's keys (a rotation
+        // left out or forged shows here); later keys are the history's own.
+        let upto: Vec<&HistoryKey> = trusted.keys.iter().filter(|k| k.from <= size).collect();
+        let same = upto.len() == keys.keys.len()
+            && upto
+                .iter()
+                .zip(&keys.keys)
+                .all(|(t, k)| t.key == k.key && t.from == k.from);
+        if !same {
+            let show = |ks: &mut dyn Iterator<Item = &HistoryKey>| {
+                ks.map(|k| format!("{} from {}", short_vkey(&keys.origin, &k.key), k.from))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(reject(
+                RejectKind::UnknownKey,
+                format!(
+                    "the bundle's keys for its tree of {size} events ({}) are not the trusted history's ({}): a rotation is missing or forged",
+                    show(&mut keys.keys.iter()),
+                    show(&mut upto.into_iter())
+                ),
+            ));
         }
+    } else if let Some(t) = trusted.keys.first()
+        && !keys.keys.iter().any(|k| k.key == t.key)
+    {
+        return Err(reject(
+            RejectKind::UnknownKey,
+            format!(
+                "the trusted key {} is not one of the keys of the bundle's tree of {size} events (if it is newer than that tree, give the key history: sealgate key-history)",
+                checkpoint::vkey(&trusted.origin, &t.key)
+            ),
+        ));
     }
 
     // 3. The checkpoint.
@@ -881,9 +916,9 @@ pub fn verify_evidence(
             ));
         }
         let last = end - 1;
-        let upto = match last_ts {
-            Some(t) if t > *to => *to,
-            Some(t) if last + 1 == cp.size => t,
+        let (upto, whole) = match last_ts {
+            Some(t) if t > *to => (*to, true),
+            Some(t) if last + 1 == cp.size => (Timestamp::from_nanos(t.as_nanos().saturating_sub(1)), false),
             _ => {
                 return Err(reject(
                     RejectKind::IncompleteRange,
@@ -893,7 +928,12 @@ pub fn verify_evidence(
                 ));
             }
         };
-        covered = Some((*a, last, upto));
+        covered = Some(Complete {
+            first: *a,
+            last,
+            through: upto,
+            whole_window: whole,
+        });
     }
 
     // 8. The seal.

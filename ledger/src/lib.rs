@@ -39,7 +39,7 @@ pub use event::{
     Actor, Correlation, Draft, ENVELOPE_VERSION, Event, EventKind, Hash, KeyId, MAX_EVENT_BYTES, MAX_NAME_LEN,
     RequestId, Subject,
 };
-pub use evidence::{EvidencePlan, Selection, Verified, verify_evidence};
+pub use evidence::{Complete, EvidencePlan, Selection, Verified, verify_evidence};
 pub use failure::{Failure, FailureKind};
 pub use keys::{KeyDir, SigningKey, key_id, parse_public_key, verify_rotation_proof};
 pub use ledger::{Ledger, Pending};

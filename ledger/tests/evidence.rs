@@ -212,12 +212,13 @@ fn a_time_range_is_proved_complete_and_an_empty_window_proves_that_nothing_happe
     let v = verify(&text, &f.keys).expect("verifies");
     assert_eq!(seqs(&v), f.matching(&window));
     assert_eq!(seqs(&v), (5..=9).collect::<Vec<_>>());
-    let (first, last, through) = v.complete.expect("complete");
+    let c = v.complete.expect("complete");
     assert_eq!(
-        (first, last, through),
+        (c.first, c.last, c.through),
         (4, 10, at(9)),
         "the boundary events on either side"
     );
+    assert!(c.whole_window);
 
     // Between two events: nothing happened, and the bundle proves it.
     let quiet = Selection::Range {
@@ -228,9 +229,13 @@ fn a_time_range_is_proved_complete_and_an_empty_window_proves_that_nothing_happe
     };
     let v = verify(&f.bundle(&quiet), &f.keys).expect("verifies");
     assert!(v.events.is_empty());
-    assert_eq!(v.complete.map(|c| (c.0, c.1)), Some((7, 8)));
+    assert_eq!(
+        v.complete.map(|c| (c.first, c.last, c.whole_window)),
+        Some((7, 8, true))
+    );
 
-    // A window reaching past the log is complete up to the last event.
+    // A window reaching past the log is complete only up to just before
+    // the last event (a later one may share its time), and says so.
     let tail = Selection::Range {
         from: at(28),
         to: at(1000),
@@ -239,7 +244,15 @@ fn a_time_range_is_proved_complete_and_an_empty_window_proves_that_nothing_happe
     };
     let v = verify(&f.bundle(&tail), &f.keys).expect("verifies");
     let last = f.size() - 1;
-    assert_eq!(v.complete, Some((28, last, at(EVENTS))));
+    assert_eq!(
+        v.complete,
+        Some(ledger::Complete {
+            first: 28,
+            last,
+            through: Timestamp::from_nanos(at(EVENTS).as_nanos() - 1),
+            whole_window: false,
+        })
+    );
 
     // A range that stops short of the window's end, or starts inside it,
     // sealed with the real key, is refused: its complement could hide events.
@@ -412,7 +425,9 @@ fn each_attack_fails_for_its_own_reason() {
 fn the_verifier_trusts_only_its_own_keys() {
     let f = fixture();
     let text = f.bundle(&Selection::Session("s3".into()));
-    // One key of the history is enough: the genesis key, or the current one.
+    // One key of the bundle's tree is accepted alone (the genesis key, or
+    // the current one); only the history, with witnesses, stops whoever
+    // holds a retired key (FORMAT.md §16).
     for vkey in f.keys.to_text().lines().filter(|l| !l.starts_with('#')) {
         let one = KeyHistory::parse(vkey.split_once(' ').expect("FROM VKEY").1).expect("one key");
         verify(&text, &one).unwrap_or_else(|r| panic!("trusting {vkey}: {r}"));
@@ -469,4 +484,39 @@ fn witnesses_count_as_the_policy_says() {
     let bare = f.write(&plan, &note);
     let r = verify_evidence(&bare, &f.keys, &[trusted], 1).expect_err("no cosignature");
     assert_eq!(r.kind, RejectKind::TooFewWitnesses, "{r}");
+}
+
+/// A bundle of a tree from before a rotation still verifies with today's
+/// key history (the later key is the history's own, not the bundle's);
+/// the later key alone cannot vouch for it.
+#[test]
+fn an_old_bundle_verifies_with_todays_key_history() {
+    let f = fixture();
+    let key_a = SigningKey::from_seed(KEY_A);
+    let rotation = f.keys.keys[1].from - 1;
+    let old = Selection::Call(call_id(1));
+    let plan = f.ledger.plan_evidence(&old, rotation).expect("plan");
+    assert!(plan.proved.iter().all(|s| *s < rotation));
+    let note = Checkpoint {
+        origin: f.keys.origin.clone(),
+        size: rotation,
+        root: f.ledger.tree_root(rotation).expect("root"),
+    }
+    .sign(&key_a);
+    let text = f.write_sealed(&plan, &note, &key_a);
+    verify(&text, &f.keys).expect("today's history vouches for the old bundle");
+    let history = f.keys.to_text();
+    let newest = history
+        .lines()
+        .last()
+        .expect("a key")
+        .split_once(' ')
+        .expect("FROM VKEY")
+        .1;
+    let newest = KeyHistory::parse(newest).expect("one key");
+    assert_eq!(refused(&text, &newest), RejectKind::UnknownKey);
+    // A history that moves the rotation into the old tree is not this one.
+    let mut moved = f.keys.clone();
+    moved.keys[1].from = rotation - 3;
+    assert_eq!(refused(&text, &moved), RejectKind::UnknownKey);
 }

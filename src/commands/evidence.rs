@@ -126,7 +126,20 @@ pub fn write(paths: &Paths, select: Select, fresh: bool, output: &Path) -> Resul
         .filter(|l| l.starts_with('\u{2014}'))
         .count()
         .saturating_sub(1);
-    let readme = readme(&origin, &plan, cosigned);
+    // A window the tree does not reach to its end: complete only up to the
+    // tree's last event, and the README says so.
+    let partial = match (&plan.selection, plan.range) {
+        (Selection::Range { to, .. }, Some((_, end))) if end == plan.size => {
+            ledger.get(end - 1)?.map(|e| e.event.ts).filter(|t| t <= to)
+        }
+        _ => None,
+    };
+    if let Some(t) = partial {
+        eprintln!(
+            "note: the log ends at {t}, before the window does: the bundle proves the window complete only up to then"
+        );
+    }
+    let readme = readme(&origin, &plan, cosigned, partial);
     let tmp = output.with_file_name(format!(
         ".{}.{}.partial",
         output.file_name().and_then(|n| n.to_str()).unwrap_or("bundle"),
@@ -177,7 +190,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The bundle's README: its comment lines.
-fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize) -> Vec<String> {
+fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize, partial: Option<Timestamp>) -> Vec<String> {
     let what = match &plan.selection {
         Selection::Call(c) => format!("every event of the call {c} (correlation.call_id)"),
         Selection::Session(s) => format!("every event of the session {s}"),
@@ -188,7 +201,12 @@ fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize) -> Vec<String> {
             to,
             server: None,
             principal: None,
-        } => format!("every event from {from} to {to}, proved complete"),
+        } => match partial {
+            None => format!("every event from {from} to {to}, proved complete"),
+            Some(t) => format!(
+                "every event from {from} to {to} that the log held when this was made, proved complete up to its last event at {t} (nothing about the window after it)"
+            ),
+        },
         Selection::Range {
             from,
             to,
@@ -210,8 +228,9 @@ fn readme(origin: &str, plan: &EvidencePlan, cosigned: usize) -> Vec<String> {
         ),
         "with the events that introduce the ledger's keys, sealed with its key.".to_owned(),
         String::new(),
-        "Verify it offline with keys you got from the ledger's operator beforehand, never from".to_owned(),
-        "this file (`sealgate key-history` prints them; one verifier key is enough):".to_owned(),
+        "Verify it offline with the ledger's key history, got from its operator beforehand and".to_owned(),
+        "never from this file (`sealgate key-history` prints it), and require witnesses' cosignatures:".to_owned(),
+        "whoever holds a retired key can forge a bundle that a single old key accepts.".to_owned(),
         "  sealgate verify-evidence THIS_FILE --key KEYS [--witness VKEY ... --min-witnesses M]".to_owned(),
         "  python3 tools/verify_evidence.py THIS_FILE --keys KEYS".to_owned(),
         "Add --events to print the verified events. Any byte changed fails verification.".to_owned(),
@@ -252,8 +271,8 @@ pub fn verify(
     let mut out = std::io::stdout().lock();
     match (&outcome, output) {
         (Ok(v), ReportFormat::Json) => {
-            let complete = v.complete.map(|(first, last, through)| {
-                serde_json::json!({"first_seq": first, "last_seq": last, "through": through.to_string()})
+            let complete = v.complete.map(|c| {
+                serde_json::json!({"first_seq": c.first, "last_seq": c.last, "through": c.through.to_string(), "whole_window": c.whole_window})
             });
             writeln!(
                 out,
@@ -284,11 +303,19 @@ pub fn verify(
                 v.checkpoint.size,
                 v.checkpoint.origin
             )?;
-            if let Some((first, last, through)) = v.complete {
+            if let Some(c) = v.complete {
                 writeln!(
                     out,
-                    "complete: the bundle holds every event from seq {first} to {last}, so none of the window up to {through} is left out"
+                    "complete: the bundle holds every event from seq {} to {}, so none of the window up to {} is left out",
+                    c.first, c.last, c.through
                 )?;
+                if !c.whole_window {
+                    writeln!(
+                        out,
+                        "PARTIAL: the checkpoint's tree ends before the window does: the bundle says nothing about the window after {}",
+                        c.through
+                    )?;
+                }
             }
             if !v.witnesses.is_empty() {
                 writeln!(
