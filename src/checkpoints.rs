@@ -578,9 +578,11 @@ pub async fn push(
             };
         }
         if old > issued.size {
+            // The witness's 409 named a tree this log does not reach: a
+            // rollback (a backup restored, the tail cut), the alarm.
             return refused(
                 attempts,
-                None,
+                Some(409),
                 format!(
                     "the witness holds a tree of {old} events, the log issued one of {}: the log lost events it had",
                     issued.size

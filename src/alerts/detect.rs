@@ -459,13 +459,20 @@ impl Detector {
                 let status = body_u64(e, "status");
                 let witness = body_str(e, "witness").unwrap_or("?");
                 let why = body_str(e, "error").unwrap_or("no reason given");
-                // Only 422 says the log is not the one the witness saw; the
-                // rest are a witness that does not know this log or key.
+                // 422 and 409 say the log is not the one the witness saw
+                // (not consistent with it, or shorter than it); the rest
+                // are a witness that does not know this log or key.
                 let (severity, meaning) = if status == Some(422) {
                     (
                         AlertSeverity::Critical,
                         "the log is not consistent with the one it cosigned before: it was forked, or its tail \
                          cut and rewritten; treat it as an incident",
+                    )
+                } else if status == Some(409) {
+                    (
+                        AlertSeverity::Critical,
+                        "the witness cosigned a longer tree of this log than the log now holds: it lost events \
+                         (a backup restored, its tail cut); treat it as an incident",
                     )
                 } else {
                     (
@@ -962,6 +969,7 @@ mod tests {
             ("unreachable", None),
             ("refused", Some(422)),
             ("refused", Some(403)),
+            ("refused", Some(409)),
         ]
         .iter()
         .enumerate()
@@ -995,7 +1003,10 @@ mod tests {
             .flat_map(|e| d.observe(e))
             .map(|a| (a.body.evidence[0].seq, a.body.severity))
             .collect();
-        assert_eq!(raised, vec![(3, AlertSeverity::Critical), (4, AlertSeverity::High)]);
+        assert_eq!(
+            raised,
+            vec![(3, AlertSeverity::Critical), (4, AlertSeverity::High), (5, AlertSeverity::Critical)]
+        );
         let mut off = thresholds();
         off.disabled.insert(Detection::WitnessRefused);
         let mut d = Detector::new(off);
