@@ -1005,7 +1005,11 @@ mod tests {
             .collect();
         assert_eq!(
             raised,
-            vec![(3, AlertSeverity::Critical), (4, AlertSeverity::High), (5, AlertSeverity::Critical)]
+            vec![
+                (3, AlertSeverity::Critical),
+                (4, AlertSeverity::High),
+                (5, AlertSeverity::Critical)
+            ]
         );
         let mut off = thresholds();
         off.disabled.insert(Detection::WitnessRefused);

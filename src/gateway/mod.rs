@@ -177,22 +177,29 @@ impl Gateway {
     /// by the decision itself. Returns (sessions closed, calls withdrawn).
     pub async fn enforce_suspension(&self, suspension: &crate::governance::suspensions::Suspension) -> (usize, usize) {
         let why = suspension.describe();
-        let mut closed = 0;
-        let mut withdrawn = 0;
-        for session in self.core.open.all() {
-            if !session.stopped_by(suspension) {
-                continue;
-            }
-            // Closed, whatever the target: an open session would still
-            // carry listings, pings and notifications to and from a
-            // suspended principal, team or server (and a server's
-            // tools/list_changed could start its process again).
-            withdrawn += session.withdraw_calls(&why);
-            session
-                .close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))
-                .await;
-            closed += 1;
-        }
+        let stopped: Vec<_> = self
+            .core
+            .open
+            .all()
+            .into_iter()
+            .filter(|s| s.stopped_by(suspension))
+            .collect();
+        // Every stopped session's calls are withdrawn at once, then the
+        // sessions are closed together: each close waits for its calls to
+        // end, and one after another they would leave the later sessions'
+        // calls running meanwhile.
+        let withdrawn: usize = stopped.iter().map(|s| s.withdraw_calls(&why)).sum();
+        // Closed, whatever the target: an open session would still carry
+        // listings, pings and notifications to and from a suspended
+        // principal, team or server (and a server's tools/list_changed
+        // could start its process again).
+        futures::future::join_all(
+            stopped
+                .iter()
+                .map(|s| s.close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))),
+        )
+        .await;
+        let closed = stopped.len();
         tracing::warn!(
             suspension = %suspension.id,
             "{why}: {closed} sessions closed, {withdrawn} calls withdrawn"
