@@ -364,6 +364,58 @@ fn a_held_call_is_pending_then_waited_for() {
         Some(0.0),
         "the held call is not in the added latency"
     );
+
+    // Held again and denied: refused, and its wait is not the gateway's
+    // either.
+    let held = rt.spawn({
+        let peer = client.peer().clone();
+        async move {
+            peer.call_tool(CallToolRequestParams::new("get-tiny-image".to_string()))
+                .await
+        }
+    });
+    let second = || {
+        site.events()
+            .iter()
+            .filter(|e| kind(e) == "approval.requested")
+            .nth(1)
+            .map(|e| body(e, "approval_id").as_str().unwrap_or_default().to_owned())
+    };
+    wait_latest(&receiver, "a second approval pending", |l| {
+        second().is_some() && value(l, "sealgate.approvals.pending", &[]) == Some(1.0)
+    });
+    let id = second().expect("a second approval");
+    let out = site
+        .sealgate()
+        .args([
+            "approvals",
+            "deny",
+            &id,
+            "--reason",
+            "no",
+            "--api",
+            &gw.base,
+            "--token",
+            &root,
+        ])
+        .output()
+        .expect("run sealgate approvals deny");
+    assert!(out.status.success(), "deny: {}", String::from_utf8_lossy(&out.stderr));
+    let refused = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(30), held).await })
+        .expect("the held call answered")
+        .expect("task")
+        .expect("get-tiny-image");
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    let latest = wait_latest(&receiver, "the second approval decided", |l| {
+        value(l, "sealgate.approvals.pending", &[]) == Some(0.0)
+            && value(l, "sealgate.approval.wait.duration", &[]) == Some(2.0)
+    });
+    assert_eq!(
+        value(&latest, "sealgate.gateway.added.duration", &[]),
+        Some(0.0),
+        "the denied held call is not in the added latency"
+    );
     rt.block_on(async {
         let _ = client.cancel().await;
     });

@@ -809,6 +809,10 @@ impl Session {
             // (and its model) reads why; the decision is in `_meta`. Other
             // refusals (the ledger cannot record) stay JSON-RPC errors.
             Err(e) if e.code == codes::DENIED && call.method == "tools/call" => {
+                // A call held for a human and then refused (denied, expired,
+                // withdrawn) waited on the human: not the gateway's latency.
+                let held =
+                    e.data.as_ref().and_then(|d| d.get("decision")).and_then(Json::as_str) == Some("REQUIRE_APPROVAL");
                 let mut result = Json::object([
                     (
                         "content",
@@ -822,7 +826,9 @@ impl Session {
                 if let Some(data) = e.data {
                     result.set("_meta", Json::Object(vec![("io.sealgate/decision".into(), data)]));
                 }
-                crate::metrics::ADDED_LATENCY.record(arrived.elapsed());
+                if !held {
+                    crate::metrics::ADDED_LATENCY.record(arrived.elapsed());
+                }
                 return Ok(result);
             }
             Err(e) => return Err(e),
