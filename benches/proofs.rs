@@ -258,6 +258,33 @@ fn timed(samples: usize, mut f: impl FnMut(usize) -> Result<()>) -> Result<Vec<D
     Ok(out)
 }
 
+/// This thread's time waiting for a core so far: the run-queue wait of
+/// `/proc/thread-self/schedstat` (its second field, nanoseconds).
+fn run_queue_wait() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().nth(1)?.parse().ok().map(Duration::from_nanos)
+}
+
+/// [`timed`], also returning each sample's time less what the thread spent
+/// waiting for a core meanwhile (another process had it): what the proof
+/// took on a core, or waiting for I/O.
+fn timed_on_core(samples: usize, mut f: impl FnMut() -> Result<()>) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let (mut wall, mut on_core) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
+    for _ in 0..samples {
+        let waited = run_queue_wait();
+        let t = Instant::now();
+        f()?;
+        let elapsed = t.elapsed();
+        let waited = match (waited, run_queue_wait()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => Duration::ZERO,
+        };
+        wall.push(elapsed);
+        on_core.push(elapsed.saturating_sub(waited));
+    }
+    Ok((wall, on_core))
+}
+
 fn proofs(root: &Path, plan: &Plan) -> Result<Vec<Verdict>> {
     let (dir, build_secs) = cached_ledger(root, plan.events)?;
     let bytes = size_on_disk(&dir.join("ledger"))?;
@@ -308,15 +335,15 @@ fn proofs(root: &Path, plan: &Plan) -> Result<Vec<Verdict>> {
         (old, rng.between(old, n))
     };
     let mut rng = Rng(1);
-    let mut inclusion = timed(samples, |_| {
+    let (mut inclusion, mut inclusion_core) = timed_on_core(samples, || {
         let (seq, size) = draw(&mut rng);
         ledger.prove_inclusion(seq, size, &key).map(drop).map_err(Into::into)
     })?;
-    let mut at_head = timed(samples, |_| {
+    let (mut at_head, mut at_head_core) = timed_on_core(samples, || {
         let seq = rng.between(0, n - 1);
         ledger.prove_inclusion(seq, n, &key).map(drop).map_err(Into::into)
     })?;
-    let mut consistency = timed(samples, |_| {
+    let (mut consistency, mut consistency_core) = timed_on_core(samples, || {
         let (old, new) = draw_old_new(&mut rng);
         ledger.prove_consistency(old, new, &key).map(drop).map_err(Into::into)
     })?;
@@ -371,6 +398,10 @@ fn proofs(root: &Path, plan: &Plan) -> Result<Vec<Verdict>> {
     print_spread("prove_inclusion, random seq < random size", &inclusion, "");
     print_spread("prove_inclusion, random seq, the whole tree", &at_head, "");
     print_spread("prove_consistency, random old <= new", &consistency, "");
+    println!("  the same samples, less the time the thread waited for a core (run-queue wait, schedstat):");
+    print_spread("  prove_inclusion, random size", &spread(&mut inclusion_core), "");
+    print_spread("  prove_inclusion, the whole tree", &spread(&mut at_head_core), "");
+    print_spread("  prove_consistency", &spread(&mut consistency_core), "");
     println!("  the parts, alone (other samples):");
     print_spread("  inclusion: tree reads (path, record, root)", &spread(&mut reads), "");
     print_spread(
