@@ -90,50 +90,36 @@
 //! `$SEALGATE_BENCH_DIR` (default: the system temp directory), so that all
 //! figures come from the same filesystem.
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ed25519_dalek::{Signature, VerifyingKey};
-use ledger::{
-    Actor, CommitStats, Correlation, Draft, Event, EventKind, Hash, KeyDir, Ledger, RequestId, SigningKey, Subject,
-    Timestamp, Value, VerifyOptions, event_hash,
-};
+use ledger::{Draft, Event, Hash, KeyDir, Ledger, RequestId, SigningKey, Timestamp, VerifyOptions, event_hash};
 use rayon::prelude::*;
 
+mod appends;
 mod floor;
+
+use appends::{
+    Appends, BUILD_BATCH, Latency, SERVICE_FILL, STAGES, Stage, WRITER_STACK, busy, delta, durable_appends_async_on,
+    durable_appends_on, fill, latency, ledger_in_service, new_ledger, process_cpu, task_runtime, threads_cpu,
+    tool_call_draft, total_cpu,
+};
 
 /// Signatures per parallel task (as the ledger's verifier uses), and per
 /// `verify_batch` call in the comparison.
 const SIG_BATCH: usize = 64;
-/// Drafts per `submit` when building the verification ledger.
-const BUILD_BATCH: usize = 1024;
-/// `submit` requests kept in flight when building the verification ledger.
-const BUILD_IN_FLIGHT: usize = 8;
 /// Bytes one lone append of the bench draft adds to RocksDB's WAL: the
 /// 691-byte record, its time-index entry, the new head and the write batch
 /// and WAL framing (799 bytes, seen with `strace -e trace=write`).
 const WAL_RECORD: usize = 800;
 /// Syncs of a fresh file whose p50 is shown as the burst regime.
 const SYNC_BURST: usize = 300;
-/// Events each append case's ledger takes (in `submit` batches) before it
-/// is measured: ~160 MB, enough for RocksDB to have flushed its 64 MB
-/// memtables and started a new WAL twice, as a ledger in service has. Until
-/// then a fresh ledger's WAL is a file that grows with every write, and
-/// each sync also commits its new size; afterwards the WAL is a recycled
-/// file (`store.rs`) that syncs write over.
-const SERVICE_FILL: usize = 200_000;
-/// How long the writers go on appending after the measurement window, so
-/// that they are all still running when the window's CPU use is read.
-const WINDOW_TAIL: Duration = Duration::from_millis(50);
-/// Stack of each writer thread (512 of them).
-const WRITER_STACK: usize = 256 << 10;
 
 /// How much work each part does.
 struct Plan {
@@ -625,66 +611,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Mean and percentiles of a set of durations (sorted in place).
-#[derive(Clone, Copy)]
-struct Latency {
-    mean: Duration,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn latency(samples: &mut [Duration]) -> Latency {
-    if samples.is_empty() {
-        return Latency {
-            mean: Duration::ZERO,
-            p50: Duration::ZERO,
-            p99: Duration::ZERO,
-        };
-    }
-    samples.sort_unstable();
-    let total: Duration = samples.iter().sum();
-    let pct = |p: f64| {
-        let rank = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
-        samples[rank - 1]
-    };
-    Latency {
-        mean: total / samples.len() as u32,
-        p50: pct(0.50),
-        p99: pct(0.99),
-    }
-}
-
-/// A realistic `tool_call.requested` draft (~550 canonical bytes).
-fn tool_call_draft(request_id: i64) -> Draft {
-    let arguments = serde_json::json!({
-        "path": "/srv/atlas/reports/2026/q4/summary.csv",
-        "mode": "overwrite",
-        "content": "region,quarter,revenue,units\nnorth,Q4,1284302,8812\nsouth,Q4,973211,6120\n",
-        "create_parents": true,
-    })
-    .to_string();
-    let mut draft = Draft::new(EventKind::ToolCallRequested);
-    draft.actor = Actor {
-        principal: Some("alice@example.com".into()),
-        teams: Vec::new(),
-        agent: None,
-        session: Some("sess-7f3a9c2e41b8".into()),
-    };
-    draft.subject = Subject {
-        server: Some("filesystem".into()),
-        tool: Some("write_file".into()),
-        resource: None,
-        prompt: None,
-        env: vec!["prod".into()],
-    };
-    draft.correlation = Correlation {
-        request_id: Some(RequestId::Int(request_id)),
-        ..Correlation::default()
-    };
-    draft.body.insert("arguments".into(), Value::String(arguments));
-    draft
-}
-
 fn canonical_len(draft: &Draft) -> usize {
     let key = SigningKey::from_seed([1; 32]);
     Event::from_draft(draft.clone(), 1_000_000, Timestamp::now(), Hash([0xab; 32]), key.id())
@@ -763,118 +689,6 @@ fn print_stage_costs(
         100.0 * sync.as_secs_f64() / floor.as_secs_f64()
     );
     println!();
-}
-
-// ---------------------------------------------------------------------------
-// CPU accounting (Linux /proc; figures show as `-` where it is unavailable)
-
-/// CPU time used by the whole process so far, threads that exited included
-/// (`utime + stime` of `/proc/self/stat`, in USER_HZ = 100 ticks).
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the `(comm)`, which may hold spaces: state is field 3,
-    // utime field 14 and stime field 15.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-/// Which part of the work a thread does, by its name: the columns of the
-/// core-time-per-append table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Stage {
-    /// `ledger-writer`: sealing, writing, and signing when it has nothing else to do.
-    Writer,
-    /// `ledger-sign-N`: the signing pool.
-    Signers,
-    /// `ledger-sync`: WAL syncs and acknowledgements.
-    Sync,
-    /// `rocksdb:*`: memtable flushes and compactions.
-    Store,
-    /// `bench-*`: the appending threads, or the runtime's workers running the
-    /// appending tasks (and the ledger's pump).
-    Callers,
-    Other,
-}
-
-const STAGES: [Stage; 6] = [
-    Stage::Writer,
-    Stage::Signers,
-    Stage::Sync,
-    Stage::Store,
-    Stage::Callers,
-    Stage::Other,
-];
-
-impl Stage {
-    fn of(comm: &str) -> Stage {
-        match comm {
-            "ledger-writer" => Stage::Writer,
-            "ledger-sync" => Stage::Sync,
-            c if c.starts_with("ledger-sign") => Stage::Signers,
-            c if c.starts_with("rocksdb:") => Stage::Store,
-            c if c.starts_with("bench-") => Stage::Callers,
-            _ => Stage::Other,
-        }
-    }
-}
-
-/// On-CPU time of every live thread by thread id, with its stage
-/// (`/proc/self/task/*/schedstat`, nanoseconds).
-fn threads_cpu() -> Option<HashMap<u64, (Stage, Duration)>> {
-    let mut out = HashMap::new();
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else {
-            continue;
-        };
-        // A thread may exit between the listing and these reads.
-        let (Ok(comm), Ok(sched)) = (
-            std::fs::read_to_string(task.path().join("comm")),
-            std::fs::read_to_string(task.path().join("schedstat")),
-        ) else {
-            continue;
-        };
-        if let Some(nanos) = sched.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
-            out.insert(tid, (Stage::of(comm.trim_end()), Duration::from_nanos(nanos)));
-        }
-    }
-    Some(out)
-}
-
-/// CPU used per stage between two [`threads_cpu`] snapshots. A thread
-/// started in between counts from zero; one that exited is missing.
-fn stage_cpu(
-    before: &Option<HashMap<u64, (Stage, Duration)>>,
-    after: &Option<HashMap<u64, (Stage, Duration)>>,
-) -> Option<HashMap<Stage, Duration>> {
-    let (before, after) = (before.as_ref()?, after.as_ref()?);
-    let mut out = HashMap::new();
-    for (tid, (stage, used)) in after {
-        let from = before.get(tid).map_or(Duration::ZERO, |(_, d)| *d);
-        *out.entry(*stage).or_insert(Duration::ZERO) += used.saturating_sub(from);
-    }
-    Some(out)
-}
-
-/// `used / (wall * cores)` as a percentage, or `-`.
-fn busy(used: Option<Duration>, wall: Duration, cores: usize) -> String {
-    match used {
-        Some(u) => format!("{:.0}%", 100.0 * u.as_secs_f64() / (wall.as_secs_f64() * cores as f64)),
-        None => "-".into(),
-    }
-}
-
-/// Core time of every thread between two [`threads_cpu`] snapshots.
-fn total_cpu(
-    before: &Option<HashMap<u64, (Stage, Duration)>>,
-    after: &Option<HashMap<u64, (Stage, Duration)>>,
-) -> Option<Duration> {
-    stage_cpu(before, after).map(|s| s.values().sum())
-}
-
-fn delta(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    b?.checked_sub(a?)
 }
 
 // ---------------------------------------------------------------------------
@@ -1087,284 +901,16 @@ fn per_event_costs(template: &Draft, n: usize) -> Result<Costs> {
 }
 
 // ---------------------------------------------------------------------------
-// 4. Durable appends
-
-struct Appends {
-    count: usize,
-    per_sec: f64,
-    mean: Duration,
-    p50: Duration,
-    p99: Duration,
-    /// Events per WAL sync (commit group) in the window.
-    per_sync: f64,
-    /// Mean time of one of those syncs, in milliseconds.
-    sync_ms: f64,
-    /// CPU used by the process in the window.
-    cpu: Option<Duration>,
-    /// CPU used in the window by each stage's threads.
-    stages: Option<HashMap<Stage, Duration>>,
-}
-
-impl Appends {
-    fn stage(&self, stage: Stage) -> Option<Duration> {
-        self.stages.as_ref().map(|s| s.get(&stage).copied().unwrap_or_default())
-    }
-}
-
-/// What one writer thread saw inside the measurement window.
-#[derive(Default)]
-struct WriterLog {
-    latencies: Vec<Duration>,
-}
-
-/// What the process and its threads had used at one moment.
-struct Usage {
-    /// CPU used by the process.
-    cpu: Option<Duration>,
-    threads: Option<HashMap<u64, (Stage, Duration)>>,
-    commits: CommitStats,
-}
-
-/// What was used in the measurement window ([`Usage::since`]).
-struct WindowUsage {
-    cpu: Option<Duration>,
-    stages: Option<HashMap<Stage, Duration>>,
-    commits: CommitStats,
-}
-
-impl Usage {
-    fn read(ledger: &Ledger) -> Usage {
-        Usage {
-            cpu: process_cpu(),
-            threads: threads_cpu(),
-            commits: ledger.commit_stats(),
-        }
-    }
-
-    fn since(self, before: Usage) -> WindowUsage {
-        WindowUsage {
-            cpu: delta(before.cpu, self.cpu),
-            stages: stage_cpu(&before.threads, &self.threads),
-            commits: CommitStats {
-                syncs: self.commits.syncs.saturating_sub(before.commits.syncs),
-                events: self.commits.events.saturating_sub(before.commits.events),
-                sync_nanos: self.commits.sync_nanos.saturating_sub(before.commits.sync_nanos),
-            },
-        }
-    }
-}
-
-fn new_ledger(base: &Path) -> Result<(tempfile::TempDir, Ledger)> {
-    let dir = tempfile::tempdir_in(base).with_context(|| format!("cannot create a temp dir in {}", base.display()))?;
-    let path = dir.path().join("ledger");
-    let keys = KeyDir::new(dir.path().join("keys"));
-    let ledger = Ledger::create(&path, &keys, SigningKey::generate(), Actor::default())
-        .with_context(|| format!("cannot create a ledger in {}", path.display()))?;
-    Ok((dir, ledger))
-}
-
-/// A new ledger that has already taken [`SERVICE_FILL`] events.
-fn ledger_in_service(base: &Path) -> Result<(tempfile::TempDir, Ledger)> {
-    let (dir, ledger) = new_ledger(base)?;
-    fill(&ledger, SERVICE_FILL)?;
-    Ok((dir, ledger))
-}
-
-/// Appends `events` copies of the bench draft in `submit` batches of
-/// [`BUILD_BATCH`], [`BUILD_IN_FLIGHT`] at a time.
-fn fill(ledger: &Ledger, events: usize) -> Result<()> {
-    let template = tool_call_draft(0);
-    let mut in_flight = VecDeque::with_capacity(BUILD_IN_FLIGHT);
-    let mut next_id: i64 = 0;
-    for _ in 0..events.div_ceil(BUILD_BATCH) {
-        let drafts: Vec<Draft> = (0..BUILD_BATCH)
-            .map(|_| {
-                let mut d = template.clone();
-                d.correlation.request_id = Some(RequestId::Int(next_id));
-                next_id += 1;
-                d
-            })
-            .collect();
-        in_flight.push_back(ledger.submit(drafts).context("cannot submit drafts")?);
-        if in_flight.len() >= BUILD_IN_FLIGHT
-            && let Some(p) = in_flight.pop_front()
-        {
-            p.wait().context("a batch append failed while filling the ledger")?;
-        }
-    }
-    for p in in_flight {
-        p.wait().context("a batch append failed while filling the ledger")?;
-    }
-    Ok(())
-}
+// 4. Durable appends (`appends.rs`)
 
 fn durable_appends(base: &Path, writers: usize, plan: &Plan) -> Result<Appends> {
     let (_dir, ledger) = ledger_in_service(base)?;
-    let ledger = &ledger;
-    // Writers wait for `go` (0: wait, 1: go, 2: abort), then read `start`.
-    let go = &AtomicU8::new(0);
-    let start = &OnceLock::new();
-    let mut measured = None;
-    let window_out = &mut measured;
-    let (warmup, window) = (plan.append_warmup, plan.append_window);
-    let logs: Result<Vec<Result<WriterLog>>> = std::thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(writers);
-        for w in 0..writers {
-            let spawned = std::thread::Builder::new()
-                .name(format!("bench-writer-{w}"))
-                .stack_size(WRITER_STACK)
-                .spawn_scoped(scope, move || -> Result<WriterLog> {
-                    let template = tool_call_draft(0);
-                    let mut log = WriterLog::default();
-                    let start: Instant = loop {
-                        match go.load(Ordering::Acquire) {
-                            0 => std::thread::sleep(Duration::from_millis(1)),
-                            1 => break *start.get().context("start time not set")?,
-                            _ => return Ok(log),
-                        }
-                    };
-                    let (measure_from, stop_at) = (start + warmup, start + warmup + window);
-                    let mut n: i64 = 0;
-                    loop {
-                        let t0 = Instant::now();
-                        if t0 >= stop_at + WINDOW_TAIL {
-                            break;
-                        }
-                        let mut draft = template.clone();
-                        draft.correlation.request_id = Some(RequestId::Int(((w as i64) << 32) | n));
-                        n += 1;
-                        ledger
-                            .append_blocking(draft)
-                            .with_context(|| format!("writer {w}: append failed"))?;
-                        let t1 = Instant::now();
-                        if t0 >= measure_from && t1 <= stop_at {
-                            log.latencies.push(t1 - t0);
-                        }
-                    }
-                    Ok(log)
-                });
-            match spawned {
-                Ok(h) => handles.push(h),
-                Err(e) => {
-                    go.store(2, Ordering::Release);
-                    for h in handles {
-                        let _ = h.join();
-                    }
-                    return Err(anyhow::anyhow!("cannot spawn writer thread {w} of {writers}: {e}"));
-                }
-            }
-        }
-        let t0 = Instant::now();
-        let _ = start.set(t0);
-        go.store(1, Ordering::Release);
-        std::thread::sleep((t0 + warmup).saturating_duration_since(Instant::now()));
-        let before = Usage::read(ledger);
-        std::thread::sleep((t0 + warmup + window).saturating_duration_since(Instant::now()));
-        *window_out = Some(Usage::read(ledger).since(before));
-        Ok(handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a writer thread panicked")))
-            })
-            .collect())
-    });
-    let measured = measured.context("the measurement window was not read")?;
-    summarize(logs?, &format!("{writers} writers"), window, measured)
+    durable_appends_on(&ledger, writers, plan.append_warmup, plan.append_window)
 }
 
-/// Merges what the writers saw into the figures of one case.
-fn summarize(logs: Vec<Result<WriterLog>>, what: &str, window: Duration, measured: WindowUsage) -> Result<Appends> {
-    let mut latencies = Vec::new();
-    for log in logs {
-        latencies.extend(log?.latencies);
-    }
-    ensure!(
-        !latencies.is_empty(),
-        "{what}: no append completed inside the measurement window"
-    );
-    let c = measured.commits;
-    let syncs = c.syncs.max(1) as f64;
-    let count = latencies.len();
-    let lat = latency(&mut latencies);
-    Ok(Appends {
-        count,
-        per_sec: count as f64 / window.as_secs_f64(),
-        mean: lat.mean,
-        p50: lat.p50,
-        p99: lat.p99,
-        per_sync: c.events as f64 / syncs,
-        sync_ms: c.sync_nanos as f64 / syncs / 1e6,
-        cpu: measured.cpu,
-        stages: measured.stages,
-    })
-}
-
-/// A tokio runtime with one worker per core, as the gateway runs.
-fn task_runtime(cores: usize) -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores)
-        .thread_name("bench-task-worker")
-        .enable_time()
-        .build()
-        .context("cannot start a tokio runtime")
-}
-
-/// The same measurement with writers as tokio tasks awaiting
-/// [`Ledger::append`] on a multi-threaded runtime with one worker per core:
-/// the shape in which the gateway appends (one task per MCP request).
 fn durable_appends_async(base: &Path, writers: usize, plan: &Plan, cores: usize) -> Result<Appends> {
     let (_dir, ledger) = ledger_in_service(base)?;
-    let ledger = Arc::new(ledger);
-    let runtime = task_runtime(cores)?;
-    let (warmup, window) = (plan.append_warmup, plan.append_window);
-    let start = Instant::now() + Duration::from_millis(50);
-    let (measure_from, stop_at) = (start + warmup, start + warmup + window);
-    let mut tasks = Vec::with_capacity(writers);
-    for w in 0..writers {
-        let ledger = ledger.clone();
-        tasks.push(runtime.spawn(async move {
-            let template = tool_call_draft(0);
-            let mut log = WriterLog::default();
-            tokio::time::sleep_until(start.into()).await;
-            let mut n: i64 = 0;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= stop_at + WINDOW_TAIL {
-                    break;
-                }
-                let mut draft = template.clone();
-                draft.correlation.request_id = Some(RequestId::Int(((w as i64) << 32) | n));
-                n += 1;
-                ledger
-                    .append(draft)
-                    .await
-                    .with_context(|| format!("task {w}: append failed"))?;
-                let t1 = Instant::now();
-                if t0 >= measure_from && t1 <= stop_at {
-                    log.latencies.push(t1 - t0);
-                }
-            }
-            anyhow::Ok(log)
-        }));
-    }
-    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
-    let before = Usage::read(&ledger);
-    std::thread::sleep(stop_at.saturating_duration_since(Instant::now()));
-    let measured = Usage::read(&ledger).since(before);
-    let logs: Vec<Result<WriterLog>> = runtime.block_on(async {
-        let mut out = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            out.push(
-                t.await
-                    .unwrap_or_else(|e| Err(anyhow::anyhow!("a writer task failed: {e}"))),
-            );
-        }
-        out
-    });
-    drop(runtime);
-    drop(ledger);
-    summarize(logs, &format!("{writers} tasks"), window, measured)
+    durable_appends_async_on(Arc::new(ledger), writers, plan.append_warmup, plan.append_window, cores)
 }
 
 // ---------------------------------------------------------------------------

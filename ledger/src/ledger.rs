@@ -292,6 +292,38 @@ impl Ledger {
         tuning: &StoreOptions,
         now: fn() -> Timestamp,
     ) -> Result<Ledger> {
+        Ledger::open_writer(path, key_dir, tuning, now, true)
+    }
+
+    /// A new ledger in `path` whose writer does not maintain the Merkle
+    /// tree: only for benchmarks that measure what the tree costs the
+    /// write path, beside a ledger that has it (`benches/proofs.rs`).
+    /// Compiled in with the `bench-tree-off` feature alone, which only
+    /// dev-dependencies enable: a production build has no way to it.
+    ///
+    /// It is a throwaway ledger that cannot be taken for a normal one: it
+    /// is made new here (never an existing ledger), and its tree marker is
+    /// removed (synced) before its writer starts, so it is what a ledger
+    /// made before the tree is (`docs/FORMAT.md` §13): proofs and
+    /// checkpoints refuse it ("no Merkle tree yet"), full verification
+    /// reports `tree_mismatch` at 0, and a normal open for writing builds
+    /// the whole tree from the log again before its first append.
+    #[cfg(feature = "bench-tree-off")]
+    #[doc(hidden)]
+    pub fn create_without_tree(path: &Path, key_dir: &KeyDir, key: SigningKey, actor: Actor) -> Result<Ledger> {
+        drop(Ledger::create(path, key_dir, key, actor)?);
+        Ledger::open_writer(path, key_dir, &StoreOptions::default(), Timestamp::now, false)
+    }
+
+    /// Opens an existing ledger for appending; `tree` is false only for
+    /// [`Ledger::create_without_tree`].
+    fn open_writer(
+        path: &Path,
+        key_dir: &KeyDir,
+        tuning: &StoreOptions,
+        now: fn() -> Timestamp,
+        tree: bool,
+    ) -> Result<Ledger> {
         // Acknowledged events the store lost would be overwritten by the
         // next appends: refuse, rather than carry on without them. Checked
         // on a read-only open first, because a read-write open runs
@@ -307,7 +339,9 @@ impl Ledger {
         let mut store = Store::open(path, false, tuning)?;
         let schedule = store.key_schedule()?;
         store.check_tail(&schedule)?;
-        if !store.has_tree()? {
+        if !tree {
+            crate::tree::remove_marker(&store)?;
+        } else if !store.has_tree()? {
             crate::tree::backfill(&store)?;
         }
         let current = store.current_key_id()?;
@@ -329,7 +363,7 @@ impl Ledger {
             .map_err(|e| Error::io("cannot write the acknowledged mark", &crate::acked::path(path), e))?;
         store.mark = Some(mark);
         tracing::debug!(path = %path.display(), head = head.seq, key = %current, "ledger opened");
-        Ledger::start_writer(Arc::new(store), schedule, key, key_dir.clone(), now)
+        Ledger::start_writer(Arc::new(store), schedule, key, key_dir.clone(), now, tree)
     }
 
     /// Opens a ledger for reading only; needs no key, writes nothing, and can
@@ -350,10 +384,11 @@ impl Ledger {
         key: SigningKey,
         key_dir: KeyDir,
         now: fn() -> Timestamp,
+        tree: bool,
     ) -> Result<Ledger> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let acks = Arc::new(Acks::default());
-        let writer = Writer::new(store.clone(), schedule, key, key_dir, acks.clone(), now)?;
+        let writer = Writer::new(store.clone(), schedule, key, key_dir, acks.clone(), now, tree)?;
         let current_key = writer.current_key();
         let handle = std::thread::Builder::new()
             .name("ledger-writer".into())

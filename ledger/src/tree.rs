@@ -165,6 +165,19 @@ pub(crate) fn backfill(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// Removes the tree marker (a synced write) before a writer that does not
+/// maintain the tree appends ([`Ledger::create_without_tree`]): the store
+/// is then a ledger without a tree, which no proof is made from and which
+/// a normal open for writing rebuilds.
+pub(crate) fn remove_marker(store: &Store) -> Result<()> {
+    let mut sync = WriteOptions::default();
+    sync.set_sync(true);
+    store
+        .db
+        .delete_cf_opt(store.cf(CF_META)?, META_TREE, &sync)
+        .map_err(|e| Error::storage(&store.path, e))
+}
+
 impl Ledger {
     fn nodes_get(&self) -> impl Fn(u8, u64) -> Result<TreeHash> + '_ {
         move |level, index| self.store().tree_node(level, index)

@@ -146,6 +146,9 @@ struct Sealed {
     /// The event's Merkle leaf hash, made with its signature (on the
     /// signing pool, off the writer thread).
     leaf: TreeHash,
+    /// Whether the leaf hash is wanted: always, but in a benchmark's
+    /// writer with the tree off ([`Writer::tree`]).
+    tree: bool,
 }
 
 impl Signable for Sealed {
@@ -165,7 +168,9 @@ impl Sealed {
     fn set_signature(&mut self, sig: &Signature) {
         let sig = sig.to_bytes();
         self.record[RECORD_SIGNATURE].copy_from_slice(&sig);
-        self.leaf = leaf_hash(&leaf_data(self.seq, &self.hash, &sig));
+        if self.tree {
+            self.leaf = leaf_hash(&leaf_data(self.seq, &self.hash, &sig));
+        }
         self.signed = true;
     }
 }
@@ -224,6 +229,11 @@ pub(crate) struct Writer {
     /// The right edge of the Merkle tree over every event written: the
     /// tree's new nodes go into each group's batch.
     frontier: Frontier,
+    /// Whether the writer maintains the tree: always, but in a benchmark's
+    /// throwaway ledger that measures what the tree costs
+    /// ([`crate::Ledger::create_without_tree`], feature `bench-tree-off`),
+    /// whose tree marker is removed before the first event without it.
+    tree: bool,
     /// Pauses file deletions for read-only opens.
     _views: Option<Watcher>,
 }
@@ -238,6 +248,7 @@ impl Writer {
         key_dir: KeyDir,
         acks: Arc<Acks>,
         now: fn() -> Timestamp,
+        tree: bool,
     ) -> Result<Writer> {
         if schedule.current() != key.id() {
             return Err(Error::Recovery {
@@ -250,7 +261,11 @@ impl Writer {
             });
         }
         let head = store.head();
-        let frontier = store.frontier(head.seq + 1)?;
+        let frontier = if tree {
+            store.frontier(head.seq + 1)?
+        } else {
+            Frontier::default()
+        };
         // The writer signs too (a lone caller's group, and any queued chunk
         // when it has nothing else to do): with one signer less than there
         // are cores, the signing threads match the cores instead of
@@ -280,6 +295,7 @@ impl Writer {
             clock_behind: false,
             acks,
             frontier,
+            tree,
             _views: views,
         })
     }
@@ -571,6 +587,7 @@ impl Writer {
             record,
             signed: false,
             leaf: [0; 32],
+            tree: self.tree,
         }
     }
 
@@ -642,7 +659,8 @@ impl Writer {
         let callers: usize = groups.iter().map(|g| g.waiters.len()).sum();
         let here = callers < SYNC_OFFLOAD_MIN && self.syncer.idle();
         let started = Instant::now();
-        match write(&self.store, &groups, here, &mut self.frontier) {
+        let frontier = self.tree.then_some(&mut self.frontier);
+        match write(&self.store, &groups, here, frontier) {
             Ok(head) if here => {
                 let events = groups.iter().map(|g| g.sealed.len()).sum();
                 self.store.commits.record(events, started.elapsed());
@@ -665,8 +683,9 @@ impl Writer {
 /// batch, with the Merkle tree nodes they complete; with `sync`, waits for
 /// the WAL sync. Returns the head they make, which the caller publishes
 /// once they are durable. `frontier` moves on with the events; if the
-/// write fails the writer is poisoned and never uses it again.
-fn write(store: &Store, groups: &[Group], sync: bool, frontier: &mut Frontier) -> Result<Head, String> {
+/// write fails the writer is poisoned and never uses it again. It is
+/// `None` only in a benchmark's writer with the tree off.
+fn write(store: &Store, groups: &[Group], sync: bool, mut frontier: Option<&mut Frontier>) -> Result<Head, String> {
     let cf = |name| store.cf(name).map_err(|e| e.to_string());
     let (events, time, meta, tree) = (cf(CF_EVENTS)?, cf(CF_TIME)?, cf(CF_META)?, cf(CF_TREE)?);
     let mut sealed = groups.iter().flat_map(|g| &g.sealed);
@@ -690,16 +709,18 @@ fn write(store: &Store, groups: &[Group], sync: bool, frontier: &mut Frontier) -
             return Err(format!("internal error: seq {} is unsigned", s.seq));
         }
         batch.put_cf(events, store::seq_key(s.seq), &s.record);
-        if frontier.size() != s.seq {
-            return Err(format!(
-                "internal error: seq {} does not follow the Merkle tree of {} events",
-                s.seq,
-                frontier.size()
-            ));
+        if let Some(frontier) = frontier.as_deref_mut() {
+            if frontier.size() != s.seq {
+                return Err(format!(
+                    "internal error: seq {} does not follow the Merkle tree of {} events",
+                    s.seq,
+                    frontier.size()
+                ));
+            }
+            frontier.push(s.leaf, |level, index, node| {
+                batch.put_cf(tree, node_key(level, index), node)
+            });
         }
-        frontier.push(s.leaf, |level, index, node| {
-            batch.put_cf(tree, node_key(level, index), node)
-        });
         if last_ts != Some(s.ts) {
             batch.put_cf(time, store::time_key(s.ts, s.seq), []);
             last_ts = Some(s.ts);
