@@ -306,24 +306,35 @@ impl Collector {
             data: Data::Gauge(vec![(Vec::new(), head as f64)]),
         });
         if !self.sinks.is_empty() {
-            match exporters::report(&self.data_dir, &self.ledger, &self.sinks) {
-                Ok(reports) => {
-                    let sink = |name: &str| vec![("sealgate.exporter.name", name.to_owned())];
-                    out.push(Metric {
-                        name: "sealgate.export.lag",
-                        unit: "{event}",
-                        description: "Events of the log a sink has not delivered yet",
-                        data: Data::Gauge(reports.iter().map(|r| (sink(&r.name), r.lag_events as f64)).collect()),
-                    });
-                    out.push(Metric {
-                        name: "sealgate.export.lag.duration",
-                        unit: "s",
-                        description: "The age of the oldest event a sink has not delivered yet (0 when caught up)",
-                        data: Data::Gauge(reports.iter().map(|r| (sink(&r.name), r.lag_seconds)).collect()),
-                    });
+            // Each sink on its own, from its cursor alone: a sink whose
+            // state cannot be read is left out, not every sink with it, and
+            // nothing else of its state (dead letters, manifests) is read
+            // every interval.
+            let sink = |name: &str| vec![("sealgate.exporter.name", name.to_owned())];
+            let mut events = Vec::new();
+            let mut seconds = Vec::new();
+            let names: Vec<String> = self.sinks.iter().map(|c| c.name.clone()).collect();
+            for name in names {
+                match exporters::lag(&self.data_dir, &self.ledger, &name) {
+                    Ok((_, lag_events, lag_seconds)) => {
+                        events.push((sink(&name), lag_events as f64));
+                        seconds.push((sink(&name), lag_seconds));
+                    }
+                    Err(err) => self.warn(&format!("reading sink {name}'s cursor: {err}")),
                 }
-                Err(err) => self.warn(&format!("reading the exporters' state: {err}")),
             }
+            out.push(Metric {
+                name: "sealgate.export.lag",
+                unit: "{event}",
+                description: "Events of the log a sink has not delivered yet",
+                data: Data::Gauge(events),
+            });
+            out.push(Metric {
+                name: "sealgate.export.lag.duration",
+                unit: "s",
+                description: "The age of the oldest event a sink has not delivered yet (0 when caught up)",
+                data: Data::Gauge(seconds),
+            });
         }
         out
     }

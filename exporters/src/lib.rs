@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{HeaderSource, Protocol, SinkConfig};
 pub use metrics::MetricsConfig;
-pub use sink::{Report, Sink, report, spawn};
+pub use sink::{Report, Sink, lag, report, spawn};
 pub use state::{Cursor, DeadLetter, SinkState, Status, export_dir, request_replay, sink_dir};
 
 /// Everything that can go wrong configuring or running a sink.

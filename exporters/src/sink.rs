@@ -709,34 +709,48 @@ pub struct Report {
     pub lake_files: Option<usize>,
 }
 
+/// A sink's lag: its cursor (the last seq delivered), and the events and
+/// seconds it is behind the log's head. Reads the cursor file and at most
+/// one event, nothing else (what the metrics read every interval).
+pub fn lag(data_dir: &Path, ledger: &Ledger, sink: &str) -> Result<(Option<u64>, u64, f64), Error> {
+    let head = ledger.head();
+    let id = hex(&ledger.ledger_id());
+    let dir = state::sink_dir(data_dir, sink);
+    let cursor = state::read_cursor(&dir)?.filter(|cur| cur.ledger_id == id);
+    let next = cursor.as_ref().map_or(0, |cur| cur.seq + 1);
+    let lag_events = (head.seq + 1).saturating_sub(next);
+    let lag_seconds = if lag_events == 0 {
+        0.0
+    } else {
+        match ledger
+            .get(next)
+            .map_err(|e| Error::ledger("reading the first unsent event", e))?
+        {
+            Some(e) => {
+                ledger::Timestamp::now()
+                    .as_nanos()
+                    .saturating_sub(e.event.ts.as_nanos()) as f64
+                    / 1e9
+            }
+            None => 0.0,
+        }
+    };
+    Ok((cursor.map(|c| c.seq), lag_events, lag_seconds))
+}
+
 /// What each configured sink has done, from its files and the log.
 pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Result<Vec<Report>, Error> {
     let head = ledger.head();
-    let id = hex(&ledger.ledger_id());
-    let now = ledger::Timestamp::now().as_nanos();
     let mut out = Vec::new();
     for c in configs {
         let dir = state::sink_dir(data_dir, &c.name);
-        let cursor = state::read_cursor(&dir)?.filter(|cur| cur.ledger_id == id);
-        let next = cursor.as_ref().map_or(0, |cur| cur.seq + 1);
-        let lag_events = (head.seq + 1).saturating_sub(next);
-        let lag_seconds = if lag_events == 0 {
-            0.0
-        } else {
-            match ledger
-                .get(next)
-                .map_err(|e| Error::ledger("reading the first unsent event", e))?
-            {
-                Some(e) => now.saturating_sub(e.event.ts.as_nanos()) as f64 / 1e9,
-                None => 0.0,
-            }
-        };
+        let (cursor, lag_events, lag_seconds) = lag(data_dir, ledger, &c.name)?;
         let letters = state::read_dead_letters(&dir)?;
         out.push(Report {
             name: c.name.clone(),
             endpoint: c.destination(data_dir),
             protocol: c.protocol,
-            cursor: cursor.map(|c| c.seq),
+            cursor,
             head: head.seq,
             lag_events,
             lag_seconds,
