@@ -927,22 +927,26 @@ mod tests {
                 for (k, v) in *body {
                     d.body.insert((*k).into(), ledger::Value::from(*v));
                 }
-                let seq = i as u64 + 1;
-                let event = ledger::Event::from_draft(
-                    d,
-                    seq,
-                    ledger::Timestamp::from_nanos(seq * NS),
-                    ledger::Hash([0; 32]),
-                    ledger::KeyId([0; 16]),
-                );
-                SealedEvent {
-                    event,
-                    hash: ledger::Hash([seq as u8; 32]),
-                    signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
-                    canonical: Vec::new(),
-                }
+                sealed(i as u64 + 1, d)
             })
             .collect()
+    }
+
+    /// `d` as the event at `seq`, at `seq` seconds, as the detector reads
+    /// it (hash and signature placeholders: the detector checks neither).
+    fn sealed(seq: u64, d: ledger::Draft) -> SealedEvent {
+        SealedEvent {
+            event: ledger::Event::from_draft(
+                d,
+                seq,
+                ledger::Timestamp::from_nanos(seq * NS),
+                ledger::Hash([0; 32]),
+                ledger::KeyId([0; 16]),
+            ),
+            hash: ledger::Hash([seq as u8; 32]),
+            signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
+            canonical: Vec::new(),
+        }
     }
 
     fn thresholds() -> Thresholds {
@@ -982,19 +986,7 @@ mod tests {
             if let Some(s) = status {
                 d.body.insert("status".into(), ledger::Value::Int(*s));
             }
-            let seq = i as u64 + 1;
-            SealedEvent {
-                event: ledger::Event::from_draft(
-                    d,
-                    seq,
-                    ledger::Timestamp::from_nanos(seq * NS),
-                    ledger::Hash([0; 32]),
-                    ledger::KeyId([0; 16]),
-                ),
-                hash: ledger::Hash([seq as u8; 32]),
-                signature: ed25519_dalek::Signature::from_bytes(&[0; 64]),
-                canonical: Vec::new(),
-            }
+            sealed(i as u64 + 1, d)
         })
         .collect();
         let mut d = Detector::new(thresholds());
@@ -1018,17 +1010,7 @@ mod tests {
     }
 
     fn bypassed(events: &[SealedEvent]) -> Vec<Vec<u64>> {
-        let mut d = Detector::new(Thresholds {
-            disabled: BTreeSet::new(),
-            unknown_server: 100,
-            unknown_server_window_sec: 60,
-            auth_burst: 100,
-            auth_burst_window_sec: 60,
-            quarantine_ratio: 1.0,
-            quarantine_window_sec: 60,
-            quarantine_min_calls: 100,
-            approval_wait_sec: 3600,
-        });
+        let mut d = Detector::new(thresholds());
         events
             .iter()
             .flat_map(|e| d.observe(e))

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use ledger::{EvidencePlan, RequestId, Selection, Timestamp};
 
-use super::proof::{issued, open_with_key, read_keys, read_witness, with_cosignatures};
+use super::proof::{issued, open_with_key, read_keys, with_cosignatures, witness_policy};
 use crate::cli::ReportFormat;
 use crate::config::Paths;
 
@@ -250,14 +250,7 @@ pub fn verify(
     output: ReportFormat,
 ) -> Result<ExitCode> {
     let keys = read_keys(key)?;
-    let witnesses = witness_keys
-        .iter()
-        .map(|w| read_witness(w))
-        .collect::<Result<Vec<_>>>()?;
-    let min = min_witnesses.unwrap_or(witnesses.len());
-    if min > witnesses.len() {
-        bail!("--min-witnesses {min}: only {} witness keys given", witnesses.len());
-    }
+    let (witnesses, min) = witness_policy(witness_keys, min_witnesses)?;
     // Bytes, not text: a byte that is not UTF-8 is a bundle refused
     // (`malformed`), not an error reading it.
     let bytes = read_bytes(bundle)?;

@@ -138,8 +138,22 @@ pub(super) fn read_keys(spec: &str) -> Result<KeyHistory> {
     KeyHistory::parse(&text).map_err(|r| anyhow::anyhow!("--key {spec}: {r}"))
 }
 
+/// `--witness` (repeatable) and `--min-witnesses` (default: every witness
+/// given): the trusted witnesses and how many must have cosigned.
+pub(super) fn witness_policy(witness_keys: &[String], min_witnesses: Option<usize>) -> Result<(Vec<Cosigner>, usize)> {
+    let witnesses = witness_keys
+        .iter()
+        .map(|w| read_witness(w))
+        .collect::<Result<Vec<_>>>()?;
+    let min = min_witnesses.unwrap_or(witnesses.len());
+    if min > witnesses.len() {
+        bail!("--min-witnesses {min}: only {} witness keys given", witnesses.len());
+    }
+    Ok((witnesses, min))
+}
+
 /// `--witness`: a witness's verifier key, inline or in a file.
-pub(super) fn read_witness(spec: &str) -> Result<Cosigner> {
+fn read_witness(spec: &str) -> Result<Cosigner> {
     let path = Path::new(spec);
     let text = if !spec.contains('+') && path.exists() {
         read_text(path, "witness key")?
@@ -181,14 +195,7 @@ pub fn verify_proof(
     output: ReportFormat,
 ) -> Result<ExitCode> {
     let keys = read_keys(key)?;
-    let witnesses = witness_keys
-        .iter()
-        .map(|w| read_witness(w))
-        .collect::<Result<Vec<_>>>()?;
-    let min = min_witnesses.unwrap_or(witnesses.len());
-    if min > witnesses.len() {
-        bail!("--min-witnesses {min}: only {} witness keys given", witnesses.len());
-    }
+    let (witnesses, min) = witness_policy(witness_keys, min_witnesses)?;
     let text = read_text(proof, "proof")?;
     let held = checkpoint.map(|p| read_text(p, "checkpoint")).transpose()?;
     let outcome = Proof::parse(&text).and_then(|proof| match proof {
