@@ -208,10 +208,12 @@ impl SinkConfig {
         let url = if self.protocol == Protocol::File {
             None
         } else {
-            Some(
-                reqwest::Url::parse(&self.endpoint)
-                    .map_err(|e| Error::config(name, format!("endpoint {:?}: {e}", self.endpoint)))?,
-            )
+            Some(reqwest::Url::parse(&self.endpoint).map_err(|e| {
+                Error::config(
+                    name,
+                    format!("the endpoint is not a URL ({e}; not shown: it may hold credentials)"),
+                )
+            })?)
         };
         match (
             self.protocol,
@@ -361,6 +363,24 @@ mod tests {
         assert!(!s.wants("tool_call.requested"));
         let all = sink("[[exporters]]\nname = \"a\"\nendpoint = \"http://127.0.0.1:4317\"\n");
         assert!(all.wants("x.note"));
+    }
+
+    /// An endpoint that is not a URL is refused without being echoed: it
+    /// may carry credentials (`http://user:TOKEN@host:99x`).
+    #[test]
+    fn a_bad_endpoint_is_not_echoed() {
+        for protocol in ["grpc", "http"] {
+            let s = sink(&format!(
+                "[[exporters]]\nname = \"a\"\nendpoint = \"http://u:S3CRET@collector:99x\"\nprotocol = \"{protocol}\"\n"
+            ));
+            let err = s.validate().expect_err("not a URL").to_string();
+            assert!(!err.contains("S3CRET"), "{err}");
+            assert!(err.contains("endpoint"), "{err}");
+        }
+        let m: crate::metrics::MetricsConfig =
+            toml::from_str("endpoint = \"http://u:S3CRET@collector:99x\"\n").expect("parse");
+        let err = m.validate().expect_err("not a URL").to_string();
+        assert!(!err.contains("S3CRET"), "{err}");
     }
 
     #[test]

@@ -91,8 +91,12 @@ impl MetricsConfig {
 
     /// Checks what can be checked without the network.
     pub fn validate(&self) -> Result<(), Error> {
-        let url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| Error::config(OWNER, format!("endpoint {:?}: {e}", self.endpoint)))?;
+        let url = reqwest::Url::parse(&self.endpoint).map_err(|e| {
+            Error::config(
+                OWNER,
+                format!("the endpoint is not a URL ({e}; not shown: it may hold credentials)"),
+            )
+        })?;
         match (self.protocol, url.scheme()) {
             (Protocol::Grpc, "http") | (Protocol::Http, "http" | "https") => {}
             (Protocol::Grpc, "https") => {
