@@ -350,6 +350,7 @@ where
         .spawn(move || {
             let start_ns = now_ns();
             let mut last_error: Option<String> = None;
+            let mut last_rejection: Option<String> = None;
             let mut next = Instant::now() + interval;
             while !stop.load(Ordering::Relaxed) {
                 let now = Instant::now();
@@ -370,8 +371,13 @@ where
                 match answer {
                     Answer::Accepted { rejected, reason } => {
                         mine.sent.fetch_add(1, Ordering::Relaxed);
-                        if rejected > 0 {
+                        // Once per reason (cut short), not every interval.
+                        let reason = crate::transport::excerpt(&reason);
+                        if rejected > 0 && last_rejection.as_deref() != Some(reason.as_str()) {
                             tracing::warn!(collector = %shown, rejected, reason = %reason, "metrics: the collector rejected data points");
+                            last_rejection = Some(reason);
+                        } else if rejected == 0 {
+                            last_rejection = None;
                         }
                         if last_error.take().is_some() {
                             tracing::info!(collector = %shown, "metrics: the collector accepts them again");

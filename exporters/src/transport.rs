@@ -426,7 +426,7 @@ fn http_detail(bytes: &[u8]) -> String {
     }
 }
 
-fn excerpt(s: &str) -> String {
+pub(crate) fn excerpt(s: &str) -> String {
     let mut end = s.len().min(300);
     while !s.is_char_boundary(end) {
         end -= 1;
