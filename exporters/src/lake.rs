@@ -265,19 +265,7 @@ impl Lake {
                 f.sync_all().map_err(|e| Error::io("cannot fsync", &path, e))?;
             }
         }
-        let mut line = serde_json::to_vec(entry).map_err(|e| Error::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        line.push(b'\n');
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io("cannot open", &path, e))?;
-        f.write_all(&line)
-            .map_err(|e| Error::io("cannot append to", &path, e))?;
-        f.sync_all().map_err(|e| Error::io("cannot fsync", &path, e))?;
+        crate::state::append_json_line(&path, entry)?;
         fsync_dir(&self.dir)
     }
 

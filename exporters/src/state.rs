@@ -218,20 +218,24 @@ pub(crate) fn remove(path: &Path) -> Result<(), Error> {
 }
 
 pub(crate) fn append_dead_letter(dir: &Path, letter: &DeadLetter) -> Result<(), Error> {
-    let path = dead_letters_path(dir);
-    let mut line = serde_json::to_vec(letter).map_err(|e| Error::Corrupt {
-        path: path.clone(),
+    append_json_line(&dead_letters_path(dir), letter)
+}
+
+/// Appends `value` as one JSON line to `path` (made if missing) and
+/// fsyncs the file.
+pub(crate) fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), Error> {
+    let mut line = serde_json::to_vec(value).map_err(|e| Error::Corrupt {
+        path: path.to_owned(),
         reason: e.to_string(),
     })?;
     line.push(b'\n');
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open", &path, e))?;
-    f.write_all(&line)
-        .map_err(|e| Error::io("cannot append to", &path, e))?;
-    f.sync_all().map_err(|e| Error::io("cannot fsync", &path, e))
+        .open(path)
+        .map_err(|e| Error::io("cannot open", path, e))?;
+    f.write_all(&line).map_err(|e| Error::io("cannot append to", path, e))?;
+    f.sync_all().map_err(|e| Error::io("cannot fsync", path, e))
 }
 
 pub(crate) fn now_rfc3339() -> String {

@@ -143,6 +143,25 @@ impl Windows {
         Admit::Fold
     }
 
+    /// [`Windows::add`], then [`Windows::admit`]: what `key` crossing its
+    /// threshold raises (its own alert or the window's fold), with the
+    /// window's items and sum; nothing below the threshold or when quiet.
+    fn cross(
+        &mut self,
+        key: &str,
+        seen: Seen,
+        n: u64,
+        window_ns: u64,
+        threshold: u64,
+    ) -> Option<(Admit, Vec<Seen>, u64)> {
+        let now = seen.ts;
+        let (items, sum) = self.add(key, seen, n, window_ns, threshold)?;
+        match self.admit(now, window_ns) {
+            Admit::Quiet => None,
+            admit => Some((admit, items, sum)),
+        }
+    }
+
     /// Adds `n` for `key` at `seen`; the window's items and sum when that
     /// reaches `threshold` and the key is not cooling down.
     fn add(&mut self, key: &str, seen: Seen, n: u64, window_ns: u64, threshold: u64) -> Option<(Vec<Seen>, u64)> {
@@ -550,16 +569,15 @@ impl Detector {
             return;
         }
         let window = self.t.unknown_server_window_sec;
-        let Some((seen, sum)) =
+        let Some((admit, seen, sum)) =
             self.unknown
-                .add(server, Seen::of(e), n, window.saturating_mul(NS), self.t.unknown_server)
+                .cross(server, Seen::of(e), n, window.saturating_mul(NS), self.t.unknown_server)
         else {
             return;
         };
         let first = seen.first().map_or(0, |s| s.seq);
-        match self.unknown.admit(e.event.ts.as_nanos(), window.saturating_mul(NS)) {
-            Admit::Alert => {}
-            Admit::Quiet => return,
+        match admit {
+            Admit::Alert | Admit::Quiet => {}
             Admit::Fold => {
                 out.push(self.alert(
                     Detection::UnknownServer,
@@ -603,16 +621,15 @@ impl Detector {
         }
         let source = body_str(e, "source.address").unwrap_or("?").to_owned();
         let window = self.t.auth_burst_window_sec;
-        let Some((seen, sum)) = self
-            .auth
-            .add(&source, Seen::of(e), n, window.saturating_mul(NS), self.t.auth_burst)
+        let Some((admit, seen, sum)) =
+            self.auth
+                .cross(&source, Seen::of(e), n, window.saturating_mul(NS), self.t.auth_burst)
         else {
             return;
         };
         let first = seen.first().map_or(0, |s| s.seq);
-        match self.auth.admit(e.event.ts.as_nanos(), window.saturating_mul(NS)) {
-            Admit::Alert => {}
-            Admit::Quiet => return,
+        match admit {
+            Admit::Alert | Admit::Quiet => {}
             Admit::Fold => {
                 out.push(self.alert(
                     Detection::AuthBurst,
