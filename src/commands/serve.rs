@@ -76,7 +76,8 @@ async fn bootstrap(gateway: &Gateway, config: &Config, global: &Global) -> Resul
     );
     crate::gateway::bootstrap(gateway.governance(), gateway, config, &origin)
         .await
-        .context("cannot apply the config's governance declarations")
+        .context("cannot apply the config's governance declarations")?;
+    gateway.recover_quotas().await
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

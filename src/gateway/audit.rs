@@ -274,6 +274,8 @@ impl Audit {
                 constraints: evaluation.and_then(|e| e.constraints).map(|c| c.to_event()),
                 output: evaluation.map(|e| e.output.to_event()),
                 decision_ns: Some(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
+                limit: ruling.limit.clone(),
+                quota: ruling.quota.clone(),
             },
         )?;
         draft.correlation.answers = requested.map(|r| r.seq);

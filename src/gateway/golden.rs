@@ -248,6 +248,8 @@ fn ruling(gate: Gate, verdict: Verdict, code: ReasonCode, evaluation: Option<Eva
         action: None,
         policy_hash: evaluation.as_ref().map(|_| "blake3:00".into()),
         evaluation,
+        limit: None,
+        quota: Vec::new(),
     }
 }
 
@@ -435,12 +437,34 @@ async fn write_every_kind() -> Vec<Event> {
         constraints: None,
         output: policy,
     };
-    let r = ruling(
+    let mut r = ruling(
         Gate::Policy,
         Verdict::RequireApproval,
         ReasonCode::RuleRequireApproval,
-        Some(held),
+        Some(held.clone()),
     );
+    r.quota = vec![events::QuotaCount {
+        id: "daily-writes".into(),
+        key: "principal=\"alice\"".into(),
+    }];
+    // The same call refused by a rate limit of the policy.
+    let mut limited = ruling(Gate::Policy, Verdict::Deny, ReasonCode::RateLimited, Some(held));
+    limited.limit = Some(events::LimitHit {
+        id: "per-minute".into(),
+        kind: events::LimitKind::Rate,
+        calls: 60,
+        per_sec: 60,
+        key: "principal=\"alice\"".into(),
+    });
+    let write_limited = call("tools/call", 20, Some("write_file"), r#"{"path":"/srv/b"}"#);
+    let limited_req = audit
+        .append(audit.requested(&scope, &write_limited, &none))
+        .await
+        .expect("request");
+    audit
+        .append(audit.decision(&scope, &write_limited, &limited, Some(&limited_req), TOOK))
+        .await
+        .expect("decision");
     audit
         .append(audit.decision(&scope, &write, &r, Some(&req), TOOK))
         .await

@@ -115,10 +115,25 @@ impl Gateway {
                 sessions: Arc::new(SessionLimits::new(g.max_sessions, g.max_sessions_per_principal)),
                 drift: Default::default(),
                 open: Default::default(),
+                limits: Default::default(),
             }),
             servers: Arc::new(servers),
             labels: Arc::new(config.servers.clone()),
         })
+    }
+
+    /// Reads back from the log the counts of the quotas of the policy in
+    /// force, so that the first call does not wait for it.
+    pub async fn recover_quotas(&self) -> Result<()> {
+        let view = self.core.gov.view().await?;
+        if let Some(policy) = view.policy.as_deref() {
+            self.core
+                .limits
+                .recover(&self.core.ledger, policy)
+                .await
+                .context("counting the policy's quotas from the ledger")?;
+        }
+        Ok(())
     }
 
     /// The ledger the gateway writes (readers use it read-only).

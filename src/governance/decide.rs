@@ -49,6 +49,10 @@ pub struct Ruling {
     /// The policy's evaluation, when the call got that far.
     pub evaluation: Option<Evaluation>,
     pub policy_hash: Option<String>,
+    /// The policy limit that refused the call.
+    pub limit: Option<events::LimitHit>,
+    /// The quota counters an admitted call was counted under.
+    pub quota: Vec<events::QuotaCount>,
 }
 
 impl Ruling {
@@ -65,6 +69,8 @@ impl Ruling {
             action: None,
             evaluation: None,
             policy_hash: None,
+            limit: None,
+            quota: Vec::new(),
         }
     }
 
@@ -230,6 +236,8 @@ pub fn decide(
         action,
         policy_hash: Some(policy.hash().to_string()),
         evaluation: Some(evaluation),
+        limit: None,
+        quota: Vec::new(),
     }
 }
 
@@ -291,6 +299,8 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             action: None,
             evaluation: None,
             policy_hash: None,
+            limit: None,
+            quota: Vec::new(),
         },
         None => Ruling::deny(
             Gate::Grant,

@@ -8,12 +8,14 @@
 //! - `decide`: the decision for one call, a pure function of the state.
 //! - `service`: the live state of a running gateway and the mutations
 //!   (checked, then appended as events).
+//! - `limits`: counting calls against the policy's rate limits and quotas.
 //! - `call`: who is calling and what they ask for.
 
 pub mod approvals;
 mod call;
 mod decide;
 pub mod grants;
+pub mod limits;
 pub mod policy;
 pub mod registry;
 mod service;

@@ -246,6 +246,41 @@ pub enum ReasonCode {
     /// A suspension in force stops the call (denied, or withdrawn while
     /// held, or cancelled while running).
     Suspended,
+    /// A policy `rate` limit: the window already holds its calls.
+    RateLimited,
+    /// A policy `quota`: this window's calls are used up.
+    QuotaExhausted,
+}
+
+/// Which limit of the policy refused a call, and the counter it counted
+/// the call under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitHit {
+    /// The limit's `id`.
+    pub id: String,
+    /// `rate` or `quota`.
+    pub kind: LimitKind,
+    /// The calls allowed per window.
+    pub calls: u64,
+    pub per_sec: u64,
+    /// The counter: its `by` parts with their values, e.g.
+    /// `principal="alice" tool="fetch"`; empty for one counter.
+    pub key: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    Rate,
+    Quota,
+}
+
+/// A quota counter an admitted call was counted under: what a restarted
+/// gateway counts again from the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaCount {
+    pub id: String,
+    pub key: String,
 }
 
 /// `read`, `write`, `destructive`: what a tool does, by the registry's
@@ -361,6 +396,12 @@ pub struct Decision {
     /// upstream for itself. Absent in logs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision_ns: Option<u64>,
+    /// The limit that refused the call (`rate_limited`, `quota_exhausted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<LimitHit>,
+    /// The quota counters the call was counted under, when admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<QuotaCount>,
 }
 
 impl Body for Decision {

@@ -340,6 +340,19 @@ impl Session {
                 );
             }
         }
+        if let Some(policy) = view.policy.as_deref()
+            && ruling.verdict != Verdict::Deny
+            && !policy.limits().is_empty()
+        {
+            // A quota's count for this window is read back from the log on
+            // its first use (a scan, off the async workers).
+            let limits = &self.core.limits;
+            limits
+                .recover(&self.core.ledger, policy)
+                .await
+                .map_err(|e| audit_refused(name, &e))?;
+            limits.apply(policy, &view.state, &request, &mut ruling, Timestamp::now());
+        }
         let took = started.elapsed().saturating_sub(upstream);
         let requested = match logged {
             Request::Written(requested) => {
@@ -387,7 +400,10 @@ impl Session {
                     ruling.evaluation.as_ref().and_then(|e| e.rule.as_deref()),
                     ruling.gate.as_str(),
                 );
-                let by = if ruling.code == ReasonCode::RetryLimit {
+                let by = if matches!(
+                    ruling.code,
+                    ReasonCode::RetryLimit | ReasonCode::RateLimited | ReasonCode::QuotaExhausted
+                ) {
                     RefusedBy::Limit
                 } else {
                     ruling.gate.refused_by()

@@ -94,6 +94,8 @@ pub struct Core {
     pub drift: trusted::DriftChecks,
     /// The sessions open now, by id (HTTP and stdio alike).
     pub open: OpenSessions,
+    /// The counters of the policy's rate limits and quotas.
+    pub limits: crate::governance::limits::Limiter,
 }
 
 /// The sessions open now: a session is here from its `session.opened` to

@@ -15,6 +15,7 @@
 
 mod eval;
 mod glob;
+mod limits;
 mod model;
 mod parse;
 
@@ -33,6 +34,7 @@ pub use model::{
     Action, Approval, Approvers, Constraints, Evaluation, Facts, METHODS, NO_MATCH_REASON, OnOversize, OutputAction,
     OutputPolicy, Rule,
 };
+pub use limits::{KeyPart, Limit, LimitKind, Window, span};
 pub use parse::PolicyError;
 
 use crate::governance::Verdict;
@@ -45,6 +47,7 @@ pub struct Policy {
     origin: String,
     rules: Vec<Rule>,
     output: OutputPolicy,
+    limits: Vec<Limit>,
     index: Index,
 }
 
@@ -70,6 +73,7 @@ impl Policy {
             origin: origin.to_string(),
             rules: compiled.rules,
             output: compiled.output,
+            limits: compiled.limits,
             index,
         })
     }
@@ -113,6 +117,12 @@ impl Policy {
     /// The rules in order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rate limits and quotas, in order. Every limit whose `match`
+    /// holds counts a call (not only the first).
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
     }
 
     /// The policy-wide output safety (rules may override it).

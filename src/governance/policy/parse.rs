@@ -16,6 +16,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
 use super::glob::Glob;
+use super::limits::{KeyPart, Limit, Window, parse_span, span};
 use super::model::{
     Action, Approval, Approvers, Conditions, Constraints, METHODS, OnOversize, OutputAction, OutputPolicy, Rule,
 };
@@ -60,6 +61,10 @@ pub(super) const DECISIONS: [(&str, Verdict); 4] = [
 
 const MAX_ID_CHARS: usize = 128;
 
+/// A rate is kept as the times of its calls in the window: this bounds the
+/// memory of one counter. Larger counts are quotas.
+const MAX_RATE_CALLS: u64 = 100_000;
+
 /// Said of numbers and booleans where names are expected.
 fn quote_hint(found: &str) -> &'static str {
     match found {
@@ -78,6 +83,31 @@ struct RawPolicy {
     rules: Vec<Spanned<RawRule>>,
     #[serde(default, deserialize_with = "present")]
     output: Option<Spanned<RawOutput>>,
+    #[serde(default, deserialize_with = "present")]
+    limits: Option<Vec<Spanned<RawLimit>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    id: Spanned<String>,
+    #[serde(default, deserialize_with = "present")]
+    description: Option<String>,
+    #[serde(rename = "match", default, deserialize_with = "present")]
+    conditions: Option<RawMatch>,
+    #[serde(default, deserialize_with = "present")]
+    by: Option<Spanned<Names>>,
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Spanned<RawWindow>>,
+    #[serde(default, deserialize_with = "present")]
+    quota: Option<Spanned<RawWindow>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    calls: Spanned<Int>,
+    per: Spanned<Names>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +364,7 @@ fn options() -> serde_saphyr::Options {
 pub(super) struct Compiled {
     pub(super) rules: Vec<Rule>,
     pub(super) output: OutputPolicy,
+    pub(super) limits: Vec<Limit>,
 }
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Compiled, PolicyError> {
@@ -561,7 +592,108 @@ fn compile(raw: RawPolicy, origin: &str) -> Result<Compiled, PolicyError> {
         seen.insert(id.value.clone(), id.referenced);
         rules.push(rule(&ctx, raw_rule, output)?);
     }
-    Ok(Compiled { rules, output })
+    let mut limits = Vec::new();
+    let mut seen: HashMap<String, Location> = HashMap::new();
+    for raw_limit in raw.limits.iter().flatten() {
+        let id = &raw_limit.value.id;
+        check_id(&top, id)
+            .map_err(|e| PolicyError { message: format!("limit {:?}: {}", id.value, e.message.replace("rule id", "limit id")), ..e })?;
+        let ctx = Ctx { origin, rule: None };
+        let named = |e: PolicyError| PolicyError { message: format!("limit {:?}: {}", id.value, e.message), ..e };
+        if let Some(first) = seen.get(&id.value) {
+            return Err(named(ctx.err(
+                &id.referenced,
+                format!(
+                    "duplicate limit id (first used at line {}, column {})",
+                    first.line(),
+                    first.column()
+                ),
+            )));
+        }
+        seen.insert(id.value.clone(), id.referenced);
+        limits.push(limit(&ctx, raw_limit).map_err(named)?);
+    }
+    Ok(Compiled { rules, output, limits })
+}
+
+fn limit(ctx: &Ctx<'_>, raw: &Spanned<RawLimit>) -> Result<Limit, PolicyError> {
+    let l = &raw.value;
+    let conditions = match &l.conditions {
+        Some(m) => conditions(ctx, m)?,
+        None => Conditions::default(),
+    };
+    let mut by = Vec::new();
+    if let Some(n) = &l.by {
+        for (s, at) in names(ctx, "by", n)? {
+            let Some(part) = KeyPart::parse(s) else {
+                return Err(ctx.err(
+                    &at,
+                    format!(
+                        "unknown `by` {s:?}, expected one of {}",
+                        KeyPart::ALL.map(KeyPart::as_str).join(", ")
+                    ),
+                ));
+            };
+            if by.contains(&part) {
+                return Err(ctx.err(&at, format!("`by` names {s:?} twice")));
+            }
+            by.push(part);
+        }
+    }
+    by.sort_unstable();
+    let window = |key: &str, w: &Spanned<RawWindow>, max_calls: u64, min_sec: u64, max_sec: u64| {
+        let calls = int(ctx, &format!("{key}.calls"), &w.value.calls, 1, max_calls)?;
+        let per = names(ctx, &format!("{key}.per"), &w.value.per)?;
+        let [(text, at)] = per[..] else {
+            return Err(ctx.err(&w.value.per.referenced, format!("`{key}.per` is a list, expected one period")));
+        };
+        let per_sec = parse_span(text).ok_or_else(|| {
+            ctx.err(
+                &at,
+                format!("`{key}.per` {text:?} is not a period: a whole number and s, m, h or d, as in 30s, 1m, 1d"),
+            )
+        })?;
+        if per_sec < min_sec || per_sec > max_sec {
+            return Err(ctx.err(
+                &at,
+                format!("`{key}.per` must be between {} and {}, got {text}", span(min_sec), span(max_sec)),
+            ));
+        }
+        Ok(Window { calls, per_sec })
+    };
+    let rate = l
+        .rate
+        .as_ref()
+        .map(|w| window("rate", w, MAX_RATE_CALLS, 1, 86_400))
+        .transpose()?;
+    let quota = l
+        .quota
+        .as_ref()
+        .map(|w| window("quota", w, u64::from(u32::MAX), 60, 366 * 86_400))
+        .transpose()?;
+    match (rate, quota, &l.quota) {
+        (None, None, _) => {
+            return Err(ctx.err(&raw.referenced, "a limit needs `rate`, `quota` or both"));
+        }
+        (Some(r), Some(q), Some(at)) if r.per_sec >= q.per_sec || r.calls >= q.calls => {
+            return Err(ctx.err(
+                &at.referenced,
+                format!(
+                    "`rate` ({r}) and `quota` ({q}) conflict: the quota must be over a longer period and allow more calls, else one of them never applies"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    Ok(Limit {
+        id: l.id.value.clone(),
+        description: l.description.clone(),
+        line: raw.referenced.line(),
+        conditions,
+        by,
+        rate,
+        quota,
+    })
 }
 
 fn check_id(ctx: &Ctx<'_>, id: &Spanned<String>) -> Result<(), PolicyError> {

@@ -1000,3 +1000,108 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// limits
+
+const LIMITED: &str = "\
+version: v1
+rules:
+  - id: all
+    decision: ALLOW
+limits:
+  - id: per-user-minute
+    by: principal
+    rate: { calls: 60, per: 1m }
+  - id: fetch-daily
+    match: { server: web, tool: fetch }
+    by: [tool, team]
+    rate: { calls: 100, per: 1m }
+    quota: { calls: 10000, per: 1d }
+";
+
+#[test]
+fn limits_parse_with_their_windows_and_counters() {
+    let p = parse(LIMITED);
+    let limits = p.limits();
+    assert_eq!(limits.len(), 2);
+    assert_eq!(limits[0].id(), "per-user-minute");
+    assert_eq!(limits[0].rate(), Some(Window { calls: 60, per_sec: 60 }));
+    assert_eq!(limits[0].quota(), None);
+    assert_eq!(limits[1].by(), &[KeyPart::Team, KeyPart::Tool], "sorted, whatever the order written");
+    assert_eq!(limits[1].quota(), Some(Window { calls: 10_000, per_sec: 86_400 }));
+    assert_eq!(limits[1].line(), 9);
+    assert!(parse(EXAMPLE).limits().is_empty());
+}
+
+#[test]
+fn a_limit_counts_the_calls_of_its_scope_under_one_key_per_team() {
+    let p = parse(LIMITED);
+    let (minute, daily) = (&p.limits()[0], &p.limits()[1]);
+    let alice = Call::new().server("web").target(Some("fetch")).teams(&["eng", "ops"]);
+    assert!(minute.applies(&alice.facts()) && daily.applies(&alice.facts()));
+    assert_eq!(minute.keys(&alice.facts()), vec!["principal=\"alice\""]);
+    assert_eq!(
+        daily.keys(&alice.facts()),
+        vec!["team=\"eng\" tool=\"fetch\"", "team=\"ops\" tool=\"fetch\""]
+    );
+    let teamless = Call::new().server("web").target(Some("fetch"));
+    assert_eq!(daily.keys(&teamless.facts()), vec!["team=\"\" tool=\"fetch\""]);
+    assert!(!daily.applies(&Call::new().server("fs").facts()), "outside its match");
+    // A name with a quote cannot pose as another counter.
+    let odd = Call::new().principal("a\" b=\"c");
+    assert_eq!(minute.keys(&odd.facts()), vec![r#"principal="a\" b=\"c""#]);
+}
+
+#[test]
+fn a_limit_team_condition_narrows_the_teams_it_counts_by() {
+    let p = parse(
+        "version: v1\nrules: []\nlimits:\n  - id: eng\n    match: { team: eng }\n    by: team\n    quota: { calls: 5, per: 1h }\n",
+    );
+    let both = Call::new().teams(&["ops", "eng"]);
+    assert_eq!(p.limits()[0].keys(&both.facts()), vec!["team=\"eng\""]);
+}
+
+#[test]
+fn bad_limits_are_rejected_with_their_position() {
+    let head = "version: v1\nrules: []\nlimits:\n";
+    let cases: &[(&str, u64, u64, &str)] = &[
+        ("  - id: a\n    by: principal\n", 4, 5, "needs `rate`, `quota` or both"),
+        ("  - id: a\n    rate: { calls: 0, per: 1m }\n", 5, 20, "between 1 and 100000"),
+        ("  - id: a\n    rate: { calls: 100001, per: 1m }\n", 5, 20, "between 1 and 100000"),
+        ("  - id: a\n    rate: { calls: 5, per: 1w }\n", 5, 28, "is not a period"),
+        ("  - id: a\n    rate: { calls: 5, per: 2d }\n", 5, 28, "between 1s and 1d"),
+        ("  - id: a\n    quota: { calls: 5, per: 30s }\n", 5, 29, "between 1m and 366d"),
+        ("  - id: a\n    rate: { calls: 5, per: 60 }\n", 5, 28, "a number"),
+        ("  - id: a\n    rate: { calls: 5, per: [1m, 1h] }\n", 5, 28, "expected one period"),
+        ("  - id: a\n    by: [principal, user]\n    rate: { calls: 5, per: 1m }\n", 5, 21, "unknown `by` \"user\""),
+        ("  - id: a\n    by: [tool, tool]\n    rate: { calls: 5, per: 1m }\n", 5, 16, "names \"tool\" twice"),
+        (
+            "  - id: a\n    rate: { calls: 100, per: 1m }\n    quota: { calls: 50, per: 1d }\n",
+            6,
+            12,
+            "conflict",
+        ),
+        (
+            "  - id: a\n    rate: { calls: 5, per: 1d }\n    quota: { calls: 50, per: 1h }\n",
+            6,
+            12,
+            "conflict",
+        ),
+        ("  - id: a\n    rate: { calls: 5, per: 1m }\n  - id: a\n    rate: { calls: 5, per: 1m }\n", 6, 9, "duplicate limit id"),
+        ("  - id: A\n    rate: { calls: 5, per: 1m }\n", 4, 9, "limit id has 'A'"),
+        ("  - id: a\n    match: { action: run }\n    rate: { calls: 5, per: 1m }\n", 5, 22, "unknown action"),
+        ("  - id: a\n    rate: { calls: 5, per: 1m, burst: 2 }\n", 5, 32, "unknown field `burst`"),
+    ];
+    let mut wrong = Vec::new();
+    for (limits, line, column, needle) in cases {
+        let e = err(&format!("{head}{limits}"));
+        let named = needle.starts_with("unknown field")
+            || e.message.starts_with("limit \"a\": ")
+            || e.message.starts_with("limit \"A\": ");
+        if (e.line, e.column) != (*line, *column) || !e.message.contains(needle) || e.rule.is_some() || !named {
+            wrong.push(format!("{limits:?}: want {line}:{column} {needle:?}, got {e}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
