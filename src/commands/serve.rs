@@ -11,6 +11,7 @@ use ledger::{Actor, Ledger, SigningKey};
 use crate::cli::Global;
 use crate::config::{Config, Paths};
 use crate::gateway::findable::FindKey;
+use crate::gateway::local::HostLock;
 use crate::gateway::{AuthMethod, Authenticator, Gateway, Principal};
 use crate::governance::Governance;
 
@@ -90,8 +91,20 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The host lock of `paths.data_dir`, or a clear error naming who may hold
+/// it.
+fn host_lock(paths: &Paths) -> Result<HostLock> {
+    HostLock::try_take(&paths.data_dir)?.with_context(|| {
+        format!(
+            "another sealgate writes the ledger in {} (a `sealgate serve`, or a `sealgate stdio` serving desktop clients): stop it first, or attach to it with `sealgate stdio`",
+            paths.data_dir.display()
+        )
+    })
+}
+
 pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
     raise_open_files();
+    let _host = host_lock(paths)?;
     let (gateway, ledger) = gateway_on(paths, config)?;
     // The query index follows the log on a thread of its own (docs/QUERY.md).
     let stop_follower = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -158,6 +171,14 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             &config.witnesses,
         )
         .await?;
+        // `sealgate stdio` processes attach here (docs/GATEWAY.md, Desktop
+        // clients).
+        let mut local = crate::gateway::local::listen(
+            &gateway,
+            &paths.data_dir,
+            &config.gateway.stdio_principal,
+            config.gateway.max_body_bytes,
+        )?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
@@ -185,6 +206,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             header_read_timeout: std::time::Duration::from_secs(config.gateway.header_read_timeout_sec),
         };
         crate::gateway::listener::serve(listener, app, limits, shutdown, std::time::Duration::from_secs(10)).await;
+        local.stop_accepting().await;
         // Every session ends recorded before the ledger's writer stops:
         // those closed above, then any opened while connections finished.
         let why = closer
@@ -250,6 +272,11 @@ fn raise_open_files() {
     }
 }
 
+/// `sealgate stdio`: one MCP session on stdin and stdout. If a gateway
+/// writes this data dir already (`serve`, or another `stdio`), the session
+/// runs there, through its local socket; else this process becomes that
+/// gateway: it takes the host lock, serves its own session and the socket,
+/// and exits once its own session and every attached one have ended.
 pub fn stdio(
     global: &Global,
     paths: &Paths,
@@ -257,19 +284,56 @@ pub fn stdio(
     server: &str,
     principal: Option<String>,
 ) -> Result<ExitCode> {
+    let name = principal.unwrap_or_else(|| config.gateway.stdio_principal.clone());
+    crate::gateway::check_stdio_principal(&name).map_err(anyhow::Error::msg)?;
+    let rt = runtime()?;
+    // Attach to the host, or become it. Two processes starting at once:
+    // one takes the lock, the other finds its socket a moment later.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let host = loop {
+        let attached = rt.block_on(crate::gateway::local::attach(&paths.data_dir, server, Some(&name)))?;
+        if let crate::gateway::local::Attached::Done = attached {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(lock) = HostLock::try_take(&paths.data_dir)? {
+            break lock;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "another sealgate holds {} but does not answer on {}",
+                paths.data_dir.display(),
+                crate::gateway::local::socket_path(&paths.data_dir).display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     let gateway = gateway(paths, config)?;
     let principal = Principal {
-        name: principal.unwrap_or_else(|| config.gateway.stdio_principal.clone()),
+        name,
         teams: Vec::new(),
         method: AuthMethod::Stdio,
         roles: Vec::new(),
     };
-    runtime()?.block_on(async {
+    rt.block_on(async {
         bootstrap(&gateway, config, global).await?;
-        gateway
+        let mut local = crate::gateway::local::listen(
+            &gateway,
+            &paths.data_dir,
+            &config.gateway.stdio_principal,
+            config.gateway.max_body_bytes,
+        )?;
+        let own = gateway
             .serve_stdio(server, principal, config.gateway.max_body_bytes)
-            .await
+            .await;
+        // Sessions attached to this process end before it does: it accepts
+        // until none is left, then stops, then waits for any that came in
+        // the meantime.
+        local.drained().await;
+        local.stop_accepting().await;
+        local.drained().await;
+        own
     })?;
+    drop(host);
     Ok(ExitCode::SUCCESS)
 }
 

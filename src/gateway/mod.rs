@@ -25,6 +25,7 @@ mod golden;
 mod http;
 mod lines;
 pub mod listener;
+pub mod local;
 pub mod mcp;
 mod relay;
 pub mod safety;
@@ -287,6 +288,22 @@ impl Gateway {
             .with_context(|| format!("no server named {server:?} in the config"))?;
         stdio::serve(self.core(), entry, principal, max_message_bytes).await
     }
+}
+
+/// A principal `sealgate stdio` may record (given with `--principal`, in
+/// an attachment's header, or `gateway.stdio_principal`): not empty, and
+/// not one of the gateway's own actors.
+pub fn check_stdio_principal(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("the principal is empty".into());
+    }
+    if name.starts_with(crate::config::RESERVED_PRINCIPAL_PREFIX) {
+        return Err(format!(
+            "principal {name:?} is reserved: names starting with {:?} are the gateway's own actors",
+            crate::config::RESERVED_PRINCIPAL_PREFIX
+        ));
+    }
+    Ok(())
 }
 
 /// A server's `environment` or `headers`, with values given by reference

@@ -20,9 +20,27 @@ pub async fn serve(
     principal: Principal,
     max_message_bytes: usize,
 ) -> Result<()> {
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    serve_lines(core, entry, principal, max_message_bytes, stdin, tokio::io::stdout()).await
+}
+
+/// One session on newline-delimited messages read from `input` and
+/// written to `output`: the process's stdin and stdout, or a connection
+/// to the gateway's local socket (`local`).
+pub async fn serve_lines<R, W>(
+    core: Arc<Core>,
+    entry: Arc<ServerEntry>,
+    principal: Principal,
+    max_message_bytes: usize,
+    mut stdin: R,
+    mut out: W,
+) -> Result<()>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::spawn(async move {
-        let mut out = tokio::io::stdout();
         while let Some(line) = rx.recv().await {
             if out.write_all(&line).await.is_err() || out.flush().await.is_err() {
                 break;
@@ -37,7 +55,6 @@ pub async fn serve(
             let _ = tx.send(line).await;
         }
     };
-    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut session: Option<Arc<Session>> = None;
     let mut ended_by_client = true;
     loop {
