@@ -246,6 +246,9 @@ pub enum ReasonCode {
     /// A suspension in force stops the call (denied, or withdrawn while
     /// held, or cancelled while running).
     Suspended,
+    /// The server's per-user `credentials` hold none for the caller (or
+    /// theirs cannot be read): the session is not started without it.
+    NoCredential,
 }
 
 /// `read`, `write`, `destructive`: what a tool does, by the registry's
@@ -474,6 +477,8 @@ pub enum RefusedBy {
     Limit,
     /// A suspension (the kill switch).
     Suspension,
+    /// The server's per-user credentials hold none for the caller.
+    Credential,
 }
 
 /// The one value of `call.refused`'s `outcome`.
@@ -539,6 +544,32 @@ pub struct SessionOpened {
     pub error: Option<String>,
     #[serde(rename = "error.type", default, skip_serializing_if = "Option::is_none")]
     pub error_type: Option<ErrorType>,
+    /// Where the caller's own upstream credential came from (servers
+    /// with `credentials`); never the credential itself.
+    #[serde(
+        rename = "upstream.credential.source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credential_source: Option<CredentialSource>,
+    /// `sha256:` and the first 16 hex digits of the SHA-256 of the
+    /// credential the upstream session was started with.
+    #[serde(
+        rename = "upstream.credential.fingerprint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credential_fingerprint: Option<String>,
+}
+
+/// Where a per-user upstream credential is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// One TOML file of principal = secret entries.
+    File,
+    /// A directory with one file per principal.
+    Dir,
 }
 
 impl Body for SessionOpened {
