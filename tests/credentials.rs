@@ -457,3 +457,46 @@ fn credentials_open_to_others_stop_the_start() {
         );
     }
 }
+
+/// Bad input stops the start with an error naming the key, the server or
+/// the principal: a static header standing in for the credential (any
+/// command: the config is refused), and a server to approve at start whose
+/// credentials hold none for the gateway's own listing session.
+#[test]
+fn a_static_header_or_no_gateway_credential_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = Site::in_dir(
+        dir,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[servers.remote]\ntransport = \"http\"\n\
+         url = \"http://127.0.0.1:9/mcp\"\nheaders = { authorization = \"Bearer shared-upstream-key\" }\n\
+         [servers.remote.credentials]\ndir = \"{dir}\"\n",
+    );
+    for command in [&["serve"][..], &["log"][..]] {
+        let out = site.sealgate().args(command).output().expect("run sealgate");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{command:?} ran");
+        assert!(
+            stderr.contains(
+                "config: servers.remote.credentials: header \"Authorization\" is also set in servers.remote.headers.authorization"
+            ),
+            "{command:?}: {stderr}"
+        );
+        assert!(!stderr.contains("shared-upstream-key"), "{stderr}");
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    private(&dir.path().join("creds.toml"), "alice = \"alice-upstream-key-one\"\n");
+    let site = Site::in_dir(
+        dir,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[servers.remote]\ntransport = \"http\"\n\
+         url = \"http://127.0.0.1:9/mcp\"\napprove = true\n[servers.remote.credentials]\nfile = \"{dir}/creds.toml\"\n",
+    );
+    let out = site.sealgate().arg("serve").output().expect("run sealgate serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started");
+    assert!(
+        stderr.contains("the gateway's own session cannot list the tools: server remote has no credential for principal \"sealgate:gateway\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("alice-upstream-key-one"), "{stderr}");
+}
