@@ -470,6 +470,29 @@ pub struct ServerConfig {
     /// tools it lists then. Default: approval is an operator's step.
     #[serde(default)]
     pub approve: bool,
+    /// Per-user upstream credentials: each session is started with its
+    /// caller's own credential, read when the session starts; a caller
+    /// with none is refused (`docs/GATEWAY.md`, Upstream credentials).
+    pub credentials: Option<CredentialsConfig>,
+}
+
+/// `[servers.NAME.credentials]`: where each principal's own credential for
+/// the server is kept, and how the upstream is given it.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// A directory with one file per principal, named by the principal's
+    /// name encoded (`crate::gateway::credentials::file_name`).
+    pub dir: Option<PathBuf>,
+    /// A TOML file of `"principal" = "secret"` entries.
+    pub file: Option<PathBuf>,
+    /// http: the request header that carries it. Default `Authorization`.
+    pub header: Option<String>,
+    /// http: the word before it in the header (`SCHEME secret`); `""` for
+    /// the secret alone. Default `Bearer`.
+    pub scheme: Option<String>,
+    /// stdio: the child's environment variable that holds it (required).
+    pub env: Option<String>,
 }
 
 fn yes() -> bool {
@@ -682,6 +705,10 @@ impl Config {
                         );
                     }
                 }
+            }
+            if let Some(credentials) = &server.credentials {
+                crate::gateway::credentials::check_config(name, server, credentials)
+                    .map_err(|e| anyhow::anyhow!("config: {e}"))?;
             }
         }
         self.auth.check()?;

@@ -377,6 +377,8 @@ async fn write_every_kind() -> Vec<Event> {
         outcome: events::SessionOutcome::Ok,
         error: None,
         error_type: None,
+        credential_source: None,
+        credential_fingerprint: None,
     };
     let mut d = audit.session_opened(&scope, &init, &opened).expect("session");
     d.correlation.answers = Some(req.seq);

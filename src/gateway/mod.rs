@@ -15,10 +15,12 @@
 //! - `safety`: secrets and personal data in what upstreams send.
 //! - `findable`: keyed digests of redacted values, and the search by value.
 //! - `auth`: bearer tokens and JWTs.
+//! - `credentials`: per-user upstream credentials.
 
 mod audit;
 mod auth;
 mod bootstrap;
+pub mod credentials;
 pub mod findable;
 #[cfg(test)]
 mod golden;
@@ -63,7 +65,8 @@ pub struct Gateway {
 impl Gateway {
     /// The gateway on its ledger; `find_key` digests what output safety
     /// redacts (`findable`). Fails if a server's credentials (environment
-    /// or header values given by reference) cannot be read.
+    /// or header values given by reference, its per-user `credentials`
+    /// source) cannot be read.
     pub fn new(
         ledger: Arc<Ledger>,
         config: &Config,
@@ -90,9 +93,15 @@ impl Gateway {
                     headers: resolve(name, "headers", &server.headers)?,
                 },
             };
+            let credentials = server
+                .credentials
+                .as_ref()
+                .map(|c| credentials::Credentials::load(name, server, c).map(Arc::new))
+                .transpose()?;
             let entry = ServerEntry {
                 name: name.clone(),
                 upstream,
+                credentials,
                 env: server.env.clone(),
                 timeout: Duration::from_secs(server.timeout_sec.unwrap_or(g.upstream_timeout_sec)),
                 start_timeout: Duration::from_secs(server.start_timeout_sec.unwrap_or(g.upstream_start_timeout_sec)),

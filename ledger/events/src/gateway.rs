@@ -250,6 +250,9 @@ pub enum ReasonCode {
     RateLimited,
     /// A policy `quota`: this window's calls are used up.
     QuotaExhausted,
+    /// The server's per-user `credentials` hold none for the caller (or
+    /// theirs cannot be read): the session is not started without it.
+    NoCredential,
 }
 
 /// Which limit of the policy refused a call, and the counter it counted
@@ -515,6 +518,8 @@ pub enum RefusedBy {
     Limit,
     /// A suspension (the kill switch).
     Suspension,
+    /// The server's per-user credentials hold none for the caller.
+    Credential,
 }
 
 /// The one value of `call.refused`'s `outcome`.
@@ -580,6 +585,32 @@ pub struct SessionOpened {
     pub error: Option<String>,
     #[serde(rename = "error.type", default, skip_serializing_if = "Option::is_none")]
     pub error_type: Option<ErrorType>,
+    /// Where the caller's own upstream credential came from (servers
+    /// with `credentials`); never the credential itself.
+    #[serde(
+        rename = "upstream.credential.source",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credential_source: Option<CredentialSource>,
+    /// `sha256:` and the first 16 hex digits of the SHA-256 of the
+    /// credential the upstream session was started with.
+    #[serde(
+        rename = "upstream.credential.fingerprint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub credential_fingerprint: Option<String>,
+}
+
+/// Where a per-user upstream credential is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialSource {
+    /// One TOML file of principal = secret entries.
+    File,
+    /// A directory with one file per principal.
+    Dir,
 }
 
 impl Body for SessionOpened {

@@ -40,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::audit::{Audit, CallInfo, Direction, Refusal, Refused, Scope};
+use super::credentials::{Credential, Credentials};
 use super::mcp::{self, Class, Id, Message, RpcError, code};
 use super::safety::{self, ScanPolicy};
 use super::upstream::{self, Inbound, LinkLimits, ProcessLimit, Upstream};
@@ -125,6 +126,8 @@ impl OpenSessions {
 pub struct ServerEntry {
     pub name: String,
     pub upstream: Upstream,
+    /// Per-user credentials: each upstream session gets its caller's own.
+    pub credentials: Option<Arc<Credentials>>,
     pub env: Vec<String>,
     /// For one request.
     pub timeout: Duration,
@@ -132,6 +135,22 @@ pub struct ServerEntry {
     pub start_timeout: Duration,
     /// Custom (non-MCP) request methods relayed, gated and recorded.
     pub allow_methods: BTreeSet<String>,
+}
+
+impl ServerEntry {
+    /// `principal`'s own credential for this server, read now (off the
+    /// async workers); `None` for a server without per-user credentials.
+    pub async fn credential(&self, principal: &str) -> Result<Option<Credential>, String> {
+        let Some(credentials) = self.credentials.clone() else {
+            return Ok(None);
+        };
+        let principal = principal.to_string();
+        tokio::task::spawn_blocking(move || credentials.lookup(&principal))
+            .await
+            .map_err(|e| format!("server {}: reading the credential stopped: {e}", self.name))?
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// How the downstream client reached the gateway.
@@ -424,6 +443,20 @@ impl Session {
             },
             ledger::Timestamp::now(),
         );
+        // A server with per-user credentials starts no session without the
+        // caller's own: refused the same way (and recorded), with its own
+        // code; the reason names server and principal, never the secret.
+        let mut credential = None;
+        if matches!(ruling.verdict, Verdict::Allow) {
+            match server.credential(&principal.name).await {
+                Ok(found) => credential = found,
+                Err(reason) => {
+                    ruling.verdict = Verdict::Deny;
+                    ruling.code = events::ReasonCode::NoCredential;
+                    ruling.reason = reason;
+                }
+            }
+        }
         // A caller the gates let in may still find the session caps full:
         // refused the same way (and recorded), with its own code.
         let mut code = codes::DENIED;
@@ -457,6 +490,8 @@ impl Session {
             let refusal = Refusal {
                 by: if code == codes::LIMIT_REACHED {
                     events::RefusedBy::Limit
+                } else if ruling.code == events::ReasonCode::NoCredential {
+                    events::RefusedBy::Credential
                 } else {
                     ruling.gate.refused_by()
                 },
@@ -487,7 +522,14 @@ impl Session {
         ]);
         let connected = server
             .upstream
-            .connect(&name, upstream_params, core.link, &core.processes, server.start_timeout)
+            .connect(
+                &name,
+                upstream_params,
+                core.link,
+                &core.processes,
+                server.start_timeout,
+                credential.as_ref(),
+            )
             .await;
         let connected = connected.and_then(|(link, result)| {
             mcp::method("initialize", mcp::Direction::Up)
@@ -520,6 +562,8 @@ impl Session {
             outcome: events::SessionOutcome::Ok,
             error: None,
             error_type: None,
+            credential_source: credential.as_ref().map(Credential::source),
+            credential_fingerprint: credential.as_ref().map(|c| c.fingerprint().to_string()),
         };
         let outcome = match connected {
             Ok((link, result, version)) => {

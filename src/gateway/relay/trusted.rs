@@ -50,9 +50,23 @@ pub async fn list_tools(
         "capabilities": {"roots": {"listChanged": true}, "sampling": {}, "elicitation": {"form": {}, "url": {}}},
         "clientInfo": {"name": "sealgate-gateway", "version": env!("CARGO_PKG_VERSION")},
     }));
+    // The gateway's own session has no caller: on a server with per-user
+    // credentials it uses the gateway's own entry, and lists nothing
+    // without one.
+    let credential = entry
+        .credential(crate::gateway::credentials::GATEWAY_PRINCIPAL)
+        .await
+        .map_err(|e| format!("the gateway's own session cannot list the tools: {e}"))?;
     let (mut link, _) = entry
         .upstream
-        .connect(name, params, limits, processes, entry.start_timeout)
+        .connect(
+            name,
+            params,
+            limits,
+            processes,
+            entry.start_timeout,
+            credential.as_ref(),
+        )
         .await?;
     let listing = async {
         let mut tools = Vec::new();

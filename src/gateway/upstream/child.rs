@@ -69,6 +69,9 @@ pub(super) struct Spec<'a> {
     pub args: &'a [String],
     pub environment: &'a BTreeMap<String, String>,
     pub cwd: Option<&'a Path>,
+    /// The caller's credential in `environment`: masked in the child's
+    /// stderr as the gateway logs it.
+    pub mask: Option<String>,
 }
 
 /// Sends to a child's stdin; owns the child (dropping the last handle kills
@@ -232,7 +235,7 @@ pub(super) async fn start(
             }
         }
     });
-    log_stderr(server, stderr);
+    log_stderr(server, stderr, spec.mask.clone());
     Ok(Arc::new(StdioSender {
         tx,
         child: Mutex::new(Some(Running {
@@ -244,8 +247,9 @@ pub(super) async fn start(
 }
 
 /// The child's stderr is its log; keep it in ours, without the secrets
-/// results may not carry either.
-fn log_stderr(server: &str, stderr: tokio::process::ChildStderr) {
+/// results may not carry either, nor the caller's credential it was given
+/// (`mask`).
+fn log_stderr(server: &str, stderr: tokio::process::ChildStderr, mask: Option<String>) {
     let name = server.to_string();
     tokio::spawn(async move {
         let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -258,6 +262,10 @@ fn log_stderr(server: &str, stderr: tokio::process::ChildStderr) {
                 "[REDACTED:private_key_block]".to_string()
             } else {
                 in_key = line.contains("-----BEGIN ") && line.contains("PRIVATE KEY") && !line.contains("-----END ");
+                let line = match &mask {
+                    Some(secret) => line.replace(secret.as_str(), "[REDACTED:upstream_credential]"),
+                    None => line,
+                };
                 crate::gateway::safety::redact_text_for_log(&line)
             };
             tracing::info!(server = %name, "upstream stderr: {line}");

@@ -45,6 +45,7 @@ impl HttpSession {
         server: &str,
         url: &str,
         headers: &BTreeMap<String, String>,
+        credential: Option<(HeaderName, HeaderValue)>,
         limits: LinkLimits,
         inbound: mpsc::Sender<Inbound>,
     ) -> Result<Arc<HttpSession>, String> {
@@ -53,6 +54,11 @@ impl HttpSession {
             let name =
                 HeaderName::try_from(k.as_str()).map_err(|e| format!("upstream {server}: header name {k:?}: {e}"))?;
             let value = HeaderValue::try_from(v.as_str()).map_err(|e| format!("upstream {server}: header {k}: {e}"))?;
+            custom.insert(name, value);
+        }
+        // The caller's own credential, last: no static header replaces it
+        // (the config refuses one of the same name anyway).
+        if let Some((name, value)) = credential {
             custom.insert(name, value);
         }
         // Redirects are not part of MCP, and a followed one would carry the

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::credentials::Credential;
 use super::mcp::{Id, Message, Refusal};
 use crate::json::Json;
 
@@ -136,8 +137,9 @@ impl Upstream {
 
     /// Starts a session: spawns or connects, sends `initialize` with
     /// `params`, waits for its result and sends `notifications/initialized`,
-    /// all within `timeout`. Returns the link and the result as the
-    /// upstream sent it.
+    /// all within `timeout`. `credential`, the caller's own, goes in its
+    /// configured header (HTTP) or variable (stdio). Returns the link and
+    /// the result as the upstream sent it.
     pub async fn connect(
         &self,
         server: &str,
@@ -145,6 +147,7 @@ impl Upstream {
         limits: LinkLimits,
         processes: &ProcessLimit,
         timeout: Duration,
+        credential: Option<&Credential>,
     ) -> Result<(Link, Json), String> {
         let address = self.address();
         let started = async {
@@ -156,18 +159,37 @@ impl Upstream {
                     environment,
                     cwd,
                 } => {
+                    // A credential that cannot be given is an error, never
+                    // a session without it.
+                    let mut environment = environment.clone();
+                    let mut mask = None;
+                    if let Some(credential) = credential {
+                        let (name, value) = credential.env().ok_or_else(|| {
+                            format!("upstream {server}: the caller's credential is not configured for a variable")
+                        })?;
+                        environment.insert(name.to_string(), value.to_string());
+                        mask = Some(value.to_string());
+                    }
                     let spec = child::Spec {
                         server,
                         address: &address,
                         command,
                         args,
-                        environment,
+                        environment: &environment,
                         cwd: cwd.as_deref(),
+                        mask,
                     };
                     Sender::Stdio(child::start(&spec, processes, limits, tx).await?)
                 }
                 Upstream::Http { url, headers } => {
-                    Sender::Http(http::HttpSession::new(server, url, headers, limits, tx)?)
+                    let credential = credential
+                        .map(|c| {
+                            c.header().ok_or_else(|| {
+                                format!("upstream {server}: the caller's credential cannot be sent in a header")
+                            })
+                        })
+                        .transpose()?;
+                    Sender::Http(http::HttpSession::new(server, url, headers, credential, limits, tx)?)
                 }
             };
             let mut link = Link {
