@@ -248,6 +248,7 @@ fn ruling(gate: Gate, verdict: Verdict, code: ReasonCode, evaluation: Option<Eva
         action: None,
         policy_hash: evaluation.as_ref().map(|_| "blake3:00".into()),
         evaluation,
+        refused_host: None,
     }
 }
 
@@ -552,6 +553,7 @@ async fn write_every_kind() -> Vec<Event> {
             max_retries: None,
             max_result_bytes: Some(1024),
             on_oversize: OnOversize::Refuse,
+            network_allowlist: None,
         }),
         output: policy,
     };

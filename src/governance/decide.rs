@@ -12,6 +12,7 @@ use ledger::Timestamp;
 use events::ReasonCode;
 
 use super::call::{CallRequest, Verdict};
+use super::egress;
 use super::policy::{Action, Evaluation, Facts, OutputPolicy, Policy};
 use super::registry::{Server, Status};
 use super::state::GovState;
@@ -49,6 +50,9 @@ pub struct Ruling {
     /// The policy's evaluation, when the call got that far.
     pub evaluation: Option<Evaluation>,
     pub policy_hash: Option<String>,
+    /// The host that broke the rule's `network_allowlist`, when that
+    /// refused the call ([`Ruling::refuse_host`]).
+    pub refused_host: Option<String>,
 }
 
 impl Ruling {
@@ -65,11 +69,35 @@ impl Ruling {
             action: None,
             evaluation: None,
             policy_hash: None,
+            refused_host: None,
         }
     }
 
     pub fn output(&self) -> OutputPolicy {
         self.evaluation.as_ref().map(|e| e.output).unwrap_or_default()
+    }
+
+    /// Holds an allowed call to its rule's `network_allowlist`
+    /// ([`egress::check`]): a host it does not allow denies the call,
+    /// naming the host. Other rulings are left as they are.
+    pub fn refuse_host(&mut self, request: &egress::Request<'_>) {
+        if matches!(self.verdict, Verdict::Deny | Verdict::RequireApproval) {
+            return;
+        }
+        let Some(evaluation) = &self.evaluation else { return };
+        let Some(list) = evaluation
+            .constraints
+            .as_ref()
+            .and_then(|c| c.network_allowlist.as_ref())
+        else {
+            return;
+        };
+        if let Err(refused) = egress::check(list, request) {
+            self.reason = refused.reason(evaluation.rule.as_deref().unwrap_or(""));
+            self.verdict = Verdict::Deny;
+            self.code = ReasonCode::HostNotAllowed;
+            self.refused_host = Some(refused.host);
+        }
     }
 }
 
@@ -230,6 +258,7 @@ pub fn decide(
         action,
         policy_hash: Some(policy.hash().to_string()),
         evaluation: Some(evaluation),
+        refused_host: None,
     }
 }
 
@@ -291,6 +320,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             action: None,
             evaluation: None,
             policy_hash: None,
+            refused_host: None,
         },
         None => Ruling::deny(
             Gate::Grant,

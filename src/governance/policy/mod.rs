@@ -13,6 +13,7 @@
 //! let evaluation = policy.evaluate(&facts);
 //! ```
 
+mod allowlist;
 mod eval;
 mod glob;
 mod model;
@@ -20,6 +21,7 @@ mod parse;
 
 use std::fmt;
 
+pub use allowlist::{Allowlist, Dest, Entry};
 #[allow(
     unused_imports,
     reason = "grants use it; the policy bench includes this module without them"
