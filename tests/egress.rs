@@ -1,4 +1,5 @@
-//! Egress: a rule's `network_allowlist` end to end.
+//! Egress: a rule's `network_allowlist` end to end, and stdio upstreams
+//! without network (`network = "none"`).
 //!
 //! - The official server-everything's `echo` (stdio and streamable HTTP) and
 //!   a Python SDK server's `fetch` (`tests/data/net_upstream.py`, which
@@ -6,6 +7,9 @@
 //!   passes; a host outside the allowlist (by value, by schema, behind user
 //!   info, an odd IPv4 form, or the HTTP upstream's own address) is denied
 //!   before anything is forwarded, and the decision records the host.
+//! - The same Python server's `connect` reaches a TCP listener this test
+//!   runs on 127.0.0.1 when started normally, and cannot when started with
+//!   `network = "none"`.
 //!
 //! The attack table (user info, IPv4 forms, IDNA, case, trailing dot,
 //! nested arrays, schemas) is `governance::egress`'s unit tests.
@@ -171,4 +175,44 @@ fn hosts_outside_the_allowlist_are_denied_and_recorded() {
         assert!(body(decision, "refused_host").is_null(), "{decision}");
         assert_eq!(body(outcome, "outcome"), "ok", "{outcome}");
     }
+}
+
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_stdio_upstream_without_network_cannot_connect() {
+    let peers = peers();
+    let (port, connections) = listener();
+    let net = repo().join("tests/data/net_upstream.py");
+    let net = net.to_string_lossy();
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nanonymous_principal = \"agent\"\n{}{}network = \"none\"\n",
+        stdio_server("net", &peers.python, &[&net]),
+        stdio_server("sealed", &peers.python, &[&net]),
+    );
+    let site = Site::new(&config);
+    let gw = site.serve();
+    let connect = |server: &str| {
+        scenario(
+            &peers,
+            &[
+                "--call",
+                "connect",
+                "--args",
+                &format!(r#"{{"port": {port}}}"#),
+                &gw.url(server),
+            ],
+        )
+    };
+    let open = connect("net");
+    assert_eq!(text(&open), "connected", "{open:#}");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let sealed = connect("sealed");
+    assert!(text(&sealed).starts_with("failed: "), "{sealed:#}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the upstream with network = \"none\" reached the listener"
+    );
+    gw.stop();
+    site.verify();
 }

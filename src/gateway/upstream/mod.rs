@@ -43,6 +43,9 @@ pub enum Upstream {
         /// The child's environment besides [`INHERITED_ENV`].
         environment: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
+        /// `network = "none"`: the child gets a network namespace of its
+        /// own.
+        no_network: bool,
     },
     Http {
         url: String,
@@ -155,6 +158,7 @@ impl Upstream {
                     args,
                     environment,
                     cwd,
+                    no_network,
                 } => {
                     let spec = child::Spec {
                         server,
@@ -163,6 +167,7 @@ impl Upstream {
                         args,
                         environment,
                         cwd: cwd.as_deref(),
+                        no_network: *no_network,
                     };
                     Sender::Stdio(child::start(&spec, processes, limits, tx).await?)
                 }
@@ -336,6 +341,7 @@ mod tests {
             ],
             environment: BTreeMap::new(),
             cwd: None,
+            no_network: false,
         };
         let shown = stdio.address();
         for secret in ["plain-looking-value", "abc", "admin:pw", "ghp_0123"] {
