@@ -131,10 +131,7 @@ fn format_kind(format: &str) -> Kind {
 /// The kind a property's name suggests: by its last word (`baseUrl`,
 /// `webhook_url`, `target-host`).
 fn name_kind(name: &str) -> Kind {
-    let last = name
-        .rsplit(|c: char| matches!(c, '_' | '-' | '.' | ' '))
-        .next()
-        .unwrap_or(name);
+    let last = name.rsplit(['_', '-', '.', ' ']).next().unwrap_or(name);
     // camelCase: the last capitalised run.
     let start = last
         .char_indices()

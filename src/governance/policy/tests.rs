@@ -791,9 +791,9 @@ fn network_allowlist_entries_are_checked_where_written() {
     ));
     let e = eval(&p, &Call::new().server("x"));
     assert_eq!(e.rule.as_deref(), Some("ok"));
-    let p = parse(&format!(
-        "version: v1\nrules:\n  - id: fetch\n    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: {{ network_allowlist: [API.GitHub.com., \"*.example.com\", \"[2001:db8::1]:443\", 10.0.0.0/8] }}\n"
-    ));
+    let p = parse(
+        "version: v1\nrules:\n  - id: fetch\n    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: { network_allowlist: [API.GitHub.com., \"*.example.com\", \"[2001:db8::1]:443\", 10.0.0.0/8] }\n",
+    );
     let list = eval(&p, &Call::new())
         .constraints
         .and_then(|c| c.network_allowlist)
