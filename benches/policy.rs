@@ -1,5 +1,8 @@
 //! Policy evaluation latency: one decision against a realistic 1,000-rule
-//! policy with 23 rate limits and quotas, target p99 ≤ 20 µs.
+//! policy with 23 rate limits and quotas, target p99 ≤ 20 µs. Half its
+//! ALLOW_WITH_CONSTRAINTS rules have a `network_allowlist`; a decision by
+//! one of them includes checking the hosts of a fetch call
+//! (`governance::egress`), half of them refused.
 //!
 //! The policy is generated (deterministically) the way a large organisation's
 //! would look: per-server rules for ~60 servers in prod, staging and dev, with
@@ -29,6 +32,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use sealgate::governance::Verdict;
+use sealgate::governance::egress;
 use sealgate::governance::limits::Limiter;
 use sealgate::governance::policy::{self, Action, Evaluation, Facts, Policy};
 
@@ -86,6 +90,18 @@ const RISKS: [&str; 4] = ["pii", "payments", "internet", "secrets"];
 const ACTIONS: [&str; 3] = ["read", "write", "destructive"];
 const DECISIONS: [&str; 4] = ["ALLOW", "DENY", "REQUIRE_APPROVAL", "ALLOW_WITH_CONSTRAINTS"];
 
+/// Half the ALLOW_WITH_CONSTRAINTS rules hold their calls to this.
+const ALLOWLIST: &str = r#"[api.github.com, "*.githubusercontent.com", "10.0.0.0/8", "[2001:db8::1]:443"]"#;
+
+/// A fetch tool's input schema, and what calls give it: an allowed URL, and
+/// one whose host hides behind user info.
+const FETCH_SCHEMA: &str = r#"{"type": "object", "properties": {"url": {"type": "string", "format": "uri"},
+    "max_length": {"type": "integer"}, "raw": {"type": "boolean"}, "headers": {"type": "object"}}, "required": ["url"]}"#;
+const FETCH_ARGS: [&str; 2] = [
+    r#"{"url": "https://api.github.com/repos/acme/widgets/contents/README.md", "headers": {"Accept": "application/vnd.github+json"}, "max_length": 5000, "raw": false}"#,
+    r#"{"url": "https://api.github.com@evil.example/repos/acme/widgets", "headers": {"Accept": "application/vnd.github+json"}, "max_length": 5000, "raw": false}"#,
+];
+
 fn principals() -> Vec<String> {
     (0..200).map(|i| format!("user{i:03}")).collect()
 }
@@ -127,6 +143,11 @@ fn decision_keys(decision: &str, rng: &mut Rng) -> String {
             "    approval: {{ timeout_sec: {}, approvers: {{ team: {} }} }}\n",
             60 * (1 + rng.below(30)),
             list(&some(rng, &TEAMS, 2))
+        ),
+        "ALLOW_WITH_CONSTRAINTS" if rng.chance(50) => format!(
+            "    constraints: {{ max_runtime_sec: {}, network_allowlist: {} }}\n",
+            5 + rng.below(60),
+            ALLOWLIST
         ),
         "ALLOW_WITH_CONSTRAINTS" => format!(
             "    constraints: {{ max_runtime_sec: {}, max_result_bytes: {} }}\n",
@@ -347,12 +368,12 @@ fn percentiles(mut nanos: Vec<u64>) -> Percentiles {
     }
 }
 
-fn time_each(calls: &[Call], pools: &Pools, eval: impl Fn(&Facts<'_>) -> Evaluation) -> Vec<u64> {
+fn time_each(calls: &[Call], pools: &Pools, eval: impl Fn(&Facts<'_>, usize) -> Evaluation) -> Vec<u64> {
     let mut nanos = Vec::with_capacity(calls.len());
-    for c in calls {
+    for (i, c) in calls.iter().enumerate() {
         let f = facts(pools, c);
         let start = Instant::now();
-        let e = eval(&f);
+        let e = eval(&f, i);
         let elapsed = start.elapsed();
         black_box(e);
         nanos.push(elapsed.as_nanos() as u64);
@@ -422,27 +443,57 @@ fn main() {
             .collect(),
     );
 
+    // A decision is the evaluation and, when the rule has a
+    // network_allowlist, the check of the call's hosts (a fetch call,
+    // every other one refused).
+    let schema = match sealgate::json::parse(FETCH_SCHEMA.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: the fetch schema: {e}");
+            std::process::exit(2);
+        }
+    };
+    let args: Vec<sealgate::json::Json> = FETCH_ARGS
+        .iter()
+        .filter_map(|a| sealgate::json::parse(a.as_bytes()).ok())
+        .collect();
+    let checked = std::cell::Cell::new((0usize, 0usize));
+    let decide = |f: &Facts<'_>, i: usize| {
+        let e = policy.evaluate(f);
+        if let Some(list) = e.constraints.as_ref().and_then(|c| c.network_allowlist.as_ref()) {
+            let request = egress::Request {
+                arguments: args.get(i % args.len()),
+                schema: Some(&schema),
+                ..egress::Request::default()
+            };
+            let refused = egress::check(list, &request).is_err();
+            let (n, r) = checked.get();
+            checked.set((n + 1, r + usize::from(refused)));
+        }
+        e
+    };
+
     // Warm up, then measure.
-    black_box(time_each(&calls[..calls.len().min(20_000)], &pools, |f| {
-        policy.evaluate(f)
-    }));
-    let indexed = percentiles(time_each(&calls, &pools, |f| policy.evaluate(f)));
-    // The decision as the gateway makes it: the rules, then (for a call
-    // they admit) the limits, counted under one lock.
+    black_box(time_each(&calls[..calls.len().min(20_000)], &pools, decide));
+    checked.set((0, 0));
+    let indexed = percentiles(time_each(&calls, &pools, decide));
+    let (hosts_checked, hosts_refused) = checked.get();
+    // The decision as the gateway makes it: the rules and the allowlist,
+    // then (for a call they admit) the limits, counted under one lock.
     let limiter = Limiter::default();
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let refused = std::cell::Cell::new(0usize);
-    let limited = percentiles(time_each(&calls, &pools, |f| {
-        let e = policy.evaluate(f);
+    let limited = percentiles(time_each(&calls, &pools, |f, i| {
+        let e = decide(f, i);
         if e.verdict != Verdict::Deny && limiter.admit(policy.limits(), f, Instant::now(), unix).is_err() {
             refused.set(refused.get() + 1);
         }
         e
     }));
     let linear_n = calls.len().min(100_000);
-    let linear = percentiles(time_each(&calls[..linear_n], &pools, |f| policy.evaluate_linear(f)));
+    let linear = percentiles(time_each(&calls[..linear_n], &pools, |f, _| policy.evaluate_linear(f)));
 
     let pct = |k: usize| 100.0 * verdicts[k] as f64 / n as f64;
     println!(
@@ -457,6 +508,9 @@ fn main() {
         pct(2),
         pct(3),
         pct(4)
+    );
+    println!(
+        "network_allowlist: {hosts_checked} calls' hosts checked ({hosts_refused} refused), included in the timings"
     );
     if !depth.is_empty() {
         println!(

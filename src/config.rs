@@ -436,6 +436,10 @@ pub struct ServerConfig {
     pub environment: BTreeMap<String, Secret>,
     /// stdio: working directory of the child.
     pub cwd: Option<PathBuf>,
+    /// stdio: `none` runs the child without network access (a new user
+    /// and network namespace: only a loopback device of its own, down);
+    /// `host` (the default) with the gateway's network.
+    pub network: Option<Network>,
     /// http: the endpoint URL.
     pub url: Option<String>,
     /// http: extra headers sent upstream (e.g. its own credentials); values
@@ -544,6 +548,18 @@ impl Secret {
 pub enum TransportKind {
     Stdio,
     Http,
+}
+
+/// The network a stdio upstream's child runs with.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The gateway's own.
+    #[default]
+    #[serde(rename = "host")]
+    Host,
+    /// None: a network namespace of its own.
+    #[serde(rename = "none")]
+    Isolated,
 }
 
 /// Paths after flags, environment, config file and defaults are applied
@@ -681,7 +697,8 @@ impl Config {
             let stdio_keys = server.command.is_some()
                 || !server.args.is_empty()
                 || !server.environment.is_empty()
-                || server.cwd.is_some();
+                || server.cwd.is_some()
+                || server.network.is_some();
             let http_keys = server.url.is_some() || !server.headers.is_empty();
             match server.transport {
                 TransportKind::Stdio => {
@@ -701,7 +718,7 @@ impl Config {
                     }
                     if stdio_keys {
                         bail!(
-                            "config: servers.{name} has transport \"http\"; command, args, environment and cwd are for \"stdio\""
+                            "config: servers.{name} has transport \"http\"; command, args, environment, cwd and network are for \"stdio\""
                         );
                     }
                 }
@@ -961,6 +978,28 @@ mod tests {
         let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\nurl = \"http://x\"\n");
         let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err("no command"));
         assert!(msg.contains("servers.a") && msg.contains("no command"), "{msg}");
+    }
+
+    #[test]
+    fn network_is_host_or_none_and_only_for_stdio() {
+        let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\nnetwork = \"none\"\n");
+        let config = load_with_env(&global(Some(path)), &[]).expect("network none");
+        assert_eq!(config.servers["a"].network, Some(Network::Isolated));
+        let (_d, path) = write("[servers.a]\ntransport = \"stdio\"\ncommand = \"x\"\nnetwork = \"off\"\n");
+        let msg = format!(
+            "{:#}",
+            load_with_env(&global(Some(path)), &[]).expect_err("unknown network")
+        );
+        assert!(msg.contains("off") && msg.contains("none"), "{msg}");
+        let (_d, path) = write("[servers.a]\ntransport = \"http\"\nurl = \"http://x\"\nnetwork = \"none\"\n");
+        let msg = format!(
+            "{:#}",
+            load_with_env(&global(Some(path)), &[]).expect_err("network on http")
+        );
+        assert!(
+            msg.contains("servers.a") && msg.contains("network are for \"stdio\""),
+            "{msg}"
+        );
     }
 
     /// `[[auth.jwt]]` tables, one per (issuer, extra lines).

@@ -212,7 +212,8 @@ fn test_evaluates_described_calls() {
     assert_eq!(
         v["constraints"],
         serde_json::json!({
-            "max_runtime_sec": 30, "max_retries": null, "max_result_bytes": 1048576, "on_oversize": "truncate"
+            "max_runtime_sec": 30, "max_retries": null, "max_result_bytes": 1048576, "on_oversize": "truncate",
+            "network_allowlist": null
         })
     );
 

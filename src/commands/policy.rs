@@ -144,6 +144,9 @@ fn print_evaluation(policy: &Policy, facts: &Facts<'_>, e: &Evaluation, output: 
                     parts.push(format!("max_result_bytes={v}"));
                     parts.push(format!("on_oversize={}", c.on_oversize.as_str()));
                 }
+                if let Some(list) = &c.network_allowlist {
+                    parts.push(format!("network_allowlist={}", list.entries().join(",")));
+                }
                 writeln!(out, "constraints {}", parts.join(" "))?;
             }
             writeln!(out, "output secrets={} pii={}", e.output.secrets, e.output.pii)?;

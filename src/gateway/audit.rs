@@ -271,11 +271,12 @@ impl Audit {
                 pin: ruling.pin.clone(),
                 listed: ruling.listed.clone(),
                 approval: evaluation.and_then(|e| e.approval.as_ref()).map(|a| a.to_event()),
-                constraints: evaluation.and_then(|e| e.constraints).map(|c| c.to_event()),
+                constraints: evaluation.and_then(|e| e.constraints.as_ref()).map(|c| c.to_event()),
                 output: evaluation.map(|e| e.output.to_event()),
                 decision_ns: Some(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)),
                 limit: ruling.limit.clone(),
                 quota: ruling.quota.clone(),
+                refused_host: ruling.refused_host.clone(),
             },
         )?;
         draft.correlation.answers = requested.map(|r| r.seq);
@@ -367,7 +368,7 @@ impl Audit {
                 ));
                 body.constraints = ruling
                     .and_then(|r| r.evaluation.as_ref())
-                    .and_then(|e| e.constraints)
+                    .and_then(|e| e.constraints.as_ref())
                     .map(|c| c.to_event());
             }
             Outcome::Quarantined { id } => {

@@ -250,6 +250,7 @@ fn ruling(gate: Gate, verdict: Verdict, code: ReasonCode, evaluation: Option<Eva
         evaluation,
         limit: None,
         quota: Vec::new(),
+        refused_host: None,
     }
 }
 
@@ -578,6 +579,7 @@ async fn write_every_kind() -> Vec<Event> {
             max_retries: None,
             max_result_bytes: Some(1024),
             on_oversize: OnOversize::Refuse,
+            network_allowlist: None,
         }),
         output: policy,
     };

@@ -87,6 +87,7 @@ impl Gateway {
                     args: server.args.clone(),
                     environment: resolve(name, "environment", &server.environment)?,
                     cwd: server.cwd.clone(),
+                    no_network: server.network == Some(crate::config::Network::Isolated),
                 },
                 crate::config::TransportKind::Http => Upstream::Http {
                     url: server.url.clone().unwrap_or_default(),

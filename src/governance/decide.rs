@@ -12,6 +12,7 @@ use ledger::Timestamp;
 use events::ReasonCode;
 
 use super::call::{CallRequest, Verdict};
+use super::egress;
 use super::policy::{Action, Evaluation, Facts, OutputPolicy, Policy};
 use super::registry::{Server, Status};
 use super::state::GovState;
@@ -53,6 +54,9 @@ pub struct Ruling {
     pub limit: Option<events::LimitHit>,
     /// The quota counters an admitted call was counted under.
     pub quota: Vec<events::QuotaCount>,
+    /// The host that broke the rule's `network_allowlist`, when that
+    /// refused the call ([`Ruling::refuse_host`]).
+    pub refused_host: Option<String>,
 }
 
 impl Ruling {
@@ -71,11 +75,35 @@ impl Ruling {
             policy_hash: None,
             limit: None,
             quota: Vec::new(),
+            refused_host: None,
         }
     }
 
     pub fn output(&self) -> OutputPolicy {
         self.evaluation.as_ref().map(|e| e.output).unwrap_or_default()
+    }
+
+    /// Holds an allowed call to its rule's `network_allowlist`
+    /// ([`egress::check`]): a host it does not allow denies the call,
+    /// naming the host. Other rulings are left as they are.
+    pub fn refuse_host(&mut self, request: &egress::Request<'_>) {
+        if matches!(self.verdict, Verdict::Deny | Verdict::RequireApproval) {
+            return;
+        }
+        let Some(evaluation) = &self.evaluation else { return };
+        let Some(list) = evaluation
+            .constraints
+            .as_ref()
+            .and_then(|c| c.network_allowlist.as_ref())
+        else {
+            return;
+        };
+        if let Err(refused) = egress::check(list, request) {
+            self.reason = refused.reason(evaluation.rule.as_deref().unwrap_or(""));
+            self.verdict = Verdict::Deny;
+            self.code = ReasonCode::HostNotAllowed;
+            self.refused_host = Some(refused.host);
+        }
     }
 }
 
@@ -238,6 +266,7 @@ pub fn decide(
         evaluation: Some(evaluation),
         limit: None,
         quota: Vec::new(),
+        refused_host: None,
     }
 }
 
@@ -301,6 +330,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             policy_hash: None,
             limit: None,
             quota: Vec::new(),
+            refused_host: None,
         },
         None => Ruling::deny(
             Gate::Grant,

@@ -6,6 +6,8 @@
 //! - `registry`, `grants`, `approvals`, `suspensions`: each part's fold.
 //! - `policy`: the policy language (parse, evaluate).
 //! - `decide`: the decision for one call, a pure function of the state.
+//! - `egress`: the hosts a call names, held to its rule's
+//!   `network_allowlist`.
 //! - `service`: the live state of a running gateway and the mutations
 //!   (checked, then appended as events).
 //! - `limits`: counting calls against the policy's rate limits and quotas.
@@ -14,6 +16,7 @@
 pub mod approvals;
 mod call;
 mod decide;
+pub mod egress;
 pub mod grants;
 pub mod limits;
 pub mod policy;

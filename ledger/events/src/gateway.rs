@@ -233,6 +233,9 @@ pub enum ReasonCode {
     RuleAllowWithConstraints,
     /// The rule's `max_retries` was used up in this session.
     RetryLimit,
+    /// The call names a host the rule's `network_allowlist` does not
+    /// allow, or one that cannot be read (`refused_host`).
+    HostNotAllowed,
     /// The gateway's session limits (too many sessions).
     SessionLimit,
     /// The rule asks for approval but names no approvers.
@@ -320,7 +323,7 @@ pub struct Approvers {
 }
 
 /// A rule's runtime constraints (`ALLOW_WITH_CONSTRAINTS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleConstraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runtime_sec: Option<u64>,
@@ -329,6 +332,9 @@ pub struct RuleConstraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_result_bytes: Option<u64>,
     pub on_oversize: OnOversize,
+    /// The hosts calls may name, entries normalised; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_allowlist: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -405,6 +411,10 @@ pub struct Decision {
     /// The quota counters the call was counted under, when admitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota: Vec<QuotaCount>,
+    /// The host that broke the rule's `network_allowlist` (`host`, or
+    /// `host:port` when the port broke it), when that refused the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_host: Option<String>,
 }
 
 impl Body for Decision {

@@ -33,6 +33,7 @@ use crate::gateway::findable::FindKey;
 use crate::gateway::mcp::{self, Class, Id, Message, RpcError};
 use crate::gateway::safety::{self, ScanPolicy};
 use crate::governance::approvals::State as ApprovalState;
+use crate::governance::egress;
 use crate::governance::policy::{Constraints, OnOversize, OutputAction, OutputPolicy};
 use crate::governance::{
     ApprovalSpec, CallRequest, Revealer, Ruling, ToolFacts, Verdict, decide, decide_access, tool_facts,
@@ -243,6 +244,41 @@ impl Session {
         self.to_client(note, None).await;
     }
 
+    /// Holds an allowed request to the server to its rule's
+    /// `network_allowlist`: the hosts its arguments (read with the tool's
+    /// input schema as this session listed it: the pinned one, or the pin
+    /// gate refused the call), resource URI and `_meta` name, and an HTTP
+    /// upstream's own address.
+    fn hold_to_allowlist(&self, ruling: &mut Ruling, call: &CallInfo, tool: Option<&str>) {
+        let applies = ruling
+            .evaluation
+            .as_ref()
+            .and_then(|e| e.constraints.as_ref())
+            .is_some_and(|c| c.network_allowlist.is_some());
+        // A request from the server (sampling, elicitation, roots) goes to
+        // the client, not to the network.
+        if !applies || call.direction != Direction::ClientToServer {
+            return;
+        }
+        let schema = tool.and_then(|t| {
+            lock(&self.state)
+                .tools
+                .get(t)
+                .and_then(|d| d.get("inputSchema").cloned())
+        });
+        let upstream = match &self.server.upstream {
+            crate::gateway::upstream::Upstream::Http { url, .. } => Some(url.as_str()),
+            crate::gateway::upstream::Upstream::Stdio { .. } => None,
+        };
+        ruling.refuse_host(&egress::Request {
+            upstream,
+            arguments: call.arguments.as_ref(),
+            schema: schema.as_ref(),
+            resource: call.resource.as_deref(),
+            meta: call.meta.as_ref(),
+        });
+    }
+
     /// Writes the request and decision events and, for REQUIRE_APPROVAL,
     /// holds the call until it is decided. `Err` refuses the call.
     async fn admit(
@@ -311,12 +347,13 @@ impl Session {
                 Timestamp::now(),
             )
         };
+        self.hold_to_allowlist(&mut ruling, call, tool);
         let args_digest = digest_stored(stored.arguments.as_ref());
         if ruling.verdict != Verdict::Deny
             && let Some(limit) = ruling
                 .evaluation
                 .as_ref()
-                .and_then(|e| e.constraints)
+                .and_then(|e| e.constraints.as_ref())
                 .and_then(|c| c.max_retries)
         {
             let exact = digest(
@@ -376,8 +413,9 @@ impl Session {
             Some(e) => e.output,
             None => default_output(&view),
         });
-        let constraints = ruling.evaluation.as_ref().and_then(|e| e.constraints);
+        let constraints = ruling.evaluation.as_ref().and_then(|e| e.constraints.clone());
         let timeout = constraints
+            .as_ref()
             .and_then(|c| c.max_runtime_sec)
             .map_or(self.server.timeout, |s| self.server.timeout.min(Duration::from_secs(s)));
         match ruling.verdict {
@@ -755,11 +793,12 @@ impl Session {
             answer.clone()
         };
         let mut truncated = false;
-        if let Some(limit) = admitted.constraints.and_then(|c| c.max_result_bytes) {
+        if let Some(limit) = admitted.constraints.as_ref().and_then(|c| c.max_result_bytes) {
             let size = delivered.to_text().len() as u64;
             if size > limit {
                 let on = admitted
                     .constraints
+                    .as_ref()
                     .map(|c| c.on_oversize)
                     .unwrap_or(OnOversize::Truncate);
                 if on == OnOversize::Refuse || !truncate_contents(&mut delivered, limit) {

@@ -11,6 +11,13 @@
 //!   forked exits, so children are forked on one long-lived thread,
 //!   `sealgate-spawn`, that lives as long as the process.
 //! - **Bounded.** [`ProcessLimit`] caps how many children run at once.
+//! - **Without network, if asked** (`network = "none"`). Between fork and
+//!   exec the child unshares a user namespace and a network namespace
+//!   (`CLONE_NEWUSER | CLONE_NEWNET`, which an unprivileged process may
+//!   do where the kernel allows user namespaces) and maps its own uid and
+//!   gid in it: it keeps its files and sees only a loopback device of its
+//!   own, down. If the kernel refuses, the child does not start and the
+//!   session fails with the error; it never runs with the network instead.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,6 +79,8 @@ pub(super) struct Spec<'a> {
     /// The caller's credential in `environment`: masked in the child's
     /// stderr as the gateway logs it.
     pub mask: Option<String>,
+    /// Start the child in a network namespace of its own.
+    pub no_network: bool,
 }
 
 /// Sends to a child's stdin; owns the child (dropping the last handle kills
@@ -135,17 +144,63 @@ fn spawner() -> &'static std::sync::mpsc::Sender<(SpawnRequest, tokio::runtime::
     })
 }
 
-#[allow(unsafe_code, reason = "pre_exec: one async-signal-safe prctl between fork and exec")]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
+/// The uid and gid maps a child without network writes for itself: its
+/// own ids, mapped to themselves. Made before the fork (the child must not
+/// allocate).
+struct IdMaps {
+    uid: Vec<u8>,
+    gid: Vec<u8>,
+}
+
+impl IdMaps {
+    fn current() -> IdMaps {
+        let uid = rustix::process::getuid().as_raw();
+        let gid = rustix::process::getgid().as_raw();
+        IdMaps {
+            uid: format!("{uid} {uid} 1\n").into_bytes(),
+            gid: format!("{gid} {gid} 1\n").into_bytes(),
+        }
+    }
+}
+
+/// Writes `bytes` to a `/proc/self` file, in the child: two system calls,
+/// no allocation.
+fn write_proc(path: &std::ffi::CStr, bytes: &[u8]) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let written = rustix::io::write(&fd, bytes)?;
+    if written != bytes.len() {
+        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()));
+    }
+    Ok(())
+}
+
+#[allow(
+    unsafe_code,
+    reason = "pre_exec: async-signal-safe system calls between fork and exec (prctl, getppid, unshare, open, write)"
+)]
+fn prepare_child(cmd: &mut tokio::process::Command, no_network: bool) {
     let parent = rustix::process::getpid();
+    let maps = no_network.then(IdMaps::current);
     // SAFETY: the closure runs in the child between fork and exec; it
-    // makes two system calls (prctl, getppid) and allocates nothing.
+    // makes system calls only (prctl, getppid, and for `network = "none"`
+    // unshare, open, write, close) and allocates nothing: the maps' bytes
+    // were made before the fork. The child has one thread, so unsharing
+    // its file table (which `unshare_unsafe` warns of) cannot happen: only
+    // the user and network namespaces are unshared.
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // The parent may have died before the signal was set.
             if rustix::process::getppid() != Some(parent) {
                 return Err(std::io::Error::other("the gateway exited"));
+            }
+            if let Some(maps) = &maps {
+                use rustix::thread::UnshareFlags;
+                rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNET)?;
+                write_proc(c"/proc/self/setgroups", b"deny")?;
+                write_proc(c"/proc/self/uid_map", &maps.uid)?;
+                write_proc(c"/proc/self/gid_map", &maps.gid)?;
             }
             Ok(())
         });
@@ -182,7 +237,7 @@ pub(super) async fn start(
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
-    die_with_parent(&mut cmd);
+    prepare_child(&mut cmd, spec.no_network);
     let (reply, spawned) = oneshot::channel();
     spawner()
         .send(((cmd, reply), tokio::runtime::Handle::current()))
@@ -190,7 +245,16 @@ pub(super) async fn start(
     let child = spawned
         .await
         .map_err(|_| format!("cannot start upstream {server}: the spawner thread is gone"))?
-        .map_err(|e| format!("cannot start upstream {server} ({}): {e}", spec.address))?;
+        .map_err(|e| {
+            if spec.no_network {
+                format!(
+                    "cannot start upstream {server} ({}) with network = \"none\" (a new user and network namespace): {e}",
+                    spec.address
+                )
+            } else {
+                format!("cannot start upstream {server} ({}): {e}", spec.address)
+            }
+        })?;
     let mut child = child;
     let pid = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32));
     let Some(pgid) = pid else {

@@ -44,6 +44,9 @@ pub enum Upstream {
         /// The child's environment besides [`INHERITED_ENV`].
         environment: BTreeMap<String, String>,
         cwd: Option<PathBuf>,
+        /// `network = "none"`: the child gets a network namespace of its
+        /// own.
+        no_network: bool,
     },
     Http {
         url: String,
@@ -158,6 +161,7 @@ impl Upstream {
                     args,
                     environment,
                     cwd,
+                    no_network,
                 } => {
                     // A credential that cannot be given is an error, never
                     // a session without it.
@@ -178,6 +182,7 @@ impl Upstream {
                         environment: &environment,
                         cwd: cwd.as_deref(),
                         mask,
+                        no_network: *no_network,
                     };
                     Sender::Stdio(child::start(&spec, processes, limits, tx).await?)
                 }
@@ -358,6 +363,7 @@ mod tests {
             ],
             environment: BTreeMap::new(),
             cwd: None,
+            no_network: false,
         };
         let shown = stdio.address();
         for secret in ["plain-looking-value", "abc", "admin:pw", "ghp_0123"] {

@@ -13,6 +13,7 @@
 //! let evaluation = policy.evaluate(&facts);
 //! ```
 
+mod allowlist;
 mod eval;
 mod glob;
 mod limits;
@@ -21,6 +22,7 @@ mod parse;
 
 use std::fmt;
 
+pub use allowlist::{Allowlist, Dest, Entry};
 #[allow(
     unused_imports,
     reason = "grants use it; the policy bench includes this module without them"

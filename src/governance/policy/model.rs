@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::allowlist::Allowlist;
 use super::glob::Glob;
 use crate::governance::Verdict;
 
@@ -138,7 +139,7 @@ impl Approval {
 }
 
 impl Constraints {
-    pub fn to_event(self) -> events::RuleConstraints {
+    pub fn to_event(&self) -> events::RuleConstraints {
         events::RuleConstraints {
             max_runtime_sec: self.max_runtime_sec,
             max_retries: self.max_retries,
@@ -147,6 +148,7 @@ impl Constraints {
                 OnOversize::Truncate => events::OnOversize::Truncate,
                 OnOversize::Refuse => events::OnOversize::Refuse,
             },
+            network_allowlist: self.network_allowlist.as_ref().map(Allowlist::entries),
         }
     }
 }
@@ -199,13 +201,15 @@ impl OnOversize {
 }
 
 /// Limits an ALLOW_WITH_CONSTRAINTS call runs under. At least one `max_*`
-/// is set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// or the allowlist is set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Constraints {
     pub max_runtime_sec: Option<u64>,
     pub max_retries: Option<u32>,
     pub max_result_bytes: Option<u64>,
     pub on_oversize: OnOversize,
+    /// The hosts the call may name (`governance::egress`); `None`: any.
+    pub network_allowlist: Option<Allowlist>,
 }
 
 /// What a decision is about: the call and what is known of its caller and
@@ -289,7 +293,7 @@ impl Rule {
             verdict: self.verdict,
             reason: self.reason.clone(),
             approval: self.approval.clone(),
-            constraints: self.constraints,
+            constraints: self.constraints.clone(),
             output: self.output,
         }
     }

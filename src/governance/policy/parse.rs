@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::{Location, MessageFormatter, Spanned, UserMessageFormatter};
 
+use super::allowlist::{Allowlist, Entry};
 use super::glob::Glob;
 use super::limits::{KeyPart, Limit, Window, parse_span, span};
 use super::model::{
@@ -177,6 +178,8 @@ struct RawConstraints {
     max_result_bytes: Option<Spanned<Int>>,
     #[serde(default, deserialize_with = "present")]
     on_oversize: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "present")]
+    network_allowlist: Option<Spanned<Names>>,
 }
 
 #[derive(Deserialize)]
@@ -955,10 +958,11 @@ fn constraints(ctx: &Ctx<'_>, c: &Spanned<RawConstraints>) -> Result<Constraints
         .as_ref()
         .map(|n| int(ctx, "max_result_bytes", n, 1, u64::MAX))
         .transpose()?;
-    if max_runtime_sec.is_none() && max_retries.is_none() && max_result_bytes.is_none() {
+    let network_allowlist = raw.network_allowlist.as_ref().map(|n| allowlist(ctx, n)).transpose()?;
+    if max_runtime_sec.is_none() && max_retries.is_none() && max_result_bytes.is_none() && network_allowlist.is_none() {
         return Err(ctx.err(
             &c.referenced,
-            "`constraints` needs at least one of `max_runtime_sec`, `max_retries` or `max_result_bytes`",
+            "`constraints` needs at least one of `max_runtime_sec`, `max_retries`, `max_result_bytes` or `network_allowlist`",
         ));
     }
     let on_oversize = match &raw.on_oversize {
@@ -984,7 +988,24 @@ fn constraints(ctx: &Ctx<'_>, c: &Spanned<RawConstraints>) -> Result<Constraints
         max_retries,
         max_result_bytes,
         on_oversize,
+        network_allowlist,
     })
+}
+
+/// `network_allowlist`: a list of entries (one string is a list of one),
+/// each checked where it is written. An empty list allows no host.
+fn allowlist(ctx: &Ctx<'_>, n: &Spanned<Names>) -> Result<Allowlist, PolicyError> {
+    const KEY: &str = "network_allowlist";
+    let written: Vec<(&str, Location)> = match &n.value {
+        Names::Many(v) if v.is_empty() => Vec::new(),
+        _ => names(ctx, KEY, n)?,
+    };
+    let mut entries = Vec::with_capacity(written.len());
+    for (text, at) in written {
+        let entry = Entry::parse(text).map_err(|why| ctx.err(&at, format!("`{KEY}` entry {text:?} {why}")))?;
+        entries.push(entry);
+    }
+    Ok(Allowlist::new(entries))
 }
 
 /// `base` with the keys `o` gives replaced.

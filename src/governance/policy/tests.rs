@@ -181,6 +181,7 @@ fn the_example_parses_and_decides() {
             max_retries: None,
             max_result_bytes: Some(1_048_576),
             on_oversize: OnOversize::Truncate,
+            network_allowlist: None,
         })
     );
     assert_eq!(e.approval, None);
@@ -714,7 +715,7 @@ fn bad_values() {
         5,
         18,
         Some("r"),
-        "at least one of `max_runtime_sec`, `max_retries` or `max_result_bytes`",
+        "at least one of `max_runtime_sec`, `max_retries`, `max_result_bytes` or `network_allowlist`",
     );
     assert_err(
         &rule("    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: { max_retries: 2, on_oversize: refuse }\n"),
@@ -749,6 +750,74 @@ fn bad_values() {
         "    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: { max_retries: 0 }\n",
     ));
     assert_eq!(eval(&p, &Call::new()).constraints.and_then(|c| c.max_retries), Some(0));
+}
+
+#[test]
+fn network_allowlist_entries_are_checked_where_written() {
+    let rule = |list: &str| {
+        format!(
+            "version: v1\nrules:\n  - id: ok\n    decision: ALLOW\n  - id: fetch\n    decision: ALLOW_WITH_CONSTRAINTS\n    constraints:\n      network_allowlist:\n{list}"
+        )
+    };
+    // Each bad entry is reported at its own line and column, naming it and
+    // what is wrong; the policy is rejected whole.
+    let cases = [
+        ("        - \"\"\n", 9, 11, "`network_allowlist` has an empty string"),
+        (
+            "        - api.github.com\n        - https://evil.example/x\n",
+            10,
+            11,
+            "`network_allowlist` entry \"https://evil.example/x\" is a URL",
+        ),
+        ("        - a.example/path\n", 9, 11, "is not a CIDR range"),
+        ("        - \"*\"\n", 9, 11, "entry \"*\" is `*` alone"),
+        ("        - \"a.*.example\"\n", 9, 11, "only `*.name` is a wildcard"),
+        ("        - 10.0.0.1/8\n", 9, 11, "the range is 10.0.0.0/8"),
+        (
+            "        - 10.0.0.0/40\n",
+            9,
+            11,
+            "prefix length \"40\", expected 0 to 32",
+        ),
+        ("        - a.example:99999\n", 9, 11, "has port 99999"),
+        ("        - 2001:db8::1\n", 9, 11, "write IPv6 addresses in brackets"),
+        ("        - 443\n", 9, 11, "`network_allowlist` has a number in its list"),
+    ];
+    for (list, line, column, needle) in cases {
+        assert_err(&rule(list), line, column, Some("fetch"), needle);
+    }
+    let p = parse(&rule(
+        "        - API.GitHub.com.\n        - \"*.example.com\"\n        - \"[2001:db8::1]:443\"\n",
+    ));
+    let e = eval(&p, &Call::new().server("x"));
+    assert_eq!(e.rule.as_deref(), Some("ok"));
+    let p = parse(
+        "version: v1\nrules:\n  - id: fetch\n    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: { network_allowlist: [API.GitHub.com., \"*.example.com\", \"[2001:db8::1]:443\", 10.0.0.0/8] }\n",
+    );
+    let list = eval(&p, &Call::new())
+        .constraints
+        .and_then(|c| c.network_allowlist)
+        .map(|l| l.entries());
+    assert_eq!(
+        list,
+        Some(vec![
+            "api.github.com".to_string(),
+            "*.example.com".to_string(),
+            "[2001:db8::1]:443".to_string(),
+            "10.0.0.0/8".to_string()
+        ])
+    );
+    // An empty list allows no host; it is a constraint of its own.
+    let p = parse(
+        "version: v1\nrules:\n  - id: r\n    decision: ALLOW_WITH_CONSTRAINTS\n    constraints: { network_allowlist: [] }\n",
+    );
+    assert_eq!(
+        eval(&p, &Call::new())
+            .constraints
+            .and_then(|c| c.network_allowlist)
+            .map(|l| l.entries()),
+        Some(vec![])
+    );
 }
 
 #[test]
