@@ -310,10 +310,27 @@ pub struct JwtIssuerConfig {
     pub issuer: String,
     /// Accepted `aud` values (at least one must match).
     pub audience: Vec<String>,
-    /// JWKS as a local file.
+    /// JWKS as a local file, read at start.
     pub jwks_file: Option<PathBuf>,
-    /// JWKS fetched over HTTP; only loopback addresses are accepted.
+    /// JWKS fetched from this URL: HTTPS, or plain HTTP to a loopback
+    /// address.
     pub jwks_url: Option<String>,
+    /// Find the JWKS by OpenID Connect Discovery: the document at
+    /// `{issuer}/.well-known/openid-configuration` must name this issuer
+    /// exactly and gives `jwks_uri`. Default `false`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// How often a fetched JWKS (`jwks_url`, `discovery`) is fetched again,
+    /// seconds; the new set replaces the old one. Default 3600, at least 60.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_sec: u64,
+    /// Least time between two fetches caused by a token whose `kid` is not
+    /// in the set, seconds. Default 30, at least 1.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown_sec: u64,
+    /// PEM file of extra root certificates for the issuer's HTTPS (a
+    /// private CA), trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Claim holding the principal. Default `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
@@ -369,8 +386,40 @@ impl AuthConfig {
     pub fn check(&self) -> Result<()> {
         for (i, jwt) in self.jwt.iter().enumerate() {
             let at = || format!("config: auth.jwt[{i}] (issuer {:?})", jwt.issuer);
-            if jwt.jwks_file.is_some() == jwt.jwks_url.is_some() {
-                bail!("{} needs exactly one of jwks_file and jwks_url", at());
+            let sources =
+                usize::from(jwt.jwks_file.is_some()) + usize::from(jwt.jwks_url.is_some()) + usize::from(jwt.discovery);
+            if sources != 1 {
+                bail!("{} needs exactly one of jwks_file, jwks_url and discovery = true", at());
+            }
+            if jwt.discovery {
+                check_fetch_url(&jwt.issuer).with_context(|| format!("{}: discovery from the issuer", at()))?;
+                let issuer = reqwest::Url::parse(&jwt.issuer).with_context(|| format!("{}: issuer", at()))?;
+                // OpenID Connect Discovery 3: an issuer is a URL without query or fragment.
+                if issuer.query().is_some() || issuer.fragment().is_some() {
+                    bail!("{}: an issuer for discovery has no query or fragment", at());
+                }
+            }
+            if let Some(url) = &jwt.jwks_url {
+                check_fetch_url(url).with_context(|| format!("{}: jwks_url {url}", at()))?;
+            }
+            if jwt.jwks_file.is_some() && jwt.ca_file.is_some() {
+                bail!(
+                    "{}: ca_file is for fetched keys (jwks_url, discovery), not jwks_file",
+                    at()
+                );
+            }
+            if jwt.jwks_refresh_sec < MIN_JWKS_REFRESH_SEC {
+                bail!(
+                    "{}: jwks_refresh_sec {} is below {MIN_JWKS_REFRESH_SEC}",
+                    at(),
+                    jwt.jwks_refresh_sec
+                );
+            }
+            if jwt.jwks_cooldown_sec == 0 {
+                bail!(
+                    "{}: jwks_cooldown_sec is 0; every token with an unknown kid would fetch the JWKS",
+                    at()
+                );
             }
             if jwt.audience.is_empty() {
                 bail!("{} needs at least one audience", at());
@@ -415,6 +464,43 @@ fn default_roles_claim() -> String {
 }
 fn default_leeway() -> u64 {
     30
+}
+fn default_jwks_refresh() -> u64 {
+    3600
+}
+fn default_jwks_cooldown() -> u64 {
+    30
+}
+
+/// The least `jwks_refresh_sec`: an issuer is not asked more often.
+pub const MIN_JWKS_REFRESH_SEC: u64 = 60;
+
+/// A URL the gateway fetches an issuer's metadata or keys from: HTTPS, or
+/// plain HTTP to this machine. The host is the one the URL parser (and so
+/// the fetch) connects to, not a prefix of the authority:
+/// `http://localhost:80@example.com/` is example.com. No user info: it
+/// would be a credential in the config and the logs.
+pub fn check_fetch_url(url: &str) -> Result<()> {
+    let parsed = reqwest::Url::parse(url).context("not a URL")?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!("a URL with user info is not accepted");
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = parsed
+                .host_str()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!("plain http to host {host:?}, which is not a loopback address; use https");
+            }
+            Ok(())
+        }
+        other => bail!("scheme {other:?} is not https (or http to a loopback address)"),
+    }
 }
 
 /// One upstream MCP server.
@@ -1070,5 +1156,95 @@ mod tests {
             let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err(want));
             assert!(msg.contains(want), "{want}: {msg}");
         }
+    }
+
+    #[test]
+    fn fetch_urls_are_https_or_plain_http_to_loopback() {
+        for url in [
+            "https://login.example.com/realms/a",
+            "https://10.0.0.1/jwks",
+            "http://127.0.0.1:8080/jwks.json",
+            "http://localhost/jwks",
+            "http://[::1]:9/jwks",
+        ] {
+            assert!(check_fetch_url(url).is_ok(), "{url}");
+        }
+        for (url, why) in [
+            ("http://10.0.0.1/jwks", "not a loopback address"),
+            ("http://example.com/jwks", "not a loopback address"),
+            ("http://localhost:80@example.com/jwks", "user info"),
+            ("http://127.0.0.1@10.0.0.1/jwks", "user info"),
+            ("http://127.0.0.1.nip.io/jwks", "not a loopback address"),
+            ("ftp://127.0.0.1/jwks", "scheme \"ftp\""),
+            ("https://user:secret@idp.example.com/", "user info"),
+            ("idp.example.com", "not a URL"),
+        ] {
+            let msg = format!("{:#}", check_fetch_url(url).expect_err(url));
+            assert!(msg.contains(why), "{url}: {msg}");
+        }
+    }
+
+    /// An issuer's keys come from exactly one place; discovery needs an
+    /// issuer it may fetch from; refresh and cooldown have floors; a CA
+    /// file is for fetched keys.
+    #[test]
+    fn an_issuers_key_source_is_checked_with_the_config() {
+        let jwt = |lines: &str| {
+            format!("[[auth.jwt]]\nissuer = \"https://idp.example.com/realms/a\"\naudience = [\"a\"]\n{lines}\n")
+        };
+        let (_d, path) = write(&jwt("discovery = true\nca_file = \"ca.pem\""));
+        let config = load_with_env(&global(Some(path)), &[]).expect("config");
+        let issuer = &config.auth.jwt[0];
+        assert_eq!(
+            (issuer.discovery, issuer.jwks_refresh_sec, issuer.jwks_cooldown_sec),
+            (true, 3600, 30)
+        );
+        let (_d, path) = write(&jwt(
+            "jwks_url = \"https://idp.example.com/keys\"\njwks_refresh_sec = 60",
+        ));
+        load_with_env(&global(Some(path)), &[]).expect("https anywhere, a refresh of 60 s");
+        for (lines, why) in [
+            ("", "needs exactly one of jwks_file, jwks_url and discovery = true"),
+            ("discovery = true\njwks_file = \"k.json\"", "needs exactly one of"),
+            (
+                "discovery = true\njwks_url = \"https://idp.example.com/keys\"",
+                "needs exactly one of",
+            ),
+            (
+                "jwks_url = \"http://idp.example.com/keys\"",
+                "jwks_url http://idp.example.com/keys: plain http to host \"idp.example.com\"",
+            ),
+            (
+                "jwks_file = \"k.json\"\nca_file = \"ca.pem\"",
+                "ca_file is for fetched keys",
+            ),
+            (
+                "discovery = true\njwks_refresh_sec = 59",
+                "jwks_refresh_sec 59 is below 60",
+            ),
+            ("discovery = true\njwks_cooldown_sec = 0", "jwks_cooldown_sec is 0"),
+            ("discovery = true\ndiscover = true", "unknown field `discover`"),
+        ] {
+            let (_d, path) = write(&jwt(lines));
+            let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err(why));
+            assert!(msg.contains(why), "{lines:?}: {msg}");
+        }
+        for (issuer, why) in [
+            (
+                "http://idp.example.com/realms/a",
+                "discovery from the issuer: plain http to host \"idp.example.com\"",
+            ),
+            ("https://idp.example.com/a?tenant=x", "no query or fragment"),
+            ("idp.example.com", "discovery from the issuer: not a URL"),
+        ] {
+            let (_d, path) = write(&format!(
+                "[[auth.jwt]]\nissuer = {issuer:?}\naudience = [\"a\"]\ndiscovery = true\n"
+            ));
+            let msg = format!("{:#}", load_with_env(&global(Some(path)), &[]).expect_err(why));
+            assert!(msg.contains(why) && msg.contains(issuer), "{issuer}: {msg}");
+        }
+        let (_d, path) =
+            write("[[auth.jwt]]\nissuer = \"http://127.0.0.1:8443\"\naudience = [\"a\"]\ndiscovery = true\n");
+        load_with_env(&global(Some(path)), &[]).expect("discovery from a loopback issuer over plain http");
     }
 }

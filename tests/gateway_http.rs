@@ -793,14 +793,16 @@ fn jwts_from_a_loopback_jwks_url_are_accepted() {
     site.verify();
 }
 
-/// A JWKS URL off this machine would be fetched in the clear from anywhere:
-/// `sealgate serve` refuses to start and names it, userinfo tricks included.
+/// A plain-HTTP JWKS URL off this machine would be fetched in the clear
+/// from anywhere, and one with user info holds a credential: `sealgate
+/// serve` refuses to start and names it; an HTTPS one that cannot be
+/// fetched stops the start too, named.
 #[test]
 fn jwks_urls_off_loopback_stop_serve_from_starting() {
-    for url in [
-        "http://203.0.113.7/jwks.json",
-        "https://keys.sealgate.test/jwks.json",
-        "http://localhost:80@203.0.113.7/jwks.json",
+    for (url, why) in [
+        ("http://203.0.113.7/jwks.json", "not a loopback address"),
+        ("http://localhost:80@203.0.113.7/jwks.json", "user info"),
+        ("https://keys.sealgate.test/jwks.json", "cannot fetch the jwks"),
     ] {
         let site = Site::new(&format!(
             "{}{}{}",
@@ -810,8 +812,8 @@ fn jwks_urls_off_loopback_stop_serve_from_starting() {
         ));
         let stderr = serve_must_fail(&site);
         assert!(
-            stderr.contains(url) && stderr.contains("not a loopback address"),
-            "{url}: the error does not name the URL as off loopback:\n{stderr}"
+            stderr.contains(url) && stderr.contains(why),
+            "{url}: the error does not name the URL and {why:?}:\n{stderr}"
         );
     }
 }

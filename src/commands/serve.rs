@@ -104,6 +104,12 @@ fn host_lock(paths: &Paths) -> Result<HostLock> {
 
 pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
     raise_open_files();
+    let runtime = runtime()?;
+    // Who may call comes first: an issuer that cannot be reached (or a
+    // tokens file that does not load) stops the start before the ledger is
+    // opened or anything in the config is applied.
+    let anonymous = config.gateway.anonymous_principal.clone();
+    let auth = Arc::new(runtime.block_on(Authenticator::load(&config.auth, anonymous.clone()))?);
     let _host = host_lock(paths)?;
     let (gateway, ledger) = gateway_on(paths, config)?;
     // The query index follows the log on a thread of its own (docs/QUERY.md).
@@ -137,13 +143,12 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     // The webhooks start once the address is bound: it is their default
     // link to the admin API.
     let mut notify = None;
-    let served = runtime()?.block_on(async {
-        let anonymous = config.gateway.anonymous_principal.clone();
+    let served = runtime.block_on(async {
         if let Some(name) = &anonymous {
             tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
         }
-        let auth = Arc::new(Authenticator::load(&config.auth, anonymous).await?);
-        // The tokens file is re-read on change and on SIGHUP from here on.
+        // The tokens file is re-read on change and on SIGHUP, and issuers'
+        // keys fetched again, from here on.
         auth.watch();
         bootstrap(&gateway, config, global).await?;
         let listener = tokio::net::TcpListener::bind(config.gateway.listen)
@@ -220,6 +225,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         }
         Ok(ExitCode::SUCCESS)
     });
+    drop(runtime);
     stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
     if follower.is_some_and(|f| f.join().is_err()) {
         tracing::warn!("the query follower thread panicked");

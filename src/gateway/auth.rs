@@ -8,6 +8,18 @@
 //! JWTs are checked for signature (keys from the issuer's JWKS, asymmetric
 //! algorithms only), `iss`, `aud`, `exp` and `nbf`.
 //!
+//! An issuer's keys come from a file (read at start), a JWKS URL, or OpenID
+//! Connect Discovery (the issuer's `/.well-known/openid-configuration`,
+//! which must name the issuer exactly, gives the JWKS URL). Fetched keys
+//! are fetched again every `jwks_refresh_sec` and when a token names a
+//! `kid` the set lacks (at most once per `jwks_cooldown_sec`); a new set
+//! replaces the old one whole, so a key the issuer removed stops working,
+//! and a fetch that fails, or finds no signature key, changes nothing. At
+//! start any of these failures stops the gateway. Fetches are HTTPS with
+//! the system's roots and the issuer's `ca_file` (plain HTTP only to a
+//! loopback address), follow no redirect, time out, and read a bounded
+//! answer.
+//!
 //! Identities cannot collide: a JWT principal is its issuer's namespace
 //! (`principal_prefix`, default `ISSUER#`) followed by the principal claim;
 //! no issuer's namespace starts another's (checked with the config), and no
@@ -21,12 +33,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthConfig, JwtIssuerConfig, RESERVED_PRINCIPAL_PREFIX};
+use crate::config::{AuthConfig, JwtIssuerConfig, RESERVED_PRINCIPAL_PREFIX, check_fetch_url};
 use crate::governance::{AuthMethod, Principal};
 
 /// Why a request was not authenticated; both become 401.
@@ -86,16 +98,50 @@ struct Issuer {
     config: JwtIssuerConfig,
     /// What its principals' names start with.
     namespace: String,
+    source: KeySource,
+    /// For fetched keys: no redirects, time limits, the system's roots and
+    /// those of `ca_file`.
+    client: Option<reqwest::Client>,
     keys: Mutex<Keys>,
+    /// Held while keys are fetched: tokens with an unknown `kid` that
+    /// arrive meanwhile wait for that fetch instead of starting another.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+/// Where an issuer's keys come from.
+enum KeySource {
+    File(PathBuf),
+    Url(String),
+    /// The discovery document's URL; its `jwks_uri` is where the keys are.
+    Discovery(String),
+}
+
+impl KeySource {
+    /// The URL the config names (for discovery, the document's).
+    fn url(&self) -> Option<&str> {
+        match self {
+            KeySource::File(_) => None,
+            KeySource::Url(url) | KeySource::Discovery(url) => Some(url),
+        }
+    }
 }
 
 struct Keys {
+    /// The signature keys in force.
     set: JwkSet,
-    fetched: Instant,
+    /// Where they were read (the JWKS URL, or the file).
+    from: String,
+    /// When a fetch last started, whatever came of it: the unknown-`kid`
+    /// cooldown counts from here.
+    attempted: Instant,
 }
 
-/// How long before an unknown `kid` may trigger another JWKS fetch.
-const JWKS_REFETCH: Duration = Duration::from_secs(60);
+/// The most of a discovery document or JWK set that is read; real ones
+/// are a few KiB.
+const MAX_FETCHED_BYTES: usize = 512 * 1024;
+/// Time limits of each fetch of a discovery document or JWK set.
+const FETCH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Authenticator {
     /// Loads the tokens file and every issuer's JWKS. Fails on a malformed
@@ -105,15 +151,7 @@ impl Authenticator {
         config.check()?;
         let mut issuers = Vec::new();
         for jwt in &config.jwt {
-            let set = fetch_jwks(jwt).await?;
-            issuers.push(Issuer {
-                config: jwt.clone(),
-                namespace: jwt.namespace(),
-                keys: Mutex::new(Keys {
-                    set,
-                    fetched: Instant::now(),
-                }),
-            });
+            issuers.push(Issuer::load(jwt).await?);
         }
         let auth = Authenticator {
             tokens: RwLock::new(Arc::new(Tokens::new())),
@@ -307,6 +345,11 @@ impl Authenticator {
     /// on SIGHUP, at once. Call within a Tokio runtime; SIGHUP is caught
     /// from the moment this returns.
     pub fn watch(self: &Arc<Self>) {
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            if issuer.client.is_some() {
+                self.refresh_every(i, Duration::from_secs(issuer.config.jwks_refresh_sec));
+            }
+        }
         let auth = Arc::downgrade(self);
         let poll = if self.tokens_file.is_some() { self.poll } else { None };
         let mut hangup = Hangup::new();
@@ -338,6 +381,25 @@ impl Authenticator {
                     }
                 })
                 .await;
+            }
+        });
+    }
+}
+
+impl Authenticator {
+    /// Fetches issuer `i`'s keys every `every` while the authenticator
+    /// lives.
+    fn refresh_every(self: &Arc<Self>, i: usize, every: Duration) {
+        let auth = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                let Some(auth) = auth.upgrade() else { return };
+                let Some(issuer) = auth.issuers.get(i) else { return };
+                let _fetching = issuer.fetching.lock().await;
+                issuer.refresh_logged("periodic").await;
             }
         });
     }
@@ -423,14 +485,15 @@ impl Issuer {
             ));
         }
         let mut key = self.key(header.kid.as_deref(), header.alg);
-        if key.is_none() && header.kid.is_some() && self.may_refetch() {
-            if let Ok(set) = fetch_jwks(&self.config).await {
-                *self.keys.lock().unwrap_or_else(|p| p.into_inner()) = Keys {
-                    set,
-                    fetched: Instant::now(),
-                };
-            }
+        if key.is_none() && header.kid.is_some() && self.client.is_some() && self.claims_to_be_its(token) {
+            // The issuer may have added a key: fetch once per cooldown,
+            // unless a fetch just finished brought it.
+            let _fetching = self.fetching.lock().await;
             key = self.key(header.kid.as_deref(), header.alg);
+            if key.is_none() && self.cooled_down() {
+                self.refresh_logged("unknown kid").await;
+                key = self.key(header.kid.as_deref(), header.alg);
+            }
         }
         let key = key.ok_or_else(|| {
             format!(
@@ -492,12 +555,11 @@ impl Issuer {
 
     fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
         let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let candidates: Vec<_> = match kid {
-            Some(kid) => keys.set.find(kid).into_iter().collect(),
-            None => keys.set.keys.iter().collect(),
-        };
-        candidates
-            .into_iter()
+        keys.set
+            .keys
+            .iter()
+            // Every key with the kid, not only the first.
+            .filter(|jwk| kid.is_none() || jwk.common.key_id.as_deref() == kid)
             // A key that names its algorithm is only good for that one.
             .filter(|jwk| {
                 jwk.common
@@ -507,10 +569,257 @@ impl Issuer {
             .find_map(|jwk| DecodingKey::from_jwk(jwk).ok())
     }
 
-    fn may_refetch(&self) -> bool {
-        self.config.jwks_url.is_some()
-            && self.keys.lock().unwrap_or_else(|p| p.into_inner()).fetched.elapsed() > JWKS_REFETCH
+    /// Whether the token's unverified `iss` is this issuer: only then may
+    /// its unknown `kid` make this issuer fetch keys (a token of another
+    /// issuer tried here is not a reason to). Trusted for nothing else.
+    fn claims_to_be_its(&self, token: &str) -> bool {
+        #[derive(Deserialize)]
+        struct Iss {
+            iss: Option<String>,
+        }
+        jsonwebtoken::dangerous::insecure_decode_claims::<Iss>(token)
+            .is_ok_and(|c| c.iss.as_deref() == Some(self.config.issuer.as_str()))
     }
+
+    /// Whether a token with an unknown `kid` may fetch the keys now.
+    fn cooled_down(&self) -> bool {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).attempted.elapsed()
+            >= Duration::from_secs(self.config.jwks_cooldown_sec)
+    }
+
+    /// The issuer as configured, its keys read or fetched: any failure is
+    /// an error naming the issuer and the file or URL.
+    async fn load(config: &JwtIssuerConfig) -> Result<Issuer> {
+        let source = match (&config.jwks_file, &config.jwks_url, config.discovery) {
+            (Some(path), None, false) => KeySource::File(path.clone()),
+            (None, Some(url), false) => KeySource::Url(url.clone()),
+            (None, None, true) => KeySource::Discovery(format!(
+                "{}/.well-known/openid-configuration",
+                config.issuer.trim_end_matches('/')
+            )),
+            _ => bail!(
+                "issuer {}: needs exactly one of jwks_file, jwks_url and discovery = true",
+                config.issuer
+            ),
+        };
+        let client = match source {
+            KeySource::File(_) => None,
+            _ => Some(fetch_client(config)?),
+        };
+        let issuer = Issuer {
+            config: config.clone(),
+            namespace: config.namespace(),
+            source,
+            client,
+            keys: Mutex::new(Keys {
+                set: JwkSet { keys: Vec::new() },
+                from: String::new(),
+                attempted: Instant::now(),
+            }),
+            fetching: tokio::sync::Mutex::new(()),
+        };
+        let (set, from) = issuer.fetch().await?;
+        tracing::info!(issuer = %config.issuer, from = %from, keys = ?key_ids(&set), "jwt issuer keys loaded");
+        *issuer.keys.lock().unwrap_or_else(|p| p.into_inner()) = Keys {
+            set,
+            from,
+            attempted: Instant::now(),
+        };
+        Ok(issuer)
+    }
+
+    /// Reads or fetches the issuer's signature keys; where they came from.
+    /// Fetched keys must hold at least one signature key.
+    async fn fetch(&self) -> Result<(JwkSet, String)> {
+        let issuer = &self.config.issuer;
+        match &self.source {
+            KeySource::File(path) => {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("issuer {issuer}: cannot read jwks_file {}", path.display()))?;
+                let set =
+                    signature_keys(&text).with_context(|| format!("issuer {issuer}: jwks_file {}", path.display()))?;
+                Ok((set, path.display().to_string()))
+            }
+            KeySource::Url(url) => Ok((self.fetch_jwks(url).await?, url.clone())),
+            KeySource::Discovery(url) => {
+                let document = self.get(url, "the discovery document").await?;
+                let jwks_uri = discovered_jwks_uri(issuer, &document)
+                    .with_context(|| format!("issuer {issuer}: discovery document {url}"))?;
+                Ok((self.fetch_jwks(&jwks_uri).await?, jwks_uri))
+            }
+        }
+    }
+
+    async fn fetch_jwks(&self, url: &str) -> Result<JwkSet> {
+        let issuer = &self.config.issuer;
+        let body = self.get(url, "the jwks").await?;
+        let set = signature_keys(&body).with_context(|| format!("issuer {issuer}: jwks {url}"))?;
+        if set.keys.is_empty() {
+            bail!("issuer {issuer}: jwks {url} holds no signature key this gateway can use");
+        }
+        Ok(set)
+    }
+
+    /// One GET: a success status and at most [`MAX_FETCHED_BYTES`].
+    async fn get(&self, url: &str, what: &str) -> Result<Vec<u8>> {
+        let issuer = &self.config.issuer;
+        let Some(client) = &self.client else {
+            bail!("issuer {issuer}: no http client for {url}");
+        };
+        let fail = |e: reqwest::Error| anyhow::Error::new(e.without_url());
+        let mut response = client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(fail)
+            .with_context(|| format!("issuer {issuer}: cannot fetch {what} {url}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            // A redirect is not followed: it could lead anywhere.
+            bail!("issuer {issuer}: {what} {url} answered {status}");
+        }
+        if response.content_length().is_some_and(|n| n > MAX_FETCHED_BYTES as u64) {
+            bail!("issuer {issuer}: {what} {url} is larger than {MAX_FETCHED_BYTES} bytes");
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(fail)
+            .with_context(|| format!("issuer {issuer}: cannot read {what} {url}"))?
+        {
+            if body.len() + chunk.len() > MAX_FETCHED_BYTES {
+                bail!("issuer {issuer}: {what} {url} is larger than {MAX_FETCHED_BYTES} bytes");
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Fetches the keys and puts them in force, whole; on any error the
+    /// set in force stays. The caller holds `fetching`.
+    async fn refresh(&self) -> Result<usize> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).attempted = Instant::now();
+        let (set, from) = self.fetch().await?;
+        let count = set.keys.len();
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let (before, after) = (key_ids(&keys.set), key_ids(&set));
+        if before != after || keys.from != from {
+            tracing::info!(issuer = %self.config.issuer, from = %from, keys = ?after, previous = ?before, "jwt issuer keys changed");
+        }
+        keys.set = set;
+        keys.from = from;
+        Ok(count)
+    }
+
+    /// [`refresh`](Self::refresh), logged: `trigger` says why.
+    async fn refresh_logged(&self, trigger: &str) {
+        if let Err(e) = self.refresh().await {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            tracing::warn!(
+                issuer = %self.config.issuer,
+                url = self.source.url().unwrap_or_default(),
+                trigger,
+                "{e:#}; the last good set of {} keys (from {}) stays in force",
+                keys.set.keys.len(),
+                keys.from
+            );
+        }
+    }
+}
+
+/// The key ids of a set, for the log.
+fn key_ids(set: &JwkSet) -> Vec<String> {
+    set.keys
+        .iter()
+        .map(|k| k.common.key_id.clone().unwrap_or_else(|| "(no kid)".into()))
+        .collect()
+}
+
+/// The client that fetches an issuer's discovery document and keys: the
+/// system's roots (rustls-platform-verifier, as reqwest is built) and
+/// those of `ca_file`; no redirects; time limits.
+fn fetch_client(config: &JwtIssuerConfig) -> Result<reqwest::Client> {
+    // One process-wide crypto provider (a second install is refused, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(FETCH_CONNECT_TIMEOUT)
+        .timeout(FETCH_TIMEOUT);
+    if let Some(path) = &config.ca_file {
+        let at = || format!("issuer {}: ca_file {}", config.issuer, path.display());
+        let pem = std::fs::read(path).with_context(|| format!("{}: cannot read it", at()))?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{}: not PEM certificates", at()))?;
+        if roots.is_empty() {
+            bail!("{}: holds no certificate", at());
+        }
+        builder = builder.tls_certs_merge(roots);
+    }
+    builder
+        .build()
+        .with_context(|| format!("issuer {}: cannot make an https client", config.issuer))
+}
+
+/// The `jwks_uri` of a discovery document, which must be a JSON object
+/// naming `issuer` exactly (OpenID Connect Discovery 4.3: otherwise its
+/// keys are another issuer's) and a `jwks_uri` the gateway may fetch.
+fn discovered_jwks_uri(issuer: &str, document: &[u8]) -> Result<String> {
+    let document: serde_json::Value = serde_json::from_slice(document).context("not JSON")?;
+    let named = document
+        .get("issuer")
+        .and_then(serde_json::Value::as_str)
+        .context("no string member \"issuer\"")?;
+    if named != issuer {
+        bail!("it is issuer {named:?}'s, not {issuer:?}'s (OpenID Connect Discovery 4.3: they must be equal)");
+    }
+    let jwks_uri = document
+        .get("jwks_uri")
+        .and_then(serde_json::Value::as_str)
+        .context("no string member \"jwks_uri\"")?;
+    check_fetch_url(jwks_uri).with_context(|| format!("jwks_uri {jwks_uri}"))?;
+    Ok(jwks_uri.to_string())
+}
+
+/// The keys of a JWK set that may check a token's signature. The set must
+/// be a JSON object with a `keys` array; a key is left out, not an error,
+/// when it is for something else or unknown here (issuers publish
+/// encryption keys beside signing keys: Keycloak's `RSA-OAEP` key): `use`
+/// other than `sig`, `key_ops` without `verify`, a symmetric key, an
+/// encryption algorithm, or a key that does not parse.
+fn signature_keys(text: &[u8]) -> Result<JwkSet> {
+    #[derive(Deserialize)]
+    struct Raw {
+        keys: Vec<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_slice(text).context("not a JSON JWK set")?;
+    let keys = raw
+        .keys
+        .into_iter()
+        .filter_map(|key| serde_json::from_value::<Jwk>(key).ok())
+        .filter(|jwk| {
+            let common = &jwk.common;
+            common
+                .public_key_use
+                .as_ref()
+                .is_none_or(|u| *u == PublicKeyUse::Signature)
+                && common
+                    .key_operations
+                    .as_ref()
+                    .is_none_or(|ops| ops.contains(&KeyOperations::Verify))
+                && common.key_algorithm.is_none_or(|a| {
+                    Algorithm::try_from(a)
+                        .is_ok_and(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+                })
+                && !matches!(
+                    jwk.algorithm,
+                    AlgorithmParameters::OctetKey(_) | AlgorithmParameters::Other(_)
+                )
+                && DecodingKey::from_jwk(jwk).is_ok()
+        })
+        .collect();
+    Ok(JwkSet { keys })
 }
 
 fn parse_hash(hex_text: &str) -> Result<[u8; 32]> {
@@ -518,55 +827,6 @@ fn parse_hash(hex_text: &str) -> Result<[u8; 32]> {
     bytes
         .try_into()
         .map_err(|b: Vec<u8>| anyhow::anyhow!("sha256 has {} bytes, want 32", b.len()))
-}
-
-async fn fetch_jwks(config: &JwtIssuerConfig) -> Result<JwkSet> {
-    let text = match (&config.jwks_file, &config.jwks_url) {
-        (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("issuer {}: cannot read jwks_file {}", config.issuer, path.display()))?,
-        (None, Some(url)) => {
-            check_loopback(url).with_context(|| format!("issuer {}: jwks_url {url}", config.issuer))?;
-            let response = reqwest::Client::new()
-                .get(url)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .with_context(|| format!("issuer {}: cannot fetch jwks_url {url}", config.issuer))?;
-            if !response.status().is_success() {
-                bail!(
-                    "issuer {}: jwks_url {url} answered {}",
-                    config.issuer,
-                    response.status()
-                );
-            }
-            response
-                .text()
-                .await
-                .with_context(|| format!("issuer {}: reading jwks_url {url}", config.issuer))?
-        }
-        (None, None) => bail!("issuer {}: no jwks_file or jwks_url", config.issuer),
-    };
-    serde_json::from_str(&text).with_context(|| format!("issuer {}: jwks is not a valid JWK set", config.issuer))
-}
-
-/// JWKS over plain HTTP is only trusted from this machine. The host is
-/// the one the URL parser (and so the fetch) connects to, not a prefix of
-/// the authority: `http://localhost:80@example.com/` is example.com.
-fn check_loopback(url: &str) -> Result<()> {
-    let parsed = reqwest::Url::parse(url).context("not a URL")?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("not an http(s) URL");
-    }
-    let host = parsed
-        .host_str()
-        .unwrap_or("")
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    if !loopback {
-        bail!("host {host:?} is not a loopback address");
-    }
-    Ok(())
 }
 
 /// A new random token and the tokens-file entry that accepts it.
@@ -597,19 +857,6 @@ pub fn new_token(principal: &str, teams: &[String], roles: &[String]) -> (String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn loopback_hosts_only() {
-        assert!(check_loopback("http://127.0.0.1:8080/jwks.json").is_ok());
-        assert!(check_loopback("http://localhost/jwks").is_ok());
-        assert!(check_loopback("http://[::1]:9/jwks").is_ok());
-        assert!(check_loopback("http://10.0.0.1/jwks").is_err());
-        assert!(check_loopback("http://example.com/jwks").is_err());
-        assert!(check_loopback("http://localhost:80@example.com/jwks").is_err());
-        assert!(check_loopback("http://127.0.0.1@10.0.0.1/jwks").is_err());
-        assert!(check_loopback("http://127.0.0.1.nip.io/jwks").is_err());
-        assert!(check_loopback("ftp://127.0.0.1/jwks").is_err());
-    }
 
     #[tokio::test]
     async fn static_tokens_match_by_hash_only() {
@@ -855,6 +1102,332 @@ mod tests {
         while weak.strong_count() > 0 {
             assert!(Instant::now() < deadline, "the watcher keeps the authenticator alive");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ------------------------------------------------------------ fetched keys
+
+    /// An Ed25519 signing key with a kid, its JWK and the tokens it signs.
+    struct Signer {
+        key: jsonwebtoken::EncodingKey,
+        jwk: serde_json::Value,
+        kid: String,
+    }
+
+    impl Signer {
+        fn new(kid: &str) -> Signer {
+            let seed = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+            // PKCS#8 v1 of an Ed25519 seed (RFC 8410): a fixed prefix, then the seed.
+            let mut der = vec![
+                0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+            ];
+            der.extend_from_slice(&seed.to_bytes());
+            let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+            let mut jwk = Jwk::from_encoding_key(&key, Algorithm::EdDSA).expect("jwk");
+            jwk.common.key_id = Some(kid.to_string());
+            jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+            Signer {
+                key,
+                jwk: serde_json::to_value(&jwk).expect("jwk json"),
+                kid: kid.to_string(),
+            }
+        }
+
+        fn token(&self, issuer: &str, sub: &str) -> String {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs();
+            let claims = serde_json::json!({"iss": issuer, "aud": "sealgate", "sub": sub, "exp": now + 600});
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(self.kid.clone());
+            jsonwebtoken::encode(&header, &claims, &self.key).expect("sign")
+        }
+    }
+
+    fn jwks_of(keys: &[&Signer]) -> String {
+        serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+    }
+
+    /// A real HTTP server on loopback answering every GET with the status
+    /// and body it is given; counts the requests.
+    struct Answers {
+        url: String,
+        answer: Arc<Mutex<(u16, String)>>,
+        hits: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Answers {
+        fn start(status: u16, body: &str) -> Answers {
+            use std::io::{Read, Write};
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+            let answer = Arc::new(Mutex::new((status, body.to_string())));
+            let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (a, h) = (answer.clone(), hits.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { continue };
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = a.lock().expect("answer").clone();
+                    let _ = conn.write_all(
+                        format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nLocation: http://127.0.0.1:9/elsewhere\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    );
+                }
+            });
+            Answers { url, answer, hits }
+        }
+
+        fn set(&self, status: u16, body: &str) {
+            *self.answer.lock().expect("answer") = (status, body.to_string());
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    const ISSUER: &str = "https://idp.sealgate.test";
+
+    fn url_config(url: &str, extra: &str) -> AuthConfig {
+        toml::from_str(&format!(
+            "[[jwt]]\nissuer = {ISSUER:?}\naudience = [\"sealgate\"]\njwks_url = {url:?}\n{extra}"
+        ))
+        .expect("auth config")
+    }
+
+    #[test]
+    fn only_signature_keys_are_kept() {
+        let good = Signer::new("good");
+        let mut with_verify = Signer::new("ops").jwk;
+        with_verify["key_ops"] = serde_json::json!(["verify"]);
+        with_verify.as_object_mut().expect("object").remove("use");
+        let mut enc = Signer::new("enc").jwk;
+        enc["use"] = "enc".into();
+        let mut sign_only = Signer::new("sign-only").jwk;
+        sign_only.as_object_mut().expect("object").remove("use");
+        sign_only["key_ops"] = serde_json::json!(["sign"]);
+        let mut oaep = Signer::new("oaep").jwk;
+        oaep["alg"] = "RSA-OAEP".into();
+        let set = serde_json::json!({"keys": [
+            good.jwk,
+            with_verify,
+            enc,
+            sign_only,
+            oaep,
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac-alg", "alg": "HS256"},
+            {"kty": "EC", "crv": "P-256", "x": "not base64!", "y": "", "kid": "broken"},
+            {"kty": "XYZ", "kid": "unknown-type"},
+            "not a key",
+        ], "extra": "members are allowed"});
+        let kept = signature_keys(set.to_string().as_bytes()).expect("a JWK set");
+        assert_eq!(key_ids(&kept), vec!["good".to_string(), "ops".to_string()]);
+        for (text, why) in [
+            ("<html>", "not a JSON JWK set"),
+            ("{\"keys\": {}}", "not a JSON JWK set"),
+            ("[]", "not a JSON JWK set"),
+        ] {
+            let msg = format!("{:#}", signature_keys(text.as_bytes()).expect_err(text));
+            assert!(msg.contains(why), "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn a_discovery_document_must_name_its_issuer_exactly() {
+        let doc = |issuer: &str, jwks: &str| serde_json::json!({"issuer": issuer, "jwks_uri": jwks}).to_string();
+        assert_eq!(
+            discovered_jwks_uri(ISSUER, doc(ISSUER, "https://keys.idp.test/jwks").as_bytes()).expect("good"),
+            "https://keys.idp.test/jwks"
+        );
+        assert_eq!(
+            discovered_jwks_uri(ISSUER, doc(ISSUER, "http://127.0.0.1:8080/jwks").as_bytes()).expect("loopback"),
+            "http://127.0.0.1:8080/jwks"
+        );
+        for (document, why) in [
+            (
+                doc("https://idp.sealgate.test/", "https://k/j"),
+                "it is issuer \"https://idp.sealgate.test/\"'s",
+            ),
+            (
+                doc("https://IDP.sealgate.test", "https://k/j"),
+                "not \"https://idp.sealgate.test\"'s",
+            ),
+            (doc("https://evil.test", "https://k/j"), "4.3"),
+            (
+                doc(ISSUER, "http://keys.idp.test/jwks"),
+                "jwks_uri http://keys.idp.test/jwks: plain http",
+            ),
+            (doc(ISSUER, "file:///etc/passwd"), "scheme \"file\""),
+            (
+                serde_json::json!({"issuer": ISSUER}).to_string(),
+                "no string member \"jwks_uri\"",
+            ),
+            (
+                serde_json::json!({"jwks_uri": "https://k/j"}).to_string(),
+                "no string member \"issuer\"",
+            ),
+            ("<html>".to_string(), "not JSON"),
+        ] {
+            let msg = format!(
+                "{:#}",
+                discovered_jwks_uri(ISSUER, document.as_bytes()).expect_err(&document)
+            );
+            assert!(msg.contains(why), "{document}: {msg}");
+        }
+    }
+
+    /// The periodic refresh replaces the set whole (a removed key stops
+    /// working, a new one works); a refresh that fails or finds no key
+    /// changes nothing.
+    #[tokio::test]
+    async fn a_refreshed_set_replaces_the_old_one_and_a_failed_refresh_keeps_it() {
+        let (k1, k2) = (Signer::new("k1"), Signer::new("k2"));
+        let server = Answers::start(200, &jwks_of(&[&k1]));
+        let auth = Arc::new(
+            Authenticator::load(&url_config(&server.url, "jwks_cooldown_sec = 3600\n"), None)
+                .await
+                .expect("load"),
+        );
+        assert_eq!(
+            who(&auth, &k1.token(ISSUER, "ann")).await.as_deref(),
+            Some("https://idp.sealgate.test#ann")
+        );
+        server.set(200, &jwks_of(&[&k2]));
+        // The cooldown has not passed: an unknown kid fetches nothing.
+        let hits = server.hits();
+        assert_eq!(who(&auth, &k2.token(ISSUER, "ann")).await, None);
+        assert_eq!(server.hits(), hits);
+        auth.refresh_every(0, Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while who(&auth, &k2.token(ISSUER, "ann")).await.is_none() {
+            assert!(Instant::now() < deadline, "the set was not refreshed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            who(&auth, &k1.token(ISSUER, "ann")).await,
+            None,
+            "a removed key still works"
+        );
+        for (status, body) in [
+            (500, jwks_of(&[&k1])),
+            (302, jwks_of(&[&k1])),
+            (200, "<html>".to_string()),
+            (200, "{\"keys\": []}".to_string()),
+            (
+                200,
+                jwks_of(&[]).replace("[]", "[{\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}]"),
+            ),
+            (
+                200,
+                format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(MAX_FETCHED_BYTES)),
+            ),
+        ] {
+            server.set(status, &body);
+            let before = server.hits();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while server.hits() < before + 2 {
+                assert!(Instant::now() < deadline, "no refresh");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(
+                who(&auth, &k2.token(ISSUER, "ann")).await.as_deref(),
+                Some("https://idp.sealgate.test#ann"),
+                "{status} {}",
+                &body[..body.len().min(80)]
+            );
+            assert_eq!(who(&auth, &k1.token(ISSUER, "ann")).await, None, "{status}");
+        }
+    }
+
+    /// A token with an unknown kid fetches the set once per cooldown; the
+    /// tokens that arrive meanwhile fetch nothing.
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_once_per_cooldown() {
+        let (k1, k2, k3) = (Signer::new("k1"), Signer::new("k2"), Signer::new("k3"));
+        let server = Answers::start(200, &jwks_of(&[&k1]));
+        let auth = Authenticator::load(&url_config(&server.url, "jwks_cooldown_sec = 1\n"), None)
+            .await
+            .expect("load");
+        server.set(200, &jwks_of(&[&k2]));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let hits = server.hits();
+        // Another issuer's token with an unknown kid is no reason to fetch.
+        assert_eq!(who(&auth, &k2.token("https://other.sealgate.test", "bo")).await, None);
+        assert_eq!(server.hits(), hits);
+        assert_eq!(
+            who(&auth, &k2.token(ISSUER, "bo")).await.as_deref(),
+            Some("https://idp.sealgate.test#bo")
+        );
+        assert_eq!(server.hits(), hits + 1);
+        // Unknown kids within the cooldown: no fetch.
+        for _ in 0..5 {
+            assert_eq!(who(&auth, &k3.token(ISSUER, "bo")).await, None);
+        }
+        assert_eq!(server.hits(), hits + 1);
+        assert_eq!(
+            who(&auth, &k1.token(ISSUER, "bo")).await,
+            None,
+            "a removed key still works"
+        );
+        // A failed fetch counts toward the cooldown too.
+        server.set(500, "");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        for _ in 0..5 {
+            assert_eq!(who(&auth, &k3.token(ISSUER, "bo")).await, None);
+        }
+        assert_eq!(server.hits(), hits + 2);
+        assert_eq!(
+            who(&auth, &k2.token(ISSUER, "bo")).await.as_deref(),
+            Some("https://idp.sealgate.test#bo")
+        );
+    }
+
+    /// At start, an issuer whose keys cannot be had stops the load, naming
+    /// the issuer and the URL.
+    #[tokio::test]
+    async fn an_issuer_without_keys_at_start_is_an_error_naming_it() {
+        let k1 = Signer::new("k1");
+        let server = Answers::start(200, &jwks_of(&[&k1]));
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let closed = format!("http://127.0.0.1:{port}/jwks");
+        for (url, status, body, why) in [
+            (closed.as_str(), 200, String::new(), "cannot fetch the jwks"),
+            (server.url.as_str(), 404, String::new(), "answered 404"),
+            (server.url.as_str(), 301, String::new(), "answered 301"),
+            (server.url.as_str(), 200, "not json".to_string(), "not a JSON JWK set"),
+            (
+                server.url.as_str(),
+                200,
+                "{\"keys\": []}".to_string(),
+                "holds no signature key",
+            ),
+        ] {
+            server.set(status, &body);
+            let msg = format!(
+                "{:#}",
+                Authenticator::load(&url_config(url, ""), None).await.err().expect(why)
+            );
+            assert!(
+                msg.contains(&format!("issuer {ISSUER}")) && msg.contains(url) && msg.contains(why),
+                "{why}: {msg}"
+            );
         }
     }
 }
