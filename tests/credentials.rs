@@ -150,7 +150,8 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
         let path = entry.expect("entry").path();
         if path.is_dir() {
             out.extend(files(&path));
-        } else {
+        } else if path.is_file() {
+            // Files only: the gateway's local socket cannot be read.
             out.push(path);
         }
     }

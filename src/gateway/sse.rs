@@ -162,11 +162,13 @@ mod tests {
     /// An upstream decides how its event stream is cut: a long line sent
     /// in small pieces must cost linear time, not a search of everything
     /// waiting in the buffer for every piece. Checked as a ratio: 8 times
-    /// the line must cost well under 64 times the time.
+    /// the line must cost well under 64 times the time (quadratic). Linear
+    /// decoding measures 8x to 26x on a 2-core VM (a 32 MiB line leaves the
+    /// caches and faults in fresh pages), so the bound is 40x.
     #[test]
     fn a_long_line_in_small_pieces_decodes_in_linear_time() {
         const GROWTH: usize = 8;
-        const MOST: f64 = 24.0;
+        const MOST: f64 = 40.0;
         const MEASURABLE: std::time::Duration = std::time::Duration::from_millis(20);
         let cost = |size: usize| {
             let line = [b"data: ".as_slice(), &vec![b'x'; size], b"\n\n"].concat();
