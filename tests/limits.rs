@@ -65,7 +65,10 @@ fn decisions(site: &Site) -> Vec<Value> {
 
 #[track_caller]
 fn assert_ran(answer: &Value) {
-    assert!(answer.get("result").is_some() && answer["result"]["isError"] != true, "{answer}");
+    assert!(
+        answer.get("result").is_some() && answer["result"]["isError"] != true,
+        "{answer}"
+    );
 }
 
 /// A denied tool call is a tool error result whose text is the reason.
@@ -96,7 +99,10 @@ fn a_rate_limit_denies_the_61st_call_in_a_minute_and_the_ledger_shows_it() {
     }
     let refused = sum(&a, 61);
     // The test is only meaningful if the 61 calls fit in the minute.
-    assert!(started.elapsed() < std::time::Duration::from_secs(55), "too slow to test a 1m window");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(55),
+        "too slow to test a 1m window"
+    );
     let message = assert_limited(&refused, "rate limit \"per-user-minute\" reached: 60 calls per 1m");
     assert!(message.contains("principal=\"alice\""), "{message}");
     let b = HttpSession::open(&url, &bob, json!({}));
@@ -159,7 +165,10 @@ fn a_quota_is_counted_again_from_the_ledger_after_a_kill() {
         .collect();
     let alice_echo = json!([{"id": "echo-daily", "key": "principal=\"alice\" tool=\"echo\""}]);
     let bob_echo = json!([{"id": "echo-daily", "key": "principal=\"bob\" tool=\"echo\""}]);
-    assert_eq!(counted, vec![alice_echo.clone(), alice_echo.clone(), alice_echo, bob_echo]);
+    assert_eq!(
+        counted,
+        vec![alice_echo.clone(), alice_echo.clone(), alice_echo, bob_echo]
+    );
     let denied = decisions(&site)
         .into_iter()
         .filter(|e| body(e, "reason_code") == "quota_exhausted")
@@ -188,5 +197,10 @@ fn a_policy_with_conflicting_limits_is_refused_whole() {
         .expect("sealgate policy check");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("policy.yaml:6:12: limit \"x\": `rate` (100 calls per 1m) and `quota` (10 calls per 1d) conflict"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "policy.yaml:6:12: limit \"x\": `rate` (100 calls per 1m) and `quota` (10 calls per 1d) conflict"
+        ),
+        "{stderr}"
+    );
 }

@@ -178,14 +178,11 @@ impl Limiter {
                 }
                 if let Some(w) = limit.quota() {
                     let window = unix_sec / w.per_sec;
-                    let q = c
-                        .quotas
-                        .entry((limit.id().to_string(), key.clone()))
-                        .or_insert(Quota {
-                            per_sec: w.per_sec,
-                            window,
-                            count: 0,
-                        });
+                    let q = c.quotas.entry((limit.id().to_string(), key.clone())).or_insert(Quota {
+                        per_sec: w.per_sec,
+                        window,
+                        count: 0,
+                    });
                     if q.per_sec != w.per_sec || q.window != window {
                         *q = Quota {
                             per_sec: w.per_sec,
@@ -219,6 +216,9 @@ impl Limiter {
             return Ok(());
         }
         let mut done = self.recovered.lock().await;
+        // A quota the policy no longer has (or has with another period) is
+        // forgotten, so that bringing it back reads it again.
+        done.retain(|w| wanted.contains(w));
         let missing: Vec<(String, u64)> = wanted.into_iter().filter(|w| !done.contains(w)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -320,24 +320,36 @@ fn count_in_windows(
 impl Limiter {
     /// Applies the policy's limits to a call the policy admitted: counts it
     /// (recording the quota counters in the ruling), or turns the ruling
-    /// into a DENY that names the limit. Rulings of other gates, and
-    /// denials, are left alone.
+    /// into a DENY that names the limit. Rulings of other gates, denials,
+    /// and the server's own requests to the client (sampling, elicitation,
+    /// roots: an upstream must not use up its caller's limits) are left
+    /// alone.
     pub fn apply(
         &self,
         policy: &Policy,
         state: &super::GovState,
         call: &super::CallRequest<'_>,
+        server_to_client: bool,
         ruling: &mut super::Ruling,
         now: Timestamp,
     ) {
-        if ruling.gate != super::Gate::Policy
+        if server_to_client
+            || ruling.gate != super::Gate::Policy
             || ruling.verdict == super::Verdict::Deny
             || ruling.evaluation.is_none()
             || policy.limits().is_empty()
         {
             return;
         }
+        // The registry gate let the call through, so the server is there;
+        // were it not, the limits could not be matched: deny.
         let Some(server) = state.registry.get(call.server) else {
+            ruling.verdict = super::Verdict::Deny;
+            ruling.code = events::ReasonCode::UnregisteredServer;
+            ruling.reason = format!(
+                "server {:?} is not in the registry: its limits cannot be counted",
+                call.server
+            );
             return;
         };
         let facts = Facts {
@@ -394,9 +406,17 @@ mod tests {
         for s in [0, 10, 20] {
             assert_eq!(l.admit(p.limits(), &facts("alice", &[]), at(s), 1_000 + s), Ok(vec![]));
         }
-        let hit = l.admit(p.limits(), &facts("alice", &[]), at(30), 1_030).expect_err("4th in a minute");
-        assert_eq!((hit.id.as_str(), hit.kind, hit.key.as_str()), ("m", LimitKind::Rate, "principal=\"alice\""));
-        assert_eq!(hit.reason(), "rate limit \"m\" reached: 3 calls per 1m for principal=\"alice\"");
+        let hit = l
+            .admit(p.limits(), &facts("alice", &[]), at(30), 1_030)
+            .expect_err("4th in a minute");
+        assert_eq!(
+            (hit.id.as_str(), hit.kind, hit.key.as_str()),
+            ("m", LimitKind::Rate, "principal=\"alice\"")
+        );
+        assert_eq!(
+            hit.reason(),
+            "rate limit \"m\" reached: 3 calls per 1m for principal=\"alice\""
+        );
         // Another caller has a counter of their own.
         assert!(l.admit(p.limits(), &facts("bob", &[]), at(30), 1_030).is_ok());
         // Refusals are not counted: at 60 s the first call leaves the window
@@ -421,9 +441,14 @@ mod tests {
             }]
         );
         assert!(l.admit(p.limits(), &facts("b", &[]), now, day + 86_399).is_ok());
-        let hit = l.admit(p.limits(), &facts("c", &[]), now, day + 86_399).expect_err("full");
+        let hit = l
+            .admit(p.limits(), &facts("c", &[]), now, day + 86_399)
+            .expect_err("full");
         assert_eq!(hit.code(), events::ReasonCode::QuotaExhausted);
-        assert!(l.admit(p.limits(), &facts("c", &[]), now, day + 86_400).is_ok(), "next UTC day");
+        assert!(
+            l.admit(p.limits(), &facts("c", &[]), now, day + 86_400).is_ok(),
+            "next UTC day"
+        );
     }
 
     #[test]
@@ -435,13 +460,19 @@ mod tests {
         let now = Instant::now();
         assert!(l.admit(p.limits(), &facts("a", &[]), now, 0).is_ok());
         for _ in 0..20 {
-            assert_eq!(l.admit(p.limits(), &facts("a", &[]), now, 0).expect_err("narrow").id, "narrow");
+            assert_eq!(
+                l.admit(p.limits(), &facts("a", &[]), now, 0).expect_err("narrow").id,
+                "narrow"
+            );
         }
         // `wide` counted one call only: nine more callers fit.
         for who in ["b", "c", "d", "e", "f", "g", "h", "i", "j"] {
             assert!(l.admit(p.limits(), &facts(who, &[]), now, 0).is_ok(), "{who}");
         }
-        assert_eq!(l.admit(p.limits(), &facts("k", &[]), now, 0).expect_err("wide").id, "wide");
+        assert_eq!(
+            l.admit(p.limits(), &facts("k", &[]), now, 0).expect_err("wide").id,
+            "wide"
+        );
     }
 
     #[test]
@@ -452,7 +483,9 @@ mod tests {
         let ops = vec!["ops".to_string()];
         let both = vec!["eng".to_string(), "ops".to_string()];
         assert!(l.admit(p.limits(), &facts("a", &ops), now, 0).is_ok());
-        let hit = l.admit(p.limits(), &facts("b", &both), now, 0).expect_err("ops is full");
+        let hit = l
+            .admit(p.limits(), &facts("b", &both), now, 0)
+            .expect_err("ops is full");
         assert_eq!(hit.key, "team=\"ops\"");
     }
 

@@ -388,7 +388,14 @@ impl Session {
                 .recover(&self.core.ledger, policy)
                 .await
                 .map_err(|e| audit_refused(name, &e))?;
-            limits.apply(policy, &view.state, &request, &mut ruling, Timestamp::now());
+            limits.apply(
+                policy,
+                &view.state,
+                &request,
+                server_to_client,
+                &mut ruling,
+                Timestamp::now(),
+            );
         }
         let took = started.elapsed().saturating_sub(upstream);
         let requested = match logged {

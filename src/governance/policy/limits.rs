@@ -51,7 +51,7 @@ impl fmt::Display for Window {
 /// A period as a policy writes it: `90s`, `1m`, `2h`, `1d`.
 pub fn span(secs: u64) -> String {
     for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }
@@ -183,13 +183,33 @@ mod tests {
 
     #[test]
     fn spans_read_and_print_alike() {
-        for (text, secs) in [("1s", 1), ("90s", 90), ("1m", 60), ("2h", 7_200), ("1d", 86_400), ("7d", 604_800)] {
+        for (text, secs) in [
+            ("1s", 1),
+            ("90s", 90),
+            ("1m", 60),
+            ("2h", 7_200),
+            ("1d", 86_400),
+            ("7d", 604_800),
+        ] {
             assert_eq!(parse_span(text), Some(secs), "{text}");
         }
         assert_eq!(span(90), "90s");
         assert_eq!(span(120), "2m");
         assert_eq!(span(86_400), "1d");
-        for bad in ["", "m", "0m", "05m", "+5m", "-1m", "1", "1w", "1.5h", "1 m", "1M", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "m",
+            "0m",
+            "05m",
+            "+5m",
+            "-1m",
+            "1",
+            "1w",
+            "1.5h",
+            "1 m",
+            "1M",
+            "99999999999999999999d",
+        ] {
             assert_eq!(parse_span(bad), None, "{bad:?}");
         }
     }

@@ -28,6 +28,7 @@ pub use allowlist::{Allowlist, Dest, Entry};
     reason = "grants use it; the policy bench includes this module without them"
 )]
 pub use glob::glob_matches;
+pub use limits::{KeyPart, Limit, LimitKind, Window, span};
 #[allow(
     unused_imports,
     reason = "the policy API; the gateway uses all of it with the governance work"
@@ -36,7 +37,6 @@ pub use model::{
     Action, Approval, Approvers, Constraints, Evaluation, Facts, METHODS, NO_MATCH_REASON, OnOversize, OutputAction,
     OutputPolicy, Rule,
 };
-pub use limits::{KeyPart, Limit, LimitKind, Window, span};
 pub use parse::PolicyError;
 
 use crate::governance::Verdict;

@@ -599,10 +599,15 @@ fn compile(raw: RawPolicy, origin: &str) -> Result<Compiled, PolicyError> {
     let mut seen: HashMap<String, Location> = HashMap::new();
     for raw_limit in raw.limits.iter().flatten() {
         let id = &raw_limit.value.id;
-        check_id(&top, id)
-            .map_err(|e| PolicyError { message: format!("limit {:?}: {}", id.value, e.message.replace("rule id", "limit id")), ..e })?;
+        check_id(&top, id).map_err(|e| PolicyError {
+            message: format!("limit {:?}: {}", id.value, e.message.replace("rule id", "limit id")),
+            ..e
+        })?;
         let ctx = Ctx { origin, rule: None };
-        let named = |e: PolicyError| PolicyError { message: format!("limit {:?}: {}", id.value, e.message), ..e };
+        let named = |e: PolicyError| PolicyError {
+            message: format!("limit {:?}: {}", id.value, e.message),
+            ..e
+        };
         if let Some(first) = seen.get(&id.value) {
             return Err(named(ctx.err(
                 &id.referenced,
@@ -648,7 +653,10 @@ fn limit(ctx: &Ctx<'_>, raw: &Spanned<RawLimit>) -> Result<Limit, PolicyError> {
         let calls = int(ctx, &format!("{key}.calls"), &w.value.calls, 1, max_calls)?;
         let per = names(ctx, &format!("{key}.per"), &w.value.per)?;
         let [(text, at)] = per[..] else {
-            return Err(ctx.err(&w.value.per.referenced, format!("`{key}.per` is a list, expected one period")));
+            return Err(ctx.err(
+                &w.value.per.referenced,
+                format!("`{key}.per` is a list, expected one period"),
+            ));
         };
         let per_sec = parse_span(text).ok_or_else(|| {
             ctx.err(
@@ -659,7 +667,11 @@ fn limit(ctx: &Ctx<'_>, raw: &Spanned<RawLimit>) -> Result<Limit, PolicyError> {
         if per_sec < min_sec || per_sec > max_sec {
             return Err(ctx.err(
                 &at,
-                format!("`{key}.per` must be between {} and {}, got {text}", span(min_sec), span(max_sec)),
+                format!(
+                    "`{key}.per` must be between {} and {}, got {text}",
+                    span(min_sec),
+                    span(max_sec)
+                ),
             ));
         }
         Ok(Window { calls, per_sec })

@@ -1097,8 +1097,18 @@ fn limits_parse_with_their_windows_and_counters() {
     assert_eq!(limits[0].id(), "per-user-minute");
     assert_eq!(limits[0].rate(), Some(Window { calls: 60, per_sec: 60 }));
     assert_eq!(limits[0].quota(), None);
-    assert_eq!(limits[1].by(), &[KeyPart::Team, KeyPart::Tool], "sorted, whatever the order written");
-    assert_eq!(limits[1].quota(), Some(Window { calls: 10_000, per_sec: 86_400 }));
+    assert_eq!(
+        limits[1].by(),
+        &[KeyPart::Team, KeyPart::Tool],
+        "sorted, whatever the order written"
+    );
+    assert_eq!(
+        limits[1].quota(),
+        Some(Window {
+            calls: 10_000,
+            per_sec: 86_400
+        })
+    );
     assert_eq!(limits[1].line(), 9);
     assert!(parse(EXAMPLE).limits().is_empty());
 }
@@ -1136,15 +1146,50 @@ fn bad_limits_are_rejected_with_their_position() {
     let head = "version: v1\nrules: []\nlimits:\n";
     let cases: &[(&str, u64, u64, &str)] = &[
         ("  - id: a\n    by: principal\n", 4, 5, "needs `rate`, `quota` or both"),
-        ("  - id: a\n    rate: { calls: 0, per: 1m }\n", 5, 20, "between 1 and 100000"),
-        ("  - id: a\n    rate: { calls: 100001, per: 1m }\n", 5, 20, "between 1 and 100000"),
+        (
+            "  - id: a\n    rate: { calls: 0, per: 1m }\n",
+            5,
+            20,
+            "between 1 and 100000",
+        ),
+        (
+            "  - id: a\n    rate: { calls: 100001, per: 1m }\n",
+            5,
+            20,
+            "between 1 and 100000",
+        ),
         ("  - id: a\n    rate: { calls: 5, per: 1w }\n", 5, 28, "is not a period"),
-        ("  - id: a\n    rate: { calls: 5, per: 2d }\n", 5, 28, "between 1s and 1d"),
-        ("  - id: a\n    quota: { calls: 5, per: 30s }\n", 5, 29, "between 1m and 366d"),
+        (
+            "  - id: a\n    rate: { calls: 5, per: 2d }\n",
+            5,
+            28,
+            "between 1s and 1d",
+        ),
+        (
+            "  - id: a\n    quota: { calls: 5, per: 30s }\n",
+            5,
+            29,
+            "between 1m and 366d",
+        ),
         ("  - id: a\n    rate: { calls: 5, per: 60 }\n", 5, 28, "a number"),
-        ("  - id: a\n    rate: { calls: 5, per: [1m, 1h] }\n", 5, 28, "expected one period"),
-        ("  - id: a\n    by: [principal, user]\n    rate: { calls: 5, per: 1m }\n", 5, 21, "unknown `by` \"user\""),
-        ("  - id: a\n    by: [tool, tool]\n    rate: { calls: 5, per: 1m }\n", 5, 16, "names \"tool\" twice"),
+        (
+            "  - id: a\n    rate: { calls: 5, per: [1m, 1h] }\n",
+            5,
+            28,
+            "expected one period",
+        ),
+        (
+            "  - id: a\n    by: [principal, user]\n    rate: { calls: 5, per: 1m }\n",
+            5,
+            21,
+            "unknown `by` \"user\"",
+        ),
+        (
+            "  - id: a\n    by: [tool, tool]\n    rate: { calls: 5, per: 1m }\n",
+            5,
+            16,
+            "names \"tool\" twice",
+        ),
         (
             "  - id: a\n    rate: { calls: 100, per: 1m }\n    quota: { calls: 50, per: 1d }\n",
             6,
@@ -1157,10 +1202,25 @@ fn bad_limits_are_rejected_with_their_position() {
             12,
             "conflict",
         ),
-        ("  - id: a\n    rate: { calls: 5, per: 1m }\n  - id: a\n    rate: { calls: 5, per: 1m }\n", 6, 9, "duplicate limit id"),
+        (
+            "  - id: a\n    rate: { calls: 5, per: 1m }\n  - id: a\n    rate: { calls: 5, per: 1m }\n",
+            6,
+            9,
+            "duplicate limit id",
+        ),
         ("  - id: A\n    rate: { calls: 5, per: 1m }\n", 4, 9, "limit id has 'A'"),
-        ("  - id: a\n    match: { action: run }\n    rate: { calls: 5, per: 1m }\n", 5, 22, "unknown action"),
-        ("  - id: a\n    rate: { calls: 5, per: 1m, burst: 2 }\n", 5, 32, "unknown field `burst`"),
+        (
+            "  - id: a\n    match: { action: run }\n    rate: { calls: 5, per: 1m }\n",
+            5,
+            22,
+            "unknown action",
+        ),
+        (
+            "  - id: a\n    rate: { calls: 5, per: 1m, burst: 2 }\n",
+            5,
+            32,
+            "unknown field `burst`",
+        ),
     ];
     let mut wrong = Vec::new();
     for (limits, line, column, needle) in cases {
