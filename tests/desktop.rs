@@ -82,7 +82,17 @@ fn three_stdio_processes_and_a_running_serve_record_to_one_ledger() {
     let sdk = std::thread::spawn(move || {
         scenario(
             &peers,
-            &["--", &bin, "--config", &config, "stdio", "--server", "everything", "--principal", "dave"],
+            &[
+                "--",
+                &bin,
+                "--config",
+                &config,
+                "stdio",
+                "--server",
+                "everything",
+                "--principal",
+                "dave",
+            ],
         )
     });
     let http = HttpSession::open(&gw.url("everything"), &token, json!({}));
@@ -101,7 +111,11 @@ fn three_stdio_processes_and_a_running_serve_record_to_one_ledger() {
     assert!(a.finish().success());
     assert!(b.finish().success());
     wait_until("the stdio sessions' ends", TIMEOUT, || {
-        sessions(&site).iter().filter(|(t, _, closed)| t == "stdio" && *closed).count() == 3
+        sessions(&site)
+            .iter()
+            .filter(|(t, _, closed)| t == "stdio" && *closed)
+            .count()
+            == 3
     });
     gw.stop();
 
@@ -164,7 +178,10 @@ fn the_first_stdio_process_hosts_the_others_and_outlives_its_own_session() {
     let seen = sessions(&site);
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert!(seen.iter().all(|(t, _, closed)| t == "stdio" && *closed), "{seen:?}");
-    assert!(!site.path("data/gateway.sock").exists(), "the last process removes the socket");
+    assert!(
+        !site.path("data/gateway.sock").exists(),
+        "the last process removes the socket"
+    );
     site.verify();
 }
 
@@ -202,7 +219,8 @@ fn attachments_naming_an_unknown_server_or_a_reserved_principal_are_refused() {
     let sock = site.path("data/gateway.sock");
     let mut raw = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
     use std::io::{BufRead, Write};
-    raw.write_all(b"{\"server\":\"everything\",\"extra\":1}\n").expect("write");
+    raw.write_all(b"{\"server\":\"everything\",\"extra\":1}\n")
+        .expect("write");
     raw.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut line = String::new();
     std::io::BufReader::new(&raw).read_line(&mut line).expect("answer");
@@ -226,4 +244,56 @@ fn a_second_serve_on_the_same_data_dir_is_refused_clearly() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another sealgate writes the ledger in"), "{stderr}");
+}
+
+/// A client that goes away with answers unread (its connection reset)
+/// still has its session closed and recorded, so it holds no session
+/// place and no upstream process.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_reset_attachment_still_ends_its_session_recorded() {
+    use std::io::Write;
+    let site = site();
+    let gw = site.serve();
+    let mut raw = std::os::unix::net::UnixStream::connect(site.path("data/gateway.sock")).expect("connect");
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                            "params": support::wire::initialize_params(json!({}))});
+    let mut text = String::from("{\"server\":\"everything\",\"principal\":\"mallory\"}\n");
+    text.push_str(&format!("{initialize}\n"));
+    raw.write_all(text.as_bytes()).expect("write");
+    wait_until("the session to open", TIMEOUT, || {
+        sessions(&site).iter().any(|(_, p, _)| p == "mallory")
+    });
+    for id in 1..50 {
+        let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
+        let _ = raw.write_all(format!("{ping}\n").as_bytes());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Closed with the answers unread: the host's next read is reset.
+    drop(raw);
+    wait_until("mallory's session.closed", TIMEOUT, || {
+        sessions(&site).iter().any(|(_, p, closed)| p == "mallory" && *closed)
+    });
+    drop(gw);
+}
+
+/// The host lock must be this user's and private: one that others could
+/// open (and so hold) is refused at start, naming it.
+#[test]
+fn a_host_lock_file_others_could_open_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new("");
+    let data = site.path("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let lock = data.join("gateway.lock");
+    std::fs::write(&lock, "").expect("lock file");
+    std::fs::set_permissions(&lock, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = site.sealgate().arg("serve").output().expect("sealgate serve");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("gateway.lock is owned by") && stderr.contains("private (0600)"),
+        "{stderr}"
+    );
+    assert!(!data.join("ledger").exists(), "nothing opened");
 }

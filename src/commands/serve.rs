@@ -182,6 +182,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             &gateway,
             &paths.data_dir,
             &config.gateway.stdio_principal,
+            crate::gateway::stdio_reserved(config),
             config.gateway.max_body_bytes,
         )?;
         let app = crate::api::app(&gateway, auth, config, addr);
@@ -291,7 +292,8 @@ pub fn stdio(
     principal: Option<String>,
 ) -> Result<ExitCode> {
     let name = principal.unwrap_or_else(|| config.gateway.stdio_principal.clone());
-    crate::gateway::check_stdio_principal(&name).map_err(anyhow::Error::msg)?;
+    let reserved = crate::gateway::stdio_reserved(config);
+    crate::gateway::check_stdio_principal(&name, &reserved).map_err(anyhow::Error::msg)?;
     let rt = runtime()?;
     // Attach to the host, or become it. Two processes starting at once:
     // one takes the lock, the other finds its socket a moment later.
@@ -326,6 +328,7 @@ pub fn stdio(
             &gateway,
             &paths.data_dir,
             &config.gateway.stdio_principal,
+            crate::gateway::stdio_reserved(config),
             config.gateway.max_body_bytes,
         )?;
         let own = gateway
@@ -339,6 +342,10 @@ pub fn stdio(
         local.drained().await;
         own
     })?;
+    // The lock goes last, once the ledger is closed: a process that takes
+    // it must be able to open the ledger.
+    drop(gateway);
+    drop(rt);
     drop(host);
     Ok(ExitCode::SUCCESS)
 }

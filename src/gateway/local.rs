@@ -51,15 +51,34 @@ pub struct HostLock {
 
 impl HostLock {
     /// Takes the lock, or `None` when another process holds it.
+    ///
+    /// The lock file is the owner's only (0600, never through a symlink),
+    /// and one owned by another user is refused: anyone who could open it
+    /// could hold the lock and keep every gateway from starting.
     pub fn try_take(data_dir: &Path) -> Result<Option<HostLock>> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
         let path = lock_path(data_dir);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .with_context(|| format!("cannot open {} (a symlink is refused)", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let me = rustix::process::getuid().as_raw();
+        if meta.uid() != me || meta.mode() & 0o077 != 0 {
+            bail!(
+                "{} is owned by uid {} with mode {:o}: it must be this user's (uid {me}) and private (0600)",
+                path.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(HostLock { _file: file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
@@ -124,6 +143,7 @@ pub fn listen(
     gateway: &Gateway,
     data_dir: &Path,
     default_principal: &str,
+    reserved: Vec<String>,
     max_message_bytes: usize,
 ) -> Result<Listening> {
     let path = socket_path(data_dir);
@@ -145,6 +165,7 @@ pub fn listen(
         listener,
         gateway.clone(),
         default_principal.to_string(),
+        Arc::new(reserved),
         max_message_bytes,
         attached.clone(),
         stop.clone(),
@@ -161,6 +182,7 @@ async fn accept(
     listener: UnixListener,
     gateway: Gateway,
     default_principal: String,
+    reserved: Arc<Vec<String>>,
     max_message_bytes: usize,
     attached: Arc<AtomicUsize>,
     stop: CancellationToken,
@@ -181,7 +203,7 @@ async fn accept(
         // Mode 0600 already keeps other users out; the peer's uid is
         // checked too, in case the file's mode was changed.
         match stream.peer_cred() {
-            Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
+            Ok(cred) if cred.uid() == me => {}
             Ok(cred) => {
                 tracing::warn!(uid = cred.uid(), "local socket: refused a connection from another user");
                 continue;
@@ -193,10 +215,11 @@ async fn accept(
         }
         let gateway = gateway.clone();
         let default_principal = default_principal.clone();
+        let reserved = reserved.clone();
         let attached = attached.clone();
         attached.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            if let Err(e) = session(stream, &gateway, &default_principal, max_message_bytes).await {
+            if let Err(e) = session(stream, &gateway, &default_principal, &reserved, max_message_bytes).await {
                 tracing::info!("local socket: {e:#}");
             }
             attached.fetch_sub(1, Ordering::SeqCst);
@@ -215,7 +238,13 @@ async fn refuse(write: &mut tokio::net::unix::OwnedWriteHalf, why: String) -> Re
     bail!("refused an attachment: {why}")
 }
 
-async fn session(stream: UnixStream, gateway: &Gateway, default_principal: &str, max_message_bytes: usize) -> Result<()> {
+async fn session(
+    stream: UnixStream,
+    gateway: &Gateway,
+    default_principal: &str,
+    reserved: &[String],
+    max_message_bytes: usize,
+) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut line = Vec::new();
@@ -258,7 +287,7 @@ async fn session(stream: UnixStream, gateway: &Gateway, default_principal: &str,
         method: AuthMethod::Stdio,
         roles: Vec::new(),
     };
-    if let Err(why) = super::check_stdio_principal(&principal.name) {
+    if let Err(why) = super::check_stdio_principal(&principal.name, reserved) {
         return refuse(&mut write, why).await;
     }
     let mut ok = serde_json::to_vec(&Answer {
@@ -294,6 +323,19 @@ pub async fn attach(data_dir: &Path, server: &str, principal: Option<&str>) -> R
         }
         Err(e) => return Err(e).with_context(|| format!("cannot connect to {}", path.display())),
     };
+    // The host must be this user: a socket put in a data dir others can
+    // write would otherwise hear the session and answer as the gateway.
+    let me = rustix::process::getuid().as_raw();
+    let host = stream
+        .peer_cred()
+        .with_context(|| format!("cannot read the credentials of {}'s host", path.display()))?;
+    if host.uid() != me {
+        bail!(
+            "{} is served by uid {}, not this user (uid {me}): refusing to attach",
+            path.display(),
+            host.uid()
+        );
+    }
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut header = serde_json::to_vec(&Header {
@@ -306,11 +348,18 @@ pub async fn attach(data_dir: &Path, server: &str, principal: Option<&str>) -> R
         .await
         .with_context(|| format!("cannot write to {}", path.display()))?;
     let mut line = Vec::new();
-    (&mut read)
-        .take(MAX_HEADER_BYTES as u64)
-        .read_until(b'\n', &mut line)
-        .await
-        .with_context(|| format!("reading the gateway's answer on {}", path.display()))?;
+    tokio::time::timeout(
+        HEADER_TIMEOUT,
+        (&mut read).take(MAX_HEADER_BYTES as u64).read_until(b'\n', &mut line),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "the gateway on {} did not answer within {HEADER_TIMEOUT:?}",
+            path.display()
+        )
+    })?
+    .with_context(|| format!("reading the gateway's answer on {}", path.display()))?;
     let answer: Answer = serde_json::from_slice(&line).with_context(|| {
         format!(
             "the gateway on {} answered {:?}, not an attachment answer",

@@ -301,11 +301,18 @@ impl Gateway {
 }
 
 /// A principal `sealgate stdio` may record (given with `--principal`, in
-/// an attachment's header, or `gateway.stdio_principal`): not empty, and
-/// not one of the gateway's own actors.
-pub fn check_stdio_principal(name: &str) -> std::result::Result<(), String> {
+/// an attachment's header, or `gateway.stdio_principal`): not empty, not
+/// one of the gateway's own actors, and not in a JWT issuer's namespace
+/// (`reserved`: what [`stdio_reserved`] gives), so a local process cannot
+/// pose as an issuer's user.
+pub fn check_stdio_principal(name: &str, reserved: &[String]) -> std::result::Result<(), String> {
     if name.is_empty() {
         return Err("the principal is empty".into());
+    }
+    if let Some(prefix) = reserved.iter().find(|p| name.starts_with(p.as_str())) {
+        return Err(format!(
+            "principal {name:?} is in the namespace {prefix:?} of a JWT issuer: a stdio session cannot claim it"
+        ));
     }
     if name.starts_with(crate::config::RESERVED_PRINCIPAL_PREFIX) {
         return Err(format!(
@@ -314,6 +321,11 @@ pub fn check_stdio_principal(name: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The JWT issuers' namespaces, which stdio principals may not enter.
+pub fn stdio_reserved(config: &crate::config::Config) -> Vec<String> {
+    config.auth.jwt.iter().map(|j| j.namespace()).collect()
 }
 
 /// A server's `environment` or `headers`, with values given by reference
@@ -331,4 +343,19 @@ fn resolve(
                 .with_context(|| format!("servers.{server}.{key}.{k}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod stdio_principal_tests {
+    use super::check_stdio_principal;
+
+    #[test]
+    fn stdio_principals_stay_out_of_the_gateways_and_the_issuers_names() {
+        let reserved = vec!["https://idp.example#".to_string(), "corp:".to_string()];
+        assert!(check_stdio_principal("alice", &reserved).is_ok());
+        for bad in ["", "sealgate:config", "https://idp.example#alice", "corp:bob"] {
+            let e = check_stdio_principal(bad, &reserved).expect_err(bad);
+            assert!(e.contains("principal") && (bad.is_empty() || e.contains(bad)), "{e}");
+        }
+    }
 }

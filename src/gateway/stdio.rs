@@ -57,18 +57,29 @@ where
     };
     let mut session: Option<Arc<Session>> = None;
     let mut ended_by_client = true;
+    // A read error (a local connection reset by a client that went away
+    // with answers unread) ends the session like the end of input: it is
+    // closed and recorded below, then the error is returned.
+    let mut failed = None;
     loop {
         // A session that ended on its own (its upstream exited) ends the
         // process: the client reads end of output.
-        let next = match &session {
+        let read = match &session {
             Some(s) => tokio::select! {
-                line = next_line(&mut stdin, max_message_bytes) => line?,
+                line = next_line(&mut stdin, max_message_bytes) => line,
                 _ = s.closing() => {
                     ended_by_client = false;
                     break;
                 }
             },
-            None => next_line(&mut stdin, max_message_bytes).await?,
+            None => next_line(&mut stdin, max_message_bytes).await,
+        };
+        let next = match read {
+            Ok(next) => next,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         };
         let line = match next {
             None => break,
@@ -164,7 +175,10 @@ where
         }
     }
     if let Some(s) = session {
-        if ended_by_client {
+        if let Some(e) = &failed {
+            let why = format!("reading from the client failed: {e}");
+            s.close(events::CloseReason::ClientEof, &why, None).await;
+        } else if ended_by_client {
             s.close(events::CloseReason::ClientEof, "the client closed stdin", None)
                 .await;
         } else {
@@ -180,5 +194,8 @@ where
     drop(tx);
     // Tasks still finishing may hold the last sender for a moment.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
-    Ok(())
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
