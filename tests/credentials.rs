@@ -144,20 +144,6 @@ fn lines(path: &Path) -> Vec<Value> {
 }
 
 /// Every file under `dir`, recursively.
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else if path.is_file() {
-            // Files only: the gateway's local socket cannot be read.
-            out.push(path);
-        }
-    }
-    out
-}
-
 fn holds(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -389,7 +375,7 @@ fn each_caller_reaches_the_upstream_with_their_own_credential_and_no_event_holds
         .args(["log", "-o", "json"])
         .output()
         .expect("sealgate log");
-    let mut stores: Vec<(String, Vec<u8>)> = files(&site.path("data"))
+    let mut stores: Vec<(String, Vec<u8>)> = regular_files(&site.path("data"))
         .into_iter()
         .map(|p| (p.display().to_string(), std::fs::read(&p).expect("read")))
         .collect();

@@ -159,20 +159,6 @@ fn cli_find(site: &Site, args: &[&str], stdin: Option<&str>) -> (Vec<(u64, Strin
     (found, format!("{stdout}{stderr}"))
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("entry").path();
-        if path.is_dir() {
-            out.extend(files(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
-}
-
 fn holds(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
@@ -191,7 +177,7 @@ fn a_redacted_customer_id_is_found_and_stored_nowhere() {
     assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
     let keys = site.path("data").join("keys");
     let find_key = || {
-        files(&keys)
+        regular_files(&keys)
             .into_iter()
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("find-")))
     };
@@ -365,7 +351,7 @@ fn a_redacted_customer_id_is_found_and_stored_nowhere() {
     // The value is nowhere: not in any file of the data dir (the RocksDB
     // files, snapshots), not in the exported log, not in the gateway's log.
     let data = site.path("data");
-    let all = files(&data);
+    let all = regular_files(&data);
     assert!(
         all.iter().any(|p| p.starts_with(data.join("ledger"))),
         "no ledger files under {}",

@@ -533,3 +533,18 @@ pub fn create_token(site: &Site, principal: &str, teams: &[&str]) -> String {
     assert!(!file.contains(&token), "the tokens file must hold only the hash");
     token
 }
+
+/// Every regular file under `dir`, recursively: what a scan of "every byte
+/// of the data dir" reads (the gateway's local socket is not a file).
+pub fn regular_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(regular_files(&path));
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    out
+}
