@@ -251,6 +251,7 @@ fn ruling(gate: Gate, verdict: Verdict, code: ReasonCode, evaluation: Option<Eva
         limit: None,
         quota: Vec::new(),
         refused_host: None,
+        told: None,
     }
 }
 

@@ -214,7 +214,10 @@ impl Gateway {
         // sessions are closed together: each close waits for its calls to
         // end, and one after another they would leave the later sessions'
         // calls running meanwhile.
-        let withdrawn: usize = stopped.iter().map(|s| s.withdraw_calls(&why)).sum();
+        // Callers are told the suspension, not who issued it or why (its
+        // id names that in the log).
+        let told = suspension.told();
+        let withdrawn: usize = stopped.iter().map(|s| s.withdraw_calls(&told)).sum();
         // Closed, whatever the target: an open session would still carry
         // listings, pings and notifications to and from a suspended
         // principal, team or server (and a server's tools/list_changed
@@ -222,7 +225,7 @@ impl Gateway {
         futures::future::join_all(
             stopped
                 .iter()
-                .map(|s| s.close(events::CloseReason::Suspended, &why, Some(suspension.id.clone()))),
+                .map(|s| s.close(events::CloseReason::Suspended, &told, Some(suspension.id.clone()))),
         )
         .await;
         let closed = stopped.len();

@@ -77,6 +77,9 @@ pub struct CallRequest<'a> {
     pub method: &'a str,
     /// The tool, prompt or resource URI, when the method has one.
     pub target: Option<&'a str>,
+    /// The gateway session the call arrives in (a session's suspension
+    /// stops it here too, not only by closing the session).
+    pub session: Option<&'a str>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -57,6 +57,18 @@ pub struct Ruling {
     /// The host that broke the rule's `network_allowlist`, when that
     /// refused the call ([`Ruling::refuse_host`]).
     pub refused_host: Option<String>,
+    /// What the caller is told instead of `reason`, when the reason says
+    /// more than a refused caller may learn (a suspension's author and
+    /// words: the holder of a leaked token learns nothing of the
+    /// incident). The ledger records `reason`.
+    pub told: Option<String>,
+}
+
+impl Ruling {
+    /// The reason as the caller is told it.
+    pub fn told(&self) -> &str {
+        self.told.as_deref().unwrap_or(&self.reason)
+    }
 }
 
 impl Ruling {
@@ -76,6 +88,7 @@ impl Ruling {
             limit: None,
             quota: Vec::new(),
             refused_host: None,
+            told: None,
         }
     }
 
@@ -267,6 +280,7 @@ pub fn decide(
         limit: None,
         quota: Vec::new(),
         refused_host: None,
+        told: None,
     }
 }
 
@@ -331,6 +345,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             limit: None,
             quota: Vec::new(),
             refused_host: None,
+            told: None,
         },
         None => Ruling::deny(
             Gate::Grant,
@@ -347,11 +362,15 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
 }
 
 /// The kill switch, before every other gate: a suspension of the caller,
-/// a team of theirs or the server denies the call, naming it.
+/// a team of theirs, the server or the session denies the call, naming it.
 fn suspension_gate(state: &GovState, call: &CallRequest<'_>) -> Option<Ruling> {
     let p = call.principal;
-    let s = state.suspensions.stopping(&p.name, &p.teams, call.server, None)?;
-    Some(Ruling::deny(Gate::Suspension, ReasonCode::Suspended, s.describe()))
+    let s = state
+        .suspensions
+        .stopping(&p.name, &p.teams, call.server, call.session)?;
+    let mut ruling = Ruling::deny(Gate::Suspension, ReasonCode::Suspended, s.describe());
+    ruling.told = Some(s.told());
+    Some(ruling)
 }
 
 /// The fields of a tool definition that are pinned at approval: what the

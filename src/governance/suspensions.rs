@@ -36,6 +36,18 @@ impl Suspension {
         )
     }
 
+    /// The suspension as a stopped caller is told it: what is suspended
+    /// and the suspension's id (to quote to an administrator), not who
+    /// suspended it or why.
+    pub fn told(&self) -> String {
+        format!(
+            "{} {:?} is suspended (suspension {})",
+            self.target.as_str(),
+            self.name,
+            self.id
+        )
+    }
+
     /// Whether it stops a call of `principal` (with `teams`) to `server`
     /// in `session`.
     pub fn stops(&self, principal: &str, teams: &[String], server: &str, session: Option<&str>) -> bool {

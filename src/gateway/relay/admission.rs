@@ -333,6 +333,7 @@ impl Session {
             principal: &scope.principal,
             method: &call.method,
             target,
+            session: Some(&self.id),
         };
         let server_to_client = call.direction == Direction::ServerToClient;
         let mut ruling = if class == Class::Gated {
@@ -440,7 +441,7 @@ impl Session {
                 let e = denied(
                     codes::DENIED,
                     "DENY",
-                    ruling.reason.clone(),
+                    ruling.told().to_string(),
                     &requested,
                     ruling.evaluation.as_ref().and_then(|e| e.rule.as_deref()),
                     ruling.gate.as_str(),
@@ -594,7 +595,10 @@ impl Session {
                 &self.server.name,
                 Some(self.id.as_str()),
             ) {
-                let why = s.describe();
+                // As the caller is told it (the suspension's id, which
+                // names the rest in the log), like a withdrawal by the
+                // suspension's enforcement.
+                let why = s.told();
                 if matches!(state, Some(ApprovalState::Pending) | None) {
                     gov.expire_approval(&id, &format!("the held call was withdrawn: {why}"))
                         .await

@@ -440,6 +440,7 @@ impl Session {
                 principal: &principal,
                 method: "initialize",
                 target: None,
+                session: Some(&session_id),
             },
             ledger::Timestamp::now(),
         );
@@ -481,7 +482,7 @@ impl Session {
             let e = admission::denied(
                 code,
                 "DENY",
-                ruling.reason.clone(),
+                ruling.told().to_string(),
                 &requested,
                 None,
                 ruling.gate.as_str(),

@@ -225,6 +225,7 @@ fn check(table: &str) {
             principal: &w.principal,
             method,
             target,
+            session: None,
         };
         // The relay passes what it knows of the tool for tool calls only.
         let tool = if request == "call" { w.listing.as_ref() } else { None };
@@ -387,6 +388,7 @@ fn listing_as_pinned() {
             principal: &w.principal,
             method: "tools/call",
             target: Some("t"),
+            session: None,
         };
         let ruling = decide(&w.state, w.policy.as_ref(), &call, Some(&live), false, NOW);
         assert_eq!(render(&ruling), expected, "listing {listing}");
@@ -415,6 +417,7 @@ fn check_access(table: &str) {
                 "completion/complete"
             },
             target: (target != "-").then_some(target),
+            session: None,
         };
         let ruling = decide_access(&w.state, &call, NOW);
         let got = render(&ruling);
@@ -457,4 +460,56 @@ approved    alice   prod  t
   => ALLOW grant grant g-alice: grant g-alice lets "alice" use "fs" (completion/complete)
 "#,
     );
+}
+
+/// A session's suspension is a gate of the decision itself, like the
+/// others: a call decided in that session between the suspension's write
+/// and the session's close is refused, and other sessions are not.
+#[test]
+fn a_suspended_session_is_refused_by_the_decision() {
+    use crate::governance::suspensions::Suspension;
+    let mut w = world("approved", "pinned", "ro", "-", "alice", "prod", "std");
+    w.state.suspensions.items.insert(
+        "s-1".into(),
+        Suspension {
+            id: "s-1".into(),
+            target: events::SuspensionTarget::Session,
+            name: "sess-a".into(),
+            reason: "incident 7".into(),
+            by: Some("admin".into()),
+            seq: 9,
+            since: "2026-12-07T00:00:00Z".into(),
+        },
+    );
+    let live = tool_facts(&tool_def("ro"));
+    for (session, method, target) in [
+        (Some("sess-a"), "tools/call", Some("t")),
+        (Some("sess-a"), "initialize", None),
+        (Some("sess-b"), "tools/call", Some("t")),
+        (None, "tools/call", Some("t")),
+    ] {
+        let call = CallRequest {
+            server: "fs",
+            principal: &w.principal,
+            method,
+            target,
+            session,
+        };
+        let ruling = if method == "initialize" {
+            decide_access(&w.state, &call, NOW)
+        } else {
+            decide(&w.state, w.policy.as_ref(), &call, Some(&live), false, NOW)
+        };
+        let refused = ruling.gate == Gate::Suspension;
+        assert_eq!(
+            refused,
+            session == Some("sess-a"),
+            "{session:?} {method}: {}",
+            render(&ruling)
+        );
+        if refused {
+            assert_eq!(ruling.verdict, Verdict::Deny);
+            assert_eq!(ruling.code, ReasonCode::Suspended);
+        }
+    }
 }
