@@ -612,6 +612,43 @@ async fn a_suspension_stops_held_calls_and_the_suspended_admin_api() {
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
 }
 
+/// An admin cannot suspend itself, by name or by a team of its own: it
+/// could then not lift the suspension (the admin API refuses suspended
+/// principals), and with no other admin the kill switch would be stuck.
+/// Refused with a clear error; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_cannot_suspend_itself() {
+    let rig = Rig::start_with_files(FAST, &[("root", &["ops"], &["admin"]), ("alice", &["ops"], &[])], &[]).await;
+    let head = rig.head();
+    for (target, name) in [("principal", "root"), ("team", "ops")] {
+        let refused = rig
+            .admin(
+                "POST",
+                "/admin/suspensions",
+                Some("root"),
+                Some(json!({"target": target, "name": name, "reason": "oops"})),
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{target} {name}: {refused:?}");
+        assert!(
+            refused.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("would stop its own issuer \"root\"")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(rig.head(), head, "a refused suspension wrote something");
+    let alice = rig
+        .admin(
+            "POST",
+            "/admin/suspensions",
+            Some("root"),
+            Some(json!({"target": "principal", "name": "alice", "reason": "incident"})),
+        )
+        .await;
+    assert_eq!(alice.status, StatusCode::OK, "{alice:?}");
+}
+
 /// A suspended server's open sessions are closed at once (recorded, with
 /// the suspension), so nothing of that upstream reaches their clients; a
 /// new session to it is denied.

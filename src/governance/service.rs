@@ -592,6 +592,22 @@ impl Governance {
         if reason.trim().is_empty() {
             return Err(GovError::Invalid("a suspension needs a reason (--reason)".into()));
         }
+        // The admin API refuses suspended principals, so an issuer that
+        // stopped itself could not lift its own suspension: with no other
+        // admin, the kill switch would be stuck on.
+        let own = match target {
+            events::SuspensionTarget::Principal => by.name == name,
+            events::SuspensionTarget::Team => by.teams.iter().any(|t| t == name),
+            events::SuspensionTarget::Server | events::SuspensionTarget::Session => false,
+        };
+        if own {
+            return Err(GovError::Invalid(format!(
+                "suspending {} {name:?} would stop its own issuer {:?}, who could then not lift it; \
+                 another admin must issue it",
+                target.as_str(),
+                by.name
+            )));
+        }
         let _w = self.writes.lock().await;
         let view = self.view().await?;
         if let Some(s) = view.state.suspensions.of(target, name) {
