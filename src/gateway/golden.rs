@@ -379,8 +379,8 @@ async fn write_every_kind() -> Vec<Event> {
         outcome: events::SessionOutcome::Ok,
         error: None,
         error_type: None,
-        credential_source: None,
-        credential_fingerprint: None,
+        credential_source: Some(events::CredentialSource::Dir),
+        credential_fingerprint: Some("sha256:00112233445566778899".into()),
     };
     let mut d = audit.session_opened(&scope, &init, &opened).expect("session");
     d.correlation.answers = Some(req.seq);
@@ -467,6 +467,23 @@ async fn write_every_kind() -> Vec<Event> {
         .expect("request");
     audit
         .append(audit.decision(&scope, &write_limited, &limited, Some(&limited_req), TOOK))
+        .await
+        .expect("decision");
+    // And a call refused by its rule's `network_allowlist`, naming the host.
+    let mut fenced = ruling(
+        Gate::Policy,
+        Verdict::Deny,
+        ReasonCode::HostNotAllowed,
+        limited.evaluation.clone(),
+    );
+    fenced.refused_host = Some("evil.example".into());
+    let fetch = call("tools/call", 21, Some("fetch"), r#"{"url":"https://evil.example/"}"#);
+    let fetch_req = audit
+        .append(audit.requested(&scope, &fetch, &none))
+        .await
+        .expect("request");
+    audit
+        .append(audit.decision(&scope, &fetch, &fenced, Some(&fetch_req), TOOK))
         .await
         .expect("decision");
     audit
