@@ -108,6 +108,9 @@ pub struct Limiter {
     counters: Mutex<Counters>,
     /// Quotas (id, period) whose count was read back from the ledger.
     recovered: tokio::sync::Mutex<HashSet<(String, u64)>>,
+    /// The hash of the policy whose quotas are all read back: every call
+    /// under it skips [`Limiter::recover`]'s work (and its async lock).
+    recovered_policy: Mutex<Option<String>>,
 }
 
 impl Limiter {
@@ -207,6 +210,20 @@ impl Limiter {
     /// policy brings a quota. The scan runs off the async workers; calls
     /// wait for it.
     pub async fn recover(&self, ledger: &std::sync::Arc<Ledger>, policy: &Policy) -> Result<(), ledger::Error> {
+        let current = || {
+            self.recovered_policy
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if current().as_deref() == Some(policy.hash()) {
+            return Ok(());
+        }
+        self.recover_quotas(ledger, policy).await?;
+        *current() = Some(policy.hash().to_string());
+        Ok(())
+    }
+
+    async fn recover_quotas(&self, ledger: &std::sync::Arc<Ledger>, policy: &Policy) -> Result<(), ledger::Error> {
         let wanted: Vec<(String, u64)> = policy
             .limits()
             .iter()
