@@ -810,7 +810,8 @@ impl Config {
                 }
             }
             if let Some(credentials) = &server.credentials {
-                crate::gateway::credentials::check_config(name, server, credentials)
+                credentials
+                    .check(name, server)
                     .map_err(|e| anyhow::anyhow!("config: {e}"))?;
             }
         }
@@ -900,6 +901,105 @@ pub fn paths(global: &Global, config: &Config) -> Paths {
         key_dir,
         store,
     }
+}
+
+/// What a child inherits from the gateway's environment (besides its
+/// server's `environment`): where programs are, whose home, the locale,
+/// the time zone, the temp dir.
+pub const INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TZ",
+    "TMPDIR",
+];
+
+/// Header names the HTTP transport sets itself.
+const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "accept",
+    "transfer-encoding",
+    "connection",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+];
+
+impl CredentialsConfig {
+    /// Checks a server's `credentials` table against the rest of its config
+    /// (no file is read here).
+    pub fn check(&self, server: &str, config: &ServerConfig) -> Result<(), String> {
+        let c = self;
+        let at = |detail: String| format!("servers.{server}.credentials: {detail}");
+        if c.dir.is_some() == c.file.is_some() {
+            return Err(at("needs exactly one of dir and file".into()));
+        }
+        match config.transport {
+            TransportKind::Stdio => {
+                if c.header.is_some() || c.scheme.is_some() {
+                    return Err(at(
+                        "header and scheme are for http upstreams; a stdio upstream takes env".into(),
+                    ));
+                }
+                let Some(env) = &c.env else {
+                    return Err(at(
+                        "a stdio upstream needs env, the variable that holds the credential".into()
+                    ));
+                };
+                if env.is_empty()
+                    || env.starts_with(|ch: char| ch.is_ascii_digit())
+                    || !env.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                {
+                    return Err(at(format!(
+                        "env {env:?} is not a variable name (ASCII letters, digits and '_', not first a digit)"
+                    )));
+                }
+                if INHERITED_ENV.contains(&env.as_str()) {
+                    return Err(at(format!("env {env:?} would replace the inherited {env}")));
+                }
+                if config.environment.contains_key(env) {
+                    return Err(at(format!(
+                        "env {env:?} is also set in servers.{server}.environment; the credential would be overridden or override it"
+                    )));
+                }
+            }
+            TransportKind::Http => {
+                if c.env.is_some() {
+                    return Err(at(
+                        "env is for stdio upstreams; an http upstream takes header and scheme".into(),
+                    ));
+                }
+                let header = c.header.as_deref().unwrap_or("Authorization");
+                let name = reqwest::header::HeaderName::try_from(header)
+                    .map_err(|_| at(format!("header {header:?} is not a header name")))?;
+                if RESERVED_HEADERS.contains(&name.as_str()) {
+                    return Err(at(format!("header {header:?} is set by the transport itself")));
+                }
+                if let Some(other) = config.headers.keys().find(|k| k.eq_ignore_ascii_case(header)) {
+                    return Err(at(format!(
+                        "header {header:?} is also set in servers.{server}.headers.{other}; a static value must not stand in for the caller's own"
+                    )));
+                }
+                let scheme = c.scheme.as_deref().unwrap_or("Bearer");
+                if !scheme.bytes().all(is_token_char) {
+                    return Err(at(format!("scheme {scheme:?} is not one word (an HTTP token)")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]

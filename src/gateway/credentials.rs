@@ -40,19 +40,6 @@ const MAX_SECRET_BYTES: usize = 16 << 10;
 /// Longest file name most file systems take.
 const MAX_FILE_NAME: usize = 255;
 
-/// Header names the HTTP transport sets itself.
-const RESERVED_HEADERS: [&str; 9] = [
-    "host",
-    "content-length",
-    "content-type",
-    "accept",
-    "transfer-encoding",
-    "connection",
-    "mcp-session-id",
-    "mcp-protocol-version",
-    "last-event-id",
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     #[error("servers.{server}.credentials: {detail}")]
@@ -82,72 +69,6 @@ pub enum CredentialError {
         principal: String,
         detail: String,
     },
-}
-
-/// Checks a server's `credentials` table against the rest of its config
-/// (no file is read here).
-pub fn check_config(server: &str, config: &ServerConfig, c: &CredentialsConfig) -> Result<(), String> {
-    let at = |detail: String| format!("servers.{server}.credentials: {detail}");
-    if c.dir.is_some() == c.file.is_some() {
-        return Err(at("needs exactly one of dir and file".into()));
-    }
-    match config.transport {
-        TransportKind::Stdio => {
-            if c.header.is_some() || c.scheme.is_some() {
-                return Err(at(
-                    "header and scheme are for http upstreams; a stdio upstream takes env".into(),
-                ));
-            }
-            let Some(env) = &c.env else {
-                return Err(at(
-                    "a stdio upstream needs env, the variable that holds the credential".into()
-                ));
-            };
-            if env.is_empty()
-                || env.starts_with(|ch: char| ch.is_ascii_digit())
-                || !env.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-            {
-                return Err(at(format!(
-                    "env {env:?} is not a variable name (ASCII letters, digits and '_', not first a digit)"
-                )));
-            }
-            if super::upstream::INHERITED_ENV.contains(&env.as_str()) {
-                return Err(at(format!("env {env:?} would replace the inherited {env}")));
-            }
-            if config.environment.contains_key(env) {
-                return Err(at(format!(
-                    "env {env:?} is also set in servers.{server}.environment; the credential would be overridden or override it"
-                )));
-            }
-        }
-        TransportKind::Http => {
-            if c.env.is_some() {
-                return Err(at(
-                    "env is for stdio upstreams; an http upstream takes header and scheme".into(),
-                ));
-            }
-            let header = c.header.as_deref().unwrap_or("Authorization");
-            let name =
-                HeaderName::try_from(header).map_err(|_| at(format!("header {header:?} is not a header name")))?;
-            if RESERVED_HEADERS.contains(&name.as_str()) {
-                return Err(at(format!("header {header:?} is set by the transport itself")));
-            }
-            if let Some(other) = config.headers.keys().find(|k| k.eq_ignore_ascii_case(header)) {
-                return Err(at(format!(
-                    "header {header:?} is also set in servers.{server}.headers.{other}; a static value must not stand in for the caller's own"
-                )));
-            }
-            let scheme = c.scheme.as_deref().unwrap_or("Bearer");
-            if !scheme.bytes().all(is_token_char) {
-                return Err(at(format!("scheme {scheme:?} is not one word (an HTTP token)")));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The file of `principal` in a credentials directory: its name with
@@ -247,11 +168,11 @@ impl Credential {
 }
 
 impl Credentials {
-    /// The source of a server whose config passed [`check_config`]: a
+    /// The source of a server whose config passed [`CredentialsConfig::check`]: a
     /// directory must be one and not writable by group or others; a file
     /// must be private and load whole.
     pub fn load(server: &str, config: &ServerConfig, c: &CredentialsConfig) -> Result<Credentials, CredentialError> {
-        check_config(server, config, c).map_err(|detail| CredentialError::Config {
+        c.check(server, config).map_err(|detail| CredentialError::Config {
             server: server.to_string(),
             detail,
         })?;
@@ -560,7 +481,7 @@ mod tests {
         ] {
             let config = server(transport, extra, table);
             let credentials = config.credentials.clone().expect("credentials");
-            let msg = check_config("s", &config, &credentials).expect_err(want);
+            let msg = credentials.check("s", &config).expect_err(want);
             assert!(
                 msg.contains(want) && msg.starts_with("servers.s.credentials: "),
                 "{want}: {msg}"
@@ -572,7 +493,12 @@ mod tests {
             "headers = { \"X-Trace\" = \"1\" }",
             "dir = \"d\"\nscheme = \"\"",
         );
-        check_config("s", &config, config.credentials.as_ref().expect("c")).expect("a plain header");
+        config
+            .credentials
+            .as_ref()
+            .expect("c")
+            .check("s", &config)
+            .expect("a plain header");
     }
 
     /// A file source: read whole at start and at every lookup; entries by

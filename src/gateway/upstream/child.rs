@@ -28,25 +28,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{Inbound, LinkLimits};
+pub use crate::config::INHERITED_ENV;
 use crate::gateway::lines::{Line, next_line};
 use crate::gateway::mcp::Message;
-
-/// What a child inherits from the gateway's environment (besides its
-/// server's `environment`): where programs are, whose home, the locale,
-/// the time zone, the temp dir.
-pub const INHERITED_ENV: &[&str] = &[
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LANGUAGE",
-    "LC_ALL",
-    "LC_CTYPE",
-    "LC_MESSAGES",
-    "TZ",
-    "TMPDIR",
-];
 
 /// How many stdio children may run at once.
 #[derive(Clone)]
