@@ -612,6 +612,58 @@ async fn a_suspension_stops_held_calls_and_the_suspended_admin_api() {
     assert_eq!(back.status, StatusCode::OK, "{back:?}");
 }
 
+/// A session still opening when its principal is suspended (its
+/// `initialize` upstream, so the suspension's sweep of the open sessions
+/// cannot see it) does not stay open: the client is refused, and the
+/// session opened in the log is closed by the suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_opening_when_its_principal_is_suspended_does_not_stay_open() {
+    let rig = governed().await;
+    rig.upstream.hold_initialize(true);
+    let suspend = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !rig.upstream.methods().iter().any(|m| m == "initialize") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no initialize reached the upstream"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let done = rig
+            .admin(
+                "POST",
+                "/admin/suspensions",
+                Some("root"),
+                Some(json!({"target": "principal", "name": "alice", "reason": "token leaked"})),
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{done:?}");
+        rig.upstream.hold_initialize(false);
+    };
+    let (opened, ()) = tokio::join!(rig.try_open("fast", "alice"), suspend);
+    if let Ok(session) = &opened {
+        let after = session.call("echo", json!({"message": "still open?"})).await;
+        panic!("the session opened during the suspension stayed open: {after:?}");
+    }
+    let events = rig.events();
+    let opened_ok: Vec<&Value> = events
+        .iter()
+        .filter(|e| kind(e) == "session.opened" && body(e, "outcome") == "ok")
+        .collect();
+    for o in &opened_ok {
+        let closed = events
+            .iter()
+            .find(|e| kind(e) == "session.closed" && e["actor"]["session"] == o["actor"]["session"])
+            .unwrap_or_else(|| panic!("session opened and never closed: {o:#}"));
+        assert_eq!(body(closed, "reason"), "suspended", "{closed:#}");
+        assert!(
+            body(closed, "suspension_id")
+                .as_str()
+                .is_some_and(|id| id.starts_with("s-"))
+        );
+    }
+}
+
 /// An admin cannot suspend itself, by name or by a team of its own: it
 /// could then not lift the suspension (the admin API refuses suspended
 /// principals), and with no other admin the kill switch would be stuck.

@@ -89,6 +89,9 @@ struct RecorderInner {
     enabled: AtomicBool,
     received: Mutex<Vec<Received>>,
     changed: tokio::sync::Notify,
+    /// While `true`, an `initialize` received over HTTP is held (after it
+    /// is recorded) until it turns `false` ([`Recorder::hold_initialize`]).
+    hold_initialize: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Recorder {
@@ -98,12 +101,20 @@ impl Default for Recorder {
                 enabled: AtomicBool::new(true),
                 received: Mutex::new(Vec::new()),
                 changed: tokio::sync::Notify::new(),
+                hold_initialize: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
 }
 
 impl Recorder {
+    /// Holds every `initialize` received over HTTP (recorded first, so a
+    /// test sees it arrive) until `hold` is set back to `false`: a session
+    /// that takes as long to open as the test needs.
+    pub fn hold_initialize(&self, hold: bool) {
+        self.inner.hold_initialize.send_replace(hold);
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.lock().clone()
@@ -420,7 +431,14 @@ async fn record_http(
                 )
             })
             .collect();
-        recorder.record(parse_message(&bytes), parts.method.as_str(), &headers);
+        let message = parse_message(&bytes);
+        let initialize = message["method"] == "initialize";
+        recorder.record(message, parts.method.as_str(), &headers);
+        if initialize {
+            let mut held = recorder.inner.hold_initialize.subscribe();
+            // Err: the recorder is gone, nothing holds it any more.
+            let _ = held.wait_for(|hold| !*hold).await;
+        }
     }
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await

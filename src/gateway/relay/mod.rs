@@ -614,6 +614,27 @@ impl Session {
         });
         core.open.insert(&session);
         tokio::spawn(pump(Arc::downgrade(&session), link));
+        // A suspension written while the session was opening was swept
+        // before the session was open, so it is looked for now: the view
+        // read after the insert holds every suspension whose sweep could
+        // have missed it. The session is closed by it, recorded, and the
+        // client refused.
+        let view = core
+            .gov
+            .view()
+            .await
+            .map_err(|e| admission::gov_unavailable(&name, e))?;
+        if let Some(s) =
+            view.state
+                .suspensions
+                .stopping(&session.owner.name, &session.owner.teams, &name, Some(&session.id))
+        {
+            let told = s.told();
+            session
+                .close(events::CloseReason::Suspended, &told, Some(s.id.clone()))
+                .await;
+            return Err(rpc(codes::DENIED, format!("sealgate: DENY: {told}")));
+        }
 
         // What the client is told: the upstream's answer, with only the
         // capabilities the gateway relays, through output safety.
