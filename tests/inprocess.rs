@@ -664,6 +664,72 @@ async fn a_session_opening_when_its_principal_is_suspended_does_not_stay_open() 
     }
 }
 
+/// The governance service refuses every change by a suspended principal
+/// under its own write lock, whatever let the request in: an admin API
+/// request that passed authentication just before its principal was
+/// suspended writes nothing (two leaked-and-real admins suspending each
+/// other at once cannot both win and leave no admin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_principal_changes_nothing_even_past_the_admin_api() {
+    let rig = Rig::start_with_files(
+        FAST,
+        &[("root", &[], &["admin"]), ("mallory", &["ops"], &["admin", "approver"])],
+        &[],
+    )
+    .await;
+    let gov = rig.gateway.governance();
+    let principal = |name: &str, teams: &[&str]| sealgate::governance::Principal {
+        name: name.into(),
+        teams: teams.iter().map(|t| t.to_string()).collect(),
+        method: sealgate::governance::AuthMethod::Token,
+        roles: vec!["admin".into(), "approver".into()],
+    };
+    let (root, mallory) = (principal("root", &[]), principal("mallory", &["ops"]));
+    gov.suspend(&root, events::SuspensionTarget::Team, "ops", "incident 9")
+        .await
+        .expect("suspend mallory's team");
+    let head = rig.head();
+    let refused = |what: &str, r: Result<(), sealgate::governance::GovError>| match r {
+        Err(sealgate::governance::GovError::Forbidden(why)) => {
+            assert!(why.contains("mallory") && why.contains("suspended"), "{what}: {why}")
+        }
+        other => panic!("{what} by a suspended principal: {other:?}"),
+    };
+    refused(
+        "suspend",
+        gov.suspend(&mallory, events::SuspensionTarget::Principal, "root", "mine now")
+            .await
+            .map(drop),
+    );
+    refused(
+        "resume",
+        gov.resume(&mallory, events::SuspensionTarget::Team, "ops", None)
+            .await
+            .map(drop),
+    );
+    let grant = sealgate::governance::GrantSpec {
+        principal: Some("mallory".into()),
+        team: None,
+        server: "fast".into(),
+        tool: "*".into(),
+        env: None,
+        expires_at: None,
+        reason: None,
+    };
+    refused("issue_grant", gov.issue_grant(&mallory, &grant).await.map(drop));
+    refused(
+        "decide_approval",
+        gov.decide_approval(&mallory, "a-1", true, None).await.map(drop),
+    );
+    refused(
+        "load_policy",
+        gov.load_policy(&mallory, "version: v1\nrules: []\n", "test")
+            .await
+            .map(drop),
+    );
+    assert_eq!(rig.head(), head, "a suspended principal's change was written");
+}
+
 /// An admin cannot suspend itself, by name or by a team of its own: it
 /// could then not lift the suspension (the admin API refuses suspended
 /// principals), and with no other admin the kill switch would be stuck.

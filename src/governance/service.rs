@@ -293,6 +293,21 @@ impl Governance {
 
     // ---- registry ----------------------------------------------------
 
+    /// Refuses a change by a principal a suspension stops. Checked under
+    /// the write lock, so a suspension and a change by its target are
+    /// ordered: whatever let the request in (the admin API checked its
+    /// principal before the suspension was written), it writes nothing.
+    async fn refuse_suspended(self: &Arc<Self>, by: &Principal) -> Result<()> {
+        let view = self.view().await?;
+        match view.state.suspensions.stopping_principal(&by.name, &by.teams) {
+            Some(s) => Err(GovError::Forbidden(format!(
+                "{:?} is suspended ({}): it may change nothing",
+                by.name, s.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Registers a server, or updates its labels. Re-registering a server
     /// at another transport or address (or a revoked one) starts it over as
     /// registered. Writes nothing when nothing changed.
@@ -322,6 +337,7 @@ impl Governance {
             actions.insert(tool.clone(), label);
         }
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         if let Some(s) = view.state.registry.get(&spec.name)
             && s.status != Status::Revoked
@@ -361,6 +377,7 @@ impl Governance {
         tools: &BTreeMap<String, String>,
     ) -> Result<Vec<Receipt>> {
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         self.check_transition(name, Status::Approved).await?;
         let approve = step_draft(EventKind::ServerApproved, by, name, reason.clone())?;
         let pins = pin_draft(
@@ -392,6 +409,7 @@ impl Governance {
             }
         };
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         self.check_transition(name, to).await?;
         self.commit_one(step_draft(kind, by, name, reason)?).await
     }
@@ -413,6 +431,7 @@ impl Governance {
         reason: Option<String>,
     ) -> Result<Receipt> {
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         let server = registered(&view, name)?;
         if server.status != Status::Approved {
@@ -528,6 +547,7 @@ impl Governance {
             return Err(GovError::Invalid(format!("expires_at {exp} is in the past")));
         }
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let id = new_id("g");
         let (principal, team) = match grantee {
             ("principal", p) => (Some(p), None),
@@ -552,6 +572,7 @@ impl Governance {
 
     pub async fn revoke_grant(self: &Arc<Self>, by: &Principal, id: &str, reason: Option<String>) -> Result<Receipt> {
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         let grant = view
             .state
@@ -609,6 +630,7 @@ impl Governance {
             )));
         }
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         if let Some(s) = view.state.suspensions.of(target, name) {
             return Err(GovError::Conflict(format!(
@@ -643,6 +665,7 @@ impl Governance {
         reason: Option<String>,
     ) -> Result<(String, Receipt)> {
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         let Some(s) = view.state.suspensions.of(target, name) else {
             return Err(GovError::NotFound(format!(
@@ -673,6 +696,7 @@ impl Governance {
     pub async fn load_policy(self: &Arc<Self>, by: &Principal, text: &str, origin: &str) -> Result<Option<Receipt>> {
         let policy = Policy::parse(text, origin).map_err(|e| GovError::Invalid(e.to_string()))?;
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         if view.state.policy.as_ref().is_some_and(|p| p.hash == policy.hash()) {
             return Ok(None);
@@ -726,6 +750,7 @@ impl Governance {
         reason: Option<String>,
     ) -> Result<Receipt> {
         let _w = self.writes.lock().await;
+        self.refuse_suspended(by).await?;
         let view = self.view().await?;
         let item = view
             .state
