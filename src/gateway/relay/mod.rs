@@ -1071,6 +1071,10 @@ impl Session {
     ) -> Result<(), RpcError> {
         self.touch();
         self.check_owner(principal)?;
+        // A closing session (closed, suspended) carries nothing more upstream.
+        if self.is_closed() {
+            return Err(rpc(codes::UPSTREAM_UNAVAILABLE, self.closing_reason()));
+        }
         let Some(kind) = mcp::notification(method, mcp::Direction::Up) else {
             let error = rpc(
                 code::METHOD_NOT_FOUND,
@@ -1189,6 +1193,15 @@ impl Session {
             if let Some(reason) = &st.gone {
                 return Forwarded::Unavailable(reason.clone());
             }
+            // Withdrawn (a suspension) or its session closing since it was
+            // admitted: it must not reach the upstream, and it ends with
+            // why (a sweep after this finds it in `up` and cancels it).
+            if let Some(why) = st.client.get(client_id).and_then(|c| c.withdrawn.clone()) {
+                return Forwarded::Stopped(why);
+            }
+            if let Some(why) = &st.closing {
+                return Forwarded::Stopped(why.clone());
+            }
             st.next_id += 1;
             let up_id = Id::int(st.next_id);
             st.up.insert(up_id.clone(), tx);
@@ -1200,7 +1213,11 @@ impl Session {
         // Cancelled while it was being admitted (e.g. held for approval):
         // it must not reach the upstream at all.
         if cancel.is_cancelled() {
-            lock(&self.state).up.remove(&up_id);
+            let mut st = lock(&self.state);
+            st.up.remove(&up_id);
+            if let Some(why) = st.client.get(client_id).and_then(|c| c.withdrawn.clone()) {
+                return Forwarded::Stopped(why);
+            }
             return Forwarded::Cancelled;
         }
         let request = Message::Request {
@@ -1499,6 +1516,11 @@ impl Session {
         let cancel = CancellationToken::new();
         let down_id = {
             let mut st = lock(&self.state);
+            // Its session closing (closed, suspended): the request does not
+            // reach the client.
+            if let Some(why) = &st.closing {
+                return Forwarded::Stopped(why.clone());
+            }
             st.next_id += 1;
             let down_id = Id::int(st.next_id);
             st.down.insert(
@@ -1570,6 +1592,12 @@ impl Session {
 
     /// A notification from the upstream, handled in arrival order.
     async fn server_notification(self: &Arc<Self>, method: String, params: Option<Json>, related: Option<Id>) {
+        // A closing session (closed, suspended) carries nothing more to its
+        // client.
+        if self.is_closed() {
+            tracing::debug!(server = %self.server.name, session = %self.id, "{method} dropped: the session is closing");
+            return;
+        }
         let Some(kind) = mcp::notification(&method, mcp::Direction::Down) else {
             let error = rpc(
                 code::METHOD_NOT_FOUND,
