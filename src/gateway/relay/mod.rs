@@ -1253,7 +1253,8 @@ impl Session {
                 let withdrawn = lock(&self.state).client.get(client_id).and_then(|c| c.withdrawn.clone());
                 match withdrawn {
                     Some(why) => {
-                        self.cancel_up(&up_id, &why).await;
+                        // The upstream is not told who was suspended.
+                        self.cancel_up(&up_id, "withdrawn by the gateway").await;
                         Forwarded::Stopped(why)
                     }
                     None => {
