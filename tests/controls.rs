@@ -311,6 +311,7 @@ fn a_suspension_stops_a_principal_at_once_and_resume_lets_calls_through() {
     for d in &denied {
         assert_eq!(*body(d, "decision"), json!("DENY"), "{d}");
         assert_eq!(*body(d, "gate"), json!("suspension"), "{d}");
+        assert_eq!(*body(d, "suspension_id"), json!(suspension_id), "{d}");
         assert!(
             body(d, "reason").as_str().is_some_and(|r| r.contains("incident 7")),
             "{d}"

@@ -277,6 +277,7 @@ impl Audit {
                 limit: ruling.limit.clone(),
                 quota: ruling.quota.clone(),
                 refused_host: ruling.refused_host.clone(),
+                suspension_id: ruling.suspension_id.clone(),
             },
         )?;
         draft.correlation.answers = requested.map(|r| r.seq);

@@ -252,6 +252,7 @@ fn ruling(gate: Gate, verdict: Verdict, code: ReasonCode, evaluation: Option<Eva
         quota: Vec::new(),
         refused_host: None,
         told: None,
+        suspension_id: None,
     }
 }
 
@@ -695,10 +696,23 @@ async fn write_every_kind() -> Vec<Event> {
         .await
         .expect("session.closed");
 
-    // The kill switch, pulled and released.
-    gov.suspend(&admin, events::SuspensionTarget::Principal, "alice", "incident 7")
+    // The kill switch, pulled (a call denied by it) and released.
+    let (suspension_id, _) = gov
+        .suspend(&admin, events::SuspensionTarget::Principal, "alice", "incident 7")
         .await
         .expect("suspend");
+    let mut stopped = ruling(Gate::Suspension, Verdict::Deny, ReasonCode::Suspended, None);
+    stopped.grant = None;
+    stopped.suspension_id = Some(suspension_id);
+    let stopped_call = call("tools/call", 30, Some("read_file"), r#"{"path":"/srv/c"}"#);
+    let stopped_req = audit
+        .append(audit.requested(&scope, &stopped_call, &none))
+        .await
+        .expect("request");
+    audit
+        .append(audit.decision(&scope, &stopped_call, &stopped, Some(&stopped_req), TOOK))
+        .await
+        .expect("decision");
     gov.resume(
         &admin,
         events::SuspensionTarget::Principal,

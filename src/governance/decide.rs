@@ -62,6 +62,8 @@ pub struct Ruling {
     /// words: the holder of a leaked token learns nothing of the
     /// incident). The ledger records `reason`.
     pub told: Option<String>,
+    /// The suspension that denied the call (gate `suspension`).
+    pub suspension_id: Option<String>,
 }
 
 impl Ruling {
@@ -89,6 +91,7 @@ impl Ruling {
             quota: Vec::new(),
             refused_host: None,
             told: None,
+            suspension_id: None,
         }
     }
 
@@ -281,6 +284,7 @@ pub fn decide(
         quota: Vec::new(),
         refused_host: None,
         told: None,
+        suspension_id: None,
     }
 }
 
@@ -346,6 +350,7 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
             quota: Vec::new(),
             refused_host: None,
             told: None,
+            suspension_id: None,
         },
         None => Ruling::deny(
             Gate::Grant,
@@ -370,6 +375,7 @@ fn suspension_gate(state: &GovState, call: &CallRequest<'_>) -> Option<Ruling> {
         .stopping(&p.name, &p.teams, call.server, call.session)?;
     let mut ruling = Ruling::deny(Gate::Suspension, ReasonCode::Suspended, s.describe());
     ruling.told = Some(s.told());
+    ruling.suspension_id = Some(s.id.clone());
     Some(ruling)
 }
 

@@ -415,6 +415,10 @@ pub struct Decision {
     /// `host:port` when the port broke it), when that refused the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_host: Option<String>,
+    /// The suspension that denied the call (gate `suspension`): the
+    /// `suspension_id` of its `suspension.issued`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_id: Option<String>,
 }
 
 impl Body for Decision {
