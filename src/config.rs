@@ -55,10 +55,10 @@ pub struct Config {
     pub query: QueryConfig,
     /// The alert detections and their thresholds (`docs/ALERTS.md`).
     #[serde(default)]
-    pub alerts: crate::alerts::AlertsConfig,
+    pub alerts: AlertsConfig,
     /// Webhooks for approvals waiting and alerts (`docs/ALERTS.md`).
     #[serde(default)]
-    pub webhooks: Vec<crate::alerts::notify::WebhookConfig>,
+    pub webhooks: Vec<WebhookConfig>,
     /// When the gateway issues signed checkpoints (`docs/FORMAT.md` §14).
     #[serde(default)]
     pub checkpoints: crate::checkpoints::CheckpointsConfig,
@@ -756,7 +756,7 @@ impl Config {
             }
         }
         self.alerts
-            .thresholds(&self.gates)
+            .check(&self.gates)
             .map_err(|e| anyhow::anyhow!("config: {e}"))?;
         if self.checkpoints.every_events == 0 || self.checkpoints.every_secs == 0 {
             bail!("config: checkpoints.every_events and checkpoints.every_secs must be at least 1");
@@ -1000,6 +1000,200 @@ impl CredentialsConfig {
 
 fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `[alerts]` (`docs/CONFIG.md`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Run the detector at all.
+    pub enabled: bool,
+    /// Detections not to run, by name (`tool_drift`, ...).
+    pub disabled: Vec<events::Detection>,
+    /// How often the detector looks for new events, in ms.
+    pub poll_ms: u64,
+    pub unknown_server_threshold: u64,
+    pub unknown_server_window_sec: u64,
+    pub auth_burst_threshold: u64,
+    pub auth_burst_window_sec: u64,
+    /// Default: `gates.quarantine_ratio`.
+    pub quarantine_ratio: Option<f64>,
+    pub quarantine_window_sec: u64,
+    pub quarantine_min_calls: u64,
+    /// Default: `gates.approval_median_wait_sec`.
+    pub approval_wait_sec: Option<u64>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            disabled: Vec::new(),
+            poll_ms: 200,
+            unknown_server_threshold: 1,
+            unknown_server_window_sec: 300,
+            auth_burst_threshold: 20,
+            auth_burst_window_sec: 60,
+            quarantine_ratio: None,
+            quarantine_window_sec: 3600,
+            quarantine_min_calls: 20,
+            approval_wait_sec: None,
+        }
+    }
+}
+
+impl AlertsConfig {
+    /// `quarantine_ratio`, or the gate's.
+    pub fn quarantine_ratio_or(&self, gates: &GatesConfig) -> f64 {
+        self.quarantine_ratio.unwrap_or(gates.quarantine_ratio)
+    }
+
+    /// `approval_wait_sec`, or the gate's median held to whole seconds,
+    /// at least 1 (an approval alone is held to it).
+    pub fn approval_wait_sec_or(&self, gates: &GatesConfig) -> u64 {
+        match self.approval_wait_sec {
+            Some(w) => w,
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "the gates are checked finite, >= 0"
+            )]
+            None => (gates.approval_median_wait_sec.ceil() as u64).max(1),
+        }
+    }
+
+    /// Refuses thresholds that cannot work, naming the key.
+    pub fn check(&self, gates: &GatesConfig) -> Result<(), String> {
+        let ratio = self.quarantine_ratio_or(gates);
+        if !ratio.is_finite() || ratio < 0.0 {
+            return Err(format!(
+                "alerts.quarantine_ratio = {ratio}: must be a finite number, 0 or more"
+            ));
+        }
+        for (key, v) in [
+            ("poll_ms", self.poll_ms),
+            ("unknown_server_window_sec", self.unknown_server_window_sec),
+            ("auth_burst_window_sec", self.auth_burst_window_sec),
+            ("quarantine_window_sec", self.quarantine_window_sec),
+            ("unknown_server_threshold", self.unknown_server_threshold),
+            ("auth_burst_threshold", self.auth_burst_threshold),
+        ] {
+            if v == 0 {
+                return Err(format!("alerts.{key} must be at least 1"));
+            }
+        }
+        if self.approval_wait_sec_or(gates) == 0 {
+            return Err("alerts.approval_wait_sec must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// `{"topic", "text", "event", "approval" | "alert"}`.
+    Generic,
+    /// `{"text", "blocks"}`, what a Slack incoming webhook takes.
+    Slack,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Topic {
+    Approvals,
+    Alerts,
+}
+
+/// One `[[webhooks]]` table (`docs/CONFIG.md`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the webhook in outcomes and logs.
+    pub name: String,
+    /// Text, or by reference like a header (a Slack webhook's URL is its
+    /// secret).
+    pub url: Secret,
+    #[serde(default = "generic")]
+    pub format: Format,
+    #[serde(default = "both")]
+    pub events: Vec<Topic>,
+    /// Extra headers (an `Authorization`), values as text or by reference
+    /// (`{ env = "NAME" }`, `{ file = "PATH" }`), read at start.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// The admin API as approvers reach it, for the link and the commands
+    /// in approval notifications. Default: `http://` and `gateway.listen`.
+    pub admin_url: Option<String>,
+    #[serde(default = "six")]
+    pub max_attempts: u64,
+    /// The first retry's wait, doubled at each attempt (at most 60 s).
+    #[serde(default = "thousand")]
+    pub backoff_ms: u64,
+    #[serde(default = "ten")]
+    pub timeout_sec: u64,
+    /// Events older than this are not notified (after a long outage).
+    #[serde(default = "hour")]
+    pub max_age_sec: u64,
+}
+
+fn generic() -> Format {
+    Format::Generic
+}
+fn both() -> Vec<Topic> {
+    vec![Topic::Approvals, Topic::Alerts]
+}
+fn six() -> u64 {
+    6
+}
+fn thousand() -> u64 {
+    1000
+}
+fn ten() -> u64 {
+    10
+}
+fn hour() -> u64 {
+    3600
+}
+
+impl WebhookConfig {
+    pub fn check(&self) -> Result<(), String> {
+        let at = format!("webhooks {:?}", self.name);
+        if self.name.is_empty() {
+            return Err("webhooks: name must not be empty".into());
+        }
+        if let Secret::Text(url) = &self.url {
+            check_url(&at, url)?;
+        }
+        // A backoff of 0 would retry a failing receiver in a tight loop.
+        for (key, v) in [
+            ("max_attempts", self.max_attempts),
+            ("backoff_ms", self.backoff_ms),
+            ("timeout_sec", self.timeout_sec),
+            ("max_age_sec", self.max_age_sec),
+        ] {
+            if v == 0 {
+                return Err(format!("{at}: {key} must be at least 1"));
+            }
+        }
+        if self.events.is_empty() {
+            return Err(format!("{at}: events must name approvals, alerts or both"));
+        }
+        Ok(())
+    }
+}
+
+/// A webhook URL written in the config or read by reference: http(s);
+/// errors do not quote it (it may be secret).
+pub fn check_url(at: &str, url: &str) -> Result<(), String> {
+    // The URL itself may be secret: errors do not quote it.
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{at}: url: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{at}: url must be http or https"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

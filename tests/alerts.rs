@@ -128,7 +128,7 @@ async fn wait_alert(rig: &Rig, detection: &str) -> Vec<Value> {
 /// What the detector raises over the whole log now, written or not (the
 /// same detections and thresholds, from seq 0).
 fn detected(rig: &Rig) -> Vec<sealgate::alerts::Alert> {
-    let t = rig.config.alerts.thresholds(&rig.config.gates).expect("thresholds");
+    let t = sealgate::alerts::thresholds(&rig.config.alerts, &rig.config.gates);
     let mut d = sealgate::alerts::Detector::new(t);
     tokio::task::block_in_place(|| {
         sealgate::alerts::scan(&rig.ledger, &mut d, 0, rig.ledger.head().seq).expect("scan the log")

@@ -22,102 +22,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use events::Detection;
+use crate::config::{AlertsConfig, GatesConfig};
 use ledger::{Actor, Draft, EventKind, Ledger, Receipt, Subject, Timestamp};
-use serde::Deserialize;
 
 pub use detect::{Alert, Detector, Thresholds};
 
 /// The principal of the alerts the detector writes.
 pub const ALERTS_ACTOR: &str = "sealgate:alerts";
 
-/// `[alerts]` (`docs/CONFIG.md`).
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertsConfig {
-    /// Run the detector at all.
-    pub enabled: bool,
-    /// Detections not to run, by name (`tool_drift`, ...).
-    pub disabled: Vec<Detection>,
-    /// How often the detector looks for new events, in ms.
-    pub poll_ms: u64,
-    pub unknown_server_threshold: u64,
-    pub unknown_server_window_sec: u64,
-    pub auth_burst_threshold: u64,
-    pub auth_burst_window_sec: u64,
-    /// Default: `gates.quarantine_ratio`.
-    pub quarantine_ratio: Option<f64>,
-    pub quarantine_window_sec: u64,
-    pub quarantine_min_calls: u64,
-    /// Default: `gates.approval_median_wait_sec`.
-    pub approval_wait_sec: Option<u64>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            enabled: true,
-            disabled: Vec::new(),
-            poll_ms: 200,
-            unknown_server_threshold: 1,
-            unknown_server_window_sec: 300,
-            auth_burst_threshold: 20,
-            auth_burst_window_sec: 60,
-            quarantine_ratio: None,
-            quarantine_window_sec: 3600,
-            quarantine_min_calls: 20,
-            approval_wait_sec: None,
-        }
-    }
-}
-
-impl AlertsConfig {
-    /// The thresholds, with the gates' targets where `[alerts]` leaves
-    /// them unset. An error names the key that cannot work.
-    pub fn thresholds(&self, gates: &crate::config::GatesConfig) -> Result<Thresholds, String> {
-        let ratio = self.quarantine_ratio.unwrap_or(gates.quarantine_ratio);
-        if !ratio.is_finite() || ratio < 0.0 {
-            return Err(format!(
-                "alerts.quarantine_ratio = {ratio}: must be a finite number, 0 or more"
-            ));
-        }
-        for (key, v) in [
-            ("poll_ms", self.poll_ms),
-            ("unknown_server_window_sec", self.unknown_server_window_sec),
-            ("auth_burst_window_sec", self.auth_burst_window_sec),
-            ("quarantine_window_sec", self.quarantine_window_sec),
-            ("unknown_server_threshold", self.unknown_server_threshold),
-            ("auth_burst_threshold", self.auth_burst_threshold),
-        ] {
-            if v == 0 {
-                return Err(format!("alerts.{key} must be at least 1"));
-            }
-        }
-        let wait = match self.approval_wait_sec {
-            Some(w) => w,
-            // The gate is a median in (fractional) seconds; an approval
-            // alone is held to it whole, at least 1 s.
-            #[allow(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "checked finite, >= 0"
-            )]
-            None => (gates.approval_median_wait_sec.ceil() as u64).max(1),
-        };
-        if wait == 0 {
-            return Err("alerts.approval_wait_sec must be at least 1".into());
-        }
-        Ok(Thresholds {
-            disabled: self.disabled.iter().copied().collect(),
-            unknown_server: self.unknown_server_threshold,
-            unknown_server_window_sec: self.unknown_server_window_sec,
-            auth_burst: self.auth_burst_threshold,
-            auth_burst_window_sec: self.auth_burst_window_sec,
-            quarantine_ratio: ratio,
-            quarantine_window_sec: self.quarantine_window_sec,
-            quarantine_min_calls: self.quarantine_min_calls,
-            approval_wait_sec: wait,
-        })
+/// The detector's thresholds from a checked `[alerts]` (`Config::check`
+/// refused any that cannot work), with the gates' targets where it leaves
+/// them unset.
+pub fn thresholds(config: &AlertsConfig, gates: &GatesConfig) -> Thresholds {
+    Thresholds {
+        disabled: config.disabled.iter().copied().collect(),
+        unknown_server: config.unknown_server_threshold,
+        unknown_server_window_sec: config.unknown_server_window_sec,
+        auth_burst: config.auth_burst_threshold,
+        auth_burst_window_sec: config.auth_burst_window_sec,
+        quarantine_ratio: config.quarantine_ratio_or(gates),
+        quarantine_window_sec: config.quarantine_window_sec,
+        quarantine_min_calls: config.quarantine_min_calls,
+        approval_wait_sec: config.approval_wait_sec_or(gates),
     }
 }
 
@@ -303,13 +229,13 @@ pub fn run(ledger: &Ledger, resumed: Resumed, poll: Duration, stop: &AtomicBool)
 pub fn spawn(
     ledger: Arc<Ledger>,
     config: &AlertsConfig,
-    gates: &crate::config::GatesConfig,
+    gates: &GatesConfig,
     stop: Arc<AtomicBool>,
 ) -> Result<Option<std::thread::JoinHandle<()>>, String> {
     if !config.enabled {
         return Ok(None);
     }
-    let t = config.thresholds(gates)?;
+    let t = thresholds(config, gates);
     let poll = Duration::from_millis(config.poll_ms);
     std::thread::Builder::new()
         .name("sealgate-alerts".into())

@@ -7,116 +7,20 @@
 //! after the last outcome it wrote, so a restart neither repeats nor
 //! skips a notification (one cut off mid-delivery is sent again).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use events::{NotificationOutcome, NotificationTopic};
 use ledger::{Actor, Draft, EventKind, Ledger, SealedEvent, Subject, Timestamp};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::Secret;
+use crate::config::{Format, Topic, WebhookConfig, check_url};
 
 /// The principal of the outcomes the notifier writes.
 pub const NOTIFY_ACTOR: &str = "sealgate:notify";
 
-/// The body a webhook receives.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// `{"topic", "text", "event", "approval" | "alert"}`.
-    Generic,
-    /// `{"text", "blocks"}`, what a Slack incoming webhook takes.
-    Slack,
-}
-
-/// What a webhook is told about.
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Topic {
-    Approvals,
-    Alerts,
-}
-
-/// One `[[webhooks]]` table (`docs/CONFIG.md`).
-#[derive(Debug, Deserialize, Clone)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Names the webhook in outcomes and logs.
-    pub name: String,
-    /// Text, or by reference like a header (a Slack webhook's URL is its
-    /// secret).
-    pub url: Secret,
-    #[serde(default = "generic")]
-    pub format: Format,
-    #[serde(default = "both")]
-    pub events: Vec<Topic>,
-    /// Extra headers (an `Authorization`), values as text or by reference
-    /// (`{ env = "NAME" }`, `{ file = "PATH" }`), read at start.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// The admin API as approvers reach it, for the link and the commands
-    /// in approval notifications. Default: `http://` and `gateway.listen`.
-    pub admin_url: Option<String>,
-    #[serde(default = "six")]
-    pub max_attempts: u64,
-    /// The first retry's wait, doubled at each attempt (at most 60 s).
-    #[serde(default = "thousand")]
-    pub backoff_ms: u64,
-    #[serde(default = "ten")]
-    pub timeout_sec: u64,
-    /// Events older than this are not notified (after a long outage).
-    #[serde(default = "hour")]
-    pub max_age_sec: u64,
-}
-
-fn generic() -> Format {
-    Format::Generic
-}
-fn both() -> Vec<Topic> {
-    vec![Topic::Approvals, Topic::Alerts]
-}
-fn six() -> u64 {
-    6
-}
-fn thousand() -> u64 {
-    1000
-}
-fn ten() -> u64 {
-    10
-}
-fn hour() -> u64 {
-    3600
-}
-
 impl WebhookConfig {
-    pub fn check(&self) -> Result<(), String> {
-        let at = format!("webhooks {:?}", self.name);
-        if self.name.is_empty() {
-            return Err("webhooks: name must not be empty".into());
-        }
-        if let Secret::Text(url) = &self.url {
-            check_url(&at, url)?;
-        }
-        // A backoff of 0 would retry a failing receiver in a tight loop.
-        for (key, v) in [
-            ("max_attempts", self.max_attempts),
-            ("backoff_ms", self.backoff_ms),
-            ("timeout_sec", self.timeout_sec),
-            ("max_age_sec", self.max_age_sec),
-        ] {
-            if v == 0 {
-                return Err(format!("{at}: {key} must be at least 1"));
-            }
-        }
-        if self.events.is_empty() {
-            return Err(format!("{at}: events must name approvals, alerts or both"));
-        }
-        Ok(())
-    }
-
     fn topic(&self, e: &SealedEvent) -> Option<NotificationTopic> {
         match e.event.kind {
             EventKind::ApprovalRequested if self.events.contains(&Topic::Approvals) => {
@@ -126,15 +30,6 @@ impl WebhookConfig {
             _ => None,
         }
     }
-}
-
-fn check_url(at: &str, url: &str) -> Result<(), String> {
-    // The URL itself may be secret: errors do not quote it.
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{at}: url: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("{at}: url must be http or https"));
-    }
-    Ok(())
 }
 
 /// A webhook's URL and headers, read at start.

@@ -197,7 +197,8 @@ impl Site {
     pub fn bypasses(&self) -> Vec<String> {
         let ledger = ledger::Ledger::open_read_only(&self.path("data").join("ledger")).expect("open the ledger");
         let config = sealgate::config::Config::default();
-        let t = config.alerts.thresholds(&config.gates).expect("thresholds");
+        config.alerts.check(&config.gates).expect("the default thresholds");
+        let t = sealgate::alerts::thresholds(&config.alerts, &config.gates);
         let mut d = sealgate::alerts::Detector::new(t);
         sealgate::alerts::scan(&ledger, &mut d, 0, ledger.head().seq)
             .expect("scan the log")
