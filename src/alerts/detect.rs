@@ -229,6 +229,11 @@ struct Pending {
     server: Option<String>,
     tool: Option<String>,
     requester: Option<String>,
+    /// When it is raised if still undecided (UTC ns): after the gate's
+    /// wait, or half-way to its expiry if that comes first (an approval
+    /// that expires before the gate's wait is raised while it can still
+    /// be decided).
+    due_ns: u64,
     alerted: bool,
 }
 
@@ -406,9 +411,16 @@ impl Detector {
                 if self.pending.len() >= MAX_OPEN {
                     self.pending.pop_first();
                 }
+                let at = e.event.ts.as_nanos();
+                let gate = at.saturating_add(self.t.approval_wait_sec.saturating_mul(NS));
+                let half_way = body_str(e, "expires_at")
+                    .and_then(|x| ledger::Timestamp::parse_rfc3339(x).ok())
+                    .map(|x| at + x.as_nanos().saturating_sub(at) / 2);
+                let due_ns = half_way.map_or(gate, |h| h.min(gate));
                 self.pending.insert(
                     e.event.seq,
                     Pending {
+                        due_ns,
                         requested: Seen::of(e),
                         request: answers,
                         approval_id: body_str(e, "approval_id").unwrap_or("?").to_owned(),
@@ -795,16 +807,15 @@ impl Detector {
     }
 
     /// The clock reached `now_ns` (UTC ns): approvals waiting longer than
-    /// the gate.
+    /// the gate, or half their time to expire.
     pub fn tick(&mut self, now_ns: u64) -> Vec<Alert> {
         if !self.on(Detection::ApprovalWaiting) {
             return Vec::new();
         }
-        let wait_ns = self.t.approval_wait_sec.saturating_mul(NS);
         let due: Vec<u64> = self
             .pending
             .iter()
-            .filter(|(_, p)| !p.alerted && now_ns.saturating_sub(p.requested.ts) >= wait_ns)
+            .filter(|(_, p)| !p.alerted && now_ns >= p.due_ns)
             .map(|(s, _)| *s)
             .collect();
         let mut out = Vec::new();
@@ -814,6 +825,7 @@ impl Detector {
             };
             p.alerted = true;
             let waited = now_ns.saturating_sub(p.requested.ts) / NS;
+            let limit = p.due_ns.saturating_sub(p.requested.ts) / NS;
             let (id, server, tool, requester, seen) = (
                 p.approval_id.clone(),
                 p.server.clone(),
@@ -826,15 +838,16 @@ impl Detector {
                 AlertSeverity::High,
                 format!("approval_waiting:{s}"),
                 format!(
-                    "approval {id} ({} on {}, asked by {}) has waited {waited} s, over the gate of {} s: an \
-                     approver should decide it (`sealgate approvals approve {id}` or `deny`)",
+                    "approval {id} ({} on {}, asked by {}) has waited {waited} s, over {limit} s (the gate of {} s, \
+                     or half its time to expire): an approver should decide it (`sealgate approvals approve {id}` \
+                     or `deny`)",
                     tool.as_deref().unwrap_or("?"),
                     server.as_deref().unwrap_or("?"),
                     requester.as_deref().unwrap_or("?"),
                     self.t.approval_wait_sec
                 ),
                 &[seen],
-                self.t.approval_wait_sec.to_string(),
+                limit.to_string(),
                 waited.to_string(),
                 None,
                 server,
@@ -1024,6 +1037,38 @@ mod tests {
         off.disabled.insert(Detection::WitnessRefused);
         let mut d = Detector::new(off);
         assert!(answers.iter().all(|e| d.observe(e).is_empty()), "disabled");
+    }
+
+    /// An undecided approval is raised after the gate's wait, or half-way
+    /// to its expiry when that comes first (with the default gate of an
+    /// hour, a 10-minute approval would otherwise expire unseen); once.
+    #[test]
+    fn an_approval_waiting_is_raised_before_it_can_expire_unseen() {
+        let requested = |seq: u64, expires_in: Option<u64>| {
+            let mut d = ledger::Draft::new(EventKind::ApprovalRequested);
+            d.body.insert("approval_id".into(), ledger::Value::from("a-1"));
+            if let Some(secs) = expires_in {
+                let at = ledger::Timestamp::from_nanos((seq + secs) * NS);
+                d.body
+                    .insert("expires_at".into(), ledger::Value::from(at.to_string().as_str()));
+            }
+            sealed(seq, d)
+        };
+        // Requested at 10 s; expires 600 s later: due at 310 s, not 3610 s.
+        let mut d = Detector::new(thresholds());
+        assert!(d.observe(&requested(10, Some(600))).is_empty());
+        assert!(d.tick(309 * NS).is_empty(), "before half-way");
+        let raised = d.tick(310 * NS);
+        assert_eq!(raised.len(), 1, "half-way to its expiry");
+        assert_eq!(raised[0].body.detection, Detection::ApprovalWaiting);
+        assert!(d.tick(400 * NS).is_empty(), "once");
+        // No expiry, or one past the gate: the gate's wait.
+        for expires_in in [None, Some(100_000)] {
+            let mut d = Detector::new(thresholds());
+            assert!(d.observe(&requested(10, expires_in)).is_empty());
+            assert!(d.tick(3_609 * NS).is_empty(), "{expires_in:?}");
+            assert_eq!(d.tick(3_610 * NS).len(), 1, "{expires_in:?}");
+        }
     }
 
     fn bypassed(events: &[SealedEvent]) -> Vec<Vec<u64>> {
