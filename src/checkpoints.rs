@@ -793,6 +793,91 @@ async fn record(ledger: &Arc<Ledger>, target: &Target, issued: &Issued, answer: 
     }
 }
 
+/// What the latest issued checkpoint proves of the seq ranges an answer
+/// read (`sql --verify`, `POST /admin/query` with `verify`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeProofs {
+    /// The checkpoint's size and root (base64), when one was issued.
+    pub checkpoint: Option<(u64, String)>,
+    /// Signature lines on it besides the log's own (witnesses'
+    /// cosignatures; `verify-proof --witness` checks them).
+    pub cosignatures: usize,
+    /// Ranges (first, last seq) proved complete: their events verify
+    /// (hashes, links, signatures) and are the tree's whole range there.
+    pub complete: Vec<(u64, u64)>,
+    /// Ranges past the checkpoint (under no signed tree yet).
+    pub past: Vec<(u64, u64)>,
+    /// What failed: a checkpoint not signed by the log's key, a range
+    /// whose events or proof do not verify.
+    pub failures: Vec<String>,
+}
+
+/// Proves each of `ranges` (first, last seq: what an answer read every
+/// event of) complete under the latest checkpoint issued in `data_dir`:
+/// the checkpoint verifies under the log's key history, the range's events
+/// verify, and a range proof leads from their leaves to its root. A range
+/// proves that the answer's input is every event of those seqs the signed
+/// (and witnessed) tree holds, not only events the log holds. Blocking.
+pub fn prove_ranges(ledger: &Ledger, data_dir: &Path, ranges: &[(u64, u64)]) -> Result<RangeProofs, CheckpointError> {
+    let mut out = RangeProofs::default();
+    let Some(note) = read_latest(data_dir)? else {
+        out.past = ranges.to_vec();
+        return Ok(out);
+    };
+    let checkpoint = match ledger.key_history()?.verify_checkpoint(&note) {
+        Ok(c) => c,
+        Err(r) => {
+            out.failures.push(format!(
+                "the latest checkpoint ({}) does not verify under the log's keys: {r}",
+                latest_path(data_dir).display()
+            ));
+            return Ok(out);
+        }
+    };
+    let text = witness::note_text(&note)?;
+    out.cosignatures = note[text.len()..]
+        .lines()
+        .filter(|l| l.starts_with('\u{2014}'))
+        .count()
+        .saturating_sub(1);
+    let size = checkpoint.size;
+    out.checkpoint = Some((size, text.lines().nth(2).unwrap_or_default().to_owned()));
+    for &(first, last) in ranges {
+        if last >= size {
+            out.past.push((first.max(size), last));
+        }
+        if first >= size {
+            continue;
+        }
+        let end = (last + 1).min(size);
+        let report = ledger.verify(
+            &ledger::VerifyOptions {
+                from: Some(first),
+                to: Some(end - 1),
+                ..ledger::VerifyOptions::default()
+            },
+            &|_, _| {},
+        )?;
+        if let Some(f) = &report.failure {
+            out.failures
+                .push(format!("seq {first} to {}: the log does not verify: {f}", end - 1));
+            continue;
+        }
+        let leaves = (first..end)
+            .map(|seq| ledger.leaf_hash(seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        let proof = ledger.range_proof(first, end, size)?;
+        match ledger::merkle::verify_range(&leaves, first, size, &proof, &checkpoint.root) {
+            Ok(()) => out.complete.push((first, end - 1)),
+            Err(e) => out.failures.push(format!(
+                "seq {first} to {}: not the whole range of the checkpoint's tree of {size} events: {e}",
+                end - 1
+            )),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

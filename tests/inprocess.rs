@@ -1163,6 +1163,13 @@ async fn the_admin_api_answers_queries_and_reports_for_auditors() {
     let doc = calls.json();
     assert_eq!(doc["verified"], true, "{doc}");
     assert_eq!(doc["head"]["seq"], json!(head), "{doc}");
+    // No checkpoint issued here (no `serve`): what was read is named as
+    // under none (tests/sql.rs shows the proofs under one).
+    assert_eq!(
+        doc["ranges"],
+        json!({"checkpoint": null, "complete": [], "past_checkpoint": [[0, head]]}),
+        "{doc}"
+    );
     let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1, "{doc}");
     assert_eq!(rows[0]["principal"], "alice");

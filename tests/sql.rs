@@ -275,6 +275,59 @@ fn an_index_build_killed_mid_segment_resumes_to_the_same_answers() {
     ok(out, "verify after resume");
 }
 
+/// `sql --verify` shows the ranges an answer read complete under the
+/// latest checkpoint issued (`checkpoints/latest.note`): their events
+/// verify and are the whole range of the signed tree there; events past
+/// it are named as not yet under a checkpoint. A checkpoint the log's key
+/// did not sign is a disagreement (exit 1), not a proof.
+#[test]
+fn sql_verify_proves_the_ranges_it_read_complete_under_the_latest_checkpoint() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = data_dir(root.path(), 3000);
+    let latest = data.join("checkpoints").join("latest.note");
+    std::fs::create_dir_all(latest.parent().expect("dir")).expect("mkdir");
+    let note = ok(
+        sealgate(&data)
+            .args(["checkpoint", "--size", "2001"])
+            .output()
+            .expect("checkpoint"),
+        "checkpoint",
+    );
+    std::fs::write(&latest, &note).expect("latest.note");
+    ok(
+        sealgate(&data).args(["index", "update"]).output().expect("update"),
+        "update",
+    );
+    let verify = |query: &str| {
+        sealgate(&data)
+            .args(["sql", "--verify", query])
+            .output()
+            .expect("sql --verify")
+    };
+    let out = verify("SELECT count(*) AS n FROM events");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("complete: seq 0 to 2000 are every event of the signed tree there (checkpoint of 2001 events"),
+        "{err}"
+    );
+    assert!(err.contains("not yet under a checkpoint: seq 2001 to 3000"), "{err}");
+
+    // Another ledger's checkpoint (same shape, its own key): refused.
+    let other = tempfile::tempdir().expect("tempdir");
+    let other_data = data_dir(other.path(), 10);
+    let foreign = ok(
+        sealgate(&other_data).args(["checkpoint"]).output().expect("checkpoint"),
+        "other checkpoint",
+    );
+    std::fs::write(&latest, &foreign).expect("latest.note");
+    let out = verify("SELECT count(*) AS n FROM events");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not verify under the log's keys"), "{err}");
+    assert!(!err.contains("complete:"), "{err}");
+}
+
 fn duckdb_python() -> String {
     match std::env::var("SEALGATE_DUCKDB_PYTHON").ok().filter(|v| !v.is_empty()) {
         Some(p) => p,

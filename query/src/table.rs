@@ -35,6 +35,27 @@ pub struct ScanStats {
     pub rows_from_log: u64,
     /// Key lookups answered from the index: (column, value, seqs found).
     pub key_lookups: Vec<(String, String, usize)>,
+    /// The log's tail scanned, as a (from, to) seq range (every event of
+    /// it was read, whatever the filters kept).
+    pub tail_read: Option<(u64, u64)>,
+}
+
+impl ScanStats {
+    /// The seq ranges the answer read every event of (segments and the
+    /// tail), merged where they touch, in order: what a range proof can
+    /// show complete.
+    pub fn ranges_read(&self) -> Vec<(u64, u64)> {
+        let mut all: Vec<(u64, u64)> = self.segments_read.iter().copied().chain(self.tail_read).collect();
+        all.sort_unstable();
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (from, to) in all {
+            match out.last_mut() {
+                Some(last) if from <= last.1.saturating_add(1) => last.1 = last.1.max(to),
+                _ => out.push((from, to)),
+            }
+        }
+        out
+    }
 }
 
 /// Where the table's rows come from.
@@ -352,7 +373,8 @@ fn df(e: Error) -> DataFusionError {
 #[derive(Clone)]
 enum Piece {
     Segment(Segment),
-    Tail(Vec<Row>),
+    /// The rows the filters keep, and the seq range of the whole tail.
+    Tail(Vec<Row>, Option<(u64, u64)>),
 }
 
 /// A scan of `events` without a key lookup: its pieces, read one at a time
@@ -386,8 +408,10 @@ impl Scan {
             .filter(|s| bounds.overlaps((s.from, s.to), (s.ts_min, s.ts_max)))
             .map(|s| Piece::Segment(s.clone()))
             .collect();
+        let tail = snap.tail.first().zip(snap.tail.last()).map(|(a, b)| (a.seq, b.seq));
         pieces.push(Piece::Tail(
             snap.tail.iter().filter(|r| bounds.holds(r)).cloned().collect(),
+            tail,
         ));
         let full = row::schema();
         let schema = match projection {
@@ -471,8 +495,9 @@ impl Scan {
                     }
                 }
             }
-            Piece::Tail(rows) => {
+            Piece::Tail(rows, range) => {
                 stats.rows_from_log += rows.len() as u64;
+                stats.tail_read = *range;
                 vec![from_rows(rows)?]
             }
         };
@@ -481,6 +506,9 @@ impl Scan {
         s.segments_unreadable.extend(stats.segments_unreadable);
         s.rows_from_segments += stats.rows_from_segments;
         s.rows_from_log += stats.rows_from_log;
+        if stats.tail_read.is_some() {
+            s.tail_read = stats.tail_read;
+        }
         Ok(out)
     }
 }

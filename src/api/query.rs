@@ -421,9 +421,11 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
     }
     let limits = api.query_limits;
     let ledger = api.gateway.ledger();
+    let ledger_for_proofs = ledger.clone();
+    let data_dir = api.gateway.data_dir().to_path_buf();
     let store = ::query::store_dir(api.gateway.data_dir());
     let done = tokio::task::spawn_blocking(
-        move || -> Result<(::query::Answer, Vec<::query::Finding>), QueryFailed> {
+        move || -> Result<(::query::Answer, Vec<String>, crate::checkpoints::RangeProofs), QueryFailed> {
             let _permit = permit;
             let tables = match &state {
                 Some(state) => tables(&ledger, state).map_err(|e| QueryFailed::Log(format!("{e:#}")))?,
@@ -436,13 +438,19 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
                 limits,
             };
             let answer = ::query::run_with(snap.clone(), ::query::Source::Store, &sql, &opts)?;
-            let findings = ::query::verify_with(snap, &answer, &sql, &opts)?;
-            Ok((answer, findings))
+            let mut findings: Vec<String> = ::query::verify_with(snap, &answer, &sql, &opts)?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let proofs = crate::checkpoints::prove_ranges(&ledger_for_proofs, &data_dir, &answer.stats.ranges_read())
+                .map_err(|e| QueryFailed::Log(e.to_string()))?;
+            findings.extend(proofs.failures.iter().cloned());
+            Ok((answer, findings, proofs))
         },
     )
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("the query task failed: {e}")))?;
-    let (answer, findings) = done.map_err(QueryFailed::into_api)?;
+    let (answer, findings, proofs) = done.map_err(QueryFailed::into_api)?;
     let internal = |e: String| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e);
     let mut out = Vec::new();
     let format = if csv {
@@ -465,7 +473,12 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
         doc["store_ignored"] = json!(why);
     }
     doc["verified"] = json!(findings.is_empty());
-    doc["findings"] = json!(findings.iter().map(ToString::to_string).collect::<Vec<_>>());
+    doc["findings"] = json!(findings);
+    doc["ranges"] = json!({
+        "checkpoint": proofs.checkpoint.as_ref().map(|(size, root)| json!({"size": size, "root": root, "cosignatures": proofs.cosignatures})),
+        "complete": proofs.complete,
+        "past_checkpoint": proofs.past,
+    });
     Ok(axum::Json(doc).into_response())
 }
 

@@ -66,7 +66,16 @@ pub fn run(
     if !verify {
         return Ok(ExitCode::SUCCESS);
     }
-    let findings = query::verify_with(snap, &answer, sql, &opts)?;
+    let ledger = snap.ledger.clone();
+    let mut findings: Vec<String> = query::verify_with(snap, &answer, sql, &opts)?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let proofs = crate::checkpoints::prove_ranges(&ledger, &paths.data_dir, &answer.stats.ranges_read())?;
+    for line in range_lines(&proofs) {
+        eprintln!("{line}");
+    }
+    findings.extend(proofs.failures);
     if findings.is_empty() {
         eprintln!(
             "verified: {} row(s) and {} index segment(s) agree with the signed log at seq {}",
@@ -81,6 +90,27 @@ pub fn run(
     }
     eprintln!("verify: {} disagreement(s) with the signed log", findings.len());
     Ok(ExitCode::from(1))
+}
+
+/// What the latest checkpoint proves of the ranges an answer read, one
+/// line each (failures are reported as findings).
+pub(crate) fn range_lines(p: &crate::checkpoints::RangeProofs) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some((size, root)) = &p.checkpoint {
+        for (a, b) in &p.complete {
+            out.push(format!(
+                "complete: seq {a} to {b} are every event of the signed tree there (checkpoint of {size} events, root {root}, {} cosignature(s))",
+                p.cosignatures
+            ));
+        }
+    }
+    for (a, b) in &p.past {
+        out.push(match &p.checkpoint {
+            Some((size, _)) => format!("not yet under a checkpoint: seq {a} to {b} (the latest is of {size} events)"),
+            None => format!("not under a checkpoint: seq {a} to {b} (none issued yet)"),
+        });
+    }
+    out
 }
 
 /// JSON or CSV rows written to stdout as the query makes them, so a large
