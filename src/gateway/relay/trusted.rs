@@ -167,6 +167,27 @@ pub fn hashes(tools: &[Json]) -> BTreeMap<String, String> {
 pub async fn check_drift(session: &Session, revealer: Option<Revealer>) {
     let name = session.server.name.clone();
     let core = &session.core;
+    // A closing session asks nothing more of its server, and a suspended
+    // server is not started again for the gateway's own listing.
+    if session.is_closed() {
+        return;
+    }
+    match core.gov.view().await {
+        Ok(view)
+            if view
+                .state
+                .suspensions
+                .of(events::SuspensionTarget::Server, &name)
+                .is_some() =>
+        {
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(server = %name, "cannot check for drift: {e}");
+            return;
+        }
+    }
     let turn = Arc::clone(lock(&core.drift.running).entry(name.clone()).or_default());
     let ticket = turn.asked.fetch_add(1, Ordering::SeqCst) + 1;
     let mut served = turn.served.lock().await;
