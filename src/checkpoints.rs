@@ -800,24 +800,29 @@ pub struct RangeProofs {
     /// The checkpoint's size and root (base64), when one was issued.
     pub checkpoint: Option<(u64, String)>,
     /// Signature lines on it besides the log's own (witnesses'
-    /// cosignatures; `verify-proof --witness` checks them).
-    pub cosignatures: usize,
+    /// cosignatures, as `latest.note` holds them): counted, not checked
+    /// here (`verify-proof --witness` checks them).
+    pub other_signatures: usize,
     /// Ranges (first, last seq) proved complete: their events verify
     /// (hashes, links, signatures) and are the tree's whole range there.
     pub complete: Vec<(u64, u64)>,
     /// Ranges past the checkpoint (under no signed tree yet).
     pub past: Vec<(u64, u64)>,
-    /// What failed: a checkpoint not signed by the log's key, a range
-    /// whose events or proof do not verify.
+    /// What failed: a checkpoint not signed by the log's key, one larger
+    /// than the log, a range whose events or proof do not verify.
     pub failures: Vec<String>,
 }
 
 /// Proves each of `ranges` (first, last seq: what an answer read every
 /// event of) complete under the latest checkpoint issued in `data_dir`:
-/// the checkpoint verifies under the log's key history, the range's events
-/// verify, and a range proof leads from their leaves to its root. A range
-/// proves that the answer's input is every event of those seqs the signed
-/// (and witnessed) tree holds, not only events the log holds. Blocking.
+/// the checkpoint verifies under the log's key history, the ranges'
+/// events verify, and a range proof leads from their leaves to its root.
+/// The keys and the checkpoint come from this data dir: this shows the
+/// answer's input is the whole of those seqs in the tree the log's key
+/// signed, as far as that key is trusted (a witness's cosignature, checked
+/// by `verify-proof --witness`, is what ties it to anything outside).
+/// `ledger` must be a read-only open (verification refuses a writer).
+/// Blocking; reads the log from the first range to its head once.
 pub fn prove_ranges(ledger: &Ledger, data_dir: &Path, ranges: &[(u64, u64)]) -> Result<RangeProofs, CheckpointError> {
     let mut out = RangeProofs::default();
     let Some(note) = read_latest(data_dir)? else {
@@ -835,34 +840,48 @@ pub fn prove_ranges(ledger: &Ledger, data_dir: &Path, ranges: &[(u64, u64)]) -> 
         }
     };
     let text = witness::note_text(&note)?;
-    out.cosignatures = note[text.len()..]
+    out.other_signatures = note[text.len()..]
         .lines()
         .filter(|l| l.starts_with('\u{2014}'))
         .count()
         .saturating_sub(1);
     let size = checkpoint.size;
     out.checkpoint = Some((size, text.lines().nth(2).unwrap_or_default().to_owned()));
+    let held = ledger.tree_size();
+    if size > held {
+        out.failures.push(format!(
+            "the log holds {held} events, fewer than its signed checkpoint of {size} ({}): its tail was cut or rolled back",
+            latest_path(data_dir).display()
+        ));
+        return Ok(out);
+    }
+    let mut under = Vec::new();
     for &(first, last) in ranges {
         if last >= size {
             out.past.push((first.max(size), last));
         }
-        if first >= size {
-            continue;
+        if first < size {
+            under.push((first, (last + 1).min(size)));
         }
-        let end = (last + 1).min(size);
-        let report = ledger.verify(
-            &ledger::VerifyOptions {
-                from: Some(first),
-                to: Some(end - 1),
-                ..ledger::VerifyOptions::default()
-            },
-            &|_, _| {},
-        )?;
-        if let Some(f) = &report.failure {
-            out.failures
-                .push(format!("seq {first} to {}: the log does not verify: {f}", end - 1));
-            continue;
-        }
+    }
+    let (Some(from), Some(to)) = (under.iter().map(|r| r.0).min(), under.iter().map(|r| r.1).max()) else {
+        return Ok(out);
+    };
+    // One pass over the log for every range (their signatures, and the
+    // hashes and links around them).
+    let report = ledger.verify(
+        &ledger::VerifyOptions {
+            from: Some(from),
+            to: Some(to - 1),
+            ..ledger::VerifyOptions::default()
+        },
+        &|_, _| {},
+    )?;
+    if let Some(f) = &report.failure {
+        out.failures.push(format!("the log does not verify: {f}"));
+        return Ok(out);
+    }
+    for (first, end) in under {
         let leaves = (first..end)
             .map(|seq| ledger.leaf_hash(seq))
             .collect::<Result<Vec<_>, _>>()?;

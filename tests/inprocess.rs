@@ -1170,6 +1170,25 @@ async fn the_admin_api_answers_queries_and_reports_for_auditors() {
         json!({"checkpoint": null, "complete": [], "past_checkpoint": [[0, head]]}),
         "{doc}"
     );
+    // A checkpoint issued as `serve` issues it: the range under it is
+    // proved complete (with the gateway's own ledger open for writing).
+    let issued = tokio::task::block_in_place(|| sealgate::checkpoints::issue(&rig.gateway.ledger(), "test"))
+        .expect("issue a checkpoint");
+    let latest = sealgate::checkpoints::latest_path(rig.gateway.data_dir());
+    std::fs::create_dir_all(latest.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&latest, &issued.note).expect("latest.note");
+    let proved = query(
+        "audrey",
+        json!({"sql": "SELECT seq, hash, principal, decision, end_kind FROM calls WHERE tool = 'echo'", "verify": true}),
+    )
+    .await;
+    assert_eq!(proved.status, StatusCode::OK, "{proved:?}");
+    let proved = proved.json();
+    assert_eq!(proved["verified"], true, "{proved}");
+    assert_eq!(proved["ranges"]["complete"], json!([[0, issued.size - 1]]), "{proved}");
+    assert_eq!(proved["ranges"]["checkpoint"]["size"], json!(issued.size), "{proved}");
+    // The checkpoint's own event moved the head.
+    let head = rig.head();
     let rows = doc["rows"].as_array().expect("rows");
     assert_eq!(rows.len(), 1, "{doc}");
     assert_eq!(rows[0]["principal"], "alice");

@@ -308,7 +308,9 @@ fn sql_verify_proves_the_ranges_it_read_complete_under_the_latest_checkpoint() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("complete: seq 0 to 2000 are every event of the signed tree there (checkpoint of 2001 events"),
+        err.contains(
+            "complete: seq 0 to 2000 are every event there of the tree the log's key signed (checkpoint of 2001 events"
+        ),
         "{err}"
     );
     assert!(err.contains("not yet under a checkpoint: seq 2001 to 3000"), "{err}");
@@ -326,6 +328,37 @@ fn sql_verify_proves_the_ranges_it_read_complete_under_the_latest_checkpoint() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("does not verify under the log's keys"), "{err}");
     assert!(!err.contains("complete:"), "{err}");
+
+    // The log rolled back behind a checkpoint its own key signed (a copy
+    // of the data dir from before its last events): a disagreement.
+    let before = root.path().join("before");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&before)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    {
+        let ledger = Ledger::open(&data.join("ledger"), &KeyDir::new(Ledger::default_key_dir(&data))).expect("open");
+        let more = sealgate_tools::golden::drafts().into_iter().take(20).collect();
+        ledger.submit(more).expect("submit").wait().expect("append");
+    }
+    let later = ok(
+        sealgate(&data).args(["checkpoint"]).output().expect("checkpoint"),
+        "checkpoint after more events",
+    );
+    std::fs::write(before.join("checkpoints").join("latest.note"), &later).expect("latest.note");
+    let out = sealgate(&before)
+        .args(["sql", "--verify", "SELECT count(*) AS n FROM events"])
+        .output()
+        .expect("sql --verify");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the log holds 3001 events, fewer than its signed checkpoint of 3021"),
+        "{err}"
+    );
 }
 
 fn duckdb_python() -> String {

@@ -421,8 +421,8 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
     }
     let limits = api.query_limits;
     let ledger = api.gateway.ledger();
-    let ledger_for_proofs = ledger.clone();
     let data_dir = api.gateway.data_dir().to_path_buf();
+    let ledger_dir = ledger.path().to_path_buf();
     let store = ::query::store_dir(api.gateway.data_dir());
     let done = tokio::task::spawn_blocking(
         move || -> Result<(::query::Answer, Vec<String>, crate::checkpoints::RangeProofs), QueryFailed> {
@@ -442,7 +442,10 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            let proofs = crate::checkpoints::prove_ranges(&ledger_for_proofs, &data_dir, &answer.stats.ranges_read())
+            // Verification reads a read-only open of the log (the
+            // gateway's own handle writes).
+            let reader = ledger::Ledger::open_read_only(&ledger_dir).map_err(|e| QueryFailed::Log(e.to_string()))?;
+            let proofs = crate::checkpoints::prove_ranges(&reader, &data_dir, &answer.stats.ranges_read())
                 .map_err(|e| QueryFailed::Log(e.to_string()))?;
             findings.extend(proofs.failures.iter().cloned());
             Ok((answer, findings, proofs))
@@ -475,7 +478,7 @@ async fn answer(api: Api, sql: String, as_of: Option<String>, verify: bool, form
     doc["verified"] = json!(findings.is_empty());
     doc["findings"] = json!(findings);
     doc["ranges"] = json!({
-        "checkpoint": proofs.checkpoint.as_ref().map(|(size, root)| json!({"size": size, "root": root, "cosignatures": proofs.cosignatures})),
+        "checkpoint": proofs.checkpoint.as_ref().map(|(size, root)| json!({"size": size, "root": root, "other_signatures_unchecked": proofs.other_signatures})),
         "complete": proofs.complete,
         "past_checkpoint": proofs.past,
     });

@@ -99,15 +99,15 @@ pub(crate) fn range_lines(p: &crate::checkpoints::RangeProofs) -> Vec<String> {
     if let Some((size, root)) = &p.checkpoint {
         for (a, b) in &p.complete {
             out.push(format!(
-                "complete: seq {a} to {b} are every event of the signed tree there (checkpoint of {size} events, root {root}, {} cosignature(s))",
-                p.cosignatures
+                "complete: seq {a} to {b} are every event there of the tree the log's key signed (checkpoint of {size} events, root {root}; {} other signature line(s), not checked here)",
+                p.other_signatures
             ));
         }
     }
     for (a, b) in &p.past {
         out.push(match &p.checkpoint {
             Some((size, _)) => format!("not yet under a checkpoint: seq {a} to {b} (the latest is of {size} events)"),
-            None => format!("not under a checkpoint: seq {a} to {b} (none issued yet)"),
+            None => format!("not under a checkpoint: seq {a} to {b} (no checkpoints/latest.note in the data dir)"),
         });
     }
     out

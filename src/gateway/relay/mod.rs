@@ -1518,9 +1518,10 @@ impl Session {
         let down_id = {
             let mut st = lock(&self.state);
             // Its session closing (closed, suspended): the request does not
-            // reach the client.
-            if let Some(why) = &st.closing {
-                return Forwarded::Stopped(why.clone());
+            // reach the client, and the upstream is not told who was
+            // suspended.
+            if st.closing.is_some() {
+                return Forwarded::Stopped("withdrawn by the gateway: the session is closing".into());
             }
             st.next_id += 1;
             let down_id = Id::int(st.next_id);
