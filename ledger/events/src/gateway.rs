@@ -648,6 +648,9 @@ pub enum CloseReason {
     GatewayShutdown,
     /// A suspension of its principal, team, server or session.
     Suspended,
+    /// The gateway could not go on with it: its governance state could not
+    /// be read when the session opened (fail closed).
+    GatewayError,
 }
 
 /// What one session did, as the session counted it: every count is of

@@ -619,11 +619,14 @@ impl Session {
         // read after the insert holds every suspension whose sweep could
         // have missed it. The session is closed by it, recorded, and the
         // client refused.
-        let view = core
-            .gov
-            .view()
-            .await
-            .map_err(|e| admission::gov_unavailable(&name, e))?;
+        let view = match core.gov.view().await {
+            Ok(view) => view,
+            Err(e) => {
+                let e = admission::gov_unavailable(&name, e);
+                session.close(events::CloseReason::GatewayError, &e.message, None).await;
+                return Err(e);
+            }
+        };
         if let Some(s) =
             view.state
                 .suspensions
