@@ -12,7 +12,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -68,37 +67,6 @@ fn token_site(gateway_extra: &str, servers: &str) -> Site {
 
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
-}
-
-/// Starts `sealgate serve` on a config that must not start, and returns
-/// its stderr once it has exited with a failure.
-fn serve_must_fail(site: &Site) -> String {
-    let log = site.path("serve-fail.log");
-    let mut child = site
-        .sealgate()
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start sealgate serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sealgate serve") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sealgate serve is still running after 30 s; it should have refused to start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&log).expect("read serve log");
-    assert!(!status.success(), "sealgate serve exited with {status}:\n{stderr}");
-    stderr
 }
 
 // ---------------------------------------------------------------- raw HTTP
@@ -810,7 +778,7 @@ fn jwks_urls_off_loopback_stop_serve_from_starting() {
             jwt_issuer_section(&format!("jwks_url = {}", q(url))),
             stdio_server("everything", "node", &["never-started.js"]).replace("approve = true\n", "")
         ));
-        let stderr = serve_must_fail(&site);
+        let stderr = site.serve_must_fail();
         assert!(
             stderr.contains(url) && stderr.contains(why),
             "{url}: the error does not name the URL and {why:?}:\n{stderr}"

@@ -15,7 +15,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -191,36 +191,6 @@ fn site(dir: tempfile::TempDir, issuer: &str, extra: &str, upstream: &str) -> Si
     )
 }
 
-/// Starts `sealgate serve`, which must refuse to start: its stderr.
-fn serve_must_fail(site: &Site) -> String {
-    let log = site.path("serve-fail.log");
-    let mut child = site
-        .sealgate()
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start sealgate serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for sealgate serve") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "sealgate serve still runs after 60 s; it should have refused to start:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "sealgate serve exited 0:\n{stderr}");
-    stderr
-}
-
 // ---------------------------------------------------------------- tests
 
 /// A token the provider issued over HTTPS is accepted for a real MCP call
@@ -327,7 +297,7 @@ fn an_unreachable_untrusted_or_foreign_provider_stops_the_start() {
 
     // Nothing listens there.
     let down = site(tempfile::tempdir().expect("site dir"), &issuer, &ca_line, idle);
-    let stderr = serve_must_fail(&down);
+    let stderr = down.serve_must_fail();
     assert!(
         stderr.contains(&format!(
             "issuer {issuer}: cannot fetch the discovery document {discovery}"
@@ -343,7 +313,7 @@ fn an_unreachable_untrusted_or_foreign_provider_stops_the_start() {
     // another issuer's.
     let provider = Provider::start(dir.path(), port, &format!("https://localhost:{port}"), "k1");
     let foreign = site(tempfile::tempdir().expect("site dir"), &issuer, &ca_line, idle);
-    let stderr = serve_must_fail(&foreign);
+    let stderr = foreign.serve_must_fail();
     assert!(
         stderr.contains(&format!("issuer {issuer}: discovery document {discovery}"))
             && stderr.contains(&format!("issuer \"https://localhost:{port}\"'s, not \"{issuer}\"'s")),
@@ -355,7 +325,7 @@ fn an_unreachable_untrusted_or_foreign_provider_stops_the_start() {
     // hold the test CA.
     let _provider = Provider::start(dir.path(), port, &issuer, "k1");
     let untrusted = site(tempfile::tempdir().expect("site dir"), &issuer, "", idle);
-    let stderr = serve_must_fail(&untrusted);
+    let stderr = untrusted.serve_must_fail();
     assert!(
         stderr.contains(&format!(
             "issuer {issuer}: cannot fetch the discovery document {discovery}"
@@ -371,7 +341,7 @@ fn an_unreachable_untrusted_or_foreign_provider_stops_the_start() {
         &format!("ca_file = {}\n", q(&bad.to_string_lossy())),
         idle,
     );
-    let stderr = serve_must_fail(&bad_ca);
+    let stderr = bad_ca.serve_must_fail();
     assert!(
         stderr.contains(&format!("issuer {issuer}: ca_file {}", bad.display())),
         "{stderr}"
@@ -385,7 +355,7 @@ fn discovery_over_plain_http_off_loopback_is_refused_by_the_config_check() {
     let idle = "[servers.idle]\ntransport = \"stdio\"\ncommand = \"true\"\nregister = false\n";
     for issuer in ["http://idp.sealgate.test/realms/a", "http://10.0.0.7:8080"] {
         let site = site(tempfile::tempdir().expect("site dir"), issuer, "", idle);
-        let stderr = serve_must_fail(&site);
+        let stderr = site.serve_must_fail();
         assert!(
             stderr.contains(&format!("auth.jwt[0] (issuer {issuer:?}): discovery from the issuer"))
                 && stderr.contains("not a loopback address"),

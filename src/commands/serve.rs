@@ -93,6 +93,18 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The host lock of `paths.data_dir`, or a clear error naming who may hold
 /// it.
+/// Serves `DATA_DIR/gateway.sock`, where `sealgate stdio` processes attach
+/// (docs/GATEWAY.md, Desktop clients).
+fn listen_local(gateway: &Gateway, paths: &Paths, config: &Config) -> Result<crate::gateway::local::Listening> {
+    crate::gateway::local::listen(
+        gateway,
+        &paths.data_dir,
+        &config.gateway.stdio_principal,
+        crate::gateway::stdio_reserved(config),
+        config.gateway.max_body_bytes,
+    )
+}
+
 fn host_lock(paths: &Paths) -> Result<HostLock> {
     HostLock::try_take(&paths.data_dir)?.with_context(|| {
         format!(
@@ -178,13 +190,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         .await?;
         // `sealgate stdio` processes attach here (docs/GATEWAY.md, Desktop
         // clients).
-        let mut local = crate::gateway::local::listen(
-            &gateway,
-            &paths.data_dir,
-            &config.gateway.stdio_principal,
-            crate::gateway::stdio_reserved(config),
-            config.gateway.max_body_bytes,
-        )?;
+        let mut local = listen_local(&gateway, paths, config)?;
         let app = crate::api::app(&gateway, auth, config, addr);
         {
             let mut out = std::io::stdout().lock();
@@ -324,13 +330,7 @@ pub fn stdio(
     };
     rt.block_on(async {
         bootstrap(&gateway, config, global).await?;
-        let mut local = crate::gateway::local::listen(
-            &gateway,
-            &paths.data_dir,
-            &config.gateway.stdio_principal,
-            crate::gateway::stdio_reserved(config),
-            config.gateway.max_body_bytes,
-        )?;
+        let mut local = listen_local(&gateway, paths, config)?;
         let own = gateway
             .serve_stdio(server, principal, config.gateway.max_body_bytes)
             .await;

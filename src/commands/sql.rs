@@ -94,7 +94,7 @@ pub fn run(
 
 /// What the latest checkpoint proves of the ranges an answer read, one
 /// line each (failures are reported as findings).
-pub(crate) fn range_lines(p: &crate::checkpoints::RangeProofs) -> Vec<String> {
+fn range_lines(p: &crate::checkpoints::RangeProofs) -> Vec<String> {
     let mut out = Vec::new();
     if let Some((size, root)) = &p.checkpoint {
         for (a, b) in &p.complete {

@@ -251,16 +251,7 @@ pub fn decide(
         r.action = action;
         return r;
     };
-    let evaluation = policy.evaluate(&Facts {
-        server: name,
-        method: call.method,
-        target: call.target,
-        principal: &call.principal.name,
-        teams: &call.principal.teams,
-        env: &server.env,
-        risk: &server.risk,
-        action,
-    });
+    let evaluation = policy.evaluate(&facts(call, server, action));
     let code = match (&evaluation.rule, evaluation.verdict) {
         (None, _) => ReasonCode::NoRule,
         (Some(_), Verdict::Allow) => ReasonCode::RuleAllow,
@@ -363,6 +354,21 @@ pub fn decide_access(state: &GovState, call: &CallRequest<'_>, now: Timestamp) -
                 None => format!("no grant lets {:?} (teams {:?}) use {name:?}", p.name, p.teams),
             },
         ),
+    }
+}
+
+/// What the policy's rules and limits see of `call` to `server` (its
+/// registry entry), its action as labelled.
+pub(super) fn facts<'a>(call: &CallRequest<'a>, server: &'a Server, action: Option<Action>) -> Facts<'a> {
+    Facts {
+        server: call.server,
+        method: call.method,
+        target: call.target,
+        principal: &call.principal.name,
+        teams: &call.principal.teams,
+        env: &server.env,
+        risk: &server.risk,
+        action,
     }
 }
 

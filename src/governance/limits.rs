@@ -369,16 +369,7 @@ impl Limiter {
             );
             return;
         };
-        let facts = Facts {
-            server: call.server,
-            method: call.method,
-            target: call.target,
-            principal: &call.principal.name,
-            teams: &call.principal.teams,
-            env: &server.env,
-            risk: &server.risk,
-            action: ruling.action,
-        };
+        let facts = super::decide::facts(call, server, ruling.action);
         match self.admit(policy.limits(), &facts, Instant::now(), unix_sec(now)) {
             Ok(used) => ruling.quota = used,
             Err(hit) => {

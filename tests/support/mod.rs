@@ -111,6 +111,37 @@ pub struct Site {
 }
 
 impl Site {
+    /// Starts `sealgate serve` on a config that must not start, and returns
+    /// its stderr once it has exited with a failure (at most 60 s).
+    pub fn serve_must_fail(&self) -> String {
+        let log = self.path("serve-fail.log");
+        let mut child = self
+            .sealgate()
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start sealgate serve");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for sealgate serve") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "sealgate serve still runs after 60 s; it should have refused to start:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let stderr = std::fs::read_to_string(&log).expect("read serve log");
+        assert!(!status.success(), "sealgate serve exited with {status}:\n{stderr}");
+        stderr
+    }
+
     /// `sealgate token create` into the site's tokens file: the token.
     pub fn create_token(&self, principal: &str, teams: &[&str], roles: &[&str]) -> String {
         let mut cmd = self.sealgate();
