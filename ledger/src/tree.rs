@@ -2,18 +2,22 @@
 //! `tree` column family, written by the single writer in the same batch as
 //! the events that complete it (`docs/FORMAT.md`, "The Merkle tree").
 //!
-//! Key: `level (u8) ‖ index (u64 BE)` → the 32-byte SHA-256 hash of the
-//! perfect subtree over leaves `index·2^level .. (index+1)·2^level`. Level
-//! 0 holds the leaf hashes. A tree of `n` leaves is the `popcount(n)` peaks
+//! Key: `last leaf (u64 BE) ‖ level (u8)` → the 32-byte SHA-256 hash of
+//! the perfect subtree over leaves `index·2^level .. (index+1)·2^level`,
+//! whose last leaf is `(index+1)·2^level − 1`. Level 0 holds the leaf
+//! hashes. Keys sort in the order the appends complete the nodes, so the
+//! column family is only ever appended to: a flushed table never overlaps
+//! the older ones, and compaction moves files without rewriting them. A tree of `n` leaves is the `popcount(n)` peaks
 //! of [`crate::merkle::peak_ranges`]; any root, inclusion or consistency
 //! proof up to the head is `O(log n)` point reads.
 //!
 //! `meta/tree` (one byte, [`TREE_FORMAT`]) says the tree is complete for
-//! every stored event. A ledger made before the tree has none: the writer's
-//! open builds it from the log before the first append ([`backfill`]), in
-//! batches, the marker last, so an interrupted build starts over.
+//! every stored event. A ledger made before the tree (or before this key
+//! layout, format 1) has none: the writer's open builds it from the log
+//! before the first append ([`backfill`]), in batches, the marker last, so
+//! an interrupted build starts over.
 
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
 
 use crate::chain::RawRecord;
 use crate::checkpoint::{self, Checkpoint, ConsistencyProof, InclusionProof, KeyHistory};
@@ -26,16 +30,34 @@ use crate::store::{CF_META, Store};
 
 pub(crate) const CF_TREE: &str = "tree";
 pub(crate) const META_TREE: &[u8] = b"tree";
-pub(crate) const TREE_FORMAT: u8 = 1;
+/// 2: keys in completion order. 1 (level first) is rebuilt by a writer's open.
+pub(crate) const TREE_FORMAT: u8 = 2;
+const TREE_FORMAT_LEVEL_FIRST: u8 = 1;
 
 /// Events hashed into one batch while a tree is built from an old log.
 const BACKFILL_BATCH: u64 = 16 * 1024;
 
 pub(crate) fn node_key(level: u8, index: u64) -> [u8; 9] {
+    let last = (index << level) | ((1u64 << level) - 1);
     let mut k = [0u8; 9];
-    k[0] = level;
-    k[1..].copy_from_slice(&index.to_be_bytes());
+    k[..8].copy_from_slice(&last.to_be_bytes());
+    k[8] = level;
     k
+}
+
+/// `(level, index)` of a stored key, if it is one [`node_key`] makes.
+fn key_node(key: &[u8]) -> Option<(u8, u64)> {
+    let (last, level) = (u64::from_be_bytes(key.get(..8)?.try_into().ok()?), *key.get(8)?);
+    let ones = 1u64.checked_shl(u32::from(level))? - 1;
+    (key.len() == 9 && last & ones == ones).then_some((level, last >> level))
+}
+
+/// A stored key, as its node or as bytes.
+fn describe_key(key: &[u8]) -> String {
+    match key_node(key) {
+        Some((level, index)) => format!("(level {level}, index {index})"),
+        None => format!("with malformed key {}", hex::encode(key)),
+    }
 }
 
 /// The leaf hash of a stored record at `seq`.
@@ -55,7 +77,7 @@ impl Store {
             .get_cf(self.cf(CF_META)?, META_TREE)
             .map_err(|e| Error::storage(&self.path, e))?;
         match marker.as_deref() {
-            None => Ok(false),
+            None | Some([TREE_FORMAT_LEVEL_FIRST]) => Ok(false),
             Some([TREE_FORMAT]) => Ok(true),
             Some(other) => Err(Error::Damaged {
                 path: self.path.clone(),
@@ -66,7 +88,7 @@ impl Store {
 
     fn no_tree(&self) -> Error {
         Error::InvalidRequest(format!(
-            "the ledger in {} has no Merkle tree yet (it was made before the tree existed): open it for writing once (`sealgate serve`, or any append) to build it",
+            "the ledger in {} has no Merkle tree yet (it was made before the tree existed, or before its current layout): open it for writing once (`sealgate serve`, or any append) to build it",
             self.path.display()
         ))
     }
@@ -110,13 +132,19 @@ impl Store {
     }
 }
 
-/// Builds the tree of a log that has none (a ledger made before the tree),
-/// before the writer starts. Idempotent: nodes are rewritten with the same
-/// bytes and the marker goes last.
+/// Builds the tree of a log that has none (a ledger made before the tree,
+/// or before its key layout), before the writer starts. Whatever the column
+/// family held goes first (an old layout, or an interrupted build), and the
+/// marker goes last, so an interrupted build starts over.
 pub(crate) fn backfill(store: &Store) -> Result<()> {
     let head = store.head();
     tracing::info!(path = %store.path.display(), events = head.seq + 1, "building the Merkle tree from the log");
     let tree = store.cf(CF_TREE)?;
+    // Every key is 9 bytes (either layout): all sort below ten 0xff.
+    store
+        .db
+        .delete_range_cf(tree, &[][..], &[0xffu8; 10][..])
+        .map_err(|e| Error::storage(&store.path, e))?;
     let mut frontier = Frontier::default();
     let mut batch = WriteBatch::default();
     for item in store.raw_iter(0)? {
@@ -260,7 +288,9 @@ impl Ledger {
             Err(e) => return Ok(Some(Failure::new(0, FailureKind::TreeMismatch, e.to_string()))),
         }
         let cf = store.cf(CF_TREE)?;
-        let mut levels: Vec<rocksdb::DBIteratorWithThreadMode<'_, rocksdb::DB>> = Vec::new();
+        // The stored keys are in the order the appends completed the nodes,
+        // which is the order the frontier reports them: one forward walk.
+        let mut stored = store.db.iterator_cf(cf, IteratorMode::Start);
         let mut frontier = Frontier::default();
         let mut failure: Option<Failure> = None;
         for item in store.raw_iter(0)? {
@@ -277,16 +307,15 @@ impl Ledger {
                 if mismatch.is_some() {
                     return;
                 }
-                while levels.len() <= usize::from(level) {
-                    let start = node_key(levels.len() as u8, 0);
-                    levels.push(store.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)));
-                }
-                let stored = levels[usize::from(level)].next();
                 let want = node_key(level, index);
-                mismatch = match stored {
+                mismatch = match stored.next() {
                     Some(Ok((k, v))) if *k == want && *v == *hash => None,
                     Some(Ok((k, _))) if *k == want => Some(format!(
                         "Merkle tree node (level {level}, index {index}) does not match the events"
+                    )),
+                    Some(Ok((k, _))) if *k < want[..] => Some(format!(
+                        "the store holds Merkle tree node {} that is not in the tree of the events",
+                        describe_key(&k)
                     )),
                     Some(Ok(_)) | None => Some(format!("Merkle tree node (level {level}, index {index}) missing")),
                     Some(Err(e)) => Some(format!("Merkle tree node (level {level}, index {index}): {e}")),
@@ -298,24 +327,26 @@ impl Ledger {
             }
         }
         if failure.is_none() {
-            // Nothing stored past the tree of the log: no level holds more
-            // nodes than `size >> level`.
+            // Nothing stored past the tree of the log.
             let size = frontier.size();
-            for level in 0..64u8 {
-                let start = node_key(level, size >> level);
-                let mut it = store.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
-                if let Some(Ok((k, _))) = it.next()
-                    && k.first() == Some(&level)
-                {
+            match stored.next() {
+                None => {}
+                Some(Ok((k, _))) => {
                     failure = Some(Failure::new(
                         size.saturating_sub(1),
                         FailureKind::TreeMismatch,
                         format!(
-                            "the store holds Merkle tree node (level {level}, key {}) past the tree of the log's {size} events",
-                            hex::encode(&k)
+                            "the store holds Merkle tree node {} past the tree of the log's {size} events",
+                            describe_key(&k)
                         ),
                     ));
-                    break;
+                }
+                Some(Err(e)) => {
+                    failure = Some(Failure::new(
+                        size.saturating_sub(1),
+                        FailureKind::TreeMismatch,
+                        format!("reading the Merkle tree past the log's {size} events: {e}"),
+                    ));
                 }
             }
         }
@@ -399,5 +430,39 @@ impl Ledger {
     pub fn prove_consistency_now(&self, old: u64, new: u64) -> Result<ConsistencyProof> {
         let key = self.writer_key().ok_or(Error::ReadOnly)?;
         self.prove_consistency(old, new, &key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored keys sort in the order appends complete the nodes, the
+    /// order `check_tree` walks them in, and each names its node.
+    #[test]
+    fn node_keys_sort_in_completion_order() {
+        let mut frontier = Frontier::default();
+        let mut keys = Vec::new();
+        for i in 0..1000u64 {
+            frontier.push([i as u8; 32], |level, index, _| {
+                let key = node_key(level, index);
+                assert_eq!(key_node(&key), Some((level, index)));
+                keys.push(key);
+            });
+        }
+        assert_eq!(
+            keys.len() as u32,
+            2 * 1000 - 1000u32.count_ones(),
+            "every node of every complete subtree"
+        );
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "strictly ascending");
+        // A level 3 node covers leaves 8..16: its last leaf is 15.
+        assert_eq!(node_key(3, 1), [0, 0, 0, 0, 0, 0, 0, 15, 3]);
+        assert_eq!(
+            key_node(&[0, 0, 0, 0, 0, 0, 0, 14, 3]),
+            None,
+            "15 is not 2^3 leaves from a boundary"
+        );
+        assert_eq!(key_node(&[0; 8]), None);
     }
 }

@@ -38,9 +38,11 @@ impl HashReader for StoredNodes {
             .iter()
             .map(|&i| {
                 let (level, n) = tlog_tiles::split_stored_hash_index(i);
-                let mut key = vec![level];
-                key.extend_from_slice(&n.to_be_bytes());
-                let v = self.0.get_cf(cf, key).expect("read").expect("node stored");
+                let v = self
+                    .0
+                    .get_cf(cf, common::tree_key(level, n))
+                    .expect("read")
+                    .expect("node stored");
                 Ok(Hash(v.as_slice().try_into().expect("32 bytes")))
             })
             .collect()

@@ -136,6 +136,87 @@ fn a_ledger_made_before_the_tree_gets_it_when_opened_for_writing() {
     assert!(verify(&f.path, None).ok());
 }
 
+/// A tree stored in the first key layout (`level ‖ index`, marker 1) is
+/// not read as a tree: a read-only open says there is none yet, and an
+/// open for writing rebuilds it in the current layout, leaving none of the
+/// old keys behind.
+#[test]
+fn a_tree_in_the_old_key_layout_is_rebuilt_when_opened_for_writing() {
+    let f = build(drafts(40), false, Vec::new());
+    let (root, size) = {
+        let l = Ledger::open_read_only(&f.path).expect("open");
+        (l.tree_root(l.tree_size()).expect("root"), l.tree_size())
+    };
+    {
+        let db = raw_db(&f.path);
+        let tree = db.cf_handle("tree").expect("tree");
+        let nodes: Vec<(Box<[u8]>, Box<[u8]>)> = db
+            .iterator_cf(tree, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.expect("read node"))
+            .collect();
+        assert_eq!(
+            nodes.len() as u64,
+            2 * size - u64::from(size.count_ones()),
+            "every node of the tree"
+        );
+        for (k, v) in nodes {
+            let (last, level) = (u64::from_be_bytes(k[..8].try_into().expect("8 bytes")), k[8]);
+            let mut old = vec![level];
+            old.extend_from_slice(&(((last + 1) >> level) - 1).to_be_bytes());
+            db.delete_cf(tree, &k).expect("delete");
+            db.put_cf(tree, old, v).expect("put");
+        }
+        let meta = db.cf_handle("meta").expect("meta");
+        db.put_cf(meta, b"tree", [1u8]).expect("marker");
+    }
+    {
+        let l = Ledger::open_read_only(&f.path).expect("a read-only open of an old layout works");
+        let e = l.tree_root(size).expect_err("no tree in this layout");
+        assert!(e.to_string().contains("no Merkle tree yet"), "{e}");
+    }
+    {
+        let l = Ledger::open(&f.path, &f.keys).expect("open for writing rebuilds the tree");
+        assert_eq!(l.tree_root(size).expect("root"), root);
+        l.append_blocking(draft(99)).expect("append after the rebuild");
+    }
+    let report = verify(&f.path, None);
+    assert!(report.ok(), "no old key is left behind: {:?}", report.failure);
+    let l = Ledger::open_read_only(&f.path).expect("open");
+    assert_eq!(l.tree_root(size + 1).expect("root"), mth(&leaves_of(&l)));
+}
+
+/// A node the log's tree does not have, stored among the real ones or past
+/// the head, fails full verification.
+#[test]
+fn a_stray_tree_node_fails_verification() {
+    let f = build(drafts(12), false, Vec::new());
+    let size = Ledger::open_read_only(&f.path).expect("open").tree_size();
+    let mut stray = 5u64.to_be_bytes().to_vec();
+    stray.push(7); // "level 7 ending at leaf 5": no such node
+    for (key, seq, says) in [
+        (stray, 6, "not in the tree of the events"),
+        (tree_key(0, size), size - 1, "past the tree of the log's"),
+        (tree_key(2, size / 4 + 1), size - 1, "past the tree of the log's"),
+    ] {
+        let db = raw_db(&f.path);
+        let tree = db.cf_handle("tree").expect("tree");
+        db.put_cf(tree, &key, [0x5a; 32]).expect("put");
+        drop(db);
+        let failure = verify(&f.path, None).failure.expect("a stray node is found");
+        assert_eq!(
+            (failure.kind, failure.seq),
+            (FailureKind::TreeMismatch, seq),
+            "{failure}"
+        );
+        assert!(failure.to_string().contains(says), "{failure}");
+        let db = raw_db(&f.path);
+        let tree = db.cf_handle("tree").expect("tree");
+        db.delete_cf(tree, &key).expect("delete");
+        drop(db);
+        assert!(verify(&f.path, None).ok(), "clean again");
+    }
+}
+
 #[test]
 fn a_changed_tree_node_fails_verification_and_its_proofs() {
     let f = build(drafts(12), false, Vec::new());
@@ -153,9 +234,7 @@ fn a_changed_tree_node_fails_verification_and_its_proofs() {
         // Leaf 2 is leaf 3's sibling: in its proof, and in the root.
         let db = raw_db(&f.path);
         let tree = db.cf_handle("tree").expect("tree");
-        let mut key = vec![0u8];
-        key.extend_from_slice(&2u64.to_be_bytes());
-        db.put_cf(tree, &key, [0x5a; 32]).expect("put");
+        db.put_cf(tree, common::tree_key(0, 2), [0x5a; 32]).expect("put");
     }
     let failure = verify(&f.path, None).failure.expect("a changed node is found");
     assert_eq!((failure.kind, failure.seq), (FailureKind::TreeMismatch, 2), "{failure}");

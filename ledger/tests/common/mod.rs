@@ -228,6 +228,15 @@ pub fn any_draft() -> impl Strategy<Value = Draft> {
         })
 }
 
+/// The stored key of Merkle tree node `(level, index)`, from FORMAT.md §10:
+/// the last leaf it covers (8 bytes BE), then its level.
+pub fn tree_key(level: u8, index: u64) -> Vec<u8> {
+    let last = ((index + 1) << level) - 1;
+    let mut key = last.to_be_bytes().to_vec();
+    key.push(level);
+    key
+}
+
 /// Rewrites the Merkle tree from the events as they now are, as an
 /// attacker with disk access who changed or cut them would: every node of
 /// every complete subtree, and nothing else.
@@ -254,9 +263,7 @@ pub fn rewrite_tree(db: &rocksdb::DB) {
     let mut height = 0u8;
     loop {
         for (i, h) in level.iter().enumerate() {
-            let mut key = vec![height];
-            key.extend_from_slice(&(i as u64).to_be_bytes());
-            db.put_cf(tree, key, h).expect("put node");
+            db.put_cf(tree, tree_key(height, i as u64), h).expect("put node");
         }
         if level.len() < 2 {
             break;
