@@ -144,6 +144,11 @@ pub(crate) struct Store {
     pub(crate) mark: Option<acked::Mark>,
     /// The writer's locks that let read-only opens pause its deletions.
     pub(crate) views: Option<crate::views::WriterLocks>,
+    /// The last key schedule read, under the rotation index it was read
+    /// for: genesis and rotation events never change once written, so a
+    /// schedule is read and its signatures checked again only when a
+    /// rotation is added (every checkpoint and proof asks for it).
+    schedule: std::sync::Mutex<Option<(Vec<u64>, KeySchedule)>>,
 }
 
 /// What the writer has made durable since the ledger was opened: how well
@@ -443,6 +448,7 @@ impl Store {
             acked,
             mark: None,
             views: None,
+            schedule: std::sync::Mutex::new(None),
         })
     }
 
@@ -615,10 +621,19 @@ impl Store {
     /// schedule for the keys of events before its range, and a rotation
     /// nobody holding the current key signed must not introduce a key.
     pub(crate) fn key_schedule(&self) -> Result<KeySchedule> {
-        self.checked_key_schedule()?.map_err(|f| Error::Malformed {
+        let rotations = self.rotation_seqs()?;
+        let mut cached = self.schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, schedule)) = cached.as_ref()
+            && *at == rotations
+        {
+            return Ok(schedule.clone());
+        }
+        let schedule = self.checked_key_schedule()?.map_err(|f| Error::Malformed {
             seq: f.seq,
             reason: f.detail,
-        })
+        })?;
+        *cached = Some((rotations, schedule.clone()));
+        Ok(schedule)
     }
 
     /// [`Store::key_schedule`], with a bad event reported as the

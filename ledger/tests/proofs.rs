@@ -101,6 +101,30 @@ fn checkpoints_and_proofs_verify_offline_with_the_key_history() {
     assert_eq!((old.size, new.size), (rotation, size));
 }
 
+/// One writing handle across a rotation: its checkpoints and key history
+/// follow the new key (the handle keeps the key schedule it read, until a
+/// rotation is added).
+#[test]
+fn a_writing_handle_signs_checkpoints_with_the_new_key_after_a_rotation() {
+    let Fresh { ledger: l, .. } = fresh();
+    l.submit(drafts(5)).expect("submit").wait().expect("append");
+    let before = l.checkpoint_now(None).expect("checkpoint with key A");
+    let history_a = l.key_history().expect("history");
+    assert_eq!(history_a.keys.len(), 1);
+    history_a.verify_checkpoint(&before).expect("verifies under key A");
+    l.rotate_key(SigningKey::from_seed(KEY_B), actor("ops"), None).expect("rotate");
+    l.submit(drafts(3)).expect("submit").wait().expect("append");
+    let history = l.key_history().expect("history after the rotation");
+    assert_eq!(history.keys.len(), 2, "the rotation is in the history at once");
+    let after = l.checkpoint_now(None).expect("checkpoint with key B");
+    history.verify_checkpoint(&after).expect("verifies under key B");
+    assert!(history_a.verify_checkpoint(&after).is_err(), "not signed by key A");
+    assert!(
+        l.checkpoint(l.tree_size(), &SigningKey::from_seed(KEY_A)).is_err(),
+        "key A is retired for this handle too"
+    );
+}
+
 #[test]
 fn a_ledger_made_before_the_tree_gets_it_when_opened_for_writing() {
     let f = build(drafts(40), false, Vec::new());
