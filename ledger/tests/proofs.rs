@@ -112,7 +112,8 @@ fn a_writing_handle_signs_checkpoints_with_the_new_key_after_a_rotation() {
     let history_a = l.key_history().expect("history");
     assert_eq!(history_a.keys.len(), 1);
     history_a.verify_checkpoint(&before).expect("verifies under key A");
-    l.rotate_key(SigningKey::from_seed(KEY_B), actor("ops"), None).expect("rotate");
+    l.rotate_key(SigningKey::from_seed(KEY_B), actor("ops"), None)
+        .expect("rotate");
     l.submit(drafts(3)).expect("submit").wait().expect("append");
     let history = l.key_history().expect("history after the rotation");
     assert_eq!(history.keys.len(), 2, "the rotation is in the history at once");
@@ -174,7 +175,8 @@ fn a_tree_in_the_old_key_layout_is_rebuilt_when_opened_for_writing() {
     {
         let db = raw_db(&f.path);
         let tree = db.cf_handle("tree").expect("tree");
-        let nodes: Vec<(Box<[u8]>, Box<[u8]>)> = db
+        type Node = (Box<[u8]>, Box<[u8]>);
+        let nodes: Vec<Node> = db
             .iterator_cf(tree, rocksdb::IteratorMode::Start)
             .map(|kv| kv.expect("read node"))
             .collect();
