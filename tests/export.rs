@@ -174,3 +174,53 @@ fn a_collector_refusing_everything_leaves_the_gateway_serving() {
     site.verify();
     gw.stop();
 }
+
+/// A `sealgate stdio` process that hosts the ledger (no `serve`) runs what
+/// `serve` runs beside the gateway: its session reaches the collector, and
+/// at its end it issues the shutdown checkpoint and waits for the sink to
+/// send the log's tail (the session's end and that checkpoint) before it
+/// exits. The collector takes 300 ms per request, so the tail is still
+/// unsent when the session ends.
+#[test]
+#[ignore = "end-to-end: needs the MCP peers; tools/test.sh runs it"]
+fn a_stdio_host_exports_its_session_and_checkpoints_at_its_end() {
+    let peers = peers();
+    let receiver = Receiver::start(Mode::Slow(Duration::from_millis(300)));
+    let site = site_exporting_to(&receiver.url(), "http", &peers);
+    let mut cmd = site.sealgate();
+    cmd.args(["stdio", "--server", "everything", "--principal", "alice"]);
+    let mut s = support::wire::StdioSession::start(cmd);
+    s.initialize(serde_json::json!({}));
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": {"name": "get-sum", "arguments": {"a": 2, "b": 3}}});
+    s.send_raw(&call.to_string());
+    let answer = s.answer(1);
+    assert!(
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('5'),
+        "{answer}"
+    );
+    assert!(s.finish().success());
+
+    let events = site.events();
+    let last = events.last().expect("events");
+    assert_eq!(
+        kind(last),
+        "checkpoint.issued",
+        "the shutdown checkpoint is the last event"
+    );
+    assert_eq!(body(last, "trigger"), "shutdown");
+    assert!(
+        events.iter().any(|e| kind(e) == "session.closed"),
+        "the session's end is recorded"
+    );
+    // Sent before the process exited: nothing runs now that could move
+    // the cursor.
+    let status = export_status(&site);
+    assert_eq!(status["cursor"], seq(last), "{status}");
+    assert_eq!(status["lag_events"], 0, "{status}");
+    let got = wait_all(&receiver, seq(last));
+    assert_every_once_in_order(&got, &hashes(&events));
+}

@@ -41,12 +41,8 @@ fn open_or_create(paths: &Paths) -> Result<Ledger> {
 }
 
 /// The gateway on its ledger, with the governance state loaded (from the
-/// newest snapshot and the log after it). Blocking.
-fn gateway(paths: &Paths, config: &Config) -> Result<Gateway> {
-    gateway_on(paths, config).map(|(g, _)| g)
-}
-
-/// [`gateway`], and the ledger it writes (for readers beside it).
+/// newest snapshot and the log after it), and the ledger it writes (for
+/// readers beside it). Blocking.
 fn gateway_on(paths: &Paths, config: &Config) -> Result<(Gateway, Arc<Ledger>)> {
     if config.servers.is_empty() {
         bail!("no servers configured: add a [servers.NAME] table to the config (see docs/CONFIG.md)");
@@ -114,6 +110,134 @@ fn host_lock(paths: &Paths) -> Result<HostLock> {
     })
 }
 
+/// What runs beside the gateway on the log it writes, in `serve` and in a
+/// `stdio` host alike (docs/ARCHITECTURE.md): the query follower, the
+/// exporters, the metrics, the alert detector and the webhooks, each on a
+/// thread of its own, and the checkpoint issuer on the runtime.
+struct Beside {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<(&'static str, std::thread::JoinHandle<()>)>,
+    issuer: Option<crate::checkpoints::Issuer>,
+}
+
+impl Beside {
+    /// Starts the threads. A config that cannot work stops the start; a
+    /// collector or a webhook that is down does not.
+    fn start(paths: &Paths, config: &Config, ledger: &Arc<Ledger>) -> Result<Beside> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut beside = Beside {
+            stop: stop.clone(),
+            threads: Vec::new(),
+            issuer: None,
+        };
+        // On an error below, the threads already started stop with it.
+        let started = (|| -> Result<()> {
+            // The query index (docs/QUERY.md).
+            if let Some(t) = super::sql::spawn_follower(paths, ledger.clone(), stop.clone()) {
+                beside.threads.push(("query follower", t));
+            }
+            // Each exporter (docs/EXPORT.md).
+            for t in exporters::spawn(&paths.data_dir, ledger.clone(), &config.exporters, stop.clone())
+                .context("cannot start the exporters")?
+            {
+                beside.threads.push(("exporter", t));
+            }
+            // The metrics: derived from the log and the request path's
+            // histograms (docs/EXPORT.md, Metrics).
+            if let Some(t) = crate::metrics::spawn(
+                config.metrics.as_ref(),
+                ledger.clone(),
+                &paths.data_dir,
+                &config.exporters,
+                stop.clone(),
+            )
+            .context("cannot start the metrics exporter")?
+            {
+                beside.threads.push(("metrics", t));
+            }
+            // The alert detector appends through this process's writer
+            // (docs/ALERTS.md).
+            if let Some(t) = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop.clone())
+                .map_err(anyhow::Error::msg)?
+            {
+                beside.threads.push(("alerts", t));
+            }
+            Ok(())
+        })();
+        match started {
+            Ok(()) => Ok(beside),
+            Err(e) => {
+                beside.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts the webhooks, whose default link is the admin API at
+    /// `admin_url`, and the checkpoint issuer (docs/FORMAT.md §14). On the
+    /// runtime.
+    async fn start_on_runtime(
+        &mut self,
+        paths: &Paths,
+        config: &Config,
+        ledger: &Arc<Ledger>,
+        admin_url: &str,
+    ) -> Result<()> {
+        if let Some(t) = crate::alerts::notify::spawn(ledger.clone(), &config.webhooks, admin_url, self.stop.clone())
+            .map_err(anyhow::Error::msg)?
+        {
+            self.threads.push(("webhooks", t));
+        }
+        self.issuer =
+            crate::checkpoints::start(ledger.clone(), &paths.data_dir, &config.checkpoints, &config.witnesses).await?;
+        Ok(())
+    }
+
+    /// Issues the shutdown checkpoint and pushes it to the witnesses (within
+    /// a grace period). Once the gateway's last session has ended.
+    async fn shutdown_issuer(&mut self) {
+        if let Some(issuer) = self.issuer.take() {
+            issuer.shutdown(std::time::Duration::from_secs(5)).await;
+        }
+    }
+
+    /// Gives the collector sinks until `grace` to send what the log holds
+    /// (the sessions' last events and the shutdown checkpoint): a short
+    /// lived `stdio` host would otherwise leave its tail to its next start.
+    /// A sink that cannot deliver in time resumes from its cursor then (at
+    /// least once); file sinks close their file when they stop.
+    fn drain(&self, paths: &Paths, config: &Config, ledger: &Ledger, grace: std::time::Duration) {
+        let deadline = std::time::Instant::now() + grace;
+        let behind = |sink: &exporters::SinkConfig| {
+            sink.protocol != exporters::Protocol::File
+                && exporters::lag(&paths.data_dir, ledger, &sink.name).map_or(true, |(_, events, _)| events > 0)
+        };
+        while config.exporters.iter().any(behind) {
+            if std::time::Instant::now() >= deadline {
+                let names: Vec<&str> = config
+                    .exporters
+                    .iter()
+                    .filter(|s| behind(s))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                tracing::warn!(sinks = ?names, "exporters still behind the log at shutdown: they resume from their cursors at the next start");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the threads and waits for them.
+    fn join(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (what, t) in self.threads {
+            if t.join().is_err() {
+                tracing::warn!("the {what} thread panicked");
+            }
+        }
+    }
+}
+
 pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode> {
     raise_open_files();
     let runtime = runtime()?;
@@ -124,37 +248,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
     let auth = Arc::new(runtime.block_on(Authenticator::load(&config.auth, anonymous.clone()))?);
     let _host = host_lock(paths)?;
     let (gateway, ledger) = gateway_on(paths, config)?;
-    // The query index follows the log on a thread of its own (docs/QUERY.md).
-    let stop_follower = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let follower = super::sql::spawn_follower(paths, ledger.clone(), stop_follower.clone());
-    // Each exporter follows the log on a thread of its own (docs/EXPORT.md);
-    // a config that cannot work stops the start, a collector that is down
-    // does not.
-    let export_threads = exporters::spawn(
-        &paths.data_dir,
-        ledger.clone(),
-        &config.exporters,
-        stop_follower.clone(),
-    )
-    .context("cannot start the exporters")?;
-    // The metrics are derived from the log and the request path's
-    // histograms, and sent on a thread of their own (docs/EXPORT.md,
-    // Metrics); a collector that is down slows nothing.
-    let metrics = crate::metrics::spawn(
-        config.metrics.as_ref(),
-        ledger.clone(),
-        &paths.data_dir,
-        &config.exporters,
-        stop_follower.clone(),
-    )
-    .context("cannot start the metrics exporter")?;
-    // The alert detector and the webhooks follow the log on threads of
-    // their own and append through this process's writer (docs/ALERTS.md).
-    let alerts = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop_follower.clone())
-        .map_err(anyhow::Error::msg)?;
-    // The webhooks start once the address is bound: it is their default
-    // link to the admin API.
-    let mut notify = None;
+    let mut beside = Beside::start(paths, config, &ledger)?;
     let served = runtime.block_on(async {
         if let Some(name) = &anonymous {
             tracing::warn!(principal = %name, "unauthenticated HTTP requests are accepted (gateway.anonymous_principal)");
@@ -172,22 +266,9 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        notify = crate::alerts::notify::spawn(
-            ledger.clone(),
-            &config.webhooks,
-            &admin_url,
-            stop_follower.clone(),
-        )
-        .map_err(anyhow::Error::msg)?;
         // Checkpoints are issued (and pushed to the witnesses) beside the
         // gateway from here to after its last request (docs/FORMAT.md §14).
-        let issuer = crate::checkpoints::start(
-            ledger.clone(),
-            &paths.data_dir,
-            &config.checkpoints,
-            &config.witnesses,
-        )
-        .await?;
+        beside.start_on_runtime(paths, config, &ledger, &admin_url).await?;
         // `sealgate stdio` processes attach here (docs/GATEWAY.md, Desktop
         // clients).
         let mut local = listen_local(&gateway, paths, config)?;
@@ -227,28 +308,20 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         gateway
             .close_sessions(events::CloseReason::GatewayShutdown, &why)
             .await;
-        if let Some(issuer) = issuer {
-            issuer.shutdown(std::time::Duration::from_secs(5)).await;
-        }
+        beside.shutdown_issuer().await;
         Ok(ExitCode::SUCCESS)
     });
     drop(runtime);
-    stop_follower.store(true, std::sync::atomic::Ordering::Relaxed);
-    if follower.is_some_and(|f| f.join().is_err()) {
-        tracing::warn!("the query follower thread panicked");
+    if served.is_ok() {
+        beside.drain(paths, config, &ledger, EXPORT_GRACE);
     }
-    for (what, t) in [("alerts", alerts), ("webhooks", notify), ("metrics", metrics)] {
-        if t.is_some_and(|t| t.join().is_err()) {
-            tracing::warn!("the {what} thread panicked");
-        }
-    }
-    for t in export_threads {
-        if t.join().is_err() {
-            tracing::warn!("an exporter thread panicked");
-        }
-    }
+    beside.join();
     served
 }
+
+/// How long a stopping gateway waits for its collector sinks to send the
+/// log's tail.
+const EXPORT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// SIGINT or SIGTERM, whichever comes first: both shut down gracefully.
 async fn shutdown_signal() -> &'static str {
@@ -321,15 +394,26 @@ pub fn stdio(
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let gateway = gateway(paths, config)?;
+    let (gateway, ledger) = gateway_on(paths, config)?;
+    // The host runs what `serve` runs beside the gateway: its events are
+    // indexed, exported, watched for alerts and checkpointed the same.
+    let mut beside = Beside::start(paths, config, &ledger)?;
     let principal = Principal {
         name,
         teams: Vec::new(),
         method: AuthMethod::Stdio,
         roles: Vec::new(),
     };
-    rt.block_on(async {
+    let served = rt.block_on(async {
         bootstrap(&gateway, config, global).await?;
+        // No admin API here: the webhooks link to where `serve` would
+        // listen.
+        let admin_url = config
+            .gateway
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.gateway.listen));
+        beside.start_on_runtime(paths, config, &ledger, &admin_url).await?;
         let mut local = listen_local(&gateway, paths, config)?;
         let own = gateway
             .serve_stdio(server, principal, config.gateway.max_body_bytes)
@@ -340,12 +424,19 @@ pub fn stdio(
         local.drained().await;
         local.stop_accepting().await;
         local.drained().await;
+        beside.shutdown_issuer().await;
         own
-    })?;
+    });
+    drop(rt);
+    if served.is_ok() {
+        beside.drain(paths, config, &ledger, EXPORT_GRACE);
+    }
+    beside.join();
+    served?;
     // The lock goes last, once the ledger is closed: a process that takes
     // it must be able to open the ledger.
+    drop(ledger);
     drop(gateway);
-    drop(rt);
     drop(host);
     Ok(ExitCode::SUCCESS)
 }
