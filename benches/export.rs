@@ -55,6 +55,11 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use sealgate_tools::otlp::{Rotel, free_port};
 use sealgate_tools::traffic::{Spec, Traffic};
 
+// The allocator `sealgate` ships with (src/main.rs): the sink runs in this
+// process here, as it does in the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// 2025-06-01T00:00:00Z: the traffic spans the year before 2026-06-01, so
 /// a gateway appending at today's time follows it without a clock step.
 const START_NS: u64 = 1_748_736_000 * 1_000_000_000;
