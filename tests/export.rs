@@ -221,6 +221,7 @@ fn a_stdio_host_exports_its_session_and_checkpoints_at_its_end() {
     let status = export_status(&site);
     assert_eq!(status["cursor"], seq(last), "{status}");
     assert_eq!(status["lag_events"], 0, "{status}");
+    assert_eq!(status["status"]["state"], "stopped", "a clean stop says so: {status}");
     let got = wait_all(&receiver, seq(last));
     assert_every_once_in_order(&got, &hashes(&events));
 }

@@ -250,6 +250,7 @@ impl Sink {
             self.set_error(SinkState::Failed, e.to_string());
         }
         self.status.in_flight = None;
+        self.status.state = SinkState::Stopped;
         self.save_status();
     }
 
@@ -374,6 +375,7 @@ impl Sink {
             self.set_error(SinkState::Failed, e.to_string());
         }
         self.status.in_flight = None;
+        self.status.state = SinkState::Stopped;
         self.save_status();
     }
 

@@ -50,6 +50,10 @@ pub enum SinkState {
     Stalled,
     /// The sink's files or the log could not be read; retried.
     Failed,
+    /// The gateway stopped the sink cleanly; it resumes from its cursor at
+    /// the next start. (A sink whose process was killed still shows the
+    /// state it was in, with that process's pid.)
+    Stopped,
 }
 
 /// The running sink's view of itself (`status.json`).
