@@ -140,11 +140,17 @@ pub(crate) fn backfill(store: &Store) -> Result<()> {
     let head = store.head();
     tracing::info!(path = %store.path.display(), events = head.seq + 1, "building the Merkle tree from the log");
     let tree = store.cf(CF_TREE)?;
-    // Every key is 9 bytes (either layout): all sort below ten 0xff.
-    store
-        .db
-        .delete_range_cf(tree, &[][..], &[0xffu8; 10][..])
-        .map_err(|e| Error::storage(&store.path, e))?;
+    // Every key is 9 bytes (either layout): all sort below ten 0xff. An
+    // empty column family (a ledger made before the tree) gets no range
+    // tombstone; one that had keys is compacted after the build, so the
+    // tombstone does not sit over every later file.
+    let had_keys = store.db.iterator_cf(tree, IteratorMode::Start).next().is_some();
+    if had_keys {
+        store
+            .db
+            .delete_range_cf(tree, &[][..], &[0xffu8; 10][..])
+            .map_err(|e| Error::storage(&store.path, e))?;
+    }
     let mut frontier = Frontier::default();
     let mut batch = WriteBatch::default();
     for item in store.raw_iter(0)? {
@@ -189,6 +195,9 @@ pub(crate) fn backfill(store: &Store) -> Result<()> {
         .db
         .write_opt(batch, &sync)
         .map_err(|e| Error::storage(&store.path, e))?;
+    if had_keys {
+        store.db.compact_range_cf(tree, None::<&[u8]>, None::<&[u8]>);
+    }
     tracing::info!(path = %store.path.display(), size = frontier.size(), "Merkle tree built");
     Ok(())
 }
