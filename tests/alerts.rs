@@ -462,7 +462,7 @@ fn start_webhooks(rig: &Rig) -> (Arc<AtomicBool>, Option<std::thread::JoinHandle
     let thread = sealgate::alerts::notify::spawn(
         Arc::clone(&rig.ledger),
         &rig.config.webhooks,
-        "http://127.0.0.1:8080",
+        Some("http://127.0.0.1:8080"),
         Arc::clone(&stop),
     )
     .expect("start the webhooks");

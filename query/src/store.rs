@@ -219,6 +219,14 @@ pub struct Follower {
     ledger_id: String,
 }
 
+impl Follower {
+    /// The next seq to read from the log (the first not in a segment or
+    /// pending).
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+}
+
 /// What one [`Follower::catch_up`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Progress {

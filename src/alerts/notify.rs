@@ -60,7 +60,17 @@ fn body_str<'a>(e: &'a SealedEvent, key: &str) -> Option<&'a str> {
 
 /// What a webhook is sent for `e`: the message text, and the JSON body in
 /// the webhook's format.
-pub fn message(hook: &WebhookConfig, admin_url: &str, topic: NotificationTopic, e: &SealedEvent) -> (String, Value) {
+/// `admin_url` is the admin API the approval commands and links name;
+/// with none (a `sealgate stdio` host, which serves no admin API, and no
+/// `admin_url` in the hook), the message names the approval but links and
+/// commands nothing: a link to a port nobody serves could be taken by
+/// whoever binds it first.
+pub fn message(
+    hook: &WebhookConfig,
+    admin_url: Option<&str>,
+    topic: NotificationTopic,
+    e: &SealedEvent,
+) -> (String, Value) {
     let event = json!({
         "seq": e.event.seq,
         "hash": e.hash.to_hex(),
@@ -81,27 +91,32 @@ pub fn message(hook: &WebhookConfig, admin_url: &str, topic: NotificationTopic, 
                 .unwrap_or("?");
             let requester = e.event.actor.principal.as_deref().unwrap_or("?");
             let expires = body_str(e, "expires_at").unwrap_or("?");
-            let api = format!(" --api {admin_url}");
-            let approve = format!("sealgate approvals approve {id}{api}");
-            let deny = format!("sealgate approvals deny {id}{api}");
-            let list = format!("{admin_url}/admin/approvals");
-            let text = format!(
-                "Approval waiting: {what} on {server}, asked by {requester} (approval {id}, expires {expires}).\n\
-                 Approve: `{approve}`\nDeny: `{deny}`\nQueue: {list}"
+            let head = format!(
+                "Approval waiting: {what} on {server}, asked by {requester} (approval {id}, expires {expires})."
             );
-            let detail = json!({
+            let mut detail = json!({
                 "approval_id": id,
                 "server": server,
                 "tool": what,
                 "requester": requester,
                 "rule": body_str(e, "rule"),
                 "expires_at": expires,
-                "approve_command": approve,
-                "deny_command": deny,
-                "approvals_url": list,
-                "approve_url": format!("{admin_url}/admin/approvals/{id}/approve"),
-                "deny_url": format!("{admin_url}/admin/approvals/{id}/deny"),
             });
+            let text = match admin_url {
+                Some(admin_url) => {
+                    let api = format!(" --api {admin_url}");
+                    let approve = format!("sealgate approvals approve {id}{api}");
+                    let deny = format!("sealgate approvals deny {id}{api}");
+                    let list = format!("{admin_url}/admin/approvals");
+                    detail["approve_command"] = json!(approve);
+                    detail["deny_command"] = json!(deny);
+                    detail["approvals_url"] = json!(list);
+                    detail["approve_url"] = json!(format!("{admin_url}/admin/approvals/{id}/approve"));
+                    detail["deny_url"] = json!(format!("{admin_url}/admin/approvals/{id}/deny"));
+                    format!("{head}\nApprove: `{approve}`\nDeny: `{deny}`\nQueue: {list}")
+                }
+                None => format!("{head}\nDecide it through the gateway's admin API."),
+            };
             (text, ("approval", detail))
         }
         NotificationTopic::Alert => {
@@ -291,7 +306,7 @@ pub fn resume_from(ledger: &Ledger, name: &str, max_age: Duration) -> Result<u64
 }
 
 /// One webhook following the log until `stop`.
-async fn follow(ledger: Arc<Ledger>, hook: WebhookConfig, admin_url: String, stop: Arc<AtomicBool>) {
+async fn follow(ledger: Arc<Ledger>, hook: WebhookConfig, admin_url: Option<String>, stop: Arc<AtomicBool>) {
     let target = match resolve(&hook) {
         Ok(t) => t,
         Err(e) => {
@@ -364,7 +379,7 @@ async fn follow(ledger: Arc<Ledger>, hook: WebhookConfig, admin_url: String, sto
                 next = e.event.seq + 1;
                 continue;
             }
-            let (_, body) = message(&hook, &admin_url, topic, &e);
+            let (_, body) = message(&hook, admin_url.as_deref(), topic, &e);
             let d = deliver(&client, &hook, &target, &body, &stop).await;
             if !d.delivered && stop.load(Ordering::Relaxed) {
                 // Cut off by the shutdown: sent again after the restart,
@@ -445,7 +460,7 @@ fn resolve(hook: &WebhookConfig) -> Result<Target, String> {
 pub fn spawn(
     ledger: Arc<Ledger>,
     hooks: &[WebhookConfig],
-    default_admin_url: &str,
+    default_admin_url: Option<&str>,
     stop: Arc<AtomicBool>,
 ) -> Result<Option<std::thread::JoinHandle<()>>, String> {
     if hooks.is_empty() {
@@ -456,7 +471,7 @@ pub fn spawn(
         resolve(h)?;
     }
     let hooks = hooks.to_vec();
-    let default_admin_url = default_admin_url.trim_end_matches('/').to_owned();
+    let default_admin_url = default_admin_url.map(|u| u.trim_end_matches('/').to_owned());
     std::thread::Builder::new()
         .name("sealgate-notify".into())
         .spawn(move || {
@@ -474,7 +489,8 @@ pub fn spawn(
                         let admin = h
                             .admin_url
                             .as_deref()
-                            .map_or_else(|| default_admin_url.clone(), |u| u.trim_end_matches('/').to_owned());
+                            .map(|u| u.trim_end_matches('/').to_owned())
+                            .or_else(|| default_admin_url.clone());
                         tokio::spawn(follow(Arc::clone(&ledger), h, admin, Arc::clone(&stop)))
                     })
                     .collect();
@@ -495,5 +511,58 @@ mod slack_tests {
             super::slack_escaped("server <https://evil|Approve> & <!channel>"),
             "server &lt;https://evil|Approve&gt; &amp; &lt;!channel&gt;"
         );
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    fn approval_requested() -> SealedEvent {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/events/written-2026-12-07h.jsonl"
+        );
+        let text = std::fs::read_to_string(path).expect("golden file");
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"kind\":\"approval.requested\""))
+            .expect("an approval.requested event");
+        // The message reads the envelope only: a record with a zero hash
+        // and signature (decoding checks the format, not the chain).
+        let mut record = vec![ledger::RECORD_VERSION];
+        record.extend([0u8; 32 + 64]);
+        record.extend(ledger::Value::from_json_str(line).expect("event").to_canonical());
+        SealedEvent::decode(&record).expect("record")
+    }
+
+    fn hook() -> WebhookConfig {
+        toml::from_str("name = \"ops\"\nurl = \"https://hooks.example.com/x\"").expect("hook")
+    }
+
+    /// With an admin API, the message carries the commands and links; with
+    /// none (a stdio host), it names the approval and links nothing.
+    #[test]
+    fn approval_links_name_the_admin_api_or_nothing() {
+        let e = approval_requested();
+        let (text, body) = message(&hook(), Some("https://gw.example.com"), NotificationTopic::Approval, &e);
+        assert!(text.contains("--api https://gw.example.com"), "{text}");
+        assert!(
+            body["approval"]["approve_url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://gw.example.com/"))
+        );
+        let (text, body) = message(&hook(), None, NotificationTopic::Approval, &e);
+        assert!(!text.contains("--api") && !text.contains("http"), "{text}");
+        assert!(text.contains("Approval waiting"), "{text}");
+        for key in [
+            "approve_url",
+            "deny_url",
+            "approvals_url",
+            "approve_command",
+            "deny_command",
+        ] {
+            assert!(body["approval"].get(key).is_none(), "{key} in {body}");
+        }
     }
 }

@@ -157,8 +157,8 @@ fn report_repairs(r: &text::TextRepairs) {
 
 /// The search index's follower for `serve`, or none (a warning) when its
 /// index cannot be opened: the gateway does not depend on it.
-pub(crate) fn follower(paths: &Paths, ledger: &Ledger) -> Option<TextFollower> {
-    match TextFollower::open(&text::search_dir(&paths.data_dir), ledger, text::DEFAULT_COMMIT_EVENTS) {
+pub(crate) fn follower(data_dir: &std::path::Path, ledger: &Ledger) -> Option<TextFollower> {
+    match TextFollower::open(&text::search_dir(data_dir), ledger, text::DEFAULT_COMMIT_EVENTS) {
         Ok((f, repairs)) => {
             report_repairs(&repairs);
             Some(f)

@@ -115,8 +115,13 @@ fn host_lock(paths: &Paths) -> Result<HostLock> {
 /// exporters, the metrics, the alert detector and the webhooks, each on a
 /// thread of its own, and the checkpoint issuer on the runtime.
 struct Beside {
+    /// Stops the readers (follower, exporters, metrics).
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<(&'static str, std::thread::JoinHandle<()>)>,
+    /// Stops the threads that append (the alert detector, and the webhooks,
+    /// which record each delivery): before the shutdown checkpoint.
+    stop_writers: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<(&'static str, std::thread::JoinHandle<()>)>,
     issuer: Option<crate::checkpoints::Issuer>,
 }
 
@@ -125,9 +130,12 @@ impl Beside {
     /// collector or a webhook that is down does not.
     fn start(paths: &Paths, config: &Config, ledger: &Arc<Ledger>) -> Result<Beside> {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_writers = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut beside = Beside {
             stop: stop.clone(),
             threads: Vec::new(),
+            stop_writers: stop_writers.clone(),
+            writers: Vec::new(),
             issuer: None,
         };
         // On an error below, the threads already started stop with it.
@@ -157,10 +165,10 @@ impl Beside {
             }
             // The alert detector appends through this process's writer
             // (docs/ALERTS.md).
-            if let Some(t) = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop.clone())
+            if let Some(t) = crate::alerts::spawn(ledger.clone(), &config.alerts, &config.gates, stop_writers.clone())
                 .map_err(anyhow::Error::msg)?
             {
-                beside.threads.push(("alerts", t));
+                beside.writers.push(("alerts", t));
             }
             Ok(())
         })();
@@ -174,28 +182,35 @@ impl Beside {
     }
 
     /// Starts the webhooks, whose default link is the admin API at
-    /// `admin_url`, and the checkpoint issuer (docs/FORMAT.md §14). On the
-    /// runtime.
+    /// `admin_url` (none: no link), and the checkpoint issuer
+    /// (docs/FORMAT.md §14). On the runtime.
     async fn start_on_runtime(
         &mut self,
         paths: &Paths,
         config: &Config,
         ledger: &Arc<Ledger>,
-        admin_url: &str,
+        admin_url: Option<&str>,
     ) -> Result<()> {
-        if let Some(t) = crate::alerts::notify::spawn(ledger.clone(), &config.webhooks, admin_url, self.stop.clone())
-            .map_err(anyhow::Error::msg)?
+        if let Some(t) =
+            crate::alerts::notify::spawn(ledger.clone(), &config.webhooks, admin_url, self.stop_writers.clone())
+                .map_err(anyhow::Error::msg)?
         {
-            self.threads.push(("webhooks", t));
+            self.writers.push(("webhooks", t));
         }
         self.issuer =
             crate::checkpoints::start(ledger.clone(), &paths.data_dir, &config.checkpoints, &config.witnesses).await?;
         Ok(())
     }
 
-    /// Issues the shutdown checkpoint and pushes it to the witnesses (within
-    /// a grace period). Once the gateway's last session has ended.
-    async fn shutdown_issuer(&mut self) {
+    /// Once the gateway's last session has ended: stops the threads that
+    /// append, then issues the shutdown checkpoint and pushes it to the
+    /// witnesses (within a grace period), so that it covers every event
+    /// this process wrote but the witnesses' answers to it. On a
+    /// multi-threaded runtime.
+    async fn finish(&mut self) {
+        self.stop_writers.store(true, std::sync::atomic::Ordering::Relaxed);
+        let writers = std::mem::take(&mut self.writers);
+        tokio::task::block_in_place(|| join_all(writers));
         if let Some(issuer) = self.issuer.take() {
             issuer.shutdown(std::time::Duration::from_secs(5)).await;
         }
@@ -229,11 +244,17 @@ impl Beside {
 
     /// Stops the threads and waits for them.
     fn join(self) {
+        self.stop_writers.store(true, std::sync::atomic::Ordering::Relaxed);
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for (what, t) in self.threads {
-            if t.join().is_err() {
-                tracing::warn!("the {what} thread panicked");
-            }
+        join_all(self.writers);
+        join_all(self.threads);
+    }
+}
+
+fn join_all(threads: Vec<(&'static str, std::thread::JoinHandle<()>)>) {
+    for (what, t) in threads {
+        if t.join().is_err() {
+            tracing::warn!("the {what} thread panicked");
         }
     }
 }
@@ -268,7 +289,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
             .unwrap_or_else(|| format!("http://{addr}"));
         // Checkpoints are issued (and pushed to the witnesses) beside the
         // gateway from here to after its last request (docs/FORMAT.md §14).
-        beside.start_on_runtime(paths, config, &ledger, &admin_url).await?;
+        beside.start_on_runtime(paths, config, &ledger, Some(&admin_url)).await?;
         // `sealgate stdio` processes attach here (docs/GATEWAY.md, Desktop
         // clients).
         let mut local = listen_local(&gateway, paths, config)?;
@@ -308,13 +329,11 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         gateway
             .close_sessions(events::CloseReason::GatewayShutdown, &why)
             .await;
-        beside.shutdown_issuer().await;
+        beside.finish().await;
         Ok(ExitCode::SUCCESS)
     });
     drop(runtime);
-    if served.is_ok() {
-        beside.drain(paths, config, &ledger, EXPORT_GRACE);
-    }
+    beside.drain(paths, config, &ledger, EXPORT_GRACE);
     beside.join();
     served
 }
@@ -406,14 +425,11 @@ pub fn stdio(
     };
     let served = rt.block_on(async {
         bootstrap(&gateway, config, global).await?;
-        // No admin API here: the webhooks link to where `serve` would
-        // listen.
-        let admin_url = config
-            .gateway
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", config.gateway.listen));
-        beside.start_on_runtime(paths, config, &ledger, &admin_url).await?;
+        // No admin API here: the webhooks link only to one the config
+        // names (`gateway.public_url`, or the hook's own `admin_url`).
+        beside
+            .start_on_runtime(paths, config, &ledger, config.gateway.public_url.as_deref())
+            .await?;
         let mut local = listen_local(&gateway, paths, config)?;
         let own = gateway
             .serve_stdio(server, principal, config.gateway.max_body_bytes)
@@ -424,13 +440,11 @@ pub fn stdio(
         local.drained().await;
         local.stop_accepting().await;
         local.drained().await;
-        beside.shutdown_issuer().await;
+        beside.finish().await;
         own
     });
     drop(rt);
-    if served.is_ok() {
-        beside.drain(paths, config, &ledger, EXPORT_GRACE);
-    }
+    beside.drain(paths, config, &ledger, EXPORT_GRACE);
     beside.join();
     served?;
     // The lock goes last, once the ledger is closed: a process that takes

@@ -291,46 +291,76 @@ fn report_repairs(r: &query::Repairs) {
     }
 }
 
+/// Events a follower indexes between two looks at its stop flag: a
+/// stopping gateway waits for at most about this much indexing.
+const FOLLOW_STEP: u64 = 20_000;
+
+/// `head`, or the event `FOLLOW_STEP` past `next` if the head is further.
+fn step_to(ledger: &ledger::Ledger, head: ledger::Head, next: u64) -> ledger::Head {
+    let seq = next.saturating_add(FOLLOW_STEP - 1);
+    if head.seq <= seq {
+        return head;
+    }
+    match ledger.get(seq) {
+        Ok(Some(e)) => ledger::Head {
+            seq,
+            hash: e.hash,
+            ts: e.event.ts,
+        },
+        _ => head,
+    }
+}
+
 /// Keeps the index of a live ledger current: a thread (off the async
-/// workers) that catches up every 250 ms until `stop` is set. The gateway
-/// does not depend on it: a store that cannot be opened is a warning and no
-/// follower (queries then read more of the log).
+/// workers) that opens the indexes (which may repair what an interrupted
+/// write left) and catches up every 250 ms, in steps of [`FOLLOW_STEP`]
+/// events so that `stop` is seen soon even while it indexes a long log.
+/// The gateway does not depend on it: a store that cannot be opened is a
+/// warning and no follower (queries then read more of the log).
 pub(crate) fn spawn_follower(
     paths: &Paths,
     ledger: Arc<ledger::Ledger>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let store = query::store_dir(&paths.data_dir);
-    let mut follower = match Follower::open(&store, &ledger, query::DEFAULT_SEGMENT_EVENTS) {
-        Ok((f, repairs)) => {
-            report_repairs(&repairs);
-            Some(f)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "query index: not following the log");
-            None
-        }
-    };
-    let mut text = super::search::follower(paths, &ledger);
-    if follower.is_none() && text.is_none() {
-        return None;
-    }
+    let data_dir = paths.data_dir.clone();
     let spawned = std::thread::Builder::new()
         .name("query-follower".into())
         .spawn(move || {
+            let mut follower =
+                match Follower::open(&query::store_dir(&data_dir), &ledger, query::DEFAULT_SEGMENT_EVENTS) {
+                    Ok((f, repairs)) => {
+                        report_repairs(&repairs);
+                        Some(f)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "query index: not following the log");
+                        None
+                    }
+                };
+            let mut text = super::search::follower(&data_dir, &ledger);
+            if follower.is_none() && text.is_none() {
+                return;
+            }
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let head = ledger.head();
-                if let Some(f) = &mut follower
-                    && let Err(e) = f.catch_up(&ledger, &head, |_| {})
-                {
-                    tracing::warn!(error = %e, "query index: catching up failed; retrying");
+                let mut behind = false;
+                if let Some(f) = &mut follower {
+                    let to = step_to(&ledger, head, f.next());
+                    behind |= to.seq < head.seq;
+                    if let Err(e) = f.catch_up(&ledger, &to, |_| {}) {
+                        tracing::warn!(error = %e, "query index: catching up failed; retrying");
+                    }
                 }
-                if let Some(t) = &mut text
-                    && let Err(e) = t.catch_up(&ledger, &head, |_| {})
-                {
-                    tracing::warn!(error = %e, "search index: catching up failed; retrying");
+                if let Some(t) = &mut text {
+                    let to = step_to(&ledger, head, t.next());
+                    behind |= to.seq < head.seq;
+                    if let Err(e) = t.catch_up(&ledger, &to, |_| {}) {
+                        tracing::warn!(error = %e, "search index: catching up failed; retrying");
+                    }
                 }
-                std::thread::sleep(std::time::Duration::from_millis(250));
+                if !behind {
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
             }
             if let Some(t) = text
                 && let Err(e) = t.close()
