@@ -91,6 +91,7 @@ fn a_gateway_run_reaches_rotel_once_in_order_over_grpc() {
     let status = export_status(&site);
     assert_eq!(status["cursor"], last);
     assert_eq!(status["lag_events"], 0);
+    assert_eq!(status["process_alive"], true, "{status}");
     gw.stop();
     rotel.stop();
 }
@@ -131,9 +132,14 @@ fn kill_9_with_a_batch_in_flight_resends_it_after_restart() {
     let in_flight: Vec<u64> = receiver.records().iter().map(|g| g.seq()).collect();
     assert!(!in_flight.is_empty());
     gw.stop(); // SIGKILL
+    let status = export_status(&site);
     assert!(
-        export_status(&site)["cursor"].is_null(),
+        status["cursor"].is_null(),
         "the cursor moved past a batch the collector never accepted"
+    );
+    assert_eq!(
+        status["process_alive"], false,
+        "the killed gateway's sink is not running: {status}"
     );
     receiver.set(Mode::Accept);
     let gw = site.serve();
@@ -222,6 +228,7 @@ fn a_stdio_host_exports_its_session_and_checkpoints_at_its_end() {
     assert_eq!(status["cursor"], seq(last), "{status}");
     assert_eq!(status["lag_events"], 0, "{status}");
     assert_eq!(status["status"]["state"], "stopped", "a clean stop says so: {status}");
+    assert!(status["process_alive"].is_null(), "{status}");
     let got = wait_all(&receiver, seq(last));
     assert_every_once_in_order(&got, &hashes(&events));
 }

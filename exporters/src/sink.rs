@@ -701,6 +701,12 @@ pub struct Report {
     /// Age of the oldest event not yet accepted (0 when caught up).
     pub lag_seconds: f64,
     pub status: Option<Status>,
+    /// Whether the process that wrote `status` is still running: false when
+    /// its gateway was killed rather than stopped (the status then shows
+    /// the state it was in). It is this process, or a process named
+    /// `sealgate` with that pid on this host. None: no status, a clean stop
+    /// (state `stopped`), or no `/proc` to look in.
+    pub process_alive: Option<bool>,
     /// Dead-lettered batches and the records the collector said it rejected.
     pub dead_letter_batches: usize,
     pub dead_letter_records: i64,
@@ -709,6 +715,18 @@ pub struct Report {
     /// File sinks: the files the manifest lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lake_files: Option<usize>,
+}
+
+/// See [`Report::process_alive`].
+fn process_alive(status: &Status) -> Option<bool> {
+    if status.state == SinkState::Stopped || !Path::new("/proc/self").exists() {
+        return None;
+    }
+    if status.pid == std::process::id() {
+        return Some(true);
+    }
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", status.pid));
+    Some(comm.is_ok_and(|c| c.trim_end() == "sealgate"))
 }
 
 /// A sink's lag: its cursor (the last seq delivered), and the events and
@@ -748,6 +766,7 @@ pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Resul
         let dir = state::sink_dir(data_dir, &c.name);
         let (cursor, lag_events, lag_seconds) = lag(data_dir, ledger, &c.name)?;
         let letters = state::read_dead_letters(&dir)?;
+        let status = state::read_status(&dir)?;
         out.push(Report {
             name: c.name.clone(),
             endpoint: c.destination(data_dir),
@@ -756,7 +775,8 @@ pub fn report(data_dir: &Path, ledger: &Ledger, configs: &[SinkConfig]) -> Resul
             head: head.seq,
             lag_events,
             lag_seconds,
-            status: state::read_status(&dir)?,
+            process_alive: status.as_ref().and_then(process_alive),
+            status,
             dead_letter_batches: letters.len(),
             dead_letter_records: letters.iter().map(|d| d.rejected).sum(),
             replay_from: state::read_replay(&dir)?.map(|r| r.from),

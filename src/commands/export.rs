@@ -71,6 +71,12 @@ fn status(paths: &Paths, config: &Config, output: ReportFormat) -> Result<ExitCo
                             s.exported,
                             s.requests
                         )?;
+                        if r.process_alive == Some(false) {
+                            writeln!(
+                                out,
+                                "  its process is gone: the gateway was killed, not stopped (the state is the one it was in)"
+                            )?;
+                        }
                         if let Some((from, to)) = s.in_flight {
                             let what = if r.protocol == exporters::Protocol::File {
                                 "file being filled"
