@@ -628,7 +628,7 @@ impl Store {
         {
             return Ok(schedule.clone());
         }
-        let schedule = self.checked_key_schedule()?.map_err(|f| Error::Malformed {
+        let schedule = self.schedule_for(&rotations)?.map_err(|f| Error::Malformed {
             seq: f.seq,
             reason: f.detail,
         })?;
@@ -639,6 +639,11 @@ impl Store {
     /// [`Store::key_schedule`], with a bad event reported as the
     /// verification failure it is; the outer error is a read failure.
     pub(crate) fn checked_key_schedule(&self) -> Result<std::result::Result<KeySchedule, Failure>> {
+        self.schedule_for(&self.rotation_seqs()?)
+    }
+
+    /// [`Store::checked_key_schedule`] for the rotations at `rotations`.
+    fn schedule_for(&self, rotations: &[u64]) -> Result<std::result::Result<KeySchedule, Failure>> {
         let read = |seq: u64, missing: &str| {
             self.sealed(seq)?.ok_or_else(|| Error::Malformed {
                 seq,
@@ -646,10 +651,9 @@ impl Store {
             })
         };
         let genesis = read(0, "genesis event missing")?;
-        let rotations = self
-            .rotation_seqs()?
-            .into_iter()
-            .map(|seq| Ok((seq, read(seq, "rotation index names a missing event")?)))
+        let rotations = rotations
+            .iter()
+            .map(|&seq| Ok((seq, read(seq, "rotation index names a missing event")?)))
             .collect::<Result<Vec<_>>>()?;
         Ok(schedule_from(&genesis, &rotations, &self.ledger_id))
     }
