@@ -242,6 +242,13 @@ impl Beside {
         }
     }
 
+    /// After the runtime: lets the collector sinks send the log's tail
+    /// ([`Beside::drain`]), then stops every thread and waits for it.
+    fn stop(self, paths: &Paths, config: &Config, ledger: &Ledger) {
+        self.drain(paths, config, ledger, EXPORT_GRACE);
+        self.join();
+    }
+
     /// Stops the threads and waits for them.
     fn join(self) {
         self.stop_writers.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -333,8 +340,7 @@ pub fn serve(global: &Global, paths: &Paths, config: &Config) -> Result<ExitCode
         Ok(ExitCode::SUCCESS)
     });
     drop(runtime);
-    beside.drain(paths, config, &ledger, EXPORT_GRACE);
-    beside.join();
+    beside.stop(paths, config, &ledger);
     served
 }
 
@@ -444,8 +450,7 @@ pub fn stdio(
         own
     });
     drop(rt);
-    beside.drain(paths, config, &ledger, EXPORT_GRACE);
-    beside.join();
+    beside.stop(paths, config, &ledger);
     served?;
     // The lock goes last, once the ledger is closed: a process that takes
     // it must be able to open the ledger.

@@ -295,6 +295,21 @@ fn report_repairs(r: &query::Repairs) {
 /// stopping gateway waits for at most about this much indexing.
 const FOLLOW_STEP: u64 = 20_000;
 
+/// The SQL store's follower, or none (a warning) when its store cannot be
+/// opened (the counterpart of `search::follower`).
+fn follower(data_dir: &std::path::Path, ledger: &ledger::Ledger) -> Option<Follower> {
+    match Follower::open(&query::store_dir(data_dir), ledger, query::DEFAULT_SEGMENT_EVENTS) {
+        Ok((f, repairs)) => {
+            report_repairs(&repairs);
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "query index: not following the log");
+            None
+        }
+    }
+}
+
 /// `head`, or the event `FOLLOW_STEP` past `next` if the head is further.
 fn step_to(ledger: &ledger::Ledger, head: ledger::Head, next: u64) -> ledger::Head {
     let seq = next.saturating_add(FOLLOW_STEP - 1);
@@ -326,17 +341,7 @@ pub(crate) fn spawn_follower(
     let spawned = std::thread::Builder::new()
         .name("query-follower".into())
         .spawn(move || {
-            let mut follower =
-                match Follower::open(&query::store_dir(&data_dir), &ledger, query::DEFAULT_SEGMENT_EVENTS) {
-                    Ok((f, repairs)) => {
-                        report_repairs(&repairs);
-                        Some(f)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "query index: not following the log");
-                        None
-                    }
-                };
+            let mut follower = follower(&data_dir, &ledger);
             let mut text = super::search::follower(&data_dir, &ledger);
             if follower.is_none() && text.is_none() {
                 return;
